@@ -1,0 +1,179 @@
+/* cache.c - a synchronous hiredis client with reconnect and back-off.
+ *
+ * Workers call Redis synchronously: each has its own context, timeouts are
+ * short, and after a failure Redis is skipped for a second so that a dead
+ * Redis costs one timeout per second per worker, not one per request. */
+#include "cache.h"
+
+#include <hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include "config.h"
+#include "log.h"
+
+#define CACHE_CONNECT_TIMEOUT_MS 300
+#define CACHE_COMMAND_TIMEOUT_MS 500
+#define CACHE_RETRY_SECONDS 1
+
+void cache_key_profile(char out[CACHE_KEY_MAX], const char *user_id)
+{
+    snprintf(out, CACHE_KEY_MAX, "chatd:{u:%s}:profile", user_id);
+}
+
+void cache_key_sessions(char out[CACHE_KEY_MAX], const char *user_id)
+{
+    snprintf(out, CACHE_KEY_MAX, "chatd:{u:%s}:sessions", user_id);
+}
+
+void cache_key_context(char out[CACHE_KEY_MAX], const char *session_id)
+{
+    snprintf(out, CACHE_KEY_MAX, "chatd:{s:%s}:ctx", session_id);
+}
+
+void cache_key_models(char out[CACHE_KEY_MAX])
+{
+    snprintf(out, CACHE_KEY_MAX, "chatd:{models}:names");
+}
+
+void cache_open(struct cache *c, const struct config *cfg)
+{
+    c->rc = NULL;
+    c->cfg = cfg;
+    c->retry_at = 0;
+}
+
+void cache_close(struct cache *c)
+{
+    if (c->rc != NULL)
+        redisFree(c->rc);
+    c->rc = NULL;
+}
+
+static void cache_fail(struct cache *c, const char *what)
+{
+    log_warn("event=redis_error op=%s error=\"%s\"", what,
+             c->rc != NULL && c->rc->err ? c->rc->errstr : "unexpected reply");
+    cache_close(c);
+    c->retry_at = time(NULL) + CACHE_RETRY_SECONDS;
+}
+
+/* A usable context, or NULL while Redis is down. */
+static redisContext *cache_conn(struct cache *c)
+{
+    if (c->rc != NULL)
+        return c->rc;
+    if (time(NULL) < c->retry_at)
+        return NULL;
+    struct timeval ct = {0, CACHE_CONNECT_TIMEOUT_MS * 1000};
+    c->rc = redisConnectWithTimeout(c->cfg->redis_host, c->cfg->redis_port, ct);
+    if (c->rc == NULL || c->rc->err) {
+        cache_fail(c, "connect");
+        return NULL;
+    }
+    struct timeval tt = {0, CACHE_COMMAND_TIMEOUT_MS * 1000};
+    redisSetTimeout(c->rc, tt);
+
+    redisReply *r;
+    if (c->cfg->redis_password[0] != '\0') {
+        r = redisCommand(c->rc, "AUTH %s", c->cfg->redis_password);
+        int ok = r != NULL && r->type == REDIS_REPLY_STATUS;
+        freeReplyObject(r);
+        if (!ok) {
+            cache_fail(c, "auth");
+            return NULL;
+        }
+    }
+    if (c->cfg->redis_db != 0) {
+        r = redisCommand(c->rc, "SELECT %d", c->cfg->redis_db);
+        int ok = r != NULL && r->type == REDIS_REPLY_STATUS;
+        freeReplyObject(r);
+        if (!ok) {
+            cache_fail(c, "select");
+            return NULL;
+        }
+    }
+    return c->rc;
+}
+
+char *cache_get(struct cache *c, const char *key, size_t *len)
+{
+    redisContext *rc = cache_conn(c);
+    if (rc == NULL)
+        return NULL;
+    redisReply *r = redisCommand(rc, "GET %s", key);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        freeReplyObject(r);
+        cache_fail(c, "get");
+        return NULL;
+    }
+    char *out = NULL;
+    if (r->type == REDIS_REPLY_STRING) {
+        out = malloc(r->len + 1);
+        if (out != NULL) {
+            memcpy(out, r->str, r->len);
+            out[r->len] = '\0';
+            *len = r->len;
+        }
+    }
+    freeReplyObject(r);
+    return out;
+}
+
+void cache_set(struct cache *c, const char *key, const char *val, size_t len, int ttl_seconds)
+{
+    redisContext *rc = cache_conn(c);
+    if (rc == NULL)
+        return;
+    redisReply *r = redisCommand(rc, "SET %s %b EX %d", key, val, len, ttl_seconds);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        freeReplyObject(r);
+        cache_fail(c, "set");
+        return;
+    }
+    freeReplyObject(r);
+}
+
+int cache_del(struct cache *c, const char *const *keys, size_t n)
+{
+    redisContext *rc = cache_conn(c);
+    if (rc == NULL)
+        return -1;
+    /* One round trip: the keys of one call share a hash tag, so a
+     * multi-key DEL is valid on Redis Cluster too. */
+    const char *argv[8];
+    size_t argl[8];
+    if (n > 7)
+        n = 7;
+    argv[0] = "DEL";
+    argl[0] = 3;
+    for (size_t i = 0; i < n; i++) {
+        argv[i + 1] = keys[i];
+        argl[i + 1] = strlen(keys[i]);
+    }
+    redisReply *r = redisCommandArgv(rc, (int)n + 1, argv, argl);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        freeReplyObject(r);
+        cache_fail(c, "del");
+        return -1;
+    }
+    freeReplyObject(r);
+    return 0;
+}
+
+int cache_ping(struct cache *c)
+{
+    redisContext *rc = cache_conn(c);
+    if (rc == NULL)
+        return -1;
+    redisReply *r = redisCommand(rc, "PING");
+    int ok = r != NULL && r->type == REDIS_REPLY_STATUS;
+    freeReplyObject(r);
+    if (!ok) {
+        cache_fail(c, "ping");
+        return -1;
+    }
+    return 0;
+}

@@ -1,0 +1,105 @@
+/* chat_agent.h - the reference AI agent's shared declarations.
+ *
+ * chat-agent is a gRPC C core server for ai_service.AIService. Threads:
+ *  - main: the completion-queue loop (accepts calls, completes batches);
+ *    it never sleeps nor does blocking work;
+ *  - timer: a min-heap of due callbacks; the echo back end uses it to play
+ *    a slow model without a thread per call;
+ *  - openai workers: a small pool that blocks in libcurl;
+ *  - signals: sigwait() for SIGTERM/SIGINT, then starts the shutdown.
+ *
+ * A server call (ca_call) is produced by one back end at a time: it pushes
+ * text with ca_call_push() and ends with ca_call_finish(), from any thread.
+ * call.c turns that into gRPC batches, one SEND_MESSAGE in flight at a time,
+ * coalescing text pushed while a send is out. */
+#ifndef CHAT_AGENT_H
+#define CHAT_AGENT_H
+
+#include <grpc/grpc.h>
+#include <grpc/status.h>
+#include <stdint.h>
+
+#include "ai_service.pb-c.h"
+
+enum ca_method { CA_PROCESS = 0, CA_STREAM, CA_SUMMARIZE, CA_N_METHODS };
+
+struct ca_config {
+    const char *host;
+    int port;
+    const char *backend; /* "echo" or "openai" */
+    int delay_ms;
+    const char *record_file;
+    int disabled[CA_N_METHODS];
+    const char *fail_mode; /* "", "internal" or "funds" */
+    const char *openai_base_url;
+    const char *openai_api_key;
+    const char *openai_model; /* used when a request names no model */
+    int openai_timeout_seconds;
+    int workers; /* openai worker threads */
+    double price_in_per_1k;
+    double price_out_per_1k;
+};
+
+extern struct ca_config ca_cfg;
+
+const char *ca_method_name(enum ca_method m);
+uint64_t ca_now_ms(void); /* CLOCK_MONOTONIC */
+
+/* Token estimate of a text: bytes / 3. */
+double ca_cost(size_t in_bytes, size_t out_bytes);
+
+/* ---- call.c */
+struct ca_call;
+
+/* Decodes the request (ca_call_request() is NULL when it is malformed) and
+ * returns the back end's reference. */
+struct ca_call *ca_call_accept(grpc_call *grpc, enum ca_method m, grpc_byte_buffer *payload);
+enum ca_method ca_call_method(const struct ca_call *k);
+const AiService__Request *ca_call_request(const struct ca_call *k);
+const AiService__SummaryRequest *ca_call_summary_request(const struct ca_call *k);
+int ca_call_is_dead(struct ca_call *k);
+void ca_call_push(struct ca_call *k, const char *text, size_t len);
+void ca_call_finish(struct ca_call *k, grpc_status_code status, const char *details, double cost);
+void ca_call_ref(struct ca_call *k);
+void ca_call_unref(struct ca_call *k);
+void ca_call_on_sent(struct ca_call *k, int success);
+void ca_call_on_closed(struct ca_call *k);
+/* Answers a call to a method we do not know with UNIMPLEMENTED. */
+void ca_call_reject_unknown(grpc_call *grpc);
+void ca_reject_done(void *ptr); /* CA_TAG_UNKNOWN_DONE */
+
+/* Tags on the CQ start with their kind. */
+enum ca_tag_kind { CA_TAG_REQUEST, CA_TAG_SEND, CA_TAG_CLOSED, CA_TAG_UNKNOWN_DONE, CA_TAG_SHUTDOWN };
+struct ca_tag {
+    enum ca_tag_kind kind;
+    void *ptr;
+};
+
+/* ---- timer.c: fn(arg, 1) when due, fn(arg, 0) when dropped at shutdown. */
+typedef void (*ca_timer_fn)(void *arg, int fire);
+int ca_timer_start(void);
+void ca_timer_add(uint64_t due_ms, ca_timer_fn fn, void *arg);
+void ca_timer_stop(void);
+
+/* ---- record.c */
+int ca_record_open(const char *path);
+void ca_record_request(enum ca_method m, const AiService__Request *r);
+void ca_record_summary(const AiService__SummaryRequest *r);
+void ca_record_close(void);
+
+/* ---- echo.c: takes over the caller's reference to k. */
+void echo_handle(struct ca_call *k);
+/* Exposed for tests of the deterministic texts. */
+char *echo_reply_text(const AiService__Request *r, int *status, const char **details);
+char *echo_summary_text(const AiService__SummaryRequest *r);
+/* Largest n <= len such that s[0..n) does not end inside a UTF-8 character. */
+size_t echo_utf8_cut(const char *s, size_t len);
+/* Number of entries of a chat_history JSON array, -1 when malformed. */
+long echo_history_len(const char *json);
+
+/* ---- openai.c: takes over the caller's reference to k. */
+int openai_start(int workers);
+void openai_handle(struct ca_call *k);
+void openai_stop(void);
+
+#endif

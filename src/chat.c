@@ -1,0 +1,734 @@
+/* chat.c - one chat turn, from checks to the stored reply.
+ *
+ *   worker:      checks (user 3, model 24/7, balance 15, session 18, file 17)
+ *                -> detach from the connection's request FIFO
+ *                -> wait for the session's previous turn (session_slots)
+ *   worker:      load context (Redis, else PostgreSQL), trim, call agent
+ *   agent thread: deltas -> type 7 frames; done -> Summarize (if supported)
+ *   worker:      one transaction: session row (NEW), messages, summary,
+ *                balance -> Redis context -> final type 3 reply
+ *
+ * A turn that fails at the agent stores nothing and charges nothing, so the
+ * user never sees half a turn: either the user message, the reply (and the
+ * file entry) and the charge are all committed together, or none is. A
+ * turn stopped by code 8 stores the partial reply with a " [stopped]"
+ * marker and charges the estimated cost of what was generated. */
+#include "chat.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent.h"
+#include "cache.h"
+#include "config.h"
+#include "log.h"
+#include "pg.h"
+#include "proto.h"
+#include "server.h"
+#include "uuid.h"
+
+#define CHAT_STOP_MARKER "[stopped]"
+#define CHAT_SESSION_NAME_CHARS 20
+#define GRPC_CANCELLED 1
+#define GRPC_UNIMPLEMENTED 12
+
+struct chat_turn {
+    struct pool_job job; /* first: the pool runs it (start, then finish) */
+    atomic_int refs;
+    struct server *srv;
+    uint64_t conn_id;
+
+    char user_id[UUID_STR_LEN + 1];
+    char session_id[UUID_STR_LEN + 1];
+    int session_new;
+    char *session_name;
+    int model_id;
+    char *model_name, *provider;
+    long context_length;
+    double price_in, price_out; /* dollars per 1K tokens */
+    char *message, *prompt, *file_name, *file_url;
+    double balance;
+    int stream;
+
+    char *summary;     /* before the turn */
+    json_t *history;   /* recent messages before the turn */
+    int history_cached;/* the context came from Redis */
+
+    pthread_mutex_t mu; /* guards call, cancelled, by_user */
+    agent_call *call;
+    int cancelled, by_user;
+
+    /* results, written by the agent thread before the finish job */
+    int status;
+    char *status_details;
+    char *reply;
+    double cost;
+    char *new_summary;
+    double summary_cost;
+    int stage; /* 0: start, 1: finish */
+
+    struct chat_turn *wait_next; /* the session's queue */
+};
+
+static atomic_int chat_turns_active;
+
+int chat_active_turns(void) { return atomic_load(&chat_turns_active); }
+
+size_t chat_estimate_tokens(size_t bytes) { return (bytes + 2) / 3; }
+
+/* --------------------------------------------------------- turn lifetime */
+
+void chat_turn_ref(struct chat_turn *t) { atomic_fetch_add(&t->refs, 1); }
+
+void chat_turn_unref(struct chat_turn *t)
+{
+    if (atomic_fetch_sub(&t->refs, 1) != 1)
+        return;
+    if (t->call != NULL)
+        agent_call_release(t->call);
+    pthread_mutex_destroy(&t->mu);
+    free(t->session_name);
+    free(t->model_name);
+    free(t->provider);
+    free(t->message);
+    free(t->prompt);
+    free(t->file_name);
+    free(t->file_url);
+    free(t->summary);
+    json_decref(t->history);
+    free(t->status_details);
+    free(t->reply);
+    free(t->new_summary);
+    free(t);
+}
+
+int chat_turn_matches(const struct chat_turn *t, const char *user_id, const char *session_id)
+{
+    return strcmp(t->user_id, user_id) == 0 && strcmp(t->session_id, session_id) == 0;
+}
+
+void chat_turn_cancel(struct chat_turn *t, int by_user)
+{
+    pthread_mutex_lock(&t->mu);
+    if (!t->cancelled) {
+        t->cancelled = 1;
+        t->by_user = by_user;
+        if (t->call != NULL)
+            agent_call_cancel(t->call);
+    }
+    pthread_mutex_unlock(&t->mu);
+}
+
+/* ---------------------------------------------------- session turn order */
+
+/* Sessions with a turn running, each with the turns waiting behind it.
+ * Turns of one session run one at a time so that each sees the history the
+ * previous one stored, and both are stored in order. */
+#define SLOT_BUCKETS 1024
+
+struct session_slot {
+    struct session_slot *next;
+    char session_id[UUID_STR_LEN + 1];
+    struct chat_turn *wait_head, *wait_tail;
+};
+
+static pthread_mutex_t slots_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct session_slot *slots[SLOT_BUCKETS];
+
+static unsigned slot_hash(const char *id)
+{
+    unsigned h = 2166136261u;
+    for (const char *p = id; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    return h % SLOT_BUCKETS;
+}
+
+/* 1: t owns the session now; 0: t was queued and will be resubmitted. */
+static int slot_acquire(struct chat_turn *t)
+{
+    unsigned h = slot_hash(t->session_id);
+    int owned = 1;
+    pthread_mutex_lock(&slots_mu);
+    struct session_slot *s = slots[h];
+    while (s != NULL && strcmp(s->session_id, t->session_id) != 0)
+        s = s->next;
+    if (s != NULL) {
+        t->wait_next = NULL;
+        if (s->wait_tail != NULL)
+            s->wait_tail->wait_next = t;
+        else
+            s->wait_head = t;
+        s->wait_tail = t;
+        owned = 0;
+    } else {
+        s = calloc(1, sizeof(*s));
+        if (s != NULL) { /* out of memory: run unordered rather than fail */
+            memcpy(s->session_id, t->session_id, sizeof(s->session_id));
+            s->next = slots[h];
+            slots[h] = s;
+        }
+    }
+    pthread_mutex_unlock(&slots_mu);
+    return owned;
+}
+
+/* The session's turn ended: start the next waiting one, if any. */
+static void slot_release(struct chat_turn *t)
+{
+    unsigned h = slot_hash(t->session_id);
+    struct chat_turn *next = NULL;
+    pthread_mutex_lock(&slots_mu);
+    struct session_slot **pp = &slots[h];
+    while (*pp != NULL && strcmp((*pp)->session_id, t->session_id) != 0)
+        pp = &(*pp)->next;
+    struct session_slot *s = *pp;
+    if (s != NULL) {
+        next = s->wait_head;
+        if (next != NULL) {
+            s->wait_head = next->wait_next;
+            if (s->wait_head == NULL)
+                s->wait_tail = NULL;
+        } else {
+            *pp = s->next;
+            free(s);
+        }
+    }
+    pthread_mutex_unlock(&slots_mu);
+    if (next != NULL)
+        pool_submit(server_pool(next->srv), &next->job);
+}
+
+/* ----------------------------------------------------------- end of turn */
+
+static void turn_push_error(struct chat_turn *t, int code, const char *text)
+{
+    struct proto_error err;
+    proto_error_set(&err, PROTO_CHAT, code);
+    if (text != NULL)
+        snprintf(err.text, sizeof(err.text), "%s", text);
+    size_t len = 0;
+    char *frame = proto_encode_error(&err, &len);
+    if (frame != NULL)
+        server_push(t->srv, t->conn_id, frame, len);
+}
+
+/* Every turn that got past its checks ends here exactly once. */
+static void turn_end(struct chat_turn *t)
+{
+    slot_release(t);
+    server_turn_done(t->srv, t->conn_id, t);
+    atomic_fetch_sub(&chat_turns_active, 1);
+    chat_turn_unref(t); /* the pipeline's reference */
+}
+
+/* ---------------------------------------------------------------- store */
+
+static int turn_store(struct worker *w, struct chat_turn *t, const char *reply, double charge)
+{
+    struct pg *pg = &w->pg;
+    char seqbuf[3][24], cnt[8], charge_s[64];
+    if (pg_command(pg, "begin") != 0)
+        return PERR_INTERNAL;
+    if (t->session_new) {
+        char model[16];
+        snprintf(model, sizeof(model), "%d", t->model_id);
+        const char *p[5] = {t->session_id, t->user_id, t->session_name, model, t->prompt};
+        PGresult *r = pg_exec(pg, PG_SESSION_INSERT, 5, p);
+        if (r == NULL)
+            goto fail_create;
+        PQclear(r);
+    }
+    const char *lp[2] = {t->user_id, t->session_id};
+    PGresult *r = pg_exec(pg, PG_SESSION_LOCK, 2, lp);
+    if (r == NULL)
+        goto fail;
+    if (PQntuples(r) == 0) { /* deleted while the agent was thinking */
+        PQclear(r);
+        pg_command(pg, "rollback");
+        return PERR_NO_SESSION;
+    }
+    long long seq = atoll(PQgetvalue(r, 0, 0));
+    PQclear(r);
+
+    const char *roles[3] = {"user", "assistant", "file"};
+    const char *contents[3] = {t->message, reply, t->file_url};
+    int n = t->file_url != NULL ? 3 : 2;
+    for (int i = 0; i < n; i++) {
+        snprintf(seqbuf[i], sizeof(seqbuf[i]), "%lld", seq + i);
+        const char *p[4] = {t->session_id, seqbuf[i], roles[i], contents[i]};
+        if ((r = pg_exec(pg, PG_MESSAGE_INSERT, 4, p)) == NULL)
+            goto fail;
+        PQclear(r);
+    }
+    snprintf(cnt, sizeof(cnt), "%d", n);
+    const char *ap[3] = {t->session_id, cnt, t->new_summary != NULL ? t->new_summary : t->summary};
+    if ((r = pg_exec(pg, PG_SESSION_ADVANCE, 3, ap)) == NULL)
+        goto fail;
+    PQclear(r);
+    snprintf(charge_s, sizeof(charge_s), "%.17g", charge);
+    const char *bp[2] = {t->user_id, charge_s};
+    if ((r = pg_exec(pg, PG_BALANCE_CHARGE, 2, bp)) == NULL)
+        goto fail;
+    PQclear(r);
+    if (pg_command(pg, "commit") != 0)
+        return PERR_INTERNAL;
+    return 0;
+fail_create:
+    pg_command(pg, "rollback");
+    return PERR_CREATE_SESSION;
+fail:
+    pg_command(pg, "rollback");
+    return PERR_INTERNAL;
+}
+
+/* Rewrites the Redis copy of the session's context to what PostgreSQL now
+ * holds, so the next turn needs no database read. */
+static void turn_refresh_cache(struct worker *w, struct chat_turn *t, const char *reply)
+{
+    const struct config *cfg = server_config(t->srv);
+    char key[CACHE_KEY_MAX];
+    cache_key_context(key, t->session_id);
+    json_t *msgs = json_deep_copy(t->history);
+    json_t *ctx = NULL;
+    if (msgs == NULL)
+        goto invalidate;
+    json_array_append_new(msgs, json_pack("{s:s, s:s}", "role", "user", "content", t->message));
+    json_array_append_new(msgs, json_pack("{s:s, s:s}", "role", "assistant", "content", reply));
+    if (t->file_url != NULL)
+        json_array_append_new(msgs,
+                              json_pack("{s:s, s:s}", "role", "file", "content", t->file_url));
+    while (json_array_size(msgs) > (size_t)cfg->max_chat_history_context)
+        json_array_remove(msgs, 0);
+    ctx = json_pack("{s:s, s:o}", "summary", t->new_summary != NULL ? t->new_summary : t->summary,
+                    "messages", msgs);
+    char *s = ctx != NULL ? json_dumps(ctx, JSON_COMPACT) : NULL;
+    json_decref(ctx);
+    if (s == NULL)
+        goto invalidate;
+    cache_set(&w->cache, key, s, strlen(s), CACHE_TTL_CONTEXT);
+    free(s);
+    return;
+invalidate:;
+    const char *keys[1] = {key};
+    cache_del(&w->cache, keys, 1);
+}
+
+static char *build_stopped_reply(const char *partial)
+{
+    size_t n = strlen(partial);
+    char *out = malloc(n + sizeof(CHAT_STOP_MARKER) + 2);
+    if (out == NULL)
+        return NULL;
+    if (n == 0)
+        strcpy(out, CHAT_STOP_MARKER);
+    else
+        sprintf(out, "%s " CHAT_STOP_MARKER, partial);
+    return out;
+}
+
+/* Runs on a worker after the agent (and Summarize) answered. */
+static void turn_finish(struct worker *w, struct chat_turn *t)
+{
+    pthread_mutex_lock(&t->mu);
+    int cancelled = t->cancelled, by_user = t->by_user;
+    pthread_mutex_unlock(&t->mu);
+
+    const char *reply = t->reply != NULL ? t->reply : "";
+    char *stopped = NULL;
+    double charge = t->cost + t->summary_cost;
+
+    if (t->status != 0) {
+        if (!(t->status == GRPC_CANCELLED && cancelled && by_user)) {
+            if (t->status == GRPC_CANCELLED && cancelled)
+                log_info("event=turn_cancelled conn=%llu session=%s",
+                         (unsigned long long)t->conn_id, t->session_id);
+            else
+                log_warn("event=agent_call_failed session=%s grpc_status=%d details=\"%s\"",
+                         t->session_id, t->status, t->status_details ? t->status_details : "");
+            turn_push_error(t, PERR_AGENT, NULL);
+            goto out;
+        }
+        /* Stopped by the user: keep what was generated, charge its
+         * estimate, since agents report cost only at the end. */
+        stopped = build_stopped_reply(reply);
+        if (stopped == NULL) {
+            turn_push_error(t, PERR_INTERNAL, NULL);
+            goto out;
+        }
+        reply = stopped;
+        size_t in_bytes = strlen(t->message) + strlen(t->prompt) + strlen(t->summary);
+        charge = (double)chat_estimate_tokens(in_bytes) / 1000.0 * t->price_in +
+                 (double)chat_estimate_tokens(strlen(t->reply ? t->reply : "")) / 1000.0 *
+                     t->price_out;
+    }
+
+    int err = turn_store(w, t, reply, charge);
+    if (err != 0) {
+        turn_push_error(t, err, NULL);
+        goto out;
+    }
+    turn_refresh_cache(w, t, reply);
+    if (t->session_new) {
+        char key[CACHE_KEY_MAX];
+        cache_key_sessions(key, t->user_id);
+        const char *keys[1] = {key};
+        cache_del(&w->cache, keys, 1);
+    }
+    log_info("event=turn_stored session=%s bytes_in=%zu bytes_out=%zu cost=%.6f%s",
+             t->session_id, strlen(t->message), strlen(reply), charge, stopped ? " stopped=1" : "");
+
+    json_t *data = json_pack("{s:s, s:s, s:s, s:s}", "user_id", t->user_id, "session_id",
+                             t->session_id, "session_name", t->session_name, "message", reply);
+    size_t len = 0;
+    char *frame = data != NULL ? proto_encode_reply(PROTO_CHAT, data, &len) : NULL;
+    if (frame != NULL)
+        server_push(t->srv, t->conn_id, frame, len);
+    else
+        turn_push_error(t, PERR_JSON_MARSHAL, NULL);
+out:
+    free(stopped);
+    turn_end(t);
+}
+
+/* ------------------------------------------------------- agent callbacks */
+
+static void on_summary(void *ud, const struct agent_summary_result *res)
+{
+    struct chat_turn *t = ud;
+    if (res->status == 0) {
+        t->new_summary = strdup(res->summary);
+        t->summary_cost = res->cost;
+    } else if (res->status != GRPC_UNIMPLEMENTED) {
+        /* The turn itself succeeded: keep the old summary, lose nothing. */
+        log_warn("event=summary_failed session=%s grpc_status=%d details=\"%s\"", t->session_id,
+                 res->status, res->status_details);
+    }
+    t->stage = 1;
+    pool_submit(server_pool(t->srv), &t->job);
+}
+
+static void on_delta(void *ud, const char *text, size_t len)
+{
+    struct chat_turn *t = ud;
+    if (!t->stream || len == 0)
+        return;
+    json_t *data = json_pack("{s:s, s:s%}", "session_id", t->session_id, "delta", text, len);
+    size_t flen = 0;
+    char *frame = data != NULL ? proto_encode_reply(PROTO_CHAT_DELTA, data, &flen) : NULL;
+    if (frame != NULL)
+        server_push(t->srv, t->conn_id, frame, flen);
+}
+
+static void on_done(void *ud, const struct agent_result *res)
+{
+    struct chat_turn *t = ud;
+    t->status = res->status;
+    t->status_details = strdup(res->status_details);
+    t->reply = strndup(res->text, res->text_len);
+    t->cost = res->cost;
+
+    agent_client *agent = server_agent(t->srv);
+    if (res->status == 0 && agent_client_supports_summary(agent)) {
+        struct agent_summary_request sr = {
+            .user_id = t->user_id,
+            .session_id = t->session_id,
+            .model_name = t->model_name,
+            .model_provider = t->provider,
+            .previous_summary = t->summary,
+            .user_message = t->message,
+            .assistant_message = t->reply != NULL ? t->reply : "",
+        };
+        if (agent_summarize(agent, &sr, on_summary, t) == 0)
+            return;
+    }
+    t->stage = 1;
+    pool_submit(server_pool(t->srv), &t->job);
+}
+
+/* ------------------------------------------------------------ turn start */
+
+/* The session's summary and recent messages: Redis, else PostgreSQL. */
+static int turn_load_context(struct worker *w, struct chat_turn *t)
+{
+    const struct config *cfg = server_config(t->srv);
+    if (t->session_new) {
+        t->summary = strdup("");
+        t->history = json_array();
+        return t->summary != NULL && t->history != NULL ? 0 : PERR_INTERNAL;
+    }
+    char key[CACHE_KEY_MAX];
+    cache_key_context(key, t->session_id);
+    size_t len;
+    char *cached = cache_get(&w->cache, key, &len);
+    if (cached != NULL) {
+        json_t *ctx = json_loadb(cached, len, 0, NULL);
+        free(cached);
+        json_t *msgs = json_object_get(ctx, "messages");
+        json_t *sum = json_object_get(ctx, "summary");
+        if (json_is_array(msgs) && json_is_string(sum)) {
+            t->summary = strdup(json_string_value(sum));
+            t->history = json_incref(msgs);
+            t->history_cached = 1;
+            while (json_array_size(t->history) > (size_t)cfg->max_chat_history_context)
+                json_array_remove(t->history, 0);
+        }
+        json_decref(ctx);
+        if (t->history != NULL)
+            return t->summary != NULL ? 0 : PERR_INTERNAL;
+    }
+    char n[16];
+    snprintf(n, sizeof(n), "%d", cfg->max_chat_history_context);
+    const char *p[3] = {t->user_id, t->session_id, n};
+    PGresult *r = pg_exec(&w->pg, PG_SESSION_CTX, 3, p);
+    if (r == NULL)
+        return PERR_LOAD_SESSION;
+    if (PQntuples(r) == 0) {
+        PQclear(r);
+        return PERR_NO_SESSION;
+    }
+    t->summary = strdup(PQgetvalue(r, 0, 2));
+    t->history = json_loads(PQgetvalue(r, 0, 3), 0, NULL);
+    PQclear(r);
+    if (t->summary == NULL || !json_is_array(t->history))
+        return PERR_LOAD_SESSION;
+    return 0;
+}
+
+size_t chat_trim_history(json_t *history, size_t fixed_bytes, long context_tokens)
+{
+    size_t hist_bytes = 0, n = json_array_size(history);
+    for (size_t i = 0; i < n; i++) {
+        json_t *c = json_object_get(json_array_get(history, i), "content");
+        hist_bytes += json_string_length(c) + 32; /* JSON framing per entry */
+    }
+    size_t dropped = 0;
+    while (json_array_size(history) > 0 &&
+           (long)chat_estimate_tokens(fixed_bytes + hist_bytes) > context_tokens) {
+        json_t *c = json_object_get(json_array_get(history, 0), "content");
+        hist_bytes -= json_string_length(c) + 32;
+        json_array_remove(history, 0);
+        dropped++;
+    }
+    return dropped;
+}
+
+static void turn_start(struct worker *w, struct chat_turn *t)
+{
+    int err = turn_load_context(w, t);
+    if (err != 0) {
+        turn_push_error(t, err, NULL);
+        turn_end(t);
+        return;
+    }
+    json_t *history = json_deep_copy(t->history);
+    size_t fixed = strlen(t->prompt) + strlen(t->summary) + strlen(t->message);
+    size_t dropped = history ? chat_trim_history(history, fixed, t->context_length) : 0;
+    char *hist = history != NULL ? json_dumps(history, JSON_COMPACT) : NULL;
+    json_decref(history);
+    if (hist == NULL) {
+        turn_push_error(t, PERR_INTERNAL, NULL);
+        turn_end(t);
+        return;
+    }
+    log_debug("event=turn_start session=%s history=%zu dropped=%zu", t->session_id,
+              json_array_size(t->history), dropped);
+
+    const char *files[1] = {t->file_url};
+    struct agent_request req = {
+        .user_id = t->user_id,
+        .session_id = t->session_id,
+        .chat_message = t->message,
+        .model_name = t->model_name,
+        .session_prompt = t->prompt,
+        .chat_summary = t->summary,
+        .chat_history = hist,
+        .model_provider = t->provider,
+        .file_names = files,
+        .n_files = t->file_url != NULL ? 1 : 0,
+        .balance = t->balance,
+    };
+    pthread_mutex_lock(&t->mu);
+    if (t->cancelled) {
+        pthread_mutex_unlock(&t->mu);
+        free(hist);
+        t->status = GRPC_CANCELLED;
+        t->stage = 1;
+        turn_finish(w, t);
+        return;
+    }
+    /* The whole turn may finish on other threads before agent_process
+     * returns; our own reference keeps t alive until we let go of it. */
+    chat_turn_ref(t);
+    t->call = agent_process(server_agent(t->srv), &req, t->stream, on_delta, on_done, t);
+    int started = t->call != NULL;
+    pthread_mutex_unlock(&t->mu);
+    free(hist);
+    if (!started) {
+        log_warn("event=agent_call_not_started session=%s", t->session_id);
+        turn_push_error(t, PERR_AGENT, NULL);
+        turn_end(t);
+    }
+    chat_turn_unref(t);
+}
+
+static void turn_run(struct worker *w, struct pool_job *job)
+{
+    struct chat_turn *t = (struct chat_turn *)job;
+    if (t->stage == 0)
+        turn_start(w, t);
+    else
+        turn_finish(w, t);
+}
+
+/* --------------------------------------------------------------- checks */
+
+static int model_allowed(const char *models_json, int model_id)
+{
+    json_t *arr = json_loads(models_json, 0, NULL);
+    int ok = 0;
+    size_t i;
+    json_t *v;
+    json_array_foreach(arr, i, v)
+    {
+        if (json_is_integer(v) && json_integer_value(v) == model_id)
+            ok = 1;
+    }
+    json_decref(arr);
+    return ok;
+}
+
+/* The checks of code 3, in the documented order. Returns 0 or an error. */
+static int turn_check(struct worker *w, struct chat_turn *t, const struct proto_request *q)
+{
+    const struct config *cfg = server_config(t->srv);
+    const char *up[1] = {q->user_id};
+    PGresult *r = pg_exec(&w->pg, PG_USER_GET, 1, up);
+    if (r == NULL)
+        return PERR_INTERNAL;
+    if (PQntuples(r) == 0) {
+        PQclear(r);
+        return PERR_NO_USER;
+    }
+    char *models = strdup(PQgetvalue(r, 0, 1));
+    t->balance = strtod(PQgetvalue(r, 0, 2), NULL);
+    PQclear(r);
+    if (models == NULL)
+        return PERR_INTERNAL;
+
+    char idbuf[16];
+    if (q->model_name != NULL) {
+        const char *mp[1] = {q->model_name};
+        r = pg_exec(&w->pg, PG_MODEL_BY_NAME, 1, mp);
+    } else {
+        snprintf(idbuf, sizeof(idbuf), "%d", q->model_id);
+        const char *mp[1] = {idbuf};
+        r = pg_exec(&w->pg, PG_MODEL_BY_ID, 1, mp);
+    }
+    if (r == NULL) {
+        free(models);
+        return PERR_INTERNAL;
+    }
+    if (PQntuples(r) == 0) {
+        PQclear(r);
+        free(models);
+        return PERR_UNKNOWN_MODEL;
+    }
+    t->model_id = atoi(PQgetvalue(r, 0, 0));
+    t->model_name = strdup(PQgetvalue(r, 0, 1));
+    t->provider = strdup(PQgetvalue(r, 0, 2));
+    t->context_length = atol(PQgetvalue(r, 0, 3));
+    t->price_in = strtod(PQgetvalue(r, 0, 4), NULL);
+    t->price_out = strtod(PQgetvalue(r, 0, 5), NULL);
+    PQclear(r);
+    int allowed = model_allowed(models, t->model_id);
+    free(models);
+    if (t->model_name == NULL || t->provider == NULL)
+        return PERR_INTERNAL;
+    if (!allowed)
+        return PERR_NO_MODEL_ACCESS;
+    if (!(t->balance > 0))
+        return PERR_NO_BALANCE;
+
+    if (q->session_new) {
+        if (uuid_generate(t->session_id) != 0)
+            return PERR_CREATE_SESSION;
+        t->session_new = 1;
+        t->session_name = strndup(q->message, proto_utf8_prefix(q->message, CHAT_SESSION_NAME_CHARS));
+    } else {
+        memcpy(t->session_id, q->session_id, sizeof(t->session_id));
+        char one[] = "0";
+        const char *sp[3] = {q->user_id, q->session_id, one};
+        r = pg_exec(&w->pg, PG_SESSION_CTX, 3, sp);
+        if (r == NULL)
+            return PERR_LOAD_SESSION;
+        if (PQntuples(r) == 0) {
+            PQclear(r);
+            return PERR_NO_SESSION;
+        }
+        t->session_name = strdup(PQgetvalue(r, 0, 1));
+        PQclear(r);
+    }
+    if (t->session_name == NULL)
+        return PERR_INTERNAL;
+
+    if (q->file_name[0] != '\0') {
+        if (t->session_new)
+            return -1; /* a file is uploaded into a session first */
+        const char *fp[3] = {q->user_id, q->session_id, q->file_name};
+        r = pg_exec(&w->pg, PG_FILE_GET, 3, fp);
+        if (r == NULL)
+            return PERR_INTERNAL;
+        int found = PQntuples(r) > 0;
+        PQclear(r);
+        if (!found)
+            return -1;
+        size_t n = strlen(cfg->public_base_url) + strlen(q->file_name) + 16;
+        if ((t->file_url = malloc(n)) == NULL)
+            return PERR_INTERNAL;
+        snprintf(t->file_url, n, "%s/uploads/%s", cfg->public_base_url, q->file_name);
+    }
+    return 0;
+}
+
+void chat_handle(struct worker *w, struct server_request *r)
+{
+    struct server *srv = r->srv;
+    struct chat_turn *t = calloc(1, sizeof(*t));
+    if (t == NULL) {
+        server_reply_error(srv, r->conn_id, PROTO_CHAT, PERR_INTERNAL, NULL);
+        server_request_free(r);
+        return;
+    }
+    atomic_init(&t->refs, 1);
+    pthread_mutex_init(&t->mu, NULL);
+    t->srv = srv;
+    t->conn_id = r->conn_id;
+    t->job.run = turn_run;
+    t->stream = r->req.stream;
+    memcpy(t->user_id, r->req.user_id, sizeof(t->user_id));
+    t->message = strdup(r->req.message);
+    t->prompt = strdup(r->req.session_prompt);
+    t->file_name = strdup(r->req.file_name);
+
+    int err = (t->message && t->prompt && t->file_name) ? turn_check(w, t, &r->req) : PERR_INTERNAL;
+    if (err != 0) {
+        if (err == -1)
+            server_reply_error(srv, r->conn_id, PROTO_CHAT, PERR_INVALID_FIELD,
+                               "Invalid field 'file_name': no such file in this session");
+        else
+            server_reply_error(srv, r->conn_id, PROTO_CHAT, err, NULL);
+        server_request_free(r);
+        chat_turn_unref(t);
+        return;
+    }
+    server_request_free(r);
+
+    atomic_fetch_add(&chat_turns_active, 1);
+    server_detach(srv, t->conn_id, t);
+    if (slot_acquire(t))
+        turn_start(w, t);
+    /* else: the session's running turn resubmits t when it ends */
+}

@@ -1,0 +1,208 @@
+/* config.c - table-driven configuration from environment variables.
+ *
+ * Every setting is one row of config_table: its variable name, where it goes
+ * in struct config, its default and, for numbers, its bounds. A malformed
+ * value is an error naming the variable; it never silently becomes the
+ * default. */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+enum cfg_type { CFG_STR, CFG_INT, CFG_LOGLEVEL };
+
+struct cfg_row {
+    const char *name;
+    enum cfg_type type;
+    size_t offset;
+    const char *def;  /* NULL: required */
+    long min, max;    /* CFG_INT only */
+};
+
+#define S(name, field, def) {name, CFG_STR, offsetof(struct config, field), def, 0, 0}
+#define I(name, field, def, lo, hi) {name, CFG_INT, offsetof(struct config, field), def, lo, hi}
+
+static const struct cfg_row config_table[] = {
+    S("SERVER_HOST", server_host, "127.0.0.1"),
+    I("SERVER_PORT", server_port, "8000", 0, 65535),
+    S("DB_HOST", db_host, "127.0.0.1"),
+    I("DB_PORT", db_port, "5433", 1, 65535),
+    S("DB_USER", db_user, "chatd"),
+    S("DB_PASSWORD", db_password, "chatd"),
+    S("DB_NAME", db_name, "chatd"),
+    S("REDIS_HOST", redis_host, "127.0.0.1"),
+    I("REDIS_PORT", redis_port, "6380", 1, 65535),
+    S("REDIS_PASSWORD", redis_password, ""),
+    I("REDIS_DB", redis_db, "0", 0, 15),
+    S("AI_SERVER_HOST", ai_server_host, "127.0.0.1"),
+    I("AI_SERVER_PORT", ai_server_port, "50051", 1, 65535),
+    I("AI_TIMEOUT_SECONDS", ai_timeout_seconds, "600", 1, 86400),
+    I("MAX_FILE_SIZE", max_file_size_mb, "10", 1, 4096),
+    I("MAX_CHAT_HISTORY_CONTEXT", max_chat_history_context, "20", 0, 10000),
+    S("PUBLIC_DIR", public_dir, "./public"),
+    S("PUBLIC_BASE_URL", public_base_url, "http://localhost:8000"),
+    I("MAX_MESSAGE_BYTES", max_message_bytes, "1048576", 1024, 64 * 1024 * 1024),
+    I("MAX_CHAT_MESSAGE_BYTES", max_chat_message_bytes, "65536", 16, 16 * 1024 * 1024),
+    I("MAX_INFLIGHT_PER_CONN", max_inflight_per_conn, "64", 1, 100000),
+    I("WORKER_THREADS", worker_threads, "4", 1, 256),
+    I("WS_PING_SECONDS", ws_ping_seconds, "30", 1, 3600),
+    I("SHUTDOWN_GRACE_SECONDS", shutdown_grace_seconds, "30", 0, 3600),
+    {"LOG_LEVEL", CFG_LOGLEVEL, offsetof(struct config, log_level), "info", 0, 0},
+    S("MIGRATIONS_DIR", migrations_dir, "./migrations"),
+};
+
+#undef S
+#undef I
+
+static int parse_long(const char *s, long *out)
+{
+    char *end;
+    errno = 0;
+    if (*s == '\0' || isspace((unsigned char)*s))
+        return -1;
+    long v = strtol(s, &end, 10);
+    if (errno != 0 || *end != '\0')
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int config_from_env(struct config *cfg, char *errbuf, size_t errlen)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    for (size_t i = 0; i < sizeof(config_table) / sizeof(config_table[0]); i++) {
+        const struct cfg_row *row = &config_table[i];
+        const char *val = getenv(row->name);
+        if (val == NULL)
+            val = row->def;
+        if (val == NULL) {
+            snprintf(errbuf, errlen, "config: %s is required but not set", row->name);
+            goto fail;
+        }
+        void *field = (char *)cfg + row->offset;
+        switch (row->type) {
+        case CFG_INT: {
+            long v;
+            if (parse_long(val, &v) != 0) {
+                snprintf(errbuf, errlen, "config: %s=\"%s\" is not an integer", row->name, val);
+                goto fail;
+            }
+            if (v < row->min || v > row->max) {
+                snprintf(errbuf, errlen, "config: %s=%ld is out of range [%ld, %ld]",
+                         row->name, v, row->min, row->max);
+                goto fail;
+            }
+            *(int *)field = (int)v;
+            break;
+        }
+        case CFG_LOGLEVEL: {
+            enum log_level lvl;
+            if (log_parse_level(val, &lvl) != 0) {
+                snprintf(errbuf, errlen,
+                         "config: %s=\"%s\" is not one of debug, info, warn, error",
+                         row->name, val);
+                goto fail;
+            }
+        }
+            __attribute__((fallthrough)); /* stored as a string too */
+        case CFG_STR:
+            if ((*(char **)field = strdup(val)) == NULL) {
+                snprintf(errbuf, errlen, "config: out of memory");
+                goto fail;
+            }
+            break;
+        }
+    }
+    if (cfg->server_host[0] == '\0') {
+        snprintf(errbuf, errlen, "config: SERVER_HOST must not be empty");
+        goto fail;
+    }
+    return 0;
+fail:
+    config_free(cfg);
+    return -1;
+}
+
+static char *trim(char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    char *e = s + strlen(s);
+    while (e > s && isspace((unsigned char)e[-1]))
+        *--e = '\0';
+    return s;
+}
+
+int config_load_dotenv(const char *path, char *errbuf, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        snprintf(errbuf, errlen, "config: cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    char line[4096];
+    int lineno = 0, rc = 0;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        lineno++;
+        char *s = trim(line);
+        if (*s == '\0' || *s == '#')
+            continue;
+        if (strncmp(s, "export ", 7) == 0)
+            s = trim(s + 7);
+        char *eq = strchr(s, '=');
+        if (eq == NULL) {
+            snprintf(errbuf, errlen, "config: %s:%d: expected KEY=VALUE", path, lineno);
+            rc = -1;
+            break;
+        }
+        *eq = '\0';
+        char *key = trim(s), *val = trim(eq + 1);
+        size_t vl = strlen(val);
+        if (vl >= 2 && (val[0] == '"' || val[0] == '\'') && val[vl - 1] == val[0]) {
+            val[vl - 1] = '\0';
+            val++;
+        }
+        if (setenv(key, val, 0) != 0) {
+            snprintf(errbuf, errlen, "config: %s:%d: bad variable name \"%s\"", path, lineno, key);
+            rc = -1;
+            break;
+        }
+    }
+    fclose(f);
+    return rc;
+}
+
+int config_load(struct config *cfg, char *errbuf, size_t errlen)
+{
+    const char *path = getenv("CHATD_ENV_FILE");
+    if (path != NULL && path[0] != '\0') {
+        if (config_load_dotenv(path, errbuf, errlen) != 0)
+            return -1;
+    } else {
+        FILE *f = fopen(".env", "r");
+        if (f != NULL) {
+            fclose(f);
+            if (config_load_dotenv(".env", errbuf, errlen) != 0)
+                return -1;
+        }
+    }
+    return config_from_env(cfg, errbuf, errlen);
+}
+
+void config_free(struct config *cfg)
+{
+    for (size_t i = 0; i < sizeof(config_table) / sizeof(config_table[0]); i++) {
+        if (config_table[i].type != CFG_INT) {
+            char **field = (char **)((char *)cfg + config_table[i].offset);
+            free(*field);
+            *field = NULL;
+        }
+    }
+}

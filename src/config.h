@@ -1,0 +1,57 @@
+/* config.h - chatd's settings, read once at start-up from the environment
+ * (optionally seeded from a .env file). See config.c for the table of every
+ * variable, its default and its bounds; .env.sample documents them. */
+#ifndef CHATD_CONFIG_H
+#define CHATD_CONFIG_H
+
+#include <stddef.h>
+
+struct config {
+    char *server_host;
+    int server_port;
+
+    char *db_host;
+    int db_port;
+    char *db_user;
+    char *db_password;
+    char *db_name;
+
+    char *redis_host;
+    int redis_port;
+    char *redis_password;
+    int redis_db;
+
+    char *ai_server_host;
+    int ai_server_port;
+    int ai_timeout_seconds;
+
+    int max_file_size_mb;
+    int max_chat_history_context;
+    char *public_dir;
+    char *public_base_url;
+
+    int max_message_bytes;     /* largest WebSocket frame (assembled message) */
+    int max_chat_message_bytes;/* largest chat text / session prompt */
+    int max_inflight_per_conn; /* requests queued or running per connection */
+    int worker_threads;
+    int ws_ping_seconds;       /* idle seconds before a keep-alive ping */
+    int shutdown_grace_seconds;
+    char *log_level;
+    char *migrations_dir;
+};
+
+/* Loads .env (path from CHATD_ENV_FILE, else ./.env when present) into the
+ * environment without overriding variables already set, then parses every
+ * variable. On error writes one line naming the variable to errbuf and
+ * returns -1. */
+int config_load(struct config *cfg, char *errbuf, size_t errlen);
+
+/* Parses only the environment (no .env). Used by config_load and tests. */
+int config_from_env(struct config *cfg, char *errbuf, size_t errlen);
+
+/* Reads KEY=VALUE lines; does not override variables already set. */
+int config_load_dotenv(const char *path, char *errbuf, size_t errlen);
+
+void config_free(struct config *cfg);
+
+#endif

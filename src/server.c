@@ -1,0 +1,721 @@
+/* server.c - the libwebsockets service thread: connections, frame assembly,
+ * per-connection request order, output queues and back-pressure.
+ *
+ * Shape (as in lws minimal-examples/ws-server-threads): a protocol table
+ * with one callback; writes only from LWS_CALLBACK_SERVER_WRITEABLE; worker
+ * threads hand results over through a mutex-protected list and
+ * lws_cancel_service().
+ *
+ * Request order: a connection's requests form a FIFO and run one at a time,
+ * so replies leave in the order requests came, without a reorder buffer. A
+ * chat turn leaves the FIFO as soon as its checks pass (server_detach) and
+ * answers later with server_push, so a slow agent never holds back the
+ * replies to the connection's other requests. */
+#include "server.h"
+
+#include <libwebsockets.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent.h"
+#include "chat.h"
+#include "config.h"
+#include "handlers.h"
+#include "http.h"
+#include "log.h"
+
+#define CONN_BUCKETS 4096
+/* Stop reading from a client whose unsent replies pass this many bytes;
+ * resume below half. Keeps a client that does not read from growing our
+ * memory without bound. */
+#define OUT_HIGH_WATER (4u * 1024 * 1024)
+
+struct outmsg {
+    struct outmsg *next;
+    size_t len;
+    int is_close; /* after this frame, close the connection */
+    unsigned char buf[];  /* LWS_PRE bytes, then the payload */
+};
+
+struct turn_ref {
+    struct turn_ref *next;
+    struct chat_turn *turn;
+};
+
+struct conn {
+    struct lws *wsi;
+    uint64_t id;
+    struct conn *hnext;
+
+    char *rx; /* the message being assembled */
+    size_t rx_len, rx_cap;
+    int rx_discard; /* oversized: drop the rest, then close */
+
+    struct server_request *q_head, *q_tail;
+    int q_len;
+    int busy; /* the head request is with a worker */
+
+    struct outmsg *out_head, *out_tail;
+    size_t out_bytes;
+    int rx_paused;
+    int closing;
+
+    struct turn_ref *turns;
+    int nturns;
+};
+
+enum post_kind { POST_REPLY, POST_DETACH, POST_PUSH, POST_TURN_DONE };
+
+struct post {
+    struct post *next;
+    enum post_kind kind;
+    uint64_t conn_id;
+    char *frame;
+    size_t len;
+    struct chat_turn *turn;
+};
+
+struct server {
+    const struct config *cfg;
+    struct lws_context *ctx;
+    struct pool *pool;
+    struct agent_client *agent;
+    struct proto_limits limits;
+
+    pthread_mutex_t mu; /* guards posts and wake_ctx */
+    struct post *posts_head, *posts_tail;
+    struct lws_context *wake_ctx; /* NULL once the context is going away */
+
+    struct conn *buckets[CONN_BUCKETS];
+    uint64_t next_conn_id;
+    int nconns;
+};
+
+static volatile sig_atomic_t server_interrupted;
+static struct lws_context *server_signal_ctx;
+
+/* ------------------------------------------------------------------ posts */
+
+static void post(struct server *srv, enum post_kind kind, uint64_t conn_id, char *frame,
+                 size_t len, struct chat_turn *turn)
+{
+    struct post *p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        /* Out of memory: the connection will miss this frame; say so. */
+        log_error("event=post_oom conn=%llu", (unsigned long long)conn_id);
+        free(frame);
+        if (turn != NULL)
+            chat_turn_unref(turn);
+        return;
+    }
+    p->kind = kind;
+    p->conn_id = conn_id;
+    p->frame = frame;
+    p->len = len;
+    p->turn = turn;
+    pthread_mutex_lock(&srv->mu);
+    if (srv->posts_tail != NULL)
+        srv->posts_tail->next = p;
+    else
+        srv->posts_head = p;
+    srv->posts_tail = p;
+    if (srv->wake_ctx != NULL)
+        lws_cancel_service(srv->wake_ctx);
+    pthread_mutex_unlock(&srv->mu);
+}
+
+void server_reply(struct server *srv, uint64_t conn_id, int type, json_t *data)
+{
+    size_t len = 0;
+    char *frame = data != NULL ? proto_encode_reply(type, data, &len) : NULL;
+    if (frame == NULL) {
+        struct proto_error err;
+        proto_error_set(&err, type, PERR_JSON_MARSHAL);
+        frame = proto_encode_error(&err, &len);
+    }
+    post(srv, POST_REPLY, conn_id, frame, len, NULL);
+}
+
+void server_reply_error(struct server *srv, uint64_t conn_id, int type, int code,
+                        const char *text)
+{
+    struct proto_error err;
+    proto_error_set(&err, type, code);
+    if (text != NULL)
+        snprintf(err.text, sizeof(err.text), "%s", text);
+    size_t len = 0;
+    char *frame = proto_encode_error(&err, &len);
+    post(srv, POST_REPLY, conn_id, frame, len, NULL);
+}
+
+void server_detach(struct server *srv, uint64_t conn_id, struct chat_turn *turn)
+{
+    chat_turn_ref(turn);
+    post(srv, POST_DETACH, conn_id, NULL, 0, turn);
+}
+
+void server_push(struct server *srv, uint64_t conn_id, char *frame, size_t len)
+{
+    post(srv, POST_PUSH, conn_id, frame, len, NULL);
+}
+
+void server_turn_done(struct server *srv, uint64_t conn_id, struct chat_turn *turn)
+{
+    chat_turn_ref(turn);
+    post(srv, POST_TURN_DONE, conn_id, NULL, 0, turn);
+}
+
+const struct config *server_config(const struct server *srv) { return srv->cfg; }
+struct pool *server_pool(const struct server *srv) { return srv->pool; }
+struct agent_client *server_agent(const struct server *srv) { return srv->agent; }
+
+void server_request_free(struct server_request *r)
+{
+    if (r == NULL)
+        return;
+    proto_request_free(&r->req);
+    free(r->ready);
+    free(r);
+}
+
+/* ------------------------------------------------------------ connections */
+
+static struct conn *conn_find(struct server *srv, uint64_t id)
+{
+    for (struct conn *c = srv->buckets[id % CONN_BUCKETS]; c != NULL; c = c->hnext)
+        if (c->id == id)
+            return c;
+    return NULL;
+}
+
+static void conn_unlink(struct server *srv, struct conn *c)
+{
+    struct conn **pp = &srv->buckets[c->id % CONN_BUCKETS];
+    while (*pp != NULL && *pp != c)
+        pp = &(*pp)->hnext;
+    if (*pp == c)
+        *pp = c->hnext;
+}
+
+/* Queues frame (stolen) for writing. */
+static void conn_send(struct conn *c, char *frame, size_t len, int is_close)
+{
+    if (frame == NULL)
+        return;
+    struct outmsg *m = malloc(sizeof(*m) + LWS_PRE + len);
+    if (m == NULL) {
+        free(frame);
+        log_error("event=send_oom conn=%llu", (unsigned long long)c->id);
+        return;
+    }
+    m->next = NULL;
+    m->len = len;
+    m->is_close = is_close;
+    memcpy(m->buf + LWS_PRE, frame, len);
+    free(frame);
+    if (c->out_tail != NULL)
+        c->out_tail->next = m;
+    else
+        c->out_head = m;
+    c->out_tail = m;
+    c->out_bytes += len;
+    if (c->out_bytes > OUT_HIGH_WATER && !c->rx_paused) {
+        c->rx_paused = 1;
+        lws_rx_flow_control(c->wsi, 0);
+    }
+    lws_callback_on_writable(c->wsi);
+}
+
+static void conn_send_error(struct conn *c, int type, int code, const char *text)
+{
+    struct proto_error err;
+    proto_error_set(&err, type, code);
+    if (text != NULL)
+        snprintf(err.text, sizeof(err.text), "%s", text);
+    size_t len = 0;
+    char *frame = proto_encode_error(&err, &len);
+    conn_send(c, frame, len, 0);
+}
+
+/* Moves ready answers out and starts the next request, in FIFO order. */
+static void conn_pump(struct server *srv, struct conn *c)
+{
+    while (!c->busy && c->q_head != NULL) {
+        struct server_request *r = c->q_head;
+        c->q_head = r->next;
+        if (c->q_head == NULL)
+            c->q_tail = NULL;
+        c->q_len--;
+        r->next = NULL;
+        if (r->ready != NULL) {
+            conn_send(c, r->ready, r->ready_len, 0);
+            r->ready = NULL;
+            server_request_free(r);
+            continue;
+        }
+        c->busy = 1;
+        pool_submit(srv->pool, &r->job);
+    }
+}
+
+static void conn_enqueue(struct server *srv, struct conn *c, struct server_request *r)
+{
+    if (c->q_tail != NULL)
+        c->q_tail->next = r;
+    else
+        c->q_head = r;
+    c->q_tail = r;
+    c->q_len++;
+    conn_pump(srv, c);
+    /* A client that sends faster than we answer waits in its own TCP
+     * buffer rather than in our memory. */
+    if (c->q_len >= srv->cfg->max_inflight_per_conn && !c->rx_paused) {
+        c->rx_paused = 1;
+        lws_rx_flow_control(c->wsi, 0);
+    }
+}
+
+static void conn_maybe_resume(struct server *srv, struct conn *c)
+{
+    if (c->rx_paused && !c->closing && c->out_bytes <= OUT_HIGH_WATER / 2 &&
+        c->q_len < srv->cfg->max_inflight_per_conn / 2 + 1) {
+        c->rx_paused = 0;
+        lws_rx_flow_control(c->wsi, 1);
+    }
+}
+
+/* A request answered without a worker, queued in order. */
+static void conn_answer_now(struct server *srv, struct conn *c, char *frame, size_t len)
+{
+    struct server_request *r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        free(frame);
+        return;
+    }
+    r->ready = frame;
+    r->ready_len = len;
+    conn_enqueue(srv, c, r);
+}
+
+static void conn_error_now(struct server *srv, struct conn *c, const struct proto_error *err)
+{
+    size_t len = 0;
+    char *frame = proto_encode_error(err, &len);
+    conn_answer_now(srv, c, frame, len);
+}
+
+/* Code 8: stop the turn this connection runs on that session. */
+static void conn_stop_turn(struct server *srv, struct conn *c, const struct proto_request *req)
+{
+    for (struct turn_ref *t = c->turns; t != NULL; t = t->next) {
+        if (chat_turn_matches(t->turn, req->user_id, req->session_id)) {
+            chat_turn_cancel(t->turn, 1);
+            json_t *data = json_pack("{s:s, s:s, s:b}", "user_id", req->user_id, "session_id",
+                                     req->session_id, "stopped", 1);
+            size_t len = 0;
+            char *frame = data != NULL ? proto_encode_reply(PROTO_STOP, data, &len) : NULL;
+            conn_answer_now(srv, c, frame, len);
+            return;
+        }
+    }
+    struct proto_error err;
+    proto_error_set(&err, PROTO_STOP, PERR_NO_TURN);
+    conn_error_now(srv, c, &err);
+}
+
+static void conn_on_message(struct server *srv, struct conn *c, int binary)
+{
+    struct proto_error err;
+    if (binary) {
+        proto_error_set(&err, -1, PERR_BINARY_FRAME);
+        conn_error_now(srv, c, &err);
+        return;
+    }
+    struct server_request *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return;
+    if (proto_decode(c->rx, c->rx_len, &srv->limits, &r->req, &err) != 0) {
+        free(r);
+        conn_error_now(srv, c, &err);
+        return;
+    }
+    if (r->req.type == PROTO_STOP) {
+        conn_stop_turn(srv, c, &r->req);
+        server_request_free(r);
+        return;
+    }
+    if (r->req.type == PROTO_CHAT && c->nturns >= srv->cfg->max_inflight_per_conn) {
+        proto_error_set(&err, PROTO_CHAT, PERR_TOO_MANY_REQUESTS);
+        server_request_free(r);
+        conn_error_now(srv, c, &err);
+        return;
+    }
+    r->srv = srv;
+    r->conn_id = c->id;
+    r->job.run = handlers_run;
+    conn_enqueue(srv, c, r);
+}
+
+static int conn_receive(struct server *srv, struct conn *c, const void *in, size_t len)
+{
+    if (lws_is_first_fragment(c->wsi)) {
+        c->rx_len = 0;
+        c->rx_discard = 0;
+    }
+    if (c->rx_discard || c->closing)
+        return 0;
+    size_t max = (size_t)srv->cfg->max_message_bytes;
+    size_t want = c->rx_len + len;
+    if (want > max || lws_remaining_packet_payload(c->wsi) > max - want) {
+        /* Refuse early: we never buffer more than the limit. */
+        c->rx_discard = 1;
+        log_warn("event=frame_too_large conn=%llu limit=%zu", (unsigned long long)c->id, max);
+        char text[128];
+        snprintf(text, sizeof(text), "Frame Too Large: limit is %zu bytes", max);
+        conn_send_error(c, -1, PERR_FRAME_TOO_LARGE, text);
+        /* Close once the error is written. */
+        struct outmsg *m = calloc(1, sizeof(*m) + LWS_PRE);
+        if (m != NULL) {
+            m->is_close = 1;
+            if (c->out_tail != NULL)
+                c->out_tail->next = m;
+            else
+                c->out_head = m;
+            c->out_tail = m;
+        }
+        c->closing = 1;
+        lws_rx_flow_control(c->wsi, 0);
+        lws_callback_on_writable(c->wsi);
+        return 0;
+    }
+    if (want > c->rx_cap) {
+        size_t cap = c->rx_cap ? c->rx_cap : 1024;
+        while (cap < want)
+            cap *= 2;
+        if (cap > max)
+            cap = max;
+        char *grown = realloc(c->rx, cap);
+        if (grown == NULL)
+            return -1;
+        c->rx = grown;
+        c->rx_cap = cap;
+    }
+    memcpy(c->rx + c->rx_len, in, len);
+    c->rx_len += len;
+    if (lws_is_final_fragment(c->wsi)) {
+        conn_on_message(srv, c, lws_frame_is_binary(c->wsi));
+        c->rx_len = 0;
+        /* Idle connections keep no assembly buffer. */
+        if (c->rx_cap > 64 * 1024) {
+            free(c->rx);
+            c->rx = NULL;
+            c->rx_cap = 0;
+        }
+    }
+    return 0;
+}
+
+static int conn_writeable(struct server *srv, struct conn *c)
+{
+    struct outmsg *m = c->out_head;
+    if (m == NULL)
+        return 0;
+    if (m->is_close && m->len == 0) {
+        lws_close_reason(c->wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
+                         (unsigned char *)"frame too large", 15);
+        return -1;
+    }
+    int n = lws_write(c->wsi, m->buf + LWS_PRE, m->len, LWS_WRITE_TEXT);
+    if (n < (int)m->len) {
+        log_warn("event=write_failed conn=%llu", (unsigned long long)c->id);
+        return -1;
+    }
+    c->out_head = m->next;
+    if (c->out_head == NULL)
+        c->out_tail = NULL;
+    c->out_bytes -= m->len;
+    free(m);
+    if (c->out_head != NULL)
+        lws_callback_on_writable(c->wsi);
+    conn_maybe_resume(srv, c);
+    return 0;
+}
+
+static void conn_destroy(struct server *srv, struct conn *c)
+{
+    conn_unlink(srv, c);
+    srv->nconns--;
+    free(c->rx);
+    c->rx = NULL;
+    while (c->q_head != NULL) {
+        struct server_request *r = c->q_head;
+        c->q_head = r->next;
+        server_request_free(r);
+    }
+    while (c->out_head != NULL) {
+        struct outmsg *m = c->out_head;
+        c->out_head = m->next;
+        free(m);
+    }
+    /* A dropped client cancels its turns; what was committed stays. */
+    while (c->turns != NULL) {
+        struct turn_ref *t = c->turns;
+        c->turns = t->next;
+        chat_turn_cancel(t->turn, 0);
+        chat_turn_unref(t->turn);
+        free(t);
+    }
+    log_debug("event=ws_closed conn=%llu", (unsigned long long)c->id);
+}
+
+/* ------------------------------------------------------------ post drain */
+
+static void server_apply(struct server *srv, struct post *p)
+{
+    struct conn *c = conn_find(srv, p->conn_id);
+    switch (p->kind) {
+    case POST_REPLY:
+        if (c == NULL)
+            break;
+        c->busy = 0;
+        conn_send(c, p->frame, p->len, 0);
+        p->frame = NULL;
+        conn_pump(srv, c);
+        conn_maybe_resume(srv, c);
+        break;
+    case POST_DETACH:
+        if (c == NULL) {
+            /* The client left while its turn was being checked. */
+            chat_turn_cancel(p->turn, 0);
+            break;
+        }
+        c->busy = 0;
+        struct turn_ref *t = malloc(sizeof(*t));
+        if (t == NULL) {
+            chat_turn_cancel(p->turn, 0);
+        } else {
+            t->turn = p->turn;
+            t->next = c->turns;
+            c->turns = t;
+            c->nturns++;
+            p->turn = NULL; /* the connection owns the reference now */
+        }
+        conn_pump(srv, c);
+        conn_maybe_resume(srv, c);
+        break;
+    case POST_PUSH:
+        if (c == NULL)
+            break;
+        conn_send(c, p->frame, p->len, 0);
+        p->frame = NULL;
+        break;
+    case POST_TURN_DONE:
+        if (c == NULL)
+            break;
+        for (struct turn_ref **pp = &c->turns; *pp != NULL; pp = &(*pp)->next) {
+            if ((*pp)->turn == p->turn) {
+                struct turn_ref *dead = *pp;
+                *pp = dead->next;
+                chat_turn_unref(dead->turn);
+                free(dead);
+                c->nturns--;
+                break;
+            }
+        }
+        break;
+    }
+    free(p->frame);
+    if (p->turn != NULL)
+        chat_turn_unref(p->turn);
+    free(p);
+}
+
+static void server_drain(struct server *srv)
+{
+    pthread_mutex_lock(&srv->mu);
+    struct post *p = srv->posts_head;
+    srv->posts_head = srv->posts_tail = NULL;
+    pthread_mutex_unlock(&srv->mu);
+    while (p != NULL) {
+        struct post *next = p->next;
+        server_apply(srv, p);
+        p = next;
+    }
+}
+
+/* --------------------------------------------------------------- callback */
+
+static int is_ws_path(struct lws *wsi)
+{
+    char uri[64];
+    int n = lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI);
+    return n > 0 && strcmp(uri, "/ws") == 0;
+}
+
+static int server_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
+                           void *in, size_t len)
+{
+    struct server *srv = lws_context_user(lws_get_context(wsi));
+    struct conn *c = user;
+
+    switch (reason) {
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+        /* Only /ws upgrades; anything else is refused at the handshake. */
+        return is_ws_path(wsi) ? 0 : -1;
+
+    case LWS_CALLBACK_ESTABLISHED:
+        memset(c, 0, sizeof(*c));
+        c->wsi = wsi;
+        c->id = ++srv->next_conn_id;
+        c->hnext = srv->buckets[c->id % CONN_BUCKETS];
+        srv->buckets[c->id % CONN_BUCKETS] = c;
+        srv->nconns++;
+        log_debug("event=ws_open conn=%llu", (unsigned long long)c->id);
+        break;
+
+    case LWS_CALLBACK_RECEIVE:
+        if (conn_receive(srv, c, in, len) != 0)
+            return -1;
+        break;
+
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        return conn_writeable(srv, c);
+
+    case LWS_CALLBACK_CLOSED:
+        conn_destroy(srv, c);
+        break;
+
+    case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+        if (srv != NULL)
+            server_drain(srv);
+        break;
+
+    default:
+        return http_callback(wsi, reason, user, in, len);
+    }
+    return 0;
+}
+
+static const struct lws_protocols server_protocols[] = {
+    /* First, so that upgrades naming no subprotocol (the existing client)
+     * bind to it. */
+    {"chatd", server_callback, sizeof(struct conn), 4096, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0},
+};
+
+/* ------------------------------------------------------------------- run */
+
+static void server_on_signal(int sig)
+{
+    (void)sig;
+    server_interrupted = 1;
+    if (server_signal_ctx != NULL)
+        lws_cancel_service(server_signal_ctx);
+}
+
+static void lws_log_to_ours(int level, const char *line)
+{
+    /* lws lines end in a newline; ours add one. */
+    int n = (int)strcspn(line, "\n");
+    if (level & LLL_ERR)
+        log_error("event=lws msg=\"%.*s\"", n, line);
+    else
+        log_warn("event=lws msg=\"%.*s\"", n, line);
+}
+
+int server_run(const struct config *cfg)
+{
+    int rc = 1;
+    struct server *srv = calloc(1, sizeof(*srv));
+    if (srv == NULL)
+        return 1;
+    srv->cfg = cfg;
+    srv->limits.max_chat_message_bytes = (size_t)cfg->max_chat_message_bytes;
+    pthread_mutex_init(&srv->mu, NULL);
+
+    char target[300];
+    snprintf(target, sizeof(target), "%s:%d", cfg->ai_server_host, cfg->ai_server_port);
+    srv->agent = agent_client_create(target, cfg->ai_timeout_seconds);
+    if (srv->agent == NULL) {
+        log_error("event=agent_client_failed target=%s", target);
+        goto out;
+    }
+    srv->pool = pool_create(cfg, cfg->worker_threads, srv);
+    if (srv->pool == NULL)
+        goto out;
+
+    lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_to_ours);
+
+    static const lws_retry_bo_t retry_unused = {0};
+    lws_retry_bo_t retry = retry_unused;
+    retry.secs_since_valid_ping = (uint16_t)cfg->ws_ping_seconds;
+    retry.secs_since_valid_hangup = (uint16_t)(cfg->ws_ping_seconds * 2);
+
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof(info));
+    info.port = cfg->server_port;
+    info.iface = cfg->server_host;
+    info.protocols = server_protocols;
+    info.user = srv;
+    info.retry_and_idle_policy = &retry;
+    info.options = LWS_SERVER_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE |
+                   LWS_SERVER_OPTION_DISABLE_IPV6;
+    info.count_threads = 1;
+    info.fd_limit_per_thread = 0;
+    http_configure(&info, srv);
+
+    srv->ctx = lws_create_context(&info);
+    if (srv->ctx == NULL) {
+        log_error("event=listen_failed host=%s port=%d", cfg->server_host, cfg->server_port);
+        goto out;
+    }
+    pthread_mutex_lock(&srv->mu);
+    srv->wake_ctx = srv->ctx;
+    pthread_mutex_unlock(&srv->mu);
+    log_info("event=listening host=%s port=%d workers=%d", cfg->server_host, cfg->server_port,
+             cfg->worker_threads);
+
+    server_signal_ctx = srv->ctx;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = server_on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    while (!server_interrupted) {
+        if (lws_service(srv->ctx, 0) < 0)
+            break;
+    }
+    log_info("event=shutting_down");
+    rc = 0;
+
+out:
+    if (srv->ctx != NULL) {
+        server_signal_ctx = NULL;
+        pthread_mutex_lock(&srv->mu);
+        srv->wake_ctx = NULL;
+        pthread_mutex_unlock(&srv->mu);
+        lws_context_destroy(srv->ctx); /* closes connections: cancels turns */
+    }
+    /* Workers may still post; posts after this point go nowhere. */
+    pool_destroy(srv->pool);
+    if (srv->agent != NULL)
+        agent_client_destroy(srv->agent);
+    pthread_mutex_lock(&srv->mu);
+    struct post *p = srv->posts_head;
+    srv->posts_head = srv->posts_tail = NULL;
+    pthread_mutex_unlock(&srv->mu);
+    while (p != NULL) {
+        struct post *next = p->next;
+        free(p->frame);
+        if (p->turn != NULL)
+            chat_turn_unref(p->turn);
+        free(p);
+        p = next;
+    }
+    pthread_mutex_destroy(&srv->mu);
+    free(srv);
+    return rc;
+}
