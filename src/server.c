@@ -17,6 +17,8 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "agent.h"
 #include "chat.h"
@@ -59,7 +61,8 @@ struct conn {
     struct outmsg *out_head, *out_tail;
     size_t out_bytes;
     int rx_paused;
-    int closing;
+    int closing;      /* a close is queued: read nothing more */
+    int close_status; /* the close code it will carry */
 
     struct turn_ref *turns;
     int nturns;
@@ -90,6 +93,9 @@ struct server {
     struct conn *buckets[CONN_BUCKETS];
     uint64_t next_conn_id;
     int nconns;
+
+    int draining; /* shutting down: no new connections or turns */
+    lws_sorted_usec_list_t tick;
 };
 
 static volatile sig_atomic_t server_interrupted;
@@ -227,6 +233,20 @@ static void conn_send(struct conn *c, char *frame, size_t len, int is_close)
     lws_callback_on_writable(c->wsi);
 }
 
+/* Closes the connection with status once what is queued has been sent. */
+static void conn_close_after_flush(struct conn *c, int status)
+{
+    if (c->closing)
+        return;
+    c->closing = 1;
+    c->close_status = status;
+    conn_send(c, calloc(1, 1), 0, 1);
+    if (!c->rx_paused) {
+        c->rx_paused = 1;
+        lws_rx_flow_control(c->wsi, 0);
+    }
+}
+
 static void conn_send_error(struct conn *c, int type, int code, const char *text)
 {
     struct proto_error err;
@@ -345,6 +365,12 @@ static void conn_on_message(struct server *srv, struct conn *c, int binary)
         server_request_free(r);
         return;
     }
+    if (r->req.type == PROTO_CHAT && srv->draining) {
+        proto_error_set(&err, PROTO_CHAT, PERR_SHUTTING_DOWN);
+        server_request_free(r);
+        conn_error_now(srv, c, &err);
+        return;
+    }
     if (r->req.type == PROTO_CHAT && c->nturns >= srv->cfg->max_inflight_per_conn) {
         proto_error_set(&err, PROTO_CHAT, PERR_TOO_MANY_REQUESTS);
         server_request_free(r);
@@ -374,19 +400,7 @@ static int conn_receive(struct server *srv, struct conn *c, const void *in, size
         char text[128];
         snprintf(text, sizeof(text), "Frame Too Large: limit is %zu bytes", max);
         conn_send_error(c, -1, PERR_FRAME_TOO_LARGE, text);
-        /* Close once the error is written. */
-        struct outmsg *m = calloc(1, sizeof(*m) + LWS_PRE);
-        if (m != NULL) {
-            m->is_close = 1;
-            if (c->out_tail != NULL)
-                c->out_tail->next = m;
-            else
-                c->out_head = m;
-            c->out_tail = m;
-        }
-        c->closing = 1;
-        lws_rx_flow_control(c->wsi, 0);
-        lws_callback_on_writable(c->wsi);
+        conn_close_after_flush(c, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE);
         return 0;
     }
     if (want > c->rx_cap) {
@@ -421,9 +435,11 @@ static int conn_writeable(struct server *srv, struct conn *c)
     struct outmsg *m = c->out_head;
     if (m == NULL)
         return 0;
-    if (m->is_close && m->len == 0) {
-        lws_close_reason(c->wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
-                         (unsigned char *)"frame too large", 15);
+    if (m->is_close) {
+        const char *why = c->close_status == LWS_CLOSE_STATUS_GOINGAWAY ? "server shutting down"
+                                                                         : "frame too large";
+        lws_close_reason(c->wsi, (enum lws_close_status)c->close_status, (unsigned char *)why,
+                         strlen(why));
         return -1;
     }
     int n = lws_write(c->wsi, m->buf + LWS_PRE, m->len, LWS_WRITE_TEXT);
@@ -562,7 +578,7 @@ static int server_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
     switch (reason) {
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
         /* Only /ws upgrades; anything else is refused at the handshake. */
-        return is_ws_path(wsi) ? 0 : -1;
+        return is_ws_path(wsi) && !srv->draining ? 0 : -1;
 
     case LWS_CALLBACK_ESTABLISHED:
         memset(c, 0, sizeof(*c));
@@ -622,6 +638,48 @@ static void lws_log_to_ours(int level, const char *line)
         log_error("event=lws msg=\"%.*s\"", n, line);
     else
         log_warn("event=lws msg=\"%.*s\"", n, line);
+}
+
+/* Wakes lws_service() every 100 ms while draining, so deadlines are
+ * checked even when no socket has anything to say. */
+static void server_tick(lws_sorted_usec_list_t *sul)
+{
+    struct server *srv = lws_container_of(sul, struct server, tick);
+    lws_sul_schedule(srv->ctx, 0, &srv->tick, server_tick, 100 * LWS_US_PER_MS);
+}
+
+static void service_until(struct server *srv, int (*done)(struct server *), int seconds)
+{
+    time_t deadline = time(NULL) + seconds;
+    while (!done(srv) && time(NULL) < deadline)
+        if (lws_service(srv->ctx, 0) < 0)
+            break;
+}
+
+static int no_turns(struct server *srv)
+{
+    (void)srv;
+    return chat_active_turns() == 0;
+}
+
+static int no_conns(struct server *srv) { return srv->nconns == 0; }
+
+/* SIGTERM/SIGINT: refuse new connections and turns, let the turns in
+ * flight finish within SHUTDOWN_GRACE_SECONDS, then close every connection
+ * with 1001 (going away) once its queued replies are written. */
+static void server_shutdown(struct server *srv)
+{
+    srv->draining = 1;
+    log_info("event=shutting_down turns=%d conns=%d grace_s=%d", chat_active_turns(),
+             srv->nconns, srv->cfg->shutdown_grace_seconds);
+    server_tick(&srv->tick);
+    service_until(srv, no_turns, srv->cfg->shutdown_grace_seconds);
+    for (int b = 0; b < CONN_BUCKETS; b++)
+        for (struct conn *c = srv->buckets[b]; c != NULL; c = c->hnext)
+            conn_close_after_flush(c, LWS_CLOSE_STATUS_GOINGAWAY);
+    service_until(srv, no_conns, 3);
+    lws_sul_schedule(srv->ctx, 0, &srv->tick, NULL, LWS_SET_TIMER_USEC_CANCEL);
+    log_info("event=shutdown_done turns_left=%d conns_left=%d", chat_active_turns(), srv->nconns);
 }
 
 int server_run(const struct config *cfg)
@@ -688,7 +746,7 @@ int server_run(const struct config *cfg)
         if (lws_service(srv->ctx, 0) < 0)
             break;
     }
-    log_info("event=shutting_down");
+    server_shutdown(srv);
     rc = 0;
 
 out:
@@ -697,12 +755,20 @@ out:
         pthread_mutex_lock(&srv->mu);
         srv->wake_ctx = NULL;
         pthread_mutex_unlock(&srv->mu);
-        lws_context_destroy(srv->ctx); /* closes connections: cancels turns */
+        lws_context_destroy(srv->ctx); /* closes what is left: cancels turns */
     }
-    /* Workers may still post; posts after this point go nowhere. */
-    pool_destroy(srv->pool);
+    /* Turns cancelled by those closes end through the pool and the agent
+     * client, so both must outlive them. */
+    for (int i = 0; chat_active_turns() > 0; i++) {
+        if (i == 100) {
+            log_error("event=shutdown_stuck turns=%d", chat_active_turns());
+            return 1; /* leave the rest to the kernel rather than free live state */
+        }
+        usleep(100 * 1000);
+    }
     if (srv->agent != NULL)
         agent_client_destroy(srv->agent);
+    pool_destroy(srv->pool);
     pthread_mutex_lock(&srv->mu);
     struct post *p = srv->posts_head;
     srv->posts_head = srv->posts_tail = NULL;

@@ -1,0 +1,192 @@
+/* echo.c - the deterministic "echo" back end.
+ *
+ * The reply is derived from the request alone, so tests can predict it:
+ *   echo: <message> [history=<entries> summary=<bytes> files=<n>]
+ * ProcessStream sends it word by word with AGENT_DELAY_MS spread evenly over
+ * the words (each piece is a word plus the spaces after it, so the pieces
+ * concatenate to the reply exactly); Process sends it whole after the delay.
+ * Delays are timer entries, never sleeps: see timer.c. */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "chat_agent.h"
+#include "log.h"
+
+#define ECHO_SUMMARY_TAKE 40   /* bytes of the user message per turn */
+#define ECHO_SUMMARY_MAX 1000  /* bytes of the whole summary */
+
+struct echo_job {
+    struct ca_call *k;
+    char *reply;
+    size_t len;
+    size_t pos; /* bytes pushed so far */
+    size_t n_pieces;
+    size_t piece; /* pieces pushed so far */
+    uint64_t start_ms;
+    double cost;
+};
+
+size_t echo_utf8_cut(const char *s, size_t len)
+{
+    while (len > 0 && ((unsigned char)s[len] & 0xC0) == 0x80)
+        len--;
+    return len;
+}
+
+long echo_history_len(const char *json)
+{
+    if (!json || !*json)
+        return 0;
+    json_error_t err;
+    json_t *j = json_loads(json, 0, &err);
+    long n = j && json_is_array(j) ? (long)json_array_size(j) : -1;
+    json_decref(j);
+    return n;
+}
+
+char *echo_reply_text(const AiService__Request *r, int *status, const char **details)
+{
+    long hist = echo_history_len(r->chat_history);
+    if (hist < 0) {
+        *status = GRPC_STATUS_INVALID_ARGUMENT;
+        *details = "chat_history is not a JSON array";
+        return NULL;
+    }
+    char *out = NULL;
+    if (asprintf(&out, "echo: %s [history=%ld summary=%zu files=%zu]", r->chat_message, hist,
+                 strlen(r->chat_summary), r->n_file_name) < 0) {
+        *status = GRPC_STATUS_RESOURCE_EXHAUSTED;
+        *details = "out of memory";
+        return NULL;
+    }
+    *status = GRPC_STATUS_OK;
+    *details = NULL;
+    return out;
+}
+
+char *echo_summary_text(const AiService__SummaryRequest *r)
+{
+    size_t plen = strlen(r->previous_summary);
+    size_t take = strlen(r->user_message);
+    if (take > ECHO_SUMMARY_TAKE)
+        take = echo_utf8_cut(r->user_message, ECHO_SUMMARY_TAKE);
+    const char *sep = plen > 0 ? " | " : "";
+    char *out = malloc(plen + strlen(sep) + take + 1);
+    if (!out)
+        return NULL;
+    memcpy(out, r->previous_summary, plen);
+    memcpy(out + plen, sep, strlen(sep));
+    memcpy(out + plen + strlen(sep), r->user_message, take);
+    size_t len = plen + strlen(sep) + take;
+    out[len] = '\0';
+    if (len > ECHO_SUMMARY_MAX)
+        out[echo_utf8_cut(out, ECHO_SUMMARY_MAX)] = '\0';
+    return out;
+}
+
+/* End of the piece that starts at pos: the word, then the spaces after it. */
+static size_t echo_piece_end(const char *s, size_t len, size_t pos)
+{
+    while (pos < len && s[pos] != ' ')
+        pos++;
+    while (pos < len && s[pos] == ' ')
+        pos++;
+    return pos;
+}
+
+static void echo_job_free(struct echo_job *j)
+{
+    ca_call_unref(j->k);
+    free(j->reply);
+    free(j);
+}
+
+/* Pushes the next piece (stream) or the whole reply (unary); returns 1 when
+ * the reply is complete. */
+static int echo_step(struct echo_job *j)
+{
+    size_t end = ca_call_method(j->k) == CA_STREAM ? echo_piece_end(j->reply, j->len, j->pos)
+                                                    : j->len;
+    ca_call_push(j->k, j->reply + j->pos, end - j->pos);
+    j->pos = end;
+    j->piece++;
+    if (j->pos < j->len)
+        return 0;
+    ca_call_finish(j->k, GRPC_STATUS_OK, NULL, j->cost);
+    return 1;
+}
+
+static uint64_t echo_due(const struct echo_job *j)
+{
+    size_t n = ca_call_method(j->k) == CA_STREAM ? j->n_pieces : 1;
+    return j->start_ms + (uint64_t)ca_cfg.delay_ms * (j->piece + 1) / n;
+}
+
+static void echo_tick(void *arg, int fire)
+{
+    struct echo_job *j = arg;
+    if (!fire || ca_call_is_dead(j->k) || echo_step(j)) {
+        echo_job_free(j);
+        return;
+    }
+    ca_timer_add(echo_due(j), echo_tick, j);
+}
+
+static void echo_summarize(struct ca_call *k)
+{
+    const AiService__SummaryRequest *r = ca_call_summary_request(k);
+    char *s = echo_summary_text(r);
+    if (!s) {
+        ca_call_finish(k, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", 0);
+        return;
+    }
+    size_t in = strlen(r->previous_summary) + strlen(r->user_message) +
+                strlen(r->assistant_message);
+    ca_call_push(k, s, strlen(s));
+    ca_call_finish(k, GRPC_STATUS_OK, NULL, ca_cost(in, strlen(s)));
+    free(s);
+}
+
+void echo_handle(struct ca_call *k)
+{
+    if (ca_call_method(k) == CA_SUMMARIZE) {
+        echo_summarize(k);
+        ca_call_unref(k);
+        return;
+    }
+    const AiService__Request *r = ca_call_request(k);
+    int status;
+    const char *details;
+    char *reply = echo_reply_text(r, &status, &details);
+    if (!reply) {
+        ca_call_finish(k, (grpc_status_code)status, details, 0);
+        ca_call_unref(k);
+        return;
+    }
+    struct echo_job *j = calloc(1, sizeof(*j));
+    if (!j) {
+        free(reply);
+        ca_call_finish(k, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", 0);
+        ca_call_unref(k);
+        return;
+    }
+    j->k = k;
+    j->reply = reply;
+    j->len = strlen(reply);
+    j->start_ms = ca_now_ms();
+    size_t in = strlen(r->chat_message) + strlen(r->session_prompt) + strlen(r->chat_summary) +
+                strlen(r->chat_history);
+    j->cost = ca_cost(in, j->len);
+    for (size_t p = 0; p < j->len; p = echo_piece_end(reply, j->len, p))
+        j->n_pieces++;
+
+    if (ca_cfg.delay_ms <= 0) {
+        while (!echo_step(j))
+            ;
+        echo_job_free(j);
+        return;
+    }
+    ca_timer_add(echo_due(j), echo_tick, j);
+}
