@@ -241,10 +241,8 @@ static void conn_close_after_flush(struct conn *c, int status)
     c->closing = 1;
     c->close_status = status;
     conn_send(c, calloc(1, 1), 0, 1);
-    if (!c->rx_paused) {
-        c->rx_paused = 1;
-        lws_rx_flow_control(c->wsi, 0);
-    }
+    /* Keep reading (and discarding): a peer still sending when we close
+     * would otherwise get a TCP reset that can destroy our error frame. */
 }
 
 static void conn_send_error(struct conn *c, int type, int code, const char *text)

@@ -419,9 +419,9 @@ int openai_start(int workers)
 
 void openai_handle(struct ca_call *k)
 {
-    struct oa_job *j = malloc(sizeof(*j));
+    struct oa_job *j = atomic_load(&pool.stopping) ? NULL : malloc(sizeof(*j));
     if (!j) {
-        ca_call_finish(k, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", 0);
+        ca_call_finish(k, GRPC_STATUS_UNAVAILABLE, "agent shutting down or out of memory", 0);
         ca_call_unref(k);
         return;
     }

@@ -148,12 +148,13 @@ drop:
  * the entry held). Later ca_timer_add() calls drop at once. */
 void ca_timer_stop(void)
 {
+    if (!tm.started)
+        return;
     pthread_mutex_lock(&tm.lock);
     tm.stopping = 1;
     pthread_cond_signal(&tm.cond);
     pthread_mutex_unlock(&tm.lock);
-    if (tm.started)
-        pthread_join(tm.thread, NULL);
+    pthread_join(tm.thread, NULL);
 
     pthread_mutex_lock(&tm.lock);
     while (tm.len > 0) {
@@ -165,8 +166,7 @@ void ca_timer_stop(void)
     free(tm.heap);
     tm.heap = NULL;
     tm.cap = 0;
-    pthread_mutex_unlock(&tm.lock);
-    if (tm.started)
-        pthread_cond_destroy(&tm.cond);
     tm.started = 0;
+    pthread_mutex_unlock(&tm.lock);
+    pthread_cond_destroy(&tm.cond);
 }

@@ -1,0 +1,267 @@
+"""Integration-test harness: real PostgreSQL, Redis, chat-agent and chatd.
+
+scripts/test.sh starts one PostgreSQL and one Redis and exports DB_* and
+REDIS_*; CTest exports CHATD_BIN, CHAT_AGENT_BIN and CHATD_SOURCE_DIR. Each
+test module gets its own database (so modules can run in parallel) and
+starts its own chat-agent and chatd processes on free loopback ports.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+
+import psycopg2
+import redis
+import websocket
+
+SOURCE_DIR = os.environ.get("CHATD_SOURCE_DIR", os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
+CHATD_BIN = os.environ.get("CHATD_BIN", os.path.join(SOURCE_DIR, "build", "chatd"))
+AGENT_BIN = os.environ.get("CHAT_AGENT_BIN", os.path.join(SOURCE_DIR, "build", "chat-agent"))
+
+PG = dict(
+    host=os.environ.get("DB_HOST", "127.0.0.1"),
+    port=int(os.environ.get("DB_PORT", "55433")),
+    user=os.environ.get("DB_USER", "chatd"),
+    password=os.environ.get("DB_PASSWORD", "chatd"),
+)
+REDIS = dict(host=os.environ.get("REDIS_HOST", "127.0.0.1"), port=int(os.environ.get("REDIS_PORT", "56380")))
+
+MODEL = "llama3.1:8b"  # id 8, the client's default
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc, log_path, timeout=20.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("process exited with %s:\n%s" % (proc.returncode, read(log_path)))
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("port %d did not open:\n%s" % (port, read(log_path)))
+
+
+def read(path):
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+class Database:
+    """A fresh database for one test module, dropped at the end."""
+
+    def __init__(self, prefix):
+        self.name = "%s_%s" % (prefix, uuid.uuid4().hex[:8])
+        admin = psycopg2.connect(dbname="postgres", **PG)
+        admin.autocommit = True
+        with admin.cursor() as c:
+            c.execute('create database "%s"' % self.name)
+        admin.close()
+        self.conn = None
+
+    def connect(self):
+        if self.conn is None or self.conn.closed:
+            self.conn = psycopg2.connect(dbname=self.name, **PG)
+            self.conn.autocommit = True
+        return self.conn
+
+    def query(self, sql, params=None):
+        with self.connect().cursor() as c:
+            c.execute(sql, params)
+            return c.fetchall() if c.description else None
+
+    def one(self, sql, params=None):
+        rows = self.query(sql, params)
+        return rows[0][0] if rows else None
+
+    def add_user(self, name="Test User", models=(4, 5, 8), balance=1.0):
+        # The exact statement admins use, plus RETURNING to learn the id.
+        return str(self.one("insert into user_data(username, models, balance) values (%s, %s, %s) returning user_id",
+                            (name, list(models), balance)))
+
+    def add_session(self, user_id, name="A session", messages=(), model_id=8):
+        sid = str(uuid.uuid4())
+        self.query("insert into chat_sessions(session_id, user_id, session_name, model_id, next_seq)"
+                   " values (%s, %s, %s, %s, %s)", (sid, user_id, name, model_id, len(messages)))
+        for i, (role, content) in enumerate(messages):
+            self.query("insert into chat_messages(session_id, seq, role, content) values (%s, %s, %s, %s)",
+                       (sid, i, role, content))
+        return sid
+
+    def drop(self):
+        if self.conn is not None:
+            self.conn.close()
+        admin = psycopg2.connect(dbname="postgres", **PG)
+        admin.autocommit = True
+        with admin.cursor() as c:
+            c.execute('drop database if exists "%s" with (force)' % self.name)
+        admin.close()
+
+
+class Agent:
+    """The reference chat-agent (echo back end) on a free port."""
+
+    def __init__(self, **env):
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="chat-agent-")
+        self.log_path = os.path.join(self.dir, "agent.log")
+        self.record = os.path.join(self.dir, "requests.jsonl")
+        self.env = dict(os.environ, AGENT_HOST="127.0.0.1", AGENT_PORT=str(self.port),
+                        AGENT_RECORD_FILE=self.record, **{k: str(v) for k, v in env.items()})
+        self.proc = None
+        self.start()
+
+    def start(self):
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([AGENT_BIN], env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+        wait_port(self.port, self.proc, self.log_path)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+    def requests(self):
+        """Every request the agent received, oldest first."""
+        out = []
+        for line in read(self.record).splitlines():
+            if line.strip():
+                out.append(json.loads(line))
+        return out
+
+
+class Chatd:
+    """A chatd process bound to a free port, on database db."""
+
+    def __init__(self, db, agent_port=None, bin_path=None, **env):
+        self.db = db
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="chatd-")
+        self.log_path = os.path.join(self.dir, "chatd.log")
+        self.bin = bin_path or CHATD_BIN
+        self.env = dict(os.environ)
+        self.env.update(
+            SERVER_HOST="127.0.0.1", SERVER_PORT=str(self.port),
+            DB_HOST=PG["host"], DB_PORT=str(PG["port"]), DB_USER=PG["user"], DB_PASSWORD=PG["password"],
+            DB_NAME=db.name, REDIS_HOST=REDIS["host"], REDIS_PORT=str(REDIS["port"]),
+            AI_SERVER_HOST="127.0.0.1", AI_SERVER_PORT=str(agent_port or free_port()),
+            MIGRATIONS_DIR=os.path.join(SOURCE_DIR, "migrations"),
+            PUBLIC_DIR=os.path.join(self.dir, "public"),
+            PUBLIC_BASE_URL="http://127.0.0.1:%d" % self.port,
+            LOG_LEVEL="info", CHATD_ENV_FILE="/dev/null",
+        )
+        self.env.update({k: str(v) for k, v in env.items()})
+        os.makedirs(self.env["PUBLIC_DIR"], exist_ok=True)
+        self.proc = None
+        self.start()
+
+    @property
+    def url(self):
+        return "ws://127.0.0.1:%d/ws" % self.port
+
+    def start(self):
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([self.bin], env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+        wait_port(self.port, self.proc, self.log_path)
+
+    def stop(self, sig=None, timeout=30):
+        """Stops chatd; returns its exit status."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            if sig is None:
+                self.proc.terminate()
+            else:
+                self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        return self.proc.returncode
+
+    def logs(self):
+        return read(self.log_path)
+
+    def client(self, **kw):
+        return Client(self.url, **kw)
+
+
+class Client:
+    """A WebSocket client that speaks chatd's envelope."""
+
+    def __init__(self, url, timeout=30, **kw):
+        self.ws = websocket.create_connection(url, timeout=timeout, **kw)
+
+    def send(self, type_, data):
+        self.ws.send(json.dumps({"type": type_, "data": data}))
+
+    def send_raw(self, text):
+        self.ws.send(text)
+
+    def req_raw(self, text):
+        self.ws.send(text)
+        return self.recv()
+
+    def recv(self):
+        return json.loads(self.ws.recv())
+
+    def req(self, type_, data):
+        self.send(type_, data)
+        return self.recv()
+
+    def chat(self, user_id, session_id, message, model=MODEL, **extra):
+        data = dict(user_id=user_id, session_id=session_id, model_name=model, message=message,
+                    session_prompt="", file_name="")
+        data.update(extra)
+        self.send(3, data)
+        return self.recv()
+
+    def close(self):
+        try:
+            self.ws.close()
+        except Exception:
+            pass
+
+
+def redis_client():
+    return redis.Redis(**REDIS)
+
+
+def run_threads(n, fn):
+    """Runs fn(i) on n threads; re-raises the first failure."""
+    errors = []
+
+    def wrap(i):
+        try:
+            fn(i)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=wrap, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]

@@ -1,0 +1,110 @@
+/* test_config.c - configuration parsing: defaults, bounds, clear errors. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+
+static const char *vars[] = {"SERVER_PORT", "DB_PORT", "LOG_LEVEL", "WORKER_THREADS",
+                             "SERVER_HOST", "CHATD_TEST_A", "CHATD_TEST_B"};
+
+static int clear_env(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
+        unsetenv(vars[i]);
+    return 0;
+}
+
+static void expect_fail(const char *var, const char *val, const char *msg)
+{
+    struct config cfg;
+    char err[256] = "";
+    setenv(var, val, 1);
+    assert_int_equal(config_from_env(&cfg, err, sizeof(err)), -1);
+    if (strstr(err, msg) == NULL)
+        fail_msg("error \"%s\" lacks \"%s\"", err, msg);
+    assert_non_null(strstr(err, var)); /* the line names the variable */
+    unsetenv(var);
+}
+
+static void test_defaults(void **state)
+{
+    (void)state;
+    struct config cfg;
+    char err[256];
+    assert_int_equal(config_from_env(&cfg, err, sizeof(err)), 0);
+    assert_int_equal(cfg.server_port, 8000);
+    assert_string_equal(cfg.server_host, "127.0.0.1");
+    assert_int_equal(cfg.max_message_bytes, 1048576);
+    assert_int_equal(cfg.max_chat_history_context, 20);
+    assert_string_equal(cfg.log_level, "info");
+    config_free(&cfg);
+}
+
+static void test_values(void **state)
+{
+    (void)state;
+    setenv("SERVER_PORT", "9001", 1);
+    setenv("LOG_LEVEL", "debug", 1);
+    struct config cfg;
+    char err[256];
+    assert_int_equal(config_from_env(&cfg, err, sizeof(err)), 0);
+    assert_int_equal(cfg.server_port, 9001);
+    assert_string_equal(cfg.log_level, "debug");
+    config_free(&cfg);
+}
+
+static void test_malformed(void **state)
+{
+    (void)state;
+    expect_fail("SERVER_PORT", "abc", "is not an integer");
+    expect_fail("SERVER_PORT", "80x", "is not an integer");
+    expect_fail("SERVER_PORT", "", "is not an integer");
+    expect_fail("SERVER_PORT", " 80", "is not an integer");
+    expect_fail("SERVER_PORT", "70000", "out of range");
+    expect_fail("DB_PORT", "0", "out of range");
+    expect_fail("WORKER_THREADS", "99999999999999999999", "is not an integer");
+    expect_fail("LOG_LEVEL", "loud", "is not one of");
+    expect_fail("SERVER_HOST", "", "must not be empty");
+}
+
+static void test_dotenv(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/chatd-dotenv-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    const char *text = "# comment\n\nCHATD_TEST_A=one\nexport CHATD_TEST_B = \"two words\"\n";
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    setenv("CHATD_TEST_A", "from-env", 1); /* the environment wins */
+    char err[256];
+    assert_int_equal(config_load_dotenv(path, err, sizeof(err)), 0);
+    assert_string_equal(getenv("CHATD_TEST_A"), "from-env");
+    assert_string_equal(getenv("CHATD_TEST_B"), "two words");
+
+    FILE *f = fopen(path, "w");
+    fputs("NOT A PAIR\n", f);
+    fclose(f);
+    assert_int_equal(config_load_dotenv(path, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, ":1: expected KEY=VALUE"));
+    unlink(path);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_defaults, clear_env),
+        cmocka_unit_test_setup(test_values, clear_env),
+        cmocka_unit_test_setup(test_malformed, clear_env),
+        cmocka_unit_test_setup(test_dotenv, clear_env),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

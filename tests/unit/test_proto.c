@@ -1,0 +1,230 @@
+/* test_proto.c - frame decoding and validation, reply encoding. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proto.h"
+
+#define UID "bdff475a-a7f7-4590-9595-15fd8e6c7d0c"
+#define SID "0e7c1f0a-1111-4222-8333-444455556666"
+
+static const struct proto_limits lim = {.max_chat_message_bytes = 32};
+
+static int decode(const char *frame, struct proto_request *req, struct proto_error *err)
+{
+    return proto_decode(frame, strlen(frame), &lim, req, err);
+}
+
+static void expect_error(const char *frame, int code, const char *text_part)
+{
+    struct proto_request req;
+    struct proto_error err;
+    assert_int_equal(decode(frame, &req, &err), -1);
+    assert_int_equal(err.code, code);
+    if (text_part != NULL && strstr(err.text, text_part) == NULL)
+        fail_msg("error text \"%s\" lacks \"%s\" (frame %s)", err.text, text_part, frame);
+    assert_null(req.root);
+}
+
+static void test_valid_simple_codes(void **state)
+{
+    (void)state;
+    for (int t = 0; t <= 6; t++) {
+        if (t == 2 || t == 3 || t == 4)
+            continue;
+        char frame[256];
+        snprintf(frame, sizeof(frame), "{\"type\": %d, \"data\": {\"user_id\": \"%s\"}}", t,
+                 "BDFF475A-A7F7-4590-9595-15FD8E6C7D0C");
+        struct proto_request req;
+        struct proto_error err;
+        assert_int_equal(decode(frame, &req, &err), 0);
+        assert_int_equal(req.type, t);
+        assert_string_equal(req.user_id, UID); /* normalized to lower case */
+        proto_request_free(&req);
+    }
+}
+
+static void test_session_codes_need_session(void **state)
+{
+    (void)state;
+    struct proto_request req;
+    struct proto_error err;
+    assert_int_equal(decode("{\"type\":2,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"" SID
+                            "\"}}",
+                            &req, &err),
+                     0);
+    assert_string_equal(req.session_id, SID);
+    proto_request_free(&req);
+    expect_error("{\"type\":2,\"data\":{\"user_id\":\"" UID "\"}}", PERR_INVALID_FIELD,
+                 "'session_id': missing");
+    expect_error("{\"type\":4,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"NEW\"}}",
+                 PERR_INVALID_FIELD, "'session_id': not a valid UUID");
+    expect_error("{\"type\":4,\"data\":{\"user_id\":\"" UID "\",\"session_id\":7}}",
+                 PERR_INVALID_FIELD, "'session_id': expected a string");
+}
+
+static void test_chat_frame(void **state)
+{
+    (void)state;
+    struct proto_request req;
+    struct proto_error err;
+    assert_int_equal(decode("{\"type\":3,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"NEW\","
+                            "\"model_name\":\"llama3.1:8b\",\"message\":\"hi\","
+                            "\"session_prompt\":\"\",\"file_name\":\"\",\"extra\":1}}",
+                            &req, &err),
+                     0);
+    assert_true(req.session_new);
+    assert_string_equal(req.model_name, "llama3.1:8b");
+    assert_int_equal(req.model_id, -1);
+    assert_string_equal(req.message, "hi");
+    assert_int_equal(req.stream, 0);
+    proto_request_free(&req);
+
+    assert_int_equal(decode("{\"type\":3,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"" SID
+                            "\",\"model_id\":8,\"message\":\"hi\",\"stream\":true}}",
+                            &req, &err),
+                     0);
+    assert_false(req.session_new);
+    assert_int_equal(req.model_id, 8);
+    assert_string_equal(req.session_prompt, "");
+    assert_string_equal(req.file_name, "");
+    assert_int_equal(req.stream, 1);
+    proto_request_free(&req);
+}
+
+static void test_chat_errors(void **state)
+{
+    (void)state;
+    expect_error("{\"type\":3,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"NEW\","
+                 "\"message\":\"hi\"}}",
+                 PERR_INVALID_FIELD, "'model_name': missing");
+    expect_error("{\"type\":3,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"NEW\","
+                 "\"model_name\":\"m\",\"message\":\"\"}}",
+                 PERR_INVALID_FIELD, "'message': must not be empty");
+    expect_error("{\"type\":3,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"NEW\","
+                 "\"model_name\":\"m\",\"message\":[\"x\"]}}",
+                 PERR_INVALID_FIELD, "'message': expected a string");
+    expect_error("{\"type\":3,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"NEW\","
+                 "\"model_name\":\"m\",\"message\":\"0123456789012345678901234567890123\"}}",
+                 PERR_MESSAGE_TOO_LONG, "'message' exceeds 32 bytes");
+    expect_error("{\"type\":3,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"NEW\","
+                 "\"model_name\":\"m\",\"message\":\"x\",\"stream\":\"yes\"}}",
+                 PERR_INVALID_FIELD, "'stream'");
+    expect_error("{\"type\":3,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"new\","
+                 "\"model_name\":\"m\",\"message\":\"x\"}}",
+                 PERR_INVALID_FIELD, "'session_id'");
+    expect_error("{\"type\":3,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"NEW\","
+                 "\"model_id\":\"4\",\"message\":\"x\"}}",
+                 PERR_INVALID_FIELD, "'model_id': expected an integer");
+}
+
+static void test_envelope_errors(void **state)
+{
+    (void)state;
+    expect_error("", PERR_JSON_PARSE, "JSON Parsing Error");
+    expect_error("{\"type\":0,", PERR_JSON_PARSE, "JSON Parsing Error");
+    expect_error("\"hello\"", PERR_JSON_PARSE, NULL); /* not an object or array */
+    expect_error("[1, 2]", PERR_INVALID_FIELD, "'frame': expected a JSON object");
+    expect_error("{\"data\":{}}", PERR_INVALID_FIELD, "'type': missing");
+    expect_error("{\"type\":\"0\",\"data\":{}}", PERR_INVALID_FIELD, "'type': expected an integer");
+    expect_error("{\"type\":1.5,\"data\":{}}", PERR_INVALID_FIELD, "'type': expected an integer");
+    expect_error("{\"type\":0}", PERR_INVALID_FIELD, "'data': missing");
+    expect_error("{\"type\":0,\"data\":[]}", PERR_INVALID_FIELD, "'data': expected an object");
+    expect_error("{\"type\":0,\"data\":{\"user_id\":null}}", PERR_INVALID_FIELD,
+                 "'user_id': expected a string");
+    expect_error("{\"type\":0,\"data\":{\"user_id\":\"" UID "x\"}}", PERR_INVALID_FIELD,
+                 "not a valid UUID");
+    expect_error("{\"type\":0,\"data\":{\"user_id\":\"' or 1=1 --\"}}", PERR_INVALID_FIELD,
+                 "not a valid UUID");
+    /* duplicate keys are ambiguous: refuse rather than pick one */
+    expect_error("{\"type\":0,\"type\":1,\"data\":{}}", PERR_JSON_PARSE, NULL);
+    /* invalid UTF-8 and NUL inside strings */
+    expect_error("{\"type\":0,\"data\":{\"user_id\":\"\xff\"}}", PERR_JSON_PARSE, NULL);
+    expect_error("{\"type\":0,\"data\":{\"user_id\":\"a\\u0000b\"}}", PERR_JSON_PARSE, NULL);
+
+    struct proto_request req;
+    struct proto_error err;
+    assert_int_equal(decode("{\"type\":42,\"data\":{}}", &req, &err), -1);
+    assert_int_equal(err.code, PERR_UNKNOWN_MESSAGE);
+    assert_int_equal(err.type, 42);
+    assert_string_equal(err.text, "Unknown Message");
+    assert_int_equal(decode("{\"type\":7,\"data\":{}}", &req, &err), -1); /* server-only */
+    assert_int_equal(err.code, PERR_UNKNOWN_MESSAGE);
+}
+
+static void test_deep_nesting_is_refused(void **state)
+{
+    (void)state;
+    size_t depth = 100000;
+    char *frame = malloc(depth * 2 + 1);
+    memset(frame, '[', depth);
+    memset(frame + depth, ']', depth);
+    frame[depth * 2] = '\0';
+    struct proto_request req;
+    struct proto_error err;
+    assert_int_equal(proto_decode(frame, depth * 2, &lim, &req, &err), -1);
+    assert_int_equal(err.code, PERR_JSON_PARSE);
+    free(frame);
+}
+
+static void test_encode(void **state)
+{
+    (void)state;
+    size_t len;
+    char *s = proto_encode_reply(6, json_pack("{s:f}", "balance", 9.9985), &len);
+    assert_string_equal(s, "{\"type\":6,\"data\":{\"balance\":9.9985}}");
+    assert_int_equal(len, strlen(s));
+    free(s);
+
+    struct proto_error err;
+    proto_error_set(&err, 2, PERR_NO_SESSION);
+    s = proto_encode_error(&err, &len);
+    assert_string_equal(s, "{\"error\":\"Session Not Found\",\"code\":18,\"type\":2}");
+    free(s);
+    proto_error_set(&err, -1, PERR_JSON_PARSE);
+    s = proto_encode_error(&err, &len);
+    assert_string_equal(s, "{\"error\":\"JSON Parsing Error\",\"code\":0}");
+    free(s);
+}
+
+static void test_inherited_error_texts(void **state)
+{
+    (void)state;
+    assert_string_equal(proto_err_text(3), "User Does Not Exists");
+    assert_string_equal(proto_err_text(6), "Unable to Receive Response To Query");
+    assert_string_equal(proto_err_text(7), "User Does Not Have Model Access");
+    assert_string_equal(proto_err_text(15), "Insufficient balance");
+    assert_string_equal(proto_err_text(16), "Unable to get balance details");
+}
+
+static void test_utf8_prefix(void **state)
+{
+    (void)state;
+    assert_int_equal(proto_utf8_prefix("hello world", 5), 5);
+    assert_int_equal(proto_utf8_prefix("hi", 20), 2);
+    /* "é" is 2 bytes, "€" 3, "😀" 4: counted as one character each */
+    assert_int_equal(proto_utf8_prefix("\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80x", 3), 9);
+    assert_int_equal(proto_utf8_prefix("\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80x", 2), 5);
+    /* a truncated sequence at the end is not stepped over */
+    assert_int_equal(proto_utf8_prefix("ab\xe2\x82", 20), 2);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_valid_simple_codes),
+        cmocka_unit_test(test_session_codes_need_session),
+        cmocka_unit_test(test_chat_frame),
+        cmocka_unit_test(test_chat_errors),
+        cmocka_unit_test(test_envelope_errors),
+        cmocka_unit_test(test_deep_nesting_is_refused),
+        cmocka_unit_test(test_encode),
+        cmocka_unit_test(test_inherited_error_texts),
+        cmocka_unit_test(test_utf8_prefix),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
