@@ -9,11 +9,25 @@
 #include <grpc/grpc.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "config.h"
 #include "log.h"
 #include "migrate.h"
 #include "server.h"
+
+/* Each WebSocket is a descriptor: take every one the hard limit allows,
+ * since the default soft limit (1024) would cap chatd at about a thousand
+ * clients. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            log_warn("event=rlimit_nofile_failed");
+    }
+}
 
 static int usage(void)
 {
@@ -50,6 +64,7 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "migrate") == 0)
         goto out;
 
+    raise_fd_limit();
     grpc_init();
     rc = server_run(&cfg);
     grpc_shutdown();

@@ -375,6 +375,38 @@ class Concurrency(unittest.TestCase):
         c2.close()
 
 
+class KeepAlive(unittest.TestCase):
+    def test_silent_peer_is_closed(self):
+        db = Database("chatd_ping")
+        chatd = Chatd(db, WS_PING_SECONDS=1)
+        try:
+            uid = db.add_user()
+            alive = chatd.client(timeout=10)
+            # A raw TCP peer that completes the handshake and then never
+            # answers a ping (nor reads anything).
+            s = socket.create_connection(("127.0.0.1", chatd.port))
+            s.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                      b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+            self.assertIn(b"101", s.recv(4096))
+            deadline = time.time() + 8
+            closed = False
+            s.settimeout(0.5)
+            while time.time() < deadline and not closed:
+                try:
+                    closed = s.recv(4096) == b""
+                except socket.timeout:
+                    alive.req(6, {"user_id": uid})  # a live client answers pings as it reads
+                except ConnectionResetError:
+                    closed = True
+            self.assertTrue(closed, "a peer that never answers pings was not closed")
+            self.assertEqual(alive.req(6, {"user_id": uid})["type"], 6)
+            alive.close()
+            s.close()
+        finally:
+            chatd.stop()
+            db.drop()
+
+
 class RedisDown(unittest.TestCase):
     def test_serves_from_postgres_without_redis(self):
         db = Database("chatd_noredis")
