@@ -35,9 +35,24 @@ cmake --build build-asan -j"$JOBS"
 DATA=$(mktemp -d /tmp/chatd-test.XXXXXX)
 chmod 755 "$DATA"
 
+# Ends the processes still in the process group of the last ctest run.
+kill_ctest_group() {
+    local pgid
+    pgid=$(cat "$DATA/ctest.pgid" 2>/dev/null || true)
+    rm -f "$DATA/ctest.pgid"
+    [[ "$pgid" =~ ^[0-9]+$ ]] || return 0
+    if kill -0 -- "-$pgid" 2>/dev/null; then
+        say "ending processes the tests left running (process group $pgid)"
+        kill -TERM -- "-$pgid" 2>/dev/null || true
+        sleep 2
+        kill -KILL -- "-$pgid" 2>/dev/null || true
+    fi
+}
+
 cleanup() {
     local rc=$?
     trap - INT TERM EXIT
+    kill_ctest_group
     "$REPO/scripts/services.sh" stop "$DATA" || true
     if [[ "${KEEP_TEST_DATA:-0}" == 1 ]]; then
         say "kept $DATA"
@@ -59,7 +74,7 @@ export DB_PORT=${TEST_PG_PORT:-55433}
 export DB_USER=chatd DB_PASSWORD=chatd DB_NAME=chatd
 export REDIS_HOST=127.0.0.1
 export REDIS_PORT=${TEST_REDIS_PORT:-56380}
-export REDIS_PASSWORD= REDIS_DB=0
+export REDIS_PASSWORD='' REDIS_DB=0
 export CHATD_ENV_FILE=/dev/null
 
 CHATD_PG_FAST=1 "$REPO/scripts/services.sh" start "$DATA" "$DB_PORT" "$REDIS_PORT"
@@ -75,7 +90,19 @@ run_ctest() {
     shift
     say "ctest $name: $*"
     rc=0
-    ctest "$@" 2>&1 | tee "$log" || rc=${PIPESTATUS[0]}
+    # ctest runs in a session of its own, so that whatever a test started and
+    # left behind (say a chat-agent of a test CTest killed on timeout) can be
+    # ended afterwards by that session's process group, and nothing else.
+    # Being in another session, it no longer gets the terminal's Ctrl-C, so it
+    # runs in the background and we `wait`: unlike a foreground command,
+    # `wait` lets the INT/TERM traps run at once, and cleanup ends the group.
+    (
+        setsid -w bash -c 'echo $$ >"$0"; exec ctest "$@"' "$DATA/ctest.pgid" "$@" 2>&1 |
+            tee "$log"
+        exit "${PIPESTATUS[0]}"
+    ) &
+    wait $! || rc=$?
+    kill_ctest_group
     [[ $rc -eq 0 ]] || failed=1
     # CTest's closing line: "N% tests passed, F tests failed out of T".
     local line f t

@@ -674,11 +674,13 @@ static void agent_finish(agent_call *call)
             status = GRPC_STATUS_INTERNAL;
             why = "malformed or missing reply from agent";
         }
-    } else if (status == GRPC_STATUS_OK && call->kind == AGENT_STREAM && call->fallback) {
+    } else if (status == GRPC_STATUS_OK && call->kind == AGENT_STREAM && call->fallback &&
+               !cancelled) {
+        /* (Once cancelled, the caller has been shown nothing: no text.) */
         if (agent_decode_unary(call) != 0) {
             status = GRPC_STATUS_INTERNAL;
             why = "malformed or missing reply from agent";
-        } else if (call->len > 0 && call->on_delta && !cancelled) {
+        } else if (call->len > 0 && call->on_delta) {
             call->on_delta(call->ud, call->text, call->len);
         }
     }

@@ -283,11 +283,9 @@ void ca_call_on_closed(struct ca_call *k)
     ca_call_unref(k);
 }
 
-void ca_call_push(struct ca_call *k, const char *text, size_t len)
+/* Appends to 'out'; returns -1 (and kills the call) when out of memory. */
+static int ca_call_append_locked(struct ca_call *k, const char *text, size_t len)
 {
-    pthread_mutex_lock(&k->lock);
-    if (k->dead || k->finished || len == 0)
-        goto out;
     if (k->out_len + len + 1 > k->out_cap) {
         size_t cap = k->out_cap ? k->out_cap : 256;
         while (cap < k->out_len + len + 1)
@@ -296,7 +294,7 @@ void ca_call_push(struct ca_call *k, const char *text, size_t len)
         if (!p) {
             k->dead = 1;
             grpc_call_cancel(k->grpc, NULL);
-            goto out;
+            return -1;
         }
         k->out = p;
         k->out_cap = cap;
@@ -304,15 +302,22 @@ void ca_call_push(struct ca_call *k, const char *text, size_t len)
     memcpy(k->out + k->out_len, text, len);
     k->out_len += len;
     k->out[k->out_len] = '\0';
-    ca_call_pump_locked(k);
-out:
+    return 0;
+}
+
+void ca_call_push(struct ca_call *k, const char *text, size_t len)
+{
+    pthread_mutex_lock(&k->lock);
+    if (!k->dead && !k->finished && len > 0 && ca_call_append_locked(k, text, len) == 0)
+        ca_call_pump_locked(k);
     pthread_mutex_unlock(&k->lock);
 }
 
-void ca_call_finish(struct ca_call *k, grpc_status_code status, const char *details, double cost)
+void ca_call_finish_text(struct ca_call *k, const char *text, size_t len, grpc_status_code status,
+                         const char *details, double cost)
 {
     pthread_mutex_lock(&k->lock);
-    if (!k->finished) {
+    if (!k->finished && !k->dead && (len == 0 || ca_call_append_locked(k, text, len) == 0)) {
         k->finished = 1;
         k->status = status;
         k->details = details ? strdup(details) : NULL;
@@ -320,6 +325,11 @@ void ca_call_finish(struct ca_call *k, grpc_status_code status, const char *deta
         ca_call_pump_locked(k);
     }
     pthread_mutex_unlock(&k->lock);
+}
+
+void ca_call_finish(struct ca_call *k, grpc_status_code status, const char *details, double cost)
+{
+    ca_call_finish_text(k, NULL, 0, status, details, cost);
 }
 
 void ca_call_reject_unknown(grpc_call *grpc)

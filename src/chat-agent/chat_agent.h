@@ -60,6 +60,9 @@ const AiService__SummaryRequest *ca_call_summary_request(const struct ca_call *k
 int ca_call_is_dead(struct ca_call *k);
 void ca_call_push(struct ca_call *k, const char *text, size_t len);
 void ca_call_finish(struct ca_call *k, grpc_status_code status, const char *details, double cost);
+/* The last text and the end in one go: one final chunk instead of two. */
+void ca_call_finish_text(struct ca_call *k, const char *text, size_t len, grpc_status_code status,
+                         const char *details, double cost);
 void ca_call_ref(struct ca_call *k);
 void ca_call_unref(struct ca_call *k);
 void ca_call_on_sent(struct ca_call *k, int success);
@@ -89,13 +92,6 @@ void ca_record_close(void);
 
 /* ---- echo.c: takes over the caller's reference to k. */
 void echo_handle(struct ca_call *k);
-/* Exposed for tests of the deterministic texts. */
-char *echo_reply_text(const AiService__Request *r, int *status, const char **details);
-char *echo_summary_text(const AiService__SummaryRequest *r);
-/* Largest n <= len such that s[0..n) does not end inside a UTF-8 character. */
-size_t echo_utf8_cut(const char *s, size_t len);
-/* Number of entries of a chat_history JSON array, -1 when malformed. */
-long echo_history_len(const char *json);
 
 /* ---- openai.c: takes over the caller's reference to k. */
 int openai_start(int workers);

@@ -28,14 +28,17 @@ struct echo_job {
     double cost;
 };
 
-size_t echo_utf8_cut(const char *s, size_t len)
+/* Largest n <= len such that s[0..n) does not end inside a UTF-8
+ * character; s[len] must be readable. */
+static size_t echo_utf8_cut(const char *s, size_t len)
 {
     while (len > 0 && ((unsigned char)s[len] & 0xC0) == 0x80)
         len--;
     return len;
 }
 
-long echo_history_len(const char *json)
+/* Entries of a chat_history JSON array (empty: 0), -1 when malformed. */
+static long echo_history_len(const char *json)
 {
     if (!json || !*json)
         return 0;
@@ -46,7 +49,7 @@ long echo_history_len(const char *json)
     return n;
 }
 
-char *echo_reply_text(const AiService__Request *r, int *status, const char **details)
+static char *echo_reply_text(const AiService__Request *r, int *status, const char **details)
 {
     long hist = echo_history_len(r->chat_history);
     if (hist < 0) {
@@ -66,7 +69,7 @@ char *echo_reply_text(const AiService__Request *r, int *status, const char **det
     return out;
 }
 
-char *echo_summary_text(const AiService__SummaryRequest *r)
+static char *echo_summary_text(const AiService__SummaryRequest *r)
 {
     size_t plen = strlen(r->previous_summary);
     size_t take = strlen(r->user_message);
@@ -109,12 +112,15 @@ static int echo_step(struct echo_job *j)
 {
     size_t end = ca_call_method(j->k) == CA_STREAM ? echo_piece_end(j->reply, j->len, j->pos)
                                                     : j->len;
-    ca_call_push(j->k, j->reply + j->pos, end - j->pos);
+    const char *piece = j->reply + j->pos;
+    size_t n = end - j->pos;
     j->pos = end;
     j->piece++;
-    if (j->pos < j->len)
+    if (j->pos < j->len) {
+        ca_call_push(j->k, piece, n);
         return 0;
-    ca_call_finish(j->k, GRPC_STATUS_OK, NULL, j->cost);
+    }
+    ca_call_finish_text(j->k, piece, n, GRPC_STATUS_OK, NULL, j->cost);
     return 1;
 }
 
@@ -144,8 +150,7 @@ static void echo_summarize(struct ca_call *k)
     }
     size_t in = strlen(r->previous_summary) + strlen(r->user_message) +
                 strlen(r->assistant_message);
-    ca_call_push(k, s, strlen(s));
-    ca_call_finish(k, GRPC_STATUS_OK, NULL, ca_cost(in, strlen(s)));
+    ca_call_finish_text(k, s, strlen(s), GRPC_STATUS_OK, NULL, ca_cost(in, strlen(s)));
     free(s);
 }
 

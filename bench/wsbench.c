@@ -1,0 +1,710 @@
+/* wsbench.c - closed-loop WebSocket load generator for chatd.
+ *
+ * Many connections on ONE libwebsockets client thread, each with exactly
+ * one request in flight (send, wait for the reply, send the next), so the
+ * figure is chatd's and not a client thread pool's. Latency is measured per
+ * request with CLOCK_MONOTONIC from lws_write() to the last fragment of the
+ * reply. One result line:
+ *
+ *   code=C conns=N requests=R errors=E rps=X p50_us=Y p99_us=Z [extras]
+ *
+ *   wsbench --url ws://127.0.0.1:8000/ws --user UUID --code 0 --conns 16 --seconds 5
+ *   wsbench ... --code 3 --session NEW|PERCONN|<uuid> [--message TEXT]
+ *   wsbench ... --code 3 --session NEW --conns 2000 --once      (one turn each)
+ *   wsbench --url ... --idle 1000 --hold 10                    (memory figure)
+ *
+ * PERCONN: each connection's first turn opens a session (NEW) and the rest
+ * continue it, the realistic "one conversation per client" pattern. Turns
+ * on one session are serialized by chatd by design, so many connections on
+ * one <uuid> measure that queue, not throughput.
+ *
+ * Every connection is established before the first request is sent, so
+ * handshakes never overlap the measured window. Figures are printed, never
+ * asserted. */
+#include <errno.h>
+#include <jansson.h>
+#include <libwebsockets.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#define WSB_MAX_FRAME (16u * 1024 * 1024) /* larger replies are counted, not kept */
+#define WSB_SCRATCH 4096                  /* one outgoing request */
+#define WSB_TICK_US (10 * 1000)
+
+enum conn_state { CS_NEW, CS_CONNECTING, CS_OPEN, CS_DEAD };
+
+struct conn {
+    struct lws *wsi;
+    enum conn_state state;
+    int failed;      /* never established */
+    int closing;     /* we asked for the close */
+    int want_send;   /* a request waits for WRITEABLE */
+    int inflight;    /* a request was written, no reply yet */
+    int in_window;   /* the in-flight request was sent while measuring */
+    int sent;        /* requests sent, for --once */
+    uint64_t t_send; /* ns */
+    char session[40];/* PERCONN: the session this connection continues */
+    char *rx;
+    size_t rx_len, rx_cap;
+    int rx_dropped;  /* the frame outgrew WSB_MAX_FRAME */
+};
+
+enum phase { PH_CONNECT, PH_WARMUP, PH_MEASURE, PH_DRAIN, PH_HOLD, PH_CLOSE, PH_DONE };
+
+static struct {
+    /* options */
+    const char *host, *path;
+    int port;
+    int conns, code, once, idle;
+    double seconds, warmup, hold, timeout;
+    long long requests; /* 0: by time */
+    const char *user, *session, *message, *model;
+    int ramp;           /* handshakes in progress at most */
+    int verbose;
+
+    struct lws_context *ctx;
+    struct conn *c;
+    lws_sorted_usec_list_t tick;
+    enum phase phase;
+    uint64_t t_phase;   /* when the current phase began, ns */
+    uint64_t t_measure, t_measure_end, t_last_reply;
+
+    int next_conn, connecting, open, ever_open, failed, closed_by_peer;
+    long long issued;   /* requests sent while measuring (--requests) */
+    long long done, errors, frames_ignored;
+    int errors_shown;
+
+    uint32_t *lat;      /* us, one per measured reply */
+    size_t nlat, lat_cap;
+    unsigned char scratch[LWS_PRE + WSB_SCRATCH];
+} B;
+
+static volatile sig_atomic_t interrupted;
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static double secs_since(uint64_t t) { return (double)(now_ns() - t) / 1e9; }
+
+/* Our own CPU time: shows whether the client, not chatd, was the limit. */
+static double cpu_seconds(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0)
+        return 0;
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+static void die(const char *msg)
+{
+    fprintf(stderr, "wsbench: %s\n", msg);
+    exit(2);
+}
+
+__attribute__((noreturn)) static void usage(void)
+{
+    fprintf(stderr,
+            "usage: wsbench --url ws://HOST:PORT/PATH --user UUID --code 0|1|2|5|6|3\n"
+            "               [--conns N] [--seconds S | --requests N | --once] [--warmup S]\n"
+            "               [--session NEW|PERCONN|UUID] [--message TEXT] [--model NAME]\n"
+            "               [--timeout S] [--ramp N] [--verbose]\n"
+            "       wsbench --url ... --idle N --hold S\n");
+    exit(2);
+}
+
+/* ------------------------------------------------------------- recording */
+
+static void record(uint64_t ns)
+{
+    if (B.nlat == B.lat_cap) {
+        size_t cap = B.lat_cap ? B.lat_cap * 2 : 65536;
+        uint32_t *grown = realloc(B.lat, cap * sizeof(*grown));
+        if (grown == NULL)
+            return; /* keep counting; the percentiles just miss a sample */
+        B.lat = grown;
+        B.lat_cap = cap;
+    }
+    uint64_t us = ns / 1000;
+    B.lat[B.nlat++] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Nearest-rank percentile of the sorted samples. */
+static uint32_t pct(double p)
+{
+    if (B.nlat == 0)
+        return 0;
+    size_t rank = (size_t)(p / 100.0 * (double)B.nlat + 0.999999);
+    if (rank < 1)
+        rank = 1;
+    if (rank > B.nlat)
+        rank = B.nlat;
+    return B.lat[rank - 1];
+}
+
+/* -------------------------------------------------------------- requests */
+
+/* Builds the next request of c into B.scratch after LWS_PRE; returns its
+ * length. Fields come from the command line, checked to need no escaping. */
+static size_t build_request(struct conn *c)
+{
+    char *out = (char *)B.scratch + LWS_PRE;
+    int n;
+    if (B.code == 3) {
+        const char *sid = B.session;
+        if (strcmp(B.session, "PERCONN") == 0)
+            sid = c->session[0] ? c->session : "NEW";
+        n = snprintf(out, WSB_SCRATCH,
+                     "{\"type\":3,\"data\":{\"user_id\":\"%s\",\"session_id\":\"%s\","
+                     "\"model_name\":\"%s\",\"message\":\"%s\",\"session_prompt\":\"\","
+                     "\"file_name\":\"\"}}",
+                     B.user, sid, B.model, B.message);
+    } else if (B.code == 2) {
+        n = snprintf(out, WSB_SCRATCH,
+                     "{\"type\":2,\"data\":{\"user_id\":\"%s\",\"session_id\":\"%s\"}}", B.user,
+                     B.session);
+    } else {
+        n = snprintf(out, WSB_SCRATCH, "{\"type\":%d,\"data\":{\"user_id\":\"%s\"}}", B.code,
+                     B.user);
+    }
+    return n > 0 && n < WSB_SCRATCH ? (size_t)n : 0;
+}
+
+static int may_send(struct conn *c)
+{
+    if (B.phase != PH_WARMUP && B.phase != PH_MEASURE)
+        return 0;
+    if (B.once && c->sent > 0)
+        return 0;
+    if (B.phase == PH_MEASURE && B.requests > 0 && B.issued >= B.requests)
+        return 0;
+    return 1;
+}
+
+static void conn_kick(struct conn *c)
+{
+    if (c->state != CS_OPEN || c->inflight || c->want_send || c->closing || !may_send(c))
+        return;
+    c->want_send = 1;
+    lws_callback_on_writable(c->wsi);
+}
+
+static int conn_write(struct conn *c)
+{
+    if (c->closing) {
+        lws_close_reason(c->wsi, LWS_CLOSE_STATUS_NORMAL, NULL, 0);
+        return -1;
+    }
+    if (!c->want_send)
+        return 0;
+    c->want_send = 0;
+    if (!may_send(c)) /* the phase moved on while we waited */
+        return 0;
+    size_t len = build_request(c);
+    if (len == 0)
+        die("request too long");
+    c->in_window = B.phase == PH_MEASURE;
+    if (c->in_window)
+        B.issued++;
+    c->sent++;
+    c->inflight = 1;
+    c->t_send = now_ns();
+    /* Client frames are masked in place, hence the scratch copy per write. */
+    if (lws_write(c->wsi, B.scratch + LWS_PRE, len, LWS_WRITE_TEXT) < (int)len) {
+        fprintf(stderr, "wsbench: write failed\n");
+        return -1;
+    }
+    return 0;
+}
+
+static void show_error(const char *frame, size_t len)
+{
+    if (B.errors_shown >= 3)
+        return;
+    B.errors_shown++;
+    fprintf(stderr, "wsbench: error reply: %.*s\n", (int)(len > 300 ? 300 : len), frame);
+}
+
+/* A whole reply frame arrived on c. */
+static void conn_reply(struct conn *c, const char *frame, size_t len)
+{
+    int is_error = 0;
+    if (B.code == 3 && frame != NULL) {
+        /* Chat replies are few enough per second to parse: skip streamed
+         * deltas (type 7), learn the PERCONN session. */
+        json_t *root = json_loadb(frame, len, 0, NULL);
+        if (root == NULL) {
+            is_error = 1;
+        } else if (json_object_get(root, "error") != NULL) {
+            is_error = 1;
+        } else if (json_integer_value(json_object_get(root, "type")) == 7) {
+            json_decref(root);
+            B.frames_ignored++;
+            return;
+        } else if (c->session[0] == '\0') {
+            const char *sid =
+                json_string_value(json_object_get(json_object_get(root, "data"), "session_id"));
+            if (sid != NULL && strlen(sid) < sizeof(c->session))
+                strcpy(c->session, sid);
+        }
+        json_decref(root);
+    } else if (frame != NULL) {
+        /* Replies to 0/1/5/6 are small and fixed in shape; an error frame is
+         * the only one with an "error" key, and nothing we seed says it. */
+        is_error = memmem(frame, len, "\"error\"", 7) != NULL;
+    }
+    if (!c->inflight) {
+        B.frames_ignored++; /* unsolicited (e.g. a going-away error) */
+        if (is_error && frame != NULL)
+            show_error(frame, len);
+        return;
+    }
+    uint64_t t = now_ns();
+    c->inflight = 0;
+    int counted = B.requests > 0 || B.once ? c->in_window : B.phase == PH_MEASURE;
+    if (counted) {
+        B.done++;
+        if (is_error) {
+            B.errors++;
+            if (frame != NULL)
+                show_error(frame, len);
+        }
+        record(t - c->t_send);
+        B.t_last_reply = t;
+    }
+    conn_kick(c);
+}
+
+static void conn_receive(struct conn *c, const void *in, size_t len)
+{
+    if (lws_is_first_fragment(c->wsi)) {
+        c->rx_len = 0;
+        c->rx_dropped = 0;
+    }
+    if (!c->rx_dropped) {
+        size_t want = c->rx_len + len;
+        if (want > WSB_MAX_FRAME) {
+            c->rx_dropped = 1;
+        } else {
+            if (want > c->rx_cap) {
+                size_t cap = c->rx_cap ? c->rx_cap : 1024;
+                while (cap < want)
+                    cap *= 2;
+                char *grown = realloc(c->rx, cap);
+                if (grown == NULL)
+                    die("out of memory");
+                c->rx = grown;
+                c->rx_cap = cap;
+            }
+            memcpy(c->rx + c->rx_len, in, len);
+            c->rx_len = want;
+        }
+    }
+    if (lws_is_final_fragment(c->wsi) && lws_remaining_packet_payload(c->wsi) == 0) {
+        conn_reply(c, c->rx_dropped ? NULL : c->rx, c->rx_len);
+        c->rx_len = 0;
+        if (c->rx_cap > 64 * 1024) { /* idle connections keep no big buffer */
+            free(c->rx);
+            c->rx = NULL;
+            c->rx_cap = 0;
+        }
+    }
+}
+
+/* -------------------------------------------------------------- lws glue */
+
+static void conn_dead(struct conn *c)
+{
+    if (c->state == CS_CONNECTING) {
+        B.connecting--;
+        B.failed++;
+        c->failed = 1;
+    } else if (c->state == CS_OPEN) {
+        B.open--;
+        if (!c->closing)
+            B.closed_by_peer++;
+    }
+    c->state = CS_DEAD;
+    c->wsi = NULL;
+}
+
+static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                    size_t len)
+{
+    struct conn *c = wsi != NULL ? lws_get_opaque_user_data(wsi) : NULL;
+    switch (reason) {
+    case LWS_CALLBACK_CLIENT_ESTABLISHED:
+        if (c == NULL)
+            break;
+        B.connecting--;
+        B.open++;
+        B.ever_open++;
+        c->state = CS_OPEN;
+        break;
+    case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
+        if (c == NULL)
+            break;
+        if (B.verbose || B.failed < 3)
+            fprintf(stderr, "wsbench: connect failed: %s\n", in ? (const char *)in : "?");
+        conn_dead(c);
+        break;
+    case LWS_CALLBACK_CLIENT_RECEIVE:
+        if (c != NULL)
+            conn_receive(c, in, len);
+        break;
+    case LWS_CALLBACK_CLIENT_WRITEABLE:
+        if (c != NULL)
+            return conn_write(c);
+        break;
+    case LWS_CALLBACK_CLIENT_CLOSED:
+        if (c != NULL) {
+            if (!c->closing && (B.verbose || B.closed_by_peer < 3))
+                fprintf(stderr, "wsbench: connection closed by server%s\n",
+                        c->inflight ? " with a request in flight" : "");
+            conn_dead(c);
+        }
+        break;
+    case LWS_CALLBACK_WSI_DESTROY:
+        /* Backstop: a wsi that went away without either callback above. */
+        if (c != NULL && (c->state == CS_CONNECTING || c->state == CS_OPEN) && c->wsi == wsi)
+            conn_dead(c);
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+static const struct lws_protocols protocols[] = {
+    {"wsbench", callback, 0, 0, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0},
+};
+
+static void start_connects(void)
+{
+    while (B.next_conn < B.conns && B.connecting < B.ramp) {
+        struct conn *c = &B.c[B.next_conn++];
+        struct lws_client_connect_info i;
+        memset(&i, 0, sizeof(i));
+        i.context = B.ctx;
+        i.address = B.host;
+        i.port = B.port;
+        i.path = B.path;
+        i.host = B.host;
+        i.origin = B.host;
+        i.ietf_version_or_minus_one = -1;
+        i.local_protocol_name = "wsbench";
+        i.opaque_user_data = c;
+        i.pwsi = &c->wsi;
+        c->state = CS_CONNECTING;
+        B.connecting++;
+        if (lws_client_connect_via_info(&i) == NULL && c->state == CS_CONNECTING) {
+            /* Failed at once; the error callback may or may not have run. */
+            conn_dead(c);
+        }
+    }
+}
+
+static void set_phase(enum phase p)
+{
+    B.phase = p;
+    B.t_phase = now_ns();
+    if (p == PH_MEASURE)
+        B.t_measure = B.t_phase;
+    if (p == PH_DRAIN)
+        B.t_measure_end = B.t_phase;
+    if (p == PH_CLOSE) {
+        for (int k = 0; k < B.conns; k++) {
+            struct conn *c = &B.c[k];
+            if (c->state == CS_OPEN) {
+                c->closing = 1;
+                lws_callback_on_writable(c->wsi);
+            }
+        }
+    }
+}
+
+static void kick_all(void)
+{
+    for (int k = 0; k < B.conns; k++)
+        conn_kick(&B.c[k]);
+}
+
+static int inflight_count(void)
+{
+    int n = 0;
+    for (int k = 0; k < B.conns; k++)
+        n += B.c[k].state == CS_OPEN && B.c[k].inflight;
+    return n;
+}
+
+/* The phase machine; runs every tick. */
+static void step(void)
+{
+    if (interrupted && B.phase < PH_CLOSE)
+        set_phase(PH_CLOSE);
+    switch (B.phase) {
+    case PH_CONNECT:
+        start_connects();
+        if (B.next_conn == B.conns && B.connecting == 0) {
+            if (B.idle) {
+                printf("idle conns=%d connected=%d failed=%d\n", B.conns, B.open, B.failed);
+                fflush(stdout);
+                set_phase(PH_HOLD);
+            } else if (B.open == 0) {
+                set_phase(PH_CLOSE);
+            } else {
+                set_phase(B.warmup > 0 && !B.once ? PH_WARMUP : PH_MEASURE);
+                kick_all();
+            }
+        } else if (secs_since(B.t_phase) > B.timeout + 30) {
+            fprintf(stderr, "wsbench: %d handshakes still pending; going on without them\n",
+                    B.connecting);
+            set_phase(PH_CLOSE);
+        }
+        break;
+    case PH_WARMUP:
+        if (secs_since(B.t_phase) >= B.warmup) {
+            set_phase(PH_MEASURE);
+            kick_all(); /* a connection stopped by nothing needs no kick, but cheap */
+        }
+        break;
+    case PH_MEASURE: {
+        int by_count = B.requests > 0 || B.once;
+        if (by_count) {
+            /* Over when every request sent while measuring is answered
+             * and no more may be sent. */
+            int more = 0;
+            for (int k = 0; k < B.conns && !more; k++)
+                more = B.c[k].state == CS_OPEN && (B.c[k].inflight || B.c[k].want_send ||
+                                                   may_send(&B.c[k]));
+            if (!more || secs_since(B.t_phase) >= B.timeout)
+                set_phase(PH_DRAIN);
+        } else if (secs_since(B.t_phase) >= B.seconds) {
+            set_phase(PH_DRAIN);
+        }
+        break;
+    }
+    case PH_DRAIN:
+        if (inflight_count() == 0 || secs_since(B.t_phase) >= (B.requests || B.once ? 0 : B.timeout))
+            set_phase(PH_CLOSE);
+        break;
+    case PH_HOLD:
+        if (secs_since(B.t_phase) >= B.hold) {
+            printf("idle_done conns=%d still_open=%d closed_by_server=%d\n", B.conns, B.open,
+                   B.closed_by_peer);
+            fflush(stdout);
+            set_phase(PH_CLOSE);
+        }
+        break;
+    case PH_CLOSE:
+        if (B.open == 0 || secs_since(B.t_phase) >= 5)
+            B.phase = PH_DONE;
+        break;
+    case PH_DONE:
+        break;
+    }
+}
+
+static void on_tick(lws_sorted_usec_list_t *sul)
+{
+    step();
+    lws_sul_schedule(B.ctx, 0, &B.tick, on_tick, WSB_TICK_US);
+}
+
+/* ---------------------------------------------------------------- set-up */
+
+static void raise_nofile(int need)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    rlim_t want = (rlim_t)need + 256;
+    if (rl.rlim_cur >= want)
+        return;
+    if (rl.rlim_max < want) {
+        rl.rlim_max = want; /* works as root; otherwise the soft raise below caps */
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    rl.rlim_cur = rl.rlim_max < want ? rl.rlim_max : want;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    if (rl.rlim_cur < want)
+        fprintf(stderr, "wsbench: RLIMIT_NOFILE is %llu, %d connections may not fit\n",
+                (unsigned long long)rl.rlim_cur, need);
+}
+
+/* ws://host:port/path, nothing fancier. */
+static void parse_url(const char *url)
+{
+    static char host[256], path[256];
+    if (strncmp(url, "ws://", 5) != 0)
+        die("--url must start with ws:// (no TLS here)");
+    const char *h = url + 5;
+    const char *slash = strchr(h, '/');
+    const char *colon = strchr(h, ':');
+    size_t hl = (colon != NULL && (slash == NULL || colon < slash)) ? (size_t)(colon - h)
+                : slash != NULL                                     ? (size_t)(slash - h)
+                                                                    : strlen(h);
+    if (hl == 0 || hl >= sizeof(host))
+        die("bad host in --url");
+    memcpy(host, h, hl);
+    host[hl] = '\0';
+    B.port = 80;
+    if (colon != NULL && (slash == NULL || colon < slash))
+        B.port = atoi(colon + 1);
+    snprintf(path, sizeof(path), "%s", slash != NULL ? slash : "/");
+    B.host = host;
+    B.path = path;
+}
+
+/* Command-line text goes into JSON unescaped, so refuse what would need it. */
+static void check_plain(const char *name, const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        if (*p == '"' || *p == '\\' || *p < 0x20) {
+            fprintf(stderr, "wsbench: %s must not contain quotes, backslashes or control "
+                            "characters\n", name);
+            exit(2);
+        }
+}
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
+int main(int argc, char **argv)
+{
+    const char *url = NULL;
+    B.conns = 1;
+    B.code = -1;
+    B.seconds = 5;
+    B.warmup = 1;
+    B.timeout = 60;
+    B.ramp = 128;
+    B.session = "NEW";
+    B.message = "hello from wsbench";
+    B.model = "llama3.1:8b";
+    int seconds_given = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        /* An option with a value: matches, then consumes the value. */
+#define ARG(name) (strcmp(a, name) == 0 && (v != NULL ? (i++, 1) : (usage(), 0)))
+        if (ARG("--url"))
+            url = v;
+        else if (ARG("--conns"))
+            B.conns = atoi(v);
+        else if (ARG("--code"))
+            B.code = atoi(v);
+        else if (ARG("--user"))
+            B.user = v;
+        else if (ARG("--seconds"))
+            B.seconds = atof(v), seconds_given = 1;
+        else if (ARG("--requests"))
+            B.requests = atoll(v);
+        else if (ARG("--warmup"))
+            B.warmup = atof(v);
+        else if (ARG("--session"))
+            B.session = v;
+        else if (ARG("--message"))
+            B.message = v;
+        else if (ARG("--model"))
+            B.model = v;
+        else if (ARG("--timeout"))
+            B.timeout = atof(v);
+        else if (ARG("--ramp"))
+            B.ramp = atoi(v);
+        else if (ARG("--idle"))
+            B.idle = 1, B.conns = atoi(v);
+        else if (ARG("--hold"))
+            B.hold = atof(v);
+        else if (strcmp(a, "--once") == 0)
+            B.once = 1;
+        else if (strcmp(a, "--verbose") == 0)
+            B.verbose = 1;
+        else
+            usage();
+#undef ARG
+    }
+    if (url == NULL || B.conns < 1 || B.ramp < 1)
+        usage();
+    if (!B.idle) {
+        if (B.user == NULL || (B.code != 0 && B.code != 1 && B.code != 2 && B.code != 3 &&
+                               B.code != 5 && B.code != 6))
+            usage();
+        if (B.requests > 0 && seconds_given)
+            die("--seconds and --requests exclude each other");
+        if (B.once && (B.requests > 0 || seconds_given))
+            die("--once excludes --seconds and --requests");
+        check_plain("--user", B.user);
+        check_plain("--session", B.session);
+        check_plain("--message", B.message);
+        check_plain("--model", B.model);
+    }
+    parse_url(url);
+
+    raise_nofile(B.conns);
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    B.c = calloc((size_t)B.conns, sizeof(*B.c));
+    if (B.c == NULL)
+        die("out of memory");
+
+    lws_set_log_level(B.verbose ? LLL_ERR | LLL_WARN : LLL_ERR, NULL);
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof(info));
+    info.port = CONTEXT_PORT_NO_LISTEN;
+    info.protocols = protocols;
+    info.options = LWS_SERVER_OPTION_DISABLE_IPV6;
+    info.count_threads = 1;
+    /* 0: sized from RLIMIT_NOFILE, which we just raised. */
+    info.fd_limit_per_thread = 0;
+    B.ctx = lws_create_context(&info);
+    if (B.ctx == NULL)
+        die("lws_create_context failed");
+
+    set_phase(PH_CONNECT);
+    on_tick(&B.tick);
+    while (B.phase != PH_DONE)
+        if (lws_service(B.ctx, 0) < 0)
+            break;
+    int unanswered = inflight_count();
+    lws_sul_schedule(B.ctx, 0, &B.tick, NULL, LWS_SET_TIMER_USEC_CANCEL);
+    lws_context_destroy(B.ctx);
+
+    if (!B.idle) {
+        qsort(B.lat, B.nlat, sizeof(*B.lat), cmp_u32);
+        uint64_t end = B.requests > 0 || B.once ? B.t_last_reply : B.t_measure_end;
+        double window = end > B.t_measure ? (double)(end - B.t_measure) / 1e9 : 0;
+        double rps = window > 0 ? (double)B.done / window : 0;
+        printf("code=%d conns=%d requests=%lld errors=%lld rps=%.1f p50_us=%u p99_us=%u"
+               " max_us=%u connected=%d connect_failed=%d closed_by_server=%d unanswered=%d"
+               " window_s=%.2f cpu_s=%.2f\n",
+               B.code, B.conns, B.done, B.errors, rps, pct(50), pct(99), pct(100),
+               B.ever_open, B.failed, B.closed_by_peer, unanswered, window, cpu_seconds());
+    }
+    for (int k = 0; k < B.conns; k++)
+        free(B.c[k].rx);
+    free(B.c);
+    free(B.lat);
+    return 0;
+}

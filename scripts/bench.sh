@@ -1,0 +1,457 @@
+#!/usr/bin/env bash
+# bench.sh - chatd's benchmarks in one command: builds (RelWithDebInfo, in
+# build-bench/), starts a throw-away PostgreSQL + Redis on free loopback
+# ports, migrates, seeds a bench user, starts chat-agent (echo back end) and
+# chatd, and prints:
+#   a. codes 0, 1, 5, 6 at 1/16/64 connections next to redis-benchmark GET
+#   b. chatd's resident memory idle and with 1,000 idle WebSocket connections
+#   c. chat turns through chatd vs direct gRPC calls to the same agent
+#   e. appending a turn to a session of 10 vs 10,000 messages
+#   d. 2,000 turns in flight at once against an agent that takes 2 s
+# (d runs last because it restarts the agent with a delay.) Everything
+# stops at the end, also on failure or Ctrl-C. Traffic stays on 127.0.0.1.
+# Figures are printed, never asserted: this is not part of `make test`.
+#
+# Knobs: BENCH_SECONDS (5) per measurement, BENCH_WARMUP (1),
+# BENCH_IDLE_CONNS (1000), BENCH_BURST (2000), BENCH_BUILD_DIR (build-bench),
+# KEEP_BENCH_DATA=1 (keep the temp dir with every log for a post-mortem).
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BUILD=${BENCH_BUILD_DIR:-$REPO/build-bench}
+SECS=${BENCH_SECONDS:-5}
+WARM=${BENCH_WARMUP:-1}
+IDLE_CONNS=${BENCH_IDLE_CONNS:-1000}
+BURST=${BENCH_BURST:-2000}
+JOBS=${JOBS:-2}
+
+say() { echo "bench: $*" >&2; }
+die() { say "$*"; exit 1; }
+
+# ------------------------------------------------------------------ build
+say "building $BUILD (RelWithDebInfo)"
+cmake -S "$REPO" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build "$BUILD" -j"$JOBS" >/dev/null
+for b in chatd chat-agent wsbench grpcbench; do
+    [[ -x "$BUILD/$b" ]] || die "$BUILD/$b was not built"
+done
+
+# 2,000 connections need ~2,000 descriptors in chatd and as many in
+# wsbench; both inherit this limit.
+need=$(((BURST > IDLE_CONNS ? BURST : IDLE_CONNS) + 512))
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+[[ $(ulimit -n) -ge $need ]] ||
+    die "open-file limit $(ulimit -n) is below $need; raise the hard limit or lower BENCH_BURST"
+
+# ------------------------------------------------------------- processes
+# /tmp rather than the checkout: PostgreSQL runs as 'postgres' when we are
+# root and must be able to enter the directory.
+DATA=$(mktemp -d /tmp/chatd-bench.XXXXXX)
+chmod 755 "$DATA"
+AGENT_PID= CHATD_PID= BG_PID= WATCHDOG_PID=
+
+stop_pid() { # pid: TERM, wait up to 10 s, then KILL
+    local pid=$1 i
+    [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+        sleep 0.1
+    done
+    say "pid $pid ignored SIGTERM for 10 s; killing it"
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local rc=$?
+    trap - INT TERM EXIT
+    [[ -z "$WATCHDOG_PID" ]] || kill "$WATCHDOG_PID" 2>/dev/null || true
+    stop_pid "$BG_PID"
+    stop_pid "$CHATD_PID"
+    stop_pid "$AGENT_PID"
+    "$REPO/scripts/services.sh" stop "$DATA" >/dev/null 2>&1 || true
+    if [[ "${KEEP_BENCH_DATA:-0}" == 1 || $rc -ne 0 ]]; then
+        say "logs kept in $DATA"
+    else
+        rm -rf "$DATA"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# The whole run is bounded: a hang anywhere ends in the cleanup above.
+# (Normally it takes about 4 minutes.)
+BENCH_LIMIT_S=${BENCH_LIMIT_S:-840}
+# The sleep is the watchdog's child: its trap kills it, so nothing lingers.
+(
+    sleep "$BENCH_LIMIT_S" &
+    sp=$!
+    trap 'kill $sp 2>/dev/null; exit 0' TERM
+    wait "$sp" && echo "bench: over ${BENCH_LIMIT_S} s, giving up" >&2 && kill -TERM $$
+) &
+WATCHDOG_PID=$!
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_port() { # port pid name
+    local i
+    for ((i = 0; i < 200; i++)); do
+        kill -0 "$2" 2>/dev/null || die "$3 exited at start-up (log in $DATA)"
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    die "$3 did not open port $1 within 20 s"
+}
+
+PG_PORT=$(free_port)
+REDIS_PORT=$(free_port)
+AGENT_PORT=$(free_port)
+CHATD_PORT=$(free_port)
+URL="ws://127.0.0.1:$CHATD_PORT/ws"
+
+export DB_HOST=127.0.0.1 DB_PORT=$PG_PORT DB_USER=chatd DB_PASSWORD=chatd DB_NAME=chatd
+export REDIS_HOST=127.0.0.1 REDIS_PORT=$REDIS_PORT REDIS_PASSWORD= REDIS_DB=0
+export CHATD_ENV_FILE=/dev/null
+
+say "PostgreSQL on $PG_PORT and Redis on $REDIS_PORT (CHATD_PG_FAST=1: fsync off)"
+CHATD_PG_FAST=1 "$REPO/scripts/services.sh" start "$DATA" "$PG_PORT" "$REDIS_PORT" 2>"$DATA/services.log" ||
+    { cat "$DATA/services.log" >&2; die "services did not start"; }
+
+psql_q() { PGPASSWORD=chatd psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U chatd -d chatd -v ON_ERROR_STOP=1 "$@"; }
+
+start_agent() { # delay_ms
+    AGENT_HOST=127.0.0.1 AGENT_PORT=$AGENT_PORT AGENT_BACKEND=echo AGENT_DELAY_MS=$1 \
+        AGENT_LOG_LEVEL=warn "$BUILD/chat-agent" >>"$DATA/agent.log" 2>&1 &
+    AGENT_PID=$!
+    wait_port "$AGENT_PORT" "$AGENT_PID" chat-agent
+}
+
+# Passed with env(1) rather than through a shell function, so that $! is
+# chatd's own pid (a backgrounded function would be a subshell).
+CHATD_VARS=(SERVER_HOST=127.0.0.1 SERVER_PORT="$CHATD_PORT"
+    AI_SERVER_HOST=127.0.0.1 AI_SERVER_PORT="$AGENT_PORT"
+    MIGRATIONS_DIR="$REPO/migrations" PUBLIC_DIR="$DATA/public"
+    PUBLIC_BASE_URL="http://127.0.0.1:$CHATD_PORT"
+    WORKER_THREADS=4 LOG_LEVEL=warn)
+
+mkdir -p "$DATA/public"
+env "${CHATD_VARS[@]}" "$BUILD/chatd" migrate >>"$DATA/chatd.log" 2>&1 || { cat "$DATA/chatd.log" >&2; die "migrate failed"; }
+
+# The bench user, with ten small sessions so code 1 lists something.
+USER_ID=$(psql_q -tAc "insert into user_data(username, models, balance) values ('Bench', array[4,5,8], 1000000) returning user_id" | head -n 1)
+psql_q -c "
+with s as (
+  insert into chat_sessions(user_id, session_name, model_id, next_seq)
+  select '$USER_ID', 'bench session ' || g, 8, 2 from generate_series(1, 10) g
+  returning session_id)
+insert into chat_messages(session_id, seq, role, content)
+select session_id, r.seq, r.role, 'seeded ' || r.role || ' message'
+  from s, (values (0, 'user'), (1, 'assistant')) r(seq, role)" >/dev/null
+
+start_agent 0
+env "${CHATD_VARS[@]}" "$BUILD/chatd" >>"$DATA/chatd.log" 2>&1 &
+CHATD_PID=$!
+wait_port "$CHATD_PORT" "$CHATD_PID" chatd
+[[ "$(cat "/proc/$CHATD_PID/comm")" == chatd ]] || die "pid $CHATD_PID is not chatd"
+
+status_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
+status_val() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
+field() { sed -n "s/.*[[:space:]]$2=\([^[:space:]]*\).*/\1/p; s/^$2=\([^[:space:]]*\).*/\1/p" <<<"$1" | head -n 1; }
+CLK_TCK=$(getconf CLK_TCK)
+# CPU ticks (user + system) of the given pids; a pid gone meanwhile counts 0.
+cpu_ticks() {
+    local p t=0 v
+    for p in "$@"; do
+        v=$(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)
+        t=$((t + v))
+    done
+    echo "$t"
+}
+pg_pids() { # the postmaster and its children (chatd's backends among them)
+    local pm
+    pm=$(head -n 1 "$DATA/pg/postmaster.pid")
+    echo "$pm" $(ps -o pid= --ppid "$pm")
+}
+host_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
+pct_of() { # ticks0 ticks1 t0 t1 -> percent of one core
+    awk -v a="$1" -v b="$2" -v s="$3" -v e="$4" -v hz="$CLK_TCK" \
+        'BEGIN { printf "%.0f", (b - a) / hz / (e - s) * 100 }'
+}
+# run_cpu CMD...: runs a client, sets OUT to its result line, and CHATD_CPU,
+# PG_CPU, REDIS_CPU, AGENT_CPU, CLIENT_CPU to the percent of one core each
+# used meanwhile (connects and warm-up included), and HOST_CPU to the whole
+# machine's busy time: well above the sum of ours means someone else's load.
+run_cpu() {
+    local c0 c1 p0 p1 r0 r1 a0 a1 h0 h1 t0 t1 pgp rp
+    pgp=$(pg_pids)
+    rp=$(cat "$DATA/redis.pid")
+    c0=$(cpu_ticks "$CHATD_PID") p0=$(cpu_ticks $pgp) r0=$(cpu_ticks "$rp") a0=$(cpu_ticks "$AGENT_PID")
+    h0=$(host_ticks)
+    t0=$(date +%s.%N)
+    OUT=$("$@" 2>>"$DATA/client.err") || say "client exited with status $?: $*"
+    t1=$(date +%s.%N)
+    chatd_alive
+    c1=$(cpu_ticks "$CHATD_PID") p1=$(cpu_ticks $pgp) r1=$(cpu_ticks "$rp") a1=$(cpu_ticks "$AGENT_PID")
+    h1=$(host_ticks)
+    echo "$OUT" >>"$DATA/raw.txt"
+    CHATD_CPU=$(pct_of "$c0" "$c1" "$t0" "$t1")
+    PG_CPU=$(pct_of "$p0" "$p1" "$t0" "$t1")
+    REDIS_CPU=$(pct_of "$r0" "$r1" "$t0" "$t1")
+    AGENT_CPU=$(pct_of "$a0" "$a1" "$t0" "$t1")
+    HOST_CPU=$(pct_of "$h0" "$h1" "$t0" "$t1")
+    CLIENT_CPU=$(awk -v c="$(field "$OUT" cpu_s)" -v s="$t0" -v e="$t1" \
+        'BEGIN { printf "%.0f", c / (e - s) * 100 }')
+}
+chatd_alive() { kill -0 "$CHATD_PID" 2>/dev/null || die "chatd died (log: $DATA/chatd.log)"; }
+log_count() { grep -c "$1" "$DATA/chatd.log" 2>/dev/null || true; }
+
+echo "# chatd benchmarks"
+echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')  host: $(nproc) cores, $(uname -sr), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
+echo "chatd: WORKER_THREADS=4 LOG_LEVEL=warn; chat-agent: echo back end; PostgreSQL 15 with CHATD_PG_FAST=1 (fsync, synchronous_commit and full_page_writes off); Redis $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/')"
+echo "everything (clients included) shares the same $(nproc) cores; ${SECS} s per measurement after ${WARM} s warm-up"
+echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+if awk '{ exit !($1 > 0.5) }' /proc/loadavg; then
+    echo "WARNING: the machine was already busy; host% well above the sum of the other CPU columns shows how much"
+fi
+
+# ---------------------------------------------- a. simple codes vs Redis
+echo
+echo "## a. request/reply codes vs redis-benchmark GET (closed loop, 1 request in flight per connection)"
+declare -A REDIS_RPS REDIS_P50 REDIS_P99
+for c in 1 16 64; do
+    n=$((c == 1 ? 50000 : 200000))
+    # CSV: "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+    line=$(redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -t get -c "$c" -n "$n" --csv | grep '^"GET"' | tr -d '"')
+    IFS=, read -r _ rps _ _ p50 _ p99 _ <<<"$line"
+    REDIS_RPS[$c]=$rps
+    REDIS_P50[$c]=$(awk -v v="$p50" 'BEGIN { printf "%d", v * 1000 }')
+    REDIS_P99[$c]=$(awk -v v="$p99" 'BEGIN { printf "%d", v * 1000 }')
+done
+echo "(chatd% pg% redis% client% host%: CPU used during the run in percent of one core, host% the whole machine's; 200 = both cores)"
+printf '%-16s %5s %9s %7s %7s %6s %6s %4s %6s %7s %5s | %9s %6s %6s | %5s\n' what conns chatd_rps p50_us p99_us errors chatd% pg% redis% client% host% redis_rps p50_us p99_us ratio
+for code in 0 1 5 6; do
+    case $code in
+    0) what="0 user details" ;;
+    1) what="1 sessions" ;;
+    5) what="5 models" ;;
+    6) what="6 balance" ;;
+    esac
+    for c in 1 16 64; do
+        run_cpu timeout -k 5 120 "$BUILD/wsbench" --url "$URL" --user "$USER_ID" --code "$code" --conns "$c" --seconds "$SECS" --warmup "$WARM" --timeout 20
+        rps=$(field "$OUT" rps)
+        ratio=$(awk -v a="$rps" -v b="${REDIS_RPS[$c]}" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
+        printf '%-16s %5s %9s %7s %7s %6s %6s %4s %6s %7s %5s | %9s %6s %6s | %5s\n' "$what" "$c" "$rps" \
+            "$(field "$OUT" p50_us)" "$(field "$OUT" p99_us)" "$(field "$OUT" errors)" \
+            "$CHATD_CPU" "$PG_CPU" "$REDIS_CPU" "$CLIENT_CPU" "$HOST_CPU" "${REDIS_RPS[$c]}" "${REDIS_P50[$c]}" "${REDIS_P99[$c]}" "$ratio"
+    done
+done
+
+# -------------------------------------------------------- b. idle memory
+echo
+echo "## b. chatd resident memory with $IDLE_CONNS idle WebSocket connections"
+sleep 1
+rss0=$(status_kb "$CHATD_PID" VmRSS)
+timeout -k 5 120 "$BUILD/wsbench" --url "$URL" --idle "$IDLE_CONNS" --hold 6 >"$DATA/idle.out" 2>>"$DATA/client.err" &
+BG_PID=$!
+for ((i = 0; i < 300; i++)); do
+    grep -q '^idle conns=' "$DATA/idle.out" && break
+    kill -0 "$BG_PID" 2>/dev/null || break
+    sleep 0.1
+done
+sleep 2 # let chatd settle: the last handshakes' buffers are freed lazily
+rss1=$(status_kb "$CHATD_PID" VmRSS)
+fds=$(ls "/proc/$CHATD_PID/fd" | wc -l)
+wait "$BG_PID" || true
+BG_PID=
+chatd_alive
+connected=$(field "$(grep '^idle conns=' "$DATA/idle.out" || true)" connected)
+connected=${connected:-0}
+printf '%-34s %10s\n' "VmRSS before (KiB)" "$rss0"
+printf '%-34s %10s\n' "VmRSS with idle conns (KiB)" "$rss1"
+printf '%-34s %10s\n' "connections established" "$connected"
+printf '%-34s %10s\n' "chatd open fds during hold" "$fds"
+printf '%-34s %10s\n' "per connection (KiB)" "$(awk -v a="$rss0" -v b="$rss1" -v n="$connected" 'BEGIN { printf "%.1f", (n > 0 ? (b - a) / n : 0) }')"
+grep '^idle_done' "$DATA/idle.out" | sed 's/^/    /' || true
+
+# ------------------------------------------------ c. chat vs direct gRPC
+echo
+echo "## c. chat turns through chatd vs direct gRPC to the same echo agent (AGENT_DELAY_MS=0)"
+echo "(CPU columns as in a.; chat-agent's own in agent%)"
+printf '%-42s %4s %7s %8s %8s %6s %6s %4s %6s %6s %7s %5s\n' what conc per_s p50_us p99_us errors chatd% pg% redis% agent% client% host%
+chat_row() { # label
+    printf '%-42s %4s %7s %8s %8s %6s %6s %4s %6s %6s %7s %5s\n' "$1" "$(field "$OUT" conns)$(field "$OUT" conc)" \
+        "$(field "$OUT" rps)" "$(field "$OUT" p50_us)" "$(field "$OUT" p99_us)" \
+        "$(field "$OUT" errors)" "$CHATD_CPU" "$PG_CPU" "$REDIS_CPU" "$AGENT_CPU" "$CLIENT_CPU" "$HOST_CPU"
+}
+for c in 1 32; do
+    run_cpu timeout -k 5 120 "$BUILD/wsbench" --url "$URL" --user "$USER_ID" --code 3 --session PERCONN --conns "$c" --seconds "$SECS" --warmup "$WARM" --timeout 20
+    chat_row "chatd code 3, one session per connection"
+    run_cpu timeout -k 5 120 "$BUILD/grpcbench" --target "127.0.0.1:$AGENT_PORT" --conc "$c" --seconds "$SECS" --warmup "$WARM"
+    chat_row "direct gRPC Process"
+    run_cpu timeout -k 5 120 "$BUILD/grpcbench" --target "127.0.0.1:$AGENT_PORT" --conc "$c" --seconds "$SECS" --warmup "$WARM" --summarize
+    chat_row "direct gRPC Process + Summarize"
+done
+run_cpu timeout -k 5 120 "$BUILD/wsbench" --url "$URL" --user "$USER_ID" --code 3 --session NEW --conns 32 --seconds "$SECS" --warmup "$WARM" --timeout 20
+chat_row "chatd code 3, session NEW every turn"
+
+# ------------------------------------------------------------- e. growth
+echo
+echo "## e. appending a turn: session of 10 vs 10,000 messages"
+GROWTH_USER=$(psql_q -tAc "insert into user_data(username, models, balance) values ('Growth', array[4,5,8], 1000000) returning user_id" | head -n 1)
+mk_session() { # messages -> session id
+    local sid
+    sid=$(psql_q -tAc "insert into chat_sessions(user_id, session_name, model_id, next_seq) values ('$GROWTH_USER', 'growth $1', 8, $1) returning session_id" | head -n 1)
+    psql_q -c "insert into chat_messages(session_id, seq, role, content)
+               select '$sid', g, case when g % 2 = 0 then 'user' else 'assistant' end,
+                      'message ' || g || ' ' || repeat('lorem ipsum ', 10)
+                 from generate_series(0, $1 - 1) g" >/dev/null
+    echo "$sid"
+}
+S10=$(mk_session 10)
+S10K=$(mk_session 10000)
+psql_q -c "vacuum analyze chat_messages" -c "vacuum analyze chat_sessions" >/dev/null
+
+# The statements of a turn, verbatim from src/pg.c (session_ctx,
+# message_insert, session_lock), prepared as chatd prepares them and each
+# run twice so the reported run is warm. The insert is rolled back.
+explain() { # session next_seq
+    psql_q <<SQL
+prepare session_ctx(uuid, uuid, int) as
+select s.model_id, s.session_name, s.summary,
+       coalesce((select json_agg(json_build_object('role', r.role, 'content', r.content)
+                                  order by r.seq)
+                   from (select m.role, m.content, m.seq from chat_messages m
+                          where m.session_id = s.session_id
+                          order by m.seq desc limit \$3::int) r), '[]')::text
+  from chat_sessions s where s.user_id = \$1::uuid and s.session_id = \$2::uuid;
+prepare session_lock(uuid, uuid) as
+select next_seq from chat_sessions where user_id = \$1::uuid and session_id = \$2::uuid for update;
+prepare message_insert(uuid, bigint, text, text) as
+insert into chat_messages (session_id, seq, role, content) values (\$1::uuid, \$2::bigint, \$3, \$4);
+\\echo @@ ctx20
+explain (analyze, buffers, costs off) execute session_ctx('$GROWTH_USER', '$1', 20);
+\\echo @@ ctx20
+explain (analyze, buffers, costs off) execute session_ctx('$GROWTH_USER', '$1', 20);
+\\echo @@ ctx0
+explain (analyze, buffers, costs off) execute session_ctx('$GROWTH_USER', '$1', 0);
+begin;
+\\echo @@ lock
+explain (analyze, buffers, costs off) execute session_lock('$GROWTH_USER', '$1');
+\\echo @@ insert
+explain (analyze, buffers, costs off) execute message_insert('$1', $2, 'user', 'explain me');
+rollback;
+begin;
+\\echo @@ insert
+explain (analyze, buffers, costs off) execute message_insert('$1', $2, 'user', 'explain me');
+rollback;
+SQL
+}
+# From the last block of each kind: the top node's buffers, the messages
+# index scan's rows, the execution time.
+summarize_plan() { # file label
+    awk -v want="$2" '
+        /^@@ / { cur = $2; if (cur == want) { buf = ""; rows = ""; t = "" } next }
+        cur != want { next }
+        /Buffers:/ && buf == "" { sub(/^[ ]*Buffers: /, ""); buf = $0 }
+        /Index (Only )?Scan.*chat_messages/ && rows == "" {
+            if ($0 ~ /never executed/) rows = "0 (never run)"
+            else { match($0, /rows=[0-9]+/); rows = substr($0, RSTART + 5, RLENGTH - 5) }
+        }
+        /Execution Time:/ { t = $3 }
+        END { printf "%s|%s|%s", buf == "" ? "-" : buf, rows == "" ? "-" : rows, t }' "$1"
+}
+explain "$S10" 10 >"$DATA/explain10.txt" 2>&1
+explain "$S10K" 10000 >"$DATA/explain10k.txt" 2>&1
+printf '%-30s %-9s %-30s %-13s %s\n' statement session "buffers (top node)" messages_read exec_ms
+for kind in ctx20 ctx0 lock insert; do
+    case $kind in
+    ctx20) what="session_ctx limit 20" ;;
+    ctx0) what="session_ctx limit 0 (check)" ;;
+    lock) what="session_lock (for update)" ;;
+    insert) what="message_insert" ;;
+    esac
+    for s in 10 10k; do
+        IFS='|' read -r buf rows ms <<<"$(summarize_plan "$DATA/explain$s.txt" "$kind")"
+        printf '%-30s %-9s %-30s %-13s %s\n' "$what" "$s" "$buf" "$rows" "$ms"
+    done
+done
+echo "plan of session_ctx limit 20 on the 10,000-message session:"
+awk '/^@@ ctx20/ { n++ } n == 2 && !/^@@/ { print "    " $0 } /^@@ ctx0/ { exit }' "$DATA/explain10k.txt"
+
+printf '%-34s %6s %7s %8s %8s %6s %6s %4s\n' "turns through chatd (1 connection)" turns per_s p50_us p99_us errors chatd% pg%
+for s in 10 10k; do
+    sid=$S10
+    [[ $s == 10k ]] && sid=$S10K
+    run_cpu timeout -k 5 120 "$BUILD/wsbench" --url "$URL" --user "$GROWTH_USER" --code 3 --session "$sid" --conns 1 --requests 500 --warmup 0
+    printf '%-34s %6s %7s %8s %8s %6s %6s %4s\n' "session starting at $s messages" "$(field "$OUT" requests)" \
+        "$(field "$OUT" rps)" "$(field "$OUT" p50_us)" "$(field "$OUT" p99_us)" "$(field "$OUT" errors)" "$CHATD_CPU" "$PG_CPU"
+done
+echo "messages after: $(psql_q -tAc "select string_agg(session_name || '=' || next_seq, ' ' order by next_seq) from chat_sessions where user_id = '$GROWTH_USER'")"
+
+# ---------------------------------------------------- d. 2,000 in flight
+echo
+echo "## d. $BURST turns in flight at once (chat-agent AGENT_DELAY_MS=2000, one NEW turn per connection)"
+stop_pid "$AGENT_PID"
+AGENT_PID=
+start_agent 2000
+# chatd's channel saw the agent go away and reconnects with back-off; one
+# turn that succeeds shows it is back before the burst starts.
+ok=0
+for ((i = 0; i < 20; i++)); do
+    out=$(timeout -k 5 30 "$BUILD/wsbench" --url "$URL" --user "$USER_ID" --code 3 --session NEW --conns 1 --once --timeout 10 2>>"$DATA/client.err") || true
+    if [[ $(field "$out" errors) == 0 && $(field "$out" requests) == 1 ]]; then ok=1; break; fi
+    sleep 1
+done
+[[ $ok == 1 ]] || say "WARNING: chatd's turns still fail after the agent restart (see $DATA/chatd.log)"
+echo "agent restart: first successful turn after $i failed attempt(s)"
+warn0=$(log_count 'level=warn')
+err0=$(log_count 'level=error')
+echo 5 >"/proc/$CHATD_PID/clear_refs" 2>/dev/null || say "cannot reset VmHWM; the peak below covers chatd's whole life"
+thr0=$(status_val "$CHATD_PID" Threads)
+t0=$(date +%s.%N)
+timeout -k 5 200 "$BUILD/wsbench" --url "$URL" --user "$USER_ID" --code 3 --session NEW --conns "$BURST" --once --timeout 120 --ramp 256 >"$DATA/burst.out" 2>>"$DATA/client.err" &
+BG_PID=$!
+thr_max=0 rss_max=0
+while kill -0 "$BG_PID" 2>/dev/null; do
+    chatd_alive
+    t=$(status_val "$CHATD_PID" Threads)
+    r=$(status_kb "$CHATD_PID" VmRSS)
+    ((t > thr_max)) && thr_max=$t
+    ((r > rss_max)) && rss_max=$r
+    sleep 0.2
+done
+wait "$BG_PID" || true
+BG_PID=
+t1=$(date +%s.%N)
+chatd_alive
+out=$(cat "$DATA/burst.out")
+echo "$out" >>"$DATA/raw.txt"
+hwm=$(status_kb "$CHATD_PID" VmHWM)
+printf '%-40s %s\n' "connections / turns sent" "$(field "$out" connected) / $BURST"
+printf '%-40s %s\n' "answered" "$(field "$out" requests)"
+printf '%-40s %s\n' "errors among answers" "$(field "$out" errors)"
+printf '%-40s %s\n' "unanswered at the end" "$(field "$out" unanswered)"
+printf '%-40s %s\n' "connect failures / closed by chatd" "$(field "$out" connect_failed) / $(field "$out" closed_by_server)"
+printf '%-40s %s\n' "turn latency p50 / p99 / max (us)" "$(field "$out" p50_us) / $(field "$out" p99_us) / $(field "$out" max_us)"
+printf '%-40s %s\n' "wall time incl. connects (s)" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')"
+printf '%-40s %s\n' "chatd threads before / max during" "$thr0 / $thr_max"
+printf '%-40s %s\n' "chatd VmRSS max sampled (KiB)" "$rss_max"
+printf '%-40s %s\n' "chatd VmHWM during the burst (KiB)" "$hwm"
+printf '%-40s %s\n' "chatd log warn/error lines added" "$(($(log_count 'level=warn') - warn0)) / $(($(log_count 'level=error') - err0))"
+
+echo
+echo "raw result lines:"
+sed 's/^/    /' "$DATA/raw.txt"
+if [[ -s "$DATA/client.err" ]]; then
+    echo "client diagnostics (first lines):"
+    head -n 20 "$DATA/client.err" | sed 's/^/    /'
+fi
+if grep -q 'level=warn\|level=error' "$DATA/chatd.log"; then
+    echo "chatd log warnings/errors (first lines):"
+    grep 'level=warn\|level=error' "$DATA/chatd.log" | head -n 20 | sed 's/^/    /'
+fi
