@@ -316,23 +316,31 @@ S10=$(mk_session 10)
 S10K=$(mk_session 10000)
 psql_q -c "vacuum analyze chat_messages" -c "vacuum analyze chat_sessions" >/dev/null
 
-# The statements of a turn, verbatim from src/pg.c (session_ctx,
-# message_insert, session_lock), prepared as chatd prepares them and each
-# run twice so the reported run is warm. The insert is rolled back.
+# The statements of a turn, taken from src/pg.c itself (so this stays in step
+# with chatd) and prepared the way chatd prepares them (PQprepare, no types).
+pg_sql() { # statement name, as in pg_statements[] -> its SQL text
+    python3 - "$REPO/src/pg.c" "$1" <<'EOF'
+import re, sys
+src = open(sys.argv[1]).read()
+m = re.search(r'\{"%s",\s*\d+,\s*((?:"(?:[^"\\]|\\.)*"\s*)+)\}' % re.escape(sys.argv[2]), src)
+if not m:
+    sys.exit("statement %s not found in src/pg.c" % sys.argv[2])
+print("".join(re.findall(r'"((?:[^"\\]|\\.)*)"', m.group(1))).replace('\\"', '"'))
+EOF
+}
+SQL_CTX=$(pg_sql session_ctx)
+SQL_LOCK=$(pg_sql session_lock)
+SQL_INSERT=$(pg_sql message_insert)
+
+# PostgreSQL plans a prepared statement's first executions with the actual
+# parameters ("custom" plans) and may then switch to one "generic" plan, so
+# session_ctx is shown both ways. Each is run twice; the second (warm) run is
+# the one reported. The inserts are rolled back.
 explain() { # session next_seq
     psql_q <<SQL
-prepare session_ctx(uuid, uuid, int) as
-select s.model_id, s.session_name, s.summary,
-       coalesce((select json_agg(json_build_object('role', r.role, 'content', r.content)
-                                  order by r.seq)
-                   from (select m.role, m.content, m.seq from chat_messages m
-                          where m.session_id = s.session_id
-                          order by m.seq desc limit \$3::int) r), '[]')::text
-  from chat_sessions s where s.user_id = \$1::uuid and s.session_id = \$2::uuid;
-prepare session_lock(uuid, uuid) as
-select next_seq from chat_sessions where user_id = \$1::uuid and session_id = \$2::uuid for update;
-prepare message_insert(uuid, bigint, text, text) as
-insert into chat_messages (session_id, seq, role, content) values (\$1::uuid, \$2::bigint, \$3, \$4);
+prepare session_ctx as $SQL_CTX;
+prepare session_lock as $SQL_LOCK;
+prepare message_insert as $SQL_INSERT;
 \\echo @@ ctx20
 explain (analyze, buffers, costs off) execute session_ctx('$GROWTH_USER', '$1', 20);
 \\echo @@ ctx20
@@ -349,39 +357,54 @@ begin;
 \\echo @@ insert
 explain (analyze, buffers, costs off) execute message_insert('$1', $2, 'user', 'explain me');
 rollback;
+set plan_cache_mode = force_generic_plan;
+\\echo @@ ctx20g
+explain (analyze, buffers, costs off) execute session_ctx('$GROWTH_USER', '$1', 20);
+\\echo @@ ctx20g
+explain (analyze, buffers, costs off) execute session_ctx('$GROWTH_USER', '$1', 20);
 SQL
 }
-# From the last block of each kind: the top node's buffers, the messages
-# index scan's rows, the execution time.
+# From the last block of each kind: how chat_messages was read, the top
+# node's buffers, the rows the messages scan returned, the execution time.
 summarize_plan() { # file label
     awk -v want="$2" '
-        /^@@ / { cur = $2; if (cur == want) { buf = ""; rows = ""; t = "" } next }
+        /^@@ / { cur = $2; if (cur == want) { buf = ""; rows = ""; t = ""; how = "" } next }
         cur != want { next }
         /Buffers:/ && buf == "" { sub(/^[ ]*Buffers: /, ""); buf = $0 }
+        /Index Scan Backward using chat_messages/ && how == "" { how = "index backward" }
+        /Bitmap Heap Scan on chat_messages/ && how == "" { how = "bitmap + sort" }
+        /Seq Scan on chat_messages/ && how == "" { how = "seq scan + sort" }
         /Index (Only )?Scan.*chat_messages/ && rows == "" {
             if ($0 ~ /never executed/) rows = "0 (never run)"
             else { match($0, /rows=[0-9]+/); rows = substr($0, RSTART + 5, RLENGTH - 5) }
         }
         /Execution Time:/ { t = $3 }
-        END { printf "%s|%s|%s", buf == "" ? "-" : buf, rows == "" ? "-" : rows, t }' "$1"
+        END { printf "%s|%s|%s|%s", how == "" ? "-" : how, buf == "" ? "-" : buf, rows == "" ? "-" : rows, t }' "$1"
 }
 explain "$S10" 10 >"$DATA/explain10.txt" 2>&1
 explain "$S10K" 10000 >"$DATA/explain10k.txt" 2>&1
-printf '%-30s %-9s %-30s %-13s %s\n' statement session "buffers (top node)" messages_read exec_ms
-for kind in ctx20 ctx0 lock insert; do
+grep -q '^ERROR' "$DATA/explain10.txt" "$DATA/explain10k.txt" && say "EXPLAIN failed: see $DATA/explain10*.txt"
+printf '%-36s %-5s %-15s %-32s %-13s %s\n' statement msgs "messages read" "buffers (whole statement)" rows_scanned exec_ms
+for kind in ctx20 ctx20g ctx0 lock insert; do
     case $kind in
-    ctx20) what="session_ctx limit 20" ;;
-    ctx0) what="session_ctx limit 0 (check)" ;;
+    ctx20) what="session_ctx limit 20, custom plan" ;;
+    ctx20g) what="session_ctx limit 20, generic plan" ;;
+    ctx0) what="session_ctx limit 0 (turn check)" ;;
     lock) what="session_lock (for update)" ;;
     insert) what="message_insert" ;;
     esac
     for s in 10 10k; do
-        IFS='|' read -r buf rows ms <<<"$(summarize_plan "$DATA/explain$s.txt" "$kind")"
-        printf '%-30s %-9s %-30s %-13s %s\n' "$what" "$s" "$buf" "$rows" "$ms"
+        IFS='|' read -r how buf rows ms <<<"$(summarize_plan "$DATA/explain$s.txt" "$kind")"
+        printf '%-36s %-5s %-15s %-32s %-13s %s\n' "$what" "$s" "$how" "$buf" "$rows" "$ms"
     done
 done
-echo "plan of session_ctx limit 20 on the 10,000-message session:"
-awk '/^@@ ctx20/ { n++ } n == 2 && !/^@@/ { print "    " $0 } /^@@ ctx0/ { exit }' "$DATA/explain10k.txt"
+for kind in ctx20 ctx20g; do
+    echo "plan of session_ctx limit 20 ($([[ $kind == ctx20 ]] && echo custom || echo generic)) on the 10,000-message session:"
+    awk -v want="$kind" '/^@@ / { if ($2 == want) { n++; show = (n == 2) } else show = 0; next }
+        show { print "    " $0 }' "$DATA/explain10k.txt"
+done
+chat_messages_stats=$(psql_q -tAc "select reltuples::bigint || ' messages in ' || (select count(*) from chat_sessions) || ' sessions' from pg_class where relname = 'chat_messages'")
+echo "table at EXPLAIN time: $chat_messages_stats (after vacuum analyze)"
 
 printf '%-34s %6s %7s %8s %8s %6s %6s %4s\n' "turns through chatd (1 connection)" turns per_s p50_us p99_us errors chatd% pg%
 for s in 10 10k; do

@@ -36,9 +36,7 @@
 
 #include "agent.h"
 
-/* The parser lives in the chat-agent executable, not in chatd_core; it is
- * one self-contained file, so the test compiles it in. */
-#include "chat-agent/sse.c"
+#include "chat-agent/sse.h"
 
 /* ---------------------------------------------------------------- helpers */
 
