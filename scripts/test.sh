@@ -3,7 +3,7 @@
 # builds a release tree (build/) and a sanitizer tree (build-asan/), starts a
 # throw-away PostgreSQL and Redis, and runs CTest on both trees:
 #   build/       every test (unit and integration)
-#   build-asan/  the tests labelled $ASAN_LABELS (default "unit"; a CTest -L
+#   build-asan/  the tests labelled $ASAN_LABELS (default "unit|integration"; a CTest -L
 #                regex such as "unit|integration"; empty runs every test)
 # Exits non-zero if either run has a failure.
 #
@@ -16,7 +16,7 @@ cd "$REPO"
 
 say() { echo "test: $*" >&2; }
 
-ASAN_LABELS=${ASAN_LABELS-unit}
+ASAN_LABELS=${ASAN_LABELS-unit|integration}
 JOBS=${JOBS:-2}
 
 "$REPO/scripts/install-deps.sh"

@@ -61,6 +61,16 @@ def read(path):
         return ""
 
 
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
+def check_sanitizers(log_path):
+    text = read(log_path)
+    for mark in SANITIZER_MARKS:
+        if mark in text:
+            raise AssertionError("sanitizer report in %s:\n%s" % (log_path, text[text.index(mark) - 200:][:4000]))
+
+
 class Database:
     """A fresh database for one test module, dropped at the end."""
 
@@ -139,6 +149,7 @@ class Agent:
                 self.proc.kill()
                 self.proc.wait()
         self.log.close()
+        check_sanitizers(self.log_path)
 
     def requests(self):
         """Every request the agent received, oldest first."""
@@ -184,7 +195,8 @@ class Chatd:
         wait_port(self.port, self.proc, self.log_path)
 
     def stop(self, sig=None, timeout=30):
-        """Stops chatd; returns its exit status."""
+        """Stops chatd; returns its exit status. Raises if a sanitizer
+        reported anything (the asan build runs this whole suite)."""
         if self.proc is None:
             return None
         if self.proc.poll() is None:
@@ -198,6 +210,7 @@ class Chatd:
                 self.proc.kill()
                 self.proc.wait()
         self.log.close()
+        check_sanitizers(self.log_path)
         return self.proc.returncode
 
     def logs(self):
