@@ -28,7 +28,7 @@ test:
 	scripts/test.sh
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
 
 # run.sh knows where the data dir is (CHATD_DATA_DIR, possibly from .env).
 services-stop:

@@ -8,7 +8,7 @@ set -euo pipefail
 # Keep in step with CMakeLists.txt (pkg-config modules), tests/ (cmocka and
 # the python3 integration tests) and scripts/services.sh (postgresql, redis).
 PACKAGES=(
-    build-essential pkg-config cmake clang
+    build-essential pkg-config cmake clang libclang-rt-14-dev
     libgrpc-dev protobuf-c-compiler libprotobuf-c-dev libprotobuf-dev protobuf-compiler
     libpq-dev libhiredis-dev libwebsockets-dev libjansson-dev
     libcurl4-openssl-dev libssl-dev libcmocka-dev

@@ -3,6 +3,7 @@
 # builds a release tree (build/) and a sanitizer tree (build-asan/), starts a
 # throw-away PostgreSQL and Redis, and runs CTest on both trees:
 #   build/       every test (unit and integration)
+#   build-fuzz/  libFuzzer targets, FUZZ_SECONDS each (clang)
 #   build-asan/  the tests labelled $ASAN_LABELS (default "unit|integration"; a CTest -L
 #                regex such as "unit|integration"; empty runs every test)
 # Exits non-zero if either run has a failure.
@@ -26,6 +27,12 @@ cmake --build build -j"$JOBS"
 # "asan" is a build type defined in CMakeLists.txt (ASan + UBSan, all fatal).
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=asan
 cmake --build build-asan -j"$JOBS"
+# libFuzzer targets need clang; FUZZ_SECONDS bounds each run (0 skips them).
+FUZZ_SECONDS=${FUZZ_SECONDS:-30}
+if [[ "$FUZZ_SECONDS" != 0 ]]; then
+    cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCHATD_FUZZ=ON -DFUZZ_SECONDS="$FUZZ_SECONDS"
+    cmake --build build-fuzz -j"$JOBS" --target fuzz_proto
+fi
 
 # A fresh temp dir and non-default ports keep tests away from the data and
 # services of `make run` (.data/, 5433, 6380), which may be running meanwhile.
@@ -134,6 +141,11 @@ asan_args=(--test-dir build-asan --output-on-failure -j1)
 ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1} \
 UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
     run_ctest build-asan "${asan_args[@]}"
+
+# The fuzz targets run on their own (no services), bounded by FUZZ_SECONDS.
+# A crash leaves its input in build-fuzz/ as crash-*: add it to
+# fuzz/corpus/ and a unit test, then fix it.
+[[ "$FUZZ_SECONDS" == 0 ]] || run_ctest build-fuzz --test-dir build-fuzz --output-on-failure -L fuzz
 
 # Stop now rather than in the trap, so the summary really is the last output.
 "$REPO/scripts/services.sh" stop "$DATA"

@@ -186,6 +186,11 @@ int proto_decode(const char *buf, size_t len, const struct proto_limits *lim,
         err->code = PERR_JSON_PARSE;
         snprintf(err->text, sizeof(err->text), "JSON Parsing Error: %s at position %d",
                  jerr.text, jerr.position);
+        /* jansson quotes the offending input, which may be invalid UTF-8
+         * that no JSON reply can carry: keep printable ASCII only. */
+        for (char *p = err->text; *p; p++)
+            if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
+                *p = '?';
         return -1;
     }
     if (!json_is_object(root)) {
@@ -279,6 +284,8 @@ char *proto_encode_reply(int type, json_t *data, size_t *len)
 char *proto_encode_error(const struct proto_error *err, size_t *len)
 {
     json_t *root = json_pack("{s:s, s:i}", "error", err->text, "code", err->code);
+    if (root == NULL) /* a text that is not UTF-8: the code's own text is */
+        root = json_pack("{s:s, s:i}", "error", proto_err_text(err->code), "code", err->code);
     if (root == NULL)
         return NULL;
     if (err->type >= 0)

@@ -306,6 +306,8 @@ static void conn_maybe_resume(struct server *srv, struct conn *c)
 /* A request answered without a worker, queued in order. */
 static void conn_answer_now(struct server *srv, struct conn *c, char *frame, size_t len)
 {
+    if (frame == NULL) /* out of memory while encoding: nothing to queue */
+        return;
     struct server_request *r = calloc(1, sizeof(*r));
     if (r == NULL) {
         free(frame);

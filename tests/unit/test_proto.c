@@ -156,6 +156,33 @@ static void test_envelope_errors(void **state)
     assert_int_equal(err.code, PERR_UNKNOWN_MESSAGE);
 }
 
+/* Found by fuzz/fuzz_proto.c: jansson quotes the bad input in its error
+ * text, and invalid UTF-8 there made the error reply unencodable. */
+static void test_parse_error_with_invalid_utf8_still_encodes(void **state)
+{
+    (void)state;
+    const char frame[] = "{\"type\":3,\"data\":{\"message\":\"\\u4\xd2\x9a\xc6\xdd\"}}";
+    struct proto_request req;
+    struct proto_error err;
+    assert_int_equal(proto_decode(frame, sizeof(frame) - 1, &lim, &req, &err), -1);
+    assert_int_equal(err.code, PERR_JSON_PARSE);
+    size_t len;
+    char *s = proto_encode_error(&err, &len);
+    assert_non_null(s);
+    json_t *back = json_loads(s, 0, NULL);
+    assert_non_null(back);
+    assert_true(json_is_string(json_object_get(back, "error")));
+    json_decref(back);
+    free(s);
+
+    /* and an error whose text is not UTF-8 falls back to the code's text */
+    proto_error_set(&err, 0, PERR_JSON_PARSE);
+    strcpy(err.text, "bad \xff");
+    s = proto_encode_error(&err, &len);
+    assert_string_equal(s, "{\"error\":\"JSON Parsing Error\",\"code\":0,\"type\":0}");
+    free(s);
+}
+
 static void test_deep_nesting_is_refused(void **state)
 {
     (void)state;
@@ -221,6 +248,7 @@ int main(void)
         cmocka_unit_test(test_chat_frame),
         cmocka_unit_test(test_chat_errors),
         cmocka_unit_test(test_envelope_errors),
+        cmocka_unit_test(test_parse_error_with_invalid_utf8_still_encodes),
         cmocka_unit_test(test_deep_nesting_is_refused),
         cmocka_unit_test(test_encode),
         cmocka_unit_test(test_inherited_error_texts),
