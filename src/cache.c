@@ -13,6 +13,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "metrics.h"
 
 #define CACHE_CONNECT_TIMEOUT_MS 300
 #define CACHE_COMMAND_TIMEOUT_MS 500
@@ -54,6 +55,7 @@ void cache_close(struct cache *c)
 
 static void cache_fail(struct cache *c, const char *what)
 {
+    metrics_redis_error();
     log_warn("event=redis_error op=%s error=\"%s\"", what,
              c->rc != NULL && c->rc->err ? c->rc->errstr : "unexpected reply");
     cache_close(c);

@@ -15,16 +15,19 @@
  * marker and charges the estimated cost of what was generated. */
 #include "chat.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "agent.h"
 #include "cache.h"
 #include "config.h"
 #include "log.h"
+#include "metrics.h"
 #include "pg.h"
 #include "proto.h"
 #include "server.h"
@@ -52,6 +55,7 @@ struct chat_turn {
     char *message, *prompt, *file_name, *file_url;
     double balance;
     int stream;
+    uint64_t start_us, agent_start_us; /* for metrics */
 
     char *summary;     /* before the turn */
     json_t *history;   /* recent messages before the turn */
@@ -211,8 +215,39 @@ static void turn_push_error(struct chat_turn *t, int code, const char *text)
         snprintf(err.text, sizeof(err.text), "%s", text);
     size_t len = 0;
     char *frame = proto_encode_error(&err, &len);
+    metrics_request(PROTO_CHAT, 0, (double)(metrics_now_us() - t->start_us) / 1e6);
     if (frame != NULL)
         server_push(t->srv, t->conn_id, frame, len);
+}
+
+/* A turn that fails (anything but a code-8 stop) takes its attached file
+ * with it, row and disk: the client uploads again when it resends, so the
+ * old copy would only be garbage. PG_FILE_DELETE keeps a file that a
+ * stored turn already shows. Best effort: a failure here is only logged. */
+static void turn_drop_file(struct worker *w, struct chat_turn *t)
+{
+    if (t->file_url == NULL)
+        return;
+    const char *p[3] = {t->user_id, t->session_id, t->file_name};
+    PGresult *r = pg_exec(&w->pg, PG_FILE_DELETE, 3, p);
+    if (r == NULL)
+        return;
+    int gone = PQntuples(r) > 0;
+    PQclear(r);
+    if (!gone)
+        return;
+    /* file_name matched a stored name of ours: a plain name, no path. */
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/%s", server_config(t->srv)->public_dir, t->file_name);
+    if (unlink(path) != 0 && errno != ENOENT)
+        log_warn("event=file_remove_failed file=%s error=\"%s\"", t->file_name, strerror(errno));
+    log_info("event=turn_file_removed session=%s file=%s", t->session_id, t->file_name);
+}
+
+static void turn_fail(struct worker *w, struct chat_turn *t, int code)
+{
+    turn_drop_file(w, t);
+    turn_push_error(t, code, NULL);
 }
 
 /* Every turn that got past its checks ends here exactly once. */
@@ -348,14 +383,14 @@ static void turn_finish(struct worker *w, struct chat_turn *t)
             else
                 log_warn("event=agent_call_failed session=%s grpc_status=%d details=\"%s\"",
                          t->session_id, t->status, t->status_details ? t->status_details : "");
-            turn_push_error(t, PERR_AGENT, NULL);
+            turn_fail(w, t, PERR_AGENT);
             goto out;
         }
         /* Stopped by the user: keep what was generated, charge its
          * estimate, since agents report cost only at the end. */
         stopped = build_stopped_reply(reply);
         if (stopped == NULL) {
-            turn_push_error(t, PERR_INTERNAL, NULL);
+            turn_fail(w, t, PERR_INTERNAL);
             goto out;
         }
         reply = stopped;
@@ -367,7 +402,7 @@ static void turn_finish(struct worker *w, struct chat_turn *t)
 
     int err = turn_store(w, t, reply, charge);
     if (err != 0) {
-        turn_push_error(t, err, NULL);
+        turn_fail(w, t, err);
         goto out;
     }
     turn_refresh_cache(w, t, reply);
@@ -384,10 +419,12 @@ static void turn_finish(struct worker *w, struct chat_turn *t)
                              t->session_id, "session_name", t->session_name, "message", reply);
     size_t len = 0;
     char *frame = data != NULL ? proto_encode_reply(PROTO_CHAT, data, &len) : NULL;
-    if (frame != NULL)
+    if (frame != NULL) {
+        metrics_request(PROTO_CHAT, 1, (double)(metrics_now_us() - t->start_us) / 1e6);
         server_push(t->srv, t->conn_id, frame, len);
-    else
-        turn_push_error(t, PERR_JSON_MARSHAL, NULL);
+    } else {
+        turn_push_error(t, PERR_JSON_MARSHAL, NULL); /* stored: the file stays */
+    }
 out:
     free(stopped);
     turn_end(t);
@@ -425,6 +462,8 @@ static void on_delta(void *ud, const char *text, size_t len)
 static void on_done(void *ud, const struct agent_result *res)
 {
     struct chat_turn *t = ud;
+    metrics_agent_call((double)(metrics_now_us() - t->agent_start_us) / 1e6,
+                       res->status != 0 && res->status != GRPC_CANCELLED);
     t->status = res->status;
     t->status_details = strdup(res->status_details);
     t->reply = strndup(res->text, res->text_len);
@@ -519,7 +558,7 @@ static void turn_start(struct worker *w, struct chat_turn *t)
 {
     int err = turn_load_context(w, t);
     if (err != 0) {
-        turn_push_error(t, err, NULL);
+        turn_fail(w, t, err);
         turn_end(t);
         return;
     }
@@ -529,7 +568,7 @@ static void turn_start(struct worker *w, struct chat_turn *t)
     char *hist = history != NULL ? json_dumps(history, JSON_COMPACT) : NULL;
     json_decref(history);
     if (hist == NULL) {
-        turn_push_error(t, PERR_INTERNAL, NULL);
+        turn_fail(w, t, PERR_INTERNAL);
         turn_end(t);
         return;
     }
@@ -562,13 +601,15 @@ static void turn_start(struct worker *w, struct chat_turn *t)
     /* The whole turn may finish on other threads before agent_process
      * returns; our own reference keeps t alive until we let go of it. */
     chat_turn_ref(t);
+    t->agent_start_us = metrics_now_us();
     t->call = agent_process(server_agent(t->srv), &req, t->stream, on_delta, on_done, t);
     int started = t->call != NULL;
     pthread_mutex_unlock(&t->mu);
     free(hist);
     if (!started) {
         log_warn("event=agent_call_not_started session=%s", t->session_id);
-        turn_push_error(t, PERR_AGENT, NULL);
+        metrics_agent_error();
+        turn_fail(w, t, PERR_AGENT);
         turn_end(t);
     }
     chat_turn_unref(t);
@@ -706,6 +747,7 @@ void chat_handle(struct worker *w, struct server_request *r)
     pthread_mutex_init(&t->mu, NULL);
     t->srv = srv;
     t->conn_id = r->conn_id;
+    t->start_us = metrics_now_us();
     t->job.run = turn_run;
     t->stream = r->req.stream;
     memcpy(t->user_id, r->req.user_id, sizeof(t->user_id));

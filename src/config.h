@@ -29,6 +29,8 @@ struct config {
     int max_chat_history_context;
     char *public_dir;
     char *public_base_url;
+    char *upload_allowed_types; /* comma-separated file extensions */
+    char *cors_origins;         /* "*" or comma-separated origins */
 
     int max_message_bytes;     /* largest WebSocket frame (assembled message) */
     int max_chat_message_bytes;/* largest chat text / session prompt */

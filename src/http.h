@@ -1,17 +1,33 @@
-/* http.h - plain HTTP on the WebSocket's port: /healthz today; uploads,
- * file serving, /readyz and /metrics belong here as they come. */
+/* http.h - plain HTTP on the WebSocket's port: /healthz, /readyz, /metrics,
+ * POST /upload, GET /uploads/<name>, and CORS preflights for them.
+ *
+ * Everything here runs on the lws service thread except http_json_message
+ * (any thread). Answers that need PostgreSQL, Redis or the agent come from
+ * a worker through server_http_reply(), which lands in http_deliver(). */
 #ifndef CHATD_HTTP_H
 #define CHATD_HTTP_H
 
+#include <jansson.h>
 #include <libwebsockets.h>
+#include <stdint.h>
 
 struct server;
 
-/* Adds what the HTTP side needs to the context's creation info. */
+/* Adds what the HTTP side needs to the context's creation info, and
+ * prepares PUBLIC_DIR. */
 void http_configure(struct lws_context_creation_info *info, struct server *srv);
 
 /* The HTTP reasons of the server's one protocol callback. */
 int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                   size_t len);
+
+/* The answer to HTTP transaction txn_id, posted by a worker: written when
+ * the socket is writable, or dropped (body freed) when the transaction has
+ * gone. Steals body. */
+void http_deliver(struct server *srv, uint64_t txn_id, unsigned status, char *body, size_t len);
+
+/* {"message": message, "data": data or null} as compact JSON, malloc'd
+ * (*len set); steals data. Never NULL: a fixed text when out of memory. */
+char *http_json_message(const char *message, json_t *data, size_t *len);
 
 #endif

@@ -5,12 +5,14 @@
  * value back and chatd never walks rows to re-encode them. */
 #include "pg.h"
 
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "config.h"
 #include "log.h"
+#include "metrics.h"
 
 /* The first line of libpq's error message, for a "%.*s" in a log line. */
 #define PG_ERRMSG(conn) (int)strcspn(PQerrorMessage(conn), "\n"), PQerrorMessage(conn)
@@ -76,6 +78,21 @@ static const struct {
     [PG_FILE_GET] = {"file_get", 3,
         "select content_type from uploaded_files"
         " where user_id = $1::uuid and session_id = $2::uuid and stored_name = $3"},
+    [PG_FILE_INSERT] = {"file_insert", 6,
+        "insert into uploaded_files (session_id, user_id, stored_name, original_name,"
+        "                            content_type, size_bytes)"
+        " values ($1::uuid, $2::uuid, $3, $4, $5, $6::bigint)"},
+    /* A file some stored turn shows (its "file" message ends in
+     * /uploads/<name>) is never deleted by a later failing turn. */
+    [PG_FILE_DELETE] = {"file_delete", 3,
+        "delete from uploaded_files f"
+        " where f.user_id = $1::uuid and f.session_id = $2::uuid and f.stored_name = $3"
+        "   and not exists (select 1 from chat_messages m"
+        "                    where m.session_id = f.session_id and m.role = 'file'"
+        "                      and right(m.content, length(f.stored_name) + 9)"
+        "                          = '/uploads/' || f.stored_name)"
+        " returning f.stored_name"},
+    [PG_PING] = {"ping", 0, "select 1"},
 };
 
 char *pg_conninfo(const struct config *cfg)
@@ -113,9 +130,11 @@ static int pg_prepare_all(struct pg *pg)
         PGresult *r = PQprepare(pg->conn, pg_statements[i].name, pg_statements[i].sql,
                                 pg_statements[i].nparams, NULL);
         int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-        if (!ok)
+        if (!ok) {
+            metrics_pg_error();
             log_error("event=pg_prepare_failed stmt=%s error=\"%.*s\"", pg_statements[i].name,
                       PG_ERRMSG(pg->conn));
+        }
         PQclear(r);
         if (!ok)
             return -1;
@@ -132,9 +151,37 @@ int pg_open(struct pg *pg, const struct config *cfg)
     return pg_ensure(pg);
 }
 
+/* A connection the server closed (a restart, an idle timeout) would only
+ * show when a statement fails on it, failing that request. An idle
+ * connection is sent nothing unprompted but the server's goodbye (chatd
+ * never LISTENs), so a readable socket here means it is going: reconnect
+ * before sending instead. (Its FATAL message may arrive before the close
+ * itself, so waiting for libpq to see the end would race.) Only outside a
+ * transaction: inside one, a new connection would silently run the rest
+ * outside it, so the caller must see the failure and roll back. */
+static int pg_idle_alive(struct pg *pg)
+{
+    if (PQtransactionStatus(pg->conn) != PQTRANS_IDLE)
+        return 1;
+    struct pollfd pfd = {.fd = PQsocket(pg->conn), .events = POLLIN};
+    if (poll(&pfd, 1, 0) <= 0)
+        return 1;
+    log_warn("event=pg_connection_lost host=%s port=%d", pg->cfg->db_host, pg->cfg->db_port);
+    return 0;
+}
+
+/* Server notices as our log lines, instead of libpq's default bare line
+ * on stderr. */
+static void pg_notice(void *arg, const char *message)
+{
+    (void)arg;
+    log_warn("event=pg_notice msg=\"%.*s\"", (int)strcspn(message, "\n"), message);
+}
+
 int pg_ensure(struct pg *pg)
 {
-    if (pg->conn != NULL && PQstatus(pg->conn) == CONNECTION_OK && pg->prepared)
+    if (pg->conn != NULL && PQstatus(pg->conn) == CONNECTION_OK && pg->prepared &&
+        pg_idle_alive(pg))
         return 0;
     if (pg->conn != NULL) {
         PQfinish(pg->conn);
@@ -147,12 +194,14 @@ int pg_ensure(struct pg *pg)
     pg->conn = PQconnectdb(ci);
     free(ci);
     if (PQstatus(pg->conn) != CONNECTION_OK) {
+        metrics_pg_error();
         log_error("event=pg_connect_failed host=%s port=%d error=\"%.*s\"", pg->cfg->db_host,
                   pg->cfg->db_port, PG_ERRMSG(pg->conn));
         PQfinish(pg->conn);
         pg->conn = NULL;
         return -1;
     }
+    PQsetNoticeProcessor(pg->conn, pg_notice, NULL);
     return pg_prepare_all(pg);
 }
 
@@ -177,6 +226,7 @@ PGresult *pg_exec(struct pg *pg, enum pg_stmt stmt, int nparams, const char *con
     ExecStatusType st = PQresultStatus(r);
     if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
         return r;
+    metrics_pg_error();
     log_error("event=pg_exec_failed stmt=%s status=%s error=\"%.*s\"", pg_statements[stmt].name,
               PQresStatus(st), PG_ERRMSG(pg->conn));
     PQclear(r);
@@ -192,6 +242,7 @@ int pg_command(struct pg *pg, const char *sql)
     PGresult *r = PQexec(pg->conn, sql);
     int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
     if (!ok) {
+        metrics_pg_error();
         log_error("event=pg_command_failed sql=\"%s\" error=\"%.*s\"", sql,
                   PG_ERRMSG(pg->conn));
         if (PQstatus(pg->conn) != CONNECTION_OK)

@@ -27,6 +27,9 @@ enum pg_stmt {
     PG_SESSION_ADVANCE, /* $1 session, $2 count, $3 summary */
     PG_BALANCE_CHARGE,  /* $1 user, $2 dollars -> new balance */
     PG_FILE_GET,        /* $1 user, $2 session, $3 stored name -> content_type */
+    PG_FILE_INSERT,     /* $1 session, $2 user, $3 stored, $4 original, $5 type, $6 size */
+    PG_FILE_DELETE,     /* $1 user, $2 session, $3 stored name -> it, unless a turn shows it */
+    PG_PING,            /* -> 1 (readiness) */
     PG_STMT_COUNT
 };
 

@@ -26,6 +26,7 @@
 #include "handlers.h"
 #include "http.h"
 #include "log.h"
+#include "metrics.h"
 
 #define CONN_BUCKETS 4096
 /* Stop reading from a client whose unsent replies pass this many bytes;
@@ -57,6 +58,8 @@ struct conn {
     struct server_request *q_head, *q_tail;
     int q_len;
     int busy; /* the head request is with a worker */
+    int busy_type;          /* its code, for metrics */
+    uint64_t busy_since_us; /* when it went to the worker */
 
     struct outmsg *out_head, *out_tail;
     size_t out_bytes;
@@ -68,15 +71,16 @@ struct conn {
     int nturns;
 };
 
-enum post_kind { POST_REPLY, POST_DETACH, POST_PUSH, POST_TURN_DONE };
+enum post_kind { POST_REPLY, POST_DETACH, POST_PUSH, POST_TURN_DONE, POST_HTTP };
 
 struct post {
     struct post *next;
     enum post_kind kind;
-    uint64_t conn_id;
-    char *frame;
+    uint64_t conn_id; /* POST_HTTP: the HTTP transaction's id */
+    char *frame;      /* POST_HTTP: the response body */
     size_t len;
     struct chat_turn *turn;
+    int aux; /* POST_REPLY: 1 for an error frame; POST_HTTP: the status */
 };
 
 struct server {
@@ -104,7 +108,7 @@ static struct lws_context *server_signal_ctx;
 /* ------------------------------------------------------------------ posts */
 
 static void post(struct server *srv, enum post_kind kind, uint64_t conn_id, char *frame,
-                 size_t len, struct chat_turn *turn)
+                 size_t len, struct chat_turn *turn, int aux)
 {
     struct post *p = calloc(1, sizeof(*p));
     if (p == NULL) {
@@ -120,6 +124,7 @@ static void post(struct server *srv, enum post_kind kind, uint64_t conn_id, char
     p->frame = frame;
     p->len = len;
     p->turn = turn;
+    p->aux = aux;
     pthread_mutex_lock(&srv->mu);
     if (srv->posts_tail != NULL)
         srv->posts_tail->next = p;
@@ -135,12 +140,13 @@ void server_reply(struct server *srv, uint64_t conn_id, int type, json_t *data)
 {
     size_t len = 0;
     char *frame = data != NULL ? proto_encode_reply(type, data, &len) : NULL;
-    if (frame == NULL) {
+    int failed = frame == NULL;
+    if (failed) {
         struct proto_error err;
         proto_error_set(&err, type, PERR_JSON_MARSHAL);
         frame = proto_encode_error(&err, &len);
     }
-    post(srv, POST_REPLY, conn_id, frame, len, NULL);
+    post(srv, POST_REPLY, conn_id, frame, len, NULL, failed);
 }
 
 void server_reply_error(struct server *srv, uint64_t conn_id, int type, int code,
@@ -152,29 +158,37 @@ void server_reply_error(struct server *srv, uint64_t conn_id, int type, int code
         snprintf(err.text, sizeof(err.text), "%s", text);
     size_t len = 0;
     char *frame = proto_encode_error(&err, &len);
-    post(srv, POST_REPLY, conn_id, frame, len, NULL);
+    post(srv, POST_REPLY, conn_id, frame, len, NULL, 1);
 }
 
 void server_detach(struct server *srv, uint64_t conn_id, struct chat_turn *turn)
 {
     chat_turn_ref(turn);
-    post(srv, POST_DETACH, conn_id, NULL, 0, turn);
+    post(srv, POST_DETACH, conn_id, NULL, 0, turn, 0);
 }
 
 void server_push(struct server *srv, uint64_t conn_id, char *frame, size_t len)
 {
-    post(srv, POST_PUSH, conn_id, frame, len, NULL);
+    post(srv, POST_PUSH, conn_id, frame, len, NULL, 0);
 }
 
 void server_turn_done(struct server *srv, uint64_t conn_id, struct chat_turn *turn)
 {
     chat_turn_ref(turn);
-    post(srv, POST_TURN_DONE, conn_id, NULL, 0, turn);
+    post(srv, POST_TURN_DONE, conn_id, NULL, 0, turn, 0);
+}
+
+void server_http_reply(struct server *srv, uint64_t txn_id, unsigned status, char *body,
+                       size_t len)
+{
+    post(srv, POST_HTTP, txn_id, body, len, NULL, (int)status);
 }
 
 const struct config *server_config(const struct server *srv) { return srv->cfg; }
 struct pool *server_pool(const struct server *srv) { return srv->pool; }
 struct agent_client *server_agent(const struct server *srv) { return srv->agent; }
+int server_connections(const struct server *srv) { return srv->nconns; }
+int server_draining(const struct server *srv) { return srv->draining; }
 
 void server_request_free(struct server_request *r)
 {
@@ -247,6 +261,7 @@ static void conn_close_after_flush(struct conn *c, int status)
 
 static void conn_send_error(struct conn *c, int type, int code, const char *text)
 {
+    metrics_request(type, 0, 0);
     struct proto_error err;
     proto_error_set(&err, type, code);
     if (text != NULL)
@@ -273,6 +288,8 @@ static void conn_pump(struct server *srv, struct conn *c)
             continue;
         }
         c->busy = 1;
+        c->busy_type = r->req.type;
+        c->busy_since_us = metrics_now_us();
         pool_submit(srv->pool, &r->job);
     }
 }
@@ -320,6 +337,7 @@ static void conn_answer_now(struct server *srv, struct conn *c, char *frame, siz
 
 static void conn_error_now(struct server *srv, struct conn *c, const struct proto_error *err)
 {
+    metrics_request(err->type, 0, 0);
     size_t len = 0;
     char *frame = proto_encode_error(err, &len);
     conn_answer_now(srv, c, frame, len);
@@ -335,6 +353,7 @@ static void conn_stop_turn(struct server *srv, struct conn *c, const struct prot
                                      req->session_id, "stopped", 1);
             size_t len = 0;
             char *frame = data != NULL ? proto_encode_reply(PROTO_STOP, data, &len) : NULL;
+            metrics_request(PROTO_STOP, frame != NULL, 0);
             conn_answer_now(srv, c, frame, len);
             return;
         }
@@ -495,6 +514,8 @@ static void server_apply(struct server *srv, struct post *p)
         if (c == NULL)
             break;
         c->busy = 0;
+        metrics_request(c->busy_type, !p->aux,
+                        (double)(metrics_now_us() - c->busy_since_us) / 1e6);
         conn_send(c, p->frame, p->len, 0);
         p->frame = NULL;
         conn_pump(srv, c);
@@ -539,6 +560,10 @@ static void server_apply(struct server *srv, struct post *p)
                 break;
             }
         }
+        break;
+    case POST_HTTP:
+        http_deliver(srv, p->conn_id, (unsigned)p->aux, p->frame, p->len);
+        p->frame = NULL;
         break;
     }
     free(p->frame);

@@ -38,6 +38,10 @@ int server_run(const struct config *cfg);
 const struct config *server_config(const struct server *srv);
 struct pool *server_pool(const struct server *srv);
 struct agent_client *server_agent(const struct server *srv);
+/* Service thread only: open WebSocket connections; 1 while draining on
+ * SIGTERM. */
+int server_connections(const struct server *srv);
+int server_draining(const struct server *srv);
 
 /* Answers the request a worker is running for conn_id (the head of that
  * connection's FIFO); the next request of the connection may then start.
@@ -57,6 +61,11 @@ void server_push(struct server *srv, uint64_t conn_id, char *frame, size_t len);
 
 /* The turn has finished: the connection drops its reference. */
 void server_turn_done(struct server *srv, uint64_t conn_id, struct chat_turn *turn);
+
+/* The answer to HTTP transaction txn_id (see http.c): status and a JSON
+ * body (malloc'd, stolen). Dropped when the transaction has gone. Thread-safe. */
+void server_http_reply(struct server *srv, uint64_t txn_id, unsigned status, char *body,
+                       size_t len);
 
 /* Frees a request (after proto_request_free of its contents). */
 void server_request_free(struct server_request *r);

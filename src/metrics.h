@@ -1,0 +1,38 @@
+/* metrics.h - process-wide counters and histograms, served as Prometheus
+ * text (format 0.0.4) by GET /metrics.
+ *
+ * Every recording function is a handful of relaxed C11 atomic additions:
+ * callable from any thread (service thread, workers, the agent thread)
+ * without a lock. Only metrics_render() reads them all, on the service
+ * thread; a scrape may see one request counted in requests_total and not
+ * yet in its histogram, which Prometheus tolerates. */
+#ifndef CHATD_METRICS_H
+#define CHATD_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Monotonic clock in microseconds, for durations. */
+uint64_t metrics_now_us(void);
+
+/* A WebSocket request of type code (0..8; anything else counts as
+ * "other") was answered, ok or with an error frame, after seconds. */
+void metrics_request(int code, int ok, double seconds);
+
+/* One agent call (Process/ProcessStream) ended after seconds. failed: it
+ * ended with an error status other than a cancellation. */
+void metrics_agent_call(double seconds, int failed);
+/* An agent call that could not even be started. */
+void metrics_agent_error(void);
+
+void metrics_pg_error(void);
+void metrics_redis_error(void);
+void metrics_upload_bytes(uint64_t n);
+/* One HTTP response with this status (any endpoint). */
+void metrics_http_response(unsigned status);
+
+/* The whole exposition, malloc'd (*len set), or NULL when out of memory.
+ * The gauges are passed in: their owners know them exactly. */
+char *metrics_render(int connections_open, int turns_in_flight, size_t *len);
+
+#endif
