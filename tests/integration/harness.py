@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import unittest
 import uuid
 
 import psycopg2
@@ -255,6 +256,45 @@ class Client:
             self.ws.close()
         except Exception:
             pass
+
+
+def cleanup(*things):
+    """Stops or drops each of things (None is skipped), all of them even if
+    one fails, then raises the first failure (e.g. a sanitizer report)."""
+    first = None
+    for t in things:
+        if t is None:
+            continue
+        try:
+            (t.drop if isinstance(t, Database) else t.stop)()
+        except BaseException as e:  # noqa: BLE001 - re-raised below
+            first = first or e
+    if first is not None:
+        raise first
+
+
+class StackCase(unittest.TestCase):
+    """A test class with its own database, chat-agent and chatd, shared by
+    its tests. Subclasses set DB_PREFIX, AGENT_ENV and CHATD_ENV."""
+
+    DB_PREFIX = "chatd_test"
+    AGENT_ENV = {}
+    CHATD_ENV = {}
+
+    @classmethod
+    def setUpClass(cls):
+        cls.db = cls.agent = cls.chatd = None
+        try:
+            cls.db = Database(cls.DB_PREFIX)
+            cls.agent = Agent(**cls.AGENT_ENV)
+            cls.chatd = Chatd(cls.db, agent_port=cls.agent.port, **cls.CHATD_ENV)
+        except BaseException:
+            cleanup(cls.chatd, cls.agent, cls.db)
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cleanup(cls.chatd, cls.agent, cls.db)
 
 
 def redis_client():

@@ -10,7 +10,7 @@ import time
 import unittest
 import uuid
 
-from harness import (MODEL, SOURCE_DIR, Agent, Chatd, Database, free_port, read, redis_client, run_threads,
+from harness import (MODEL, StackCase, cleanup, SOURCE_DIR, Agent, Chatd, Database, free_port, read, redis_client, run_threads,
                      wait_port)
 
 
@@ -18,18 +18,8 @@ def process_requests(agent):
     return [r for r in agent.requests() if r["method"] in ("Process", "ProcessStream")]
 
 
-class Turns(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.db = Database("chatd_chat")
-        cls.agent = Agent()
-        cls.chatd = Chatd(cls.db, agent_port=cls.agent.port)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.chatd.stop()
-        cls.agent.stop()
-        cls.db.drop()
+class Turns(StackCase):
+    DB_PREFIX = "chatd_chat"
 
     def setUp(self):
         self.c = self.chatd.client()
@@ -175,18 +165,9 @@ class Turns(unittest.TestCase):
         self.assertEqual([len(json.loads(p["chat_history"])) for p in recs], [0, 2, 4])
 
 
-class Trimming(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.db = Database("chatd_trim")
-        cls.agent = Agent()
-        cls.chatd = Chatd(cls.db, agent_port=cls.agent.port, MAX_CHAT_HISTORY_CONTEXT=4)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.chatd.stop()
-        cls.agent.stop()
-        cls.db.drop()
+class Trimming(StackCase):
+    DB_PREFIX = "chatd_trim"
+    CHATD_ENV = dict(MAX_CHAT_HISTORY_CONTEXT=4)
 
     def last_history(self, sid):
         return json.loads([p for p in process_requests(self.agent) if p["session_id"] == sid][-1]["chat_history"])
@@ -302,18 +283,9 @@ class AgentFailures(unittest.TestCase):
             agent.stop()
 
 
-class StopAndCancel(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.db = Database("chatd_stop")
-        cls.agent = Agent(AGENT_DELAY_MS=3000)
-        cls.chatd = Chatd(cls.db, agent_port=cls.agent.port)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.chatd.stop()
-        cls.agent.stop()
-        cls.db.drop()
+class StopAndCancel(StackCase):
+    DB_PREFIX = "chatd_stop"
+    AGENT_ENV = dict(AGENT_DELAY_MS=3000)
 
     def test_stop_mid_stream(self):
         uid = self.db.add_user(balance=1)
@@ -381,14 +353,13 @@ class PythonAgent(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        cls.chatd.stop()
         cls.proc.terminate()
         cls.proc.wait(10)
         cls.log.close()
         for p in (cls.record, cls.log_path):
             if os.path.exists(p):
                 os.unlink(p)
-        cls.db.drop()
+        cleanup(cls.chatd, cls.db)
 
     def records(self):
         return [json.loads(line) for line in read(self.record).splitlines() if line.strip()]

@@ -18,7 +18,7 @@ import uuid
 
 import psycopg2
 
-from harness import MODEL, PG, SOURCE_DIR, Agent, Chatd, Database, free_port, read
+from harness import MODEL, PG, SOURCE_DIR, Agent, Chatd, Database, StackCase, free_port
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(range(256)) * 4
 STORED = re.compile(r"^[0-9a-f]{32}\.[a-z0-9]{1,8}$")
@@ -117,20 +117,15 @@ def parse_prometheus(text):
     return types, samples
 
 
-class Http(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.db = Database("chatd_http")
-        cls.agent = Agent()
-        cls.chatd = Chatd(cls.db, agent_port=cls.agent.port, MAX_FILE_SIZE=1)
-        cls.port = cls.chatd.port
-        cls.public = cls.chatd.env["PUBLIC_DIR"]
+class Http(StackCase):
+    DB_PREFIX = "chatd_http"
+    CHATD_ENV = dict(MAX_FILE_SIZE=1)
 
     @classmethod
-    def tearDownClass(cls):
-        cls.chatd.stop()
-        cls.agent.stop()
-        cls.db.drop()
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.port = cls.chatd.port
+        cls.public = cls.chatd.env["PUBLIC_DIR"]
 
     def upload(self, fields, file=("photo.png", PNG, "image/png"), file_first=True, headers=None, port=None):
         body, ctype = multipart(fields, file, file_first)

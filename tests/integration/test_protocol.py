@@ -9,25 +9,16 @@ import uuid
 
 import websocket
 
-from harness import MODEL, Agent, Chatd, Database, redis_client, run_threads
+from harness import MODEL, Chatd, Database, StackCase, redis_client, run_threads
 
 MODELS_SORTED = ["gpt-3.5-turbo", "gpt-3.5-turbo-0125", "gpt-3.5-turbo-1106", "gpt-3.5-turbo-instruct",
                  "gpt-4", "gpt-4-32k", "gpt-4-turbo", "gpt-4-turbo-2024-04-09", "llama3.1:8b"]
 
 
-class Protocol(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.db = Database("chatd_proto")
-        cls.agent = Agent(AGENT_DELAY_MS=0)
-        cls.chatd = Chatd(cls.db, agent_port=cls.agent.port, MAX_MESSAGE_BYTES=65536,
-                          MAX_CHAT_MESSAGE_BYTES=1000)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.chatd.stop()
-        cls.agent.stop()
-        cls.db.drop()
+class Protocol(StackCase):
+    DB_PREFIX = "chatd_proto"
+    AGENT_ENV = dict(AGENT_DELAY_MS=0)
+    CHATD_ENV = dict(MAX_MESSAGE_BYTES=65536, MAX_CHAT_MESSAGE_BYTES=1000)
 
     def setUp(self):
         self.c = self.chatd.client()
@@ -307,18 +298,9 @@ class Protocol(unittest.TestCase):
         self.assertEqual(got, frames)
 
 
-class Concurrency(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.db = Database("chatd_conc")
-        cls.agent = Agent(AGENT_DELAY_MS=1500)
-        cls.chatd = Chatd(cls.db, agent_port=cls.agent.port)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.chatd.stop()
-        cls.agent.stop()
-        cls.db.drop()
+class Concurrency(StackCase):
+    DB_PREFIX = "chatd_conc"
+    AGENT_ENV = dict(AGENT_DELAY_MS=1500)
 
     def test_slow_chat_does_not_hold_back_other_replies(self):
         uid = self.db.add_user(balance=5)
