@@ -209,12 +209,8 @@ static void slot_release(struct chat_turn *t)
 
 static void turn_push_error(struct chat_turn *t, int code, const char *text)
 {
-    struct proto_error err;
-    proto_error_set(&err, PROTO_CHAT, code);
-    if (text != NULL)
-        snprintf(err.text, sizeof(err.text), "%s", text);
     size_t len = 0;
-    char *frame = proto_encode_error(&err, &len);
+    char *frame = proto_encode_error_code(PROTO_CHAT, code, text, &len);
     metrics_request(PROTO_CHAT, 0, (double)(metrics_now_us() - t->start_us) / 1e6);
     if (frame != NULL)
         server_push(t->srv, t->conn_id, frame, len);
@@ -626,7 +622,7 @@ static void turn_run(struct worker *w, struct pool_job *job)
 
 /* --------------------------------------------------------------- checks */
 
-static int model_allowed(const char *models_json, int model_id)
+int chat_model_allowed(const char *models_json, int model_id)
 {
     json_t *arr = json_loads(models_json, 0, NULL);
     int ok = 0;
@@ -684,7 +680,7 @@ static int turn_check(struct worker *w, struct chat_turn *t, const struct proto_
     t->price_in = strtod(PQgetvalue(r, 0, 4), NULL);
     t->price_out = strtod(PQgetvalue(r, 0, 5), NULL);
     PQclear(r);
-    int allowed = model_allowed(models, t->model_id);
+    int allowed = chat_model_allowed(models, t->model_id);
     free(models);
     if (t->model_name == NULL || t->provider == NULL)
         return PERR_INTERNAL;

@@ -29,6 +29,9 @@ void chat_turn_unref(struct chat_turn *t);
 /* 1 when t is user_id's turn on session_id. */
 int chat_turn_matches(const struct chat_turn *t, const char *user_id, const char *session_id);
 
+/* 1 when model_id is in models_json, a user's JSON array of model ids. */
+int chat_model_allowed(const char *models_json, int model_id);
+
 /* Turns started and not yet finished, process-wide. */
 int chat_active_turns(void);
 

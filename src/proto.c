@@ -297,6 +297,15 @@ char *proto_encode_error(const struct proto_error *err, size_t *len)
     return s;
 }
 
+char *proto_encode_error_code(int type, int code, const char *text, size_t *len)
+{
+    struct proto_error err;
+    proto_error_set(&err, type, code);
+    if (text != NULL)
+        snprintf(err.text, sizeof(err.text), "%s", text);
+    return proto_encode_error(&err, len);
+}
+
 size_t proto_utf8_prefix(const char *s, size_t max_chars)
 {
     size_t i = 0, chars = 0;

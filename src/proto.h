@@ -101,6 +101,9 @@ char *proto_encode_reply(int type, json_t *data, size_t *len);
 /* {"error": text, "code": code, "type": type}; "type" omitted when < 0. */
 char *proto_encode_error(const struct proto_error *err, size_t *len);
 
+/* The same for code, with text (NULL: the code's standard text). */
+char *proto_encode_error_code(int type, int code, const char *text, size_t *len);
+
 /* Number of bytes of s (at most max) that end on a UTF-8 character
  * boundary, and hold at most max_chars characters. */
 size_t proto_utf8_prefix(const char *s, size_t max_chars);

@@ -152,12 +152,8 @@ void server_reply(struct server *srv, uint64_t conn_id, int type, json_t *data)
 void server_reply_error(struct server *srv, uint64_t conn_id, int type, int code,
                         const char *text)
 {
-    struct proto_error err;
-    proto_error_set(&err, type, code);
-    if (text != NULL)
-        snprintf(err.text, sizeof(err.text), "%s", text);
     size_t len = 0;
-    char *frame = proto_encode_error(&err, &len);
+    char *frame = proto_encode_error_code(type, code, text, &len);
     post(srv, POST_REPLY, conn_id, frame, len, NULL, 1);
 }
 
@@ -262,12 +258,8 @@ static void conn_close_after_flush(struct conn *c, int status)
 static void conn_send_error(struct conn *c, int type, int code, const char *text)
 {
     metrics_request(type, 0, 0);
-    struct proto_error err;
-    proto_error_set(&err, type, code);
-    if (text != NULL)
-        snprintf(err.text, sizeof(err.text), "%s", text);
     size_t len = 0;
-    char *frame = proto_encode_error(&err, &len);
+    char *frame = proto_encode_error_code(type, code, text, &len);
     conn_send(c, frame, len, 0);
 }
 

@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "cache.h"
+#include "chat.h"
 #include "config.h"
 #include "http.h"
 #include "log.h"
@@ -522,21 +523,6 @@ unsigned upload_finish(struct upload *u, uint64_t txn_id)
 
 /* --------------------------------------------------------------- worker */
 
-static int model_allowed(const char *models_json, int model_id)
-{
-    json_t *arr = json_loads(models_json, 0, NULL);
-    int ok = 0;
-    size_t i;
-    json_t *v;
-    json_array_foreach(arr, i, v)
-    {
-        if (json_is_integer(v) && json_integer_value(v) == model_id)
-            ok = 1;
-    }
-    json_decref(arr);
-    return ok;
-}
-
 static void fsync_dir(const char *dir)
 {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -575,7 +561,7 @@ static unsigned store_rows(struct worker *w, struct upload *u)
         int found = PQntuples(r) > 0;
         int id = found ? atoi(PQgetvalue(r, 0, 0)) : -1;
         PQclear(r);
-        int allowed = found && model_allowed(models, id);
+        int allowed = found && chat_model_allowed(models, id);
         free(models);
         if (!found)
             return fail(u, 400, "Unknown Model");
