@@ -41,17 +41,17 @@ enum conn_state { CS_NEW, CS_CONNECTING, CS_OPEN, CS_DEAD };
 struct conn {
     struct lws *wsi;
     enum conn_state state;
-    int failed;      /* never established */
-    int closing;     /* we asked for the close */
-    int want_send;   /* a request waits for WRITEABLE */
-    int inflight;    /* a request was written, no reply yet */
-    int in_window;   /* the in-flight request was sent while measuring */
-    int sent;        /* requests sent, for --once */
-    uint64_t t_send; /* ns */
-    char session[40];/* PERCONN: the session this connection continues */
+    int failed;       /* never established */
+    int closing;      /* we asked for the close */
+    int want_send;    /* a request waits for WRITEABLE */
+    int inflight;     /* a request was written, no reply yet */
+    int in_window;    /* the in-flight request was sent while measuring */
+    int sent;         /* requests sent, for --once */
+    uint64_t t_send;  /* ns */
+    char session[40]; /* PERCONN: the session this connection continues */
     char *rx;
     size_t rx_len, rx_cap;
-    int rx_dropped;  /* the frame outgrew WSB_MAX_FRAME */
+    int rx_dropped; /* the frame outgrew WSB_MAX_FRAME */
 };
 
 enum phase { PH_CONNECT, PH_WARMUP, PH_MEASURE, PH_DRAIN, PH_HOLD, PH_CLOSE, PH_DONE };
@@ -64,22 +64,23 @@ static struct {
     double seconds, warmup, hold, timeout;
     long long requests; /* 0: by time */
     const char *user, *session, *message, *model;
-    int ramp;           /* handshakes in progress at most */
+    int ramp; /* handshakes in progress at most */
     int verbose;
 
     struct lws_context *ctx;
     struct conn *c;
     lws_sorted_usec_list_t tick;
     enum phase phase;
-    uint64_t t_phase;   /* when the current phase began, ns */
+    uint64_t t_phase; /* when the current phase began, ns */
     uint64_t t_measure, t_measure_end, t_last_reply;
 
     int next_conn, connecting, open, ever_open, failed, closed_by_peer;
-    long long issued;   /* requests sent while measuring (--requests) */
+    long long issued; /* requests sent while measuring (--requests) */
     long long done, errors, frames_ignored;
+    int unanswered; /* in flight when we closed, or lost with a connection */
     int errors_shown;
 
-    uint32_t *lat;      /* us, one per measured reply */
+    uint32_t *lat; /* us, one per measured reply */
     size_t nlat, lat_cap;
     unsigned char scratch[LWS_PRE + WSB_SCRATCH];
 } B;
@@ -336,6 +337,8 @@ static void conn_dead(struct conn *c)
         c->failed = 1;
     } else if (c->state == CS_OPEN) {
         B.open--;
+        if (c->inflight && B.phase < PH_CLOSE)
+            B.unanswered++; /* the server closed with our request pending */
         if (!c->closing)
             B.closed_by_peer++;
     }
@@ -420,6 +423,14 @@ static void start_connects(void)
     }
 }
 
+static int inflight_count(void)
+{
+    int n = 0;
+    for (int k = 0; k < B.conns; k++)
+        n += B.c[k].state == CS_OPEN && B.c[k].inflight;
+    return n;
+}
+
 static void set_phase(enum phase p)
 {
     B.phase = p;
@@ -429,6 +440,8 @@ static void set_phase(enum phase p)
     if (p == PH_DRAIN)
         B.t_measure_end = B.t_phase;
     if (p == PH_CLOSE) {
+        /* Counted now: once closed, no connection is in flight any more. */
+        B.unanswered += inflight_count();
         for (int k = 0; k < B.conns; k++) {
             struct conn *c = &B.c[k];
             if (c->state == CS_OPEN) {
@@ -443,14 +456,6 @@ static void kick_all(void)
 {
     for (int k = 0; k < B.conns; k++)
         conn_kick(&B.c[k]);
-}
-
-static int inflight_count(void)
-{
-    int n = 0;
-    for (int k = 0; k < B.conns; k++)
-        n += B.c[k].state == CS_OPEN && B.c[k].inflight;
-    return n;
 }
 
 /* The phase machine; runs every tick. */
@@ -481,7 +486,7 @@ static void step(void)
     case PH_WARMUP:
         if (secs_since(B.t_phase) >= B.warmup) {
             set_phase(PH_MEASURE);
-            kick_all(); /* a connection stopped by nothing needs no kick, but cheap */
+            kick_all(); /* every connection is normally busy; this restarts any that is not */
         }
         break;
     case PH_MEASURE: {
@@ -491,8 +496,8 @@ static void step(void)
              * and no more may be sent. */
             int more = 0;
             for (int k = 0; k < B.conns && !more; k++)
-                more = B.c[k].state == CS_OPEN && (B.c[k].inflight || B.c[k].want_send ||
-                                                   may_send(&B.c[k]));
+                more = B.c[k].state == CS_OPEN &&
+                       (B.c[k].inflight || B.c[k].want_send || may_send(&B.c[k]));
             if (!more || secs_since(B.t_phase) >= B.timeout)
                 set_phase(PH_DRAIN);
         } else if (secs_since(B.t_phase) >= B.seconds) {
@@ -501,7 +506,8 @@ static void step(void)
         break;
     }
     case PH_DRAIN:
-        if (inflight_count() == 0 || secs_since(B.t_phase) >= (B.requests || B.once ? 0 : B.timeout))
+        if (inflight_count() == 0 ||
+            secs_since(B.t_phase) >= (B.requests || B.once ? 0 : B.timeout))
             set_phase(PH_CLOSE);
         break;
     case PH_HOLD:
@@ -578,8 +584,10 @@ static void check_plain(const char *name, const char *s)
 {
     for (const unsigned char *p = (const unsigned char *)s; *p; p++)
         if (*p == '"' || *p == '\\' || *p < 0x20) {
-            fprintf(stderr, "wsbench: %s must not contain quotes, backslashes or control "
-                            "characters\n", name);
+            fprintf(stderr,
+                    "wsbench: %s must not contain quotes, backslashes or control "
+                    "characters\n",
+                    name);
             exit(2);
         }
 }
@@ -687,7 +695,6 @@ int main(int argc, char **argv)
     while (B.phase != PH_DONE)
         if (lws_service(B.ctx, 0) < 0)
             break;
-    int unanswered = inflight_count();
     lws_sul_schedule(B.ctx, 0, &B.tick, NULL, LWS_SET_TIMER_USEC_CANCEL);
     lws_context_destroy(B.ctx);
 
@@ -699,8 +706,8 @@ int main(int argc, char **argv)
         printf("code=%d conns=%d requests=%lld errors=%lld rps=%.1f p50_us=%u p99_us=%u"
                " max_us=%u connected=%d connect_failed=%d closed_by_server=%d unanswered=%d"
                " window_s=%.2f cpu_s=%.2f\n",
-               B.code, B.conns, B.done, B.errors, rps, pct(50), pct(99), pct(100),
-               B.ever_open, B.failed, B.closed_by_peer, unanswered, window, cpu_seconds());
+               B.code, B.conns, B.done, B.errors, rps, pct(50), pct(99), pct(100), B.ever_open,
+               B.failed, B.closed_by_peer, B.unanswered, window, cpu_seconds());
     }
     for (int k = 0; k < B.conns; k++)
         free(B.c[k].rx);

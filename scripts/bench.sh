@@ -14,7 +14,9 @@
 #
 # Knobs: BENCH_SECONDS (5) per measurement, BENCH_WARMUP (1),
 # BENCH_IDLE_CONNS (1000), BENCH_BURST (2000), BENCH_BUILD_DIR (build-bench),
-# KEEP_BENCH_DATA=1 (keep the temp dir with every log for a post-mortem).
+# BENCH_NO_BUILD=1 (run what build-bench already holds), BENCH_LIMIT_S (840,
+# the whole run's time limit), KEEP_BENCH_DATA=1 (keep the temp dir with
+# every log for a post-mortem).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -29,9 +31,13 @@ say() { echo "bench: $*" >&2; }
 die() { say "$*"; exit 1; }
 
 # ------------------------------------------------------------------ build
-say "building $BUILD (RelWithDebInfo)"
-cmake -S "$REPO" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$BUILD" -j"$JOBS" >/dev/null
+if [[ "${BENCH_NO_BUILD:-0}" == 1 ]]; then
+    say "BENCH_NO_BUILD=1: using the binaries already in $BUILD"
+else
+    say "building $BUILD (RelWithDebInfo)"
+    cmake -S "$REPO" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+    cmake --build "$BUILD" -j"$JOBS" >/dev/null
+fi
 for b in chatd chat-agent wsbench grpcbench; do
     [[ -x "$BUILD/$b" ]] || die "$BUILD/$b was not built"
 done
@@ -83,7 +89,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # The whole run is bounded: a hang anywhere ends in the cleanup above.
-# (Normally it takes about 4 minutes.)
+# (Normally it takes about 2.5 minutes.)
 BENCH_LIMIT_S=${BENCH_LIMIT_S:-840}
 # The sleep is the watchdog's child: its trap kills it, so nothing lingers.
 (
@@ -159,8 +165,9 @@ CHATD_PID=$!
 wait_port "$CHATD_PORT" "$CHATD_PID" chatd
 [[ "$(cat "/proc/$CHATD_PID/comm")" == chatd ]] || die "pid $CHATD_PID is not chatd"
 
-status_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
-status_val() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
+# A field of /proc/PID/status (VmRSS, VmHWM in KiB; Threads).
+status_of() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
+# The value of key=value in a client's result line.
 field() { sed -n "s/.*[[:space:]]$2=\([^[:space:]]*\).*/\1/p; s/^$2=\([^[:space:]]*\).*/\1/p" <<<"$1" | head -n 1; }
 CLK_TCK=$(getconf CLK_TCK)
 # CPU ticks (user + system) of the given pids; a pid gone meanwhile counts 0.
@@ -211,6 +218,10 @@ chatd_alive() { kill -0 "$CHATD_PID" 2>/dev/null || die "chatd died (log: $DATA/
 log_count() { grep -c "$1" "$DATA/chatd.log" 2>/dev/null || true; }
 
 echo "# chatd benchmarks"
+src_state=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
+git -C "$REPO" diff --quiet HEAD -- src migrations 2>/dev/null || src_state+=" + uncommitted changes under src/ or migrations/"
+[[ "${BENCH_NO_BUILD:-0}" != 1 ]] || src_state+=" (BENCH_NO_BUILD: binaries from $(date -u -r "$BUILD/chatd" '+%H:%M UTC'))"
+echo "source: $src_state"
 echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')  host: $(nproc) cores, $(uname -sr), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
 echo "chatd: WORKER_THREADS=4 LOG_LEVEL=warn; chat-agent: echo back end; PostgreSQL 15 with CHATD_PG_FAST=1 (fsync, synchronous_commit and full_page_writes off); Redis $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/')"
 echo "everything (clients included) shares the same $(nproc) cores; ${SECS} s per measurement after ${WARM} s warm-up"
@@ -255,7 +266,7 @@ done
 echo
 echo "## b. chatd resident memory with $IDLE_CONNS idle WebSocket connections"
 sleep 1
-rss0=$(status_kb "$CHATD_PID" VmRSS)
+rss0=$(status_of "$CHATD_PID" VmRSS)
 timeout -k 5 120 "$BUILD/wsbench" --url "$URL" --idle "$IDLE_CONNS" --hold 6 >"$DATA/idle.out" 2>>"$DATA/client.err" &
 BG_PID=$!
 for ((i = 0; i < 300; i++)); do
@@ -264,7 +275,7 @@ for ((i = 0; i < 300; i++)); do
     sleep 0.1
 done
 sleep 2 # let chatd settle: the last handshakes' buffers are freed lazily
-rss1=$(status_kb "$CHATD_PID" VmRSS)
+rss1=$(status_of "$CHATD_PID" VmRSS)
 fds=$(ls "/proc/$CHATD_PID/fd" | wc -l)
 wait "$BG_PID" || true
 BG_PID=
@@ -414,6 +425,23 @@ for s in 10 10k; do
     printf '%-34s %6s %7s %8s %8s %6s %6s %4s\n' "session starting at $s messages" "$(field "$OUT" requests)" \
         "$(field "$OUT" rps)" "$(field "$OUT" p50_us)" "$(field "$OUT" p99_us)" "$(field "$OUT" errors)" "$CHATD_CPU" "$PG_CPU"
 done
+# The turns above find the context in Redis after the first, so session_ctx
+# (limit 20) runs on PostgreSQL only on a cache miss. Force one per turn:
+# delete the session's context key, then run one turn, N times.
+printf '%-34s %6s %8s %8s %8s\n' "cache-miss turns (key deleted)" turns p50_us p90_us max_us
+for s in 10 10k; do
+    sid=$S10
+    [[ $s == 10k ]] && sid=$S10K
+    : >"$DATA/miss.txt"
+    for ((i = 0; i < 30; i++)); do
+        redis-cli -h 127.0.0.1 -p "$REDIS_PORT" del "chatd:{s:$sid}:ctx" >/dev/null
+        o=$(timeout -k 5 30 "$BUILD/wsbench" --url "$URL" --user "$GROWTH_USER" --code 3 --session "$sid" --conns 1 --once --timeout 10 2>>"$DATA/client.err") || true
+        [[ $(field "$o" errors) == 0 ]] && field "$o" p50_us >>"$DATA/miss.txt"
+    done
+    sort -n "$DATA/miss.txt" | awk -v what="session starting at $s messages" '
+        { v[NR] = $1 } END { if (NR == 0) { printf "%-34s %6s\n", what, 0; exit }
+        printf "%-34s %6d %8d %8d %8d\n", what, NR, v[int((NR + 1) / 2)], v[int(NR * 0.9 + 0.5)], v[NR] }'
+done
 echo "messages after: $(psql_q -tAc "select string_agg(session_name || '=' || next_seq, ' ' order by next_seq) from chat_sessions where user_id = '$GROWTH_USER'")"
 
 # ---------------------------------------------------- d. 2,000 in flight
@@ -435,15 +463,15 @@ echo "agent restart: first successful turn after $i failed attempt(s)"
 warn0=$(log_count 'level=warn')
 err0=$(log_count 'level=error')
 echo 5 >"/proc/$CHATD_PID/clear_refs" 2>/dev/null || say "cannot reset VmHWM; the peak below covers chatd's whole life"
-thr0=$(status_val "$CHATD_PID" Threads)
+thr0=$(status_of "$CHATD_PID" Threads)
 t0=$(date +%s.%N)
 timeout -k 5 200 "$BUILD/wsbench" --url "$URL" --user "$USER_ID" --code 3 --session NEW --conns "$BURST" --once --timeout 120 --ramp 256 >"$DATA/burst.out" 2>>"$DATA/client.err" &
 BG_PID=$!
 thr_max=0 rss_max=0
 while kill -0 "$BG_PID" 2>/dev/null; do
     chatd_alive
-    t=$(status_val "$CHATD_PID" Threads)
-    r=$(status_kb "$CHATD_PID" VmRSS)
+    t=$(status_of "$CHATD_PID" Threads)
+    r=$(status_of "$CHATD_PID" VmRSS)
     ((t > thr_max)) && thr_max=$t
     ((r > rss_max)) && rss_max=$r
     sleep 0.2
@@ -454,7 +482,7 @@ t1=$(date +%s.%N)
 chatd_alive
 out=$(cat "$DATA/burst.out")
 echo "$out" >>"$DATA/raw.txt"
-hwm=$(status_kb "$CHATD_PID" VmHWM)
+hwm=$(status_of "$CHATD_PID" VmHWM)
 printf '%-40s %s\n' "connections / turns sent" "$(field "$out" connected) / $BURST"
 printf '%-40s %s\n' "answered" "$(field "$out" requests)"
 printf '%-40s %s\n' "errors among answers" "$(field "$out" errors)"

@@ -51,13 +51,16 @@ static const struct {
         "select model_id, model_name, provider, context_length, input_price_per_1k,"
         "       output_price_per_1k from model_details where model_id = $1::int"},
     /* The newest $3 messages, in order: the (session_id, seq) primary key
-     * makes this cost the same in a session of any length. */
+     * makes this cost the same in a session of any length. The subquery
+     * names $2 rather than s.session_id so that a generic plan still walks
+     * the index backwards from the newest row (with the correlated form the
+     * planner, sizing for an average session, sometimes read them all). */
     [PG_SESSION_CTX] = {"session_ctx", 3,
         "select s.model_id, s.session_name, s.summary,"
         "       coalesce((select json_agg(json_build_object('role', r.role, 'content', r.content)"
         "                                  order by r.seq)"
         "                   from (select m.role, m.content, m.seq from chat_messages m"
-        "                          where m.session_id = s.session_id"
+        "                          where m.session_id = $2::uuid"
         "                          order by m.seq desc limit $3::int) r), '[]')::text"
         "  from chat_sessions s where s.user_id = $1::uuid and s.session_id = $2::uuid"},
     [PG_SESSION_INSERT] = {"session_insert", 5,
