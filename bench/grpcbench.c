@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "latency.h"
 
 struct slot {
     uint64_t t_start; /* ns */
@@ -44,8 +45,7 @@ static struct {
      * there), so no lock. */
     long long done, errors;
     int errors_shown;
-    uint32_t *lat;
-    size_t nlat, lat_cap;
+    struct latency lat;
     struct slot *slots;
 } G;
 
@@ -56,37 +56,7 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static void record(uint64_t ns)
-{
-    if (G.nlat == G.lat_cap) {
-        size_t cap = G.lat_cap ? G.lat_cap * 2 : 65536;
-        uint32_t *grown = realloc(G.lat, cap * sizeof(*grown));
-        if (grown == NULL)
-            return;
-        G.lat = grown;
-        G.lat_cap = cap;
-    }
-    uint64_t us = ns / 1000;
-    G.lat[G.nlat++] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
-}
-
-static int cmp_u32(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-static uint32_t pct(double p)
-{
-    if (G.nlat == 0)
-        return 0;
-    size_t rank = (size_t)(p / 100.0 * (double)G.nlat + 0.999999);
-    if (rank < 1)
-        rank = 1;
-    if (rank > G.nlat)
-        rank = G.nlat;
-    return G.lat[rank - 1];
-}
+static void record(uint64_t ns) { latency_add(&G.lat, ns); }
 
 /* The whole process's CPU time, gRPC's threads included. */
 static double cpu_seconds(void)
@@ -253,13 +223,14 @@ int main(int argc, char **argv)
     agent_client_destroy(G.client);
     grpc_shutdown();
 
-    qsort(G.lat, G.nlat, sizeof(*G.lat), cmp_u32);
+    latency_sort(&G.lat);
     double window = (double)(G.t_measure_end - G.t_measure) / 1e9;
     printf("direct_grpc conc=%d calls=%lld errors=%lld rps=%.1f p50_us=%u p99_us=%u max_us=%u"
            " mode=%s cpu_s=%.2f\n",
-           G.conc, G.done, G.errors, window > 0 ? (double)G.done / window : 0, pct(50), pct(99),
-           pct(100), G.summarize ? "process+summarize" : "process", cpu_seconds());
-    free(G.lat);
+           G.conc, G.done, G.errors, window > 0 ? (double)G.done / window : 0,
+           latency_pct(&G.lat, 50), latency_pct(&G.lat, 99), latency_pct(&G.lat, 100),
+           G.summarize ? "process+summarize" : "process", cpu_seconds());
+    latency_free(&G.lat);
     free(G.slots);
     return 0;
 }

@@ -32,6 +32,8 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "latency.h"
+
 #define WSB_MAX_FRAME (16u * 1024 * 1024) /* larger replies are counted, not kept */
 #define WSB_SCRATCH 4096                  /* one outgoing request */
 #define WSB_TICK_US (10 * 1000)
@@ -80,8 +82,7 @@ static struct {
     int unanswered; /* in flight when we closed, or lost with a connection */
     int errors_shown;
 
-    uint32_t *lat; /* us, one per measured reply */
-    size_t nlat, lat_cap;
+    struct latency lat;
     unsigned char scratch[LWS_PRE + WSB_SCRATCH];
 } B;
 
@@ -125,38 +126,7 @@ __attribute__((noreturn)) static void usage(void)
 
 /* ------------------------------------------------------------- recording */
 
-static void record(uint64_t ns)
-{
-    if (B.nlat == B.lat_cap) {
-        size_t cap = B.lat_cap ? B.lat_cap * 2 : 65536;
-        uint32_t *grown = realloc(B.lat, cap * sizeof(*grown));
-        if (grown == NULL)
-            return; /* keep counting; the percentiles just miss a sample */
-        B.lat = grown;
-        B.lat_cap = cap;
-    }
-    uint64_t us = ns / 1000;
-    B.lat[B.nlat++] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
-}
-
-static int cmp_u32(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* Nearest-rank percentile of the sorted samples. */
-static uint32_t pct(double p)
-{
-    if (B.nlat == 0)
-        return 0;
-    size_t rank = (size_t)(p / 100.0 * (double)B.nlat + 0.999999);
-    if (rank < 1)
-        rank = 1;
-    if (rank > B.nlat)
-        rank = B.nlat;
-    return B.lat[rank - 1];
-}
+static void record(uint64_t ns) { latency_add(&B.lat, ns); }
 
 /* -------------------------------------------------------------- requests */
 
@@ -699,19 +669,20 @@ int main(int argc, char **argv)
     lws_context_destroy(B.ctx);
 
     if (!B.idle) {
-        qsort(B.lat, B.nlat, sizeof(*B.lat), cmp_u32);
+        latency_sort(&B.lat);
         uint64_t end = B.requests > 0 || B.once ? B.t_last_reply : B.t_measure_end;
         double window = end > B.t_measure ? (double)(end - B.t_measure) / 1e9 : 0;
         double rps = window > 0 ? (double)B.done / window : 0;
         printf("code=%d conns=%d requests=%lld errors=%lld rps=%.1f p50_us=%u p99_us=%u"
                " max_us=%u connected=%d connect_failed=%d closed_by_server=%d unanswered=%d"
                " window_s=%.2f cpu_s=%.2f\n",
-               B.code, B.conns, B.done, B.errors, rps, pct(50), pct(99), pct(100), B.ever_open,
-               B.failed, B.closed_by_peer, B.unanswered, window, cpu_seconds());
+               B.code, B.conns, B.done, B.errors, rps, latency_pct(&B.lat, 50),
+               latency_pct(&B.lat, 99), latency_pct(&B.lat, 100), B.ever_open, B.failed,
+               B.closed_by_peer, B.unanswered, window, cpu_seconds());
     }
     for (int k = 0; k < B.conns; k++)
         free(B.c[k].rx);
     free(B.c);
-    free(B.lat);
+    latency_free(&B.lat);
     return 0;
 }
