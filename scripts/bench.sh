@@ -56,26 +56,16 @@ DATA=$(mktemp -d /tmp/chatd-bench.XXXXXX)
 chmod 755 "$DATA"
 AGENT_PID= CHATD_PID= BG_PID= WATCHDOG_PID=
 
-stop_pid() { # pid: TERM, wait up to 10 s, then KILL
-    local pid=$1 i
-    [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-        sleep 0.1
-    done
-    say "pid $pid ignored SIGTERM for 10 s; killing it"
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
+# shellcheck source=scripts/lib.sh
+. "$REPO/scripts/lib.sh"
 
 cleanup() {
     local rc=$?
     trap - INT TERM EXIT
     [[ -z "$WATCHDOG_PID" ]] || kill "$WATCHDOG_PID" 2>/dev/null || true
-    stop_pid "$BG_PID"
-    stop_pid "$CHATD_PID"
-    stop_pid "$AGENT_PID"
+    stop_child load "$BG_PID" 10
+    stop_child chatd "$CHATD_PID" 10
+    stop_child chat-agent "$AGENT_PID" 10
     "$REPO/scripts/services.sh" stop "$DATA" >/dev/null 2>&1 || true
     if [[ "${KEEP_BENCH_DATA:-0}" == 1 || $rc -ne 0 ]]; then
         say "logs kept in $DATA"
@@ -447,7 +437,7 @@ echo "messages after: $(psql_q -tAc "select string_agg(session_name || '=' || ne
 # ---------------------------------------------------- d. 2,000 in flight
 echo
 echo "## d. $BURST turns in flight at once (chat-agent AGENT_DELAY_MS=2000, one NEW turn per connection)"
-stop_pid "$AGENT_PID"
+stop_child chat-agent "$AGENT_PID" 10
 AGENT_PID=
 start_agent 2000
 # chatd's channel saw the agent go away and reconnects with back-off; one

@@ -72,22 +72,8 @@ CHATD_PID=
 AGENT_PID=
 OWN_SERVICES=0
 
-# Sends SIGTERM to a child and waits up to $3 seconds before SIGKILL.
-stop_child() {
-    local name=$1 pid=$2 grace=$3 i
-    [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 0
-    say "stopping $name (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < grace * 10; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        say "$name did not stop in ${grace}s; killing it"
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
+# shellcheck source=scripts/lib.sh
+. "$REPO/scripts/lib.sh"
 
 cleanup() {
     local rc=$?
