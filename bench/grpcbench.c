@@ -19,12 +19,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "agent.h"
-#include "latency.h"
+#include "measure.h"
 
 struct slot {
     uint64_t t_start; /* ns */
@@ -57,16 +56,6 @@ static uint64_t now_ns(void)
 }
 
 static void record(uint64_t ns) { latency_add(&G.lat, ns); }
-
-/* The whole process's CPU time, gRPC's threads included. */
-static double cpu_seconds(void)
-{
-    struct rusage ru;
-    if (getrusage(RUSAGE_SELF, &ru) != 0)
-        return 0;
-    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
-}
 
 static void start_call(struct slot *s);
 
@@ -229,7 +218,7 @@ int main(int argc, char **argv)
            " mode=%s cpu_s=%.2f\n",
            G.conc, G.done, G.errors, window > 0 ? (double)G.done / window : 0,
            latency_pct(&G.lat, 50), latency_pct(&G.lat, 99), latency_pct(&G.lat, 100),
-           G.summarize ? "process+summarize" : "process", cpu_seconds());
+           G.summarize ? "process+summarize" : "process", measure_cpu_seconds());
     latency_free(&G.lat);
     free(G.slots);
     return 0;

@@ -32,7 +32,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
-#include "latency.h"
+#include "measure.h"
 
 #define WSB_MAX_FRAME (16u * 1024 * 1024) /* larger replies are counted, not kept */
 #define WSB_SCRATCH 4096                  /* one outgoing request */
@@ -96,16 +96,6 @@ static uint64_t now_ns(void)
 }
 
 static double secs_since(uint64_t t) { return (double)(now_ns() - t) / 1e9; }
-
-/* Our own CPU time: shows whether the client, not chatd, was the limit. */
-static double cpu_seconds(void)
-{
-    struct rusage ru;
-    if (getrusage(RUSAGE_SELF, &ru) != 0)
-        return 0;
-    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
-}
 
 static void die(const char *msg)
 {
@@ -678,7 +668,7 @@ int main(int argc, char **argv)
                " window_s=%.2f cpu_s=%.2f\n",
                B.code, B.conns, B.done, B.errors, rps, latency_pct(&B.lat, 50),
                latency_pct(&B.lat, 99), latency_pct(&B.lat, 100), B.ever_open, B.failed,
-               B.closed_by_peer, B.unanswered, window, cpu_seconds());
+               B.closed_by_peer, B.unanswered, window, measure_cpu_seconds());
     }
     for (int k = 0; k < B.conns; k++)
         free(B.c[k].rx);

@@ -1,10 +1,13 @@
-/* latency.h - latency samples and nearest-rank percentiles, shared by the
- * load generators in bench/ (header-only: each .c in bench/ is its own program). */
-#ifndef CHATD_BENCH_LATENCY_H
-#define CHATD_BENCH_LATENCY_H
+/* measure.h - what the load generators in bench/ measure: latency samples
+ * with nearest-rank percentiles, and the process's own CPU time (which shows
+ * whether the client, not the server, was the limit). Header-only: each .c
+ * in bench/ is its own program. */
+#ifndef CHATD_BENCH_MEASURE_H
+#define CHATD_BENCH_MEASURE_H
 
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 
 struct latency {
     uint32_t *us; /* one sample per measured reply, microseconds */
@@ -51,6 +54,16 @@ static inline void latency_free(struct latency *l)
     free(l->us);
     l->us = NULL;
     l->n = l->cap = 0;
+}
+
+/* User + system CPU seconds of the whole process, all threads included. */
+static inline double measure_cpu_seconds(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0)
+        return 0;
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
 #endif
