@@ -257,36 +257,31 @@ static void on_delta(void *ud, const char *text, size_t len)
     pthread_mutex_unlock(&w->m);
 }
 
-static void on_done(void *ud, const struct agent_result *res)
+/* Both completion callbacks record the same things. */
+static void waiter_finish(struct waiter *w, int status, const char *details, const char *text,
+                          size_t text_len, double cost)
 {
-    struct waiter *w = ud;
     pthread_mutex_lock(&w->m);
     w->n_done++;
     w->done = 1;
     w->done_at = now_ms();
-    w->status = res->status;
-    snprintf(w->details, sizeof(w->details), "%s", res->status_details);
-    w->text = strndup(res->text, res->text_len);
-    w->text_len = res->text_len;
-    w->cost = res->cost;
+    w->status = status;
+    snprintf(w->details, sizeof(w->details), "%s", details);
+    w->text = strndup(text, text_len);
+    w->text_len = text_len;
+    w->cost = cost;
     pthread_cond_broadcast(&w->c);
     pthread_mutex_unlock(&w->m);
 }
 
+static void on_done(void *ud, const struct agent_result *res)
+{
+    waiter_finish(ud, res->status, res->status_details, res->text, res->text_len, res->cost);
+}
+
 static void on_summary(void *ud, const struct agent_summary_result *res)
 {
-    struct waiter *w = ud;
-    pthread_mutex_lock(&w->m);
-    w->n_done++;
-    w->done = 1;
-    w->done_at = now_ms();
-    w->status = res->status;
-    snprintf(w->details, sizeof(w->details), "%s", res->status_details);
-    w->text = strndup(res->summary, res->summary_len);
-    w->text_len = res->summary_len;
-    w->cost = res->cost;
-    pthread_cond_broadcast(&w->c);
-    pthread_mutex_unlock(&w->m);
+    waiter_finish(ud, res->status, res->status_details, res->summary, res->summary_len, res->cost);
 }
 
 /* Waits until done (or until n_deltas >= min_deltas when min_deltas > 0). */
