@@ -214,10 +214,11 @@ static void conn_unlink(struct server *srv, struct conn *c)
         *pp = c->hnext;
 }
 
-/* Queues frame (stolen) for writing. */
+/* Queues frame (stolen) for writing; with is_close, frame is NULL and the
+ * entry only marks where the connection closes. */
 static void conn_send(struct conn *c, char *frame, size_t len, int is_close)
 {
-    if (frame == NULL)
+    if (frame == NULL && !is_close)
         return;
     struct outmsg *m = malloc(sizeof(*m) + LWS_PRE + len);
     if (m == NULL) {
@@ -228,7 +229,8 @@ static void conn_send(struct conn *c, char *frame, size_t len, int is_close)
     m->next = NULL;
     m->len = len;
     m->is_close = is_close;
-    memcpy(m->buf + LWS_PRE, frame, len);
+    if (len > 0)
+        memcpy(m->buf + LWS_PRE, frame, len);
     free(frame);
     if (c->out_tail != NULL)
         c->out_tail->next = m;
@@ -250,7 +252,7 @@ static void conn_close_after_flush(struct conn *c, int status)
         return;
     c->closing = 1;
     c->close_status = status;
-    conn_send(c, calloc(1, 1), 0, 1);
+    conn_send(c, NULL, 0, 1);
     /* Keep reading (and discarding): a peer still sending when we close
      * would otherwise get a TCP reset that can destroy our error frame. */
 }
