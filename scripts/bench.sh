@@ -133,7 +133,10 @@ CHATD_VARS=(SERVER_HOST=127.0.0.1 SERVER_PORT="$CHATD_PORT"
     AI_SERVER_HOST=127.0.0.1 AI_SERVER_PORT="$AGENT_PORT"
     MIGRATIONS_DIR="$REPO/migrations" PUBLIC_DIR="$DATA/public"
     PUBLIC_BASE_URL="http://127.0.0.1:$CHATD_PORT"
-    WORKER_THREADS=4 LOG_LEVEL=warn)
+    WORKER_THREADS=4 LOG_LEVEL=warn
+    # The load generators are one user on one address by design.
+    RATE_LIMIT_PER_MINUTE=0 DAILY_MESSAGE_LIMIT=0
+    MAX_CONNECTIONS_PER_IP=100000 MAX_CONNECTIONS=100000)
 
 mkdir -p "$DATA/public"
 env "${CHATD_VARS[@]}" "$BUILD/chatd" migrate >>"$DATA/chatd.log" 2>&1 || { cat "$DATA/chatd.log" >&2; die "migrate failed"; }

@@ -59,6 +59,20 @@ static const struct cfg_row config_table[] = {
     I("SHUTDOWN_GRACE_SECONDS", shutdown_grace_seconds, "30", 0, 3600),
     {"LOG_LEVEL", CFG_LOGLEVEL, offsetof(struct config, log_level), "info", 0, 0},
     S("MIGRATIONS_DIR", migrations_dir, "./migrations"),
+    /* who may connect, and as whom (docs/SECURITY.md) */
+    S("AUTH_MODE", auth_mode, "none"),
+    S("JWT_SECRET", jwt_secret, ""),
+    S("JWT_ISSUER", jwt_issuer, ""),
+    S("JWT_AUDIENCE", jwt_audience, ""),
+    S("ALLOWED_ORIGINS", allowed_origins, ""),
+    /* limits that keep one client from hurting others; 0 turns a limit off */
+    I("RATE_LIMIT_PER_MINUTE", rate_limit_per_minute, "30", 0, 1000000),
+    I("DAILY_MESSAGE_LIMIT", daily_message_limit, "1000", 0, 100000000),
+    I("MAX_CONNECTIONS", max_connections, "10000", 1, 1000000),
+    I("MAX_CONNECTIONS_PER_IP", max_connections_per_ip, "100", 1, 1000000),
+    I("MAX_OUTPUT_BYTES_PER_CONN", max_output_bytes_per_conn, "4194304", 65536,
+      1024 * 1024 * 1024),
+    I("SLOW_READER_CLOSE_SECONDS", slow_reader_close_seconds, "30", 1, 3600),
 };
 
 #undef S
@@ -125,6 +139,17 @@ int config_from_env(struct config *cfg, char *errbuf, size_t errlen)
     }
     if (cfg->server_host[0] == '\0') {
         snprintf(errbuf, errlen, "config: SERVER_HOST must not be empty");
+        goto fail;
+    }
+    if (strcmp(cfg->auth_mode, "none") != 0 && strcmp(cfg->auth_mode, "jwt") != 0) {
+        snprintf(errbuf, errlen, "config: AUTH_MODE=\"%s\" is not one of none, jwt",
+                 cfg->auth_mode);
+        goto fail;
+    }
+    /* A short HS256 key can be brute-forced offline from any one token. */
+    if (strcmp(cfg->auth_mode, "jwt") == 0 && strlen(cfg->jwt_secret) < 32) {
+        snprintf(errbuf, errlen,
+                 "config: AUTH_MODE=jwt needs JWT_SECRET of at least 32 bytes");
         goto fail;
     }
     return 0;

@@ -40,6 +40,19 @@ struct config {
     int shutdown_grace_seconds;
     char *log_level;
     char *migrations_dir;
+
+    char *auth_mode;       /* "none" or "jwt" */
+    char *jwt_secret;      /* HS256 key, >= 32 bytes when auth_mode is jwt */
+    char *jwt_issuer;      /* "" = iss not checked */
+    char *jwt_audience;    /* "" = aud not checked */
+    char *allowed_origins; /* "" = any Origin; else comma-separated list */
+
+    int rate_limit_per_minute;     /* chat turns per user per minute, 0 = off */
+    int daily_message_limit;       /* chat turns per user per UTC day, 0 = off */
+    int max_connections;           /* WebSocket connections in all */
+    int max_connections_per_ip;
+    int max_output_bytes_per_conn; /* unsent bytes before chatd stops reading */
+    int slow_reader_close_seconds; /* ...and closes if it stays over that long */
 };
 
 /* Loads .env (path from CHATD_ENV_FILE, else ./.env when present) into the

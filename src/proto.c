@@ -36,6 +36,9 @@ static const struct {
     {PERR_NO_TURN, "No Chat In Progress"},
     {PERR_UNKNOWN_MODEL, "Unknown Model"},
     {PERR_SHUTTING_DOWN, "Server Shutting Down"},
+    {PERR_FORBIDDEN_USER, "Not Allowed To Act As This User"},
+    {PERR_RATE_LIMITED, "Too Many Messages"},
+    {PERR_DAILY_LIMIT, "Daily Message Limit Reached"},
 };
 
 const char *proto_err_text(int code)

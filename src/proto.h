@@ -53,6 +53,9 @@ enum proto_err {
     PERR_NO_TURN = 23,
     PERR_UNKNOWN_MODEL = 24,
     PERR_SHUTTING_DOWN = 25,
+    PERR_FORBIDDEN_USER = 26,
+    PERR_RATE_LIMITED = 27,
+    PERR_DAILY_LIMIT = 28,
 };
 
 /* The fixed text of an error code ("Unknown error" for an unknown code). */

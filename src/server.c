@@ -29,10 +29,6 @@
 #include "metrics.h"
 
 #define CONN_BUCKETS 4096
-/* Stop reading from a client whose unsent replies pass this many bytes;
- * resume below half. Keeps a client that does not read from growing our
- * memory without bound. */
-#define OUT_HIGH_WATER (4u * 1024 * 1024)
 
 struct outmsg {
     struct outmsg *next;
@@ -63,6 +59,10 @@ struct conn {
 
     struct outmsg *out_head, *out_tail;
     size_t out_bytes;
+    /* MAX_OUTPUT_BYTES_PER_CONN: past it we stop reading from a client
+     * that does not read its replies, and resume below half. Keeps such a
+     * client from growing our memory without bound. */
+    size_t out_limit;
     int rx_paused;
     int closing;      /* a close is queued: read nothing more */
     int close_status; /* the close code it will carry */
@@ -238,7 +238,7 @@ static void conn_send(struct conn *c, char *frame, size_t len, int is_close)
         c->out_head = m;
     c->out_tail = m;
     c->out_bytes += len;
-    if (c->out_bytes > OUT_HIGH_WATER && !c->rx_paused) {
+    if (c->out_bytes > c->out_limit && !c->rx_paused) {
         c->rx_paused = 1;
         lws_rx_flow_control(c->wsi, 0);
     }
@@ -307,7 +307,7 @@ static void conn_enqueue(struct server *srv, struct conn *c, struct server_reque
 
 static void conn_maybe_resume(struct server *srv, struct conn *c)
 {
-    if (c->rx_paused && !c->closing && c->out_bytes <= OUT_HIGH_WATER / 2 &&
+    if (c->rx_paused && !c->closing && c->out_bytes <= c->out_limit / 2 &&
         c->q_len < srv->cfg->max_inflight_per_conn / 2 + 1) {
         c->rx_paused = 0;
         lws_rx_flow_control(c->wsi, 1);
@@ -603,6 +603,7 @@ static int server_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
         memset(c, 0, sizeof(*c));
         c->wsi = wsi;
         c->id = ++srv->next_conn_id;
+        c->out_limit = (size_t)srv->cfg->max_output_bytes_per_conn;
         c->hnext = srv->buckets[c->id % CONN_BUCKETS];
         srv->buckets[c->id % CONN_BUCKETS] = c;
         srv->nconns++;

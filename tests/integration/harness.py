@@ -180,6 +180,9 @@ class Chatd:
             PUBLIC_DIR=os.path.join(self.dir, "public"),
             PUBLIC_BASE_URL="http://127.0.0.1:%d" % self.port,
             LOG_LEVEL="info", CHATD_ENV_FILE="/dev/null",
+            # Off unless a test is about them: most tests send many turns
+            # for one user from one address.
+            RATE_LIMIT_PER_MINUTE="0", DAILY_MESSAGE_LIMIT="0",
         )
         self.env.update({k: str(v) for k, v in env.items()})
         os.makedirs(self.env["PUBLIC_DIR"], exist_ok=True)
