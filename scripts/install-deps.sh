@@ -14,6 +14,7 @@ PACKAGES=(
     libcurl4-openssl-dev libssl-dev libcmocka-dev
     postgresql redis-server
     python3 python3-grpcio python3-protobuf python3-websocket python3-psycopg2 python3-redis
+    python3-jwt
     procps
 )
 

@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 
 #include "agent.h"
+#include "auth.h"
 #include "cache.h"
 #include "chat.h"
 #include "config.h"
@@ -101,14 +102,16 @@ static int add_cors(struct lws *wsi, const char *origin, unsigned char **p, unsi
 /* Writes a whole answer. Returns -1 to close the connection, else 0 (the
  * transaction is then complete unless close_after, where the caller
  * decides when to close). */
-static int http_respond(struct lws *wsi, unsigned status, const char *ctype, const char *body,
-                        size_t len, const char *origin, int close_after)
+static int http_respond_with(struct lws *wsi, unsigned status, const char *ctype,
+                             const char *body, size_t len, const char *origin, int close_after,
+                             const char *extra_name, const char *extra_value)
 {
     unsigned char hdr[LWS_PRE + 2048];
     unsigned char *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof(hdr) - 1;
     if (lws_add_http_common_headers(wsi, status, ctype, (lws_filepos_t)len, &p, end) ||
         add_cors(wsi, origin, &p, end) ||
         (close_after && add_header(wsi, "connection:", "close", &p, end)) ||
+        (extra_name != NULL && add_header(wsi, extra_name, extra_value, &p, end)) ||
         lws_finalize_write_http_header(wsi, start, &p, end))
         return -1;
     metrics_http_response(status);
@@ -126,6 +129,24 @@ static int http_respond(struct lws *wsi, unsigned status, const char *ctype, con
     if (close_after)
         return 0;
     return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+static int http_respond(struct lws *wsi, unsigned status, const char *ctype, const char *body,
+                        size_t len, const char *origin, int close_after)
+{
+    return http_respond_with(wsi, status, ctype, body, len, origin, close_after, NULL, NULL);
+}
+
+int http_refuse(struct lws *wsi, unsigned status, const char *message)
+{
+    size_t len;
+    char *body = http_json_message(message, NULL, &len);
+    /* RFC 6750: a 401 names the scheme that would have been accepted. */
+    int unauthorized = status == HTTP_STATUS_UNAUTHORIZED;
+    http_respond_with(wsi, status, HTTP_JSON, body, len, "", 1,
+                      unauthorized ? "www-authenticate:" : NULL, "Bearer realm=\"chatd\"");
+    free(body);
+    return 1;
 }
 
 static int respond_json(struct lws *wsi, unsigned status, const char *json, const char *origin)
@@ -392,11 +413,21 @@ static int route_upload(struct server *srv, struct lws *wsi, const char *origin)
     struct http_txn *t = txn_new(wsi, origin);
     if (t == NULL)
         return -1;
+    const struct config *cfg = server_config(srv);
+    char user[UUID_STR_LEN + 1] = "";
+    const char *why = "";
+    /* Before the body: an anonymous client gets no disk written for it. */
+    if (auth_required(cfg) && auth_request(cfg, wsi, 0, user, &why) != 0) {
+        log_info("event=auth_failed path=/upload reason=\"%s\"", why);
+        return txn_refuse(wsi, t, HTTP_STATUS_UNAUTHORIZED, "Unauthorized");
+    }
     unsigned status = 0;
     char message[256];
     t->upload = upload_start(wsi, srv, &status, message, sizeof(message));
     if (t->upload == NULL)
         return txn_refuse(wsi, t, status, message);
+    if (user[0] != '\0')
+        upload_require_user(t->upload, user);
     return 0; /* the body comes with LWS_CALLBACK_HTTP_BODY */
 }
 

@@ -26,6 +26,12 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
  * gone. Steals body. */
 void http_deliver(struct server *srv, uint64_t txn_id, unsigned status, char *body, size_t len);
 
+/* Answers the request with status and {"message": message, "data": null}
+ * and "connection: close". Returns 1, which is what
+ * LWS_CALLBACK_HTTP_CONFIRM_UPGRADE wants after such an answer: the
+ * refused WebSocket upgrades (401, 403, 404, 503) go out this way. */
+int http_refuse(struct lws *wsi, unsigned status, const char *message);
+
 /* {"message": message, "data": data or null} as compact JSON, malloc'd
  * (*len set); steals data. Never NULL: a fixed text when out of memory. */
 char *http_json_message(const char *message, json_t *data, size_t *len);

@@ -21,12 +21,14 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "auth.h"
 #include "chat.h"
 #include "config.h"
 #include "handlers.h"
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
+#include "peers.h"
 
 #define CONN_BUCKETS 4096
 
@@ -63,12 +65,17 @@ struct conn {
      * that does not read its replies, and resume below half. Keeps such a
      * client from growing our memory without bound. */
     size_t out_limit;
+    int slow_close_seconds; /* SLOW_READER_CLOSE_SECONDS */
     int rx_paused;
     int closing;      /* a close is queued: read nothing more */
     int close_status; /* the close code it will carry */
 
     struct turn_ref *turns;
     int nturns;
+
+    char user[UUID_STR_LEN + 1]; /* AUTH_MODE=jwt: the token's sub; "" otherwise */
+    char addr[PEERS_ADDR_MAX];   /* the peer's address, counted in srv->peers */
+    int slow;                    /* over out_limit: closed if it stays so */
 };
 
 enum post_kind { POST_REPLY, POST_DETACH, POST_PUSH, POST_TURN_DONE, POST_HTTP };
@@ -97,6 +104,7 @@ struct server {
     struct conn *buckets[CONN_BUCKETS];
     uint64_t next_conn_id;
     int nconns;
+    struct peers *peers; /* open connections per address */
 
     int draining; /* shutting down: no new connections or turns */
     lws_sorted_usec_list_t tick;
@@ -242,6 +250,13 @@ static void conn_send(struct conn *c, char *frame, size_t len, int is_close)
         c->rx_paused = 1;
         lws_rx_flow_control(c->wsi, 0);
     }
+    if (c->out_bytes > c->out_limit && !c->slow) {
+        /* Not reading stops its requests, but replies already owed still
+         * pile up (and a stream keeps sending), so a client that stays
+         * this far behind is cut off: lws closes it when this expires. */
+        c->slow = 1;
+        lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, c->slow_close_seconds);
+    }
     lws_callback_on_writable(c->wsi);
 }
 
@@ -373,6 +388,13 @@ static void conn_on_message(struct server *srv, struct conn *c, int binary)
         conn_error_now(srv, c, &err);
         return;
     }
+    if (c->user[0] != '\0' && strcmp(r->req.user_id, c->user) != 0) {
+        /* The token names who this connection is; nothing else happens. */
+        proto_error_set(&err, r->req.type, PERR_FORBIDDEN_USER);
+        server_request_free(r);
+        conn_error_now(srv, c, &err);
+        return;
+    }
     if (r->req.type == PROTO_STOP) {
         conn_stop_turn(srv, c, &r->req);
         server_request_free(r);
@@ -465,6 +487,10 @@ static int conn_writeable(struct server *srv, struct conn *c)
         c->out_tail = NULL;
     c->out_bytes -= m->len;
     free(m);
+    if (c->slow && c->out_bytes <= c->out_limit) {
+        c->slow = 0;
+        lws_set_timeout(c->wsi, NO_PENDING_TIMEOUT, 0);
+    }
     if (c->out_head != NULL)
         lws_callback_on_writable(c->wsi);
     conn_maybe_resume(srv, c);
@@ -473,8 +499,14 @@ static int conn_writeable(struct server *srv, struct conn *c)
 
 static void conn_destroy(struct server *srv, struct conn *c)
 {
+    if (c->id == 0)
+        return; /* refused in LWS_CALLBACK_ESTABLISHED: never counted */
+    if (c->slow)
+        log_warn("event=slow_reader_closed conn=%llu addr=%s unsent_bytes=%zu",
+                 (unsigned long long)c->id, c->addr, c->out_bytes);
     conn_unlink(srv, c);
     srv->nconns--;
+    peers_remove(srv->peers, c->addr);
     free(c->rx);
     c->rx = NULL;
     while (c->q_head != NULL) {
@@ -588,6 +620,74 @@ static int is_ws_path(struct lws *wsi)
     return n > 0 && strcmp(uri, "/ws") == 0;
 }
 
+/* The gate of every WebSocket, before any connection state exists: each
+ * refusal is an HTTP status the client can act on. Cheap checks go first,
+ * so a flood of upgrades costs no HMAC once a cap is reached. */
+static int server_confirm_upgrade(struct server *srv, struct lws *wsi)
+{
+    const struct config *cfg = srv->cfg;
+    char addr[PEERS_ADDR_MAX];
+    lws_get_peer_simple(wsi, addr, sizeof(addr));
+    if (!is_ws_path(wsi))
+        return http_refuse(wsi, HTTP_STATUS_NOT_FOUND, "Not Found");
+    if (srv->draining)
+        return http_refuse(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "Server Shutting Down");
+
+    char origin[256];
+    int olen = lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN);
+    if (olen >= (int)sizeof(origin) ||
+        (olen > 0 && lws_hdr_copy(wsi, origin, sizeof(origin), WSI_TOKEN_ORIGIN) < 0) ||
+        !auth_origin_allowed(cfg, olen > 0 ? origin : NULL)) {
+        log_info("event=ws_refused status=403 addr=%s reason=origin", addr);
+        return http_refuse(wsi, HTTP_STATUS_FORBIDDEN, "Origin Not Allowed");
+    }
+    if (srv->nconns >= cfg->max_connections) {
+        log_warn("event=ws_refused status=503 addr=%s reason=max_connections conns=%d", addr,
+                 srv->nconns);
+        return http_refuse(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "Too Many Connections");
+    }
+    if (peers_count(srv->peers, addr) >= cfg->max_connections_per_ip) {
+        log_warn("event=ws_refused status=503 addr=%s reason=max_connections_per_ip", addr);
+        return http_refuse(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE,
+                           "Too Many Connections From This Address");
+    }
+    if (auth_required(cfg)) {
+        char sub[UUID_STR_LEN + 1];
+        const char *why = "";
+        if (auth_request(cfg, wsi, 1, sub, &why) != 0) {
+            log_info("event=ws_refused status=401 addr=%s reason=\"%s\"", addr, why);
+            return http_refuse(wsi, HTTP_STATUS_UNAUTHORIZED, "Unauthorized");
+        }
+    }
+    return 0;
+}
+
+/* A connection that passed the gate. Nothing is carried over from
+ * server_confirm_upgrade (lws has no per-request state there), so the
+ * token is read again: a microsecond of HMAC buys having no side table. */
+static int server_established(struct server *srv, struct lws *wsi, struct conn *c)
+{
+    memset(c, 0, sizeof(*c));
+    lws_get_peer_simple(wsi, c->addr, sizeof(c->addr));
+    if (auth_required(srv->cfg)) {
+        const char *why = "";
+        if (auth_request(srv->cfg, wsi, 1, c->user, &why) != 0)
+            return -1;
+    }
+    if (peers_add(srv->peers, c->addr) != 0)
+        return -1;
+    c->wsi = wsi;
+    c->id = ++srv->next_conn_id;
+    c->out_limit = (size_t)srv->cfg->max_output_bytes_per_conn;
+    c->slow_close_seconds = srv->cfg->slow_reader_close_seconds;
+    c->hnext = srv->buckets[c->id % CONN_BUCKETS];
+    srv->buckets[c->id % CONN_BUCKETS] = c;
+    srv->nconns++;
+    log_debug("event=ws_open conn=%llu addr=%s user=%s", (unsigned long long)c->id, c->addr,
+              c->user[0] != '\0' ? c->user : "-");
+    return 0;
+}
+
 static int server_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
                            void *in, size_t len)
 {
@@ -596,19 +696,14 @@ static int server_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
 
     switch (reason) {
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
-        /* Only /ws upgrades; anything else is refused at the handshake. */
+        /* A backstop: server_confirm_upgrade has answered these already. */
         return is_ws_path(wsi) && !srv->draining ? 0 : -1;
 
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+        return server_confirm_upgrade(srv, wsi);
+
     case LWS_CALLBACK_ESTABLISHED:
-        memset(c, 0, sizeof(*c));
-        c->wsi = wsi;
-        c->id = ++srv->next_conn_id;
-        c->out_limit = (size_t)srv->cfg->max_output_bytes_per_conn;
-        c->hnext = srv->buckets[c->id % CONN_BUCKETS];
-        srv->buckets[c->id % CONN_BUCKETS] = c;
-        srv->nconns++;
-        log_debug("event=ws_open conn=%llu", (unsigned long long)c->id);
-        break;
+        return server_established(srv, wsi, c);
 
     case LWS_CALLBACK_RECEIVE:
         if (conn_receive(srv, c, in, len) != 0)
@@ -719,6 +814,9 @@ int server_run(const struct config *cfg)
         log_error("event=agent_client_failed target=%s", target);
         goto out;
     }
+    srv->peers = peers_create();
+    if (srv->peers == NULL)
+        goto out;
     srv->pool = pool_create(cfg, cfg->worker_threads, srv);
     if (srv->pool == NULL)
         goto out;
@@ -751,8 +849,12 @@ int server_run(const struct config *cfg)
     pthread_mutex_lock(&srv->mu);
     srv->wake_ctx = srv->ctx;
     pthread_mutex_unlock(&srv->mu);
-    log_info("event=listening host=%s port=%d workers=%d", cfg->server_host, cfg->server_port,
-             cfg->worker_threads);
+    log_info("event=listening host=%s port=%d workers=%d auth=%s", cfg->server_host,
+             cfg->server_port, cfg->worker_threads, cfg->auth_mode);
+    if (!auth_required(cfg) && !auth_host_is_loopback(cfg->server_host))
+        log_warn("event=auth_disabled host=%s msg=\"AUTH_MODE=none on a non-loopback address: "
+                 "any client that can reach chatd can act as any user; set AUTH_MODE=jwt\"",
+                 cfg->server_host);
 
     server_signal_ctx = srv->ctx;
     struct sigaction sa;
@@ -802,6 +904,7 @@ out:
         p = next;
     }
     pthread_mutex_destroy(&srv->mu);
+    peers_destroy(srv->peers);
     free(srv);
     return rc;
 }

@@ -1,0 +1,276 @@
+/* auth.c - HS256 token checks, the Origin allow-list, and finding a
+ * request's token.
+ *
+ * The crypto is OpenSSL's: HMAC-SHA256 over "header.payload", base64
+ * decoding, and CRYPTO_memcmp so that comparing signatures takes the same
+ * time wherever they differ (a plain memcmp leaks how many leading bytes of
+ * a forged signature are right). JSON is jansson's. What is ours is the
+ * policy, written to refuse by default:
+ *   - only "alg":"HS256": never "none", never another algorithm picked by
+ *     the token itself, and a "crit" header we cannot honour is refused;
+ *   - the signature is checked before anything in the payload is trusted;
+ *   - "exp" is required; "nbf", and "iss"/"aud" when configured, are checked;
+ *   - "sub" must be a UUID, as every user_id is. */
+#include "auth.h"
+
+#include <ctype.h>
+#include <jansson.h>
+#include <libwebsockets.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <string.h>
+#include <strings.h>
+
+#include "config.h"
+
+#define AUTH_HS256_LEN 32
+
+int auth_required(const struct config *cfg) { return strcmp(cfg->auth_mode, "jwt") == 0; }
+
+/* Decodes unpadded base64url (RFC 7515 section 2) into a malloc'd buffer
+ * with a NUL after the data (*out_len set). NULL on bad input. */
+static unsigned char *b64url_decode(const char *in, size_t n, size_t *out_len)
+{
+    if (n % 4 == 1)
+        return NULL;
+    size_t padded = (n + 3) / 4 * 4;
+    char *std = malloc(padded + 1);
+    unsigned char *out = malloc(padded / 4 * 3 + 1);
+    if (std == NULL || out == NULL)
+        goto fail;
+    for (size_t i = 0; i < n; i++) {
+        char ch = in[i];
+        if (ch == '-')
+            ch = '+';
+        else if (ch == '_')
+            ch = '/';
+        else if (!isalnum((unsigned char)ch))
+            goto fail; /* '+', '/', '=' and anything else are not base64url */
+        std[i] = ch;
+    }
+    for (size_t i = n; i < padded; i++)
+        std[i] = '=';
+    std[padded] = '\0';
+    /* EVP_DecodeBlock counts the padding as zero bytes; the real length
+     * follows from the unpadded input. */
+    if (padded > 0 && EVP_DecodeBlock(out, (const unsigned char *)std, (int)padded) < 0)
+        goto fail;
+    *out_len = n / 4 * 3 + (n % 4 == 0 ? 0 : n % 4 - 1);
+    out[*out_len] = '\0';
+    free(std);
+    return out;
+fail:
+    free(std);
+    free(out);
+    return NULL;
+}
+
+static json_t *b64url_json(const char *in, size_t n)
+{
+    size_t len;
+    unsigned char *raw = b64url_decode(in, n, &len);
+    if (raw == NULL)
+        return NULL;
+    json_t *j = json_loadb((const char *)raw, len, JSON_REJECT_DUPLICATES, NULL);
+    free(raw);
+    if (j != NULL && !json_is_object(j)) {
+        json_decref(j);
+        return NULL;
+    }
+    return j;
+}
+
+/* A NumericDate: a JSON number of seconds (RFC 7519 allows fractions). */
+static int numeric_date(json_t *claims, const char *name, double *out)
+{
+    json_t *v = json_object_get(claims, name);
+    if (v == NULL)
+        return 0;
+    if (!json_is_number(v))
+        return -1;
+    *out = json_number_value(v);
+    return 1;
+}
+
+static int audience_matches(json_t *aud, const char *want)
+{
+    if (json_is_string(aud))
+        return strcmp(json_string_value(aud), want) == 0;
+    if (!json_is_array(aud))
+        return 0;
+    size_t i;
+    json_t *v;
+    json_array_foreach(aud, i, v)
+    {
+        if (json_is_string(v) && strcmp(json_string_value(v), want) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+int auth_verify_token(const struct config *cfg, const char *token, size_t len, time_t now,
+                      char sub[UUID_STR_LEN + 1], const char **why)
+{
+    json_t *header = NULL, *claims = NULL;
+    unsigned char *sig = NULL;
+    int rc = -1;
+
+    if (len == 0 || len > AUTH_TOKEN_MAX) {
+        *why = "bad length";
+        goto out;
+    }
+    const char *dot1 = memchr(token, '.', len);
+    const char *dot2 = dot1 != NULL ? memchr(dot1 + 1, '.', len - (size_t)(dot1 + 1 - token)) : NULL;
+    if (dot2 == NULL || memchr(dot2 + 1, '.', len - (size_t)(dot2 + 1 - token)) != NULL) {
+        *why = "not three parts";
+        goto out;
+    }
+
+    header = b64url_json(token, (size_t)(dot1 - token));
+    if (header == NULL) {
+        *why = "bad header";
+        goto out;
+    }
+    const char *alg = json_string_value(json_object_get(header, "alg"));
+    if (alg == NULL || strcmp(alg, "HS256") != 0) {
+        *why = "alg is not HS256";
+        goto out;
+    }
+    if (json_object_get(header, "crit") != NULL) {
+        *why = "crit header";
+        goto out;
+    }
+
+    size_t sig_len;
+    sig = b64url_decode(dot2 + 1, len - (size_t)(dot2 + 1 - token), &sig_len);
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    unsigned mac_len = 0;
+    if (HMAC(EVP_sha256(), cfg->jwt_secret, (int)strlen(cfg->jwt_secret),
+             (const unsigned char *)token, (size_t)(dot2 - token), mac, &mac_len) == NULL) {
+        *why = "hmac failed";
+        goto out;
+    }
+    if (sig == NULL || sig_len != AUTH_HS256_LEN || mac_len != AUTH_HS256_LEN ||
+        CRYPTO_memcmp(sig, mac, AUTH_HS256_LEN) != 0) {
+        *why = "bad signature";
+        goto out;
+    }
+
+    /* Signed by us: only now are the claims worth reading. */
+    claims = b64url_json(dot1 + 1, (size_t)(dot2 - dot1 - 1));
+    if (claims == NULL) {
+        *why = "bad payload";
+        goto out;
+    }
+    double exp, nbf;
+    int has = numeric_date(claims, "exp", &exp);
+    if (has <= 0) {
+        *why = has == 0 ? "no exp" : "bad exp";
+        goto out;
+    }
+    if ((double)now >= exp) {
+        *why = "expired";
+        goto out;
+    }
+    has = numeric_date(claims, "nbf", &nbf);
+    if (has < 0 || (has > 0 && (double)now < nbf)) {
+        *why = "not yet valid";
+        goto out;
+    }
+    if (cfg->jwt_issuer[0] != '\0') {
+        const char *iss = json_string_value(json_object_get(claims, "iss"));
+        if (iss == NULL || strcmp(iss, cfg->jwt_issuer) != 0) {
+            *why = "wrong iss";
+            goto out;
+        }
+    }
+    if (cfg->jwt_audience[0] != '\0' &&
+        !audience_matches(json_object_get(claims, "aud"), cfg->jwt_audience)) {
+        *why = "wrong aud";
+        goto out;
+    }
+    const char *s = json_string_value(json_object_get(claims, "sub"));
+    if (s == NULL || !uuid_valid(s)) {
+        *why = "sub is not a user id";
+        goto out;
+    }
+    uuid_normalize(s, sub);
+    rc = 0;
+out:
+    json_decref(header);
+    json_decref(claims);
+    free(sig);
+    return rc;
+}
+
+int auth_request_token(struct lws *wsi, int allow_query, char *buf, size_t cap)
+{
+    int n = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION);
+    if (n > 0) {
+        /* "Bearer " + token, so the header may be 7 bytes longer. */
+        char hdr[AUTH_TOKEN_MAX + 16];
+        if (n >= (int)sizeof(hdr) ||
+            lws_hdr_copy(wsi, hdr, sizeof(hdr), WSI_TOKEN_HTTP_AUTHORIZATION) < 0)
+            return -1;
+        const char *p = hdr;
+        if (strncasecmp(p, "Bearer", 6) != 0 || (p[6] != ' ' && p[6] != '\t'))
+            return 0; /* another scheme: no token of ours */
+        p += 6;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        size_t len = strcspn(p, " \t");
+        if (len + 1 > cap)
+            return -1;
+        memcpy(buf, p, len);
+        buf[len] = '\0';
+        return (int)len;
+    }
+    if (!allow_query)
+        return 0;
+    /* Browsers cannot set headers on a WebSocket, hence ?token= on /ws. */
+    char arg[AUTH_TOKEN_MAX + 16];
+    const char *v = lws_get_urlarg_by_name(wsi, "token=", arg, (int)sizeof(arg));
+    if (v == NULL)
+        return 0; /* none, or one too long for arg: refused as missing */
+    size_t len = strlen(v);
+    if (len + 1 > cap)
+        return -1;
+    memcpy(buf, v, len + 1);
+    return (int)len;
+}
+
+int auth_request(const struct config *cfg, struct lws *wsi, int allow_query,
+                 char sub[UUID_STR_LEN + 1], const char **why)
+{
+    char token[AUTH_TOKEN_MAX + 1];
+    int n = auth_request_token(wsi, allow_query, token, sizeof(token));
+    if (n <= 0) {
+        *why = n == 0 ? "no token" : "token too long";
+        return -1;
+    }
+    return auth_verify_token(cfg, token, (size_t)n, time(NULL), sub, why);
+}
+
+int auth_origin_allowed(const struct config *cfg, const char *origin)
+{
+    const char *list = cfg->allowed_origins;
+    if (list[0] == '\0' || origin == NULL)
+        return 1;
+    size_t olen = strlen(origin);
+    while (*list != '\0') {
+        while (*list == ',' || *list == ' ' || *list == '\t')
+            list++;
+        size_t n = strcspn(list, ", \t");
+        if (n > 0 && n == olen && strncasecmp(list, origin, n) == 0)
+            return 1;
+        list += n;
+    }
+    return 0;
+}
+
+int auth_host_is_loopback(const char *host)
+{
+    return strncmp(host, "127.", 4) == 0 || strcmp(host, "::1") == 0 ||
+           strcasecmp(host, "localhost") == 0;
+}

@@ -1,0 +1,63 @@
+/* auth.h - who may connect, and as whom.
+ *
+ * AUTH_MODE=none trusts the user_id in every frame (local use). With
+ * AUTH_MODE=jwt a WebSocket upgrade or an upload must carry an HS256 token
+ * (JWT_SECRET) whose "sub" is the user's UUID; that connection may then act
+ * only as that user. ALLOWED_ORIGINS limits which web pages may open the
+ * WebSocket at all. docs/SECURITY.md has the threat model.
+ *
+ * auth_verify_token and auth_origin_allowed are pure functions (unit-tested
+ * in tests/unit/test_auth.c); auth_request_token reads an lws request and
+ * runs on the service thread. */
+#ifndef CHATD_AUTH_H
+#define CHATD_AUTH_H
+
+#include <stddef.h>
+#include <time.h>
+
+#include "uuid.h"
+
+struct config;
+struct lws;
+
+/* Longer tokens are refused unread: a header this size is never a token
+ * we issued, and it bounds the work an anonymous peer can make us do. */
+#define AUTH_TOKEN_MAX 4096
+
+/* 1 when AUTH_MODE=jwt. */
+int auth_required(const struct config *cfg);
+
+/* Checks token (len bytes, not NUL-terminated) at time now: HS256
+ * signature, "exp" in the future (required), "nbf" if present, and "iss" /
+ * "aud" when JWT_ISSUER / JWT_AUDIENCE are set. On success writes the
+ * lower-cased "sub" into sub and returns 0; otherwise returns -1 and points
+ * *why at a short reason for the log (never sent to the client, which only
+ * learns "401"). */
+int auth_verify_token(const struct config *cfg, const char *token, size_t len, time_t now,
+                      char sub[UUID_STR_LEN + 1], const char **why);
+
+/* Copies the request's token into buf (NUL-terminated): the value of
+ * "Authorization: Bearer <token>", else, when allow_query, of "?token=".
+ * Returns its length, 0 when there is none, or -1 when it is longer than
+ * cap - 1. */
+int auth_request_token(struct lws *wsi, int allow_query, char *buf, size_t cap);
+
+/* Finds and verifies the request's token (see the two functions above) at
+ * the current time. 0 and sub set, or -1 and *why set. */
+int auth_request(const struct config *cfg, struct lws *wsi, int allow_query,
+                 char sub[UUID_STR_LEN + 1], const char **why);
+
+/* 1 when origin (NULL: no Origin header) may open the WebSocket:
+ * ALLOWED_ORIGINS is empty or lists origin exactly (case-insensitive), or
+ * there is no Origin at all. Browsers always send Origin on a WebSocket
+ * upgrade, so the list stops other web pages from riding a user's browser
+ * (cross-site WebSocket hijacking); a program that is not a browser can
+ * claim any Origin anyway, so refusing a missing one would protect
+ * nothing and only break command-line clients. */
+int auth_origin_allowed(const struct config *cfg, const char *origin);
+
+/* 1 when host is a loopback address or name (127.0.0.0/8, ::1,
+ * localhost): AUTH_MODE=none is then safe enough to run without a warning. */
+int auth_host_is_loopback(const char *host);
+
+#endif
