@@ -112,6 +112,8 @@ struct upload {
     char session_id[UUID_STR_LEN + 1];
     int session_new;
     char *model_name, *prompt;
+    /* AUTH_MODE=jwt: the token's sub, which user_id must name; "" = any */
+    char required_user[UUID_STR_LEN + 1];
 };
 
 /* ---------------------------------------------------------------- helpers */
@@ -228,6 +230,15 @@ static int random_hex(char out[UPLOAD_HEX_LEN + 1])
     return 0;
 }
 
+/* The status for a failed open/write/fsync: 507 when the disk (or the
+ * quota) is full, so the client sees the cause, else 500. */
+static unsigned store_error_status(int err)
+{
+    return err == ENOSPC || err == EDQUOT ? 507 : 500;
+}
+
+#define UPLOAD_NO_SPACE_MSG "Insufficient storage: no space left for the file"
+
 static void remove_tmp(struct upload *u)
 {
     if (u->fd >= 0) {
@@ -298,8 +309,11 @@ static int file_open(struct upload *u, const char *name, const char *filename)
     }
     u->fd = open(u->tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (u->fd < 0) {
-        log_error("event=upload_open_failed path=%s error=\"%s\"", u->tmp_path, strerror(errno));
+        int err = errno;
+        log_error("event=upload_open_failed path=%s error=\"%s\"", u->tmp_path, strerror(err));
         u->tmp_path[0] = '\0'; /* not ours to remove */
+        if (store_error_status(err) == 507)
+            return refuse(u, 507, UPLOAD_NO_SPACE_MSG);
         return refuse(u, 500, "Unable to store the file");
     }
     if ((u->original_name = clean_name(filename)) == NULL)
@@ -342,8 +356,11 @@ static int file_write(struct upload *u, const char *buf, size_t len)
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0) {
+            int err = n < 0 ? errno : ENOSPC; /* 0 bytes written: no room */
             log_error("event=upload_write_failed path=%s error=\"%s\"", u->tmp_path,
-                      strerror(errno));
+                      strerror(err));
+            if (store_error_status(err) == 507)
+                return refuse(u, 507, UPLOAD_NO_SPACE_MSG);
             return refuse(u, 500, "Unable to store the file");
         }
         off += (size_t)n;
@@ -389,7 +406,12 @@ static int spa_file_cb(void *data, const char *name, const char *filename, char 
 struct upload *upload_start(struct lws *wsi, struct server *srv, unsigned *status, char *msg,
                             size_t msglen)
 {
-    const struct config *cfg = server_config(srv);
+    return upload_start_config(wsi, server_config(srv), srv, status, msg, msglen);
+}
+
+struct upload *upload_start_config(struct lws *wsi, const struct config *cfg, struct server *srv,
+                                   unsigned *status, char *msg, size_t msglen)
+{
     uint64_t max = (uint64_t)cfg->max_file_size_mb * 1024 * 1024;
 
     char ctype[256];
@@ -453,6 +475,11 @@ unsigned upload_body(struct upload *u, const void *in, size_t len)
     return u->status;
 }
 
+void upload_require_user(struct upload *u, const char *user_id)
+{
+    snprintf(u->required_user, sizeof(u->required_user), "%s", user_id);
+}
+
 const char *upload_message(const struct upload *u) { return u->message; }
 
 void upload_abort(struct upload *u)
@@ -498,6 +525,8 @@ static unsigned check_fields(struct upload *u)
         return fail(u, 400, "Invalid field 'file': missing or incomplete");
 
     uuid_normalize(user, u->user_id);
+    if (u->required_user[0] != '\0' && strcmp(u->user_id, u->required_user) != 0)
+        return fail(u, 403, "Not Allowed To Act As This User");
     if (!u->session_new)
         uuid_normalize(session, u->session_id);
     u->model_name = strdup(model != NULL ? model : "");
@@ -507,10 +536,17 @@ static unsigned check_fields(struct upload *u)
     return 0;
 }
 
-unsigned upload_finish(struct upload *u, uint64_t txn_id)
+unsigned upload_parse_end(struct upload *u)
 {
     lws_spa_finalize(u->spa);
-    if (u->status != 0 || check_fields(u) != 0)
+    if (u->status == 0)
+        check_fields(u);
+    return u->status;
+}
+
+unsigned upload_finish(struct upload *u, uint64_t txn_id)
+{
+    if (upload_parse_end(u) != 0)
         return u->status;
     lws_spa_destroy(u->spa); /* on this thread, before the worker owns u */
     u->spa = NULL;
@@ -631,9 +667,14 @@ static void unstore_rows(struct worker *w, struct upload *u)
 static unsigned upload_store(struct worker *w, struct upload *u)
 {
     /* Durable before the row says it exists. */
-    if (fsync(u->fd) != 0 || close(u->fd) != 0) {
+    int err = fsync(u->fd) != 0 ? errno : 0;
+    if (close(u->fd) != 0 && err == 0) /* closed either way: no fd leak */
+        err = errno;
+    if (err != 0) {
         u->fd = -1;
-        log_error("event=upload_fsync_failed path=%s error=\"%s\"", u->tmp_path, strerror(errno));
+        log_error("event=upload_fsync_failed path=%s error=\"%s\"", u->tmp_path, strerror(err));
+        if (store_error_status(err) == 507)
+            return fail(u, 507, UPLOAD_NO_SPACE_MSG);
         return fail(u, 500, "Unable to store the file");
     }
     u->fd = -1;

@@ -29,6 +29,12 @@ struct upload;
 struct upload *upload_start(struct lws *wsi, struct server *srv, unsigned *status, char *msg,
                             size_t msglen);
 
+/* upload_start() with the settings given rather than srv's. With srv NULL
+ * (fuzz/fuzz_multipart.c) the upload can be parsed (upload_body,
+ * upload_parse_end) and aborted, never finished. */
+struct upload *upload_start_config(struct lws *wsi, const struct config *cfg, struct server *srv,
+                                   unsigned *status, char *msg, size_t msglen);
+
 /* A piece of the body. Returns 0, or the status to refuse the upload with
  * at once (413 at the first byte past MAX_FILE_SIZE, 415, 400, 500); the
  * text is upload_message(). */
@@ -39,7 +45,16 @@ unsigned upload_body(struct upload *u, const void *in, size_t len);
  * still the caller's, to abort). */
 unsigned upload_finish(struct upload *u, uint64_t txn_id);
 
+/* upload_finish()'s first half, on the service thread: ends the parser and
+ * checks the fields. Returns 0 or the status to refuse with; u stays the
+ * caller's either way. */
+unsigned upload_parse_end(struct upload *u);
+
 const char *upload_message(const struct upload *u);
+
+/* With AUTH_MODE=jwt: the upload's user_id field must be user_id (the
+ * token's sub), else it is refused with 403 and nothing is stored. */
+void upload_require_user(struct upload *u, const char *user_id);
 
 /* The upload will not finish: removes its temporary file, frees u. */
 void upload_abort(struct upload *u);
