@@ -839,6 +839,9 @@ int server_run(const struct config *cfg)
                    LWS_SERVER_OPTION_DISABLE_IPV6;
     info.count_threads = 1;
     info.fd_limit_per_thread = 0;
+    /* Room for a bearer token of AUTH_TOKEN_MAX bytes and the usual
+     * headers; more than this and lws drops the request unanswered. */
+    info.max_http_header_data = 8192;
     http_configure(&info, srv);
 
     srv->ctx = lws_create_context(&info);
