@@ -39,6 +39,16 @@ void cache_key_models(char out[CACHE_KEY_MAX])
     snprintf(out, CACHE_KEY_MAX, "chatd:{models}:names");
 }
 
+void cache_key_rate_minute(char out[CACHE_KEY_MAX], const char *user_id, long long epoch_minute)
+{
+    snprintf(out, CACHE_KEY_MAX, "chatd:{u:%s}:rl:m:%lld", user_id, epoch_minute);
+}
+
+void cache_key_rate_day(char out[CACHE_KEY_MAX], const char *user_id, int yyyymmdd)
+{
+    snprintf(out, CACHE_KEY_MAX, "chatd:{u:%s}:rl:d:%08d", user_id, yyyymmdd);
+}
+
 void cache_open(struct cache *c, const struct config *cfg)
 {
     c->rc = NULL;
@@ -175,6 +185,49 @@ int cache_ping(struct cache *c)
     freeReplyObject(r);
     if (!ok) {
         cache_fail(c, "ping");
+        return -1;
+    }
+    return 0;
+}
+
+int cache_eval_ints(struct cache *c, const char *script, int nkeys, const char *const *keys,
+                    int nargs, const char *const *args, long long *out, size_t n)
+{
+    if (nkeys < 0 || nargs < 0 || nkeys + nargs > CACHE_EVAL_MAX_ARGS)
+        return -1;
+    redisContext *rc = cache_conn(c);
+    if (rc == NULL)
+        return -1;
+    /* EVAL rather than EVALSHA + SCRIPT LOAD: the scripts are a few hundred
+     * bytes, Redis caches the compiled script by its hash anyway, and there
+     * is no NOSCRIPT case to handle after a restart or SCRIPT FLUSH. */
+    const char *argv[CACHE_EVAL_MAX_ARGS + 3];
+    size_t argl[CACHE_EVAL_MAX_ARGS + 3];
+    char nk[16];
+    snprintf(nk, sizeof(nk), "%d", nkeys);
+    int argc = 0;
+    argv[argc++] = "EVAL";
+    argv[argc++] = script;
+    argv[argc++] = nk;
+    for (int i = 0; i < nkeys; i++)
+        argv[argc++] = keys[i];
+    for (int i = 0; i < nargs; i++)
+        argv[argc++] = args[i];
+    for (int i = 0; i < argc; i++)
+        argl[i] = strlen(argv[i]);
+    redisReply *r = redisCommandArgv(rc, argc, argv, argl);
+    int ok = r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == n;
+    for (size_t i = 0; ok && i < n; i++) {
+        if (r->element[i]->type != REDIS_REPLY_INTEGER)
+            ok = 0;
+        else
+            out[i] = r->element[i]->integer;
+    }
+    if (!ok && r != NULL && r->type == REDIS_REPLY_ERROR)
+        log_warn("event=redis_script_error error=\"%.*s\"", (int)strcspn(r->str, "\n"), r->str);
+    freeReplyObject(r);
+    if (!ok) {
+        cache_fail(c, "eval");
         return -1;
     }
     return 0;

@@ -45,10 +45,22 @@ void cache_set(struct cache *c, const char *key, const char *val, size_t len, in
 int cache_del(struct cache *c, const char *const *keys, size_t n);
 /* 0 when Redis answers PING. */
 int cache_ping(struct cache *c);
+/* Runs a Lua script (EVAL) whose reply is an array of n integers, into
+ * out. At most CACHE_EVAL_MAX_ARGS keys + args; keys must share one hash
+ * tag. Returns 0, or -1 when Redis is skipped (down, in back-off) or
+ * answered anything else (logged, and Redis is then skipped for a while
+ * like after any other failure). */
+#define CACHE_EVAL_MAX_ARGS 12
+int cache_eval_ints(struct cache *c, const char *script, int nkeys, const char *const *keys,
+                    int nargs, const char *const *args, long long *out, size_t n);
 
 void cache_key_profile(char out[CACHE_KEY_MAX], const char *user_id);
 void cache_key_sessions(char out[CACHE_KEY_MAX], const char *user_id);
 void cache_key_context(char out[CACHE_KEY_MAX], const char *session_id);
 void cache_key_models(char out[CACHE_KEY_MAX]);
+/* Rate-limit counters (ratelimit.c): the user's turns in one window,
+ * named by the epoch minute or the UTC day (yyyymmdd). */
+void cache_key_rate_minute(char out[CACHE_KEY_MAX], const char *user_id, long long epoch_minute);
+void cache_key_rate_day(char out[CACHE_KEY_MAX], const char *user_id, int yyyymmdd);
 
 #endif

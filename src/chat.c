@@ -1,6 +1,7 @@
 /* chat.c - one chat turn, from checks to the stored reply.
  *
- *   worker:      checks (user 3, model 24/7, balance 15, session 18, file 17)
+ *   worker:      checks (user 3, model 24/7, balance 15, session 18, file 17,
+ *                then the per-user rate limits 28/27, see ratelimit.c)
  *                -> detach from the connection's request FIFO
  *                -> wait for the session's previous turn (session_slots)
  *   worker:      load context (Redis, else PostgreSQL), trim, call agent
@@ -30,6 +31,7 @@
 #include "metrics.h"
 #include "pg.h"
 #include "proto.h"
+#include "ratelimit.h"
 #include "server.h"
 #include "uuid.h"
 
@@ -54,6 +56,7 @@ struct chat_turn {
     double price_in, price_out; /* dollars per 1K tokens */
     char *message, *prompt, *file_name, *file_url;
     double balance;
+    int wait_seconds; /* refused by a rate limit: until its window ends */
     int stream;
     uint64_t start_us, agent_start_us; /* for metrics */
 
@@ -727,7 +730,10 @@ static int turn_check(struct worker *w, struct chat_turn *t, const struct proto_
             return PERR_INTERNAL;
         snprintf(t->file_url, n, "%s/uploads/%s", cfg->public_base_url, q->file_name);
     }
-    return 0;
+
+    /* Last, so that only a turn that would otherwise run is counted: a
+     * request refused for any other reason does not use up the quota. */
+    return ratelimit_check(&w->cache, &w->pg, cfg, t->user_id, &t->wait_seconds);
 }
 
 void chat_handle(struct worker *w, struct server_request *r)
@@ -753,11 +759,17 @@ void chat_handle(struct worker *w, struct server_request *r)
 
     int err = (t->message && t->prompt && t->file_name) ? turn_check(w, t, &r->req) : PERR_INTERNAL;
     if (err != 0) {
-        if (err == -1)
+        if (err == -1) {
             server_reply_error(srv, r->conn_id, PROTO_CHAT, PERR_INVALID_FIELD,
                                "Invalid field 'file_name': no such file in this session");
-        else
+        } else if (err == PERR_RATE_LIMITED || err == PERR_DAILY_LIMIT) {
+            char text[128];
+            snprintf(text, sizeof(text), "%s: try again in %d seconds", proto_err_text(err),
+                     t->wait_seconds);
+            server_reply_error(srv, r->conn_id, PROTO_CHAT, err, text);
+        } else {
             server_reply_error(srv, r->conn_id, PROTO_CHAT, err, NULL);
+        }
         server_request_free(r);
         chat_turn_unref(t);
         return;

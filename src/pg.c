@@ -95,6 +95,16 @@ static const struct {
         "                      and right(m.content, length(f.stored_name) + 9)"
         "                          = '/uploads/' || f.stored_name)"
         " returning f.stored_name"},
+    /* The user's chat turns (user-role messages) since the start of the
+     * rate-limit windows, to re-seed a Redis counter that is missing (a new
+     * window, or a flushed Redis). The partial index of 0002 makes it one
+     * index range per session of the user, holding only that day's turns,
+     * whatever the sessions' length. */
+    [PG_TURNS_SINCE] = {"turns_since", 3,
+        "select count(*) filter (where m.created_at >= to_timestamp($2::float8)), count(*)"
+        "  from chat_sessions s join chat_messages m on m.session_id = s.session_id"
+        " where s.user_id = $1::uuid and m.role = 'user'"
+        "   and m.created_at >= to_timestamp($3::float8)"},
     [PG_PING] = {"ping", 0, "select 1"},
 };
 

@@ -29,6 +29,7 @@ enum pg_stmt {
     PG_FILE_GET,        /* $1 user, $2 session, $3 stored name -> content_type */
     PG_FILE_INSERT,     /* $1 session, $2 user, $3 stored, $4 original, $5 type, $6 size */
     PG_FILE_DELETE,     /* $1 user, $2 session, $3 stored name -> it, unless a turn shows it */
+    PG_TURNS_SINCE,     /* $1 user, $2 minute start, $3 day start (epoch s) -> 2 counts */
     PG_PING,            /* -> 1 (readiness) */
     PG_STMT_COUNT
 };
