@@ -1,7 +1,8 @@
 /* fuzz_proto.c - libFuzzer target over the frame path: JSON envelope
  * decoding, field validation and the error/reply encoders, i.e. everything
  * the service thread does with a client frame before a worker would touch
- * a database.
+ * a database. Each input is also given to the bearer-token verifier
+ * (auth_verify_token), the other parser an anonymous peer reaches.
  *
  * Invariants checked beyond "no crash, no sanitizer report": a decoded
  * request names a known code and well-formed ids; an error always encodes
@@ -10,8 +11,33 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth.h"
+#include "config.h"
 #include "proto.h"
 #include "uuid.h"
+
+#define FUZZ_JWT_SECRET "fuzz-secret-fuzz-secret-fuzz-secret!"
+
+/* A token can only pass with this secret; a pass must name a valid sub. */
+static void fuzz_token(const uint8_t *data, size_t size)
+{
+    static char mode[] = "jwt", secret[] = FUZZ_JWT_SECRET, empty[] = "";
+    struct config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.auth_mode = mode;
+    cfg.jwt_secret = secret;
+    cfg.jwt_issuer = empty;
+    cfg.jwt_audience = empty;
+    cfg.allowed_origins = empty;
+    char sub[UUID_STR_LEN + 1];
+    const char *why = NULL;
+    if (auth_verify_token(&cfg, (const char *)data, size, 1800000000, sub, &why) == 0) {
+        if (!uuid_valid(sub))
+            abort();
+    } else if (why == NULL) {
+        abort(); /* every refusal has a reason for the log */
+    }
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -22,6 +48,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct proto_error err;
     size_t len;
 
+    fuzz_token(data, size);
     if (proto_decode((const char *)data, size, &lim, &req, &err) == 0) {
         if (req.type < 0 || req.type > PROTO_STOP || req.type == PROTO_CHAT_DELTA)
             abort();
