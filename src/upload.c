@@ -55,6 +55,17 @@
  * Content-Length may carry beyond the file and the prompt. */
 #define UPLOAD_FORM_SLACK (16 * 1024)
 #define UPLOAD_STALE_SECONDS 3600
+/* lws_spa (4.1) overruns its storage when the fields it keeps come within
+ * a boundary's length of filling it: a field flushed while a partial
+ * boundary match is pending leaves it with no room, and every later byte
+ * lands past its end (found by fuzz/fuzz_multipart.c). So chatd counts
+ * what it hands lws_spa outside the file part, by windows of the body: a
+ * window counts whole unless the file part was open at both its ends. The
+ * body is refused once that passes max_chat_message_bytes +
+ * UPLOAD_FORM_SLACK, and the storage is a window and a margin larger, so
+ * the fields can never come near filling it. */
+#define UPLOAD_WINDOW 4096
+#define UPLOAD_STORAGE_MARGIN 1024
 
 enum { F_FILE, F_USER, F_SESSION, F_MODEL, F_PROMPT, F_COUNT };
 static const char *const upload_fields[F_COUNT] = {"file", "user_id", "session_id", "model_name",
@@ -101,6 +112,8 @@ struct upload {
     char *original_name;
     uint64_t size, max_size;
     int file_done;
+    uint64_t fed, outside; /* body bytes given to lws_spa; of them outside the file */
+    int window_in_file;    /* the file part was open when this window began */
     unsigned char head[UPLOAD_HEAD];
     size_t head_len;
 
@@ -183,6 +196,8 @@ static char *clean_name(const char *name)
 /* Records the first refusal (later ones are only its consequences) and
  * returns its status. Messages never quote the client's text, so they can
  * go to logs and into JSON as they are. */
+static void vfail(struct upload *u, unsigned status, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
 static void vfail(struct upload *u, unsigned status, const char *fmt, va_list ap)
 {
     if (u->status == 0) {
@@ -414,9 +429,10 @@ struct upload *upload_start_config(struct lws *wsi, const struct config *cfg, st
 {
     uint64_t max = (uint64_t)cfg->max_file_size_mb * 1024 * 1024;
 
-    char ctype[256];
     /* lws_spa reads the boundary itself, from this same header, and knows
-     * only this exact spelling. */
+     * only this exact spelling. It reads at most 204 bytes of it and parses
+     * a longer one's body as urlencoded: such a header is refused here. */
+    char ctype[205];
     if (lws_hdr_copy(wsi, ctype, sizeof(ctype), WSI_TOKEN_HTTP_CONTENT_TYPE) <= 0 ||
         strncmp(ctype, "multipart/form-data", 19) != 0) {
         *status = 415;
@@ -453,8 +469,9 @@ struct upload *upload_start_config(struct lws *wsi, const struct config *cfg, st
     si.param_names = upload_fields;
     si.count_params = F_COUNT;
     /* Every small field and the prompt live here; the file passes through
-     * it in chunks of what is left. */
-    si.max_storage = cfg->max_chat_message_bytes + 4096;
+     * it in chunks of what is left. See UPLOAD_WINDOW for its size. */
+    si.max_storage = cfg->max_chat_message_bytes + UPLOAD_FORM_SLACK + UPLOAD_WINDOW +
+                     UPLOAD_STORAGE_MARGIN;
     si.opt_cb = spa_file_cb;
     si.opt_data = u;
     if ((u->spa = lws_spa_create_via_info(wsi, &si)) == NULL)
@@ -467,11 +484,30 @@ oom:
     return NULL;
 }
 
+static int in_file_part(const struct upload *u) { return u->fd >= 0 && !u->file_done; }
+
 unsigned upload_body(struct upload *u, const void *in, size_t len)
 {
-    if (u->status == 0 && lws_spa_process(u->spa, in, (int)len) != 0)
-        fail(u, 400, "Malformed multipart body, or fields over %d bytes",
-             u->cfg->max_chat_message_bytes);
+    const char *p = in;
+    /* Window by window (see UPLOAD_WINDOW), at the same offsets however
+     * the body arrives. */
+    while (u->status == 0 && len > 0) {
+        size_t off = (size_t)(u->fed % UPLOAD_WINDOW);
+        size_t n = UPLOAD_WINDOW - off < len ? UPLOAD_WINDOW - off : len;
+        if (off == 0)
+            u->window_in_file = in_file_part(u);
+        if (lws_spa_process(u->spa, p, (int)n) != 0)
+            return fail(u, 400, "Malformed multipart body, or fields over %d bytes",
+                        u->cfg->max_chat_message_bytes);
+        u->fed += n;
+        p += n;
+        len -= n;
+        if (u->fed % UPLOAD_WINDOW == 0 && !(u->window_in_file && in_file_part(u)) &&
+            (u->outside += UPLOAD_WINDOW) >
+                (uint64_t)u->cfg->max_chat_message_bytes + UPLOAD_FORM_SLACK)
+            fail(u, 400, "Malformed multipart body, or fields over %d bytes",
+                 u->cfg->max_chat_message_bytes);
+    }
     return u->status;
 }
 
