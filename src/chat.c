@@ -350,6 +350,27 @@ invalidate:;
     cache_del(&w->cache, keys, 1);
 }
 
+/* Before the commit, drop the copies the turn will make stale. Were they
+ * dropped only after it, a crash (or a commit that succeeded while its
+ * answer was lost with the connection) between the two would leave Redis
+ * with a context that lacks this turn: the next turn would get a history
+ * and summary without it, and store a summary that leaves it out for good.
+ * Only a committed turn writes a context, and turns on one session run one
+ * at a time, so nothing puts the old copy back before the commit. Two
+ * calls, not one DEL of both keys: they lie in different hash slots. */
+static void turn_forget_cache(struct worker *w, struct chat_turn *t)
+{
+    char key[CACHE_KEY_MAX];
+    const char *keys[1] = {key};
+    if (!t->session_new) {
+        cache_key_context(key, t->session_id);
+        cache_del(&w->cache, keys, 1);
+    } else {
+        cache_key_sessions(key, t->user_id);
+        cache_del(&w->cache, keys, 1);
+    }
+}
+
 static char *build_stopped_reply(const char *partial)
 {
     size_t n = strlen(partial);
@@ -399,6 +420,7 @@ static void turn_finish(struct worker *w, struct chat_turn *t)
                      t->price_out;
     }
 
+    turn_forget_cache(w, t);
     int err = turn_store(w, t, reply, charge);
     if (err != 0) {
         turn_fail(w, t, err);
