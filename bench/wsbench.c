@@ -29,10 +29,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <time.h>
 
 #include "measure.h"
+#include "wsclient.h"
 
 #define WSB_MAX_FRAME (16u * 1024 * 1024) /* larger replies are counted, not kept */
 #define WSB_SCRATCH 4096                  /* one outgoing request */
@@ -51,17 +50,14 @@ struct conn {
     int sent;         /* requests sent, for --once */
     uint64_t t_send;  /* ns */
     char session[40]; /* PERCONN: the session this connection continues */
-    char *rx;
-    size_t rx_len, rx_cap;
-    int rx_dropped; /* the frame outgrew WSB_MAX_FRAME */
+    struct ws_rx rx;  /* a frame over WSB_MAX_FRAME is counted, not kept */
 };
 
 enum phase { PH_CONNECT, PH_WARMUP, PH_MEASURE, PH_DRAIN, PH_HOLD, PH_CLOSE, PH_DONE };
 
 static struct {
     /* options */
-    const char *host, *path;
-    int port;
+    struct ws_url url;
     int conns, code, once, idle;
     double seconds, warmup, hold, timeout;
     long long requests; /* 0: by time */
@@ -88,20 +84,7 @@ static struct {
 
 static volatile sig_atomic_t interrupted;
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static double secs_since(uint64_t t) { return (double)(now_ns() - t) / 1e9; }
-
-static void die(const char *msg)
-{
-    fprintf(stderr, "wsbench: %s\n", msg);
-    exit(2);
-}
+static void die(const char *msg) { ws_die("wsbench", msg); }
 
 __attribute__((noreturn)) static void usage(void)
 {
@@ -184,7 +167,7 @@ static int conn_write(struct conn *c)
         B.issued++;
     c->sent++;
     c->inflight = 1;
-    c->t_send = now_ns();
+    c->t_send = ws_now_ns();
     /* Client frames are masked in place, hence the scratch copy per write. */
     if (lws_write(c->wsi, B.scratch + LWS_PRE, len, LWS_WRITE_TEXT) < (int)len) {
         fprintf(stderr, "wsbench: write failed\n");
@@ -235,7 +218,7 @@ static void conn_reply(struct conn *c, const char *frame, size_t len)
             show_error(frame, len);
         return;
     }
-    uint64_t t = now_ns();
+    uint64_t t = ws_now_ns();
     c->inflight = 0;
     int counted = B.requests > 0 || B.once ? c->in_window : B.phase == PH_MEASURE;
     if (counted) {
@@ -253,37 +236,12 @@ static void conn_reply(struct conn *c, const char *frame, size_t len)
 
 static void conn_receive(struct conn *c, const void *in, size_t len)
 {
-    if (lws_is_first_fragment(c->wsi)) {
-        c->rx_len = 0;
-        c->rx_dropped = 0;
-    }
-    if (!c->rx_dropped) {
-        size_t want = c->rx_len + len;
-        if (want > WSB_MAX_FRAME) {
-            c->rx_dropped = 1;
-        } else {
-            if (want > c->rx_cap) {
-                size_t cap = c->rx_cap ? c->rx_cap : 1024;
-                while (cap < want)
-                    cap *= 2;
-                char *grown = realloc(c->rx, cap);
-                if (grown == NULL)
-                    die("out of memory");
-                c->rx = grown;
-                c->rx_cap = cap;
-            }
-            memcpy(c->rx + c->rx_len, in, len);
-            c->rx_len = want;
-        }
-    }
-    if (lws_is_final_fragment(c->wsi) && lws_remaining_packet_payload(c->wsi) == 0) {
-        conn_reply(c, c->rx_dropped ? NULL : c->rx, c->rx_len);
-        c->rx_len = 0;
-        if (c->rx_cap > 64 * 1024) { /* idle connections keep no big buffer */
-            free(c->rx);
-            c->rx = NULL;
-            c->rx_cap = 0;
-        }
+    int whole = ws_rx_feed(&c->rx, c->wsi, in, len, WSB_MAX_FRAME);
+    if (whole < 0)
+        die("out of memory");
+    if (whole) {
+        conn_reply(c, c->rx.dropped ? NULL : c->rx.buf, c->rx.len);
+        ws_rx_done(&c->rx);
     }
 }
 
@@ -362,21 +320,9 @@ static void start_connects(void)
 {
     while (B.next_conn < B.conns && B.connecting < B.ramp) {
         struct conn *c = &B.c[B.next_conn++];
-        struct lws_client_connect_info i;
-        memset(&i, 0, sizeof(i));
-        i.context = B.ctx;
-        i.address = B.host;
-        i.port = B.port;
-        i.path = B.path;
-        i.host = B.host;
-        i.origin = B.host;
-        i.ietf_version_or_minus_one = -1;
-        i.local_protocol_name = "wsbench";
-        i.opaque_user_data = c;
-        i.pwsi = &c->wsi;
         c->state = CS_CONNECTING;
         B.connecting++;
-        if (lws_client_connect_via_info(&i) == NULL && c->state == CS_CONNECTING) {
+        if (ws_connect(B.ctx, &B.url, "wsbench", c, &c->wsi) == NULL && c->state == CS_CONNECTING) {
             /* Failed at once; the error callback may or may not have run. */
             conn_dead(c);
         }
@@ -394,7 +340,7 @@ static int inflight_count(void)
 static void set_phase(enum phase p)
 {
     B.phase = p;
-    B.t_phase = now_ns();
+    B.t_phase = ws_now_ns();
     if (p == PH_MEASURE)
         B.t_measure = B.t_phase;
     if (p == PH_DRAIN)
@@ -437,14 +383,14 @@ static void step(void)
                 set_phase(B.warmup > 0 && !B.once ? PH_WARMUP : PH_MEASURE);
                 kick_all();
             }
-        } else if (secs_since(B.t_phase) > B.timeout + 30) {
+        } else if (ws_secs_since(B.t_phase) > B.timeout + 30) {
             fprintf(stderr, "wsbench: %d handshakes still pending; going on without them\n",
                     B.connecting);
             set_phase(PH_CLOSE);
         }
         break;
     case PH_WARMUP:
-        if (secs_since(B.t_phase) >= B.warmup) {
+        if (ws_secs_since(B.t_phase) >= B.warmup) {
             set_phase(PH_MEASURE);
             kick_all(); /* every connection is normally busy; this restarts any that is not */
         }
@@ -458,20 +404,20 @@ static void step(void)
             for (int k = 0; k < B.conns && !more; k++)
                 more = B.c[k].state == CS_OPEN &&
                        (B.c[k].inflight || B.c[k].want_send || may_send(&B.c[k]));
-            if (!more || secs_since(B.t_phase) >= B.timeout)
+            if (!more || ws_secs_since(B.t_phase) >= B.timeout)
                 set_phase(PH_DRAIN);
-        } else if (secs_since(B.t_phase) >= B.seconds) {
+        } else if (ws_secs_since(B.t_phase) >= B.seconds) {
             set_phase(PH_DRAIN);
         }
         break;
     }
     case PH_DRAIN:
         if (inflight_count() == 0 ||
-            secs_since(B.t_phase) >= (B.requests || B.once ? 0 : B.timeout))
+            ws_secs_since(B.t_phase) >= (B.requests || B.once ? 0 : B.timeout))
             set_phase(PH_CLOSE);
         break;
     case PH_HOLD:
-        if (secs_since(B.t_phase) >= B.hold) {
+        if (ws_secs_since(B.t_phase) >= B.hold) {
             printf("idle_done conns=%d still_open=%d closed_by_server=%d\n", B.conns, B.open,
                    B.closed_by_peer);
             fflush(stdout);
@@ -479,7 +425,7 @@ static void step(void)
         }
         break;
     case PH_CLOSE:
-        if (B.open == 0 || secs_since(B.t_phase) >= 5)
+        if (B.open == 0 || ws_secs_since(B.t_phase) >= 5)
             B.phase = PH_DONE;
         break;
     case PH_DONE:
@@ -494,63 +440,6 @@ static void on_tick(lws_sorted_usec_list_t *sul)
 }
 
 /* ---------------------------------------------------------------- set-up */
-
-static void raise_nofile(int need)
-{
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
-        return;
-    rlim_t want = (rlim_t)need + 256;
-    if (rl.rlim_cur >= want)
-        return;
-    if (rl.rlim_max < want) {
-        rl.rlim_max = want; /* works as root; otherwise the soft raise below caps */
-        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
-            getrlimit(RLIMIT_NOFILE, &rl);
-    }
-    rl.rlim_cur = rl.rlim_max < want ? rl.rlim_max : want;
-    setrlimit(RLIMIT_NOFILE, &rl);
-    if (rl.rlim_cur < want)
-        fprintf(stderr, "wsbench: RLIMIT_NOFILE is %llu, %d connections may not fit\n",
-                (unsigned long long)rl.rlim_cur, need);
-}
-
-/* ws://host:port/path, nothing fancier. */
-static void parse_url(const char *url)
-{
-    static char host[256], path[256];
-    if (strncmp(url, "ws://", 5) != 0)
-        die("--url must start with ws:// (no TLS here)");
-    const char *h = url + 5;
-    const char *slash = strchr(h, '/');
-    const char *colon = strchr(h, ':');
-    size_t hl = (colon != NULL && (slash == NULL || colon < slash)) ? (size_t)(colon - h)
-                : slash != NULL                                     ? (size_t)(slash - h)
-                                                                    : strlen(h);
-    if (hl == 0 || hl >= sizeof(host))
-        die("bad host in --url");
-    memcpy(host, h, hl);
-    host[hl] = '\0';
-    B.port = 80;
-    if (colon != NULL && (slash == NULL || colon < slash))
-        B.port = atoi(colon + 1);
-    snprintf(path, sizeof(path), "%s", slash != NULL ? slash : "/");
-    B.host = host;
-    B.path = path;
-}
-
-/* Command-line text goes into JSON unescaped, so refuse what would need it. */
-static void check_plain(const char *name, const char *s)
-{
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
-        if (*p == '"' || *p == '\\' || *p < 0x20) {
-            fprintf(stderr,
-                    "wsbench: %s must not contain quotes, backslashes or control "
-                    "characters\n",
-                    name);
-            exit(2);
-        }
-}
 
 static void on_signal(int sig)
 {
@@ -622,14 +511,14 @@ int main(int argc, char **argv)
             die("--seconds and --requests exclude each other");
         if (B.once && (B.requests > 0 || seconds_given))
             die("--once excludes --seconds and --requests");
-        check_plain("--user", B.user);
-        check_plain("--session", B.session);
-        check_plain("--message", B.message);
-        check_plain("--model", B.model);
+        ws_check_plain("wsbench", "--user", B.user);
+        ws_check_plain("wsbench", "--session", B.session);
+        ws_check_plain("wsbench", "--message", B.message);
+        ws_check_plain("wsbench", "--model", B.model);
     }
-    parse_url(url);
+    ws_parse_url("wsbench", url, &B.url);
 
-    raise_nofile(B.conns);
+    ws_raise_nofile("wsbench", B.conns);
     signal(SIGPIPE, SIG_IGN);
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
@@ -637,18 +526,7 @@ int main(int argc, char **argv)
     if (B.c == NULL)
         die("out of memory");
 
-    lws_set_log_level(B.verbose ? LLL_ERR | LLL_WARN : LLL_ERR, NULL);
-    struct lws_context_creation_info info;
-    memset(&info, 0, sizeof(info));
-    info.port = CONTEXT_PORT_NO_LISTEN;
-    info.protocols = protocols;
-    info.options = LWS_SERVER_OPTION_DISABLE_IPV6;
-    info.count_threads = 1;
-    /* 0: sized from RLIMIT_NOFILE, which we just raised. */
-    info.fd_limit_per_thread = 0;
-    B.ctx = lws_create_context(&info);
-    if (B.ctx == NULL)
-        die("lws_create_context failed");
+    B.ctx = ws_client_context("wsbench", protocols, B.verbose);
 
     set_phase(PH_CONNECT);
     on_tick(&B.tick);
@@ -671,7 +549,7 @@ int main(int argc, char **argv)
                B.closed_by_peer, B.unanswered, window, measure_cpu_seconds());
     }
     for (int k = 0; k < B.conns; k++)
-        free(B.c[k].rx);
+        ws_rx_free(&B.c[k].rx);
     free(B.c);
     latency_free(&B.lat);
     return 0;

@@ -12,6 +12,14 @@
 # stops at the end, also on failure or Ctrl-C. Traffic stays on 127.0.0.1.
 # Figures are printed, never asserted: this is not part of `make test`.
 #
+# `scripts/bench.sh soak` runs the soak instead (issue 6): SOAK_CLIENTS
+# (1000) WebSocket clients of SOAK_USERS (100) seeded users mix every code
+# for SOAK_SECONDS (600) against chat-agent with AGENT_DELAY_MS=SOAK_DELAY_MS
+# (200), thinking SOAK_THINK_MIN..SOAK_THINK_MAX (0.5..1.5) s between
+# requests, while chatd's RSS and descriptors are sampled every 10 s
+# (bench/soak.c). Exits 1 if any request failed or chatd's descriptors did
+# not come back to their baseline.
+#
 # Knobs: BENCH_SECONDS (5) per measurement, BENCH_WARMUP (1),
 # BENCH_IDLE_CONNS (1000), BENCH_BURST (2000), BENCH_BUILD_DIR (build-bench),
 # BENCH_NO_BUILD=1 (run what build-bench already holds), BENCH_LIMIT_S (840,
@@ -30,6 +38,18 @@ JOBS=${JOBS:-2}
 say() { echo "bench: $*" >&2; }
 die() { say "$*"; exit 1; }
 
+SCENARIO=${1:-all}
+case $SCENARIO in
+all | soak) ;;
+*) die "usage: scripts/bench.sh [soak]" ;;
+esac
+SOAK_CLIENTS=${SOAK_CLIENTS:-1000}
+SOAK_SECONDS=${SOAK_SECONDS:-600}
+SOAK_USERS=${SOAK_USERS:-100}
+SOAK_DELAY_MS=${SOAK_DELAY_MS:-200}
+SOAK_THINK_MIN=${SOAK_THINK_MIN:-0.5}
+SOAK_THINK_MAX=${SOAK_THINK_MAX:-1.5}
+
 # ------------------------------------------------------------------ build
 if [[ "${BENCH_NO_BUILD:-0}" == 1 ]]; then
     say "BENCH_NO_BUILD=1: using the binaries already in $BUILD"
@@ -38,13 +58,14 @@ else
     cmake -S "$REPO" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
     cmake --build "$BUILD" -j"$JOBS" >/dev/null
 fi
-for b in chatd chat-agent wsbench grpcbench; do
+for b in chatd chat-agent wsbench grpcbench soak; do
     [[ -x "$BUILD/$b" ]] || die "$BUILD/$b was not built"
 done
 
 # 2,000 connections need ~2,000 descriptors in chatd and as many in
 # wsbench; both inherit this limit.
 need=$(((BURST > IDLE_CONNS ? BURST : IDLE_CONNS) + 512))
+[[ $SCENARIO != soak ]] || need=$((SOAK_CLIENTS + 512))
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 [[ $(ulimit -n) -ge $need ]] ||
     die "open-file limit $(ulimit -n) is below $need; raise the hard limit or lower BENCH_BURST"
@@ -80,7 +101,7 @@ trap 'exit 143' TERM
 
 # The whole run is bounded: a hang anywhere ends in the cleanup above.
 # (Normally it takes about 2.5 minutes.)
-BENCH_LIMIT_S=${BENCH_LIMIT_S:-840}
+BENCH_LIMIT_S=${BENCH_LIMIT_S:-$([[ $SCENARIO == soak ]] && echo $((SOAK_SECONDS + 300)) || echo 840)}
 # The sleep is the watchdog's child: its trap kills it, so nothing lingers.
 (
     sleep "$BENCH_LIMIT_S" &
@@ -152,7 +173,7 @@ insert into chat_messages(session_id, seq, role, content)
 select session_id, r.seq, r.role, 'seeded ' || r.role || ' message'
   from s, (values (0, 'user'), (1, 'assistant')) r(seq, role)" >/dev/null
 
-start_agent 0
+start_agent "$([[ $SCENARIO == soak ]] && echo "$SOAK_DELAY_MS" || echo 0)"
 env "${CHATD_VARS[@]}" "$BUILD/chatd" >>"$DATA/chatd.log" 2>&1 &
 CHATD_PID=$!
 wait_port "$CHATD_PORT" "$CHATD_PID" chatd
@@ -217,10 +238,55 @@ git -C "$REPO" diff --quiet HEAD -- src migrations 2>/dev/null || src_state+=" +
 echo "source: $src_state"
 echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')  host: $(nproc) cores, $(uname -sr), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
 echo "chatd: WORKER_THREADS=4 LOG_LEVEL=warn; chat-agent: echo back end; PostgreSQL 15 with CHATD_PG_FAST=1 (fsync, synchronous_commit and full_page_writes off); Redis $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/')"
-echo "everything (clients included) shares the same $(nproc) cores; ${SECS} s per measurement after ${WARM} s warm-up"
+if [[ $SCENARIO == soak ]]; then
+    echo "everything (clients included) shares the same $(nproc) cores; soak: chat-agent AGENT_DELAY_MS=$SOAK_DELAY_MS"
+else
+    echo "everything (clients included) shares the same $(nproc) cores; ${SECS} s per measurement after ${WARM} s warm-up"
+fi
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 if awk '{ exit !($1 > 0.5) }' /proc/loadavg; then
     echo "WARNING: the machine was already busy; host% well above the sum of the other CPU columns shows how much"
+fi
+
+# ------------------------------------------------------------------ soak
+if [[ $SCENARIO == soak ]]; then
+    echo
+    echo "## soak: $SOAK_CLIENTS clients of $SOAK_USERS users for $SOAK_SECONDS s, every code mixed, think ${SOAK_THINK_MIN}-${SOAK_THINK_MAX} s"
+    # Users with every model and a balance no soak can spend.
+    psql_q -tAc "insert into user_data(username, models, balance)
+                 select 'soak user ' || g, array[4,5,8], 1e9 from generate_series(1, $SOAK_USERS) g
+                 returning user_id" | sed '/^$/d' >"$DATA/soak_users.txt"
+    [[ $(wc -l <"$DATA/soak_users.txt") == "$SOAK_USERS" ]] || die "seeding the soak users failed"
+    # A short warm-up through every path (so chatd's lazily opened
+    # connections to PostgreSQL, Redis and the agent exist), then the
+    # descriptor baseline is taken by soak itself before its clients connect.
+    timeout -k 5 60 "$BUILD/soak" --url "$URL" --users "$DATA/soak_users.txt" --clients 16 --seconds 4 \
+        --think-min 0.05 --think-max 0.2 --seed 7 >"$DATA/soak-warmup.out" 2>&1 ||
+        { say "WARNING: the soak warm-up reported failures:"; grep -v '^sample' "$DATA/soak-warmup.out" >&2; }
+    sleep 2
+    warn0=$(log_count 'level=warn')
+    err0=$(log_count 'level=error')
+    : >"$DATA/soak.out" # exists before tail looks for it
+    "$BUILD/soak" --url "$URL" --users "$DATA/soak_users.txt" --pid "$CHATD_PID" \
+        --clients "$SOAK_CLIENTS" --seconds "$SOAK_SECONDS" \
+        --think-min "$SOAK_THINK_MIN" --think-max "$SOAK_THINK_MAX" >"$DATA/soak.out" 2>&1 &
+    BG_PID=$!
+    # Background + wait (not a foreground run) so the time limit and
+    # Ctrl-C still reach the cleanup.
+    tail -n +1 -f --pid="$BG_PID" "$DATA/soak.out" &
+    tail_pid=$!
+    soak_rc=0
+    wait "$BG_PID" || soak_rc=$?
+    BG_PID=
+    wait "$tail_pid" 2>/dev/null || true
+    chatd_alive
+    echo "chatd log warn/error lines added: $(($(log_count 'level=warn') - warn0)) / $(($(log_count 'level=error') - err0))"
+    if grep -q 'level=warn\|level=error' "$DATA/chatd.log"; then
+        echo "chatd log warnings/errors (first lines):"
+        grep 'level=warn\|level=error' "$DATA/chatd.log" | head -n 20 | sed 's/^/    /'
+    fi
+    echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+    exit "$soak_rc"
 fi
 
 # ---------------------------------------------- a. simple codes vs Redis
