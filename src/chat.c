@@ -64,9 +64,10 @@ struct chat_turn {
     json_t *history;   /* recent messages before the turn */
     int history_cached;/* the context came from Redis */
 
-    pthread_mutex_t mu; /* guards call, cancelled, by_user */
+    pthread_mutex_t mu; /* guards call, cancelled, by_user, agent_done */
     agent_call *call;
     int cancelled, by_user;
+    int agent_done; /* the agent has answered: too late to stop */
 
     /* results, written by the agent thread before the finish job */
     int status;
@@ -117,16 +118,20 @@ int chat_turn_matches(const struct chat_turn *t, const char *user_id, const char
     return strcmp(t->user_id, user_id) == 0 && strcmp(t->session_id, session_id) == 0;
 }
 
-void chat_turn_cancel(struct chat_turn *t, int by_user)
+int chat_turn_cancel(struct chat_turn *t, int by_user)
 {
     pthread_mutex_lock(&t->mu);
-    if (!t->cancelled) {
+    /* Once the agent has answered, the whole reply will be stored: a stop
+     * then must not be acknowledged as if it had cut the reply short. */
+    int took = !t->agent_done || !by_user;
+    if (took && !t->cancelled) {
         t->cancelled = 1;
         t->by_user = by_user;
         if (t->call != NULL)
             agent_call_cancel(t->call);
     }
     pthread_mutex_unlock(&t->mu);
+    return took;
 }
 
 /* ---------------------------------------------------- session turn order */
@@ -395,8 +400,12 @@ static void turn_finish(struct worker *w, struct chat_turn *t)
     char *stopped = NULL;
     double charge = t->cost + t->summary_cost;
 
-    if (t->status != 0) {
-        if (!(t->status == GRPC_CANCELLED && cancelled && by_user)) {
+    /* A stop that was acknowledged is honoured even when the call ended
+     * well anyway (the cancel crossed the agent's last message): the user
+     * was told the reply was stopped, so it is stored as stopped. */
+    int user_stop = cancelled && by_user && (t->status == 0 || t->status == GRPC_CANCELLED);
+    if (t->status != 0 || user_stop) {
+        if (!user_stop) {
             if (t->status == GRPC_CANCELLED && cancelled)
                 log_info("event=turn_cancelled conn=%llu session=%s",
                          (unsigned long long)t->conn_id, t->session_id);
@@ -414,12 +423,15 @@ static void turn_finish(struct worker *w, struct chat_turn *t)
             goto out;
         }
         reply = stopped;
+        if (t->status == 0)
+            goto store; /* the agent reported its cost: charge that */
         size_t in_bytes = strlen(t->message) + strlen(t->prompt) + strlen(t->summary);
         charge = (double)chat_estimate_tokens(in_bytes) / 1000.0 * t->price_in +
                  (double)chat_estimate_tokens(strlen(t->reply ? t->reply : "")) / 1000.0 *
                      t->price_out;
     }
 
+store:
     turn_forget_cache(w, t);
     int err = turn_store(w, t, reply, charge);
     if (err != 0) {
@@ -483,6 +495,9 @@ static void on_delta(void *ud, const char *text, size_t len)
 static void on_done(void *ud, const struct agent_result *res)
 {
     struct chat_turn *t = ud;
+    pthread_mutex_lock(&t->mu);
+    t->agent_done = 1;
+    pthread_mutex_unlock(&t->mu);
     metrics_agent_call((double)(metrics_now_us() - t->agent_start_us) / 1e6,
                        res->status != 0 && res->status != GRPC_CANCELLED);
     t->status = res->status;

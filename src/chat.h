@@ -20,8 +20,10 @@ struct server_request;
 void chat_handle(struct worker *w, struct server_request *r);
 
 /* Stops the turn's agent call. by_user: a code 8 stop (the partial reply is
- * stored); otherwise the client went away (nothing is stored). Any thread. */
-void chat_turn_cancel(struct chat_turn *t, int by_user);
+ * stored); otherwise the client went away (nothing is stored). Returns 0
+ * when a stop came too late (the agent had already answered, so the whole
+ * reply will be stored), else 1. Any thread. */
+int chat_turn_cancel(struct chat_turn *t, int by_user);
 
 void chat_turn_ref(struct chat_turn *t);
 void chat_turn_unref(struct chat_turn *t);

@@ -357,7 +357,8 @@ static void conn_stop_turn(struct server *srv, struct conn *c, const struct prot
 {
     for (struct turn_ref *t = c->turns; t != NULL; t = t->next) {
         if (chat_turn_matches(t->turn, req->user_id, req->session_id)) {
-            chat_turn_cancel(t->turn, 1);
+            if (!chat_turn_cancel(t->turn, 1))
+                break; /* too late: the full reply is on its way */
             json_t *data = json_pack("{s:s, s:s, s:b}", "user_id", req->user_id, "session_id",
                                      req->session_id, "stopped", 1);
             size_t len = 0;

@@ -335,6 +335,50 @@ class StopAndCancel(StackCase):
         self.assertEqual(self.db.one("select balance from user_data where user_id = %s", (uid,)), 1)
 
 
+class StopRace(StackCase):
+    DB_PREFIX = "chatd_chat_stoprace"
+
+    def test_a_stop_at_the_last_delta_agrees_with_the_stored_reply(self):
+        # The stop races the end of the agent call: chatd either says it was
+        # too late (23) and stores the whole reply, or acknowledges it and
+        # stores the reply marked [stopped]; never an acknowledged stop with
+        # an unstopped reply (found by bench/soak.c).
+        uid = self.db.add_user(balance=100)
+        c = self.chatd.client()
+        outcomes = set()  # with an agent that answers at once, mostly "too late"
+        try:
+            for i in range(20):
+                msg = "last delta race %d" % i
+                c.send(3, dict(user_id=uid, session_id="NEW", model_name=MODEL, message=msg, session_prompt="",
+                               file_name="", stream=True))
+                final = ack = None
+                sid = None
+                while final is None or ack is None:
+                    m = c.recv()
+                    if m.get("type") == 7 and ack is None and sid is None and "files=" in m["data"]["delta"]:
+                        sid = m["data"]["session_id"]  # the echo reply's last piece
+                        c.send(8, {"user_id": uid, "session_id": sid})
+                    elif m.get("type") == 3:
+                        final = m
+                    elif m.get("type") == 8:
+                        ack = m
+                    if final is not None and sid is None:
+                        self.fail("no last delta seen: %r" % final)
+                self.assertNotIn("error", final, final)
+                stored = json.loads(c.req(2, {"user_id": uid, "session_id": sid})["data"]["chat"])[1]["content"]
+                self.assertEqual(stored, final["data"]["message"])
+                if ack.get("code") == 23:
+                    self.assertFalse(final["data"]["message"].endswith("[stopped]"), final)
+                    outcomes.add("too late")
+                else:
+                    self.assertEqual(ack["data"]["stopped"], True, ack)
+                    self.assertTrue(final["data"]["message"].endswith("[stopped]"), (ack, final))
+                    outcomes.add("stopped")
+        finally:
+            c.close()
+        self.assertIn("too late", outcomes)
+
+
 class PythonAgent(unittest.TestCase):
     """An agent on python3-grpcio with Process only: chatd falls back."""
 
