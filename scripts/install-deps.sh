@@ -15,7 +15,7 @@ PACKAGES=(
     postgresql redis-server
     python3 python3-grpcio python3-protobuf python3-websocket python3-psycopg2 python3-redis
     python3-jwt
-    procps
+    procps gdb
 )
 
 missing=()

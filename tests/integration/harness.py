@@ -8,6 +8,7 @@ starts its own chat-agent and chatd processes on free loopback ports.
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -222,6 +223,48 @@ class Chatd:
 
     def client(self, **kw):
         return Client(self.url, **kw)
+
+
+class RedisServer:
+    """A private redis-server on a free port, so a test can kill and
+    restart it (losing its data) without touching the Redis that every
+    other test module shares."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="chatd-redis-")
+        self.log_path = os.path.join(self.dir, "redis.log")
+        self.proc = None
+        self.start()
+
+    def start(self):
+        """Starts it (again), empty: nothing is saved across restarts."""
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.dir, "--logfile", self.log_path])
+        wait_port(self.port, self.proc, self.log_path)
+
+    def kill(self, hard=False):
+        """Stops it: SIGTERM, or with hard SIGKILL (a crash)."""
+        if self.proc is not None and self.proc.poll() is None:
+            if hard:
+                self.proc.kill()
+            else:
+                self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def stop(self):
+        """For cleanup(): stops it and removes its directory."""
+        self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def client(self):
+        return redis.Redis(host="127.0.0.1", port=self.port)
 
 
 class Client:

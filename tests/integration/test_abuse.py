@@ -23,7 +23,6 @@ import os
 import socket
 import threading
 import unittest
-import uuid
 
 import websocket
 

@@ -8,12 +8,11 @@ import os
 import socket
 import time
 import unittest
-import uuid
 
 import jwt
 import websocket
 
-from harness import MODEL, Agent, Chatd, Database, StackCase, cleanup, free_port, wait_port
+from harness import MODEL, Agent, Chatd, Database, StackCase, cleanup
 from test_http import PNG, multipart, request
 
 SECRET = "integration-secret-integration-secret-42"

@@ -41,10 +41,9 @@ import unittest
 import uuid
 
 import psycopg2
-import redis
 import websocket
 
-from harness import MODEL, PG, SOURCE_DIR, Agent, Chatd, Database, check_sanitizers, free_port
+from harness import MODEL, PG, SOURCE_DIR, Agent, Chatd, Database, RedisServer, check_sanitizers, free_port
 
 PRICES = dict(AGENT_PRICE_IN_PER_1K=0, AGENT_PRICE_OUT_PER_1K=3)
 CHATD_ENV = dict(AI_TIMEOUT_SECONDS=20, WORKER_THREADS=4)
@@ -85,21 +84,6 @@ def echo_summary(previous, message):
 
 
 # ----------------------------------------------------------- processes
-
-def start_redis(port, directory):
-    p = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                          "--appendonly", "no", "--dir", directory, "--daemonize", "no"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        try:
-            if redis.Redis(host="127.0.0.1", port=port, socket_timeout=1).ping():
-                return p
-        except redis.RedisError:
-            time.sleep(0.05)
-    p.kill()
-    raise RuntimeError("redis-server did not start on %d" % port)
-
 
 def kill9(chatd):
     """SIGKILL chatd (no clean-up of any kind runs), then reap it."""
@@ -656,39 +640,31 @@ class Faults(unittest.TestCase):
         # must be given the whole history and the summary that turn stored,
         # and a NEW session so stored must be listed by code 1.
         #
-        # KNOWN BUG (src/chat.c, reported to the lead): turn_finish commits,
-        # then rewrites the Redis context (turn_refresh_cache). A crash in
-        # between leaves the previous context in Redis, and the next turn
-        # of the session reads it: the agent gets a history without the
-        # stored turn and the old summary, and the summary it stores drops
-        # that turn for good. check_store reports "stale history" and
-        # "stale summary" until chat.c drops the context key before the
-        # commit (or versions it with next_seq). Likewise the cached
-        # session list (invalidated after the commit) misses a NEW session
-        # for up to its 60 s TTL.
+        # This found a real bug: the context in Redis was rewritten only
+        # after the commit, so a crash in between left the previous one
+        # there, and the next turn got a history without the stored turn
+        # (check_store: "stale history", "stale summary"). chat.c now drops
+        # the context (or, for NEW, the session list) before the commit.
         self.sigkill_at("turn_refresh_cache", ["SID", "NEW"], expect_stored=True)
 
     # ------------------------------------------------------------- Redis
 
     def test_redis_killed_and_restarted_empty_during_traffic(self):
-        rport = free_port()
-        rdir = tempfile.mkdtemp(prefix="chatd-faults-redis-")
-        redis_proc = start_redis(rport, rdir)
+        rds = RedisServer()
         agent = Agent(AGENT_DELAY_MS=50, **PRICES)
         db = Database("chatd_faults_redis")
         chatd = None
         try:
-            chatd = Chatd(db, agent_port=agent.port, REDIS_PORT=rport, **CHATD_ENV)
+            chatd = Chatd(db, agent_port=agent.port, REDIS_PORT=rds.port, **CHATD_ENV)
             uid = db.add_user("Redis", balance=START_BALANCE)
             # Redis is only a cache: no request may fail because it is gone.
             t = Traffic(chatd, uid, "Redis", threads=6, label="r").start()
             time.sleep(1.0)
-            redis_proc.kill()  # SIGKILL: the cache is lost
-            redis_proc.wait(10)
+            rds.kill(hard=True)  # SIGKILL: the cache is lost
             acked_before = t.acked()
             time.sleep(1.5)
             self.assertGreater(t.acked(), acked_before, "turns went on while Redis was down")
-            redis_proc = start_redis(rport, rdir)  # empty
+            rds.start()  # empty
             time.sleep(1.5)
             t.stop()
             self.assertTraffic(t, "while Redis died and came back")
@@ -696,7 +672,7 @@ class Faults(unittest.TestCase):
 
             wait_ready(chatd.port)
             after = self.full_service(chatd, uid, "Redis", "after-", resume=t)
-            r = redis.Redis(host="127.0.0.1", port=rport)
+            r = rds.client()
             self.assertTrue(r.keys("chatd:{s:*}:ctx"), "the cache is written again")
             check_store(self, db.query, uid, t.turns + after.turns, agent.requests())
         finally:
@@ -704,9 +680,7 @@ class Faults(unittest.TestCase):
                 chatd.stop()
             agent.stop()
             db.drop()
-            redis_proc.kill()
-            redis_proc.wait(10)
-            shutil.rmtree(rdir, ignore_errors=True)
+            rds.stop()
 
     # -------------------------------------------------------- PostgreSQL
 

@@ -18,7 +18,7 @@ import uuid
 
 import psycopg2
 
-from harness import MODEL, PG, SOURCE_DIR, Agent, Chatd, Database, StackCase, free_port
+from harness import MODEL, PG, SOURCE_DIR, Agent, Chatd, Database, RedisServer, StackCase, free_port
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(range(256)) * 4
 STORED = re.compile(r"^[0-9a-f]{32}\.[a-z0-9]{1,8}$")
@@ -515,21 +515,7 @@ class Operations(unittest.TestCase):
     """Each test runs its own processes: they stop and restart things."""
 
     def test_readyz_follows_redis(self):
-        rport = free_port()
-        rdir = tempfile.mkdtemp(prefix="chatd-redis-")
-
-        def start_redis():
-            p = subprocess.Popen(["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
-                                  "--appendonly", "no", "--dir", rdir, "--daemonize", "no"],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            deadline = time.time() + 10
-            while time.time() < deadline:
-                try:
-                    socket.create_connection(("127.0.0.1", rport), timeout=0.2).close()
-                    return p
-                except OSError:
-                    time.sleep(0.05)
-            raise RuntimeError("redis-server did not start")
+        rds = RedisServer()
 
         def ready(port):
             status, _, data = request(port, "GET", "/readyz")
@@ -543,15 +529,13 @@ class Operations(unittest.TestCase):
                     return got
                 time.sleep(0.2)
 
-        redis_proc = start_redis()
         agent = Agent()
         db = Database("chatd_http_redis")
-        chatd = Chatd(db, agent_port=agent.port, REDIS_PORT=rport)
+        chatd = Chatd(db, agent_port=agent.port, REDIS_PORT=rds.port)
         try:
             uid = db.add_user("Redis")
             self.assertEqual(wait_for(chatd.port, 200)[0], 200)
-            redis_proc.terminate()
-            redis_proc.wait(10)
+            rds.kill()
             self.assertEqual(wait_for(chatd.port, 503),
                              (503, {"status": "unavailable", "postgres": "ok", "redis": "down", "agent": "ok"}))
             c = chatd.client()  # Redis down: still answered, from PostgreSQL
@@ -559,16 +543,14 @@ class Operations(unittest.TestCase):
                 self.assertEqual(c.req(0, {"user_id": uid})["data"]["username"], "Redis")
             finally:
                 c.close()
-            redis_proc = start_redis()
+            rds.start()
             self.assertEqual(wait_for(chatd.port, 200),
                              (200, {"status": "ok", "postgres": "ok", "redis": "ok", "agent": "ok"}))
         finally:
             chatd.stop()
             agent.stop()
             db.drop()
-            redis_proc.terminate()
-            redis_proc.wait(10)
-            shutil.rmtree(rdir, ignore_errors=True)
+            rds.stop()
 
     def test_sigterm_answers_the_slow_turn_then_exits_0(self):
         agent = Agent(AGENT_DELAY_MS=2000)

@@ -5,17 +5,11 @@ flush, and not enforced (fail open) while Redis is down.
 Each class runs its own redis-server: these tests read the counters, flush
 and stop Redis, and other modules flush the shared one at any moment."""
 
-import os
 import re
-import shutil
-import subprocess
-import tempfile
 import time
 import unittest
 
-import redis as redis_py
-
-from harness import Agent, Chatd, Database, StackCase, cleanup, free_port, wait_port
+from harness import Agent, Chatd, Database, RedisServer, StackCase, cleanup
 
 MINUTE_RE = re.compile(r"^Too Many Messages: try again in (\d+) seconds$")
 DAY_RE = re.compile(r"^Daily Message Limit Reached: try again in (\d+) seconds$")
@@ -49,42 +43,6 @@ def balance(db, uid):
 
 def rl_keys(r, uid, kind):
     return [k.decode() for k in r.keys("chatd:{u:%s}:rl:%s:*" % (uid, kind))]
-
-
-class RedisServer:
-    """A private redis-server on a free port, so a test can stop and start
-    it without touching the Redis every other test module shares."""
-
-    def __init__(self):
-        self.port = free_port()
-        self.dir = tempfile.mkdtemp(prefix="chatd-redis-")
-        self.log_path = os.path.join(self.dir, "redis.log")
-        self.proc = None
-        self.start()
-
-    def start(self):
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir, "--logfile", self.log_path])
-        wait_port(self.port, self.proc, self.log_path)
-
-    def kill(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def stop(self):
-        """For cleanup(): stops it and removes its directory."""
-        self.kill()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def client(self):
-        return redis_py.Redis(host="127.0.0.1", port=self.port)
 
 
 class LimitCase(StackCase):
