@@ -34,7 +34,6 @@
 #include <dirent.h>
 #include <jansson.h>
 #include <libwebsockets.h>
-#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -92,13 +91,9 @@ static const struct {
 #define AW_REPLY 1 /* the one reply of a non-chat code, or a chat's final type 3 */
 #define AW_STOP 2  /* the type 8 reply to our stop */
 
-enum conn_state { CS_NEW, CS_CONNECTING, CS_OPEN, CS_DEAD };
-
 struct conn {
-    struct lws *wsi;
-    enum conn_state state;
+    struct ws_conn ws; /* wsi, state, closing, reply assembly */
     int idx, user;
-    int closing;
     int want_send;     /* the operation's request waits for WRITEABLE */
     int stop_due;      /* OP_STOP: the code 8 frame waits for WRITEABLE */
     int stop_sent;     /* OP_STOP: code 8 written */
@@ -113,7 +108,6 @@ struct conn {
     char target[40];                            /* session the operation works on */
     char sessions[SOAK_MAX_SESSIONS][40];       /* own sessions, oldest first */
     int nsess;
-    struct ws_rx rx;
 };
 
 enum phase { PH_CONNECT, PH_RUN, PH_DRAIN, PH_CLOSE, PH_DONE };
@@ -125,9 +119,8 @@ struct sample {
 };
 
 static struct {
-    /* options */
-    struct ws_url url;
-    int clients, max_sessions, ramp, verbose;
+    /* options (and in pool: --url, --clients, --ramp, --verbose) */
+    int max_sessions;
     double seconds, think_min, think_max, timeout, sample_every, settle;
     const char *model;
     pid_t pid;
@@ -135,12 +128,11 @@ static struct {
     int nusers;
     uint64_t rng;
 
-    struct lws_context *ctx;
+    struct ws_pool pool; /* the connections and their counts */
     struct conn *c;
-    lws_sorted_usec_list_t tick;
     enum phase phase;
     uint64_t t_phase, t_run;
-    int next_conn, connecting, open, failed, closed_by_peer, timeouts, unexpected;
+    int timeouts, unexpected;
     int errors_shown;
     long long done[OP_N], errors[OP_N], deltas, stops_late, stops_skipped;
     long long err_by_code[32];
@@ -152,8 +144,6 @@ static struct {
     long long done_at_last_sample;
     unsigned char scratch[LWS_PRE + SOAK_SCRATCH];
 } S;
-
-static volatile sig_atomic_t interrupted;
 
 static void die(const char *msg) { ws_die(prog, msg); }
 
@@ -288,6 +278,8 @@ static void census_print(const char *label, const struct census *cs)
         printf(" %s=%ld", cs->kind[k], cs->n[k]);
     printf("\n");
 }
+
+static struct conn *conn_of(struct ws_conn *wc) { return lws_container_of(wc, struct conn, ws); }
 
 /* --------------------------------------------------------------- errors */
 
@@ -437,27 +429,22 @@ static void start_op(struct conn *c)
     c->awaiting = AW_REPLY | (c->op == OP_STOP ? AW_STOP : 0);
     c->deadline = ws_now_ns() + (uint64_t)(S.timeout * 1e9); /* reset when written */
     c->want_send = 1;
-    lws_callback_on_writable(c->wsi);
+    lws_callback_on_writable(c->ws.wsi);
 }
 
 static int write_frame(struct conn *c, size_t len)
 {
-    if (len == 0)
-        die("request too long");
-    /* Client frames are masked in place, hence the scratch copy per write. */
-    if (lws_write(c->wsi, S.scratch + LWS_PRE, len, LWS_WRITE_TEXT) < (int)len) {
+    if (ws_send_text(prog, c->ws.wsi, S.scratch, len) != 0) {
         op_fail(c, "write failed", NULL, 0);
         return -1;
     }
     return 0;
 }
 
-static int conn_write(struct conn *c)
+/* The pool's on_writeable (it closes a closing connection itself). */
+static int conn_write(struct ws_conn *wc)
 {
-    if (c->closing) {
-        lws_close_reason(c->wsi, LWS_CLOSE_STATUS_NORMAL, NULL, 0);
-        return -1;
-    }
+    struct conn *c = conn_of(wc);
     if (c->want_send) {
         c->want_send = 0;
         size_t len = build_request(c);
@@ -466,7 +453,7 @@ static int conn_write(struct conn *c)
         if (write_frame(c, len) != 0)
             return -1;
         if (c->stop_due) /* cannot be yet, but keep the order if it were */
-            lws_callback_on_writable(c->wsi);
+            lws_callback_on_writable(c->ws.wsi);
         return 0;
     }
     if (c->stop_due) {
@@ -535,8 +522,10 @@ static void stopped_chat_final(struct conn *c, const char *m, const char *frame,
      * stop crossed the turn's end. */
 }
 
-static void on_frame(struct conn *c, const char *frame, size_t len)
+/* The pool's on_frame: a whole reply arrived (NULL: over SOAK_MAX_FRAME). */
+static void on_frame(struct ws_conn *wc, const char *frame, size_t len)
 {
+    struct conn *c = conn_of(wc);
     uint64_t t = ws_now_ns();
     if (frame == NULL) {
         op_fail(c, "reply over 16 MiB", NULL, 0);
@@ -588,7 +577,7 @@ static void on_frame(struct conn *c, const char *frame, size_t len)
             op_fail(c, "delta names another session", frame, len);
         if (c->op == OP_STOP && c->target[0] && !c->stop_sent && !c->stop_due) {
             c->stop_due = 1;
-            lws_callback_on_writable(c->wsi);
+            lws_callback_on_writable(c->ws.wsi);
         }
     } else if (type == 8 && c->op == OP_STOP && (c->awaiting & AW_STOP)) {
         if (!shape_ok(8, data)) {
@@ -636,73 +625,21 @@ static void on_frame(struct conn *c, const char *frame, size_t len)
 
 /* -------------------------------------------------------------- lws glue */
 
-static void conn_dead(struct conn *c)
+/* The pool's on_dead; it has counted the failure or the close already. */
+static void conn_dead(struct ws_conn *wc, enum ws_state was)
 {
-    if (c->state == CS_CONNECTING) {
-        S.connecting--;
-        S.failed++;
-    } else if (c->state == CS_OPEN) {
-        S.open--;
-        if (!c->closing) {
-            S.closed_by_peer++;
-            if (c->op != OP_NONE)
-                op_fail(c, "connection closed by chatd", NULL, 0);
-        }
-    }
-    c->state = CS_DEAD;
-    c->wsi = NULL;
+    struct conn *c = conn_of(wc);
+    if (was == WS_OPEN && !c->ws.closing && c->op != OP_NONE)
+        op_fail(c, "connection closed by chatd", NULL, 0);
     c->op = OP_NONE;
 }
 
-static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
-                    size_t len)
+static void say_closed(struct ws_conn *wc)
 {
-    (void)user;
-    struct conn *c = wsi != NULL ? lws_get_opaque_user_data(wsi) : NULL;
-    if (c == NULL)
-        return 0;
-    switch (reason) {
-    case LWS_CALLBACK_CLIENT_ESTABLISHED:
-        S.connecting--;
-        S.open++;
-        c->state = CS_OPEN;
-        break;
-    case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
-        if (S.verbose || S.failed < 3)
-            fprintf(stderr, "%s: connect failed: %s\n", prog, in ? (const char *)in : "?");
-        conn_dead(c);
-        break;
-    case LWS_CALLBACK_CLIENT_RECEIVE: {
-        int whole = ws_rx_feed(&c->rx, wsi, in, len, SOAK_MAX_FRAME);
-        if (whole < 0)
-            die("out of memory");
-        if (whole) {
-            on_frame(c, c->rx.dropped ? NULL : c->rx.buf, c->rx.len);
-            ws_rx_done(&c->rx);
-        }
-        break;
-    }
-    case LWS_CALLBACK_CLIENT_WRITEABLE:
-        return conn_write(c);
-    case LWS_CALLBACK_CLIENT_CLOSED:
-        if (!c->closing && (S.verbose || S.closed_by_peer < 3))
-            fprintf(stderr, "%s: client %d: connection closed by chatd\n", prog, c->idx);
-        conn_dead(c);
-        break;
-    case LWS_CALLBACK_WSI_DESTROY:
-        if ((c->state == CS_CONNECTING || c->state == CS_OPEN) && c->wsi == wsi)
-            conn_dead(c);
-        break;
-    default:
-        break;
-    }
-    return 0;
+    fprintf(stderr, "%s: client %d: connection closed by chatd\n", prog, conn_of(wc)->idx);
 }
 
-static const struct lws_protocols protocols[] = {
-    {"soak", callback, 0, 0, 0, NULL, 0},
-    {NULL, NULL, 0, 0, 0, NULL, 0},
-};
+static const struct ws_hooks hooks = {on_frame, conn_write, conn_dead, say_closed};
 
 /* ------------------------------------------------------------- phases */
 
@@ -742,7 +679,7 @@ static void take_sample(double t)
     double dt = S.ns > 1 ? t - S.s[S.ns - 2].t : 0;
     printf("sample t=%.0f rss_kb=%ld fds=%ld threads=%ld open=%d requests=%lld errors=%lld"
            " rps=%.0f chatd_cpu=%.0f%% load1=%.2f\n",
-           t, x->rss_kb, x->fds, x->threads, S.open, d, total_errors(),
+           t, x->rss_kb, x->fds, x->threads, S.pool.open, d, total_errors(),
            dt > 0 ? (double)(d - S.done_at_last_sample) / dt : 0.0,
            dt > 0 ? (x->cpu_s - S.s[S.ns - 2].cpu_s) / dt * 100 : 0.0, loadavg1());
     fflush(stdout);
@@ -758,66 +695,56 @@ static void set_phase(enum phase p)
     if (p == PH_RUN) {
         S.t_run = S.t_phase;
         /* Spread the first requests over one think time. */
-        for (int k = 0; k < S.clients; k++)
+        for (int k = 0; k < S.pool.n; k++)
             S.c[k].next_at = S.t_run + (uint64_t)(S.think_max * rnd_unit() * 1e9);
         S.next_sample = 0;
     }
     if (p == PH_CLOSE)
-        for (int k = 0; k < S.clients; k++) {
-            struct conn *c = &S.c[k];
-            if (c->state == CS_OPEN) {
-                c->closing = 1;
-                lws_callback_on_writable(c->wsi);
-            }
-        }
+        ws_pool_close_all(&S.pool);
 }
 
 static int busy_count(void)
 {
     int n = 0;
-    for (int k = 0; k < S.clients; k++)
-        n += S.c[k].state == CS_OPEN && S.c[k].op != OP_NONE;
+    for (int k = 0; k < S.pool.n; k++)
+        n += S.c[k].ws.state == WS_OPEN && S.c[k].op != OP_NONE;
     return n;
 }
 
 static void check_timeouts(uint64_t now)
 {
-    for (int k = 0; k < S.clients; k++) {
+    for (int k = 0; k < S.pool.n; k++) {
         struct conn *c = &S.c[k];
-        if (c->state != CS_OPEN || c->closing || c->op == OP_NONE || now < c->deadline)
+        if (c->ws.state != WS_OPEN || c->ws.closing || c->op == OP_NONE || now < c->deadline)
             continue;
         S.timeouts++;
         op_fail(c, "no reply within --timeout; closing this client", NULL, 0);
         /* Its replies would be out of step from now on. */
-        c->closing = 1;
+        c->ws.closing = 1;
         c->op = OP_NONE;
-        lws_callback_on_writable(c->wsi);
+        lws_callback_on_writable(c->ws.wsi);
     }
 }
 
-static void step(void)
+/* The phase machine; runs every tick. Nonzero when done. */
+static int step(void)
 {
     uint64_t now = ws_now_ns();
-    if (interrupted && S.phase < PH_DRAIN) {
+    if (ws_interrupted && S.phase < PH_DRAIN) {
         fprintf(stderr, "%s: interrupted; draining\n", prog);
         set_phase(PH_DRAIN);
     }
     switch (S.phase) {
     case PH_CONNECT:
-        while (S.next_conn < S.clients && S.connecting < S.ramp) {
-            struct conn *c = &S.c[S.next_conn++];
-            c->state = CS_CONNECTING;
-            S.connecting++;
-            if (ws_connect(S.ctx, &S.url, "soak", c, &c->wsi) == NULL && c->state == CS_CONNECTING)
-                conn_dead(c);
-        }
-        if (S.next_conn == S.clients && S.connecting == 0) {
-            printf("connected clients=%d open=%d failed=%d in %.1f s\n", S.clients, S.open,
-                   S.failed, ws_secs_since(S.t_phase));
+        ws_pool_connect_more(&S.pool);
+        if (ws_pool_all_tried(&S.pool)) {
+            printf("connected clients=%d open=%d failed=%d in %.1f s\n", S.pool.n, S.pool.open,
+                   S.pool.failed, ws_secs_since(S.t_phase));
             fflush(stdout);
-            set_phase(S.open > 0 ? PH_RUN : PH_CLOSE);
+            set_phase(S.pool.open > 0 ? PH_RUN : PH_CLOSE);
         } else if (ws_secs_since(S.t_phase) > S.timeout + 30) {
-            fprintf(stderr, "%s: %d handshakes still pending; giving up\n", prog, S.connecting);
+            fprintf(stderr, "%s: %d handshakes still pending; giving up\n", prog,
+                    S.pool.connecting);
             set_phase(PH_CLOSE);
         }
         break;
@@ -827,9 +754,9 @@ static void step(void)
             take_sample(t);
             S.next_sample += S.sample_every;
         }
-        for (int k = 0; k < S.clients; k++) {
+        for (int k = 0; k < S.pool.n; k++) {
             struct conn *c = &S.c[k];
-            if (c->state == CS_OPEN && !c->closing && c->op == OP_NONE && now >= c->next_at)
+            if (c->ws.state == WS_OPEN && !c->ws.closing && c->op == OP_NONE && now >= c->next_at)
                 start_op(c);
         }
         check_timeouts(now);
@@ -847,23 +774,18 @@ static void step(void)
         }
         break;
     case PH_CLOSE:
-        if (S.open == 0 && S.connecting == 0)
+        if (S.pool.open == 0 && S.pool.connecting == 0)
             S.phase = PH_DONE;
         else if (ws_secs_since(S.t_phase) >= 15) {
-            fprintf(stderr, "%s: %d connections still open 15 s after closing\n", prog, S.open);
+            fprintf(stderr, "%s: %d connections still open 15 s after closing\n", prog,
+                    S.pool.open);
             S.phase = PH_DONE;
         }
         break;
     case PH_DONE:
         break;
     }
-}
-
-static void on_tick(lws_sorted_usec_list_t *sul)
-{
-    (void)sul;
-    step();
-    lws_sul_schedule(S.ctx, 0, &S.tick, on_tick, SOAK_TICK_US);
+    return S.phase == PH_DONE;
 }
 
 /* ---------------------------------------------------------------- set-up */
@@ -893,12 +815,6 @@ static void read_users(const char *file)
     fclose(f);
     if (S.nusers == 0)
         die("--users: no user in the file");
-}
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    interrupted = 1;
 }
 
 /* The series' summary: RSS first/min/max/last, and growth from the first
@@ -936,7 +852,10 @@ static void rss_summary(void)
 int main(int argc, char **argv)
 {
     const char *url = NULL, *users = NULL;
-    S.clients = 1000;
+    S.pool.prog = prog;
+    S.pool.hooks = &hooks;
+    S.pool.max_frame = SOAK_MAX_FRAME;
+    S.pool.n = 1000;
     S.seconds = 600;
     S.think_min = 0.5;
     S.think_max = 1.5;
@@ -944,12 +863,14 @@ int main(int argc, char **argv)
     S.sample_every = 10;
     S.settle = 5;
     S.max_sessions = 3;
-    S.ramp = 64;
+    S.pool.ramp = 64;
     S.model = "llama3.1:8b";
     S.rng = 0x9E3779B97F4A7C15ull;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        /* An option with a value: matches, then consumes the value. The
+         * flags are this program's own, so wsbench.c has its own loop. */
 #define ARG(name) (strcmp(a, name) == 0 && (v != NULL ? (i++, 1) : (usage(), 0)))
         if (ARG("--url"))
             url = v;
@@ -958,7 +879,7 @@ int main(int argc, char **argv)
         else if (ARG("--pid"))
             S.pid = (pid_t)atoi(v);
         else if (ARG("--clients"))
-            S.clients = atoi(v);
+            S.pool.n = atoi(v);
         else if (ARG("--seconds"))
             S.seconds = atof(v);
         else if (ARG("--think-min"))
@@ -976,41 +897,35 @@ int main(int argc, char **argv)
         else if (ARG("--model"))
             S.model = v;
         else if (ARG("--ramp"))
-            S.ramp = atoi(v);
+            S.pool.ramp = atoi(v);
         else if (ARG("--seed"))
             S.rng ^= (uint64_t)atoll(v) * 0xD6E8FEB86659FD93ull;
         else if (strcmp(a, "--verbose") == 0)
-            S.verbose = 1;
+            S.pool.verbose = 1;
         else
             usage();
 #undef ARG
     }
-    if (url == NULL || users == NULL || S.clients < 1 || S.seconds <= 0 || S.think_min < 0 ||
-        S.think_max < S.think_min || S.timeout <= 0 || S.sample_every <= 0 || S.ramp < 1 ||
+    if (url == NULL || users == NULL || S.pool.n < 1 || S.seconds <= 0 || S.think_min < 0 ||
+        S.think_max < S.think_min || S.timeout <= 0 || S.sample_every <= 0 || S.pool.ramp < 1 ||
         S.max_sessions < 1 || S.max_sessions > SOAK_MAX_SESSIONS)
         usage();
     if (S.rng == 0)
         S.rng = 1;
     ws_check_plain(prog, "--model", S.model);
-    ws_parse_url(prog, url, &S.url);
+    ws_parse_url(prog, url, &S.pool.url);
     read_users(users);
     if (S.pid > 0 && proc_status("VmRSS") < 0)
         die("--pid: no such process, or its /proc/PID/status is unreadable");
 
-    ws_raise_nofile(prog, S.clients);
-    signal(SIGPIPE, SIG_IGN);
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
-    S.c = calloc((size_t)S.clients, sizeof(*S.c));
-    if (S.c == NULL)
-        die("out of memory");
-    for (int k = 0; k < S.clients; k++) {
+    S.c = ws_pool_init(&S.pool, sizeof(*S.c), offsetof(struct conn, ws));
+    for (int k = 0; k < S.pool.n; k++) {
         S.c[k].idx = k;
         S.c[k].user = k % S.nusers;
         S.c[k].op = OP_NONE;
     }
 
-    printf("soak clients=%d users=%d seconds=%.0f think=%.2f-%.2fs timeout=%.0fs mix:", S.clients,
+    printf("soak clients=%d users=%d seconds=%.0f think=%.2f-%.2fs timeout=%.0fs mix:", S.pool.n,
            S.nusers, S.seconds, S.think_min, S.think_max, S.timeout);
     for (int k = 0; k < OP_N; k++)
         if (ops[k].pct > 0)
@@ -1027,14 +942,9 @@ int main(int argc, char **argv)
         fflush(stdout);
     }
 
-    S.ctx = ws_client_context(prog, protocols, S.verbose);
+    ws_pool_start(&S.pool);
     set_phase(PH_CONNECT);
-    on_tick(&S.tick);
-    while (S.phase != PH_DONE)
-        if (lws_service(S.ctx, 0) < 0)
-            break;
-    lws_sul_schedule(S.ctx, 0, &S.tick, NULL, LWS_SET_TIMER_USEC_CANCEL);
-    lws_context_destroy(S.ctx); /* every socket of ours is closed past here */
+    ws_pool_run(&S.pool, step, SOAK_TICK_US); /* every socket of ours is closed past here */
     double run_s = S.t_run ? (double)(S.t_phase - S.t_run) / 1e9 : 0;
 
     /* Results. */
@@ -1065,7 +975,7 @@ int main(int argc, char **argv)
            " stops_skipped=%lld timeouts=%d unexpected_frames=%d connect_failed=%d"
            " closed_by_server=%d cpu_s=%.1f\n",
            done, errors, run_s > 0 ? (double)done / run_s : 0, run_s, S.deltas, S.stops_late,
-           S.stops_skipped, S.timeouts, S.unexpected, S.failed, S.closed_by_peer,
+           S.stops_skipped, S.timeouts, S.unexpected, S.pool.failed, S.pool.closed_by_peer,
            measure_cpu_seconds());
     if (errors > 0) {
         printf("error replies by code:");
@@ -1095,15 +1005,13 @@ int main(int argc, char **argv)
             census_print("fds after close by kind", &end);
         }
     }
-    int ok = errors == 0 && S.failed == 0 && S.closed_by_peer == 0 && S.timeouts == 0 &&
-             S.unexpected == 0 && fds_ok && !interrupted;
+    int ok = errors == 0 && S.pool.failed == 0 && S.pool.closed_by_peer == 0 && S.timeouts == 0 &&
+             S.unexpected == 0 && fds_ok && !ws_interrupted;
     printf("result %s\n", ok ? "ok" : "FAIL");
 
-    for (int k = 0; k < S.clients; k++)
-        ws_rx_free(&S.c[k].rx);
+    ws_pool_free(&S.pool);
     for (int k = 0; k < OP_N; k++)
         latency_free(&S.lat[k]);
-    free(S.c);
     free(S.s);
     free(S.users);
     return ok ? 0 : 1;

@@ -24,7 +24,6 @@
 #include <errno.h>
 #include <jansson.h>
 #include <libwebsockets.h>
-#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,42 +36,31 @@
 #define WSB_SCRATCH 4096                  /* one outgoing request */
 #define WSB_TICK_US (10 * 1000)
 
-enum conn_state { CS_NEW, CS_CONNECTING, CS_OPEN, CS_DEAD };
-
 struct conn {
-    struct lws *wsi;
-    enum conn_state state;
-    int failed;       /* never established */
-    int closing;      /* we asked for the close */
-    int want_send;    /* a request waits for WRITEABLE */
-    int inflight;     /* a request was written, no reply yet */
-    int in_window;    /* the in-flight request was sent while measuring */
-    int sent;         /* requests sent, for --once */
-    uint64_t t_send;  /* ns */
-    char session[40]; /* PERCONN: the session this connection continues */
-    struct ws_rx rx;  /* a frame over WSB_MAX_FRAME is counted, not kept */
+    struct ws_conn ws; /* wsi, state, closing; a frame over WSB_MAX_FRAME is counted, not kept */
+    int want_send;     /* a request waits for WRITEABLE */
+    int inflight;      /* a request was written, no reply yet */
+    int in_window;     /* the in-flight request was sent while measuring */
+    int sent;          /* requests sent, for --once */
+    uint64_t t_send;   /* ns */
+    char session[40];  /* PERCONN: the session this connection continues */
 };
 
 enum phase { PH_CONNECT, PH_WARMUP, PH_MEASURE, PH_DRAIN, PH_HOLD, PH_CLOSE, PH_DONE };
 
 static struct {
-    /* options */
-    struct ws_url url;
-    int conns, code, once, idle;
+    /* options (and in pool: --url, --conns, --ramp, --verbose) */
+    int code, once, idle;
     double seconds, warmup, hold, timeout;
     long long requests; /* 0: by time */
     const char *user, *session, *message, *model;
-    int ramp; /* handshakes in progress at most */
-    int verbose;
 
-    struct lws_context *ctx;
+    struct ws_pool pool; /* the connections and their counts */
     struct conn *c;
-    lws_sorted_usec_list_t tick;
     enum phase phase;
     uint64_t t_phase; /* when the current phase began, ns */
     uint64_t t_measure, t_measure_end, t_last_reply;
 
-    int next_conn, connecting, open, ever_open, failed, closed_by_peer;
     long long issued; /* requests sent while measuring (--requests) */
     long long done, errors, frames_ignored;
     int unanswered; /* in flight when we closed, or lost with a connection */
@@ -81,8 +69,6 @@ static struct {
     struct latency lat;
     unsigned char scratch[LWS_PRE + WSB_SCRATCH];
 } B;
-
-static volatile sig_atomic_t interrupted;
 
 static void die(const char *msg) { ws_die("wsbench", msg); }
 
@@ -140,36 +126,33 @@ static int may_send(struct conn *c)
     return 1;
 }
 
+static struct conn *conn_of(struct ws_conn *wc) { return lws_container_of(wc, struct conn, ws); }
+
 static void conn_kick(struct conn *c)
 {
-    if (c->state != CS_OPEN || c->inflight || c->want_send || c->closing || !may_send(c))
+    if (c->ws.state != WS_OPEN || c->inflight || c->want_send || c->ws.closing || !may_send(c))
         return;
     c->want_send = 1;
-    lws_callback_on_writable(c->wsi);
+    lws_callback_on_writable(c->ws.wsi);
 }
 
-static int conn_write(struct conn *c)
+/* The pool's on_writeable (it closes a closing connection itself). */
+static int conn_write(struct ws_conn *wc)
 {
-    if (c->closing) {
-        lws_close_reason(c->wsi, LWS_CLOSE_STATUS_NORMAL, NULL, 0);
-        return -1;
-    }
+    struct conn *c = conn_of(wc);
     if (!c->want_send)
         return 0;
     c->want_send = 0;
     if (!may_send(c)) /* the phase moved on while we waited */
         return 0;
     size_t len = build_request(c);
-    if (len == 0)
-        die("request too long");
     c->in_window = B.phase == PH_MEASURE;
     if (c->in_window)
         B.issued++;
     c->sent++;
     c->inflight = 1;
     c->t_send = ws_now_ns();
-    /* Client frames are masked in place, hence the scratch copy per write. */
-    if (lws_write(c->wsi, B.scratch + LWS_PRE, len, LWS_WRITE_TEXT) < (int)len) {
+    if (ws_send_text("wsbench", c->ws.wsi, B.scratch, len) != 0) {
         fprintf(stderr, "wsbench: write failed\n");
         return -1;
     }
@@ -184,9 +167,10 @@ static void show_error(const char *frame, size_t len)
     fprintf(stderr, "wsbench: error reply: %.*s\n", (int)(len > 300 ? 300 : len), frame);
 }
 
-/* A whole reply frame arrived on c. */
-static void conn_reply(struct conn *c, const char *frame, size_t len)
+/* The pool's on_frame: a whole reply frame arrived. */
+static void conn_reply(struct ws_conn *wc, const char *frame, size_t len)
 {
+    struct conn *c = conn_of(wc);
     int is_error = 0;
     if (B.code == 3 && frame != NULL) {
         /* Chat replies are few enough per second to parse: skip streamed
@@ -234,106 +218,28 @@ static void conn_reply(struct conn *c, const char *frame, size_t len)
     conn_kick(c);
 }
 
-static void conn_receive(struct conn *c, const void *in, size_t len)
-{
-    int whole = ws_rx_feed(&c->rx, c->wsi, in, len, WSB_MAX_FRAME);
-    if (whole < 0)
-        die("out of memory");
-    if (whole) {
-        conn_reply(c, c->rx.dropped ? NULL : c->rx.buf, c->rx.len);
-        ws_rx_done(&c->rx);
-    }
-}
-
 /* -------------------------------------------------------------- lws glue */
 
-static void conn_dead(struct conn *c)
+/* The pool's on_dead; it has counted the failure or the close already. */
+static void conn_dead(struct ws_conn *wc, enum ws_state was)
 {
-    if (c->state == CS_CONNECTING) {
-        B.connecting--;
-        B.failed++;
-        c->failed = 1;
-    } else if (c->state == CS_OPEN) {
-        B.open--;
-        if (c->inflight && B.phase < PH_CLOSE)
-            B.unanswered++; /* the server closed with our request pending */
-        if (!c->closing)
-            B.closed_by_peer++;
-    }
-    c->state = CS_DEAD;
-    c->wsi = NULL;
+    if (was == WS_OPEN && conn_of(wc)->inflight && B.phase < PH_CLOSE)
+        B.unanswered++; /* the server closed with our request pending */
 }
 
-static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
-                    size_t len)
+static void say_closed(struct ws_conn *wc)
 {
-    struct conn *c = wsi != NULL ? lws_get_opaque_user_data(wsi) : NULL;
-    switch (reason) {
-    case LWS_CALLBACK_CLIENT_ESTABLISHED:
-        if (c == NULL)
-            break;
-        B.connecting--;
-        B.open++;
-        B.ever_open++;
-        c->state = CS_OPEN;
-        break;
-    case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
-        if (c == NULL)
-            break;
-        if (B.verbose || B.failed < 3)
-            fprintf(stderr, "wsbench: connect failed: %s\n", in ? (const char *)in : "?");
-        conn_dead(c);
-        break;
-    case LWS_CALLBACK_CLIENT_RECEIVE:
-        if (c != NULL)
-            conn_receive(c, in, len);
-        break;
-    case LWS_CALLBACK_CLIENT_WRITEABLE:
-        if (c != NULL)
-            return conn_write(c);
-        break;
-    case LWS_CALLBACK_CLIENT_CLOSED:
-        if (c != NULL) {
-            if (!c->closing && (B.verbose || B.closed_by_peer < 3))
-                fprintf(stderr, "wsbench: connection closed by server%s\n",
-                        c->inflight ? " with a request in flight" : "");
-            conn_dead(c);
-        }
-        break;
-    case LWS_CALLBACK_WSI_DESTROY:
-        /* Backstop: a wsi that went away without either callback above. */
-        if (c != NULL && (c->state == CS_CONNECTING || c->state == CS_OPEN) && c->wsi == wsi)
-            conn_dead(c);
-        break;
-    default:
-        break;
-    }
-    return 0;
+    fprintf(stderr, "wsbench: connection closed by server%s\n",
+            conn_of(wc)->inflight ? " with a request in flight" : "");
 }
 
-static const struct lws_protocols protocols[] = {
-    {"wsbench", callback, 0, 0, 0, NULL, 0},
-    {NULL, NULL, 0, 0, 0, NULL, 0},
-};
-
-static void start_connects(void)
-{
-    while (B.next_conn < B.conns && B.connecting < B.ramp) {
-        struct conn *c = &B.c[B.next_conn++];
-        c->state = CS_CONNECTING;
-        B.connecting++;
-        if (ws_connect(B.ctx, &B.url, "wsbench", c, &c->wsi) == NULL && c->state == CS_CONNECTING) {
-            /* Failed at once; the error callback may or may not have run. */
-            conn_dead(c);
-        }
-    }
-}
+static const struct ws_hooks hooks = {conn_reply, conn_write, conn_dead, say_closed};
 
 static int inflight_count(void)
 {
     int n = 0;
-    for (int k = 0; k < B.conns; k++)
-        n += B.c[k].state == CS_OPEN && B.c[k].inflight;
+    for (int k = 0; k < B.pool.n; k++)
+        n += B.c[k].ws.state == WS_OPEN && B.c[k].inflight;
     return n;
 }
 
@@ -348,36 +254,31 @@ static void set_phase(enum phase p)
     if (p == PH_CLOSE) {
         /* Counted now: once closed, no connection is in flight any more. */
         B.unanswered += inflight_count();
-        for (int k = 0; k < B.conns; k++) {
-            struct conn *c = &B.c[k];
-            if (c->state == CS_OPEN) {
-                c->closing = 1;
-                lws_callback_on_writable(c->wsi);
-            }
-        }
+        ws_pool_close_all(&B.pool);
     }
 }
 
 static void kick_all(void)
 {
-    for (int k = 0; k < B.conns; k++)
+    for (int k = 0; k < B.pool.n; k++)
         conn_kick(&B.c[k]);
 }
 
-/* The phase machine; runs every tick. */
-static void step(void)
+/* The phase machine; runs every tick. Nonzero when done. */
+static int step(void)
 {
-    if (interrupted && B.phase < PH_CLOSE)
+    if (ws_interrupted && B.phase < PH_CLOSE)
         set_phase(PH_CLOSE);
     switch (B.phase) {
     case PH_CONNECT:
-        start_connects();
-        if (B.next_conn == B.conns && B.connecting == 0) {
+        ws_pool_connect_more(&B.pool);
+        if (ws_pool_all_tried(&B.pool)) {
             if (B.idle) {
-                printf("idle conns=%d connected=%d failed=%d\n", B.conns, B.open, B.failed);
+                printf("idle conns=%d connected=%d failed=%d\n", B.pool.n, B.pool.open,
+                       B.pool.failed);
                 fflush(stdout);
                 set_phase(PH_HOLD);
-            } else if (B.open == 0) {
+            } else if (B.pool.open == 0) {
                 set_phase(PH_CLOSE);
             } else {
                 set_phase(B.warmup > 0 && !B.once ? PH_WARMUP : PH_MEASURE);
@@ -385,7 +286,7 @@ static void step(void)
             }
         } else if (ws_secs_since(B.t_phase) > B.timeout + 30) {
             fprintf(stderr, "wsbench: %d handshakes still pending; going on without them\n",
-                    B.connecting);
+                    B.pool.connecting);
             set_phase(PH_CLOSE);
         }
         break;
@@ -401,8 +302,8 @@ static void step(void)
             /* Over when every request sent while measuring is answered
              * and no more may be sent. */
             int more = 0;
-            for (int k = 0; k < B.conns && !more; k++)
-                more = B.c[k].state == CS_OPEN &&
+            for (int k = 0; k < B.pool.n && !more; k++)
+                more = B.c[k].ws.state == WS_OPEN &&
                        (B.c[k].inflight || B.c[k].want_send || may_send(&B.c[k]));
             if (!more || ws_secs_since(B.t_phase) >= B.timeout)
                 set_phase(PH_DRAIN);
@@ -418,44 +319,36 @@ static void step(void)
         break;
     case PH_HOLD:
         if (ws_secs_since(B.t_phase) >= B.hold) {
-            printf("idle_done conns=%d still_open=%d closed_by_server=%d\n", B.conns, B.open,
-                   B.closed_by_peer);
+            printf("idle_done conns=%d still_open=%d closed_by_server=%d\n", B.pool.n, B.pool.open,
+                   B.pool.closed_by_peer);
             fflush(stdout);
             set_phase(PH_CLOSE);
         }
         break;
     case PH_CLOSE:
-        if (B.open == 0 || ws_secs_since(B.t_phase) >= 5)
+        if (B.pool.open == 0 || ws_secs_since(B.t_phase) >= 5)
             B.phase = PH_DONE;
         break;
     case PH_DONE:
         break;
     }
-}
-
-static void on_tick(lws_sorted_usec_list_t *sul)
-{
-    step();
-    lws_sul_schedule(B.ctx, 0, &B.tick, on_tick, WSB_TICK_US);
+    return B.phase == PH_DONE;
 }
 
 /* ---------------------------------------------------------------- set-up */
 
-static void on_signal(int sig)
-{
-    (void)sig;
-    interrupted = 1;
-}
-
 int main(int argc, char **argv)
 {
     const char *url = NULL;
-    B.conns = 1;
+    B.pool.prog = "wsbench";
+    B.pool.hooks = &hooks;
+    B.pool.max_frame = WSB_MAX_FRAME;
+    B.pool.n = 1;
     B.code = -1;
     B.seconds = 5;
     B.warmup = 1;
     B.timeout = 60;
-    B.ramp = 128;
+    B.pool.ramp = 128;
     B.session = "NEW";
     B.message = "hello from wsbench";
     B.model = "llama3.1:8b";
@@ -463,12 +356,13 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        /* An option with a value: matches, then consumes the value. */
+        /* An option with a value: matches, then consumes the value. The
+         * flags are this program's own, so soak.c has its own loop. */
 #define ARG(name) (strcmp(a, name) == 0 && (v != NULL ? (i++, 1) : (usage(), 0)))
         if (ARG("--url"))
             url = v;
         else if (ARG("--conns"))
-            B.conns = atoi(v);
+            B.pool.n = atoi(v);
         else if (ARG("--code"))
             B.code = atoi(v);
         else if (ARG("--user"))
@@ -488,20 +382,20 @@ int main(int argc, char **argv)
         else if (ARG("--timeout"))
             B.timeout = atof(v);
         else if (ARG("--ramp"))
-            B.ramp = atoi(v);
+            B.pool.ramp = atoi(v);
         else if (ARG("--idle"))
-            B.idle = 1, B.conns = atoi(v);
+            B.idle = 1, B.pool.n = atoi(v);
         else if (ARG("--hold"))
             B.hold = atof(v);
         else if (strcmp(a, "--once") == 0)
             B.once = 1;
         else if (strcmp(a, "--verbose") == 0)
-            B.verbose = 1;
+            B.pool.verbose = 1;
         else
             usage();
 #undef ARG
     }
-    if (url == NULL || B.conns < 1 || B.ramp < 1)
+    if (url == NULL || B.pool.n < 1 || B.pool.ramp < 1)
         usage();
     if (!B.idle) {
         if (B.user == NULL || (B.code != 0 && B.code != 1 && B.code != 2 && B.code != 3 &&
@@ -516,25 +410,12 @@ int main(int argc, char **argv)
         ws_check_plain("wsbench", "--message", B.message);
         ws_check_plain("wsbench", "--model", B.model);
     }
-    ws_parse_url("wsbench", url, &B.url);
+    ws_parse_url("wsbench", url, &B.pool.url);
 
-    ws_raise_nofile("wsbench", B.conns);
-    signal(SIGPIPE, SIG_IGN);
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
-    B.c = calloc((size_t)B.conns, sizeof(*B.c));
-    if (B.c == NULL)
-        die("out of memory");
-
-    B.ctx = ws_client_context("wsbench", protocols, B.verbose);
-
+    B.c = ws_pool_init(&B.pool, sizeof(*B.c), offsetof(struct conn, ws));
+    ws_pool_start(&B.pool);
     set_phase(PH_CONNECT);
-    on_tick(&B.tick);
-    while (B.phase != PH_DONE)
-        if (lws_service(B.ctx, 0) < 0)
-            break;
-    lws_sul_schedule(B.ctx, 0, &B.tick, NULL, LWS_SET_TIMER_USEC_CANCEL);
-    lws_context_destroy(B.ctx);
+    ws_pool_run(&B.pool, step, WSB_TICK_US);
 
     if (!B.idle) {
         latency_sort(&B.lat);
@@ -544,13 +425,11 @@ int main(int argc, char **argv)
         printf("code=%d conns=%d requests=%lld errors=%lld rps=%.1f p50_us=%u p99_us=%u"
                " max_us=%u connected=%d connect_failed=%d closed_by_server=%d unanswered=%d"
                " window_s=%.2f cpu_s=%.2f\n",
-               B.code, B.conns, B.done, B.errors, rps, latency_pct(&B.lat, 50),
-               latency_pct(&B.lat, 99), latency_pct(&B.lat, 100), B.ever_open, B.failed,
-               B.closed_by_peer, B.unanswered, window, measure_cpu_seconds());
+               B.code, B.pool.n, B.done, B.errors, rps, latency_pct(&B.lat, 50),
+               latency_pct(&B.lat, 99), latency_pct(&B.lat, 100), B.pool.ever_open, B.pool.failed,
+               B.pool.closed_by_peer, B.unanswered, window, measure_cpu_seconds());
     }
-    for (int k = 0; k < B.conns; k++)
-        ws_rx_free(&B.c[k].rx);
-    free(B.c);
+    ws_pool_free(&B.pool);
     latency_free(&B.lat);
     return 0;
 }

@@ -1,12 +1,18 @@
 /* wsclient.h - the libwebsockets client plumbing the WebSocket load
  * generators in bench/ (wsbench, soak) share: the clock, ws:// URL parsing,
- * the open-file limit, the one-thread client context, a connect call, and
- * reassembly of fragmented reply frames. Header-only: each .c in bench/ is
- * its own program; every function takes the program's name for messages. */
+ * the open-file limit, the one-thread client context, a connect call,
+ * reassembly of fragmented reply frames, and a pool of N connections on that
+ * one thread (paced handshakes, the lws callback, the count of connections
+ * that failed, opened or were closed by chatd, the ticking service loop).
+ * What a program does with a reply or a writable connection stays its own,
+ * behind the pool's hooks. Header-only: each .c in bench/ is its own
+ * program; every function takes the program's name for messages. */
 #ifndef CHATD_BENCH_WSCLIENT_H
 #define CHATD_BENCH_WSCLIENT_H
 
 #include <libwebsockets.h>
+#include <signal.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -89,9 +95,10 @@ static inline void ws_raise_nofile(const char *prog, int need)
                 (unsigned long long)rl.rlim_cur, need);
 }
 
-/* One service thread, no listener, sized from RLIMIT_NOFILE (raise it first). */
+/* One service thread, no listener, sized from RLIMIT_NOFILE (raise it first);
+ * `user` is what lws_context_user() returns. */
 static inline struct lws_context *
-ws_client_context(const char *prog, const struct lws_protocols *protocols, int verbose)
+ws_client_context(const char *prog, const struct lws_protocols *protocols, int verbose, void *user)
 {
     lws_set_log_level(verbose ? LLL_ERR | LLL_WARN : LLL_ERR, NULL);
     struct lws_context_creation_info info;
@@ -101,6 +108,7 @@ ws_client_context(const char *prog, const struct lws_protocols *protocols, int v
     info.options = LWS_SERVER_OPTION_DISABLE_IPV6;
     info.count_threads = 1;
     info.fd_limit_per_thread = 0; /* 0: sized from RLIMIT_NOFILE */
+    info.user = user;
     struct lws_context *ctx = lws_create_context(&info);
     if (ctx == NULL)
         ws_die(prog, "lws_create_context failed");
@@ -126,6 +134,17 @@ static inline struct lws *ws_connect(struct lws_context *ctx, const struct ws_ur
     i.opaque_user_data = opaque;
     i.pwsi = pwsi;
     return lws_client_connect_via_info(&i);
+}
+
+/* Sends scratch[LWS_PRE, LWS_PRE + len) as one text frame; -1 when the
+ * write failed. len 0 means the request did not fit the scratch: fatal. */
+static inline int ws_send_text(const char *prog, struct lws *wsi, unsigned char *scratch,
+                               size_t len)
+{
+    if (len == 0)
+        ws_die(prog, "request too long");
+    /* Client frames are masked in place, hence the scratch copy per write. */
+    return lws_write(wsi, scratch + LWS_PRE, len, LWS_WRITE_TEXT) < (int)len ? -1 : 0;
 }
 
 /* Reassembles one incoming message from its fragments. A message over
@@ -185,6 +204,238 @@ static inline void ws_rx_free(struct ws_rx *rx)
     free(rx->buf);
     rx->buf = NULL;
     rx->len = rx->cap = 0;
+}
+
+/* ------------------------------------------------------ connection pool */
+
+/* N connections on the one service thread, opened at most `ramp`
+ * handshakes at a time. One copy, so that wsbench's connect_failed and
+ * closed_by_server and soak's pass/fail count a death the same way: once,
+ * whichever lws callback reports it first. */
+
+/* Set by SIGINT and SIGTERM once ws_pool_init ran; the programs' phase
+ * machines wind down when they see it. */
+static volatile sig_atomic_t ws_interrupted;
+
+static inline void ws_on_signal(int sig)
+{
+    (void)sig;
+    ws_interrupted = 1;
+}
+
+enum ws_state { WS_NEW, WS_CONNECTING, WS_OPEN, WS_DEAD };
+
+/* The pool's part of a connection, a member of each program's own struct
+ * conn (lws_container_of gets back from it). */
+struct ws_conn {
+    struct lws *wsi;
+    enum ws_state state;
+    int closing; /* we asked for the close */
+    struct ws_rx rx;
+};
+
+/* What each program does itself, called from the pool's lws callback. */
+struct ws_hooks {
+    /* A whole reply arrived on wc; frame is NULL when it was over max_frame. */
+    void (*on_frame)(struct ws_conn *wc, const char *frame, size_t len);
+    /* wc, not closing, may write; returns what the lws callback returns. */
+    int (*on_writeable)(struct ws_conn *wc);
+    /* wc is gone, in state `was` before; the pool's counts already say so. */
+    void (*on_dead)(struct ws_conn *wc, enum ws_state was);
+    /* chatd closed wc unasked: say so (the first three, or all if verbose). */
+    void (*say_closed)(struct ws_conn *wc);
+};
+
+struct ws_pool {
+    /* Set by the program before ws_pool_init. */
+    const char *prog; /* for messages, and the subprotocol's name */
+    const struct ws_hooks *hooks;
+    struct ws_url url;
+    int n;    /* connections */
+    int ramp; /* handshakes in progress at most */
+    int verbose;
+    size_t max_frame; /* a longer reply is counted, not kept */
+
+    /* The pool's own. */
+    struct lws_context *ctx;
+    struct lws_protocols protocols[2];
+    char *conns; /* n program structs of `stride` bytes, each holding a ws_conn */
+    size_t stride, member;
+    lws_sorted_usec_list_t tick;
+    int (*step)(void);
+    int tick_us, done;
+    /* Handshakes started, in progress; open now, ever; connects that
+     * failed; open connections chatd closed before we asked. */
+    int next_conn, connecting, open, ever_open, failed, closed_by_peer;
+};
+
+static inline struct ws_conn *ws_pool_conn(struct ws_pool *p, int k)
+{
+    return (struct ws_conn *)(p->conns + (size_t)k * p->stride + p->member);
+}
+
+/* Room for p->n connections: the open-file limit, and the program's array
+ * of p->n zeroed structs of `stride` bytes, each with its struct ws_conn at
+ * offset `member`. Also ignores SIGPIPE and routes SIGINT and SIGTERM to
+ * ws_interrupted. Returns the array. */
+static inline void *ws_pool_init(struct ws_pool *p, size_t stride, size_t member)
+{
+    ws_raise_nofile(p->prog, p->n);
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGINT, ws_on_signal);
+    signal(SIGTERM, ws_on_signal);
+    p->stride = stride;
+    p->member = member;
+    p->conns = calloc((size_t)p->n, stride);
+    if (p->conns == NULL)
+        ws_die(p->prog, "out of memory");
+    return p->conns;
+}
+
+/* The one place a connection dies: counted once, whichever of the error,
+ * closed or destroy callbacks (or a failed connect call) comes first. */
+static inline void ws_conn_dead(struct ws_pool *p, struct ws_conn *wc)
+{
+    enum ws_state was = wc->state;
+    if (was == WS_CONNECTING) {
+        p->connecting--;
+        p->failed++;
+    } else if (was == WS_OPEN) {
+        p->open--;
+        if (!wc->closing)
+            p->closed_by_peer++;
+    }
+    p->hooks->on_dead(wc, was);
+    wc->state = WS_DEAD;
+    wc->wsi = NULL;
+}
+
+static inline int ws_pool_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
+                                   void *in, size_t len)
+{
+    (void)user;
+    struct ws_conn *wc = wsi != NULL ? lws_get_opaque_user_data(wsi) : NULL;
+    if (wc == NULL)
+        return 0;
+    struct ws_pool *p = lws_context_user(lws_get_context(wsi));
+    switch (reason) {
+    case LWS_CALLBACK_CLIENT_ESTABLISHED:
+        p->connecting--;
+        p->open++;
+        p->ever_open++;
+        wc->state = WS_OPEN;
+        break;
+    case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
+        if (p->verbose || p->failed < 3)
+            fprintf(stderr, "%s: connect failed: %s\n", p->prog, in ? (const char *)in : "?");
+        ws_conn_dead(p, wc);
+        break;
+    case LWS_CALLBACK_CLIENT_RECEIVE: {
+        int whole = ws_rx_feed(&wc->rx, wsi, in, len, p->max_frame);
+        if (whole < 0)
+            ws_die(p->prog, "out of memory");
+        if (whole) {
+            p->hooks->on_frame(wc, wc->rx.dropped ? NULL : wc->rx.buf, wc->rx.len);
+            ws_rx_done(&wc->rx);
+        }
+        break;
+    }
+    case LWS_CALLBACK_CLIENT_WRITEABLE:
+        if (wc->closing) {
+            lws_close_reason(wsi, LWS_CLOSE_STATUS_NORMAL, NULL, 0);
+            return -1;
+        }
+        return p->hooks->on_writeable(wc);
+    case LWS_CALLBACK_CLIENT_CLOSED:
+        if (!wc->closing && (p->verbose || p->closed_by_peer < 3))
+            p->hooks->say_closed(wc);
+        ws_conn_dead(p, wc);
+        break;
+    case LWS_CALLBACK_WSI_DESTROY:
+        /* Backstop: a wsi that went away without either callback above. */
+        if ((wc->state == WS_CONNECTING || wc->state == WS_OPEN) && wc->wsi == wsi)
+            ws_conn_dead(p, wc);
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+/* Starts handshakes in order until p->ramp are in progress or all were
+ * started; call it every tick of the connect phase. */
+static inline void ws_pool_connect_more(struct ws_pool *p)
+{
+    while (p->next_conn < p->n && p->connecting < p->ramp) {
+        struct ws_conn *wc = ws_pool_conn(p, p->next_conn++);
+        wc->state = WS_CONNECTING;
+        p->connecting++;
+        if (ws_connect(p->ctx, &p->url, p->prog, wc, &wc->wsi) == NULL &&
+            wc->state == WS_CONNECTING) {
+            /* Failed at once; the error callback may or may not have run. */
+            ws_conn_dead(p, wc);
+        }
+    }
+}
+
+/* Every handshake was started and has ended, one way or the other. */
+static inline int ws_pool_all_tried(const struct ws_pool *p)
+{
+    return p->next_conn == p->n && p->connecting == 0;
+}
+
+/* Asks every open connection to close (a normal close from WRITEABLE). */
+static inline void ws_pool_close_all(struct ws_pool *p)
+{
+    for (int k = 0; k < p->n; k++) {
+        struct ws_conn *wc = ws_pool_conn(p, k);
+        if (wc->state == WS_OPEN) {
+            wc->closing = 1;
+            lws_callback_on_writable(wc->wsi);
+        }
+    }
+}
+
+/* The client context, with the pool's one protocol (named p->prog). */
+static inline void ws_pool_start(struct ws_pool *p)
+{
+    p->protocols[0].name = p->prog;
+    p->protocols[0].callback = ws_pool_callback;
+    p->ctx = ws_client_context(p->prog, p->protocols, p->verbose, p);
+}
+
+static inline void ws_pool_on_tick(lws_sorted_usec_list_t *sul)
+{
+    struct ws_pool *p = lws_container_of(sul, struct ws_pool, tick);
+    if (p->step())
+        p->done = 1;
+    /* Even when done: timers run before lws polls, so without one pending
+     * that poll (and lws_service) would wait for network traffic. */
+    lws_sul_schedule(p->ctx, 0, &p->tick, ws_pool_on_tick, p->tick_us);
+}
+
+/* Services the pool, calling `step` now and every tick_us microseconds,
+ * until step returns nonzero; then destroys the context, which closes every
+ * socket of ours. */
+static inline void ws_pool_run(struct ws_pool *p, int (*step)(void), int tick_us)
+{
+    p->step = step;
+    p->tick_us = tick_us;
+    ws_pool_on_tick(&p->tick);
+    while (!p->done)
+        if (lws_service(p->ctx, 0) < 0)
+            break;
+    lws_sul_schedule(p->ctx, 0, &p->tick, NULL, LWS_SET_TIMER_USEC_CANCEL);
+    lws_context_destroy(p->ctx);
+    p->ctx = NULL;
+}
+
+static inline void ws_pool_free(struct ws_pool *p)
+{
+    for (int k = 0; k < p->n; k++)
+        ws_rx_free(&ws_pool_conn(p, k)->rx);
+    free(p->conns);
+    p->conns = NULL;
 }
 
 #endif
