@@ -9,6 +9,7 @@ starts its own chat-agent and chatd processes on free loopback ports.
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -53,6 +54,18 @@ def wait_port(port, proc, log_path, timeout=20.0):
         except OSError:
             time.sleep(0.05)
     raise RuntimeError("port %d did not open:\n%s" % (port, read(log_path)))
+
+
+def end_process(proc, sig=None, timeout=10):
+    """Sends proc sig (SIGTERM by default) if it is still running, waits up
+    to timeout seconds, then SIGKILLs it."""
+    if proc.poll() is None:
+        proc.send_signal(sig if sig is not None else signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def read(path):
@@ -143,13 +156,8 @@ class Agent:
         wait_port(self.port, self.proc, self.log_path)
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc:
+            end_process(self.proc)
         self.log.close()
         check_sanitizers(self.log_path)
 
@@ -204,16 +212,7 @@ class Chatd:
         reported anything (the asan build runs this whole suite)."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            if sig is None:
-                self.proc.terminate()
-            else:
-                self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        end_process(self.proc, sig, timeout)
         self.log.close()
         check_sanitizers(self.log_path)
         return self.proc.returncode
@@ -246,16 +245,8 @@ class RedisServer:
 
     def kill(self, hard=False):
         """Stops it: SIGTERM, or with hard SIGKILL (a crash)."""
-        if self.proc is not None and self.proc.poll() is None:
-            if hard:
-                self.proc.kill()
-            else:
-                self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            end_process(self.proc, signal.SIGKILL if hard else None)
         self.proc = None
 
     def stop(self):
@@ -265,6 +256,61 @@ class RedisServer:
 
     def client(self):
         return redis.Redis(host="127.0.0.1", port=self.port)
+
+
+class PostgresServer:
+    """A private PostgreSQL (with its own Redis) on free ports, started by
+    scripts/services.sh, so a test can stop and restart it without touching
+    the one every other test module shares. It has a database name, so it
+    can stand where Chatd wants a Database. durable: fsync on (no
+    CHATD_PG_FAST), for tests where an immediate stop must not lose an
+    acknowledged commit."""
+
+    def __init__(self, name, durable=False):
+        self.name = name
+        self.base = tempfile.mkdtemp(prefix="chatd-pg-")
+        os.chmod(self.base, 0o755)  # PostgreSQL runs as 'postgres' when we are root
+        self.port, self.redis_port = free_port(), free_port()
+        self.env = dict(os.environ, DB_USER=PG["user"], DB_PASSWORD=PG["password"], DB_NAME=name)
+        if durable:
+            self.env.pop("CHATD_PG_FAST", None)
+        else:
+            self.env["CHATD_PG_FAST"] = "1"
+        self.start()
+
+    def _services(self, *args, check=True):
+        subprocess.run([os.path.join(SOURCE_DIR, "scripts", "services.sh")] + list(args), env=self.env,
+                       check=check, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def start(self):
+        """Starts it (again) on the same ports and data."""
+        self._services("start", self.base, str(self.port), str(self.redis_port))
+
+    def stop_pg(self, mode="fast"):
+        """Stops PostgreSQL only: pg_ctl's fast (clean) or immediate (a crash)."""
+        version = sorted(os.listdir("/usr/lib/postgresql"), key=int)[-1]
+        cmd = ["/usr/lib/postgresql/%s/bin/pg_ctl" % version, "stop", "-w", "-m", mode, "-D",
+               os.path.join(self.base, "pg")]
+        if os.getuid() == 0:
+            cmd = ["runuser", "-u", "postgres", "--"] + cmd
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def query(self, sql, params=None):
+        """Rows of sql (None for a statement without any), autocommit."""
+        conn = psycopg2.connect(host=PG["host"], port=self.port, user=PG["user"], password=PG["password"],
+                                dbname=self.name)
+        try:
+            conn.autocommit = True
+            with conn.cursor() as c:
+                c.execute(sql, params)
+                return c.fetchall() if c.description else None
+        finally:
+            conn.close()
+
+    def stop(self):
+        """For cleanup(): stops both servers and removes their data."""
+        self._services("stop", self.base, check=False)
+        shutil.rmtree(self.base, ignore_errors=True)
 
 
 class Client:

@@ -27,6 +27,7 @@ import unittest
 import websocket
 
 from harness import MODEL, StackCase
+from test_http import parse_response, read_until_close
 
 LIMIT = 4096  # MAX_CHAT_MESSAGE_BYTES for these tests
 CODES = (0, 1, 2, 3, 4, 5, 6, 8)
@@ -482,24 +483,16 @@ class UploadAbuse(AbuseCase):
         head = ("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
                 "Connection: close\r\n\r\n" % (ctype, len(body))).encode()
         s = socket.create_connection(("127.0.0.1", self.chatd.port), timeout=30)
-        resp = b""
         try:
             try:
                 s.sendall(head + body)
             except OSError:
                 pass  # refused before the end of the body
-            while True:
-                d = s.recv(65536)
-                if not d:
-                    break
-                resp += d
-        except OSError:
-            pass
+            resp = read_until_close(s)
         finally:
             s.close()
         self.assertTrue(resp.startswith(b"HTTP/1.1 "), resp[:200])
-        head, _, body = resp.partition(b"\r\n\r\n")
-        return int(head.split(b" ", 2)[1]), json.loads(body.decode())
+        return parse_response(resp)
 
     def test_field_storage_overrun_is_refused(self):
         # lws_spa (4.1) flushes a field when its storage is full; flushed

@@ -40,10 +40,9 @@ import time
 import unittest
 import uuid
 
-import psycopg2
 import websocket
 
-from harness import MODEL, PG, SOURCE_DIR, Agent, Chatd, Database, RedisServer, check_sanitizers, free_port
+from harness import MODEL, Agent, Chatd, Database, PostgresServer, RedisServer, check_sanitizers
 
 PRICES = dict(AGENT_PRICE_IN_PER_1K=0, AGENT_PRICE_OUT_PER_1K=3)
 CHATD_ENV = dict(AI_TIMEOUT_SECONDS=20, WORKER_THREADS=4)
@@ -51,7 +50,6 @@ RECV_TIMEOUT = 40  # > AI_TIMEOUT_SECONDS: a reply later than this is a hang
 START_BALANCE = 1000.0
 MAX_CTX = 20  # MAX_CHAT_HISTORY_CONTEXT's default
 TURNS_PER_SESSION = 6  # then a client starts a NEW session
-SERVICES = os.path.join(SOURCE_DIR, "scripts", "services.sh")
 VERBOSE = os.environ.get("FAULTS_VERBOSE") == "1"  # counts of what each check saw
 
 # Error codes a request of each type may get while PostgreSQL is down.
@@ -512,10 +510,10 @@ class Faults(unittest.TestCase):
 
     def test_sigkill_mid_turn_stores_whole_turns_and_charges_once(self):
         # Clients go on in their sessions after each restart, so a kill
-        # between a commit and the Redis rewrite shows as "stale history" /
-        # "stale summary" in a later turn: the KNOWN BUG described at
-        # test_sigkill_just_after_commit_keeps_the_turn_and_its_context
-        # (this test hits it in about half of the runs until chat.c is fixed).
+        # between a commit and the Redis rewrite would show as "stale
+        # history" / "stale summary" in a later turn (the bug described at
+        # test_sigkill_just_after_commit_keeps_the_turn_and_its_context,
+        # which this test hit in about half of its runs before the fix).
         slow = Agent(AGENT_DELAY_MS=400, **PRICES)  # turns wait on the agent
         fast = Agent(**PRICES)  # turns back to back: kills land in commits
         db = Database("chatd_faults_kill")
@@ -685,54 +683,20 @@ class Faults(unittest.TestCase):
     # -------------------------------------------------------- PostgreSQL
 
     def test_postgres_restarted_and_crashed_during_traffic(self):
-        base = tempfile.mkdtemp(prefix="chatd-faults-pg-")
-        os.chmod(base, 0o755)
-        pg_port, redis_port = free_port(), free_port()
-        # Durable settings (no CHATD_PG_FAST): an immediate stop must not
-        # lose a commit chatd acknowledged.
-        env = dict(os.environ, DB_USER=PG["user"], DB_PASSWORD=PG["password"], DB_NAME="chatd_faults")
-        env.pop("CHATD_PG_FAST", None)
-
-        def services(*args):
-            subprocess.run([SERVICES] + list(args), env=env, check=True,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-        services("start", base, str(pg_port), str(redis_port))
-        pg_bin = sorted(os.listdir("/usr/lib/postgresql"), key=int)[-1]
-        pg_ctl = "/usr/lib/postgresql/%s/bin/pg_ctl" % pg_bin
-
-        def pg_stop(mode):
-            cmd = [pg_ctl, "stop", "-w", "-m", mode, "-D", os.path.join(base, "pg")]
-            if os.getuid() == 0:
-                cmd = ["runuser", "-u", "postgres", "--"] + cmd
-            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-        def query(sql, params=None):
-            conn = psycopg2.connect(host=PG["host"], port=pg_port, user=PG["user"], password=PG["password"],
-                                    dbname="chatd_faults")
-            try:
-                conn.autocommit = True
-                with conn.cursor() as c:
-                    c.execute(sql, params)
-                    return c.fetchall() if c.description else None
-            finally:
-                conn.close()
-
-        class Db:
-            name = "chatd_faults"
-
+        # Durable: an immediate stop must not lose a commit chatd acknowledged.
+        pg = PostgresServer("chatd_faults", durable=True)
         agent = Agent(AGENT_DELAY_MS=50, **PRICES)
         chatd = None
         try:
-            chatd = Chatd(Db(), agent_port=agent.port, DB_PORT=pg_port, REDIS_PORT=redis_port, **CHATD_ENV)
-            uid = str(query("insert into user_data(username, models, balance) values ('PG', '{8}', %s)"
-                            " returning user_id", (START_BALANCE,))[0][0])
+            chatd = Chatd(pg, agent_port=agent.port, DB_PORT=pg.port, REDIS_PORT=pg.redis_port, **CHATD_ENV)
+            uid = str(pg.query("insert into user_data(username, models, balance) values ('PG', '{8}', %s)"
+                               " returning user_id", (START_BALANCE,))[0][0])
             t = Traffic(chatd, uid, "PG", threads=6, allowed_errors=PG_DOWN_CODES, label="p").start()
             for mode in ("fast", "immediate"):  # a clean restart, then a crash
                 time.sleep(1.0)
-                pg_stop(mode)
+                pg.stop_pg(mode)
                 time.sleep(1.5)
-                services("start", base, str(pg_port), str(redis_port))
+                pg.start()
             time.sleep(1.5)
             t.stop()
             self.assertTraffic(t, "while PostgreSQL went down and came back")
@@ -743,18 +707,15 @@ class Faults(unittest.TestCase):
             after = self.full_service(chatd, uid, "PG", "after-", resume=t)
             # allow_error_stored: a commit whose answer was lost with the
             # connection is stored although chatd answered an error; it
-            # must still be whole, charged once, never duplicated. Such a
-            # turn also leaves the previous context in Redis (chatd
-            # rewrites it only after a commit it saw succeed): the same
-            # KNOWN BUG as test_sigkill_just_after_commit_..., seen here as
-            # "stale history" in a few runs out of ten until chat.c is fixed.
-            check_store(self, query, uid, t.turns + after.turns, agent.requests(), allow_error_stored=True)
+            # must still be whole, charged once, never duplicated, and (the
+            # cached context being dropped before every commit) the next
+            # turn must still be given its whole history.
+            check_store(self, pg.query, uid, t.turns + after.turns, agent.requests(), allow_error_stored=True)
         finally:
             if chatd is not None:
                 chatd.stop()
             agent.stop()
-            subprocess.run([SERVICES, "stop", base], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            shutil.rmtree(base, ignore_errors=True)
+            pg.stop()
 
     # ------------------------------------------------------------- agent
 

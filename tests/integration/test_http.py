@@ -7,18 +7,13 @@ import json
 import os
 import re
 import select
-import shutil
 import signal
 import socket
-import subprocess
-import tempfile
 import time
 import unittest
 import uuid
 
-import psycopg2
-
-from harness import MODEL, PG, SOURCE_DIR, Agent, Chatd, Database, RedisServer, StackCase, free_port
+from harness import MODEL, Agent, Chatd, Database, PostgresServer, RedisServer, StackCase, free_port
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(range(256)) * 4
 STORED = re.compile(r"^[0-9a-f]{32}\.[a-z0-9]{1,8}$")
@@ -59,7 +54,6 @@ def raw_upload(port, head, file_size, tail, chunk=32 * 1024):
     s = socket.create_connection(("127.0.0.1", port))
     s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
     sent = 0
-    resp = b""
     try:
         s.sendall(head)
         block = b"a" * chunk
@@ -74,6 +68,14 @@ def raw_upload(port, head, file_size, tail, chunk=32 * 1024):
     except OSError:
         pass  # refused and closed while we were still sending: expected
     s.settimeout(10)
+    resp = read_until_close(s)
+    s.close()
+    return sent, resp
+
+
+def read_until_close(s):
+    """What s receives until the peer closes it (or it fails)."""
+    resp = b""
     try:
         while True:
             d = s.recv(65536)
@@ -82,8 +84,7 @@ def raw_upload(port, head, file_size, tail, chunk=32 * 1024):
             resp += d
     except OSError:
         pass
-    s.close()
-    return sent, resp
+    return resp
 
 
 def parse_response(raw):
@@ -579,38 +580,12 @@ class Operations(unittest.TestCase):
             db.drop()
 
     def test_postgres_restart(self):
-        base = tempfile.mkdtemp(prefix="chatd-pg-")
-        os.chmod(base, 0o755)
-        pg_port, redis_port = free_port(), free_port()
-        services = os.path.join(SOURCE_DIR, "scripts", "services.sh")
-        env = dict(os.environ, DB_USER=PG["user"], DB_PASSWORD=PG["password"], DB_NAME="chatd_restart",
-                   CHATD_PG_FAST="1")
-        subprocess.run([services, "start", base, str(pg_port), str(redis_port)], env=env, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        pg_bin = sorted((d for d in os.listdir("/usr/lib/postgresql")), key=lambda v: int(v))[-1]
-        pg_ctl = "/usr/lib/postgresql/%s/bin/pg_ctl" % pg_bin
-
-        def pg_stop():
-            subprocess.run(["runuser", "-u", "postgres", "--", pg_ctl, "stop", "-w", "-m", "fast", "-D",
-                            os.path.join(base, "pg")], check=True, stdout=subprocess.DEVNULL)
-
-        def connect():
-            conn = psycopg2.connect(host=PG["host"], port=pg_port, user=PG["user"], password=PG["password"],
-                                    dbname="chatd_restart")
-            conn.autocommit = True
-            return conn
-
-        class Db:
-            name = "chatd_restart"
-
+        pg = PostgresServer("chatd_restart")
         agent = Agent()
-        chatd = Chatd(Db(), agent_port=agent.port, DB_PORT=pg_port, REDIS_PORT=redis_port, WORKER_THREADS=4)
+        chatd = Chatd(pg, agent_port=agent.port, DB_PORT=pg.port, REDIS_PORT=pg.redis_port, WORKER_THREADS=4)
         try:
-            with connect() as conn, conn.cursor() as cur:
-                cur.execute("insert into user_data(username, models, balance) values ('R', '{8}', 5)"
-                            " returning user_id")
-                uid = str(cur.fetchone()[0])
-            conn.close()
+            uid = str(pg.query("insert into user_data(username, models, balance) values ('R', '{8}', 5)"
+                               " returning user_id")[0][0])
             clients = [chatd.client() for _ in range(4)]
             c = clients[0]
             # every worker gets a connection before the restart
@@ -622,7 +597,7 @@ class Operations(unittest.TestCase):
             self.assertEqual(first["type"], 3, first)
             sid = first["data"]["session_id"]
 
-            pg_stop()
+            pg.stop_pg()
             # during the outage: clear errors, quickly, no crash or hang
             t0 = time.time()
             self.assertEqual(c.req(6, {"user_id": uid}).get("code"), 16)
@@ -633,8 +608,7 @@ class Operations(unittest.TestCase):
             self.assertEqual(json.loads(data)["postgres"], "down")
             self.assertIsNone(chatd.proc.poll())
 
-            subprocess.run([services, "start", base, str(pg_port), str(redis_port)], env=env, check=True,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            pg.start()
             # full service at once: every request after the restart succeeds,
             # whichever worker (and stale connection) it lands on
             for i in range(12):
@@ -648,17 +622,13 @@ class Operations(unittest.TestCase):
             self.assertEqual(status, 200)
             for cl in clients:
                 cl.close()
-            with connect() as conn, conn.cursor() as cur:
-                cur.execute("select role, content from chat_messages where session_id = %s order by seq", (sid,))
-                rows = cur.fetchall()
-            conn.close()
+            rows = pg.query("select role, content from chat_messages where session_id = %s order by seq", (sid,))
             self.assertEqual([r[0] for r in rows], ["user", "assistant", "user", "assistant"])
             self.assertEqual((rows[0][1], rows[2][1]), ("before the restart", "after the restart"))
         finally:
             chatd.stop()
             agent.stop()
-            subprocess.run([services, "stop", base], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            shutil.rmtree(base, ignore_errors=True)
+            pg.stop()
 
 
 if __name__ == "__main__":
