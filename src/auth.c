@@ -19,6 +19,8 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -273,4 +275,74 @@ int auth_host_is_loopback(const char *host)
 {
     return strncmp(host, "127.", 4) == 0 || strcmp(host, "::1") == 0 ||
            strcasecmp(host, "localhost") == 0;
+}
+
+/* ------------------------------------------------------- file references */
+
+#define AUTH_FILE_KEY_LABEL "chatd file url v1"
+
+/* hex(HMAC(HMAC(JWT_SECRET, label), name "\n" exp)) into out[65]. */
+static int file_sig(const struct config *cfg, const char *name, long long exp, char out[65])
+{
+    unsigned char key[EVP_MAX_MD_SIZE], mac[EVP_MAX_MD_SIZE];
+    unsigned key_len = 0, mac_len = 0;
+    if (HMAC(EVP_sha256(), cfg->jwt_secret, (int)strlen(cfg->jwt_secret),
+             (const unsigned char *)AUTH_FILE_KEY_LABEL, sizeof(AUTH_FILE_KEY_LABEL) - 1, key,
+             &key_len) == NULL)
+        return -1;
+    char msg[512];
+    int n = snprintf(msg, sizeof(msg), "%s\n%lld", name, exp);
+    if (n < 0 || (size_t)n >= sizeof(msg))
+        return -1;
+    if (HMAC(EVP_sha256(), key, (int)key_len, (const unsigned char *)msg, (size_t)n, mac,
+             &mac_len) == NULL || mac_len != AUTH_HS256_LEN)
+        return -1;
+    for (unsigned i = 0; i < mac_len; i++)
+        snprintf(out + 2 * i, 3, "%02x", mac[i]);
+    return 0;
+}
+
+char *auth_file_ref(const struct config *cfg, const char *name, time_t now)
+{
+    if (!auth_required(cfg))
+        return strdup(name);
+    long long exp = (long long)now + cfg->file_url_ttl_seconds;
+    char sig[65];
+    if (file_sig(cfg, name, exp, sig) != 0)
+        return NULL;
+    size_t cap = strlen(name) + 96;
+    char *out = malloc(cap);
+    if (out != NULL)
+        snprintf(out, cap, "%s?exp=%lld&sig=%s", name, exp, sig);
+    return out;
+}
+
+int auth_file_ref_ok(const struct config *cfg, const char *name, const char *exp,
+                     const char *sig, time_t now)
+{
+    if (!auth_required(cfg))
+        return 1;
+    if (exp == NULL || sig == NULL || strlen(sig) != 64 || strlen(exp) > 18)
+        return 0;
+    char *end;
+    long long e = strtoll(exp, &end, 10);
+    if (*exp < '0' || *exp > '9' || *end != '\0' || e <= (long long)now)
+        return 0;
+    char want[65];
+    if (file_sig(cfg, name, e, want) != 0)
+        return 0;
+    char got[65];
+    for (int i = 0; i < 65; i++)
+        got[i] = (char)tolower((unsigned char)sig[i]);
+    return CRYPTO_memcmp(want, got, 64) == 0;
+}
+
+int auth_file_ref_name(const char *ref, char *out, size_t cap)
+{
+    size_t n = strcspn(ref, "?");
+    if (n >= cap)
+        return -1;
+    memcpy(out, ref, n);
+    out[n] = '\0';
+    return 0;
 }

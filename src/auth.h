@@ -56,6 +56,28 @@ int auth_request(const struct config *cfg, struct lws *wsi, int allow_query,
  * nothing and only break command-line clients. */
 int auth_origin_allowed(const struct config *cfg, const char *origin);
 
+/* File references (GET /uploads/<name>). With AUTH_MODE=jwt a stored
+ * file's name alone fetches nothing: chatd hands out
+ * "<name>?exp=<unix time>&sig=<hex>", an HMAC-SHA256 over the name and the
+ * expiry with a key derived from JWT_SECRET (so a file link can never be
+ * replayed as a token, nor a token as a link), valid FILE_URL_TTL_SECONDS.
+ * With AUTH_MODE=none the bare name is the reference, as the existing
+ * client needs. */
+
+/* The reference to hand out for a stored name at time now: malloc'd, or
+ * NULL when out of memory. */
+char *auth_file_ref(const struct config *cfg, const char *name, time_t now);
+
+/* 1 when a request for name with query arguments exp and sig (NULL when
+ * absent) may read the file at time now: always with AUTH_MODE=none,
+ * else only with an unexpired signature we made. */
+int auth_file_ref_ok(const struct config *cfg, const char *name, const char *exp,
+                     const char *sig, time_t now);
+
+/* The stored name inside a reference: ref up to a '?', copied into out.
+ * -1 when it does not fit. */
+int auth_file_ref_name(const char *ref, char *out, size_t cap);
+
 /* 1 when host is a loopback address or name (127.0.0.0/8, ::1,
  * localhost): AUTH_MODE=none is then safe enough to run without a warning. */
 int auth_host_is_loopback(const char *host);

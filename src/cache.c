@@ -12,8 +12,10 @@
 #include <sys/time.h>
 
 #include "config.h"
+#include "inval.h"
 #include "log.h"
 #include "metrics.h"
+#include "util.h"
 
 #define CACHE_CONNECT_TIMEOUT_MS 300
 #define CACHE_COMMAND_TIMEOUT_MS 500
@@ -49,10 +51,11 @@ void cache_key_rate_day(char out[CACHE_KEY_MAX], const char *user_id, int yyyymm
     snprintf(out, CACHE_KEY_MAX, "chatd:{u:%s}:rl:d:%08d", user_id, yyyymmdd);
 }
 
-void cache_open(struct cache *c, const struct config *cfg)
+void cache_open(struct cache *c, const struct config *cfg, struct inval *inval)
 {
     c->rc = NULL;
     c->cfg = cfg;
+    c->inval = inval;
     c->retry_at = 0;
 }
 
@@ -173,6 +176,84 @@ int cache_del(struct cache *c, const char *const *keys, size_t n)
     }
     freeReplyObject(r);
     return 0;
+}
+
+int cache_get_copy(struct cache *c, const char *key, struct cache_copy *out)
+{
+    size_t len;
+    char *s = cache_get(c, key, &len);
+    if (s == NULL)
+        return -1;
+    /* "<version>:<aux>:" then the payload; anything else is no copy. */
+    char *p = s, *end;
+    unsigned long long v[2];
+    for (int i = 0; i < 2; i++) {
+        if (*p < '0' || *p > '9')
+            goto bad;
+        v[i] = strtoull(p, &end, 10);
+        if (*end != ':')
+            goto bad;
+        p = end + 1;
+    }
+    out->version = v[0];
+    out->aux = v[1];
+    out->len = len - (size_t)(p - s);
+    memmove(s, p, out->len + 1);
+    out->payload = s;
+    return 0;
+bad:
+    free(s);
+    return -1;
+}
+
+/* KEYS[1] the key; ARGV[1] the version, ARGV[2] the whole value, ARGV[3]
+ * the TTL. A stored copy of a higher version wins. */
+static const char cache_put_script[] =
+    "local cur = redis.call('GET', KEYS[1]) "
+    "if cur then "
+    "  local v = tonumber(string.match(cur, '^(%d+):')) "
+    "  if v and v > tonumber(ARGV[1]) then return 0 end "
+    "end "
+    "redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) "
+    "return 1";
+
+void cache_put_copy(struct cache *c, const char *key, uint64_t version, uint64_t aux,
+                    const char *payload, size_t len, int ttl_seconds)
+{
+    redisContext *rc = cache_conn(c);
+    if (rc == NULL)
+        return;
+    char head[48], ver[24], ttl[16];
+    int hl = snprintf(head, sizeof(head), "%llu:%llu:", (unsigned long long)version,
+                      (unsigned long long)aux);
+    snprintf(ver, sizeof(ver), "%llu", (unsigned long long)version);
+    snprintf(ttl, sizeof(ttl), "%d", ttl_seconds);
+    char *val = malloc((size_t)hl + len);
+    if (val == NULL)
+        return;
+    memcpy(val, head, (size_t)hl);
+    memcpy(val + hl, payload, len);
+    const char *argv[7] = {"EVAL", cache_put_script, "1", key, ver, val, ttl};
+    size_t argl[7] = {4, sizeof(cache_put_script) - 1, 1, strlen(key), strlen(ver),
+                      (size_t)hl + len, strlen(ttl)};
+    redisReply *r = redisCommandArgv(rc, 7, argv, argl);
+    free(val);
+    if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
+        if (r != NULL && r->type == REDIS_REPLY_ERROR)
+            log_warn("event=redis_script_error error=\"%.*s\"", (int)strcspn(r->str, "\n"),
+                     r->str);
+        freeReplyObject(r);
+        cache_fail(c, "put_copy");
+        return;
+    }
+    freeReplyObject(r);
+}
+
+void cache_saw_write(struct cache *c, const char *user_id, const char *xid)
+{
+    uint64_t x;
+    if (util_parse_u64(xid, &x) == 0)
+        inval_saw_user(c->inval, user_id, x);
 }
 
 int cache_ping(struct cache *c)

@@ -14,14 +14,17 @@
 #include <stddef.h>
 #include <time.h>
 
+#include <stdint.h>
+
 struct config;
+struct inval;
 struct redisContext;
 
-/* Copies of admin-editable rows (user profile, session list, model names)
- * expire so that an UPDATE made with plain SQL shows within this bound. */
-#define CACHE_TTL_PROFILE 60
-#define CACHE_TTL_SESSIONS 60
-#define CACHE_TTL_MODELS 60
+/* Every copy is versioned and checked before use (see cache_get_copy), so
+ * a TTL bounds only the memory a copy nobody reads keeps in Redis. */
+#define CACHE_TTL_PROFILE 3600
+#define CACHE_TTL_SESSIONS 3600
+#define CACHE_TTL_MODELS 3600
 #define CACHE_TTL_CONTEXT 3600
 
 #define CACHE_KEY_MAX 96
@@ -29,10 +32,11 @@ struct redisContext;
 struct cache {
     struct redisContext *rc;
     const struct config *cfg;
-    time_t retry_at; /* after a failure, skip Redis until then */
+    struct inval *inval; /* what this process heard of PostgreSQL writes */
+    time_t retry_at;     /* after a failure, skip Redis until then */
 };
 
-void cache_open(struct cache *c, const struct config *cfg);
+void cache_open(struct cache *c, const struct config *cfg, struct inval *inval);
 void cache_close(struct cache *c);
 
 /* Value of key (malloc'd, NUL-terminated, *len set), or NULL on a miss or
@@ -43,6 +47,29 @@ void cache_set(struct cache *c, const char *key, const char *val, size_t len, in
 /* Deletes keys. Returns 0, or -1 when Redis could not be told (the caller
  * may then not trust the copies; TTLs bound the damage). */
 int cache_del(struct cache *c, const char *const *keys, size_t n);
+/* A versioned copy: Redis holds "<version>:<aux>:<payload>". The version
+ * orders copies of one key (a snapshot's xmin, a session's next_seq); aux
+ * is whatever else the reader checks (a snapshot's xmax, or 0). */
+struct cache_copy {
+    uint64_t version, aux;
+    char *payload; /* malloc'd, NUL-terminated; the caller frees */
+    size_t len;
+};
+
+/* 0 and *out filled, or -1 on a miss, an error, or a value of another
+ * shape. The caller decides whether the version makes it usable. */
+int cache_get_copy(struct cache *c, const char *key, struct cache_copy *out);
+/* Stores a copy unless Redis already holds one of a higher version (one
+ * Lua script, so a reader that started before a write and finishes after
+ * it cannot replace the newer copy). Best effort, like cache_set. */
+void cache_put_copy(struct cache *c, const char *key, uint64_t version, uint64_t aux,
+                    const char *payload, size_t len, int ttl_seconds);
+
+/* This process committed a change to user_id's copies in transaction xid
+ * (as PostgreSQL printed pg_current_xact_id()): from now on no copy read
+ * before it is used here. Call before answering the write. */
+void cache_saw_write(struct cache *c, const char *user_id, const char *xid);
+
 /* 0 when Redis answers PING. */
 int cache_ping(struct cache *c);
 /* Runs a Lua script (EVAL) whose reply is an array of n integers, into

@@ -22,9 +22,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "agent.h"
+#include "auth.h"
 #include "cache.h"
 #include "config.h"
 #include "log.h"
@@ -33,6 +35,7 @@
 #include "proto.h"
 #include "ratelimit.h"
 #include "server.h"
+#include "util.h"
 #include "uuid.h"
 
 #define CHAT_STOP_MARKER "[stopped]"
@@ -60,9 +63,12 @@ struct chat_turn {
     int stream;
     uint64_t start_us, agent_start_us; /* for metrics */
 
-    char *summary;     /* before the turn */
-    json_t *history;   /* recent messages before the turn */
-    int history_cached;/* the context came from Redis */
+    long long seen_seq; /* the session's next_seq as last known (checks, or
+                           the turn before this one on this chatd) */
+    char *summary;      /* before the turn */
+    json_t *history;    /* recent messages before the turn */
+    long long ctx_seq;  /* the next_seq summary and history were read at */
+    long long stored_seq; /* next_seq after this turn's commit; -1: none */
 
     pthread_mutex_t mu; /* guards call, cancelled, by_user, agent_done */
     agent_call *call;
@@ -150,13 +156,7 @@ struct session_slot {
 static pthread_mutex_t slots_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct session_slot *slots[SLOT_BUCKETS];
 
-static unsigned slot_hash(const char *id)
-{
-    unsigned h = 2166136261u;
-    for (const char *p = id; *p; p++)
-        h = (h ^ (unsigned char)*p) * 16777619u;
-    return h % SLOT_BUCKETS;
-}
+static unsigned slot_hash(const char *id) { return util_hash(id) % SLOT_BUCKETS; }
 
 /* 1: t owns the session now; 0: t was queued and will be resubmitted. */
 static int slot_acquire(struct chat_turn *t)
@@ -209,8 +209,12 @@ static void slot_release(struct chat_turn *t)
         }
     }
     pthread_mutex_unlock(&slots_mu);
-    if (next != NULL)
+    if (next != NULL) {
+        /* What this turn committed is newer than what next's checks saw. */
+        if (t->stored_seq >= 0)
+            next->seen_seq = t->stored_seq;
         pool_submit(server_pool(next->srv), &next->job);
+    }
 }
 
 /* ----------------------------------------------------------- end of turn */
@@ -218,7 +222,7 @@ static void slot_release(struct chat_turn *t)
 static void turn_push_error(struct chat_turn *t, int code, const char *text)
 {
     size_t len = 0;
-    char *frame = proto_encode_error_code(PROTO_CHAT, code, text, &len);
+    char *frame = proto_encode_error_code(PROTO_CHAT, code, text, NULL, &len);
     metrics_request(PROTO_CHAT, 0, (double)(metrics_now_us() - t->start_us) / 1e6);
     if (frame != NULL)
         server_push(t->srv, t->conn_id, frame, len);
@@ -265,7 +269,11 @@ static void turn_end(struct chat_turn *t)
 
 /* ---------------------------------------------------------------- store */
 
-static int turn_store(struct worker *w, struct chat_turn *t, const char *reply, double charge)
+/* Stores the turn in one transaction. On success sets t->stored_seq and
+ * *lock_seq (next_seq before the turn, under the row lock), and tells the
+ * cache of this process about a new session before anyone is told. */
+static int turn_store(struct worker *w, struct chat_turn *t, const char *reply, double charge,
+                      long long *lock_seq)
 {
     struct pg *pg = &w->pg;
     char seqbuf[3][24], cnt[8], charge_s[64];
@@ -293,7 +301,9 @@ static int turn_store(struct worker *w, struct chat_turn *t, const char *reply, 
     PQclear(r);
 
     const char *roles[3] = {"user", "assistant", "file"};
-    const char *contents[3] = {t->message, reply, t->file_url};
+    /* The file entry holds the bare stored name: the existing client links
+     * it as .../uploads/<content>. */
+    const char *contents[3] = {t->message, reply, t->file_name};
     int n = t->file_url != NULL ? 3 : 2;
     for (int i = 0; i < n; i++) {
         snprintf(seqbuf[i], sizeof(seqbuf[i]), "%lld", seq + i);
@@ -311,9 +321,15 @@ static int turn_store(struct worker *w, struct chat_turn *t, const char *reply, 
     const char *bp[2] = {t->user_id, charge_s};
     if ((r = pg_exec(pg, PG_BALANCE_CHARGE, 2, bp)) == NULL)
         goto fail;
+    char xid[24];
+    snprintf(xid, sizeof(xid), "%s", PQntuples(r) > 0 ? PQgetvalue(r, 0, 1) : "");
     PQclear(r);
     if (pg_command(pg, "commit") != 0)
         return PERR_INTERNAL;
+    *lock_seq = seq;
+    t->stored_seq = seq + n;
+    if (t->session_new)
+        cache_saw_write(&w->cache, t->user_id, xid);
     return 0;
 fail_create:
     pg_command(pg, "rollback");
@@ -323,57 +339,39 @@ fail:
     return PERR_INTERNAL;
 }
 
-/* Rewrites the Redis copy of the session's context to what PostgreSQL now
- * holds, so the next turn needs no database read. */
-static void turn_refresh_cache(struct worker *w, struct chat_turn *t, const char *reply)
+/* Writes the Redis copy of the session's context as PostgreSQL now holds
+ * it, versioned by next_seq, so the next turn needs no database read. Only
+ * when the history this turn read is exactly what preceded it under the
+ * row lock (lock_seq); otherwise another chatd stored a turn in between,
+ * and the next turn reads PostgreSQL. A copy that fails to be written, or
+ * an older one left behind, is harmless: a turn uses a copy only when its
+ * version is the session's next_seq (turn_load_context). */
+static void turn_refresh_cache(struct worker *w, struct chat_turn *t, const char *reply,
+                               long long lock_seq)
 {
+    if (lock_seq != t->ctx_seq)
+        return;
     const struct config *cfg = server_config(t->srv);
     char key[CACHE_KEY_MAX];
     cache_key_context(key, t->session_id);
     json_t *msgs = json_deep_copy(t->history);
-    json_t *ctx = NULL;
     if (msgs == NULL)
-        goto invalidate;
+        return;
     json_array_append_new(msgs, json_pack("{s:s, s:s}", "role", "user", "content", t->message));
     json_array_append_new(msgs, json_pack("{s:s, s:s}", "role", "assistant", "content", reply));
     if (t->file_url != NULL)
         json_array_append_new(msgs,
-                              json_pack("{s:s, s:s}", "role", "file", "content", t->file_url));
+                              json_pack("{s:s, s:s}", "role", "file", "content", t->file_name));
     while (json_array_size(msgs) > (size_t)cfg->max_chat_history_context)
         json_array_remove(msgs, 0);
-    ctx = json_pack("{s:s, s:o}", "summary", t->new_summary != NULL ? t->new_summary : t->summary,
-                    "messages", msgs);
+    json_t *ctx = json_pack("{s:s, s:o}", "summary",
+                            t->new_summary != NULL ? t->new_summary : t->summary, "messages", msgs);
     char *s = ctx != NULL ? json_dumps(ctx, JSON_COMPACT) : NULL;
     json_decref(ctx);
-    if (s == NULL)
-        goto invalidate;
-    cache_set(&w->cache, key, s, strlen(s), CACHE_TTL_CONTEXT);
+    if (s != NULL)
+        cache_put_copy(&w->cache, key, (uint64_t)t->stored_seq, 0, s, strlen(s),
+                       CACHE_TTL_CONTEXT);
     free(s);
-    return;
-invalidate:;
-    const char *keys[1] = {key};
-    cache_del(&w->cache, keys, 1);
-}
-
-/* Before the commit, drop the copies the turn will make stale. Were they
- * dropped only after it, a crash (or a commit that succeeded while its
- * answer was lost with the connection) between the two would leave Redis
- * with a context that lacks this turn: the next turn would get a history
- * and summary without it, and store a summary that leaves it out for good.
- * Only a committed turn writes a context, and turns on one session run one
- * at a time, so nothing puts the old copy back before the commit. Two
- * calls, not one DEL of both keys: they lie in different hash slots. */
-static void turn_forget_cache(struct worker *w, struct chat_turn *t)
-{
-    char key[CACHE_KEY_MAX];
-    const char *keys[1] = {key};
-    if (!t->session_new) {
-        cache_key_context(key, t->session_id);
-        cache_del(&w->cache, keys, 1);
-    } else {
-        cache_key_sessions(key, t->user_id);
-        cache_del(&w->cache, keys, 1);
-    }
 }
 
 static char *build_stopped_reply(const char *partial)
@@ -431,20 +429,14 @@ static void turn_finish(struct worker *w, struct chat_turn *t)
                      t->price_out;
     }
 
-store:
-    turn_forget_cache(w, t);
-    int err = turn_store(w, t, reply, charge);
+store:;
+    long long lock_seq = -1;
+    int err = turn_store(w, t, reply, charge, &lock_seq);
     if (err != 0) {
         turn_fail(w, t, err);
         goto out;
     }
-    turn_refresh_cache(w, t, reply);
-    if (t->session_new) {
-        char key[CACHE_KEY_MAX];
-        cache_key_sessions(key, t->user_id);
-        const char *keys[1] = {key};
-        cache_del(&w->cache, keys, 1);
-    }
+    turn_refresh_cache(w, t, reply, lock_seq);
     log_info("event=turn_stored session=%s bytes_in=%zu bytes_out=%zu cost=%.6f%s",
              t->session_id, strlen(t->message), strlen(reply), charge, stopped ? " stopped=1" : "");
 
@@ -523,6 +515,69 @@ static void on_done(void *ud, const struct agent_result *res)
     pool_submit(server_pool(t->srv), &t->job);
 }
 
+/* ------------------------------------------------------------ file links */
+
+char *chat_file_url(const struct config *cfg, const char *name)
+{
+    char *ref = auth_file_ref(cfg, name, time(NULL));
+    if (ref == NULL)
+        return NULL;
+    size_t n = strlen(cfg->public_base_url) + strlen(ref) + sizeof("/uploads/");
+    char *url = malloc(n);
+    if (url != NULL)
+        snprintf(url, n, "%s/uploads/%s", cfg->public_base_url, ref);
+    free(ref);
+    return url;
+}
+
+char *chat_sign_files(const struct config *cfg, const char *chat_json)
+{
+    json_t *msgs = json_loads(chat_json, 0, NULL);
+    char *out = NULL;
+    size_t i;
+    json_t *m;
+    json_array_foreach(msgs, i, m)
+    {
+        const char *role = json_string_value(json_object_get(m, "role"));
+        const char *name = json_string_value(json_object_get(m, "content"));
+        if (role == NULL || strcmp(role, "file") != 0 || name == NULL)
+            continue;
+        char *ref = auth_file_ref(cfg, name, time(NULL));
+        if (ref == NULL || json_object_set_new(m, "content", json_string(ref)) != 0) {
+            free(ref);
+            goto out;
+        }
+        free(ref);
+    }
+    if (json_is_array(msgs))
+        out = json_dumps(msgs, JSON_COMPACT);
+out:
+    json_decref(msgs);
+    return out;
+}
+
+/* History keeps a file as its bare stored name (as PostgreSQL does); the
+ * agent is given the URL it can fetch, as always. */
+static int history_file_urls(const struct config *cfg, json_t *history)
+{
+    size_t i;
+    json_t *m;
+    json_array_foreach(history, i, m)
+    {
+        const char *role = json_string_value(json_object_get(m, "role"));
+        const char *name = json_string_value(json_object_get(m, "content"));
+        if (role == NULL || strcmp(role, "file") != 0 || name == NULL)
+            continue;
+        char *url = chat_file_url(cfg, name);
+        if (url == NULL || json_object_set_new(m, "content", json_string(url)) != 0) {
+            free(url);
+            return -1;
+        }
+        free(url);
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------ turn start */
 
 /* The session's summary and recent messages: Redis, else PostgreSQL. */
@@ -534,19 +589,23 @@ static int turn_load_context(struct worker *w, struct chat_turn *t)
         t->history = json_array();
         return t->summary != NULL && t->history != NULL ? 0 : PERR_INTERNAL;
     }
+    /* A copy is this session's context only at the version the turn
+     * knows to be current: one left behind by a failed write or delete, or
+     * by a Redis that stalled, is older and never used. */
     char key[CACHE_KEY_MAX];
     cache_key_context(key, t->session_id);
-    size_t len;
-    char *cached = cache_get(&w->cache, key, &len);
-    if (cached != NULL) {
-        json_t *ctx = json_loadb(cached, len, 0, NULL);
-        free(cached);
+    struct cache_copy cp;
+    if (cache_get_copy(&w->cache, key, &cp) == 0) {
+        json_t *ctx = cp.version == (uint64_t)t->seen_seq && cp.aux == 0
+                          ? json_loadb(cp.payload, cp.len, 0, NULL)
+                          : NULL;
+        free(cp.payload);
         json_t *msgs = json_object_get(ctx, "messages");
         json_t *sum = json_object_get(ctx, "summary");
         if (json_is_array(msgs) && json_is_string(sum)) {
             t->summary = strdup(json_string_value(sum));
             t->history = json_incref(msgs);
-            t->history_cached = 1;
+            t->ctx_seq = t->seen_seq;
             while (json_array_size(t->history) > (size_t)cfg->max_chat_history_context)
                 json_array_remove(t->history, 0);
         }
@@ -566,6 +625,7 @@ static int turn_load_context(struct worker *w, struct chat_turn *t)
     }
     t->summary = strdup(PQgetvalue(r, 0, 2));
     t->history = json_loads(PQgetvalue(r, 0, 3), 0, NULL);
+    t->ctx_seq = atoll(PQgetvalue(r, 0, 4));
     PQclear(r);
     if (t->summary == NULL || !json_is_array(t->history))
         return PERR_LOAD_SESSION;
@@ -599,6 +659,10 @@ static void turn_start(struct worker *w, struct chat_turn *t)
         return;
     }
     json_t *history = json_deep_copy(t->history);
+    if (history != NULL && history_file_urls(server_config(t->srv), history) != 0) {
+        json_decref(history);
+        history = NULL;
+    }
     size_t fixed = strlen(t->prompt) + strlen(t->summary) + strlen(t->message);
     size_t dropped = history ? chat_trim_history(history, fixed, t->context_length) : 0;
     char *hist = history != NULL ? json_dumps(history, JSON_COMPACT) : NULL;
@@ -746,6 +810,7 @@ static int turn_check(struct worker *w, struct chat_turn *t, const struct proto_
             return PERR_NO_SESSION;
         }
         t->session_name = strdup(PQgetvalue(r, 0, 1));
+        t->seen_seq = atoll(PQgetvalue(r, 0, 4));
         PQclear(r);
     }
     if (t->session_name == NULL)
@@ -754,7 +819,12 @@ static int turn_check(struct worker *w, struct chat_turn *t, const struct proto_
     if (q->file_name[0] != '\0') {
         if (t->session_new)
             return -1; /* a file is uploaded into a session first */
-        const char *fp[3] = {q->user_id, q->session_id, q->file_name};
+        /* The client may send back the reference it was given (signed with
+         * AUTH_MODE=jwt): the stored name is what comes before any '?'.
+         * The row proves the file is this user's, in this session. */
+        if (auth_file_ref_name(q->file_name, t->file_name, strlen(t->file_name) + 1) != 0)
+            return -1;
+        const char *fp[3] = {q->user_id, q->session_id, t->file_name};
         r = pg_exec(&w->pg, PG_FILE_GET, 3, fp);
         if (r == NULL)
             return PERR_INTERNAL;
@@ -762,10 +832,8 @@ static int turn_check(struct worker *w, struct chat_turn *t, const struct proto_
         PQclear(r);
         if (!found)
             return -1;
-        size_t n = strlen(cfg->public_base_url) + strlen(q->file_name) + 16;
-        if ((t->file_url = malloc(n)) == NULL)
+        if ((t->file_url = chat_file_url(cfg, t->file_name)) == NULL)
             return PERR_INTERNAL;
-        snprintf(t->file_url, n, "%s/uploads/%s", cfg->public_base_url, q->file_name);
     }
 
     /* Last, so that only a turn that would otherwise run is counted: a
@@ -783,6 +851,7 @@ void chat_handle(struct worker *w, struct server_request *r)
         return;
     }
     atomic_init(&t->refs, 1);
+    t->stored_seq = -1;
     pthread_mutex_init(&t->mu, NULL);
     t->srv = srv;
     t->conn_id = r->conn_id;

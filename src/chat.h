@@ -13,6 +13,7 @@
 
 #include "pool.h"
 
+struct config;
 struct chat_turn;
 struct server_request;
 
@@ -32,6 +33,15 @@ void chat_turn_unref(struct chat_turn *t);
 int chat_turn_matches(const struct chat_turn *t, const char *user_id, const char *session_id);
 
 /* 1 when model_id is in models_json, a user's JSON array of model ids. */
+/* The URL of a stored file as the agent (or a client) fetches it:
+ * PUBLIC_BASE_URL/uploads/<reference> (auth_file_ref). malloc'd. */
+char *chat_file_url(const struct config *cfg, const char *name);
+
+/* A code 2 "chat" array (JSON text) whose file entries hold signed
+ * references instead of bare names (AUTH_MODE=jwt). malloc'd; NULL on
+ * error. */
+char *chat_sign_files(const struct config *cfg, const char *chat_json);
+
 int chat_model_allowed(const char *models_json, int model_id);
 
 /* Turns started and not yet finished, process-wide. */

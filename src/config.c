@@ -65,6 +65,7 @@ static const struct cfg_row config_table[] = {
     S("JWT_ISSUER", jwt_issuer, ""),
     S("JWT_AUDIENCE", jwt_audience, ""),
     S("ALLOWED_ORIGINS", allowed_origins, ""),
+    I("FILE_URL_TTL_SECONDS", file_url_ttl_seconds, "3600", 10, 30 * 86400),
     /* limits that keep one client from hurting others; 0 turns a limit off */
     I("RATE_LIMIT_PER_MINUTE", rate_limit_per_minute, "30", 0, 1000000),
     I("DAILY_MESSAGE_LIMIT", daily_message_limit, "1000", 0, 100000000),

@@ -2,7 +2,8 @@
  * back to PostgreSQL, and answer in the exact shapes the client reads.
  *
  * What is cached: the user profile (code 0), the session list (code 1) and
- * the model names (code 5). Balances (code 6) and full histories (code 2)
+ * the model names (code 5), each as a versioned copy that is used only when
+ * PostgreSQL cannot contradict it (inval.h). Balances (code 6) and full histories (code 2)
  * always come from PostgreSQL: a balance must be exact, and a history is
  * unbounded and read once per session switch. */
 #include "handlers.h"
@@ -13,29 +14,53 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "cache.h"
 #include "chat.h"
 #include "config.h"
+#include "inval.h"
 #include "log.h"
 #include "pg.h"
 #include "proto.h"
 #include "server.h"
+#include "util.h"
 
-/* A cached JSON value, or one computed by stmt and then cached. Returns a
- * new reference; NULL with *missing set when the statement found no row. */
-static json_t *cached_json(struct worker *w, const char *key, int ttl, enum pg_stmt stmt,
-                           int nparams, const char *const *params, int col, int *missing)
+/* A copy in Redis that PostgreSQL does not contradict (inval.h): its
+ * JSON as a new reference, or NULL (missing, unreadable or stale). user_id
+ * names the user whose writes the copy depends on; NULL: the catalogue. */
+static json_t *copy_lookup(struct worker *w, const char *key, const char *user_id)
+{
+    struct cache_copy cp;
+    if (cache_get_copy(&w->cache, key, &cp) != 0)
+        return NULL;
+    int fresh = user_id != NULL ? inval_user_fresh(w->cache.inval, user_id, cp.version, cp.aux)
+                                : inval_models_fresh(w->cache.inval, cp.version, cp.aux);
+    json_t *v = fresh ? json_loadb(cp.payload, cp.len, 0, NULL) : NULL;
+    free(cp.payload);
+    return v;
+}
+
+/* Stores text, read in the snapshot whose xmin and xmax are given (as
+ * PostgreSQL printed them), as the copy at key. */
+static void copy_store(struct worker *w, const char *key, int ttl, const char *text,
+                       const char *xmin, const char *xmax)
+{
+    uint64_t lo, hi;
+    if (util_parse_u64(xmin, &lo) == 0 && util_parse_u64(xmax, &hi) == 0)
+        cache_put_copy(&w->cache, key, lo, hi, text, strlen(text), ttl);
+}
+
+/* A list PostgreSQL builds as one JSON text (column 0, with the snapshot
+ * in columns 1 and 2), through its copy at key. Returns a new reference;
+ * NULL with *missing set when the statement found no row. */
+static json_t *cached_list(struct worker *w, const char *key, int ttl, const char *user_id,
+                           enum pg_stmt stmt, int nparams, const char *const *params,
+                           int *missing)
 {
     *missing = 0;
-    size_t len;
-    char *s = cache_get(&w->cache, key, &len);
-    if (s != NULL) {
-        json_t *v = json_loadb(s, len, 0, NULL);
-        free(s);
-        if (v != NULL)
-            return v;
-        /* A copy we cannot read is no copy: fall through to PostgreSQL. */
-    }
+    json_t *v = copy_lookup(w, key, user_id);
+    if (v != NULL)
+        return v;
     PGresult *r = pg_exec(&w->pg, stmt, nparams, params);
     if (r == NULL)
         return NULL;
@@ -44,10 +69,10 @@ static json_t *cached_json(struct worker *w, const char *key, int ttl, enum pg_s
         *missing = 1;
         return NULL;
     }
-    const char *text = PQgetvalue(r, 0, col);
-    json_t *v = json_loads(text, 0, NULL);
+    const char *text = PQgetvalue(r, 0, 0);
+    v = json_loads(text, 0, NULL);
     if (v != NULL)
-        cache_set(&w->cache, key, text, strlen(text), ttl);
+        copy_store(w, key, ttl, text, PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2));
     PQclear(r);
     return v;
 }
@@ -57,10 +82,7 @@ static void user_details(struct worker *w, struct server_request *r)
     const struct proto_request *q = &r->req;
     char key[CACHE_KEY_MAX];
     cache_key_profile(key, q->user_id);
-    size_t len;
-    char *s = cache_get(&w->cache, key, &len);
-    json_t *profile = s != NULL ? json_loadb(s, len, 0, NULL) : NULL;
-    free(s);
+    json_t *profile = copy_lookup(w, key, q->user_id);
     if (profile == NULL) {
         const char *p[1] = {q->user_id};
         PGresult *res = pg_exec(&w->pg, PG_USER_GET, 1, p);
@@ -75,11 +97,12 @@ static void user_details(struct worker *w, struct server_request *r)
         }
         profile = json_pack("{s:s, s:o}", "username", PQgetvalue(res, 0, 0), "models",
                             json_loads(PQgetvalue(res, 0, 1), 0, NULL));
-        PQclear(res);
         char *enc = profile != NULL ? json_dumps(profile, JSON_COMPACT) : NULL;
         if (enc != NULL)
-            cache_set(&w->cache, key, enc, strlen(enc), CACHE_TTL_PROFILE);
+            copy_store(w, key, CACHE_TTL_PROFILE, enc, PQgetvalue(res, 0, 3),
+                       PQgetvalue(res, 0, 4));
         free(enc);
+        PQclear(res);
     }
     json_t *name = json_object_get(profile, "username");
     json_t *data = json_is_string(name) ? json_pack("{s:s, s:O}", "user_id", q->user_id,
@@ -96,7 +119,8 @@ static void list_sessions(struct worker *w, struct server_request *r)
     cache_key_sessions(key, q->user_id);
     const char *p[1] = {q->user_id};
     int missing;
-    json_t *list = cached_json(w, key, CACHE_TTL_SESSIONS, PG_SESSIONS_LIST, 1, p, 0, &missing);
+    json_t *list = cached_list(w, key, CACHE_TTL_SESSIONS, q->user_id, PG_SESSIONS_LIST, 1, p,
+                               &missing);
     if (list == NULL) {
         server_reply_error(r->srv, r->conn_id, q->type, missing ? PERR_NO_USER : PERR_LOAD_SESSION,
                            NULL);
@@ -122,9 +146,17 @@ static void list_chats(struct worker *w, struct server_request *r)
         return;
     }
     /* "chat" is a string holding JSON: the client JSON.parse()s it. */
+    const struct config *cfg = server_config(r->srv);
+    char *signed_chat = auth_required(cfg) ? chat_sign_files(cfg, PQgetvalue(res, 0, 0)) : NULL;
+    if (auth_required(cfg) && signed_chat == NULL) {
+        PQclear(res);
+        server_reply_error(r->srv, r->conn_id, q->type, PERR_INTERNAL, NULL);
+        return;
+    }
     server_reply(r->srv, r->conn_id, q->type,
                  json_pack("{s:s, s:s, s:s}", "user_id", q->user_id, "session_id", q->session_id,
-                           "chat", PQgetvalue(res, 0, 0)));
+                           "chat", signed_chat != NULL ? signed_chat : PQgetvalue(res, 0, 0)));
+    free(signed_chat);
     PQclear(res);
 }
 
@@ -164,15 +196,15 @@ static void delete_session(struct worker *w, struct server_request *r)
         return;
     }
     remove_files(server_config(r->srv), PQgetvalue(res, 0, 0));
+    /* Before the answer: this chatd never shows the old list again. The
+     * copies need no delete to be right (the NOTIFY and the session's
+     * version see to that); the context's is dropped only to free it. */
+    cache_saw_write(&w->cache, q->user_id, PQgetvalue(res, 0, 1));
     PQclear(res);
-
-    char k1[CACHE_KEY_MAX], k2[CACHE_KEY_MAX];
-    cache_key_sessions(k1, q->user_id);
-    cache_key_context(k2, q->session_id);
-    const char *ku[1] = {k1}, *ks[1] = {k2};
-    /* Different hash tags: two commands, valid on Redis Cluster. */
-    cache_del(&w->cache, ku, 1);
-    cache_del(&w->cache, ks, 1);
+    char key[CACHE_KEY_MAX];
+    cache_key_context(key, q->session_id);
+    const char *keys[1] = {key};
+    cache_del(&w->cache, keys, 1);
     server_reply(r->srv, r->conn_id, q->type, json_pack("{s:s}", "user_id", q->user_id));
 }
 
@@ -182,7 +214,7 @@ static void list_models(struct worker *w, struct server_request *r)
     char key[CACHE_KEY_MAX];
     cache_key_models(key);
     int missing;
-    json_t *names = cached_json(w, key, CACHE_TTL_MODELS, PG_MODELS_LIST, 0, NULL, 0, &missing);
+    json_t *names = cached_list(w, key, CACHE_TTL_MODELS, NULL, PG_MODELS_LIST, 0, NULL, &missing);
     if (names == NULL) {
         server_reply_error(r->srv, r->conn_id, q->type, PERR_MODEL_LIST, NULL);
         return;

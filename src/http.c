@@ -36,6 +36,8 @@
 
 #define HTTP_ORIGIN_MAX 256
 #define HTTP_JSON "application/json"
+#define HTTP_STATUS_UPGRADE_REQUIRED 426 /* not among lws 4.1's names */
+#define HTTP_BEARER_CHALLENGE "Bearer realm=\"chatd\""
 /* After an early refusal (413 at the first byte too many) the client may
  * still be sending. Closing at once, with its bytes unread, would make the
  * kernel answer with a reset that can destroy our reply on its way, so we
@@ -134,17 +136,61 @@ static int http_respond_with(struct lws *wsi, unsigned status, const char *ctype
 static int http_respond(struct lws *wsi, unsigned status, const char *ctype, const char *body,
                         size_t len, const char *origin, int close_after)
 {
-    return http_respond_with(wsi, status, ctype, body, len, origin, close_after, NULL, NULL);
+    /* RFC 6750: every 401 names the scheme that would have been accepted. */
+    int unauthorized = status == HTTP_STATUS_UNAUTHORIZED;
+    return http_respond_with(wsi, status, ctype, body, len, origin, close_after,
+                             unauthorized ? "www-authenticate:" : NULL, HTTP_BEARER_CHALLENGE);
 }
 
+static const char *reason_phrase(unsigned status)
+{
+    switch (status) {
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 426: return "Upgrade Required";
+    case 503: return "Service Unavailable";
+    default: return "Error";
+    }
+}
+
+/* At the upgrade gate lws has not yet read the request's HTTP version, and
+ * its status line would say HTTP/1.0, which RFC 6455 clients reject as an
+ * invalid handshake answer without looking at the status. So the status
+ * line is ours; the headers are lws's. */
 int http_refuse(struct lws *wsi, unsigned status, const char *message)
 {
     size_t len;
     char *body = http_json_message(message, NULL, &len);
-    /* RFC 6750: a 401 names the scheme that would have been accepted. */
-    int unauthorized = status == HTTP_STATUS_UNAUTHORIZED;
-    http_respond_with(wsi, status, HTTP_JSON, body, len, "", 1,
-                      unauthorized ? "www-authenticate:" : NULL, "Bearer realm=\"chatd\"");
+    unsigned char hdr[LWS_PRE + 1024];
+    unsigned char *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof(hdr) - 1;
+    char line[64];
+    snprintf(line, sizeof(line), "HTTP/1.1 %u %s\x0d\x0a", status, reason_phrase(status));
+    memcpy(p, line, strlen(line));
+    p += strlen(line);
+    char clen[24];
+    snprintf(clen, sizeof(clen), "%zu", len);
+    /* RFC 6750: a 401 names the scheme that would have been accepted;
+     * RFC 6455 4.4: a 426 names the version we speak. */
+    if (add_header(wsi, "content-type:", HTTP_JSON, &p, end) ||
+        add_header(wsi, "content-length:", clen, &p, end) ||
+        add_header(wsi, "connection:", "close", &p, end) ||
+        (status == HTTP_STATUS_UNAUTHORIZED &&
+         add_header(wsi, "www-authenticate:", HTTP_BEARER_CHALLENGE, &p, end)) ||
+        (status == HTTP_STATUS_UPGRADE_REQUIRED &&
+         add_header(wsi, "sec-websocket-version:", "13", &p, end)) ||
+        lws_finalize_write_http_header(wsi, start, &p, end)) {
+        free(body);
+        return 1;
+    }
+    metrics_http_response(status);
+    unsigned char *buf = malloc(LWS_PRE + len);
+    if (buf != NULL) {
+        memcpy(buf + LWS_PRE, body, len);
+        lws_write(wsi, buf + LWS_PRE, len, LWS_WRITE_HTTP_FINAL);
+        free(buf);
+    }
     free(body);
     return 1;
 }
@@ -388,6 +434,13 @@ static int route_file(struct server *srv, struct lws *wsi, const char *name, con
      * slash), backslashes and anything else never reach the file system. */
     if (!upload_name_valid(name))
         return respond_message(wsi, HTTP_STATUS_NOT_FOUND, "Not Found", origin, 0);
+    /* With AUTH_MODE=jwt the name alone is not enough: a link we signed,
+     * unexpired. A refused one looks exactly like a missing file. */
+    char exp[32], sig[80];
+    const char *e = lws_get_urlarg_by_name(wsi, "exp=", exp, sizeof(exp));
+    const char *g = lws_get_urlarg_by_name(wsi, "sig=", sig, sizeof(sig));
+    if (!auth_file_ref_ok(server_config(srv), name, e, g, time(NULL)))
+        return respond_message(wsi, HTTP_STATUS_NOT_FOUND, "Not Found", origin, 0);
     char path[4096];
     snprintf(path, sizeof(path), "%s/%s", server_config(srv)->public_dir, name);
     struct stat st;
@@ -460,9 +513,15 @@ static int http_route(struct server *srv, struct lws *wsi, const char *uri)
     int unread_body = m != HTTP_GET && m != HTTP_OPTIONS;
     int allowed = m == HTTP_OPTIONS || (is_upload ? m == HTTP_POST : m == HTTP_GET);
     if (!known || !allowed) {
-        unsigned status = known ? HTTP_STATUS_METHOD_NOT_ALLOWED : HTTP_STATUS_NOT_FOUND;
-        int rc = respond_message(wsi, status, known ? "Method Not Allowed" : "Not Found", origin,
-                                 unread_body);
+        size_t len;
+        char *body = http_json_message(known ? "Method Not Allowed" : "Not Found", NULL, &len);
+        /* RFC 9110 15.5.6: a 405 lists the methods the resource has. */
+        int rc = http_respond_with(wsi,
+                                   known ? HTTP_STATUS_METHOD_NOT_ALLOWED : HTTP_STATUS_NOT_FOUND,
+                                   HTTP_JSON, body, len, origin, unread_body,
+                                   known ? "allow:" : NULL,
+                                   is_upload ? "POST, OPTIONS" : "GET, OPTIONS");
+        free(body);
         return rc != 0 || unread_body ? -1 : 0;
     }
     if (m == HTTP_OPTIONS)

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util.h"
+
 #define PEERS_BUCKETS 1024
 
 struct peer {
@@ -23,13 +25,7 @@ struct peers {
 
 /* FNV-1a: addresses are short and not chosen to collide (a peer controls
  * only its own address, and a bucket chain costs only a little time). */
-static unsigned peers_hash(const char *s)
-{
-    uint32_t h = 2166136261u;
-    for (; *s != '\0'; s++)
-        h = (h ^ (unsigned char)*s) * 16777619u;
-    return h % PEERS_BUCKETS;
-}
+static unsigned peers_hash(const char *s) { return util_hash(s) % PEERS_BUCKETS; }
 
 struct peers *peers_create(void) { return calloc(1, sizeof(struct peers)); }
 

@@ -17,13 +17,18 @@
 /* The first line of libpq's error message, for a "%.*s" in a log line. */
 #define PG_ERRMSG(conn) (int)strcspn(PQerrorMessage(conn), "\n"), PQerrorMessage(conn)
 
+/* The snapshot a statement read in, for a copy that goes to Redis: see
+ * inval.h for how it is checked. */
+#define PG_SNAPSHOT_COLS                                                                           \
+    "pg_snapshot_xmin(pg_current_snapshot())::text, pg_snapshot_xmax(pg_current_snapshot())::text"
+
 static const struct {
     const char *name;
     int nparams;
     const char *sql;
 } pg_statements[PG_STMT_COUNT] = {
     [PG_USER_GET] = {"user_get", 1,
-        "select username, array_to_json(models)::text, balance"
+        "select username, array_to_json(models)::text, balance, " PG_SNAPSHOT_COLS
         "  from user_data where user_id = $1::uuid"},
     [PG_BALANCE] = {"balance", 1,
         "select balance from user_data where user_id = $1::uuid"},
@@ -31,8 +36,8 @@ static const struct {
         "select coalesce((select json_agg(json_build_object('session_id', s.session_id,"
         "                                                   'session_name', s.session_name)"
         "                            order by s.created_at desc, s.session_id)"
-        "                   from chat_sessions s where s.user_id = u.user_id), '[]')::text"
-        "  from user_data u where u.user_id = $1::uuid"},
+        "                   from chat_sessions s where s.user_id = u.user_id), '[]')::text, "
+        PG_SNAPSHOT_COLS "  from user_data u where u.user_id = $1::uuid"},
     [PG_CHATS_GET] = {"chats_get", 2,
         "select coalesce((select json_agg(json_build_object('role', m.role, 'content', m.content)"
         "                            order by m.seq)"
@@ -41,9 +46,11 @@ static const struct {
     [PG_SESSION_DELETE] = {"session_delete", 2,
         "delete from chat_sessions s where s.user_id = $1::uuid and s.session_id = $2::uuid"
         " returning coalesce((select json_agg(f.stored_name) from uploaded_files f"
-        "                      where f.session_id = s.session_id), '[]')::text"},
+        "                      where f.session_id = s.session_id), '[]')::text,"
+        "           pg_current_xact_id()::text"},
     [PG_MODELS_LIST] = {"models_list", 0,
-        "select coalesce(json_agg(model_name order by model_name), '[]')::text from model_details"},
+        "select coalesce(json_agg(model_name order by model_name), '[]')::text, " PG_SNAPSHOT_COLS
+        "  from model_details"},
     [PG_MODEL_BY_NAME] = {"model_by_name", 1,
         "select model_id, model_name, provider, context_length, input_price_per_1k,"
         "       output_price_per_1k from model_details where model_name = $1"},
@@ -61,7 +68,8 @@ static const struct {
         "                                  order by r.seq)"
         "                   from (select m.role, m.content, m.seq from chat_messages m"
         "                          where m.session_id = $2::uuid"
-        "                          order by m.seq desc limit $3::int) r), '[]')::text"
+        "                          order by m.seq desc limit $3::int) r), '[]')::text,"
+        "       s.next_seq"
         "  from chat_sessions s where s.user_id = $1::uuid and s.session_id = $2::uuid"},
     [PG_SESSION_INSERT] = {"session_insert", 5,
         "insert into chat_sessions (session_id, user_id, session_name, model_id, session_prompt)"
@@ -77,23 +85,22 @@ static const struct {
         "       updated_at = clock_timestamp() where session_id = $1::uuid"},
     [PG_BALANCE_CHARGE] = {"balance_charge", 2,
         "update user_data set balance = balance - $2::float8 where user_id = $1::uuid"
-        " returning balance"},
+        " returning balance, pg_current_xact_id()::text"},
     [PG_FILE_GET] = {"file_get", 3,
         "select content_type from uploaded_files"
         " where user_id = $1::uuid and session_id = $2::uuid and stored_name = $3"},
     [PG_FILE_INSERT] = {"file_insert", 6,
         "insert into uploaded_files (session_id, user_id, stored_name, original_name,"
         "                            content_type, size_bytes)"
-        " values ($1::uuid, $2::uuid, $3, $4, $5, $6::bigint)"},
-    /* A file some stored turn shows (its "file" message ends in
-     * /uploads/<name>) is never deleted by a later failing turn. */
+        " values ($1::uuid, $2::uuid, $3, $4, $5, $6::bigint) returning pg_current_xact_id()::text"},
+    /* A file some stored turn shows (its "file" message holds the stored
+     * name) is never deleted by a later failing turn. */
     [PG_FILE_DELETE] = {"file_delete", 3,
         "delete from uploaded_files f"
         " where f.user_id = $1::uuid and f.session_id = $2::uuid and f.stored_name = $3"
         "   and not exists (select 1 from chat_messages m"
         "                    where m.session_id = f.session_id and m.role = 'file'"
-        "                      and right(m.content, length(f.stored_name) + 9)"
-        "                          = '/uploads/' || f.stored_name)"
+        "                      and m.content = f.stored_name)"
         " returning f.stored_name"},
     /* The user's chat turns (user-role messages) since the start of the
      * rate-limit windows, to re-seed a Redis counter that is missing (a new

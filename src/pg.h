@@ -12,22 +12,24 @@
 struct config;
 
 enum pg_stmt {
-    PG_USER_GET,        /* $1 user -> username, models json, balance */
+    PG_USER_GET,        /* $1 user -> username, models json, balance, xmin, xmax */
     PG_BALANCE,         /* $1 user -> balance */
-    PG_SESSIONS_LIST,   /* $1 user -> session_info json (no row: no user) */
+    PG_SESSIONS_LIST,   /* $1 user -> session_info json, xmin, xmax (no row: no user) */
     PG_CHATS_GET,       /* $1 user, $2 session -> chat json (no row: not found) */
-    PG_SESSION_DELETE,  /* $1 user, $2 session -> stored file names json */
-    PG_MODELS_LIST,     /* -> names json, sorted */
+    PG_SESSION_DELETE,  /* $1 user, $2 session -> stored file names json, xid */
+    PG_MODELS_LIST,     /* -> names json (sorted), xmin, xmax */
     PG_MODEL_BY_NAME,   /* $1 name -> model row */
     PG_MODEL_BY_ID,     /* $1 id -> model row */
-    PG_SESSION_CTX,     /* $1 user, $2 session, $3 n -> model_id, name, summary, recent json */
+    PG_SESSION_CTX,     /* $1 user, $2 session, $3 n -> model_id, name, summary, recent json,
+                           next_seq */
     PG_SESSION_INSERT,  /* $1 session, $2 user, $3 name, $4 model, $5 prompt */
     PG_SESSION_LOCK,    /* $1 user, $2 session -> next_seq (FOR UPDATE) */
     PG_MESSAGE_INSERT,  /* $1 session, $2 seq, $3 role, $4 content */
     PG_SESSION_ADVANCE, /* $1 session, $2 count, $3 summary */
-    PG_BALANCE_CHARGE,  /* $1 user, $2 dollars -> new balance */
+    PG_BALANCE_CHARGE,  /* $1 user, $2 dollars -> new balance, xid */
     PG_FILE_GET,        /* $1 user, $2 session, $3 stored name -> content_type */
-    PG_FILE_INSERT,     /* $1 session, $2 user, $3 stored, $4 original, $5 type, $6 size */
+    PG_FILE_INSERT,     /* $1 session, $2 user, $3 stored, $4 original, $5 type, $6 size
+                           -> xid */
     PG_FILE_DELETE,     /* $1 user, $2 session, $3 stored name -> it, unless a turn shows it */
     PG_TURNS_SINCE,     /* $1 user, $2 minute start, $3 day start (epoch s) -> 2 counts */
     PG_PING,            /* -> 1 (readiness) */

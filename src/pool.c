@@ -47,7 +47,7 @@ static void *pool_main(void *arg)
     return NULL;
 }
 
-struct pool *pool_create(const struct config *cfg, int n, void *app)
+struct pool *pool_create(const struct config *cfg, int n, void *app, struct inval *inval)
 {
     struct pool *p = calloc(1, sizeof(*p));
     if (p == NULL)
@@ -64,7 +64,7 @@ struct pool *pool_create(const struct config *cfg, int n, void *app)
         w->id = i;
         w->app = app;
         w->pg.cfg = cfg; /* connected by the first pg_exec */
-        cache_open(&w->cache, cfg);
+        cache_open(&w->cache, cfg, inval);
         if (pthread_create(&p->threads[i], NULL, pool_main, w) != 0) {
             log_error("event=pool_thread_failed index=%d", i);
             p->n = i;

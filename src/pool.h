@@ -15,6 +15,7 @@
 #include "pg.h"
 
 struct config;
+struct inval;
 struct pool;
 
 struct worker {
@@ -33,7 +34,7 @@ struct pool_job {
 
 /* Starts n workers. Connections are made lazily by the first job, so
  * start-up does not fail when PostgreSQL is briefly down. */
-struct pool *pool_create(const struct config *cfg, int n, void *app);
+struct pool *pool_create(const struct config *cfg, int n, void *app, struct inval *inval);
 
 /* Thread-safe. Jobs run in submission order of the queue (FIFO), on any
  * worker. */

@@ -54,12 +54,12 @@ void proto_error_set(struct proto_error *err, int type, int code)
     err->code = code;
     err->type = type;
     snprintf(err->text, sizeof(err->text), "%s", proto_err_text(code));
+    err->detail[0] = '\0';
 }
 
 static int field_error(struct proto_error *err, int type, const char *field, const char *why)
 {
-    err->code = PERR_INVALID_FIELD;
-    err->type = type;
+    proto_error_set(err, type, PERR_INVALID_FIELD);
     snprintf(err->text, sizeof(err->text), "Invalid field '%s': %s", field, why);
     return -1;
 }
@@ -109,9 +109,8 @@ static int check_length(const char *field, const char *s, int type, const struct
 {
     if (strlen(s) <= lim->max_chat_message_bytes)
         return 0;
-    err->code = PERR_MESSAGE_TOO_LONG;
-    err->type = type;
-    snprintf(err->text, sizeof(err->text), "Message Too Long: '%s' exceeds %zu bytes", field,
+    proto_error_set(err, type, PERR_MESSAGE_TOO_LONG);
+    snprintf(err->detail, sizeof(err->detail), "'%s' exceeds %zu bytes", field,
              lim->max_chat_message_bytes);
     return -1;
 }
@@ -186,12 +185,12 @@ int proto_decode(const char *buf, size_t len, const struct proto_limits *lim,
     json_error_t jerr;
     json_t *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL) {
-        err->code = PERR_JSON_PARSE;
-        snprintf(err->text, sizeof(err->text), "JSON Parsing Error: %s at position %d",
-                 jerr.text, jerr.position);
+        proto_error_set(err, -1, PERR_JSON_PARSE);
+        snprintf(err->detail, sizeof(err->detail), "%s at position %d", jerr.text,
+                 jerr.position);
         /* jansson quotes the offending input, which may be invalid UTF-8
          * that no JSON reply can carry: keep printable ASCII only. */
-        for (char *p = err->text; *p; p++)
+        for (char *p = err->detail; *p; p++)
             if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
                 *p = '?';
         return -1;
@@ -222,10 +221,9 @@ int proto_decode(const char *buf, size_t len, const struct proto_limits *lim,
     case PROTO_STOP:
         break;
     default:
-        err->code = PERR_UNKNOWN_MESSAGE;
         /* Echo the type only when it fits an int; anything else is noise. */
-        err->type = (t >= -1000000 && t <= 1000000) ? (int)t : -1;
-        snprintf(err->text, sizeof(err->text), "%s", proto_err_text(PERR_UNKNOWN_MESSAGE));
+        proto_error_set(err, (t >= -1000000 && t <= 1000000) ? (int)t : -1,
+                        PERR_UNKNOWN_MESSAGE);
         goto fail;
     }
     req->type = (int)t;
@@ -293,6 +291,8 @@ char *proto_encode_error(const struct proto_error *err, size_t *len)
         return NULL;
     if (err->type >= 0)
         json_object_set_new(root, "type", json_integer(err->type));
+    if (err->detail[0] != '\0')
+        json_object_set_new(root, "detail", json_string(err->detail));
     char *s = json_dumps(root, PROTO_DUMP_FLAGS);
     json_decref(root);
     if (s != NULL)
@@ -300,12 +300,15 @@ char *proto_encode_error(const struct proto_error *err, size_t *len)
     return s;
 }
 
-char *proto_encode_error_code(int type, int code, const char *text, size_t *len)
+char *proto_encode_error_code(int type, int code, const char *text, const char *detail,
+                              size_t *len)
 {
     struct proto_error err;
     proto_error_set(&err, type, code);
     if (text != NULL)
         snprintf(err.text, sizeof(err.text), "%s", text);
+    if (detail != NULL)
+        snprintf(err.detail, sizeof(err.detail), "%s", detail);
     return proto_encode_error(&err, len);
 }
 

@@ -81,10 +81,14 @@ struct proto_request {
     json_t *root;
 };
 
+/* "error" is the code's documented text, which clients match on (the
+ * inherited ones exactly); what varies (a parser's position, a limit) goes
+ * into "detail", sent only when not empty. */
 struct proto_error {
     int code;       /* enum proto_err */
     int type;       /* the request's type, -1 when unknown */
     char text[256];
+    char detail[256];
 };
 
 /* Decodes and validates one text frame. Returns 0 and fills req, or -1 and
@@ -101,11 +105,14 @@ void proto_error_set(struct proto_error *err, int type, int code);
  * (*len set) or NULL on allocation failure. */
 char *proto_encode_reply(int type, json_t *data, size_t *len);
 
-/* {"error": text, "code": code, "type": type}; "type" omitted when < 0. */
+/* {"error": text, "code": code, "type": type, "detail": detail}; "type"
+ * omitted when < 0, "detail" when empty. */
 char *proto_encode_error(const struct proto_error *err, size_t *len);
 
-/* The same for code, with text (NULL: the code's standard text). */
-char *proto_encode_error_code(int type, int code, const char *text, size_t *len);
+/* The same for code, with text (NULL: the code's standard text) and
+ * detail (NULL: none). */
+char *proto_encode_error_code(int type, int code, const char *text, const char *detail,
+                              size_t *len);
 
 /* Number of bytes of s (at most max) that end on a UTF-8 character
  * boundary, and hold at most max_chars characters. */

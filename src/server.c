@@ -26,6 +26,7 @@
 #include "config.h"
 #include "handlers.h"
 #include "http.h"
+#include "inval.h"
 #include "log.h"
 #include "metrics.h"
 #include "peers.h"
@@ -95,6 +96,7 @@ struct server {
     struct lws_context *ctx;
     struct pool *pool;
     struct agent_client *agent;
+    struct inval *inval;
     struct proto_limits limits;
 
     pthread_mutex_t mu; /* guards posts and wake_ctx */
@@ -161,7 +163,7 @@ void server_reply_error(struct server *srv, uint64_t conn_id, int type, int code
                         const char *text)
 {
     size_t len = 0;
-    char *frame = proto_encode_error_code(type, code, text, &len);
+    char *frame = proto_encode_error_code(type, code, text, NULL, &len);
     post(srv, POST_REPLY, conn_id, frame, len, NULL, 1);
 }
 
@@ -272,11 +274,11 @@ static void conn_close_after_flush(struct conn *c, int status)
      * would otherwise get a TCP reset that can destroy our error frame. */
 }
 
-static void conn_send_error(struct conn *c, int type, int code, const char *text)
+static void conn_send_error(struct conn *c, int type, int code, const char *detail)
 {
     metrics_request(type, 0, 0);
     size_t len = 0;
-    char *frame = proto_encode_error_code(type, code, text, &len);
+    char *frame = proto_encode_error_code(type, code, NULL, detail, &len);
     conn_send(c, frame, len, 0);
 }
 
@@ -384,7 +386,7 @@ static void conn_on_message(struct server *srv, struct conn *c, int binary)
     struct server_request *r = calloc(1, sizeof(*r));
     if (r == NULL)
         return;
-    if (proto_decode(c->rx, c->rx_len, &srv->limits, &r->req, &err) != 0) {
+    if (proto_decode(c->rx != NULL ? c->rx : "", c->rx_len, &srv->limits, &r->req, &err) != 0) {
         free(r);
         conn_error_now(srv, c, &err);
         return;
@@ -433,9 +435,9 @@ static int conn_receive(struct server *srv, struct conn *c, const void *in, size
         /* Refuse early: we never buffer more than the limit. */
         c->rx_discard = 1;
         log_warn("event=frame_too_large conn=%llu limit=%zu", (unsigned long long)c->id, max);
-        char text[128];
-        snprintf(text, sizeof(text), "Frame Too Large: limit is %zu bytes", max);
-        conn_send_error(c, -1, PERR_FRAME_TOO_LARGE, text);
+        char detail[64];
+        snprintf(detail, sizeof(detail), "limit is %zu bytes", max);
+        conn_send_error(c, -1, PERR_FRAME_TOO_LARGE, detail);
         conn_close_after_flush(c, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE);
         return 0;
     }
@@ -451,8 +453,12 @@ static int conn_receive(struct server *srv, struct conn *c, const void *in, size
         c->rx = grown;
         c->rx_cap = cap;
     }
-    memcpy(c->rx + c->rx_len, in, len);
-    c->rx_len += len;
+    /* An empty frame (or continuation) arrives with len 0 and, before any
+     * buffer exists, rx == NULL: memcpy(NULL, .., 0) is undefined. */
+    if (len > 0) {
+        memcpy(c->rx + c->rx_len, in, len);
+        c->rx_len += len;
+    }
     if (lws_is_final_fragment(c->wsi)) {
         conn_on_message(srv, c, lws_frame_is_binary(c->wsi));
         c->rx_len = 0;
@@ -633,6 +639,13 @@ static int server_confirm_upgrade(struct server *srv, struct lws *wsi)
         return http_refuse(wsi, HTTP_STATUS_NOT_FOUND, "Not Found");
     if (srv->draining)
         return http_refuse(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "Server Shutting Down");
+    /* RFC 6455 4.2.2: we speak version 13 only, and say so. */
+    char version[8];
+    if (lws_hdr_copy(wsi, version, sizeof(version), WSI_TOKEN_VERSION) <= 0 ||
+        strcmp(version, "13") != 0) {
+        log_info("event=ws_refused status=426 addr=%s reason=version", addr);
+        return http_refuse(wsi, 426, "Upgrade Required: Sec-WebSocket-Version 13");
+    }
 
     char origin[256];
     int olen = lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN);
@@ -818,7 +831,12 @@ int server_run(const struct config *cfg)
     srv->peers = peers_create();
     if (srv->peers == NULL)
         goto out;
-    srv->pool = pool_create(cfg, cfg->worker_threads, srv);
+    /* Listening before the first worker reads a copy; until it listens,
+     * every copy counts as stale. */
+    srv->inval = inval_start(cfg);
+    if (srv->inval == NULL)
+        goto out;
+    srv->pool = pool_create(cfg, cfg->worker_threads, srv, srv->inval);
     if (srv->pool == NULL)
         goto out;
 
@@ -895,6 +913,7 @@ out:
     if (srv->agent != NULL)
         agent_client_destroy(srv->agent);
     pool_destroy(srv->pool);
+    inval_stop(srv->inval);
     pthread_mutex_lock(&srv->mu);
     struct post *p = srv->posts_head;
     srv->posts_head = srv->posts_tail = NULL;

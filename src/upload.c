@@ -34,6 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "cache.h"
 #include "chat.h"
 #include "config.h"
@@ -113,6 +114,11 @@ struct upload {
     uint64_t size, max_size;
     int file_done;
     uint64_t fed, outside; /* body bytes given to lws_spa; of them outside the file */
+    /* NUL bytes in the whole body, and in the file's content: lws_spa keeps
+     * fields as C strings and would cut one at a NUL without a word, so
+     * any NUL outside the file (in a field, a part's headers, around a
+     * boundary) refuses the body. */
+    uint64_t nul_body, nul_file;
     int window_in_file;    /* the file part was open when this window began */
     unsigned char head[UPLOAD_HEAD];
     size_t head_len;
@@ -384,6 +390,17 @@ static int file_write(struct upload *u, const char *buf, size_t len)
     return 0;
 }
 
+static uint64_t count_nul(const char *p, size_t n)
+{
+    uint64_t k = 0;
+    const char *end = p + n;
+    while ((p = memchr(p, '\0', (size_t)(end - p))) != NULL) {
+        k++;
+        p++;
+    }
+    return k;
+}
+
 static int spa_file_cb(void *data, const char *name, const char *filename, char *buf, int len,
                        enum lws_spa_fileupload_states state)
 {
@@ -401,6 +418,7 @@ static int spa_file_cb(void *data, const char *name, const char *filename, char 
     case LWS_UFS_FINAL_CONTENT:
         if (len > 0 && file_write(u, buf, (size_t)len) != 0)
             return -1;
+        u->nul_file += count_nul(buf, (size_t)len);
         if (state == LWS_UFS_FINAL_CONTENT) {
             if (u->size == 0)
                 return refuse(u, 400, "Invalid field 'file': the file is empty");
@@ -496,6 +514,7 @@ unsigned upload_body(struct upload *u, const void *in, size_t len)
         size_t n = UPLOAD_WINDOW - off < len ? UPLOAD_WINDOW - off : len;
         if (off == 0)
             u->window_in_file = in_file_part(u);
+        u->nul_body += count_nul(p, n);
         if (lws_spa_process(u->spa, p, (int)n) != 0)
             return fail(u, 400, "Malformed multipart body, or fields over %d bytes",
                         u->cfg->max_chat_message_bytes);
@@ -575,6 +594,8 @@ static unsigned check_fields(struct upload *u)
 unsigned upload_parse_end(struct upload *u)
 {
     lws_spa_finalize(u->spa);
+    if (u->status == 0 && u->nul_body != u->nul_file)
+        fail(u, 400, "Malformed multipart body: a NUL byte outside the file");
     if (u->status == 0)
         check_fields(u);
     return u->status;
@@ -679,9 +700,14 @@ static unsigned store_rows(struct worker *w, struct upload *u)
         fail(u, 500, "Unable to record the file");
         goto rollback;
     }
+    char xid[24];
+    snprintf(xid, sizeof(xid), "%s", PQntuples(r) > 0 ? PQgetvalue(r, 0, 0) : "");
     PQclear(r);
     if (pg_command(pg, "commit") != 0)
         return fail(u, 500, "Unable to record the file");
+    /* A new session is in the user's list from now on, here at once. */
+    if (u->session_new)
+        cache_saw_write(&w->cache, u->user_id, xid);
     return 202;
 rollback:
     pg_command(pg, "rollback");
@@ -728,12 +754,6 @@ static unsigned upload_store(struct worker *w, struct upload *u)
     u->tmp_path[0] = '\0'; /* renamed: nothing to clean up */
     fsync_dir(u->cfg->public_dir);
 
-    if (u->session_new) {
-        char key[CACHE_KEY_MAX];
-        cache_key_sessions(key, u->user_id);
-        const char *keys[1] = {key};
-        cache_del(&w->cache, keys, 1);
-    }
     metrics_upload_bytes(u->size);
     log_info("event=upload_stored user=%s session=%s%s file=%s bytes=%llu", u->user_id,
              u->session_id, u->session_new ? " new_session=1" : "", u->stored_name,
@@ -747,15 +767,19 @@ static void upload_run(struct worker *w, struct pool_job *job)
     unsigned status = upload_store(w, u);
     json_t *data = NULL;
     if (status == 202) {
+        /* The reference (signed with AUTH_MODE=jwt) is what the client
+         * sends back as file_name and links to under .../uploads/. */
         const char *base = u->cfg->public_base_url;
-        size_t ul = strlen(base) + sizeof("/uploads/") + strlen(u->stored_name);
-        char *url = malloc(ul);
+        char *ref = auth_file_ref(u->cfg, u->stored_name, time(NULL));
+        size_t ul = strlen(base) + sizeof("/uploads/") + (ref != NULL ? strlen(ref) : 0);
+        char *url = ref != NULL ? malloc(ul) : NULL;
         if (url != NULL) {
-            snprintf(url, ul, "%s/uploads/%s", base, u->stored_name);
-            data = json_pack("{s:s, s:s, s:s, s:I}", "fileName", u->stored_name, "sessionId",
+            snprintf(url, ul, "%s/uploads/%s", base, ref);
+            data = json_pack("{s:s, s:s, s:s, s:I}", "fileName", ref, "sessionId",
                              u->session_id, "imageUrl", url, "size", (json_int_t)u->size);
-            free(url);
         }
+        free(url);
+        free(ref);
         if (data == NULL) /* out of memory; the stored file stays */
             status = fail(u, 500, "Out of memory");
     } else if (status != 500) {

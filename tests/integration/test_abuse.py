@@ -348,7 +348,12 @@ class Abuse(AbuseCase):
         ]
         for text, code, why in cases:
             r = self.answer(text, code, text[:80])
-            self.assertIn(why, r["error"])
+            if code == 20:
+                # the documented text exactly; what exceeded what, in "detail"
+                self.assertEqual(r["error"], "Message Too Long", r)
+                self.assertIn(why, r["detail"])
+            else:
+                self.assertIn(why, r["error"])
         # Exactly at the limits: accepted, stored whole.
         r = self.c.req_raw(frame(3, self.chat_data(self.legit, session=self.legit_sid, message=big)))
         self.accepted_turn(r, big)

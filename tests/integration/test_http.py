@@ -11,6 +11,7 @@ import signal
 import socket
 import time
 import unittest
+import urllib.request
 import uuid
 
 from harness import MODEL, Agent, Chatd, Database, PostgresServer, RedisServer, StackCase, free_port
@@ -143,6 +144,13 @@ class Http(StackCase):
     def files_on_disk(self):
         return sorted(os.listdir(self.public))
 
+    def assertClientLinkServes(self, content, body):
+        """The existing client links a code 2 file entry as
+        "http://localhost:8000/uploads/" + content, verbatim (CLIENT.md)."""
+        url = "http://127.0.0.1:%d/uploads/%s" % (self.port, content)
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            self.assertEqual((resp.status, resp.read()), (200, body), url)
+
     def assertRefused(self, status, reply, expected_status, text=None):
         self.assertEqual(status, expected_status, reply)
         self.assertIsNone(reply["data"], reply)
@@ -182,9 +190,19 @@ class Http(StackCase):
                     and q["session_id"] == sid]
             self.assertEqual(reqs[-1]["file_name"], [d["imageUrl"]])
             chat = json.loads(c.req(2, {"user_id": uid, "session_id": sid})["data"]["chat"])
+            # The bare stored name, as the system chatd replaces stored it:
+            # the client links "<base>/uploads/" + content (CLIENT.md).
             self.assertEqual(chat[-3:], [{"role": "user", "content": "what is in the picture?"},
                                          {"role": "assistant", "content": r["data"]["message"]},
-                                         {"role": "file", "content": d["imageUrl"]}])
+                                         {"role": "file", "content": d["fileName"]}])
+            self.assertClientLinkServes(chat[-1]["content"], PNG)
+            # ...and the agent still gets the whole URL, now and in later history
+            r = c.chat(uid, sid, "and now?")
+            self.assertEqual(r["type"], 3, r)
+            reqs = [q for q in self.agent.requests() if q["method"] in ("Process", "ProcessStream")
+                    and q["session_id"] == sid]
+            self.assertIn({"role": "file", "content": d["imageUrl"]},
+                          json.loads(reqs[-1]["chat_history"]))
         finally:
             c.close()
 
@@ -219,7 +237,8 @@ class Http(StackCase):
             self.assertEqual(r["data"]["session_id"], sid)
             chat = json.loads(c.req(2, {"user_id": uid, "session_id": sid})["data"]["chat"])
             self.assertEqual([m["role"] for m in chat], ["user", "assistant", "file"])
-            self.assertEqual(chat[2]["content"], reply["data"]["imageUrl"])
+            self.assertEqual(chat[2]["content"], reply["data"]["fileName"])
+            self.assertClientLinkServes(chat[2]["content"], PNG)
         finally:
             c.close()
 
@@ -490,7 +509,7 @@ class Http(StackCase):
             # a second file that an earlier, stored turn already shows
             status, shown, _ = self.upload(self.fields(uid, sid), port=chatd.port)
             db.query("insert into chat_messages(session_id, seq, role, content) values (%s, 0, 'file', %s)",
-                     (sid, shown["data"]["imageUrl"]))
+                     (sid, shown["data"]["fileName"]))
             db.query("update chat_sessions set next_seq = 1 where session_id = %s", (sid,))
             c = chatd.client()
             try:

@@ -26,13 +26,15 @@ class Protocol(StackCase):
     def tearDown(self):
         self.c.close()
 
-    def assertError(self, reply, code, type_=None, text=None):
+    def assertError(self, reply, code, type_=None, text=None, detail=None):
         self.assertIn("error", reply, reply)
         self.assertEqual(reply["code"], code, reply)
         if type_ is not None:
             self.assertEqual(reply.get("type"), type_, reply)
         if text is not None:
             self.assertIn(text, reply["error"])
+        if detail is not None:
+            self.assertIn(detail, reply.get("detail", ""), reply)
 
     def assertClosedWith(self, status):
         frame = self.c.ws.recv_frame()
@@ -190,7 +192,9 @@ class Protocol(StackCase):
     def test_long_chat_message(self):
         uid = self.db.add_user()
         r = self.c.chat(uid, "NEW", "x" * 1001)
-        self.assertError(r, 20, 3, "exceeds 1000 bytes")
+        # the documented text exactly; the limit in "detail"
+        self.assertEqual(r["error"], "Message Too Long", r)
+        self.assertError(r, 20, 3, detail="exceeds 1000 bytes")
         self.assertEqual(self.db.one("select count(*) from chat_sessions where user_id = %s", (uid,)), 0)
         self.assertAlive(uid)
 
