@@ -183,6 +183,42 @@ static void test_loopback(void **state)
     assert_false(auth_host_is_loopback("1270.0.0.1"));
 }
 
+/* File references: the signature is the one docs/SECURITY.md describes
+ * (computed independently with Python's hmac for NAME at NOW + 600). */
+#define FNAME "0123456789abcdef0123456789abcdef.png"
+#define FSIG "0db62ed94738e7a7fe7c673c7e7c080a3c7035c2ed227028561454686e2260c1"
+
+static void test_file_references(void **state)
+{
+    (void)state;
+    struct config c = cfg_with("", "", "");
+    c.file_url_ttl_seconds = 600;
+    char *ref = auth_file_ref(&c, FNAME, NOW);
+    assert_string_equal(ref, FNAME "?exp=1800000600&sig=" FSIG);
+    free(ref);
+    assert_true(auth_file_ref_ok(&c, FNAME, "1800000600", FSIG, NOW));
+    assert_true(auth_file_ref_ok(&c, FNAME, "1800000600", FSIG, NOW + 599));
+    assert_false(auth_file_ref_ok(&c, FNAME, "1800000600", FSIG, NOW + 600)); /* expired */
+    assert_false(auth_file_ref_ok(&c, FNAME, "1800000601", FSIG, NOW));       /* other expiry */
+    assert_false(auth_file_ref_ok(&c, "0123456789abcdef0123456789abcdee.png", "1800000600", FSIG,
+                                  NOW)); /* other file */
+    assert_false(auth_file_ref_ok(&c, FNAME, NULL, FSIG, NOW));
+    assert_false(auth_file_ref_ok(&c, FNAME, "1800000600", NULL, NOW));
+    assert_false(auth_file_ref_ok(&c, FNAME, "1800000600", "00", NOW));
+    assert_false(auth_file_ref_ok(&c, FNAME, "+1800000600", FSIG, NOW));
+    assert_false(auth_file_ref_ok(&c, FNAME, "1800000600x", FSIG, NOW));
+    char name[64];
+    assert_int_equal(auth_file_ref_name(FNAME "?exp=1&sig=2", name, sizeof(name)), 0);
+    assert_string_equal(name, FNAME);
+    assert_int_equal(auth_file_ref_name(FNAME, name, 8), -1);
+    /* AUTH_MODE=none: the bare name is the reference, and fetches */
+    c.auth_mode = (char *)"none";
+    ref = auth_file_ref(&c, FNAME, NOW);
+    assert_string_equal(ref, FNAME);
+    free(ref);
+    assert_true(auth_file_ref_ok(&c, FNAME, NULL, NULL, NOW));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -190,6 +226,7 @@ int main(void)
         cmocka_unit_test(test_forgeries),   cmocka_unit_test(test_claims),
         cmocka_unit_test(test_issuer_and_audience), cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_origins),     cmocka_unit_test(test_loopback),
+        cmocka_unit_test(test_file_references),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -25,8 +25,14 @@ static void expect_error(const char *frame, int code, const char *text_part)
     struct proto_error err;
     assert_int_equal(decode(frame, &req, &err), -1);
     assert_int_equal(err.code, code);
-    if (text_part != NULL && strstr(err.text, text_part) == NULL)
-        fail_msg("error text \"%s\" lacks \"%s\" (frame %s)", err.text, text_part, frame);
+    /* A variable part is in the text (code 17's documented form) or in
+     * the detail (everything else), never both. */
+    if (text_part != NULL && strstr(err.text, text_part) == NULL &&
+        strstr(err.detail, text_part) == NULL)
+        fail_msg("error \"%s\" / \"%s\" lacks \"%s\" (frame %s)", err.text, err.detail,
+                 text_part, frame);
+    if (code != PERR_INVALID_FIELD)
+        assert_string_equal(err.text, proto_err_text(code));
     assert_null(req.root);
 }
 
@@ -120,6 +126,32 @@ static void test_chat_errors(void **state)
     expect_error("{\"type\":3,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"NEW\","
                  "\"model_id\":\"4\",\"message\":\"x\"}}",
                  PERR_INVALID_FIELD, "'model_id': expected an integer");
+}
+
+/* Clients match on "error": it is exactly the documented text, and what
+ * varies (a position, a limit) travels in "detail". */
+static void test_error_text_is_exact_detail_separate(void **state)
+{
+    (void)state;
+    struct proto_request req;
+    struct proto_error err;
+    assert_int_equal(decode("not json", &req, &err), -1);
+    assert_string_equal(err.text, "JSON Parsing Error");
+    assert_non_null(strstr(err.detail, "position"));
+    size_t len;
+    char *s = proto_encode_error(&err, &len);
+    json_t *o = json_loads(s, 0, NULL);
+    assert_string_equal(json_string_value(json_object_get(o, "error")), "JSON Parsing Error");
+    assert_non_null(strstr(json_string_value(json_object_get(o, "detail")), "position"));
+    json_decref(o);
+    free(s);
+    s = proto_encode_error_code(3, PERR_FRAME_TOO_LARGE, NULL, "limit is 9 bytes", &len);
+    assert_string_equal(s, "{\"error\":\"Frame Too Large\",\"code\":19,\"type\":3,"
+                           "\"detail\":\"limit is 9 bytes\"}");
+    free(s);
+    s = proto_encode_error_code(-1, PERR_INTERNAL, NULL, NULL, &len);
+    assert_string_equal(s, "{\"error\":\"Internal Server Error\",\"code\":14}");
+    free(s);
 }
 
 static void test_envelope_errors(void **state)
@@ -248,6 +280,7 @@ int main(void)
         cmocka_unit_test(test_chat_frame),
         cmocka_unit_test(test_chat_errors),
         cmocka_unit_test(test_envelope_errors),
+        cmocka_unit_test(test_error_text_is_exact_detail_separate),
         cmocka_unit_test(test_parse_error_with_invalid_utf8_still_encodes),
         cmocka_unit_test(test_deep_nesting_is_refused),
         cmocka_unit_test(test_encode),

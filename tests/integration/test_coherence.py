@@ -1,0 +1,364 @@
+"""Issue 10 (D1, D2): Redis may stall, drop a connection, be flushed or lose
+a write at any moment, and no answer of chatd may be one that PostgreSQL
+contradicts.
+
+- A session's context is versioned by next_seq and used only at the
+  version the turn knows to be current: a stalled Redis or a killed client
+  connection during a turn (so the old context survives in Redis) must not
+  give the next turn a stale history or summary.
+- The session list, the user profile and the model names are copies
+  checked against what PostgreSQL announced (NOTIFY from triggers): a
+  populate that read before a write and lands after it, a write whose
+  invalidation never reached Redis, or an admin's plain SQL must not show.
+- A randomized run: clients writing (turns, new sessions, deletes) and
+  reading, while Redis is stopped (SIGSTOP), its clients are killed and it
+  is flushed at random; every answer is compared with PostgreSQL.
+"""
+
+import json
+import os
+import random
+import signal
+import sys
+import threading
+import time
+import unittest
+import uuid
+
+from harness import MODEL, Agent, Chatd, Database, RedisServer, cleanup
+from test_faults import PRICES, START_BALANCE, Traffic, check_store
+
+SEED = int(os.environ.get("COHERENCE_SEED", "0")) or random.randrange(1, 1 << 30)
+DURATION = float(os.environ.get("COHERENCE_SECONDS", "40"))
+
+
+def process_requests(agent, sid):
+    return [r for r in agent.requests() if r["method"] in ("Process", "ProcessStream")
+            and r["session_id"] == sid]
+
+
+def wait_for(fn, timeout=10.0):
+    """fn() until it returns something true, at most timeout seconds (a
+    bound on a hang, not a measure: NOTIFY arrives in milliseconds)."""
+    end = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v or time.monotonic() > end:
+            return v
+        time.sleep(0.02)
+
+
+class Stack:
+    """A private Redis (to stop and kill), an echo agent, a database and
+    one chatd with one worker, so that every request uses the one Redis
+    connection a fault reaches."""
+
+    def __init__(self, name, workers=1):
+        self.rds = self.agent = self.db = self.chatd = None
+        try:
+            self.rds = RedisServer()
+            self.agent = Agent(**PRICES)
+            self.db = Database(name)
+            self.chatd = Chatd(self.db, agent_port=self.agent.port, REDIS_PORT=self.rds.port,
+                               WORKER_THREADS=workers, AI_TIMEOUT_SECONDS=20)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self):
+        if self.rds is not None and self.rds.proc is not None:
+            self.rds.proc.send_signal(signal.SIGCONT)
+        cleanup(self.chatd, self.agent, self.db, self.rds)
+
+    def redis(self):
+        return self.rds.client()
+
+    def kill_redis_clients(self):
+        """Every chatd connection to Redis is cut; chatd learns it only at
+        its next command (this is the dropped-connection fault)."""
+        self.redis().execute_command("CLIENT", "KILL", "TYPE", "normal")
+
+    def stall(self):
+        self.rds.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self):
+        self.rds.proc.send_signal(signal.SIGCONT)
+
+
+class Context(unittest.TestCase):
+    """D1: the context a turn is given is exactly what PostgreSQL holds."""
+
+    def three_turns(self, fault, undo=lambda s: None):
+        s = Stack("chatd_coh_ctx")
+        try:
+            uid = s.db.add_user("Ctx", balance=START_BALANCE)
+            c = s.chatd.client()
+            try:
+                r1 = c.chat(uid, "NEW", "first turn")
+                self.assertEqual(r1["type"], 3, r1)
+                sid = r1["data"]["session_id"]
+                key = "chatd:{s:%s}:ctx" % sid
+                self.assertTrue(s.redis().exists(key), "turn 1 wrote its context")
+                fault(s)
+                r2 = c.chat(uid, sid, "second turn")
+                self.assertEqual(r2["type"], 3, r2)
+                undo(s)
+                # past the 1 s back-off after a Redis failure: Redis is used again
+                time.sleep(1.5)
+                r3 = c.chat(uid, sid, "third turn")
+                self.assertEqual(r3["type"], 3, r3)
+                self.assertIn("[history=4 ", r3["data"]["message"])
+            finally:
+                c.close()
+            reqs = process_requests(s.agent, sid)
+            self.assertEqual(len(json.loads(reqs[2]["chat_history"])), 4)
+            self.assertIn("second turn", reqs[2]["chat_summary"])
+            turns = [dict(msg=m, result="ok", session=sid) for m in ("first turn", "second turn", "third turn")]
+            check_store(self, s.db.query, uid, turns, s.agent.requests())
+            summary = s.db.one("select summary from chat_sessions where session_id = %s", (sid,))
+            for m in ("first turn", "second turn", "third turn"):
+                self.assertIn(m, summary)
+        finally:
+            s.stop()
+
+    def test_killed_redis_connection_during_a_turn(self):
+        # The turn's cache delete and rewrite both fail; turn 1's context
+        # stays in Redis, one turn behind.
+        self.three_turns(lambda s: s.kill_redis_clients())
+
+    def test_stalled_redis_during_a_turn(self):
+        # Redis frozen for the whole turn: every command of it times out.
+        self.three_turns(lambda s: s.stall(), lambda s: s.resume())
+
+    def test_stale_context_put_back_is_not_used(self):
+        # Whatever way an older context gets (back) into Redis, a turn
+        # never uses it: here it is written back by hand after turn 2.
+        s = Stack("chatd_coh_ctx_back")
+        try:
+            uid = s.db.add_user("Ctx", balance=START_BALANCE)
+            c = s.chatd.client()
+            try:
+                sid = c.chat(uid, "NEW", "first turn")["data"]["session_id"]
+                key = "chatd:{s:%s}:ctx" % sid
+                old = s.redis().get(key)
+                self.assertEqual(c.chat(uid, sid, "second turn")["type"], 3)
+                s.redis().set(key, old)
+                r3 = c.chat(uid, sid, "third turn")
+                self.assertIn("[history=4 ", r3["data"]["message"])
+                self.assertEqual(len(json.loads(process_requests(s.agent, sid)[2]["chat_history"])), 4)
+            finally:
+                c.close()
+        finally:
+            s.stop()
+
+
+class Lists(unittest.TestCase):
+    """D2: the session list, profile and model names never contradict
+    PostgreSQL once a write is acknowledged (or an admin's SQL committed)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.s = Stack("chatd_coh_lists")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.s.stop()
+
+    def setUp(self):
+        self.c = self.s.chatd.client()
+
+    def tearDown(self):
+        self.c.close()
+
+    def sessions(self, uid):
+        r = self.c.req(1, {"user_id": uid})
+        self.assertEqual(r["type"], 1, r)
+        return [x["session_id"] for x in r["data"]["session_info"]]
+
+    def test_late_populate_cannot_hide_a_new_session(self):
+        uid = self.s.db.add_user("Late", balance=START_BALANCE)
+        key = "chatd:{u:%s}:sessions" % uid
+        self.assertEqual(self.sessions(uid), [])
+        old = self.s.redis().get(key)
+        self.assertIsNotNone(old, "code 1 populated the cache")
+        sid = self.c.chat(uid, "NEW", "hello")["data"]["session_id"]
+        # A reader that read PostgreSQL before the commit writes its list
+        # after the turn's invalidation:
+        self.s.redis().set(key, old)
+        self.assertEqual(self.sessions(uid), [sid])
+        # and the same after a delete
+        self.assertEqual(self.sessions(uid), [sid])
+        old = self.s.redis().get(key)
+        self.assertEqual(self.c.req(4, {"user_id": uid, "session_id": sid})["type"], 4)
+        self.s.redis().set(key, old)
+        self.assertEqual(self.sessions(uid), [])
+
+    def test_new_session_while_the_redis_connection_is_gone(self):
+        uid = self.s.db.add_user("Gone", balance=START_BALANCE)
+        self.assertEqual(self.sessions(uid), [])
+        self.s.kill_redis_clients()
+        r = self.c.chat(uid, "NEW", "hello")
+        self.assertEqual(r["type"], 3, r)
+        time.sleep(1.5)  # past the back-off: the old list is readable again
+        self.assertEqual(self.sessions(uid), [r["data"]["session_id"]])
+
+    def test_admin_sql_shows_at_once(self):
+        db = self.s.db
+        uid = db.add_user("Before", balance=START_BALANCE)
+        self.assertEqual(self.c.req(0, {"user_id": uid})["data"]["username"], "Before")
+        self.assertEqual(self.sessions(uid), [])
+        models = self.c.req(5, {"user_id": uid})["data"]["models"]
+        # each copy is cached now; the admin changes all three by SQL
+        db.query("update user_data set username = 'After' where user_id = %s", (uid,))
+        sid = db.add_session(uid, name="By hand")
+        db.query("insert into model_details values (77, 'coherence-model', 'ollama', 4096, 0, 0)")
+        try:
+            self.assertTrue(wait_for(lambda: self.c.req(0, {"user_id": uid})["data"]["username"] == "After"))
+            self.assertTrue(wait_for(lambda: self.sessions(uid) == [sid]))
+            self.assertTrue(wait_for(lambda: "coherence-model" in self.c.req(5, {"user_id": uid})["data"]["models"]))
+            # and stays so: no older copy comes back, whatever Redis holds
+            for _ in range(50):
+                self.assertEqual(self.c.req(0, {"user_id": uid})["data"]["username"], "After")
+                self.assertEqual(self.sessions(uid), [sid])
+            db.query("delete from chat_sessions where session_id = %s", (sid,))
+            self.assertTrue(wait_for(lambda: self.sessions(uid) == []))
+        finally:
+            db.query("delete from model_details where model_id = 77")
+        self.assertTrue(wait_for(lambda: self.c.req(5, {"user_id": uid})["data"]["models"] == models))
+        # a deleted user is not served from a copy either
+        db.query("delete from user_data where user_id = %s", (uid,))
+        self.assertTrue(wait_for(lambda: self.c.req(0, {"user_id": uid}).get("code") == 3))
+
+
+class Randomized(unittest.TestCase):
+    """Readers and writers on two users while Redis stalls, drops its
+    clients and is flushed at random; every answer against PostgreSQL."""
+
+    def test_random_faults_never_give_a_wrong_answer(self):
+        print("coherence: seed %d (COHERENCE_SEED to repeat), %.0f s" % (SEED, DURATION), file=sys.stderr)
+        rnd = random.Random(SEED)
+        s = Stack("chatd_coh_random", workers=4)
+        traffic, lists = [], []
+        stop = threading.Event()
+        faults = dict(stall=0, kill=0, flush=0)
+        try:
+            users = [(s.db.add_user("Rnd%d" % i, balance=START_BALANCE), "Rnd%d" % i) for i in range(2)]
+            for uid, name in users:
+                traffic.append(Traffic(s.chatd, uid, name, threads=3, label="%s-" % name).start())
+            # Two more users, each with two clients creating, deleting and
+            # listing sessions at once (check_store above is about the
+            # Traffic users' turns, whose sessions are never deleted).
+            for i in range(2):
+                uid = s.db.add_user("List%d" % i, balance=START_BALANCE)
+                for _ in range(2):
+                    lists.append(ListChecker(s.chatd, uid, stop, random.Random(rnd.random())).start())
+
+            end = time.monotonic() + DURATION
+            while time.monotonic() < end:
+                time.sleep(rnd.uniform(0.1, 0.8))
+                kind = rnd.choice(("stall", "stall", "kill", "flush"))
+                faults[kind] += 1
+                try:
+                    if kind == "stall":
+                        s.stall()
+                        time.sleep(rnd.uniform(0.2, 1.2))
+                        s.resume()
+                    elif kind == "kill":
+                        s.kill_redis_clients()
+                    else:
+                        s.redis().flushall()
+                except Exception as e:  # noqa: BLE001 - a fault that failed is not a wrong answer
+                    print("coherence: fault %s failed: %r" % (kind, e), file=sys.stderr)
+                    s.resume()
+            stop.set()
+            for t in traffic:
+                t.stop()
+            for lc in lists:
+                lc.join()
+
+            requests = sum(len(t.replies) for t in traffic) + sum(lc.count for lc in lists)
+            wrong = [p for t in traffic for p in t.problems] + [p for lc in lists for p in lc.problems]
+            stored = 0
+            for (uid, _), t in zip(users, traffic):
+                stored += check_store(self, s.db.query, uid, t.turns, s.agent.requests())
+            print("coherence: %d requests (%d turns stored, %d list checks), %d faults %r, %d wrong answers"
+                  % (requests, stored, sum(lc.count for lc in lists), sum(faults.values()), faults, len(wrong)),
+                  file=sys.stderr)
+            self.assertEqual(wrong, [], "\n  ".join(wrong[:20]))
+            self.assertGreater(stored, 20)
+            self.assertGreater(sum(lc.count for lc in lists), 50)
+        finally:
+            stop.set()
+            s.stop()
+
+
+class ListChecker:
+    """One client of uid that creates sessions, deletes them and reads the
+    list (code 1) in a loop. Of the sessions it created, a list must hold
+    every one whose creation was acknowledged before the request was sent
+    and whose deletion was not sent before the answer came, and none whose
+    deletion was acknowledged before the request was sent. (Other clients
+    of the same user change the list meanwhile; their sessions are theirs
+    to check.)"""
+
+    def __init__(self, chatd, uid, stop, rnd):
+        self.chatd, self.uid, self.stop_evt, self.rnd = chatd, uid, stop, rnd
+        self.problems, self.count = [], 0
+        self.created = {}  # sid -> time its NEW turn was acknowledged
+        self.deleted = {}  # sid -> (time the delete was sent, time it was acknowledged)
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def join(self):
+        self.thread.join(120)
+        if self.thread.is_alive():
+            self.problems.append("list checker hung")
+
+    def run(self):
+        c = self.chatd.client(timeout=60)
+        try:
+            while not self.stop_evt.is_set():
+                live = [sid for sid in self.created if sid not in self.deleted]
+                op = self.rnd.random()
+                if op < 0.15 or not live:
+                    r = c.chat(self.uid, "NEW", "list %s" % uuid.uuid4().hex[:8])
+                    if r.get("type") != 3:
+                        self.problems.append("NEW turn failed: %r" % r)
+                        continue
+                    self.created[r["data"]["session_id"]] = time.monotonic()
+                elif op < 0.25:
+                    sid = self.rnd.choice(live)
+                    sent = time.monotonic()
+                    r = c.req(4, {"user_id": self.uid, "session_id": sid})
+                    if r.get("type") != 4:
+                        self.problems.append("delete failed: %r" % r)
+                        continue
+                    self.deleted[sid] = (sent, time.monotonic())
+                else:
+                    sent = time.monotonic()
+                    r = c.req(1, {"user_id": self.uid})
+                    got = time.monotonic()
+                    self.count += 1
+                    if r.get("type") != 1:
+                        self.problems.append("code 1 failed: %r" % r)
+                        continue
+                    listed = {x["session_id"] for x in r["data"]["session_info"]}
+                    for sid, at in self.created.items():
+                        d = self.deleted.get(sid)
+                        if at < sent and (d is None or d[0] > got) and sid not in listed:
+                            self.problems.append("session %s, created %.3f s before the request, is missing"
+                                                 % (sid, sent - at))
+                        if d is not None and d[1] < sent and sid in listed:
+                            self.problems.append("session %s, deleted %.3f s before the request, is listed"
+                                                 % (sid, sent - d[1]))
+        except Exception as e:  # noqa: BLE001 - reported as a problem
+            self.problems.append("list checker: %r" % e)
+        finally:
+            c.close()
+
+
+if __name__ == "__main__":
+    unittest.main()
