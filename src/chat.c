@@ -530,10 +530,11 @@ char *chat_file_url(const struct config *cfg, const char *name)
     return url;
 }
 
-char *chat_sign_files(const struct config *cfg, const char *chat_json)
+/* Rewrites the content of every file entry of msgs (a stored name) with
+ * link(cfg, name): its reference, or its URL. 0, or -1 when out of memory. */
+static int link_files(const struct config *cfg, json_t *msgs,
+                      char *(*link)(const struct config *, const char *))
 {
-    json_t *msgs = json_loads(chat_json, 0, NULL);
-    char *out = NULL;
     size_t i;
     json_t *m;
     json_array_foreach(msgs, i, m)
@@ -542,40 +543,28 @@ char *chat_sign_files(const struct config *cfg, const char *chat_json)
         const char *name = json_string_value(json_object_get(m, "content"));
         if (role == NULL || strcmp(role, "file") != 0 || name == NULL)
             continue;
-        char *ref = auth_file_ref(cfg, name, time(NULL));
-        if (ref == NULL || json_object_set_new(m, "content", json_string(ref)) != 0) {
-            free(ref);
-            goto out;
-        }
-        free(ref);
-    }
-    if (json_is_array(msgs))
-        out = json_dumps(msgs, JSON_COMPACT);
-out:
-    json_decref(msgs);
-    return out;
-}
-
-/* History keeps a file as its bare stored name (as PostgreSQL does); the
- * agent is given the URL it can fetch, as always. */
-static int history_file_urls(const struct config *cfg, json_t *history)
-{
-    size_t i;
-    json_t *m;
-    json_array_foreach(history, i, m)
-    {
-        const char *role = json_string_value(json_object_get(m, "role"));
-        const char *name = json_string_value(json_object_get(m, "content"));
-        if (role == NULL || strcmp(role, "file") != 0 || name == NULL)
-            continue;
-        char *url = chat_file_url(cfg, name);
-        if (url == NULL || json_object_set_new(m, "content", json_string(url)) != 0) {
-            free(url);
+        char *s = link(cfg, name);
+        int failed = s == NULL || json_object_set_new(m, "content", json_string(s)) != 0;
+        free(s);
+        if (failed)
             return -1;
-        }
-        free(url);
     }
     return 0;
+}
+
+static char *file_ref_now(const struct config *cfg, const char *name)
+{
+    return auth_file_ref(cfg, name, time(NULL));
+}
+
+char *chat_sign_files(const struct config *cfg, const char *chat_json)
+{
+    json_t *msgs = json_loads(chat_json, 0, NULL);
+    char *out = json_is_array(msgs) && link_files(cfg, msgs, file_ref_now) == 0
+                    ? json_dumps(msgs, JSON_COMPACT)
+                    : NULL;
+    json_decref(msgs);
+    return out;
 }
 
 /* ------------------------------------------------------------ turn start */
@@ -659,7 +648,9 @@ static void turn_start(struct worker *w, struct chat_turn *t)
         return;
     }
     json_t *history = json_deep_copy(t->history);
-    if (history != NULL && history_file_urls(server_config(t->srv), history) != 0) {
+    /* History keeps a file as its bare stored name (as PostgreSQL does);
+     * the agent is given the URL it can fetch, as always. */
+    if (history != NULL && link_files(server_config(t->srv), history, chat_file_url) != 0) {
         json_decref(history);
         history = NULL;
     }
