@@ -11,10 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "auth.h"
-#include "config.h"
-#include "proto.h"
-#include "uuid.h"
+#include "wire/auth.h"
+#include "lib/config.h"
+#include "wire/proto.h"
+#include "lib/uuid.h"
 
 #define FUZZ_JWT_SECRET "fuzz-secret-fuzz-secret-fuzz-secret!"
 

@@ -386,15 +386,15 @@ S10=$(mk_session 10)
 S10K=$(mk_session 10000)
 psql_q -c "vacuum analyze chat_messages" -c "vacuum analyze chat_sessions" >/dev/null
 
-# The statements of a turn, taken from src/pg.c itself (so this stays in step
+# The statements of a turn, taken from src/store/pg.c itself (so this stays in step
 # with chatd) and prepared the way chatd prepares them (PQprepare, no types).
 pg_sql() { # statement name, as in pg_statements[] -> its SQL text
-    python3 - "$REPO/src/pg.c" "$1" <<'EOF'
+    python3 - "$REPO/src/store/pg.c" "$1" <<'EOF'
 import re, sys
 src = open(sys.argv[1]).read()
 m = re.search(r'\{"%s",\s*\d+,\s*((?:"(?:[^"\\]|\\.)*"\s*)+)\}' % re.escape(sys.argv[2]), src)
 if not m:
-    sys.exit("statement %s not found in src/pg.c" % sys.argv[2])
+    sys.exit("statement %s not found in src/store/pg.c" % sys.argv[2])
 print("".join(re.findall(r'"((?:[^"\\]|\\.)*)"', m.group(1))).replace('\\"', '"'))
 EOF
 }

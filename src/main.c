@@ -10,11 +10,18 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
-#include "config.h"
-#include "log.h"
-#include "migrate.h"
-#include "server.h"
+#include "agent/agent.h"
+#include "lib/config.h"
+#include "lib/log.h"
+#include "net/server.h"
+#include "store/inval.h"
+#include "work/app.h"
+#include "work/chat.h"
+#include "work/outbox.h"
+#include "work/pool.h"
+#include "store/migrate.h"
 
 /* Each WebSocket is a descriptor: take every one the hard limit allows,
  * since the default soft limit (1024) would cap chatd at about a thousand
@@ -27,6 +34,46 @@ static void raise_fd_limit(void)
         if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
             log_warn("event=rlimit_nofile_failed");
     }
+}
+
+/* The layers, built bottom up and torn down top down: what PostgreSQL
+ * announces, the agent client, the outbox and the workers (work/), then
+ * the network edge (net/), which runs until SIGTERM. */
+static int serve(const struct config *cfg)
+{
+    int rc = 1;
+    struct app app = {.cfg = cfg};
+    app.limits.max_chat_message_bytes = (size_t)cfg->max_chat_message_bytes;
+    char target[300];
+    snprintf(target, sizeof(target), "%s:%d", cfg->ai_server_host, cfg->ai_server_port);
+    /* Listening before the first worker reads a copy; until it listens,
+     * every copy counts as stale. */
+    if ((app.inval = inval_start(cfg)) == NULL)
+        goto out;
+    if ((app.agent = agent_client_create(target, cfg->ai_timeout_seconds)) == NULL) {
+        log_error("event=agent_client_failed target=%s", target);
+        goto out;
+    }
+    if ((app.outbox = outbox_create()) == NULL ||
+        (app.pool = pool_create(&app, cfg->worker_threads)) == NULL)
+        goto out;
+    rc = server_run(&app);
+out:
+    /* Turns cancelled when the connections closed end through the pool
+     * and the agent client, so both must outlive them. */
+    for (int i = 0; chat_active_turns() > 0; i++) {
+        if (i == 100) {
+            log_error("event=shutdown_stuck turns=%d", chat_active_turns());
+            return 1; /* leave the rest to the kernel rather than free live state */
+        }
+        usleep(100 * 1000);
+    }
+    if (app.agent != NULL)
+        agent_client_destroy(app.agent);
+    pool_destroy(app.pool);
+    outbox_destroy(app.outbox);
+    inval_stop(app.inval);
+    return rc;
 }
 
 static int usage(void)
@@ -47,9 +94,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "chatd: %s\n", err);
         return 1;
     }
-    enum log_level lvl = LOG_INFO;
-    log_parse_level(cfg.log_level, &lvl);
-    log_set_level(lvl);
+    log_set_level(cfg.log_lvl);
 
     int rc = 0;
     if (strcmp(cmd, "check") == 0) {
@@ -66,7 +111,7 @@ int main(int argc, char **argv)
 
     raise_fd_limit();
     grpc_init();
-    rc = server_run(&cfg);
+    rc = serve(&cfg);
     grpc_shutdown();
 out:
     config_free(&cfg);

@@ -21,7 +21,7 @@
 #include <time.h>
 
 #include "chat_agent.h"
-#include "log.h"
+#include "lib/log.h"
 
 struct ca_call {
     grpc_call *grpc;

@@ -12,7 +12,7 @@
 #include <string.h>
 
 #include "chat_agent.h"
-#include "log.h"
+#include "lib/log.h"
 
 #define ECHO_SUMMARY_TAKE 40   /* bytes of the user message per turn */
 #define ECHO_SUMMARY_MAX 1000  /* bytes of the whole summary */

@@ -20,7 +20,7 @@
 #include <string.h>
 
 #include "chat_agent.h"
-#include "log.h"
+#include "lib/log.h"
 
 #define CA_SLOTS_PER_METHOD 256  /* calls requested from gRPC ahead of time */
 #define CA_SLOTS_UNKNOWN 4

@@ -19,7 +19,7 @@
 #include <strings.h>
 
 #include "chat_agent.h"
-#include "log.h"
+#include "lib/log.h"
 #include "sse.h"
 
 #define OA_MAX_BODY (16 * 1024 * 1024) /* of a reply, streamed or not */

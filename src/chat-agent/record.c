@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "chat_agent.h"
-#include "log.h"
+#include "lib/log.h"
 
 static int rec_fd = -1;
 static pthread_mutex_t rec_lock = PTHREAD_MUTEX_INITIALIZER;

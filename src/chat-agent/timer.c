@@ -9,7 +9,7 @@
 #include <time.h>
 
 #include "chat_agent.h"
-#include "log.h"
+#include "lib/log.h"
 
 struct ca_timer_entry {
     uint64_t due_ms;

@@ -34,7 +34,7 @@
 
 #include <cmocka.h>
 
-#include "agent.h"
+#include "agent/agent.h"
 
 #include "chat-agent/sse.h"
 

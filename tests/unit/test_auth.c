@@ -12,8 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "auth.h"
-#include "config.h"
+#include "wire/auth.h"
+#include "lib/config.h"
 
 #define SECRET "unit-test-secret-unit-test-secret-0123"
 #define SUB "bdff475a-1111-4222-8333-444455556666" /* the tokens' sub, lower-cased */
@@ -34,15 +34,24 @@
 #define TOK_CRIT "eyJhbGciOiJIUzI1NiIsImNyaXQiOlsiZXhwIl0sInR5cCI6IkpXVCJ9.eyJzdWIiOiJCREZGNDc1QS0xMTExLTQyMjItODMzMy00NDQ0NTU1NTY2NjYiLCJleHAiOjIwMDAwMDAwMDB9.o5oIaeuljWBqqB-KtCccdxoFli9hmAKmyqgJt0hPEB0"
 #define TOK_TAMPERED "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiAiMDAwMDAwMDAtMDAwMC00MDAwLTgwMDAtMDAwMDAwMDAwMDAwIiwgImV4cCI6IDIwMDAwMDAwMDB9.jETDm1XRodK9onG_DSOW7Mc735Cf3ujWTsozEp-7iCI"
 
+/* ALLOWED_ORIGINS as config.c splits it at load: here the one list the
+ * origin test uses (or none). */
+static char *origin_items[] = {"http://localhost:3000", "https://chat.example.com"};
+
 static struct config cfg_with(const char *iss, const char *aud, const char *origins)
 {
     struct config c;
     memset(&c, 0, sizeof(c));
     c.auth_mode = (char *)"jwt";
+    c.auth = CONFIG_AUTH_JWT;
     c.jwt_secret = (char *)SECRET;
     c.jwt_issuer = (char *)iss;
     c.jwt_audience = (char *)aud;
     c.allowed_origins = (char *)origins;
+    if (origins[0] != '\0') {
+        c.origin_list.item = origin_items;
+        c.origin_list.n = 2;
+    }
     return c;
 }
 
@@ -213,6 +222,7 @@ static void test_file_references(void **state)
     assert_int_equal(auth_file_ref_name(FNAME, name, 8), -1);
     /* AUTH_MODE=none: the bare name is the reference, and fetches */
     c.auth_mode = (char *)"none";
+    c.auth = CONFIG_AUTH_NONE;
     ref = auth_file_ref(&c, FNAME, NOW);
     assert_string_equal(ref, FNAME);
     free(ref);

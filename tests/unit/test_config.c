@@ -9,10 +9,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "config.h"
+#include "lib/config.h"
 
-static const char *vars[] = {"SERVER_PORT", "DB_PORT", "LOG_LEVEL", "WORKER_THREADS",
-                             "SERVER_HOST", "CHATD_TEST_A", "CHATD_TEST_B"};
+static const char *vars[] = {"SERVER_PORT",   "DB_PORT",         "LOG_LEVEL",
+                             "WORKER_THREADS", "SERVER_HOST",    "CHATD_TEST_A",
+                             "CHATD_TEST_B",  "ALLOWED_ORIGINS", "UPLOAD_ALLOWED_TYPES",
+                             "CORS_ORIGINS",  "AUTH_MODE",       "JWT_SECRET"};
 
 static int clear_env(void **state)
 {
@@ -98,10 +100,42 @@ static void test_dotenv(void **state)
     unlink(path);
 }
 
+/* Lists and enums are parsed once, at load, into what requests use. */
+static void test_parsed_at_load(void **state)
+{
+    (void)state;
+    setenv("ALLOWED_ORIGINS", " http://a.example,https://b.example ,,\thttp://c.example", 1);
+    setenv("UPLOAD_ALLOWED_TYPES", ".PNG, jpg,.Md", 1);
+    setenv("CORS_ORIGINS", "https://x.example", 1);
+    setenv("LOG_LEVEL", "warn", 1);
+    setenv("AUTH_MODE", "jwt", 1);
+    setenv("JWT_SECRET", "0123456789abcdef0123456789abcdef", 1);
+    struct config cfg;
+    char err[256];
+    assert_int_equal(config_from_env(&cfg, err, sizeof(err)), 0);
+    assert_int_equal(cfg.origin_list.n, 3);
+    assert_string_equal(cfg.origin_list.item[0], "http://a.example");
+    assert_string_equal(cfg.origin_list.item[1], "https://b.example");
+    assert_string_equal(cfg.origin_list.item[2], "http://c.example");
+    assert_true(config_list_has(&cfg.origin_list, "HTTP://A.EXAMPLE", 16, 1));
+    assert_false(config_list_has(&cfg.origin_list, "HTTP://A.EXAMPLE", 16, 0));
+    assert_false(config_list_has(&cfg.origin_list, "http://a.exampl", 15, 1));
+    assert_int_equal(cfg.upload_types.n, 3);
+    assert_string_equal(cfg.upload_types.item[0], "png");
+    assert_string_equal(cfg.upload_types.item[2], "md");
+    assert_false(cfg.cors_any);
+    assert_true(config_list_has(&cfg.cors_list, "https://x.example", 17, 0));
+    assert_int_equal(cfg.log_lvl, LOG_WARN);
+    assert_int_equal(cfg.auth, CONFIG_AUTH_JWT);
+    config_free(&cfg);
+    assert_int_equal(cfg.origin_list.n, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_defaults, clear_env),
+        cmocka_unit_test_setup(test_parsed_at_load, clear_env),
         cmocka_unit_test_setup(test_values, clear_env),
         cmocka_unit_test_setup(test_malformed, clear_env),
         cmocka_unit_test_setup(test_dotenv, clear_env),

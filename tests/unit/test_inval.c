@@ -7,7 +7,7 @@
 #include <cmocka.h>
 #include <stdlib.h>
 
-#include "inval.h"
+#include "store/inval.h"
 
 #define U1 "bdff475a-a7f7-4590-9595-15fd8e6c7d0c"
 #define U2 "00000000-0000-4000-8000-000000000001"

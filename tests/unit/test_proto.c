@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "proto.h"
+#include "wire/proto.h"
 
 #define UID "bdff475a-a7f7-4590-9595-15fd8e6c7d0c"
 #define SID "0e7c1f0a-1111-4222-8333-444455556666"

@@ -8,7 +8,7 @@
 #include <cmocka.h>
 #include <string.h>
 
-#include "ratelimit.h"
+#include "work/ratelimit.h"
 
 #define USER "bdff475a-a7f7-4590-9595-15fd8e6c7d0c"
 

@@ -1,0 +1,29 @@
+/* util.h - small helpers that several modules need, in one place. */
+#ifndef CHATD_UTIL_H
+#define CHATD_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* FNV-1a of a NUL-terminated string: for hash tables of ids and
+ * addresses (not for anything an attacker must not predict). */
+uint32_t util_hash(const char *s);
+
+/* A whole decimal unsigned 64-bit number (no sign, no space, no
+ * trailing text). 0, or -1 when s is not one. */
+int util_parse_u64(const char *s, uint64_t *out);
+
+/* n bytes from the kernel's CSPRNG (getrandom). 0, or -1. */
+int util_random(void *buf, size_t n);
+
+/* 1 when the n bytes at s are valid UTF-8 (no overlong 2-byte forms). */
+int util_utf8_valid(const unsigned char *s, size_t n);
+
+/* Calls fn(item, len, arg) for each item of a comma-separated list
+ * (spaces around items are skipped, empty items ignored) until fn returns
+ * non-zero, and returns that (0 when none did). config.c splits its list
+ * settings with it once, at load. */
+int util_list_each(const char *list, int (*fn)(const char *item, size_t len, void *arg),
+                   void *arg);
+
+#endif

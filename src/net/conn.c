@@ -1,0 +1,361 @@
+/* conn.c - WebSocket connections on the service thread (see conn.h).
+ *
+ * Shape (as in lws minimal-examples/ws-server-threads): frames are written
+ * only from LWS_CALLBACK_SERVER_WRITEABLE, one per callback; what workers
+ * and the agent thread produce arrives as outbox posts (conn_apply). */
+#include "net/conn.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/config.h"
+#include "lib/log.h"
+#include "lib/metrics.h"
+#include "wire/proto.h"
+#include "work/app.h"
+#include "work/chat.h"
+#include "work/dispatch.h"
+#include "work/outbox.h"
+
+/* Idle connections keep no assembly buffer larger than this. */
+#define CONN_RX_KEEP (64 * 1024)
+
+static struct conn *conn_find(struct conns *cs, uint64_t id)
+{
+    for (struct conn *c = cs->buckets[id % CONN_BUCKETS]; c != NULL; c = c->hnext)
+        if (c->id == id)
+            return c;
+    return NULL;
+}
+
+static void conn_unlink(struct conns *cs, struct conn *c)
+{
+    struct conn **pp = &cs->buckets[c->id % CONN_BUCKETS];
+    while (*pp != NULL && *pp != c)
+        pp = &(*pp)->hnext;
+    if (*pp == c)
+        *pp = c->hnext;
+}
+
+/* Does with lws what the queue rules asked for. */
+static void conn_effects(struct conn *c, int fx)
+{
+    if ((fx & CONNQ_PAUSE) != 0)
+        lws_rx_flow_control(c->wsi, 0);
+    /* A closing connection reads only to drain; it never asks for more. */
+    if ((fx & CONNQ_RESUME) != 0 && !c->closing)
+        lws_rx_flow_control(c->wsi, 1);
+    /* lws closes a connection that stays over the limit this long. */
+    if ((fx & CONNQ_SLOW) != 0)
+        lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, c->slow_close_seconds);
+    if ((fx & CONNQ_UNSLOW) != 0)
+        lws_set_timeout(c->wsi, NO_PENDING_TIMEOUT, 0);
+    if ((fx & CONNQ_WRITE) != 0)
+        lws_callback_on_writable(c->wsi);
+}
+
+static void conn_send(struct conn *c, char *frame, size_t len)
+{
+    conn_effects(c, connq_send(&c->q, frame, len, 0));
+}
+
+/* Closes the connection with status once what is queued has been sent.
+ * It keeps reading (and discarding): a peer still sending when we close
+ * would otherwise get a TCP reset that can destroy our last frame. */
+static void conn_close_after_flush(struct conn *c, int status)
+{
+    if (c->closing)
+        return;
+    c->closing = 1;
+    c->close_status = status;
+    conn_effects(c, connq_send(&c->q, NULL, 0, 1));
+}
+
+/* Hands the connection's next requests to workers, in order. */
+static void conn_pump(struct conns *cs, struct conn *c)
+{
+    int fx = 0;
+    struct work_request *r;
+    while ((r = connq_next(&c->q, &fx)) != NULL) {
+        c->busy_type = r->req.type;
+        c->busy_since_us = metrics_now_us();
+        dispatch_submit(cs->app, r);
+    }
+    conn_effects(c, fx);
+}
+
+static void conn_enqueue(struct conns *cs, struct conn *c, struct work_request *r)
+{
+    conn_effects(c, connq_push(&c->q, r));
+    conn_pump(cs, c);
+}
+
+/* An answer known without a worker, sent in its turn. */
+static void conn_answer_now(struct conns *cs, struct conn *c, char *frame, size_t len)
+{
+    if (frame == NULL) /* out of memory while encoding: nothing to queue */
+        return;
+    struct work_request *r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        free(frame);
+        return;
+    }
+    r->ready = frame;
+    r->ready_len = len;
+    conn_enqueue(cs, c, r);
+}
+
+static void conn_error_now(struct conns *cs, struct conn *c, const struct proto_error *err)
+{
+    metrics_request(err->type, 0, 0);
+    size_t len = 0;
+    char *frame = proto_encode_error(err, &len);
+    conn_answer_now(cs, c, frame, len);
+}
+
+static void conn_refuse(struct conns *cs, struct conn *c, int type, int code)
+{
+    struct proto_error err;
+    proto_error_set(&err, type, code);
+    conn_error_now(cs, c, &err);
+}
+
+/* Code 8: stop the turn this connection runs on that session. */
+static void conn_stop_turn(struct conns *cs, struct conn *c, const struct proto_request *req)
+{
+    for (struct turn_ref *t = c->turns; t != NULL; t = t->next) {
+        if (chat_turn_matches(t->turn, req->user_id, req->session_id)) {
+            if (!chat_turn_cancel(t->turn, 1))
+                break; /* too late: the full reply is on its way */
+            json_t *data = json_pack("{s:s, s:s, s:b}", "user_id", req->user_id, "session_id",
+                                     req->session_id, "stopped", 1);
+            size_t len = 0;
+            char *frame = data != NULL ? proto_encode_reply(PROTO_STOP, data, &len) : NULL;
+            metrics_request(PROTO_STOP, frame != NULL, 0);
+            conn_answer_now(cs, c, frame, len);
+            return;
+        }
+    }
+    conn_refuse(cs, c, PROTO_STOP, PERR_NO_TURN);
+}
+
+/* A whole message arrived: decode it and answer or queue it. */
+static void conn_on_message(struct conns *cs, struct conn *c, int binary)
+{
+    const struct config *cfg = cs->app->cfg;
+    if (binary) {
+        conn_refuse(cs, c, -1, PERR_BINARY_FRAME);
+        return;
+    }
+    struct work_request *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return;
+    struct proto_error err;
+    if (proto_decode(c->rx != NULL ? c->rx : "", c->rx_len, &cs->app->limits, &r->req, &err) !=
+        0) {
+        free(r);
+        conn_error_now(cs, c, &err);
+        return;
+    }
+    int type = r->req.type, refused = -1;
+    if (c->user[0] != '\0' && strcmp(r->req.user_id, c->user) != 0)
+        refused = PERR_FORBIDDEN_USER; /* the token names who this is; nothing happens */
+    else if (type == PROTO_CHAT && cs->draining)
+        refused = PERR_SHUTTING_DOWN;
+    else if (type == PROTO_CHAT && c->nturns >= cfg->max_inflight_per_conn)
+        refused = PERR_TOO_MANY_REQUESTS;
+    if (refused >= 0) {
+        work_request_free(r);
+        conn_refuse(cs, c, type, refused);
+        return;
+    }
+    const struct dispatch_row *row = dispatch_find(type);
+    if (row == NULL || row->run == NULL) { /* answered here: the stop */
+        conn_stop_turn(cs, c, &r->req);
+        work_request_free(r);
+        return;
+    }
+    r->conn_id = c->id;
+    conn_enqueue(cs, c, r);
+}
+
+int conn_receive(struct conns *cs, struct conn *c, const void *in, size_t len)
+{
+    if (lws_is_first_fragment(c->wsi)) {
+        c->rx_len = 0;
+        c->rx_discard = 0;
+    }
+    if (c->rx_discard || c->closing)
+        return 0;
+    size_t max = (size_t)cs->app->cfg->max_message_bytes;
+    size_t want = c->rx_len + len;
+    if (want > max || lws_remaining_packet_payload(c->wsi) > max - want) {
+        /* Refuse early: we never buffer more than the limit. */
+        c->rx_discard = 1;
+        log_warn("event=frame_too_large conn=%llu limit=%zu", (unsigned long long)c->id, max);
+        char detail[64];
+        snprintf(detail, sizeof(detail), "limit is %zu bytes", max);
+        metrics_request(-1, 0, 0);
+        size_t flen = 0;
+        char *frame = proto_encode_error_code(-1, PERR_FRAME_TOO_LARGE, NULL, detail, &flen);
+        conn_send(c, frame, flen);
+        conn_close_after_flush(c, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE);
+        return 0;
+    }
+    if (want > c->rx_cap) {
+        size_t cap = c->rx_cap ? c->rx_cap : 1024;
+        while (cap < want)
+            cap *= 2;
+        if (cap > max)
+            cap = max;
+        char *grown = realloc(c->rx, cap);
+        if (grown == NULL)
+            return -1;
+        c->rx = grown;
+        c->rx_cap = cap;
+    }
+    /* An empty frame (or continuation) arrives with len 0 and, before any
+     * buffer exists, rx == NULL: memcpy(NULL, .., 0) is undefined. */
+    if (len > 0) {
+        memcpy(c->rx + c->rx_len, in, len);
+        c->rx_len += len;
+    }
+    if (lws_is_final_fragment(c->wsi)) {
+        conn_on_message(cs, c, lws_frame_is_binary(c->wsi));
+        c->rx_len = 0;
+        if (c->rx_cap > CONN_RX_KEEP) {
+            free(c->rx);
+            c->rx = NULL;
+            c->rx_cap = 0;
+        }
+    }
+    return 0;
+}
+
+int conn_writeable(struct conns *cs, struct conn *c)
+{
+    (void)cs;
+    struct connq_msg *m = connq_head(&c->q);
+    if (m == NULL)
+        return 0;
+    if (m->is_close) {
+        const char *why = c->close_status == LWS_CLOSE_STATUS_GOINGAWAY ? "server shutting down"
+                                                                         : "frame too large";
+        lws_close_reason(c->wsi, (enum lws_close_status)c->close_status, (unsigned char *)why,
+                         strlen(why));
+        return -1;
+    }
+    int n = lws_write(c->wsi, m->buf + LWS_PRE, m->len, LWS_WRITE_TEXT);
+    if (n < (int)m->len) {
+        log_warn("event=write_failed conn=%llu", (unsigned long long)c->id);
+        return -1;
+    }
+    conn_effects(c, connq_sent(&c->q));
+    return 0;
+}
+
+int conn_open(struct conns *cs, struct lws *wsi, struct conn *c)
+{
+    const struct config *cfg = cs->app->cfg;
+    if (peers_add(cs->peers, c->addr) != 0)
+        return -1;
+    c->wsi = wsi;
+    c->id = ++cs->next_id;
+    connq_init(&c->q, LWS_PRE, (size_t)cfg->max_output_bytes_per_conn,
+               cfg->max_inflight_per_conn);
+    c->slow_close_seconds = cfg->slow_reader_close_seconds;
+    c->hnext = cs->buckets[c->id % CONN_BUCKETS];
+    cs->buckets[c->id % CONN_BUCKETS] = c;
+    cs->n++;
+    log_debug("event=ws_open conn=%llu addr=%s user=%s", (unsigned long long)c->id, c->addr,
+              c->user[0] != '\0' ? c->user : "-");
+    return 0;
+}
+
+void conn_close(struct conns *cs, struct conn *c)
+{
+    if (c->id == 0)
+        return; /* refused in LWS_CALLBACK_ESTABLISHED: never counted */
+    if (c->q.slow)
+        log_warn("event=slow_reader_closed conn=%llu addr=%s unsent_bytes=%zu",
+                 (unsigned long long)c->id, c->addr, c->q.out_bytes);
+    conn_unlink(cs, c);
+    cs->n--;
+    peers_remove(cs->peers, c->addr);
+    free(c->rx);
+    c->rx = NULL;
+    connq_clear(&c->q);
+    /* A dropped client cancels its turns; what was committed stays. */
+    while (c->turns != NULL) {
+        struct turn_ref *t = c->turns;
+        c->turns = t->next;
+        chat_turn_cancel(t->turn, 0);
+        chat_turn_unref(t->turn);
+        free(t);
+    }
+    log_debug("event=ws_closed conn=%llu", (unsigned long long)c->id);
+}
+
+void conn_apply(struct conns *cs, struct outbox_post *p)
+{
+    struct conn *c = conn_find(cs, p->id);
+    switch (p->kind) {
+    case OUTBOX_REPLY:
+        if (c == NULL)
+            break;
+        metrics_request(c->busy_type, !p->failed,
+                        (double)(metrics_now_us() - c->busy_since_us) / 1e6);
+        conn_effects(c, connq_answered(&c->q, p->frame, p->len));
+        p->frame = NULL;
+        conn_pump(cs, c);
+        break;
+    case OUTBOX_DETACH:
+        if (c == NULL) {
+            /* The client left while its turn was being checked. */
+            chat_turn_cancel(p->turn, 0);
+            break;
+        }
+        struct turn_ref *t = malloc(sizeof(*t));
+        if (t == NULL) {
+            chat_turn_cancel(p->turn, 0);
+        } else {
+            t->turn = p->turn;
+            t->next = c->turns;
+            c->turns = t;
+            c->nturns++;
+            p->turn = NULL; /* the connection holds the reference now */
+        }
+        conn_effects(c, connq_answered(&c->q, NULL, 0));
+        conn_pump(cs, c);
+        break;
+    case OUTBOX_PUSH:
+        if (c == NULL)
+            break;
+        conn_send(c, p->frame, p->len);
+        p->frame = NULL;
+        break;
+    case OUTBOX_TURN_DONE:
+        if (c == NULL)
+            break;
+        for (struct turn_ref **pp = &c->turns; *pp != NULL; pp = &(*pp)->next) {
+            if ((*pp)->turn == p->turn) {
+                struct turn_ref *dead = *pp;
+                *pp = dead->next;
+                chat_turn_unref(dead->turn);
+                free(dead);
+                c->nturns--;
+                break;
+            }
+        }
+        break;
+    case OUTBOX_HTTP:
+        break; /* not a connection's: net/http.c */
+    }
+}
+
+void conn_close_all(struct conns *cs, int status)
+{
+    for (int b = 0; b < CONN_BUCKETS; b++)
+        for (struct conn *c = cs->buckets[b]; c != NULL; c = c->hnext)
+            conn_close_after_flush(c, status);
+}

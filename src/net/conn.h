@@ -1,0 +1,79 @@
+/* conn.h - WebSocket connections: frame assembly, the request order and
+ * output queue (net/connq.c's rules applied with libwebsockets), the turns
+ * a connection runs, and the table that finds a connection by its id.
+ *
+ * Service thread only. A connection is named by a 64-bit id that is never
+ * reused, so a post for a connection that has gone finds nothing and is
+ * dropped, never written to freed memory. */
+#ifndef CHATD_CONN_H
+#define CHATD_CONN_H
+
+#include <libwebsockets.h>
+#include <stdint.h>
+
+#include "lib/uuid.h"
+#include "net/connq.h"
+#include "net/peers.h"
+
+struct app;
+struct chat_turn;
+struct outbox_post;
+
+#define CONN_BUCKETS 4096
+
+struct turn_ref {
+    struct turn_ref *next;
+    struct chat_turn *turn;
+};
+
+struct conn {
+    struct lws *wsi;
+    uint64_t id; /* 0: refused before it was counted */
+    struct conn *hnext;
+
+    char *rx; /* the message being assembled */
+    size_t rx_len, rx_cap;
+    int rx_discard; /* oversized: drop the rest, then close */
+
+    struct connq q;
+    int busy_type;          /* the code of the request with a worker, for metrics */
+    uint64_t busy_since_us; /* when it went there */
+    int slow_close_seconds; /* SLOW_READER_CLOSE_SECONDS */
+    int closing;            /* a close is queued: read nothing more */
+    int close_status;       /* the close code it will carry */
+
+    struct turn_ref *turns; /* the chat turns this connection started */
+    int nturns;
+
+    char user[UUID_STR_LEN + 1]; /* AUTH_MODE=jwt: the token's sub; "" otherwise */
+    char addr[PEERS_ADDR_MAX];   /* the peer's address, counted in peers */
+};
+
+/* Every connection of the server. */
+struct conns {
+    struct app *app;
+    struct peers *peers;
+    int draining; /* shutting down: no new connections or turns */
+    struct conn *buckets[CONN_BUCKETS];
+    uint64_t next_id;
+    int n;
+};
+
+/* LWS_CALLBACK_ESTABLISHED: c is the connection's user space. 0, or -1 to
+ * refuse it. */
+int conn_open(struct conns *cs, struct lws *wsi, struct conn *c);
+/* LWS_CALLBACK_RECEIVE. 0, or -1 to close. */
+int conn_receive(struct conns *cs, struct conn *c, const void *in, size_t len);
+/* LWS_CALLBACK_SERVER_WRITEABLE: one frame. 0, or -1 to close. */
+int conn_writeable(struct conns *cs, struct conn *c);
+/* LWS_CALLBACK_CLOSED: its turns are cancelled (what committed stays). */
+void conn_close(struct conns *cs, struct conn *c);
+
+/* Applies a post for a connection (reply, detach, push, turn done); a
+ * connection that has gone drops it. Takes what it keeps from p. */
+void conn_apply(struct conns *cs, struct outbox_post *p);
+
+/* Closes every connection with status once its queued frames are out. */
+void conn_close_all(struct conns *cs, int status);
+
+#endif

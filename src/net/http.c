@@ -1,0 +1,565 @@
+/* http.c - HTTP requests that are not WebSocket upgrades.
+ *
+ *   GET  /healthz          200 while the process serves
+ *   GET  /readyz           200 when PostgreSQL, Redis and the agent answer,
+ *                          else 503 naming the part that is down
+ *   GET  /metrics          Prometheus text (metrics.c)
+ *   POST /upload           a file, multipart (upload.c)
+ *   GET  /uploads/<name>   a stored file; only names of the stored shape
+ *   OPTIONS on any of them CORS preflight (CORS_ORIGINS)
+ *
+ * Answers known at once are written from LWS_CALLBACK_HTTP. /readyz and
+ * /upload need blocking work, which the service thread never does: they
+ * become a transaction (struct http_txn) named by a 64-bit id that is never
+ * reused; a worker does the work and posts the answer with
+ * server_http_reply(); http_deliver() looks the id up (an answer for a
+ * closed connection finds nothing and is dropped, never written to freed
+ * memory) and the answer is written from LWS_CALLBACK_HTTP_WRITEABLE. */
+#include "net/http.h"
+#include "net/bearer.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "agent/agent.h"
+#include "lib/config.h"
+#include "lib/log.h"
+#include "lib/metrics.h"
+#include "net/server.h"
+#include "net/multipart.h"
+#include "store/files.h"
+#include "work/ready.h"
+#include "work/upload.h"
+#include "store/cache.h"
+#include "store/pg.h"
+#include "wire/auth.h"
+#include "wire/proto.h"
+#include "work/chat.h"
+#include "work/pool.h"
+
+#define HTTP_ORIGIN_MAX 256
+#define HTTP_JSON "application/json"
+#define HTTP_STATUS_UPGRADE_REQUIRED 426 /* not among lws 4.1's names */
+#define HTTP_BEARER_CHALLENGE "Bearer realm=\"chatd\""
+/* After an early refusal (413 at the first byte too many) the client may
+ * still be sending. Closing at once, with its bytes unread, would make the
+ * kernel answer with a reset that can destroy our reply on its way, so we
+ * read and drop a bounded amount, for a bounded time, before closing. */
+#define HTTP_LINGER_BYTES (1024 * 1024)
+#define HTTP_LINGER_SECONDS 2
+/* How long a transaction may wait for its worker (PostgreSQL connects
+ * time out after 5 s, the agent probe after 1 s). */
+#define HTTP_WORKER_SECONDS 60
+
+struct http_txn {
+    struct http_state *hs;
+    struct http_txn *prev, *next; /* hs->txns */
+    uint64_t id;
+    struct lws *wsi;
+    char origin[HTTP_ORIGIN_MAX]; /* Access-Control-Allow-Origin, "" for none */
+    struct multipart *upload;     /* while its body arrives */
+    int refused;                  /* answered early: drop the rest, then close */
+    size_t dropped;
+    lws_sorted_usec_list_t linger; /* closes a refused one after HTTP_LINGER_SECONDS */
+    int ready; /* a worker's answer is here */
+    unsigned status;
+    char *body;
+    size_t body_len;
+};
+
+
+/* ------------------------------------------------------------ responses */
+
+static int add_header(struct lws *wsi, const char *name, const char *value, unsigned char **p,
+                      unsigned char *end)
+{
+    return lws_add_http_header_by_name(wsi, (const unsigned char *)name,
+                                       (const unsigned char *)value, (int)strlen(value), p, end);
+}
+
+static int add_cors(struct lws *wsi, const char *origin, unsigned char **p, unsigned char *end)
+{
+    if (origin[0] == '\0')
+        return 0;
+    if (add_header(wsi, "access-control-allow-origin:", origin, p, end))
+        return 1;
+    /* The answer depends on the request's Origin: caches must know. */
+    return strcmp(origin, "*") != 0 && add_header(wsi, "vary:", "Origin", p, end);
+}
+
+/* Writes a whole answer. Returns -1 to close the connection, else 0 (the
+ * transaction is then complete unless close_after, where the caller
+ * decides when to close). */
+static int http_respond_with(struct lws *wsi, unsigned status, const char *ctype,
+                             const char *body, size_t len, const char *origin, int close_after,
+                             const char *extra_name, const char *extra_value)
+{
+    unsigned char hdr[LWS_PRE + 2048];
+    unsigned char *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof(hdr) - 1;
+    if (lws_add_http_common_headers(wsi, status, ctype, (lws_filepos_t)len, &p, end) ||
+        add_cors(wsi, origin, &p, end) ||
+        (close_after && add_header(wsi, "connection:", "close", &p, end)) ||
+        (extra_name != NULL && add_header(wsi, extra_name, extra_value, &p, end)) ||
+        lws_finalize_write_http_header(wsi, start, &p, end))
+        return -1;
+    metrics_http_response(status);
+    if (len > 0) {
+        /* lws may write framing in front of what it is given. */
+        unsigned char *buf = malloc(LWS_PRE + len);
+        if (buf == NULL)
+            return -1;
+        memcpy(buf + LWS_PRE, body, len);
+        int n = lws_write(wsi, buf + LWS_PRE, len, LWS_WRITE_HTTP_FINAL);
+        free(buf);
+        if (n < (int)len)
+            return -1;
+    }
+    if (close_after)
+        return 0;
+    return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+static int http_respond(struct lws *wsi, unsigned status, const char *ctype, const char *body,
+                        size_t len, const char *origin, int close_after)
+{
+    /* RFC 6750: every 401 names the scheme that would have been accepted. */
+    int unauthorized = status == HTTP_STATUS_UNAUTHORIZED;
+    return http_respond_with(wsi, status, ctype, body, len, origin, close_after,
+                             unauthorized ? "www-authenticate:" : NULL, HTTP_BEARER_CHALLENGE);
+}
+
+static const char *reason_phrase(unsigned status)
+{
+    switch (status) {
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 426: return "Upgrade Required";
+    case 503: return "Service Unavailable";
+    default: return "Error";
+    }
+}
+
+/* At the upgrade gate lws has not yet read the request's HTTP version, and
+ * its status line would say HTTP/1.0, which RFC 6455 clients reject as an
+ * invalid handshake answer without looking at the status. So the status
+ * line is ours; the headers are lws's. */
+int http_refuse(struct lws *wsi, unsigned status, const char *message)
+{
+    size_t len;
+    char *body = proto_encode_http(message, NULL, &len);
+    unsigned char hdr[LWS_PRE + 1024];
+    unsigned char *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof(hdr) - 1;
+    char line[64];
+    snprintf(line, sizeof(line), "HTTP/1.1 %u %s\x0d\x0a", status, reason_phrase(status));
+    memcpy(p, line, strlen(line));
+    p += strlen(line);
+    char clen[24];
+    snprintf(clen, sizeof(clen), "%zu", len);
+    /* RFC 6750: a 401 names the scheme that would have been accepted;
+     * RFC 6455 4.4: a 426 names the version we speak. */
+    if (add_header(wsi, "content-type:", HTTP_JSON, &p, end) ||
+        add_header(wsi, "content-length:", clen, &p, end) ||
+        add_header(wsi, "connection:", "close", &p, end) ||
+        (status == HTTP_STATUS_UNAUTHORIZED &&
+         add_header(wsi, "www-authenticate:", HTTP_BEARER_CHALLENGE, &p, end)) ||
+        (status == HTTP_STATUS_UPGRADE_REQUIRED &&
+         add_header(wsi, "sec-websocket-version:", "13", &p, end)) ||
+        lws_finalize_write_http_header(wsi, start, &p, end)) {
+        free(body);
+        return 1;
+    }
+    metrics_http_response(status);
+    unsigned char *buf = malloc(LWS_PRE + len);
+    if (buf != NULL) {
+        memcpy(buf + LWS_PRE, body, len);
+        lws_write(wsi, buf + LWS_PRE, len, LWS_WRITE_HTTP_FINAL);
+        free(buf);
+    }
+    free(body);
+    return 1;
+}
+
+static int respond_json(struct lws *wsi, unsigned status, const char *json, const char *origin)
+{
+    return http_respond(wsi, status, HTTP_JSON, json, strlen(json), origin, 0);
+}
+
+static int respond_message(struct lws *wsi, unsigned status, const char *message,
+                           const char *origin, int close_after)
+{
+    size_t len;
+    char *body = proto_encode_http(message, NULL, &len);
+    int rc = http_respond(wsi, status, HTTP_JSON, body, len, origin, close_after);
+    free(body);
+    return rc;
+}
+
+/* --------------------------------------------------------- transactions */
+
+static struct http_txn *txn_of(struct lws *wsi) { return lws_get_opaque_user_data(wsi); }
+
+static struct http_txn *txn_new(struct http_state *hs, struct lws *wsi, const char *origin)
+{
+    struct http_txn *t = calloc(1, sizeof(*t));
+    if (t == NULL)
+        return NULL;
+    t->hs = hs;
+    t->id = ++hs->next_id;
+    t->wsi = wsi;
+    snprintf(t->origin, sizeof(t->origin), "%s", origin);
+    t->next = hs->txns;
+    if (hs->txns != NULL)
+        hs->txns->prev = t;
+    hs->txns = t;
+    lws_set_opaque_user_data(wsi, t);
+    return t;
+}
+
+static void txn_free(struct http_txn *t)
+{
+    if (t == NULL)
+        return;
+    if (t->prev != NULL)
+        t->prev->next = t->next;
+    else
+        t->hs->txns = t->next;
+    if (t->next != NULL)
+        t->next->prev = t->prev;
+    lws_set_opaque_user_data(t->wsi, NULL);
+    lws_sul_schedule(lws_get_context(t->wsi), 0, &t->linger, NULL, LWS_SET_TIMER_USEC_CANCEL);
+    if (t->upload != NULL)
+        multipart_free(t->upload); /* cut off mid-body: no file stays */
+    free(t->body);
+    free(t);
+}
+
+void http_state_clear(struct http_state *hs)
+{
+    /* lws has closed every connection by now, and each close freed its
+     * transaction (LWS_CALLBACK_CLOSED_HTTP); this is a backstop. */
+    while (hs->txns != NULL) {
+        struct http_txn *t = hs->txns;
+        hs->txns = t->next;
+        if (t->upload != NULL)
+            multipart_free(t->upload);
+        free(t->body);
+        free(t);
+    }
+}
+
+void http_deliver(struct server *srv, uint64_t txn_id, unsigned status, char *body, size_t len)
+{
+    struct http_txn *t = server_http(srv)->txns;
+    while (t != NULL && t->id != txn_id)
+        t = t->next;
+    if (t == NULL || t->ready) {
+        free(body);
+        return;
+    }
+    t->ready = 1;
+    t->status = status;
+    t->body = body;
+    t->body_len = len;
+    lws_callback_on_writable(t->wsi);
+}
+
+static void txn_linger_over(lws_sorted_usec_list_t *sul)
+{
+    struct http_txn *t = lws_container_of(sul, struct http_txn, linger);
+    lws_set_timeout(t->wsi, PENDING_TIMEOUT_HTTP_CONTENT, LWS_TO_KILL_ASYNC);
+}
+
+/* A refusal before the body was read: answer now, then drop what the
+ * client still sends for a little while and close (see HTTP_LINGER_*). */
+static int txn_refuse(struct lws *wsi, struct http_txn *t, unsigned status, const char *message)
+{
+    log_info("event=upload_refused status=%u reason=\"%s\"", status, message);
+    int rc = respond_message(wsi, status, message, t->origin, 1);
+    if (t->upload != NULL) { /* after: message may be the upload's */
+        multipart_free(t->upload);
+        t->upload = NULL;
+    }
+    if (rc != 0)
+        return -1;
+    t->refused = 1;
+    char clen[32] = "";
+    lws_hdr_copy(wsi, clen, sizeof(clen), WSI_TOKEN_HTTP_CONTENT_LENGTH);
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) <= 0 &&
+        strtoull(clen, NULL, 10) == 0)
+        return -1; /* no body follows: close now */
+    /* Our own timer: lws re-arms its body timeout with every read. */
+    lws_sul_schedule(lws_get_context(wsi), 0, &t->linger, txn_linger_over,
+                     HTTP_LINGER_SECONDS * LWS_US_PER_SEC);
+    return 0;
+}
+
+/* ----------------------------------------------------------------- CORS */
+
+/* The Access-Control-Allow-Origin to send: "*" when CORS_ORIGINS is "*",
+ * the request's own Origin when it is listed, else "" (no header, and the
+ * browser keeps the answer from the page). */
+static void cors_origin(struct lws *wsi, const struct config *cfg, char out[HTTP_ORIGIN_MAX])
+{
+    out[0] = '\0';
+    if (cfg->cors_any) {
+        strcpy(out, "*");
+        return;
+    }
+    char origin[HTTP_ORIGIN_MAX];
+    if (lws_hdr_copy(wsi, origin, sizeof(origin), WSI_TOKEN_ORIGIN) <= 0)
+        return;
+    if (config_list_has(&cfg->cors_list, origin, strlen(origin), 0))
+        memcpy(out, origin, strlen(origin) + 1);
+}
+
+static int respond_preflight(struct lws *wsi, const char *origin)
+{
+    /* Echo the headers the browser asks for, when they are plain tokens;
+     * the client sends none beyond the simple ones, so this is generous. */
+    char want[256] = "content-type";
+    char asked[256];
+    if (lws_hdr_custom_copy(wsi, asked, sizeof(asked), "access-control-request-headers:", 31) >
+        0) {
+        int ok = 1;
+        for (const char *c = asked; *c != '\0'; c++)
+            if (!(isalnum((unsigned char)*c) || strchr("-_, ", *c) != NULL))
+                ok = 0;
+        if (ok)
+            snprintf(want, sizeof(want), "%s", asked);
+    }
+    unsigned char hdr[LWS_PRE + 2048];
+    unsigned char *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof(hdr) - 1;
+    if (lws_add_http_common_headers(wsi, HTTP_STATUS_NO_CONTENT, NULL, 0, &p, end) ||
+        add_cors(wsi, origin, &p, end) ||
+        add_header(wsi, "access-control-allow-methods:", "GET, POST, OPTIONS", &p, end) ||
+        add_header(wsi, "access-control-allow-headers:", want, &p, end) ||
+        add_header(wsi, "access-control-max-age:", "600", &p, end) ||
+        lws_finalize_write_http_header(wsi, start, &p, end))
+        return -1;
+    metrics_http_response(HTTP_STATUS_NO_CONTENT);
+    return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+/* --------------------------------------------------------------- /readyz */
+
+static int route_readyz(struct server *srv, struct lws *wsi, const char *origin)
+{
+    if (server_draining(srv))
+        return respond_json(wsi, 503, "{\"status\":\"unavailable\",\"draining\":true}", origin);
+    struct http_txn *t = txn_new(server_http(srv), wsi, origin);
+    if (t == NULL || ready_probe(server_app(srv), t->id) != 0) {
+        txn_free(t);
+        return respond_message(wsi, 500, "Out of memory", origin, 0);
+    }
+    lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, HTTP_WORKER_SECONDS);
+    return 0;
+}
+
+/* -------------------------------------------------------- other routes */
+
+static int route_metrics(struct server *srv, struct lws *wsi, const char *origin)
+{
+    size_t len = 0;
+    char *text = metrics_render(server_connections(srv), chat_active_turns(), &len);
+    if (text == NULL)
+        return respond_message(wsi, 500, "Out of memory", origin, 0);
+    int rc = http_respond(wsi, HTTP_STATUS_OK, "text/plain; version=0.0.4; charset=utf-8", text,
+                          len, origin, 0);
+    free(text);
+    return rc;
+}
+
+static int route_file(struct server *srv, struct lws *wsi, const char *name, const char *origin)
+{
+    /* Only names of the shape we store: "..", "%2f" (lws decodes it to a
+     * slash), backslashes and anything else never reach the file system. */
+    if (!files_name_valid(name))
+        return respond_message(wsi, HTTP_STATUS_NOT_FOUND, "Not Found", origin, 0);
+    /* With AUTH_MODE=jwt the name alone is not enough: a link we signed,
+     * unexpired. A refused one looks exactly like a missing file. */
+    char exp[32], sig[80];
+    const char *e = lws_get_urlarg_by_name(wsi, "exp=", exp, sizeof(exp));
+    const char *g = lws_get_urlarg_by_name(wsi, "sig=", sig, sizeof(sig));
+    if (!auth_file_ref_ok(server_config(srv), name, e, g, time(NULL)))
+        return respond_message(wsi, HTTP_STATUS_NOT_FOUND, "Not Found", origin, 0);
+    char path[FILES_PATH_MAX];
+    struct stat st;
+    if (files_path(server_config(srv), name, path) != 0 || stat(path, &st) != 0 ||
+        !S_ISREG(st.st_mode))
+        return respond_message(wsi, HTTP_STATUS_NOT_FOUND, "Not Found", origin, 0);
+
+    unsigned char extra[512], *p = extra, *end = extra + sizeof(extra);
+    /* Stored names are random and never reused: the content never
+     * changes. */
+    if (add_cors(wsi, origin, &p, end) ||
+        add_header(wsi, "cache-control:", "public, max-age=31536000, immutable", &p, end))
+        return -1;
+    metrics_http_response(HTTP_STATUS_OK);
+    int n = lws_serve_http_file(wsi, path, files_content_type(name), (const char *)extra,
+                                (int)(p - extra));
+    if (n < 0 || (n > 0 && lws_http_transaction_completed(wsi)))
+        return -1;
+    return 0;
+}
+
+static int route_upload(struct server *srv, struct lws *wsi, const char *origin)
+{
+    struct http_txn *t = txn_new(server_http(srv), wsi, origin);
+    if (t == NULL)
+        return -1;
+    const struct config *cfg = server_config(srv);
+    char user[UUID_STR_LEN + 1] = "";
+    const char *why = "";
+    /* Before the body: an anonymous client gets no disk written for it. */
+    if (auth_required(cfg) && bearer_check(cfg, wsi, 0, user, &why) != 0) {
+        log_info("event=auth_failed path=/upload reason=\"%s\"", why);
+        return txn_refuse(wsi, t, HTTP_STATUS_UNAUTHORIZED, "Unauthorized");
+    }
+    unsigned status = 0;
+    char message[256];
+    t->upload = multipart_start(wsi, cfg, &status, message, sizeof(message));
+    if (t->upload == NULL)
+        return txn_refuse(wsi, t, status, message);
+    if (user[0] != '\0')
+        multipart_require_user(t->upload, user);
+    return 0; /* the body comes with LWS_CALLBACK_HTTP_BODY */
+}
+
+enum http_method { HTTP_GET, HTTP_POST, HTTP_OPTIONS, HTTP_OTHER };
+
+static enum http_method http_method(struct lws *wsi)
+{
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0)
+        return HTTP_GET;
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0)
+        return HTTP_POST;
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_OPTIONS_URI) > 0)
+        return HTTP_OPTIONS;
+    return HTTP_OTHER;
+}
+
+static int http_route(struct server *srv, struct lws *wsi, const char *uri)
+{
+    char origin[HTTP_ORIGIN_MAX];
+    cors_origin(wsi, server_config(srv), origin);
+    enum http_method m = http_method(wsi);
+
+    static const char files[] = "/uploads/";
+    int is_file = strncmp(uri, files, sizeof(files) - 1) == 0;
+    int is_upload = strcmp(uri, "/upload") == 0;
+    int known = is_file || is_upload || strcmp(uri, "/healthz") == 0 ||
+                strcmp(uri, "/readyz") == 0 || strcmp(uri, "/metrics") == 0;
+    /* Any method but GET and OPTIONS may carry a body we will not read:
+     * such answers close the connection rather than parse it as a request. */
+    int unread_body = m != HTTP_GET && m != HTTP_OPTIONS;
+    int allowed = m == HTTP_OPTIONS || (is_upload ? m == HTTP_POST : m == HTTP_GET);
+    if (!known || !allowed) {
+        size_t len;
+        char *body = proto_encode_http(known ? "Method Not Allowed" : "Not Found", NULL, &len);
+        /* RFC 9110 15.5.6: a 405 lists the methods the resource has. */
+        int rc = http_respond_with(wsi,
+                                   known ? HTTP_STATUS_METHOD_NOT_ALLOWED : HTTP_STATUS_NOT_FOUND,
+                                   HTTP_JSON, body, len, origin, unread_body,
+                                   known ? "allow:" : NULL,
+                                   is_upload ? "POST, OPTIONS" : "GET, OPTIONS");
+        free(body);
+        return rc != 0 || unread_body ? -1 : 0;
+    }
+    if (m == HTTP_OPTIONS)
+        return respond_preflight(wsi, origin);
+    if (is_upload)
+        return route_upload(srv, wsi, origin);
+    if (is_file)
+        return route_file(srv, wsi, uri + sizeof(files) - 1, origin);
+    if (strcmp(uri, "/healthz") == 0)
+        return respond_json(wsi, HTTP_STATUS_OK, "{\"status\":\"ok\"}", origin);
+    if (strcmp(uri, "/readyz") == 0)
+        return route_readyz(srv, wsi, origin);
+    return route_metrics(srv, wsi, origin);
+}
+
+/* ------------------------------------------------------------- callback */
+
+void http_configure(struct lws_context_creation_info *info, struct server *srv)
+{
+    (void)info;
+    files_prepare_dir(server_config(srv));
+}
+
+int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                  size_t len)
+{
+    struct server *srv = lws_context_user(lws_get_context(wsi));
+    struct http_txn *t = wsi != NULL ? txn_of(wsi) : NULL;
+
+    switch (reason) {
+    case LWS_CALLBACK_HTTP:
+        txn_free(t); /* a keep-alive connection's previous request, if left */
+        return http_route(srv, wsi, in);
+
+    case LWS_CALLBACK_HTTP_BODY:
+        if (t == NULL)
+            return -1;
+        if (t->refused) {
+            t->dropped += len;
+            return t->dropped > HTTP_LINGER_BYTES ? -1 : 0;
+        }
+        if (t->upload != NULL) {
+            unsigned status = multipart_body(t->upload, in, len);
+            if (status != 0)
+                return txn_refuse(wsi, t, status, multipart_message(t->upload));
+        }
+        return 0;
+
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        if (t == NULL || t->refused)
+            return -1; /* answered already, with "connection: close" */
+        if (t->upload != NULL) {
+            unsigned status = multipart_end(t->upload);
+            if (status == 0) {
+                struct upload_job *job = multipart_job(t->upload);
+                t->upload = NULL;
+                if (job == NULL)
+                    return respond_message(wsi, 500, "Out of memory", t->origin, 0);
+                upload_submit(server_app(srv), job, t->id); /* the worker's now */
+                lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, HTTP_WORKER_SECONDS);
+                return 0;
+            }
+            char message[256], origin[HTTP_ORIGIN_MAX];
+            snprintf(message, sizeof(message), "%s", multipart_message(t->upload));
+            memcpy(origin, t->origin, sizeof(origin));
+            /* Gone before the answer completes the transaction, so a next
+             * request on this connection never meets it. */
+            txn_free(t);
+            log_info("event=upload_refused status=%u reason=\"%s\"", status, message);
+            return respond_message(wsi, status, message, origin, 0);
+        }
+        return 0;
+
+    case LWS_CALLBACK_HTTP_WRITEABLE: {
+        if (t == NULL || !t->ready)
+            return 0;
+        lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
+        char origin[HTTP_ORIGIN_MAX], *body = t->body;
+        size_t body_len = t->body_len;
+        unsigned status = t->status;
+        memcpy(origin, t->origin, sizeof(origin));
+        t->body = NULL;
+        txn_free(t); /* as above */
+        int rc = http_respond(wsi, status, HTTP_JSON, body, body_len, origin, 0);
+        free(body);
+        return rc;
+    }
+
+    case LWS_CALLBACK_CLOSED_HTTP:
+        txn_free(t);
+        return 0;
+
+    default:
+        return lws_callback_http_dummy(wsi, reason, user, in, len);
+    }
+}

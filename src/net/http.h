@@ -1,0 +1,46 @@
+/* http.h - plain HTTP on the WebSocket's port: /healthz, /readyz, /metrics,
+ * POST /upload, GET /uploads/<name>, and CORS preflights for them.
+ *
+ * Everything here runs on the lws service thread. Answers that need
+ * PostgreSQL, Redis or the agent come from a worker through the outbox
+ * (outbox_http), which lands in http_deliver(). */
+#ifndef CHATD_HTTP_H
+#define CHATD_HTTP_H
+
+#include <jansson.h>
+#include <libwebsockets.h>
+#include <stdint.h>
+
+struct server;
+struct http_txn;
+
+/* The HTTP transactions waiting for a worker (uploads, probes), per
+ * server. Few wait at once, so a list is enough for the lookup by id. */
+struct http_state {
+    struct http_txn *txns;
+    uint64_t next_id;
+};
+
+/* Frees what is left at shutdown. */
+void http_state_clear(struct http_state *hs);
+
+/* Adds what the HTTP side needs to the context's creation info, and
+ * prepares PUBLIC_DIR. */
+void http_configure(struct lws_context_creation_info *info, struct server *srv);
+
+/* The HTTP reasons of the server's one protocol callback. */
+int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                  size_t len);
+
+/* The answer to HTTP transaction txn_id, posted by a worker: written when
+ * the socket is writable, or dropped (body freed) when the transaction has
+ * gone. Steals body. */
+void http_deliver(struct server *srv, uint64_t txn_id, unsigned status, char *body, size_t len);
+
+/* Answers the request with status and {"message": message, "data": null}
+ * and "connection: close". Returns 1, which is what
+ * LWS_CALLBACK_HTTP_CONFIRM_UPGRADE wants after such an answer: the
+ * refused WebSocket upgrades (401, 403, 404, 503) go out this way. */
+int http_refuse(struct lws *wsi, unsigned status, const char *message);
+
+#endif

@@ -1,0 +1,266 @@
+/* server.c - the libwebsockets context and its one service thread: the
+ * protocol callback that routes to the gate, the connections and HTTP,
+ * the outbox drained when a worker wakes us, signals and shutdown.
+ *
+ * Shape (as in lws minimal-examples/ws-server-threads): one protocol
+ * table with one callback; other threads post to the outbox and call
+ * lws_cancel_service(), which brings us to LWS_CALLBACK_EVENT_WAIT_CANCELLED
+ * on this thread, where the posts are applied. */
+#include "net/server.h"
+
+#include <libwebsockets.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "lib/config.h"
+#include "lib/log.h"
+#include "net/bearer.h"
+#include "net/conn.h"
+#include "net/gate.h"
+#include "net/http.h"
+#include "net/peers.h"
+#include "wire/auth.h"
+#include "work/app.h"
+#include "work/chat.h"
+#include "work/outbox.h"
+
+struct server {
+    struct app *app;
+    struct lws_context *ctx;
+    struct conns conns;        /* the WebSocket connections (net/conn.c) */
+    struct http_state http;    /* HTTP transactions waiting for a worker */
+    lws_sorted_usec_list_t tick;
+};
+
+static volatile sig_atomic_t server_interrupted;
+static struct lws_context *server_signal_ctx;
+
+struct app *server_app(const struct server *srv) { return srv->app; }
+const struct config *server_config(const struct server *srv) { return srv->app->cfg; }
+struct http_state *server_http(struct server *srv) { return &srv->http; }
+int server_connections(const struct server *srv) { return srv->conns.n; }
+int server_draining(const struct server *srv) { return srv->conns.draining; }
+
+/* --------------------------------------------------------------- outbox */
+
+/* Any thread, under the outbox's lock (so never after the context went:
+ * outbox_set_wake(NULL) comes first). */
+static void server_wake(void *arg) { lws_cancel_service(arg); }
+
+static void server_drain(struct server *srv)
+{
+    struct outbox_post *p = outbox_take(srv->app->outbox);
+    while (p != NULL) {
+        struct outbox_post *next = p->next;
+        if (p->kind == OUTBOX_HTTP) {
+            http_deliver(srv, p->id, p->status, p->frame, p->len);
+            p->frame = NULL;
+        } else {
+            conn_apply(&srv->conns, p);
+        }
+        outbox_post_free(p);
+        p = next;
+    }
+}
+
+/* ------------------------------------------------------------- callback */
+
+/* A connection that passed the gate. Nothing is carried over from
+ * gate_check (lws has no per-request state there), so the token is read
+ * again: a microsecond of HMAC buys having no side table. */
+static int server_established(struct server *srv, struct lws *wsi, struct conn *c)
+{
+    memset(c, 0, sizeof(*c));
+    lws_get_peer_simple(wsi, c->addr, sizeof(c->addr));
+    const struct config *cfg = srv->app->cfg;
+    if (auth_required(cfg)) {
+        const char *why = "";
+        if (bearer_check(cfg, wsi, 1, c->user, &why) != 0)
+            return -1;
+    }
+    return conn_open(&srv->conns, wsi, c);
+}
+
+static int server_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
+                           void *in, size_t len)
+{
+    struct server *srv = lws_context_user(lws_get_context(wsi));
+    struct conn *c = user;
+
+    switch (reason) {
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+        /* A backstop: gate_check has answered these already. */
+        return gate_is_ws_path(wsi) && !srv->conns.draining ? 0 : -1;
+
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+        return gate_check(&srv->conns, wsi);
+
+    case LWS_CALLBACK_ESTABLISHED:
+        return server_established(srv, wsi, c);
+
+    case LWS_CALLBACK_RECEIVE:
+        return conn_receive(&srv->conns, c, in, len);
+
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        return conn_writeable(&srv->conns, c);
+
+    case LWS_CALLBACK_CLOSED:
+        conn_close(&srv->conns, c);
+        return 0;
+
+    case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+        if (srv != NULL)
+            server_drain(srv);
+        return 0;
+
+    default:
+        return http_callback(wsi, reason, user, in, len);
+    }
+}
+
+static const struct lws_protocols server_protocols[] = {
+    /* First, so that upgrades naming no subprotocol (the existing client)
+     * bind to it. */
+    {"chatd", server_callback, sizeof(struct conn), 4096, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0},
+};
+
+/* ------------------------------------------------------------------ run */
+
+static void server_on_signal(int sig)
+{
+    (void)sig;
+    server_interrupted = 1;
+    if (server_signal_ctx != NULL)
+        lws_cancel_service(server_signal_ctx);
+}
+
+static void lws_log_to_ours(int level, const char *line)
+{
+    /* lws lines end in a newline; ours add one. */
+    int n = (int)strcspn(line, "\n");
+    if (level & LLL_ERR)
+        log_error("event=lws msg=\"%.*s\"", n, line);
+    else
+        log_warn("event=lws msg=\"%.*s\"", n, line);
+}
+
+/* Wakes lws_service() every 100 ms while draining, so deadlines are
+ * checked even when no socket has anything to say. */
+static void server_tick(lws_sorted_usec_list_t *sul)
+{
+    struct server *srv = lws_container_of(sul, struct server, tick);
+    lws_sul_schedule(srv->ctx, 0, &srv->tick, server_tick, 100 * LWS_US_PER_MS);
+}
+
+static void service_until(struct server *srv, int (*done)(struct server *), int seconds)
+{
+    time_t deadline = time(NULL) + seconds;
+    while (!done(srv) && time(NULL) < deadline)
+        if (lws_service(srv->ctx, 0) < 0)
+            break;
+}
+
+static int no_turns(struct server *srv)
+{
+    (void)srv;
+    return chat_active_turns() == 0;
+}
+
+static int no_conns(struct server *srv) { return srv->conns.n == 0; }
+
+/* SIGTERM/SIGINT: refuse new connections and turns, let the turns in
+ * flight finish within SHUTDOWN_GRACE_SECONDS, then close every connection
+ * with 1001 (going away) once its queued replies are written. */
+static void server_shutdown(struct server *srv)
+{
+    srv->conns.draining = 1;
+    log_info("event=shutting_down turns=%d conns=%d grace_s=%d", chat_active_turns(),
+             srv->conns.n, srv->app->cfg->shutdown_grace_seconds);
+    server_tick(&srv->tick);
+    service_until(srv, no_turns, srv->app->cfg->shutdown_grace_seconds);
+    conn_close_all(&srv->conns, LWS_CLOSE_STATUS_GOINGAWAY);
+    service_until(srv, no_conns, 3);
+    lws_sul_schedule(srv->ctx, 0, &srv->tick, NULL, LWS_SET_TIMER_USEC_CANCEL);
+    log_info("event=shutdown_done turns_left=%d conns_left=%d", chat_active_turns(),
+             srv->conns.n);
+}
+
+int server_run(struct app *app)
+{
+    const struct config *cfg = app->cfg;
+    int rc = 1;
+    struct server *srv = calloc(1, sizeof(*srv));
+    if (srv == NULL)
+        return 1;
+    srv->app = app;
+    srv->conns.app = app;
+    if ((srv->conns.peers = peers_create()) == NULL)
+        goto out;
+
+    lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_to_ours);
+
+    static const lws_retry_bo_t retry_unused = {0};
+    lws_retry_bo_t retry = retry_unused;
+    retry.secs_since_valid_ping = (uint16_t)cfg->ws_ping_seconds;
+    retry.secs_since_valid_hangup = (uint16_t)(cfg->ws_ping_seconds * 2);
+
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof(info));
+    info.port = cfg->server_port;
+    info.iface = cfg->server_host;
+    info.protocols = server_protocols;
+    info.user = srv;
+    info.retry_and_idle_policy = &retry;
+    info.options = LWS_SERVER_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE |
+                   LWS_SERVER_OPTION_DISABLE_IPV6;
+    info.count_threads = 1;
+    info.fd_limit_per_thread = 0;
+    /* Room for a bearer token of AUTH_TOKEN_MAX bytes and the usual
+     * headers; more than this and lws drops the request unanswered. */
+    info.max_http_header_data = 8192;
+    http_configure(&info, srv);
+
+    srv->ctx = lws_create_context(&info);
+    if (srv->ctx == NULL) {
+        log_error("event=listen_failed host=%s port=%d", cfg->server_host, cfg->server_port);
+        goto out;
+    }
+    outbox_set_wake(app->outbox, server_wake, srv->ctx);
+    /* Posts made before we were listening (none today) are not lost. */
+    lws_cancel_service(srv->ctx);
+    log_info("event=listening host=%s port=%d workers=%d auth=%s", cfg->server_host,
+             cfg->server_port, cfg->worker_threads, cfg->auth_mode);
+    if (!auth_required(cfg) && !auth_host_is_loopback(cfg->server_host))
+        log_warn("event=auth_disabled host=%s msg=\"AUTH_MODE=none on a non-loopback address: "
+                 "any client that can reach chatd can act as any user; set AUTH_MODE=jwt\"",
+                 cfg->server_host);
+
+    server_signal_ctx = srv->ctx;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = server_on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    while (!server_interrupted) {
+        if (lws_service(srv->ctx, 0) < 0)
+            break;
+    }
+    server_shutdown(srv);
+    rc = 0;
+
+out:
+    if (srv->ctx != NULL) {
+        server_signal_ctx = NULL;
+        outbox_set_wake(app->outbox, NULL, NULL);
+        lws_context_destroy(srv->ctx); /* closes what is left: cancels turns */
+    }
+    http_state_clear(&srv->http);
+    peers_destroy(srv->conns.peers);
+    free(srv);
+    return rc;
+}

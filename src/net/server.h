@@ -1,0 +1,29 @@
+/* server.h - the network edge: one libwebsockets service thread owns every
+ * socket, every WebSocket connection and every HTTP transaction.
+ *
+ * Nothing below net/ touches them: workers and the agent thread post what
+ * they produce to the outbox (work/outbox.h), which this thread drains
+ * when woken. docs/ARCHITECTURE.md draws the layers. */
+#ifndef CHATD_SERVER_H
+#define CHATD_SERVER_H
+
+struct app;
+struct config;
+struct http_state;
+struct server;
+
+/* Serves until SIGINT/SIGTERM, then drains (SHUTDOWN_GRACE_SECONDS) and
+ * returns the exit status. Turns still running when it returns end
+ * through the pool and the agent client, which the caller keeps until
+ * chat_active_turns() is 0. */
+int server_run(struct app *app);
+
+/* Service thread only. */
+struct app *server_app(const struct server *srv);
+const struct config *server_config(const struct server *srv);
+struct http_state *server_http(struct server *srv);
+/* Open WebSocket connections; 1 while draining on SIGTERM. */
+int server_connections(const struct server *srv);
+int server_draining(const struct server *srv);
+
+#endif

@@ -1,0 +1,313 @@
+/* cache.c - a synchronous hiredis client with reconnect and back-off.
+ *
+ * Workers call Redis synchronously: each has its own context, timeouts are
+ * short, and after a failure Redis is skipped for a second so that a dead
+ * Redis costs one timeout per second per worker, not one per request. */
+#include "store/cache.h"
+
+#include <hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include "lib/config.h"
+#include "lib/log.h"
+#include "lib/metrics.h"
+#include "lib/util.h"
+#include "store/inval.h"
+
+#define CACHE_CONNECT_TIMEOUT_MS 300
+#define CACHE_COMMAND_TIMEOUT_MS 500
+#define CACHE_RETRY_SECONDS 1
+
+void cache_key_profile(char out[CACHE_KEY_MAX], const char *user_id)
+{
+    snprintf(out, CACHE_KEY_MAX, "chatd:{u:%s}:profile", user_id);
+}
+
+void cache_key_sessions(char out[CACHE_KEY_MAX], const char *user_id)
+{
+    snprintf(out, CACHE_KEY_MAX, "chatd:{u:%s}:sessions", user_id);
+}
+
+void cache_key_context(char out[CACHE_KEY_MAX], const char *session_id)
+{
+    snprintf(out, CACHE_KEY_MAX, "chatd:{s:%s}:ctx", session_id);
+}
+
+void cache_key_models(char out[CACHE_KEY_MAX])
+{
+    snprintf(out, CACHE_KEY_MAX, "chatd:{models}:names");
+}
+
+void cache_key_rate_minute(char out[CACHE_KEY_MAX], const char *user_id, long long epoch_minute)
+{
+    snprintf(out, CACHE_KEY_MAX, "chatd:{u:%s}:rl:m:%lld", user_id, epoch_minute);
+}
+
+void cache_key_rate_day(char out[CACHE_KEY_MAX], const char *user_id, int yyyymmdd)
+{
+    snprintf(out, CACHE_KEY_MAX, "chatd:{u:%s}:rl:d:%08d", user_id, yyyymmdd);
+}
+
+void cache_open(struct cache *c, const struct config *cfg, struct inval *inval)
+{
+    c->rc = NULL;
+    c->cfg = cfg;
+    c->inval = inval;
+    c->retry_at = 0;
+}
+
+void cache_close(struct cache *c)
+{
+    if (c->rc != NULL)
+        redisFree(c->rc);
+    c->rc = NULL;
+}
+
+static void cache_fail(struct cache *c, const char *what)
+{
+    metrics_redis_error();
+    log_warn("event=redis_error op=%s error=\"%s\"", what,
+             c->rc != NULL && c->rc->err ? c->rc->errstr : "unexpected reply");
+    cache_close(c);
+    c->retry_at = time(NULL) + CACHE_RETRY_SECONDS;
+}
+
+/* A usable context, or NULL while Redis is down. */
+static redisContext *cache_conn(struct cache *c)
+{
+    if (c->rc != NULL)
+        return c->rc;
+    if (time(NULL) < c->retry_at)
+        return NULL;
+    struct timeval ct = {0, CACHE_CONNECT_TIMEOUT_MS * 1000};
+    c->rc = redisConnectWithTimeout(c->cfg->redis_host, c->cfg->redis_port, ct);
+    if (c->rc == NULL || c->rc->err) {
+        cache_fail(c, "connect");
+        return NULL;
+    }
+    struct timeval tt = {0, CACHE_COMMAND_TIMEOUT_MS * 1000};
+    redisSetTimeout(c->rc, tt);
+
+    redisReply *r;
+    if (c->cfg->redis_password[0] != '\0') {
+        r = redisCommand(c->rc, "AUTH %s", c->cfg->redis_password);
+        int ok = r != NULL && r->type == REDIS_REPLY_STATUS;
+        freeReplyObject(r);
+        if (!ok) {
+            cache_fail(c, "auth");
+            return NULL;
+        }
+    }
+    if (c->cfg->redis_db != 0) {
+        r = redisCommand(c->rc, "SELECT %d", c->cfg->redis_db);
+        int ok = r != NULL && r->type == REDIS_REPLY_STATUS;
+        freeReplyObject(r);
+        if (!ok) {
+            cache_fail(c, "select");
+            return NULL;
+        }
+    }
+    return c->rc;
+}
+
+char *cache_get(struct cache *c, const char *key, size_t *len)
+{
+    redisContext *rc = cache_conn(c);
+    if (rc == NULL)
+        return NULL;
+    redisReply *r = redisCommand(rc, "GET %s", key);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        freeReplyObject(r);
+        cache_fail(c, "get");
+        return NULL;
+    }
+    char *out = NULL;
+    if (r->type == REDIS_REPLY_STRING) {
+        out = malloc(r->len + 1);
+        if (out != NULL) {
+            memcpy(out, r->str, r->len);
+            out[r->len] = '\0';
+            *len = r->len;
+        }
+    }
+    freeReplyObject(r);
+    return out;
+}
+
+void cache_set(struct cache *c, const char *key, const char *val, size_t len, int ttl_seconds)
+{
+    redisContext *rc = cache_conn(c);
+    if (rc == NULL)
+        return;
+    redisReply *r = redisCommand(rc, "SET %s %b EX %d", key, val, len, ttl_seconds);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        freeReplyObject(r);
+        cache_fail(c, "set");
+        return;
+    }
+    freeReplyObject(r);
+}
+
+int cache_del(struct cache *c, const char *const *keys, size_t n)
+{
+    redisContext *rc = cache_conn(c);
+    if (rc == NULL)
+        return -1;
+    /* One round trip: the keys of one call share a hash tag, so a
+     * multi-key DEL is valid on Redis Cluster too. */
+    const char *argv[8];
+    size_t argl[8];
+    if (n > 7)
+        n = 7;
+    argv[0] = "DEL";
+    argl[0] = 3;
+    for (size_t i = 0; i < n; i++) {
+        argv[i + 1] = keys[i];
+        argl[i + 1] = strlen(keys[i]);
+    }
+    redisReply *r = redisCommandArgv(rc, (int)n + 1, argv, argl);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        freeReplyObject(r);
+        cache_fail(c, "del");
+        return -1;
+    }
+    freeReplyObject(r);
+    return 0;
+}
+
+int cache_get_copy(struct cache *c, const char *key, struct cache_copy *out)
+{
+    size_t len;
+    char *s = cache_get(c, key, &len);
+    if (s == NULL)
+        return -1;
+    /* "<version>:<aux>:" then the payload; anything else is no copy. */
+    char *p = s, *end;
+    unsigned long long v[2];
+    for (int i = 0; i < 2; i++) {
+        if (*p < '0' || *p > '9')
+            goto bad;
+        v[i] = strtoull(p, &end, 10);
+        if (*end != ':')
+            goto bad;
+        p = end + 1;
+    }
+    out->version = v[0];
+    out->aux = v[1];
+    out->len = len - (size_t)(p - s);
+    memmove(s, p, out->len + 1);
+    out->payload = s;
+    return 0;
+bad:
+    free(s);
+    return -1;
+}
+
+/* KEYS[1] the key; ARGV[1] the version, ARGV[2] the whole value, ARGV[3]
+ * the TTL. A stored copy of a higher version wins. */
+static const char cache_put_script[] =
+    "local cur = redis.call('GET', KEYS[1]) "
+    "if cur then "
+    "  local v = tonumber(string.match(cur, '^(%d+):')) "
+    "  if v and v > tonumber(ARGV[1]) then return 0 end "
+    "end "
+    "redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) "
+    "return 1";
+
+void cache_put_copy(struct cache *c, const char *key, uint64_t version, uint64_t aux,
+                    const char *payload, size_t len, int ttl_seconds)
+{
+    redisContext *rc = cache_conn(c);
+    if (rc == NULL)
+        return;
+    char head[48], ver[24], ttl[16];
+    int hl = snprintf(head, sizeof(head), "%llu:%llu:", (unsigned long long)version,
+                      (unsigned long long)aux);
+    snprintf(ver, sizeof(ver), "%llu", (unsigned long long)version);
+    snprintf(ttl, sizeof(ttl), "%d", ttl_seconds);
+    char *val = malloc((size_t)hl + len);
+    if (val == NULL)
+        return;
+    memcpy(val, head, (size_t)hl);
+    memcpy(val + hl, payload, len);
+    const char *argv[7] = {"EVAL", cache_put_script, "1", key, ver, val, ttl};
+    size_t argl[7] = {4, sizeof(cache_put_script) - 1, 1, strlen(key), strlen(ver),
+                      (size_t)hl + len, strlen(ttl)};
+    redisReply *r = redisCommandArgv(rc, 7, argv, argl);
+    free(val);
+    if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
+        if (r != NULL && r->type == REDIS_REPLY_ERROR)
+            log_warn("event=redis_script_error error=\"%.*s\"", (int)strcspn(r->str, "\n"),
+                     r->str);
+        freeReplyObject(r);
+        cache_fail(c, "put_copy");
+        return;
+    }
+    freeReplyObject(r);
+}
+
+void cache_saw_write(struct cache *c, const char *user_id, uint64_t xid)
+{
+    inval_saw_user(c->inval, user_id, xid);
+}
+
+int cache_ping(struct cache *c)
+{
+    redisContext *rc = cache_conn(c);
+    if (rc == NULL)
+        return -1;
+    redisReply *r = redisCommand(rc, "PING");
+    int ok = r != NULL && r->type == REDIS_REPLY_STATUS;
+    freeReplyObject(r);
+    if (!ok) {
+        cache_fail(c, "ping");
+        return -1;
+    }
+    return 0;
+}
+
+int cache_eval_ints(struct cache *c, const char *script, int nkeys, const char *const *keys,
+                    int nargs, const char *const *args, long long *out, size_t n)
+{
+    if (nkeys < 0 || nargs < 0 || nkeys + nargs > CACHE_EVAL_MAX_ARGS)
+        return -1;
+    redisContext *rc = cache_conn(c);
+    if (rc == NULL)
+        return -1;
+    /* EVAL rather than EVALSHA + SCRIPT LOAD: the scripts are a few hundred
+     * bytes, Redis caches the compiled script by its hash anyway, and there
+     * is no NOSCRIPT case to handle after a restart or SCRIPT FLUSH. */
+    const char *argv[CACHE_EVAL_MAX_ARGS + 3];
+    size_t argl[CACHE_EVAL_MAX_ARGS + 3];
+    char nk[16];
+    snprintf(nk, sizeof(nk), "%d", nkeys);
+    int argc = 0;
+    argv[argc++] = "EVAL";
+    argv[argc++] = script;
+    argv[argc++] = nk;
+    for (int i = 0; i < nkeys; i++)
+        argv[argc++] = keys[i];
+    for (int i = 0; i < nargs; i++)
+        argv[argc++] = args[i];
+    for (int i = 0; i < argc; i++)
+        argl[i] = strlen(argv[i]);
+    redisReply *r = redisCommandArgv(rc, argc, argv, argl);
+    int ok = r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == n;
+    for (size_t i = 0; ok && i < n; i++) {
+        if (r->element[i]->type != REDIS_REPLY_INTEGER)
+            ok = 0;
+        else
+            out[i] = r->element[i]->integer;
+    }
+    if (!ok && r != NULL && r->type == REDIS_REPLY_ERROR)
+        log_warn("event=redis_script_error error=\"%.*s\"", (int)strcspn(r->str, "\n"), r->str);
+    freeReplyObject(r);
+    if (!ok) {
+        cache_fail(c, "eval");
+        return -1;
+    }
+    return 0;
+}

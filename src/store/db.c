@@ -1,0 +1,331 @@
+/* db.c - the typed calls of db.h over the statements of pg.c.
+ *
+ * The only file that reads result columns (besides pg.c's connection code
+ * and inval.c's own connection): each function names its statement's
+ * columns once, here, next to the C value it becomes. */
+#include "store/db.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/util.h"
+
+/* Runs stmt; DB_OK with *out set (a result with at least one row),
+ * DB_NOT_FOUND (no row; nothing to free), or DB_ERROR. */
+static int query_row(struct pg *pg, enum pg_stmt stmt, int n, const char *const *p,
+                     PGresult **out)
+{
+    PGresult *r = pg_exec(pg, stmt, n, p);
+    if (r == NULL)
+        return DB_ERROR;
+    if (PQntuples(r) == 0) {
+        PQclear(r);
+        return DB_NOT_FOUND;
+    }
+    *out = r;
+    return DB_OK;
+}
+
+/* A write whose result has no rows to read. */
+static int command(struct pg *pg, enum pg_stmt stmt, int n, const char *const *p)
+{
+    PGresult *r = pg_exec(pg, stmt, n, p);
+    if (r == NULL)
+        return DB_ERROR;
+    PQclear(r);
+    return DB_OK;
+}
+
+/* A copy of column c of row 0; NULL when out of memory. */
+static char *text(const PGresult *r, int c) { return strdup(PQgetvalue(r, 0, c)); }
+
+static uint64_t u64(const PGresult *r, int c)
+{
+    uint64_t v = 0;
+    util_parse_u64(PQgetvalue(r, 0, c), &v);
+    return v;
+}
+
+static void snapshot(const PGresult *r, int c, struct db_snapshot *snap)
+{
+    snap->xmin = u64(r, c);
+    snap->xmax = u64(r, c + 1);
+}
+
+/* One JSON text column (c) and the snapshot after it. */
+static int json_and_snapshot(struct pg *pg, enum pg_stmt stmt, int n, const char *const *p,
+                             char **json, struct db_snapshot *snap)
+{
+    PGresult *r;
+    int st = query_row(pg, stmt, n, p, &r);
+    if (st != DB_OK)
+        return st;
+    *json = text(r, 0);
+    snapshot(r, 1, snap);
+    PQclear(r);
+    return *json != NULL ? DB_OK : DB_ERROR;
+}
+
+/* ------------------------------------------------------ users and models */
+
+void db_model_free(struct db_model *m)
+{
+    free(m->name);
+    free(m->provider);
+    m->name = m->provider = NULL;
+}
+
+enum db_access db_access(struct pg *pg, const char *user_id, const char *model_name,
+                         int model_id, double *balance, struct db_model *model)
+{
+    char id[16];
+    snprintf(id, sizeof(id), "%d", model_id);
+    const char *p[3] = {user_id, model_name, model_name == NULL && model_id >= 0 ? id : NULL};
+    PGresult *r;
+    int st = query_row(pg, PG_ACCESS, 3, p, &r);
+    if (st != DB_OK)
+        return st == DB_NOT_FOUND ? DB_ACCESS_NO_USER : DB_ACCESS_ERROR;
+    if (balance != NULL)
+        *balance = strtod(PQgetvalue(r, 0, 0), NULL);
+    enum db_access a = DB_ACCESS_OK;
+    if (p[1] != NULL || p[2] != NULL) {
+        if (PQgetisnull(r, 0, 1)) {
+            a = DB_ACCESS_UNKNOWN_MODEL;
+        } else if (strcmp(PQgetvalue(r, 0, 7), "t") != 0) {
+            a = DB_ACCESS_DENIED;
+        } else {
+            model->id = atoi(PQgetvalue(r, 0, 1));
+            model->name = text(r, 2);
+            model->provider = text(r, 3);
+            model->context_length = atol(PQgetvalue(r, 0, 4));
+            model->price_in = strtod(PQgetvalue(r, 0, 5), NULL);
+            model->price_out = strtod(PQgetvalue(r, 0, 6), NULL);
+            if (model->name == NULL || model->provider == NULL) {
+                db_model_free(model);
+                a = DB_ACCESS_ERROR;
+            }
+        }
+    }
+    PQclear(r);
+    return a;
+}
+
+int db_user_profile(struct pg *pg, const char *user_id, char **username, char **models_json,
+                    struct db_snapshot *snap)
+{
+    const char *p[1] = {user_id};
+    PGresult *r;
+    int st = query_row(pg, PG_USER_GET, 1, p, &r);
+    if (st != DB_OK)
+        return st;
+    *username = text(r, 0);
+    *models_json = text(r, 1);
+    snapshot(r, 3, snap);
+    PQclear(r);
+    if (*username != NULL && *models_json != NULL)
+        return DB_OK;
+    free(*username);
+    free(*models_json);
+    return DB_ERROR;
+}
+
+int db_balance(struct pg *pg, const char *user_id, double *balance)
+{
+    const char *p[1] = {user_id};
+    PGresult *r;
+    int st = query_row(pg, PG_BALANCE, 1, p, &r);
+    if (st != DB_OK)
+        return st;
+    *balance = strtod(PQgetvalue(r, 0, 0), NULL);
+    PQclear(r);
+    return DB_OK;
+}
+
+int db_sessions_list(struct pg *pg, const char *user_id, char **json, struct db_snapshot *snap)
+{
+    const char *p[1] = {user_id};
+    return json_and_snapshot(pg, PG_SESSIONS_LIST, 1, p, json, snap);
+}
+
+int db_models_list(struct pg *pg, char **json, struct db_snapshot *snap)
+{
+    return json_and_snapshot(pg, PG_MODELS_LIST, 0, NULL, json, snap);
+}
+
+/* ------------------------------------------------------------- sessions */
+
+int db_chats(struct pg *pg, const char *user_id, const char *session_id, char **json)
+{
+    const char *p[2] = {user_id, session_id};
+    PGresult *r;
+    int st = query_row(pg, PG_CHATS_GET, 2, p, &r);
+    if (st != DB_OK)
+        return st;
+    *json = text(r, 0);
+    PQclear(r);
+    return *json != NULL ? DB_OK : DB_ERROR;
+}
+
+void db_session_free(struct db_session *s)
+{
+    free(s->name);
+    free(s->summary);
+    free(s->recent_json);
+    s->name = s->summary = s->recent_json = NULL;
+}
+
+int db_session_get(struct pg *pg, const char *user_id, const char *session_id, int recent,
+                   struct db_session *out)
+{
+    char n[16];
+    snprintf(n, sizeof(n), "%d", recent);
+    const char *p[3] = {user_id, session_id, n};
+    PGresult *r;
+    int st = query_row(pg, PG_SESSION_CTX, 3, p, &r);
+    if (st != DB_OK)
+        return st;
+    out->model_id = atoi(PQgetvalue(r, 0, 0));
+    out->name = text(r, 1);
+    out->summary = text(r, 2);
+    out->recent_json = text(r, 3);
+    out->next_seq = atoll(PQgetvalue(r, 0, 4));
+    PQclear(r);
+    if (out->name != NULL && out->summary != NULL && out->recent_json != NULL)
+        return DB_OK;
+    db_session_free(out);
+    return DB_ERROR;
+}
+
+int db_session_delete(struct pg *pg, const char *user_id, const char *session_id,
+                      char **files_json, uint64_t *xid)
+{
+    const char *p[2] = {user_id, session_id};
+    PGresult *r;
+    int st = query_row(pg, PG_SESSION_DELETE, 2, p, &r);
+    if (st != DB_OK)
+        return st;
+    *files_json = text(r, 0);
+    *xid = u64(r, 1);
+    PQclear(r);
+    /* Deleted either way; a list we cannot copy only leaves files behind. */
+    return DB_OK;
+}
+
+/* ----------------------------------------------------- one transaction */
+
+int db_begin(struct pg *pg) { return pg_command(pg, "begin") == 0 ? DB_OK : DB_ERROR; }
+int db_commit(struct pg *pg) { return pg_command(pg, "commit") == 0 ? DB_OK : DB_ERROR; }
+void db_rollback(struct pg *pg) { pg_command(pg, "rollback"); }
+
+int db_session_insert(struct pg *pg, const char *session_id, const char *user_id,
+                      const char *name, int model_id, const char *prompt)
+{
+    char model[16];
+    snprintf(model, sizeof(model), "%d", model_id);
+    const char *p[5] = {session_id, user_id, name, model, prompt};
+    return command(pg, PG_SESSION_INSERT, 5, p);
+}
+
+int db_session_lock(struct pg *pg, const char *user_id, const char *session_id,
+                    long long *next_seq)
+{
+    const char *p[2] = {user_id, session_id};
+    PGresult *r;
+    int st = query_row(pg, PG_SESSION_LOCK, 2, p, &r);
+    if (st != DB_OK)
+        return st;
+    *next_seq = atoll(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return DB_OK;
+}
+
+int db_message_insert(struct pg *pg, const char *session_id, long long seq, const char *role,
+                      const char *content)
+{
+    char s[24];
+    snprintf(s, sizeof(s), "%lld", seq);
+    const char *p[4] = {session_id, s, role, content};
+    return command(pg, PG_MESSAGE_INSERT, 4, p);
+}
+
+int db_session_advance(struct pg *pg, const char *session_id, int count, const char *summary)
+{
+    char n[16];
+    snprintf(n, sizeof(n), "%d", count);
+    const char *p[3] = {session_id, n, summary};
+    return command(pg, PG_SESSION_ADVANCE, 3, p);
+}
+
+int db_charge(struct pg *pg, const char *user_id, double dollars, uint64_t *xid)
+{
+    char d[64];
+    snprintf(d, sizeof(d), "%.17g", dollars);
+    const char *p[2] = {user_id, d};
+    PGresult *r;
+    int st = query_row(pg, PG_BALANCE_CHARGE, 2, p, &r);
+    if (st != DB_OK)
+        return st;
+    *xid = u64(r, 1);
+    PQclear(r);
+    return DB_OK;
+}
+
+/* ---------------------------------------------------------------- files */
+
+int db_file_get(struct pg *pg, const char *user_id, const char *session_id, const char *name)
+{
+    const char *p[3] = {user_id, session_id, name};
+    PGresult *r;
+    int st = query_row(pg, PG_FILE_GET, 3, p, &r);
+    if (st == DB_OK)
+        PQclear(r);
+    return st;
+}
+
+int db_file_insert(struct pg *pg, const char *session_id, const char *user_id, const char *name,
+                   const char *original_name, const char *content_type, uint64_t size,
+                   uint64_t *xid)
+{
+    char sz[24];
+    snprintf(sz, sizeof(sz), "%llu", (unsigned long long)size);
+    const char *p[6] = {session_id, user_id, name, original_name, content_type, sz};
+    PGresult *r;
+    int st = query_row(pg, PG_FILE_INSERT, 6, p, &r);
+    if (st != DB_OK)
+        return st == DB_NOT_FOUND ? DB_ERROR : st;
+    *xid = u64(r, 0);
+    PQclear(r);
+    return DB_OK;
+}
+
+int db_file_delete(struct pg *pg, const char *user_id, const char *session_id, const char *name)
+{
+    const char *p[3] = {user_id, session_id, name};
+    PGresult *r;
+    int st = query_row(pg, PG_FILE_DELETE, 3, p, &r);
+    if (st == DB_OK)
+        PQclear(r);
+    return st;
+}
+
+/* ---------------------------------------------------------------- other */
+
+int db_turns_since(struct pg *pg, const char *user_id, long long minute_start,
+                   long long day_start, long long *minute, long long *day)
+{
+    char ms[24], ds[24];
+    snprintf(ms, sizeof(ms), "%lld", minute_start);
+    snprintf(ds, sizeof(ds), "%lld", day_start);
+    const char *p[3] = {user_id, ms, ds};
+    PGresult *r;
+    int st = query_row(pg, PG_TURNS_SINCE, 3, p, &r);
+    if (st != DB_OK)
+        return st == DB_NOT_FOUND ? DB_ERROR : st;
+    *minute = atoll(PQgetvalue(r, 0, 0));
+    *day = atoll(PQgetvalue(r, 0, 1));
+    PQclear(r);
+    return DB_OK;
+}
+
+int db_ping(struct pg *pg) { return command(pg, PG_PING, 0, NULL); }

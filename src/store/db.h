@@ -1,0 +1,119 @@
+/* db.h - every PostgreSQL read and write of chatd, as typed calls.
+ *
+ * Each function runs one prepared statement of store/pg.c and reads its
+ * row into C values, so that no caller outside store/ ever sees a
+ * PGresult or a column number. They return
+ *   DB_OK         done (a row was found, or the write happened),
+ *   DB_NOT_FOUND  no such row (for a user's session: missing, or someone
+ *                 else's; callers answer both alike),
+ *   DB_ERROR      PostgreSQL failed or is unreachable (logged by pg.c).
+ * Strings a function hands out are malloc'd and the caller's. */
+#ifndef CHATD_DB_H
+#define CHATD_DB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store/pg.h"
+
+enum db_status { DB_OK = 0, DB_NOT_FOUND = 1, DB_ERROR = -1 };
+
+/* The snapshot a read ran in, which a cached copy records (store/inval.h). */
+struct db_snapshot {
+    uint64_t xmin, xmax;
+};
+
+/* ------------------------------------------------------ users and models */
+
+struct db_model {
+    int id;
+    char *name, *provider;
+    long context_length;
+    double price_in, price_out; /* dollars per 1K tokens */
+};
+void db_model_free(struct db_model *m);
+
+/* The one check of who may use what. */
+enum db_access {
+    DB_ACCESS_OK,
+    DB_ACCESS_NO_USER,       /* no such user */
+    DB_ACCESS_UNKNOWN_MODEL, /* no such model in the catalogue */
+    DB_ACCESS_DENIED,        /* the model is not among the user's */
+    DB_ACCESS_ERROR,
+};
+
+/* The user exists (and *balance is theirs, when balance is not NULL);
+ * with model_name (or, when it is NULL, model_id >= 0) the model exists
+ * and is one of the user's, and *model is filled (free with
+ * db_model_free). With neither, only the user is checked. */
+enum db_access db_access(struct pg *pg, const char *user_id, const char *model_name,
+                         int model_id, double *balance, struct db_model *model);
+
+/* Code 0: username and model ids (a JSON array). */
+int db_user_profile(struct pg *pg, const char *user_id, char **username, char **models_json,
+                    struct db_snapshot *snap);
+int db_balance(struct pg *pg, const char *user_id, double *balance);
+/* Code 1: [{session_id, session_name}], newest first. DB_NOT_FOUND: no user. */
+int db_sessions_list(struct pg *pg, const char *user_id, char **json, struct db_snapshot *snap);
+/* Code 5: model names, sorted. */
+int db_models_list(struct pg *pg, char **json, struct db_snapshot *snap);
+
+/* ------------------------------------------------------------- sessions */
+
+/* Code 2: [{role, content}] in order. */
+int db_chats(struct pg *pg, const char *user_id, const char *session_id, char **json);
+
+struct db_session {
+    int model_id;
+    char *name, *summary;
+    char *recent_json; /* the newest messages asked for, oldest first */
+    long long next_seq;
+};
+void db_session_free(struct db_session *s);
+/* The user's session with its newest `recent` messages (0: none). */
+int db_session_get(struct pg *pg, const char *user_id, const char *session_id, int recent,
+                   struct db_session *out);
+
+/* Code 4: deletes the user's session; *files_json lists its stored file
+ * names (now to remove from disk), *xid the deleting transaction. */
+int db_session_delete(struct pg *pg, const char *user_id, const char *session_id,
+                      char **files_json, uint64_t *xid);
+
+/* ----------------------------------------------------- one transaction */
+
+int db_begin(struct pg *pg);
+int db_commit(struct pg *pg);
+void db_rollback(struct pg *pg);
+
+int db_session_insert(struct pg *pg, const char *session_id, const char *user_id,
+                      const char *name, int model_id, const char *prompt);
+/* Locks the user's session row until commit; *next_seq is its value.
+ * DB_NOT_FOUND: missing, someone else's, or deleted meanwhile. */
+int db_session_lock(struct pg *pg, const char *user_id, const char *session_id,
+                    long long *next_seq);
+int db_message_insert(struct pg *pg, const char *session_id, long long seq, const char *role,
+                      const char *content);
+/* next_seq += count, and the running summary. */
+int db_session_advance(struct pg *pg, const char *session_id, int count, const char *summary);
+/* Deducts dollars from the balance; *xid is the transaction's id. */
+int db_charge(struct pg *pg, const char *user_id, double dollars, uint64_t *xid);
+
+/* ---------------------------------------------------------------- files */
+
+/* DB_OK when the stored name is a file of the user's session. */
+int db_file_get(struct pg *pg, const char *user_id, const char *session_id, const char *name);
+int db_file_insert(struct pg *pg, const char *session_id, const char *user_id, const char *name,
+                   const char *original_name, const char *content_type, uint64_t size,
+                   uint64_t *xid);
+/* Deletes the file's row unless a stored turn shows it: DB_OK when it was
+ * deleted (remove it from disk), DB_NOT_FOUND when it stays or was gone. */
+int db_file_delete(struct pg *pg, const char *user_id, const char *session_id, const char *name);
+
+/* ---------------------------------------------------------------- other */
+
+/* The user's chat turns since minute_start and since day_start (epoch s). */
+int db_turns_since(struct pg *pg, const char *user_id, long long minute_start,
+                   long long day_start, long long *minute, long long *day);
+int db_ping(struct pg *pg);
+
+#endif

@@ -1,0 +1,278 @@
+/* pg.c - the prepared statements of chatd and the connection they run on.
+ *
+ * JSON that goes to the client is built by PostgreSQL itself (json_agg,
+ * json_build_object) where a reply is a list: the server streams one text
+ * value back and chatd never walks rows to re-encode them. */
+#include "store/pg.h"
+
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/config.h"
+#include "lib/log.h"
+#include "lib/metrics.h"
+
+/* The first line of libpq's error message, for a "%.*s" in a log line. */
+#define PG_ERRMSG(conn) (int)strcspn(PQerrorMessage(conn), "\n"), PQerrorMessage(conn)
+
+/* The snapshot a statement read in, for a copy that goes to Redis: see
+ * inval.h for how it is checked. */
+#define PG_SNAPSHOT_COLS                                                                           \
+    "pg_snapshot_xmin(pg_current_snapshot())::text, pg_snapshot_xmax(pg_current_snapshot())::text"
+
+static const struct {
+    const char *name;
+    int nparams;
+    const char *sql;
+} pg_statements[PG_STMT_COUNT] = {
+    [PG_USER_GET] = {"user_get", 1,
+        "select username, array_to_json(models)::text, balance, " PG_SNAPSHOT_COLS
+        "  from user_data where user_id = $1::uuid"},
+    [PG_BALANCE] = {"balance", 1,
+        "select balance from user_data where user_id = $1::uuid"},
+    [PG_SESSIONS_LIST] = {"sessions_list", 1,
+        "select coalesce((select json_agg(json_build_object('session_id', s.session_id,"
+        "                                                   'session_name', s.session_name)"
+        "                            order by s.created_at desc, s.session_id)"
+        "                   from chat_sessions s where s.user_id = u.user_id), '[]')::text, "
+        PG_SNAPSHOT_COLS "  from user_data u where u.user_id = $1::uuid"},
+    [PG_CHATS_GET] = {"chats_get", 2,
+        "select coalesce((select json_agg(json_build_object('role', m.role, 'content', m.content)"
+        "                            order by m.seq)"
+        "                   from chat_messages m where m.session_id = s.session_id), '[]')::text"
+        "  from chat_sessions s where s.user_id = $1::uuid and s.session_id = $2::uuid"},
+    [PG_SESSION_DELETE] = {"session_delete", 2,
+        "delete from chat_sessions s where s.user_id = $1::uuid and s.session_id = $2::uuid"
+        " returning coalesce((select json_agg(f.stored_name) from uploaded_files f"
+        "                      where f.session_id = s.session_id), '[]')::text,"
+        "           pg_current_xact_id()::text"},
+    [PG_MODELS_LIST] = {"models_list", 0,
+        "select coalesce(json_agg(model_name order by model_name), '[]')::text, " PG_SNAPSHOT_COLS
+        "  from model_details"},
+    /* Who may use what, in one round trip: the user's balance, and the
+     * model named by $2 (or, when $2 is null, numbered $3) with whether it
+     * is among the user's. No row: no user; null model columns: no such
+     * model (or none asked for). */
+    [PG_ACCESS] = {"access", 3,
+        "select u.balance, m.model_id, m.model_name, m.provider, m.context_length,"
+        "       m.input_price_per_1k, m.output_price_per_1k, m.model_id = any(u.models)"
+        "  from user_data u left join model_details m"
+        "    on case when $2::text is not null then m.model_name = $2::text"
+        "            else m.model_id = $3::int end"
+        " where u.user_id = $1::uuid"},
+    /* The newest $3 messages, in order: the (session_id, seq) primary key
+     * makes this cost the same in a session of any length. The subquery
+     * names $2 rather than s.session_id so that a generic plan still walks
+     * the index backwards from the newest row (with the correlated form the
+     * planner, sizing for an average session, sometimes read them all). */
+    [PG_SESSION_CTX] = {"session_ctx", 3,
+        "select s.model_id, s.session_name, s.summary,"
+        "       coalesce((select json_agg(json_build_object('role', r.role, 'content', r.content)"
+        "                                  order by r.seq)"
+        "                   from (select m.role, m.content, m.seq from chat_messages m"
+        "                          where m.session_id = $2::uuid"
+        "                          order by m.seq desc limit $3::int) r), '[]')::text,"
+        "       s.next_seq"
+        "  from chat_sessions s where s.user_id = $1::uuid and s.session_id = $2::uuid"},
+    [PG_SESSION_INSERT] = {"session_insert", 5,
+        "insert into chat_sessions (session_id, user_id, session_name, model_id, session_prompt)"
+        " values ($1::uuid, $2::uuid, $3, $4::int, $5)"},
+    [PG_SESSION_LOCK] = {"session_lock", 2,
+        "select next_seq from chat_sessions"
+        " where user_id = $1::uuid and session_id = $2::uuid for update"},
+    [PG_MESSAGE_INSERT] = {"message_insert", 4,
+        "insert into chat_messages (session_id, seq, role, content)"
+        " values ($1::uuid, $2::bigint, $3, $4)"},
+    [PG_SESSION_ADVANCE] = {"session_advance", 3,
+        "update chat_sessions set next_seq = next_seq + $2::int, summary = $3,"
+        "       updated_at = clock_timestamp() where session_id = $1::uuid"},
+    [PG_BALANCE_CHARGE] = {"balance_charge", 2,
+        "update user_data set balance = balance - $2::float8 where user_id = $1::uuid"
+        " returning balance, pg_current_xact_id()::text"},
+    [PG_FILE_GET] = {"file_get", 3,
+        "select content_type from uploaded_files"
+        " where user_id = $1::uuid and session_id = $2::uuid and stored_name = $3"},
+    [PG_FILE_INSERT] = {"file_insert", 6,
+        "insert into uploaded_files (session_id, user_id, stored_name, original_name,"
+        "                            content_type, size_bytes)"
+        " values ($1::uuid, $2::uuid, $3, $4, $5, $6::bigint) returning pg_current_xact_id()::text"},
+    /* A file some stored turn shows (its "file" message holds the stored
+     * name) is never deleted by a later failing turn. */
+    [PG_FILE_DELETE] = {"file_delete", 3,
+        "delete from uploaded_files f"
+        " where f.user_id = $1::uuid and f.session_id = $2::uuid and f.stored_name = $3"
+        "   and not exists (select 1 from chat_messages m"
+        "                    where m.session_id = f.session_id and m.role = 'file'"
+        "                      and m.content = f.stored_name)"
+        " returning f.stored_name"},
+    /* The user's chat turns (user-role messages) since the start of the
+     * rate-limit windows, to re-seed a Redis counter that is missing (a new
+     * window, or a flushed Redis). The partial index of 0002 makes it one
+     * index range per session of the user, holding only that day's turns,
+     * whatever the sessions' length. */
+    [PG_TURNS_SINCE] = {"turns_since", 3,
+        "select count(*) filter (where m.created_at >= to_timestamp($2::float8)), count(*)"
+        "  from chat_sessions s join chat_messages m on m.session_id = s.session_id"
+        " where s.user_id = $1::uuid and m.role = 'user'"
+        "   and m.created_at >= to_timestamp($3::float8)"},
+    [PG_PING] = {"ping", 0, "select 1"},
+};
+
+char *pg_conninfo(const struct config *cfg)
+{
+    /* Values are quoted per libpq's rules so a password may hold spaces. */
+    const char *keys[] = {"host", "port", "user", "password", "dbname"};
+    char port[16];
+    snprintf(port, sizeof(port), "%d", cfg->db_port);
+    const char *vals[] = {cfg->db_host, port, cfg->db_user, cfg->db_password, cfg->db_name};
+
+    size_t cap = 128;
+    for (size_t i = 0; i < 5; i++)
+        cap += strlen(keys[i]) + 2 * strlen(vals[i]) + 4;
+    char *out = malloc(cap);
+    if (out == NULL)
+        return NULL;
+    char *p = out;
+    for (size_t i = 0; i < 5; i++) {
+        p += sprintf(p, "%s='", keys[i]);
+        for (const char *v = vals[i]; *v; v++) {
+            if (*v == '\'' || *v == '\\')
+                *p++ = '\\';
+            *p++ = *v;
+        }
+        *p++ = '\'';
+        *p++ = ' ';
+    }
+    strcpy(p, "connect_timeout=5 application_name=chatd");
+    return out;
+}
+
+static int pg_prepare_all(struct pg *pg)
+{
+    for (int i = 0; i < PG_STMT_COUNT; i++) {
+        PGresult *r = PQprepare(pg->conn, pg_statements[i].name, pg_statements[i].sql,
+                                pg_statements[i].nparams, NULL);
+        int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        if (!ok) {
+            metrics_pg_error();
+            log_error("event=pg_prepare_failed stmt=%s error=\"%.*s\"", pg_statements[i].name,
+                      PG_ERRMSG(pg->conn));
+        }
+        PQclear(r);
+        if (!ok)
+            return -1;
+    }
+    pg->prepared = 1;
+    return 0;
+}
+
+int pg_open(struct pg *pg, const struct config *cfg)
+{
+    pg->cfg = cfg;
+    pg->conn = NULL;
+    pg->prepared = 0;
+    return pg_ensure(pg);
+}
+
+/* A connection the server closed (a restart, an idle timeout) would only
+ * show when a statement fails on it, failing that request. An idle
+ * connection is sent nothing unprompted but the server's goodbye (chatd
+ * never LISTENs), so a readable socket here means it is going: reconnect
+ * before sending instead. (Its FATAL message may arrive before the close
+ * itself, so waiting for libpq to see the end would race.) Only outside a
+ * transaction: inside one, a new connection would silently run the rest
+ * outside it, so the caller must see the failure and roll back. */
+static int pg_idle_alive(struct pg *pg)
+{
+    if (PQtransactionStatus(pg->conn) != PQTRANS_IDLE)
+        return 1;
+    struct pollfd pfd = {.fd = PQsocket(pg->conn), .events = POLLIN};
+    if (poll(&pfd, 1, 0) <= 0)
+        return 1;
+    log_warn("event=pg_connection_lost host=%s port=%d", pg->cfg->db_host, pg->cfg->db_port);
+    return 0;
+}
+
+/* Server notices as our log lines, instead of libpq's default bare line
+ * on stderr. */
+static void pg_notice(void *arg, const char *message)
+{
+    (void)arg;
+    log_warn("event=pg_notice msg=\"%.*s\"", (int)strcspn(message, "\n"), message);
+}
+
+int pg_ensure(struct pg *pg)
+{
+    if (pg->conn != NULL && PQstatus(pg->conn) == CONNECTION_OK && pg->prepared &&
+        pg_idle_alive(pg))
+        return 0;
+    if (pg->conn != NULL) {
+        PQfinish(pg->conn);
+        pg->conn = NULL;
+    }
+    pg->prepared = 0;
+    char *ci = pg_conninfo(pg->cfg);
+    if (ci == NULL)
+        return -1;
+    pg->conn = PQconnectdb(ci);
+    free(ci);
+    if (PQstatus(pg->conn) != CONNECTION_OK) {
+        metrics_pg_error();
+        log_error("event=pg_connect_failed host=%s port=%d error=\"%.*s\"", pg->cfg->db_host,
+                  pg->cfg->db_port, PG_ERRMSG(pg->conn));
+        PQfinish(pg->conn);
+        pg->conn = NULL;
+        return -1;
+    }
+    PQsetNoticeProcessor(pg->conn, pg_notice, NULL);
+    return pg_prepare_all(pg);
+}
+
+void pg_close(struct pg *pg)
+{
+    if (pg->conn != NULL)
+        PQfinish(pg->conn);
+    pg->conn = NULL;
+    pg->prepared = 0;
+}
+
+PGresult *pg_exec(struct pg *pg, enum pg_stmt stmt, int nparams, const char *const *params)
+{
+    if (nparams != pg_statements[stmt].nparams) {
+        log_error("event=pg_bad_call stmt=%s nparams=%d", pg_statements[stmt].name, nparams);
+        return NULL;
+    }
+    if (pg_ensure(pg) != 0)
+        return NULL;
+    PGresult *r = PQexecPrepared(pg->conn, pg_statements[stmt].name, nparams, params, NULL,
+                                 NULL, 0);
+    ExecStatusType st = PQresultStatus(r);
+    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
+        return r;
+    metrics_pg_error();
+    log_error("event=pg_exec_failed stmt=%s status=%s error=\"%.*s\"", pg_statements[stmt].name,
+              PQresStatus(st), PG_ERRMSG(pg->conn));
+    PQclear(r);
+    if (PQstatus(pg->conn) != CONNECTION_OK)
+        pg->prepared = 0; /* reconnect on next use */
+    return NULL;
+}
+
+int pg_command(struct pg *pg, const char *sql)
+{
+    if (pg_ensure(pg) != 0)
+        return -1;
+    PGresult *r = PQexec(pg->conn, sql);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok) {
+        metrics_pg_error();
+        log_error("event=pg_command_failed sql=\"%s\" error=\"%.*s\"", sql,
+                  PG_ERRMSG(pg->conn));
+        if (PQstatus(pg->conn) != CONNECTION_OK)
+            pg->prepared = 0;
+    }
+    PQclear(r);
+    return ok ? 0 : -1;
+}

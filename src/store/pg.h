@@ -1,0 +1,61 @@
+/* pg.h - PostgreSQL access: one connection per worker thread, every
+ * statement prepared once per connection and called by its id.
+ *
+ * All SQL of chatd (except migrations) is in the statement table of pg.c, so
+ * a reader sees every query the server can send in one place; no SQL is ever
+ * built from strings. */
+#ifndef CHATD_PG_H
+#define CHATD_PG_H
+
+#include <libpq-fe.h>
+
+struct config;
+
+enum pg_stmt {
+    PG_USER_GET,        /* $1 user -> username, models json, balance, xmin, xmax */
+    PG_BALANCE,         /* $1 user -> balance */
+    PG_SESSIONS_LIST,   /* $1 user -> session_info json, xmin, xmax (no row: no user) */
+    PG_CHATS_GET,       /* $1 user, $2 session -> chat json (no row: not found) */
+    PG_SESSION_DELETE,  /* $1 user, $2 session -> stored file names json, xid */
+    PG_MODELS_LIST,     /* -> names json (sorted), xmin, xmax */
+    PG_ACCESS,          /* $1 user, $2 model name, $3 model id -> balance, model row, allowed */
+    PG_SESSION_CTX,     /* $1 user, $2 session, $3 n -> model_id, name, summary, recent json,
+                           next_seq */
+    PG_SESSION_INSERT,  /* $1 session, $2 user, $3 name, $4 model, $5 prompt */
+    PG_SESSION_LOCK,    /* $1 user, $2 session -> next_seq (FOR UPDATE) */
+    PG_MESSAGE_INSERT,  /* $1 session, $2 seq, $3 role, $4 content */
+    PG_SESSION_ADVANCE, /* $1 session, $2 count, $3 summary */
+    PG_BALANCE_CHARGE,  /* $1 user, $2 dollars -> new balance, xid */
+    PG_FILE_GET,        /* $1 user, $2 session, $3 stored name -> content_type */
+    PG_FILE_INSERT,     /* $1 session, $2 user, $3 stored, $4 original, $5 type, $6 size
+                           -> xid */
+    PG_FILE_DELETE,     /* $1 user, $2 session, $3 stored name -> it, unless a turn shows it */
+    PG_TURNS_SINCE,     /* $1 user, $2 minute start, $3 day start (epoch s) -> 2 counts */
+    PG_PING,            /* -> 1 (readiness) */
+    PG_STMT_COUNT
+};
+
+struct pg {
+    PGconn *conn;
+    const struct config *cfg;
+    int prepared; /* statements prepared on the current connection */
+};
+
+/* Connects (or reconnects) and prepares. 0 on success, -1 (logged). A
+ * failed pg can be retried: every call goes through pg_ensure. */
+int pg_open(struct pg *pg, const struct config *cfg);
+int pg_ensure(struct pg *pg);
+void pg_close(struct pg *pg);
+
+/* Runs a prepared statement. Returns a result with status TUPLES_OK or
+ * COMMAND_OK, or NULL after logging the failure (the connection is reset
+ * on the next call if it broke). nparams must match the statement. */
+PGresult *pg_exec(struct pg *pg, enum pg_stmt stmt, int nparams, const char *const *params);
+
+/* Plain command outside the table, for BEGIN/COMMIT/ROLLBACK only. */
+int pg_command(struct pg *pg, const char *sql);
+
+/* A connection string for cfg; caller frees. */
+char *pg_conninfo(const struct config *cfg);
+
+#endif

@@ -1,0 +1,345 @@
+/* proto.c - decoding, validation and encoding of WebSocket frames.
+ *
+ * jansson does the parsing: it rejects invalid UTF-8, NUL characters inside
+ * strings and nesting deeper than its compile-time limit, so what reaches
+ * the checks below is well-formed JSON. The checks then name the offending
+ * field in the error text, because the client shows that text to a person. */
+#include "wire/proto.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const struct {
+    int code;
+    const char *text;
+} err_texts[] = {
+    {PERR_JSON_PARSE, "JSON Parsing Error"},
+    {PERR_UNKNOWN_MESSAGE, "Unknown Message"},
+    {PERR_JSON_MARSHAL, "JSON Marshal Error"},
+    {PERR_NO_USER, "User Does Not Exists"},
+    {PERR_CREATE_SESSION, "Unable to Create Session"},
+    {PERR_LOAD_SESSION, "Unable to Load Session"},
+    {PERR_AGENT, "Unable to Receive Response To Query"},
+    {PERR_NO_MODEL_ACCESS, "User Does Not Have Model Access"},
+    {PERR_LOAD_CHATS, "Unable to Load Chats"},
+    {PERR_DELETE_SESSION, "Unable to Delete Session"},
+    {PERR_MODEL_LIST, "Unable to Generate AI Model List"},
+    {PERR_INTERNAL, "Internal Server Error"},
+    {PERR_NO_BALANCE, "Insufficient balance"},
+    {PERR_BALANCE, "Unable to get balance details"},
+    {PERR_INVALID_FIELD, "Invalid Request Field"},
+    {PERR_NO_SESSION, "Session Not Found"},
+    {PERR_FRAME_TOO_LARGE, "Frame Too Large"},
+    {PERR_MESSAGE_TOO_LONG, "Message Too Long"},
+    {PERR_TOO_MANY_REQUESTS, "Too Many Requests In Flight"},
+    {PERR_BINARY_FRAME, "Binary Frames Are Not Supported"},
+    {PERR_NO_TURN, "No Chat In Progress"},
+    {PERR_UNKNOWN_MODEL, "Unknown Model"},
+    {PERR_SHUTTING_DOWN, "Server Shutting Down"},
+    {PERR_FORBIDDEN_USER, "Not Allowed To Act As This User"},
+    {PERR_RATE_LIMITED, "Too Many Messages"},
+    {PERR_DAILY_LIMIT, "Daily Message Limit Reached"},
+};
+
+const char *proto_err_text(int code)
+{
+    for (size_t i = 0; i < sizeof(err_texts) / sizeof(err_texts[0]); i++)
+        if (err_texts[i].code == code)
+            return err_texts[i].text;
+    return "Unknown error";
+}
+
+void proto_error_set(struct proto_error *err, int type, int code)
+{
+    err->code = code;
+    err->type = type;
+    snprintf(err->text, sizeof(err->text), "%s", proto_err_text(code));
+    err->detail[0] = '\0';
+}
+
+static int field_error(struct proto_error *err, int type, const char *field, const char *why)
+{
+    proto_error_set(err, type, PERR_INVALID_FIELD);
+    snprintf(err->text, sizeof(err->text), "Invalid field '%s': %s", field, why);
+    return -1;
+}
+
+/* A required string field. */
+static int get_string(json_t *data, const char *field, int type, const char **out,
+                      struct proto_error *err)
+{
+    json_t *v = json_object_get(data, field);
+    if (v == NULL)
+        return field_error(err, type, field, "missing");
+    if (!json_is_string(v))
+        return field_error(err, type, field, "expected a string");
+    *out = json_string_value(v);
+    return 0;
+}
+
+/* An optional string field: absent or null mean def. */
+static int get_opt_string(json_t *data, const char *field, int type, const char *def,
+                          const char **out, struct proto_error *err)
+{
+    json_t *v = json_object_get(data, field);
+    if (v == NULL || json_is_null(v)) {
+        *out = def;
+        return 0;
+    }
+    if (!json_is_string(v))
+        return field_error(err, type, field, "expected a string");
+    *out = json_string_value(v);
+    return 0;
+}
+
+static int get_uuid(json_t *data, const char *field, int type, char out[UUID_STR_LEN + 1],
+                    struct proto_error *err)
+{
+    const char *s;
+    if (get_string(data, field, type, &s, err) != 0)
+        return -1;
+    if (!uuid_valid(s))
+        return field_error(err, type, field, "not a valid UUID");
+    uuid_normalize(s, out);
+    return 0;
+}
+
+static int check_length(const char *field, const char *s, int type, const struct proto_limits *lim,
+                        struct proto_error *err)
+{
+    if (strlen(s) <= lim->max_chat_message_bytes)
+        return 0;
+    proto_error_set(err, type, PERR_MESSAGE_TOO_LONG);
+    snprintf(err->detail, sizeof(err->detail), "'%s' exceeds %zu bytes", field,
+             lim->max_chat_message_bytes);
+    return -1;
+}
+
+static int decode_chat(json_t *data, const struct proto_limits *lim, struct proto_request *req,
+                       struct proto_error *err)
+{
+    const int t = PROTO_CHAT;
+    const char *sid;
+    if (get_string(data, "session_id", t, &sid, err) != 0)
+        return -1;
+    if (strcmp(sid, "NEW") == 0) {
+        req->session_new = 1;
+    } else if (uuid_valid(sid)) {
+        uuid_normalize(sid, req->session_id);
+    } else {
+        return field_error(err, t, "session_id", "not a valid UUID or \"NEW\"");
+    }
+
+    /* model_name is what the client sends; model_id is accepted too. */
+    json_t *mname = json_object_get(data, "model_name");
+    json_t *mid = json_object_get(data, "model_id");
+    req->model_id = -1;
+    if (mname != NULL && !json_is_null(mname)) {
+        if (!json_is_string(mname))
+            return field_error(err, t, "model_name", "expected a string");
+        req->model_name = json_string_value(mname);
+        if (req->model_name[0] == '\0')
+            return field_error(err, t, "model_name", "must not be empty");
+    } else if (mid != NULL && !json_is_null(mid)) {
+        if (!json_is_integer(mid))
+            return field_error(err, t, "model_id", "expected an integer");
+        json_int_t v = json_integer_value(mid);
+        if (v < 0 || v > 1000000)
+            return field_error(err, t, "model_id", "out of range");
+        req->model_id = (int)v;
+    } else {
+        return field_error(err, t, "model_name", "missing");
+    }
+
+    if (get_string(data, "message", t, &req->message, err) != 0)
+        return -1;
+    if (req->message[0] == '\0')
+        return field_error(err, t, "message", "must not be empty");
+    if (check_length("message", req->message, t, lim, err) != 0)
+        return -1;
+    if (get_opt_string(data, "session_prompt", t, "", &req->session_prompt, err) != 0)
+        return -1;
+    if (check_length("session_prompt", req->session_prompt, t, lim, err) != 0)
+        return -1;
+    if (get_opt_string(data, "file_name", t, "", &req->file_name, err) != 0)
+        return -1;
+    if (strlen(req->file_name) > 255)
+        return field_error(err, t, "file_name", "longer than 255 bytes");
+
+    json_t *stream = json_object_get(data, "stream");
+    if (stream != NULL && !json_is_null(stream)) {
+        if (!json_is_boolean(stream))
+            return field_error(err, t, "stream", "expected true or false");
+        req->stream = json_is_true(stream);
+    }
+    return 0;
+}
+
+int proto_decode(const char *buf, size_t len, const struct proto_limits *lim,
+                 struct proto_request *req, struct proto_error *err)
+{
+    memset(req, 0, sizeof(*req));
+    req->model_id = -1;
+    err->type = -1;
+
+    json_error_t jerr;
+    json_t *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL) {
+        proto_error_set(err, -1, PERR_JSON_PARSE);
+        snprintf(err->detail, sizeof(err->detail), "%s at position %d", jerr.text,
+                 jerr.position);
+        /* jansson quotes the offending input, which may be invalid UTF-8
+         * that no JSON reply can carry: keep printable ASCII only. */
+        for (char *p = err->detail; *p; p++)
+            if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
+                *p = '?';
+        return -1;
+    }
+    if (!json_is_object(root)) {
+        field_error(err, -1, "frame", "expected a JSON object");
+        goto fail;
+    }
+
+    json_t *type = json_object_get(root, "type");
+    if (type == NULL) {
+        field_error(err, -1, "type", "missing");
+        goto fail;
+    }
+    if (!json_is_integer(type)) {
+        field_error(err, -1, "type", "expected an integer");
+        goto fail;
+    }
+    json_int_t t = json_integer_value(type);
+    switch (t) {
+    case PROTO_USER_DETAILS:
+    case PROTO_LIST_SESSIONS:
+    case PROTO_CHATS:
+    case PROTO_CHAT:
+    case PROTO_DELETE_SESSION:
+    case PROTO_LIST_MODELS:
+    case PROTO_BALANCE:
+    case PROTO_STOP:
+        break;
+    default:
+        /* Echo the type only when it fits an int; anything else is noise. */
+        proto_error_set(err, (t >= -1000000 && t <= 1000000) ? (int)t : -1,
+                        PERR_UNKNOWN_MESSAGE);
+        goto fail;
+    }
+    req->type = (int)t;
+
+    json_t *data = json_object_get(root, "data");
+    if (data == NULL || !json_is_object(data)) {
+        field_error(err, req->type, "data", data == NULL ? "missing" : "expected an object");
+        goto fail;
+    }
+
+    if (get_uuid(data, "user_id", req->type, req->user_id, err) != 0)
+        goto fail;
+
+    switch (req->type) {
+    case PROTO_CHATS:
+    case PROTO_DELETE_SESSION:
+    case PROTO_STOP:
+        if (get_uuid(data, "session_id", req->type, req->session_id, err) != 0)
+            goto fail;
+        break;
+    case PROTO_CHAT:
+        if (decode_chat(data, lim, req, err) != 0)
+            goto fail;
+        break;
+    default:
+        break;
+    }
+    req->root = root;
+    return 0;
+
+fail:
+    json_decref(root);
+    memset(req, 0, sizeof(*req));
+    return -1;
+}
+
+void proto_request_free(struct proto_request *req)
+{
+    json_decref(req->root);
+    req->root = NULL;
+}
+
+/* 15 significant digits: balances and costs print as 9.9985, not
+ * 9.9984999999999999. */
+#define PROTO_DUMP_FLAGS (JSON_COMPACT | JSON_REAL_PRECISION(15))
+
+char *proto_encode_reply(int type, json_t *data, size_t *len)
+{
+    json_t *root = json_pack("{s:i, s:o}", "type", type, "data", data);
+    if (root == NULL)
+        return NULL;
+    char *s = json_dumps(root, PROTO_DUMP_FLAGS);
+    json_decref(root);
+    if (s != NULL)
+        *len = strlen(s);
+    return s;
+}
+
+char *proto_encode_error(const struct proto_error *err, size_t *len)
+{
+    json_t *root = json_pack("{s:s, s:i}", "error", err->text, "code", err->code);
+    if (root == NULL) /* a text that is not UTF-8: the code's own text is */
+        root = json_pack("{s:s, s:i}", "error", proto_err_text(err->code), "code", err->code);
+    if (root == NULL)
+        return NULL;
+    if (err->type >= 0)
+        json_object_set_new(root, "type", json_integer(err->type));
+    if (err->detail[0] != '\0')
+        json_object_set_new(root, "detail", json_string(err->detail));
+    char *s = json_dumps(root, PROTO_DUMP_FLAGS);
+    json_decref(root);
+    if (s != NULL)
+        *len = strlen(s);
+    return s;
+}
+
+char *proto_encode_error_code(int type, int code, const char *text, const char *detail,
+                              size_t *len)
+{
+    struct proto_error err;
+    proto_error_set(&err, type, code);
+    if (text != NULL)
+        snprintf(err.text, sizeof(err.text), "%s", text);
+    if (detail != NULL)
+        snprintf(err.detail, sizeof(err.detail), "%s", detail);
+    return proto_encode_error(&err, len);
+}
+
+size_t proto_utf8_prefix(const char *s, size_t max_chars)
+{
+    size_t i = 0, chars = 0;
+    while (s[i] != '\0' && chars < max_chars) {
+        unsigned char c = (unsigned char)s[i];
+        size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 1;
+        /* Never step over a NUL inside a truncated sequence. */
+        size_t k = 1;
+        while (k < n && s[i + k] != '\0')
+            k++;
+        if (k < n)
+            break;
+        i += n;
+        chars++;
+    }
+    return i;
+}
+
+char *proto_encode_http(const char *message, json_t *data, size_t *len)
+{
+    json_t *o = json_pack("{s:s, s:o}", "message", message, "data", data ? data : json_null());
+    char *s = o != NULL ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(o);
+    if (s == NULL)
+        s = strdup("{\"message\":\"Internal Server Error\",\"data\":null}");
+    if (s == NULL)
+        abort(); /* cannot even say so */
+    *len = strlen(s);
+    return s;
+}

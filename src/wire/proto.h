@@ -1,0 +1,127 @@
+/* proto.h - the WebSocket protocol: message codes, error codes, decoding and
+ * validation of client frames, and encoding of replies.
+ *
+ * Client frame: {"type": N, "data": {...}}. Reply: {"type": N, "data": {...}}.
+ * Error: {"error": "<text>", "code": E, "type": N}. The client shows "error"
+ * to the user, so texts are short and human. Codes 0..16 are inherited from
+ * the system chatd replaces and must keep their texts; new ones start at 17.
+ *
+ * Pure functions of their input: no I/O, no globals, so the fuzz target and
+ * the unit tests drive the exact code the server runs. */
+#ifndef CHATD_PROTO_H
+#define CHATD_PROTO_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#include "lib/uuid.h"
+
+enum proto_type {
+    PROTO_USER_DETAILS = 0,
+    PROTO_LIST_SESSIONS = 1,
+    PROTO_CHATS = 2,
+    PROTO_CHAT = 3,
+    PROTO_DELETE_SESSION = 4,
+    PROTO_LIST_MODELS = 5,
+    PROTO_BALANCE = 6,
+    PROTO_CHAT_DELTA = 7, /* server -> client only: a streamed piece of a reply */
+    PROTO_STOP = 8,
+};
+
+enum proto_err {
+    PERR_JSON_PARSE = 0,
+    PERR_UNKNOWN_MESSAGE = 1,
+    PERR_JSON_MARSHAL = 2,
+    PERR_NO_USER = 3,
+    PERR_CREATE_SESSION = 4,
+    PERR_LOAD_SESSION = 5,
+    PERR_AGENT = 6,
+    PERR_NO_MODEL_ACCESS = 7,
+    PERR_LOAD_CHATS = 9,
+    PERR_DELETE_SESSION = 10,
+    PERR_MODEL_LIST = 11,
+    PERR_INTERNAL = 14,
+    PERR_NO_BALANCE = 15,
+    PERR_BALANCE = 16,
+    /* chatd's own, after the inherited ones */
+    PERR_INVALID_FIELD = 17,
+    PERR_NO_SESSION = 18,
+    PERR_FRAME_TOO_LARGE = 19,
+    PERR_MESSAGE_TOO_LONG = 20,
+    PERR_TOO_MANY_REQUESTS = 21,
+    PERR_BINARY_FRAME = 22,
+    PERR_NO_TURN = 23,
+    PERR_UNKNOWN_MODEL = 24,
+    PERR_SHUTTING_DOWN = 25,
+    PERR_FORBIDDEN_USER = 26,
+    PERR_RATE_LIMITED = 27,
+    PERR_DAILY_LIMIT = 28,
+};
+
+/* The fixed text of an error code ("Unknown error" for an unknown code). */
+const char *proto_err_text(int code);
+
+struct proto_limits {
+    size_t max_chat_message_bytes; /* message and session_prompt */
+};
+
+/* A decoded, validated request. String pointers point into root, which the
+ * request owns: release with proto_request_free. */
+struct proto_request {
+    int type;
+    char user_id[UUID_STR_LEN + 1];    /* lower-case */
+    char session_id[UUID_STR_LEN + 1]; /* lower-case; "" when session_new */
+    int session_new;                   /* code 3 with session_id "NEW" */
+    const char *model_name;            /* code 3: NULL when model_id given */
+    int model_id;                      /* code 3: -1 when model_name given */
+    const char *message;               /* code 3 */
+    const char *session_prompt;        /* code 3, "" by default */
+    const char *file_name;             /* code 3, "" when none */
+    int stream;                        /* code 3: "stream": true */
+    json_t *root;
+};
+
+/* "error" is the code's documented text, which clients match on (the
+ * inherited ones exactly); what varies (a parser's position, a limit) goes
+ * into "detail", sent only when not empty. */
+struct proto_error {
+    int code;       /* enum proto_err */
+    int type;       /* the request's type, -1 when unknown */
+    char text[256];
+    char detail[256];
+};
+
+/* Decodes and validates one text frame. Returns 0 and fills req, or -1 and
+ * fills err (req then owns nothing). */
+int proto_decode(const char *buf, size_t len, const struct proto_limits *lim,
+                 struct proto_request *req, struct proto_error *err);
+
+void proto_request_free(struct proto_request *req);
+
+/* Sets err to code with its standard text. */
+void proto_error_set(struct proto_error *err, int type, int code);
+
+/* {"type": type, "data": data}; steals data. Returns a malloc'd string
+ * (*len set) or NULL on allocation failure. */
+char *proto_encode_reply(int type, json_t *data, size_t *len);
+
+/* {"error": text, "code": code, "type": type, "detail": detail}; "type"
+ * omitted when < 0, "detail" when empty. */
+char *proto_encode_error(const struct proto_error *err, size_t *len);
+
+/* The same for code, with text (NULL: the code's standard text) and
+ * detail (NULL: none). */
+char *proto_encode_error_code(int type, int code, const char *text, const char *detail,
+                              size_t *len);
+
+/* The body of every JSON answer of the HTTP endpoints that are not
+ * probes: {"message": message, "data": data | null}, the shape the
+ * existing client reads from /upload. Steals data. Never NULL (a fixed
+ * "Internal Server Error" body when out of memory); *len set. */
+char *proto_encode_http(const char *message, json_t *data, size_t *len);
+
+/* Number of bytes of s (at most max) that end on a UTF-8 character
+ * boundary, and hold at most max_chars characters. */
+size_t proto_utf8_prefix(const char *s, size_t max_chars);
+
+#endif

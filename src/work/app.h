@@ -1,0 +1,27 @@
+/* app.h - what every job of chatd works with, handed down from main.c.
+ *
+ * One per process. Jobs reach the configuration, the worker pool, the
+ * agent client, what PostgreSQL announced and the way back to the service
+ * thread through it, never through the transport: work/ knows nothing of
+ * libwebsockets (docs/ARCHITECTURE.md). */
+#ifndef CHATD_APP_H
+#define CHATD_APP_H
+
+#include "wire/proto.h"
+
+struct agent_client;
+struct config;
+struct inval;
+struct outbox;
+struct pool;
+
+struct app {
+    const struct config *cfg;
+    struct proto_limits limits; /* from cfg, for frame decoding */
+    struct pool *pool;
+    struct agent_client *agent;
+    struct inval *inval;
+    struct outbox *outbox; /* answers and frames to the service thread */
+};
+
+#endif

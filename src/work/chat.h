@@ -1,0 +1,56 @@
+/* chat.h - code 3, the chat turn: checks, the session's turn order, the
+ * agent call, and the one transaction that stores the whole turn.
+ *
+ * A turn moves between threads: its checks run on a worker, its agent call
+ * completes on the agent client's thread, and its storing runs on a worker
+ * again. It is reference-counted; the connection that started it holds a
+ * reference (for stop and for cancel on disconnect) until the turn ends. */
+#ifndef CHATD_CHAT_H
+#define CHATD_CHAT_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#include "work/pool.h"
+
+struct config;
+struct chat_turn;
+struct work_request;
+
+/* Runs code 3 for r on worker w; owns r. */
+void chat_handle(struct worker *w, struct work_request *r);
+
+/* Stops the turn's agent call. by_user: a code 8 stop (the partial reply is
+ * stored); otherwise the client went away (nothing is stored). Returns 0
+ * when a stop came too late (the agent had already answered, so the whole
+ * reply will be stored), else 1. Any thread. */
+int chat_turn_cancel(struct chat_turn *t, int by_user);
+
+void chat_turn_ref(struct chat_turn *t);
+void chat_turn_unref(struct chat_turn *t);
+
+/* 1 when t is user_id's turn on session_id. */
+int chat_turn_matches(const struct chat_turn *t, const char *user_id, const char *session_id);
+
+/* The URL of a stored file as the agent (or a client) fetches it:
+ * PUBLIC_BASE_URL/uploads/<reference> (auth_file_ref). malloc'd. */
+char *chat_file_url(const struct config *cfg, const char *name);
+
+/* A code 2 "chat" array (JSON text) whose file entries hold signed
+ * references instead of bare names (AUTH_MODE=jwt). malloc'd; NULL on
+ * error. */
+char *chat_sign_files(const struct config *cfg, const char *chat_json);
+
+/* Turns started and not yet finished, process-wide. */
+int chat_active_turns(void);
+
+/* Tokens estimated for n bytes of text: bytes/3, rounded up. Deliberately
+ * more than real tokenizers give for most text, so that what we send fits. */
+size_t chat_estimate_tokens(size_t bytes);
+
+/* Drops the oldest entries of history (a JSON array of {role, content})
+ * until fixed_bytes plus the history fit context_tokens. Returns how many
+ * entries were dropped. */
+size_t chat_trim_history(json_t *history, size_t fixed_bytes, long context_tokens);
+
+#endif

@@ -1,0 +1,56 @@
+/* dispatch.c - the table from message code to handler (see dispatch.h). */
+#include "work/dispatch.h"
+
+#include <stdlib.h>
+
+#include "work/app.h"
+#include "work/chat.h"
+#include "work/handlers.h"
+#include "work/outbox.h"
+
+static const struct dispatch_row dispatch_table[] = {
+    {PROTO_USER_DETAILS, "user_details", handlers_user_details},
+    {PROTO_LIST_SESSIONS, "list_sessions", handlers_list_sessions},
+    {PROTO_CHATS, "chats", handlers_chats},
+    {PROTO_CHAT, "chat", chat_handle},
+    {PROTO_DELETE_SESSION, "delete_session", handlers_delete_session},
+    {PROTO_LIST_MODELS, "list_models", handlers_list_models},
+    {PROTO_BALANCE, "balance", handlers_balance},
+    /* The connection holds its turns, so it answers a stop itself. */
+    {PROTO_STOP, "stop", NULL},
+};
+
+const struct dispatch_row *dispatch_find(int type)
+{
+    for (size_t i = 0; i < sizeof(dispatch_table) / sizeof(dispatch_table[0]); i++)
+        if (dispatch_table[i].type == type)
+            return &dispatch_table[i];
+    return NULL;
+}
+
+void work_request_free(struct work_request *r)
+{
+    if (r == NULL)
+        return;
+    proto_request_free(&r->req);
+    free(r->ready);
+    free(r);
+}
+
+static void dispatch_run(struct worker *w, struct pool_job *job)
+{
+    struct work_request *r = (struct work_request *)job;
+    const struct dispatch_row *row = dispatch_find(r->req.type);
+    if (row != NULL && row->run != NULL)
+        row->run(w, r);
+    else /* proto_decode admits only codes of the table */
+        outbox_reply_error(r->app->outbox, r->conn_id, r->req.type, PERR_UNKNOWN_MESSAGE, NULL);
+    work_request_free(r);
+}
+
+void dispatch_submit(struct app *app, struct work_request *r)
+{
+    r->app = app;
+    r->job.run = dispatch_run;
+    pool_submit(app->pool, &r->job);
+}

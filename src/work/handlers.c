@@ -1,0 +1,230 @@
+/* handlers.c - codes 0, 1, 2, 4, 5, 6: read through the Redis cache or
+ * from PostgreSQL, and answer in the exact shapes the client reads.
+ *
+ * What is cached: the user profile (code 0), the session list (code 1) and
+ * the model names (code 5), each as a versioned copy that is used only when
+ * PostgreSQL cannot contradict it (store/inval.h). Balances (code 6) and
+ * full histories (code 2) always come from PostgreSQL: a balance must be
+ * exact, and a history is unbounded and read once per session switch.
+ *
+ * Wire error codes are chosen here, from the store's DB_* results. */
+#include "work/handlers.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/config.h"
+#include "store/cache.h"
+#include "store/db.h"
+#include "store/files.h"
+#include "store/inval.h"
+#include "wire/auth.h"
+#include "wire/proto.h"
+#include "work/app.h"
+#include "work/chat.h"
+#include "work/outbox.h"
+
+static void reply(struct work_request *r, json_t *data)
+{
+    outbox_reply(r->app->outbox, r->conn_id, r->req.type, data);
+}
+
+static void reply_error(struct work_request *r, int code)
+{
+    outbox_reply_error(r->app->outbox, r->conn_id, r->req.type, code, NULL);
+}
+
+/* A copy in Redis that PostgreSQL does not contradict: its JSON as a new
+ * reference, or NULL (missing, unreadable or stale). user_id names the
+ * user whose writes the copy depends on; NULL: the catalogue. */
+static json_t *copy_lookup(struct worker *w, const char *key, const char *user_id)
+{
+    struct cache_copy cp;
+    if (cache_get_copy(&w->cache, key, &cp) != 0)
+        return NULL;
+    int fresh = user_id != NULL ? inval_user_fresh(w->cache.inval, user_id, cp.version, cp.aux)
+                                : inval_models_fresh(w->cache.inval, cp.version, cp.aux);
+    json_t *v = fresh ? json_loadb(cp.payload, cp.len, 0, NULL) : NULL;
+    free(cp.payload);
+    return v;
+}
+
+/* Stores text, read in snap, as the copy at key. */
+static void copy_store(struct worker *w, const char *key, int ttl, const char *text,
+                       const struct db_snapshot *snap)
+{
+    cache_put_copy(&w->cache, key, snap->xmin, snap->xmax, text, strlen(text), ttl);
+}
+
+/* A list PostgreSQL builds as one JSON text, through its copy at key.
+ * Returns a new reference, or NULL with *st the store's result. */
+static json_t *cached_list(struct worker *w, const char *key, int ttl, const char *user_id,
+                           int (*read)(struct pg *, const char *, char **, struct db_snapshot *),
+                           int *st)
+{
+    *st = DB_OK;
+    json_t *v = copy_lookup(w, key, user_id);
+    if (v != NULL)
+        return v;
+    char *text = NULL;
+    struct db_snapshot snap;
+    if ((*st = read(&w->pg, user_id, &text, &snap)) != DB_OK)
+        return NULL;
+    v = json_loads(text, 0, NULL);
+    if (v != NULL)
+        copy_store(w, key, ttl, text, &snap);
+    else
+        *st = DB_ERROR;
+    free(text);
+    return v;
+}
+
+static int read_sessions(struct pg *pg, const char *user_id, char **json,
+                         struct db_snapshot *snap)
+{
+    return db_sessions_list(pg, user_id, json, snap);
+}
+
+static int read_models(struct pg *pg, const char *user_id, char **json, struct db_snapshot *snap)
+{
+    (void)user_id;
+    return db_models_list(pg, json, snap);
+}
+
+/* Code 0. The copy holds {username, models}. */
+void handlers_user_details(struct worker *w, struct work_request *r)
+{
+    const struct proto_request *q = &r->req;
+    char key[CACHE_KEY_MAX];
+    cache_key_profile(key, q->user_id);
+    json_t *profile = copy_lookup(w, key, q->user_id);
+    if (profile == NULL) {
+        char *username = NULL, *models = NULL;
+        struct db_snapshot snap;
+        int st = db_user_profile(&w->pg, q->user_id, &username, &models, &snap);
+        if (st != DB_OK) {
+            reply_error(r, st == DB_NOT_FOUND ? PERR_NO_USER : PERR_INTERNAL);
+            return;
+        }
+        profile = json_pack("{s:s, s:o}", "username", username, "models",
+                            json_loads(models, 0, NULL));
+        char *enc = profile != NULL ? json_dumps(profile, JSON_COMPACT) : NULL;
+        if (enc != NULL)
+            copy_store(w, key, CACHE_TTL_PROFILE, enc, &snap);
+        free(enc);
+        free(username);
+        free(models);
+    }
+    json_t *name = json_object_get(profile, "username");
+    json_t *data = json_is_string(name) ? json_pack("{s:s, s:O}", "user_id", q->user_id,
+                                                    "username", name)
+                                        : NULL;
+    json_decref(profile);
+    reply(r, data);
+}
+
+/* Code 1. */
+void handlers_list_sessions(struct worker *w, struct work_request *r)
+{
+    const struct proto_request *q = &r->req;
+    char key[CACHE_KEY_MAX];
+    cache_key_sessions(key, q->user_id);
+    int st;
+    json_t *list = cached_list(w, key, CACHE_TTL_SESSIONS, q->user_id, read_sessions, &st);
+    if (list == NULL) {
+        reply_error(r, st == DB_NOT_FOUND ? PERR_NO_USER : PERR_LOAD_SESSION);
+        return;
+    }
+    reply(r, json_pack("{s:s, s:o}", "user_id", q->user_id, "session_info", list));
+}
+
+/* Code 2. "chat" is a string holding JSON: the client JSON.parse()s it. */
+void handlers_chats(struct worker *w, struct work_request *r)
+{
+    const struct proto_request *q = &r->req;
+    const struct config *cfg = r->app->cfg;
+    char *chat = NULL;
+    int st = db_chats(&w->pg, q->user_id, q->session_id, &chat);
+    if (st != DB_OK) {
+        /* Someone else's session answers exactly like a missing one. */
+        reply_error(r, st == DB_NOT_FOUND ? PERR_NO_SESSION : PERR_LOAD_CHATS);
+        return;
+    }
+    if (auth_required(cfg)) { /* file entries become signed references */
+        char *signed_chat = chat_sign_files(cfg, chat);
+        free(chat);
+        if ((chat = signed_chat) == NULL) {
+            reply_error(r, PERR_INTERNAL);
+            return;
+        }
+    }
+    reply(r, json_pack("{s:s, s:s, s:s}", "user_id", q->user_id, "session_id", q->session_id,
+                       "chat", chat));
+    free(chat);
+}
+
+/* Removes the files of a deleted session from PUBLIC_DIR. Their rows went
+ * with the session; a file that cannot be removed is only logged. */
+static void remove_files(const struct config *cfg, const char *names_json)
+{
+    json_t *names = json_loads(names_json, 0, NULL);
+    size_t i;
+    json_t *v;
+    json_array_foreach(names, i, v)
+    {
+        if (json_is_string(v))
+            files_remove(cfg, json_string_value(v));
+    }
+    json_decref(names);
+}
+
+/* Code 4. */
+void handlers_delete_session(struct worker *w, struct work_request *r)
+{
+    const struct proto_request *q = &r->req;
+    char *files = NULL;
+    uint64_t xid = 0;
+    int st = db_session_delete(&w->pg, q->user_id, q->session_id, &files, &xid);
+    if (st != DB_OK) {
+        reply_error(r, st == DB_NOT_FOUND ? PERR_NO_SESSION : PERR_DELETE_SESSION);
+        return;
+    }
+    if (files != NULL)
+        remove_files(r->app->cfg, files);
+    free(files);
+    /* Before the answer: this chatd never shows the old list again. The
+     * copies need no delete to be right (the NOTIFY and the session's
+     * version see to that); the context's is dropped only to free it. */
+    cache_saw_write(&w->cache, q->user_id, xid);
+    char key[CACHE_KEY_MAX];
+    cache_key_context(key, q->session_id);
+    const char *keys[1] = {key};
+    cache_del(&w->cache, keys, 1);
+    reply(r, json_pack("{s:s}", "user_id", q->user_id));
+}
+
+/* Code 5. */
+void handlers_list_models(struct worker *w, struct work_request *r)
+{
+    char key[CACHE_KEY_MAX];
+    cache_key_models(key);
+    int st;
+    json_t *names = cached_list(w, key, CACHE_TTL_MODELS, NULL, read_models, &st);
+    if (names == NULL) {
+        reply_error(r, PERR_MODEL_LIST);
+        return;
+    }
+    reply(r, json_pack("{s:o}", "models", names));
+}
+
+/* Code 6. */
+void handlers_balance(struct worker *w, struct work_request *r)
+{
+    double b;
+    int st = db_balance(&w->pg, r->req.user_id, &b);
+    if (st != DB_OK) {
+        reply_error(r, st == DB_NOT_FOUND ? PERR_NO_USER : PERR_BALANCE);
+        return;
+    }
+    reply(r, json_pack("{s:f}", "balance", b));
+}

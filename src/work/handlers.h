@@ -1,0 +1,16 @@
+/* handlers.h - codes 0, 1, 2, 4, 5, 6: read through the cache or from
+ * PostgreSQL and answer in the exact shapes the existing client reads.
+ * Rows of the dispatch table (work/dispatch.c). */
+#ifndef CHATD_HANDLERS_H
+#define CHATD_HANDLERS_H
+
+#include "work/dispatch.h"
+
+void handlers_user_details(struct worker *w, struct work_request *r);  /* 0 */
+void handlers_list_sessions(struct worker *w, struct work_request *r); /* 1 */
+void handlers_chats(struct worker *w, struct work_request *r);         /* 2 */
+void handlers_delete_session(struct worker *w, struct work_request *r);/* 4 */
+void handlers_list_models(struct worker *w, struct work_request *r);   /* 5 */
+void handlers_balance(struct worker *w, struct work_request *r);       /* 6 */
+
+#endif

@@ -1,0 +1,161 @@
+/* outbox.c - see outbox.h. One mutex-protected list: posts are small and
+ * the service thread takes them all at once. */
+#include "work/outbox.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+
+#include "lib/log.h"
+#include "wire/proto.h"
+#include "work/chat.h"
+
+struct outbox {
+    pthread_mutex_t mu; /* guards the list and wake */
+    struct outbox_post *head, *tail;
+    void (*wake)(void *arg);
+    void *arg;
+};
+
+struct outbox *outbox_create(void)
+{
+    struct outbox *ob = calloc(1, sizeof(*ob));
+    if (ob == NULL)
+        return NULL;
+    pthread_mutex_init(&ob->mu, NULL);
+    return ob;
+}
+
+void outbox_post_free(struct outbox_post *p)
+{
+    if (p == NULL)
+        return;
+    free(p->frame);
+    if (p->turn != NULL)
+        chat_turn_unref(p->turn);
+    free(p);
+}
+
+void outbox_destroy(struct outbox *ob)
+{
+    if (ob == NULL)
+        return;
+    struct outbox_post *p = outbox_take(ob);
+    while (p != NULL) {
+        struct outbox_post *next = p->next;
+        outbox_post_free(p);
+        p = next;
+    }
+    pthread_mutex_destroy(&ob->mu);
+    free(ob);
+}
+
+void outbox_set_wake(struct outbox *ob, void (*wake)(void *arg), void *arg)
+{
+    pthread_mutex_lock(&ob->mu);
+    ob->wake = wake;
+    ob->arg = arg;
+    pthread_mutex_unlock(&ob->mu);
+}
+
+struct outbox_post *outbox_take(struct outbox *ob)
+{
+    pthread_mutex_lock(&ob->mu);
+    struct outbox_post *p = ob->head;
+    ob->head = ob->tail = NULL;
+    pthread_mutex_unlock(&ob->mu);
+    return p;
+}
+
+/* A post for kind and id, filled by the caller before enqueue(). NULL when
+ * out of memory, after logging and freeing frame. */
+static struct outbox_post *post_new(enum outbox_kind kind, uint64_t id, char *frame, size_t len)
+{
+    struct outbox_post *p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        /* The connection will miss this frame; say so. */
+        log_error("event=post_oom id=%llu", (unsigned long long)id);
+        free(frame);
+        return NULL;
+    }
+    p->kind = kind;
+    p->id = id;
+    p->frame = frame;
+    p->len = len;
+    return p;
+}
+
+static void enqueue(struct outbox *ob, struct outbox_post *p)
+{
+    if (p == NULL)
+        return;
+    pthread_mutex_lock(&ob->mu);
+    if (ob->tail != NULL)
+        ob->tail->next = p;
+    else
+        ob->head = p;
+    ob->tail = p;
+    if (ob->wake != NULL)
+        ob->wake(ob->arg);
+    pthread_mutex_unlock(&ob->mu);
+}
+
+static void post_reply_frame(struct outbox *ob, uint64_t conn, char *frame, size_t len,
+                             int failed)
+{
+    struct outbox_post *p = post_new(OUTBOX_REPLY, conn, frame, len);
+    if (p != NULL)
+        p->failed = failed;
+    enqueue(ob, p);
+}
+
+void outbox_reply(struct outbox *ob, uint64_t conn, int type, json_t *data)
+{
+    size_t len = 0;
+    char *frame = data != NULL ? proto_encode_reply(type, data, &len) : NULL;
+    int failed = frame == NULL;
+    if (failed)
+        frame = proto_encode_error_code(type, PERR_JSON_MARSHAL, NULL, NULL, &len);
+    post_reply_frame(ob, conn, frame, len, failed);
+}
+
+void outbox_reply_error(struct outbox *ob, uint64_t conn, int type, int code, const char *text)
+{
+    size_t len = 0;
+    char *frame = proto_encode_error_code(type, code, text, NULL, &len);
+    post_reply_frame(ob, conn, frame, len, 1);
+}
+
+static void post_turn(struct outbox *ob, enum outbox_kind kind, uint64_t conn,
+                      struct chat_turn *turn)
+{
+    struct outbox_post *p = post_new(kind, conn, NULL, 0);
+    if (p == NULL)
+        return;
+    chat_turn_ref(turn);
+    p->turn = turn;
+    enqueue(ob, p);
+}
+
+void outbox_detach(struct outbox *ob, uint64_t conn, struct chat_turn *turn)
+{
+    post_turn(ob, OUTBOX_DETACH, conn, turn);
+}
+
+void outbox_turn_done(struct outbox *ob, uint64_t conn, struct chat_turn *turn)
+{
+    post_turn(ob, OUTBOX_TURN_DONE, conn, turn);
+}
+
+void outbox_push(struct outbox *ob, uint64_t conn, char *frame, size_t len)
+{
+    if (frame != NULL)
+        enqueue(ob, post_new(OUTBOX_PUSH, conn, frame, len));
+}
+
+void outbox_http(struct outbox *ob, uint64_t txn, unsigned status, char *body, size_t len)
+{
+    struct outbox_post *p = post_new(OUTBOX_HTTP, txn, body, len);
+    if (p != NULL)
+        p->status = status;
+    enqueue(ob, p);
+}

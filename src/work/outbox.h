@@ -1,0 +1,68 @@
+/* outbox.h - what the workers, the agent thread and the listener hand to
+ * the service thread: replies, stream frames, turns detached from a
+ * connection's request order, HTTP answers.
+ *
+ * Any thread posts; the service thread takes the whole list at once
+ * (outbox_take) when woken and applies it in order. Waking is a function
+ * the transport registers (lws_cancel_service() in net/server.c), called
+ * under the lock so that it cannot race the transport going away
+ * (outbox_stop_waking). Posts name a connection or HTTP transaction by a
+ * 64-bit id that is never reused: one for something that has gone is
+ * dropped by the transport, never written to freed memory. */
+#ifndef CHATD_OUTBOX_H
+#define CHATD_OUTBOX_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct chat_turn;
+struct outbox;
+
+enum outbox_kind {
+    OUTBOX_REPLY,     /* the answer to the request the connection has with a worker */
+    OUTBOX_DETACH,    /* that request became a turn: the connection may go on */
+    OUTBOX_PUSH,      /* a frame outside the request order (deltas, a turn's end) */
+    OUTBOX_TURN_DONE, /* the turn ended: the connection lets go of it */
+    OUTBOX_HTTP,      /* the answer to an HTTP transaction */
+};
+
+struct outbox_post {
+    struct outbox_post *next;
+    enum outbox_kind kind;
+    uint64_t id;      /* the connection's; OUTBOX_HTTP: the transaction's */
+    char *frame;      /* malloc'd; OUTBOX_HTTP: the body */
+    size_t len;
+    struct chat_turn *turn; /* DETACH, TURN_DONE: a reference this post holds */
+    int failed;       /* REPLY: an error frame (for metrics) */
+    unsigned status;  /* HTTP */
+};
+
+struct outbox *outbox_create(void);
+/* Frees the posts nobody took (releasing their turn references). */
+void outbox_destroy(struct outbox *ob);
+/* From now on wake(arg) is called, under the outbox's lock, after each
+ * post; wake NULL: posts are only kept (the transport has gone). */
+void outbox_set_wake(struct outbox *ob, void (*wake)(void *arg), void *arg);
+
+/* Every post so far, oldest first; the caller frees each with
+ * outbox_post_free after applying it (it may steal frame and turn, setting
+ * them NULL). */
+struct outbox_post *outbox_take(struct outbox *ob);
+void outbox_post_free(struct outbox_post *p);
+
+/* {"type": type, "data": data} as the reply to conn's current request;
+ * steals data (NULL, or data that cannot be encoded: error 2). */
+void outbox_reply(struct outbox *ob, uint64_t conn, int type, json_t *data);
+/* An error frame as that reply; text NULL: the code's standard text. */
+void outbox_reply_error(struct outbox *ob, uint64_t conn, int type, int code, const char *text);
+/* Takes a reference on turn for the connection. */
+void outbox_detach(struct outbox *ob, uint64_t conn, struct chat_turn *turn);
+/* Steals frame. */
+void outbox_push(struct outbox *ob, uint64_t conn, char *frame, size_t len);
+/* Takes a reference on turn until the connection has let go of it. */
+void outbox_turn_done(struct outbox *ob, uint64_t conn, struct chat_turn *turn);
+/* Steals body. */
+void outbox_http(struct outbox *ob, uint64_t txn, unsigned status, char *body, size_t len);
+
+#endif
