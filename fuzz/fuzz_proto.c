@@ -69,6 +69,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         json_t *back = s != NULL ? json_loads(s, 0, NULL) : NULL;
         if (back == NULL || !json_is_string(json_object_get(back, "error")))
             abort();
+        /* "error" is exactly the code's documented text (17 names its
+         * field in it); anything that varies is in "detail". */
+        if (err.code != PERR_INVALID_FIELD &&
+            strcmp(json_string_value(json_object_get(back, "error")), proto_err_text(err.code)) != 0)
+            abort();
         json_decref(back);
         free(s);
     }

@@ -389,7 +389,9 @@ static unsigned check_fields(struct multipart *m)
 unsigned multipart_end(struct multipart *m)
 {
     lws_spa_finalize(m->spa);
-    if (m->status == 0 && m->nul_body != m->nul_file)
+    /* Only once the whole file went through the callback does nul_file
+     * count all of its NULs; an unfinished file is refused below anyway. */
+    if (m->status == 0 && m->file_done && m->nul_body != m->nul_file)
         fail(m, 400, "Malformed multipart body: a NUL byte outside the file");
     if (m->status == 0)
         check_fields(m);
