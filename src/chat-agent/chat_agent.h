@@ -40,7 +40,10 @@ struct ca_config {
     double price_out_per_1k;
 };
 
+/* ---- config.c: read once by ca_config_load() (0, or -1 after saying
+ * why on stderr), then read-only. */
 extern struct ca_config ca_cfg;
+int ca_config_load(void);
 
 const char *ca_method_name(enum ca_method m);
 uint64_t ca_now_ms(void); /* CLOCK_MONOTONIC */

@@ -165,12 +165,31 @@ int chat_turn_matches(const struct chat_turn *t, const char *user_id, const char
     return strcmp(t->user_id, user_id) == 0 && strcmp(t->session_id, session_id) == 0;
 }
 
+int chat_stop_takes(int agent_done, int by_user)
+{
+    /* Once the agent has answered, the whole reply will be stored: a stop
+     * then must not be acknowledged as if it had cut the reply short. A
+     * dropped connection cancels whatever the agent has done. */
+    return !agent_done || !by_user;
+}
+
+enum chat_end chat_end_of(int cancelled, int by_user, int status)
+{
+    /* A stop that was acknowledged is honoured even when the call ended
+     * well anyway (the cancel crossed the agent's last message): the user
+     * was told the reply was stopped, so it is stored as stopped. */
+    int user_stop = cancelled && by_user && (status == AGENT_OK || status == AGENT_CANCELLED);
+    if (user_stop)
+        return status == AGENT_OK ? CHAT_END_STOPPED : CHAT_END_STOPPED_ESTIMATE;
+    if (status != AGENT_OK)
+        return status == AGENT_CANCELLED && cancelled ? CHAT_END_DROPPED : CHAT_END_FAILED;
+    return CHAT_END_STORED;
+}
+
 int chat_turn_cancel(struct chat_turn *t, int by_user)
 {
     pthread_mutex_lock(&t->mu);
-    /* Once the agent has answered, the whole reply will be stored: a stop
-     * then must not be acknowledged as if it had cut the reply short. */
-    int took = !t->agent_done || !by_user;
+    int took = chat_stop_takes(t->agent_done, by_user);
     if (took && !t->cancelled) {
         t->cancelled = 1;
         t->by_user = by_user;
@@ -404,38 +423,39 @@ static void turn_finish(struct worker *w, struct chat_turn *t)
     char *stopped = NULL;
     double charge = t->cost + t->summary_cost;
 
-    /* A stop that was acknowledged is honoured even when the call ended
-     * well anyway (the cancel crossed the agent's last message): the user
-     * was told the reply was stopped, so it is stored as stopped. */
-    int user_stop = cancelled && by_user && (t->status == AGENT_OK || t->status == AGENT_CANCELLED);
-    if (t->status != 0 || user_stop) {
-        if (!user_stop) {
-            if (t->status == AGENT_CANCELLED && cancelled)
-                log_info("event=turn_cancelled conn=%llu session=%s",
-                         (unsigned long long)t->conn_id, t->session_id);
-            else
-                log_warn("event=agent_call_failed session=%s grpc_status=%d details=\"%s\"",
-                         t->session_id, t->status, t->status_details ? t->status_details : "");
-            turn_fail(w, t, TURN_AGENT);
-            goto out;
-        }
-        /* Stopped by the user: keep what was generated, charge its
-         * estimate, since agents report cost only at the end. */
-        stopped = build_stopped_reply(reply);
-        if (stopped == NULL) {
+    enum chat_end end = chat_end_of(cancelled, by_user, t->status);
+    switch (end) {
+    case CHAT_END_DROPPED:
+        log_info("event=turn_cancelled conn=%llu session=%s", (unsigned long long)t->conn_id,
+                 t->session_id);
+        turn_fail(w, t, TURN_AGENT);
+        goto out;
+    case CHAT_END_FAILED:
+        log_warn("event=agent_call_failed session=%s grpc_status=%d details=\"%s\"",
+                 t->session_id, t->status, t->status_details ? t->status_details : "");
+        turn_fail(w, t, TURN_AGENT);
+        goto out;
+    case CHAT_END_STOPPED:
+    case CHAT_END_STOPPED_ESTIMATE:
+        /* Stopped by the user: keep what was generated. */
+        if ((stopped = build_stopped_reply(reply)) == NULL) {
             turn_fail(w, t, TURN_INTERNAL);
             goto out;
         }
         reply = stopped;
-        if (t->status == 0)
-            goto store; /* the agent reported its cost: charge that */
-        size_t in_bytes = strlen(t->message) + strlen(t->prompt) + strlen(t->summary);
-        charge = (double)chat_estimate_tokens(in_bytes) / 1000.0 * t->price_in +
-                 (double)chat_estimate_tokens(strlen(t->reply ? t->reply : "")) / 1000.0 *
-                     t->price_out;
+        if (end == CHAT_END_STOPPED_ESTIMATE) {
+            /* Agents report cost only at the end: charge the estimate of
+             * what was sent and generated. */
+            size_t in_bytes = strlen(t->message) + strlen(t->prompt) + strlen(t->summary);
+            charge = (double)chat_estimate_tokens(in_bytes) / 1000.0 * t->price_in +
+                     (double)chat_estimate_tokens(strlen(t->reply ? t->reply : "")) / 1000.0 *
+                         t->price_out;
+        }
+        break;
+    case CHAT_END_STORED:
+        break;
     }
 
-store:;
     long long lock_seq = -1;
     enum turn_error err = turn_store(w, t, reply, charge, &lock_seq);
     if (err != TURN_OK) {

@@ -41,6 +41,23 @@ char *chat_file_url(const struct config *cfg, const char *name);
  * error. */
 char *chat_sign_files(const struct config *cfg, const char *chat_json);
 
+/* The turn's rules, pure (tests/unit/test_turn.c):
+ * whether a cancel is taken: a connection's always; a user's stop (code 8)
+ * only while the agent has not answered (else the whole reply is stored
+ * and the stop gets error 23). */
+int chat_stop_takes(int agent_done, int by_user);
+
+/* How a turn ends, from whether it was cancelled (and by whom) and the
+ * agent's status. */
+enum chat_end {
+    CHAT_END_STORED,           /* the whole reply, the agent's cost */
+    CHAT_END_STOPPED,          /* a stop crossed the end: stored as stopped, the agent's cost */
+    CHAT_END_STOPPED_ESTIMATE, /* stopped mid-reply: the partial text, an estimated cost */
+    CHAT_END_DROPPED,          /* its connection went: nothing stored */
+    CHAT_END_FAILED,           /* the agent failed: nothing stored, error 6 */
+};
+enum chat_end chat_end_of(int cancelled, int by_user, int status);
+
 /* Turns started and not yet finished, process-wide. */
 int chat_active_turns(void);
 
