@@ -11,10 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "wire/auth.h"
 #include "lib/config.h"
-#include "wire/proto.h"
 #include "lib/uuid.h"
+#include "wire/auth.h"
+#include "wire/proto.h"
 
 #define FUZZ_JWT_SECRET "fuzz-secret-fuzz-secret-fuzz-secret!"
 

@@ -17,11 +17,11 @@
 #include "lib/log.h"
 #include "net/server.h"
 #include "store/inval.h"
+#include "store/migrate.h"
 #include "work/app.h"
 #include "work/chat.h"
 #include "work/outbox.h"
 #include "work/pool.h"
-#include "store/migrate.h"
 
 /* Each WebSocket is a descriptor: take every one the hard limit allows,
  * since the default soft limit (1024) would cap chatd at about a thousand

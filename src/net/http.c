@@ -3,41 +3,38 @@
  *   GET  /healthz          200 while the process serves
  *   GET  /readyz           200 when PostgreSQL, Redis and the agent answer,
  *                          else 503 naming the part that is down
- *   GET  /metrics          Prometheus text (metrics.c)
- *   POST /upload           a file, multipart (upload.c)
+ *   GET  /metrics          Prometheus text (lib/metrics.c)
+ *   POST /upload           a file, multipart (net/multipart.c, then
+ *                          work/upload.c on a worker)
  *   GET  /uploads/<name>   a stored file; only names of the stored shape
  *   OPTIONS on any of them CORS preflight (CORS_ORIGINS)
  *
  * Answers known at once are written from LWS_CALLBACK_HTTP. /readyz and
  * /upload need blocking work, which the service thread never does: they
  * become a transaction (struct http_txn) named by a 64-bit id that is never
- * reused; a worker does the work and posts the answer with
- * server_http_reply(); http_deliver() looks the id up (an answer for a
+ * reused; a worker does the work and posts the answer to the outbox
+ * (outbox_http); http_deliver() looks the id up (an answer for a
  * closed connection finds nothing and is dropped, never written to freed
  * memory) and the answer is written from LWS_CALLBACK_HTTP_WRITEABLE. */
 #include "net/http.h"
-#include "net/bearer.h"
 
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
-#include "agent/agent.h"
 #include "lib/config.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
-#include "net/server.h"
+#include "net/bearer.h"
 #include "net/multipart.h"
+#include "net/server.h"
 #include "store/files.h"
-#include "work/ready.h"
-#include "work/upload.h"
-#include "store/cache.h"
-#include "store/pg.h"
 #include "wire/auth.h"
 #include "wire/proto.h"
 #include "work/chat.h"
-#include "work/pool.h"
+#include "work/ready.h"
+#include "work/upload.h"
 
 #define HTTP_ORIGIN_MAX 256
 #define HTTP_JSON "application/json"

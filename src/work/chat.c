@@ -34,11 +34,11 @@
 #include "store/cache.h"
 #include "store/db.h"
 #include "store/files.h"
+#include "wire/auth.h"
+#include "wire/proto.h"
 #include "work/app.h"
 #include "work/dispatch.h"
 #include "work/outbox.h"
-#include "wire/auth.h"
-#include "wire/proto.h"
 #include "work/ratelimit.h"
 
 #define CHAT_STOP_MARKER "[stopped]"

@@ -12,8 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "wire/auth.h"
 #include "lib/config.h"
+#include "wire/auth.h"
 
 #define SECRET "unit-test-secret-unit-test-secret-0123"
 #define SUB "bdff475a-1111-4222-8333-444455556666" /* the tokens' sub, lower-cased */

@@ -6,8 +6,8 @@
 #include <cmocka.h>
 #include <string.h>
 
-#include "work/chat.h"
 #include "lib/uuid.h"
+#include "work/chat.h"
 
 static json_t *history_of(int n, size_t bytes_each)
 {
