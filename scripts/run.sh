@@ -15,7 +15,7 @@ cd "$REPO"
 
 say() { echo "run: $*" >&2; }
 
-# Reads KEY=VALUE lines the way chatd's own .env loader does (src/config.c):
+# Reads KEY=VALUE lines the way chatd's own .env loader does (src/lib/config.c):
 # blank lines and # comments skipped, optional "export ", one pair of matching
 # quotes stripped, and a variable already in the environment wins. Sourcing
 # the file instead would let it override the environment and would read
