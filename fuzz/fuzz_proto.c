@@ -50,7 +50,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     fuzz_token(data, size);
     if (proto_decode((const char *)data, size, &lim, &req, &err) == 0) {
-        if (req.type < 0 || req.type > PROTO_STOP || req.type == PROTO_CHAT_DELTA)
+        if (req.type < 0 || req.type > PROTO_FEEDBACK || req.type == PROTO_CHAT_DELTA ||
+            req.type == 11)
+            abort();
+        if (req.type == PROTO_HISTORY &&
+            (req.limit < 1 || req.limit > PROTO_PAGE_MAX || req.before < -1))
+            abort();
+        if (req.type == PROTO_RENAME && (req.session_name[0] == '\0' ||
+                                         req.session_name[0] == ' ' ||
+                                         strpbrk(req.session_name, "\r\n\t") != NULL))
+            abort();
+        if (req.type == PROTO_FEEDBACK && (req.rating < -1 || req.rating > 1 || req.seq < 0))
             abort();
         if (!uuid_valid(req.user_id))
             abort();

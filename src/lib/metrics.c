@@ -14,7 +14,7 @@
 
 /* Request codes 0..8, then one slot for anything else (a frame that was
  * not JSON has no type). */
-#define METRICS_CODES 10
+#define METRICS_CODES 14 /* codes 0..12, then "other" */
 #define METRICS_OTHER (METRICS_CODES - 1)
 #define METRICS_HTTP_STATUSES 600
 
@@ -35,6 +35,7 @@ static _Atomic uint64_t metrics_agent_errors;
 static _Atomic uint64_t metrics_pg_errors;
 static _Atomic uint64_t metrics_redis_errors;
 static _Atomic uint64_t metrics_upload_bytes_total;
+static _Atomic uint64_t metrics_ratings[3]; /* bad, cleared, good */
 static _Atomic uint64_t metrics_http[METRICS_HTTP_STATUSES];
 
 static void add(_Atomic uint64_t *v, uint64_t n)
@@ -82,6 +83,12 @@ void metrics_agent_error(void) { add(&metrics_agent_errors, 1); }
 void metrics_pg_error(void) { add(&metrics_pg_errors, 1); }
 void metrics_redis_error(void) { add(&metrics_redis_errors, 1); }
 void metrics_upload_bytes(uint64_t n) { add(&metrics_upload_bytes_total, n); }
+
+void metrics_feedback(int rating)
+{
+    if (rating >= -1 && rating <= 1)
+        add(&metrics_ratings[rating + 1], 1);
+}
 
 void metrics_http_response(unsigned status)
 {
@@ -174,6 +181,15 @@ char *metrics_render(int connections_open, int turns_in_flight, size_t *len)
                    get(&metrics_redis_errors));
     render_counter(f, "chatd_upload_bytes_total", "Bytes of uploaded files stored.",
                    get(&metrics_upload_bytes_total));
+
+    fprintf(f, "# HELP chatd_feedback_total Ratings of assistant messages (code 12), by rating.\n"
+               "# TYPE chatd_feedback_total counter\n"
+               "chatd_feedback_total{rating=\"good\"} %llu\n"
+               "chatd_feedback_total{rating=\"bad\"} %llu\n"
+               "chatd_feedback_total{rating=\"cleared\"} %llu\n",
+            (unsigned long long)get(&metrics_ratings[2]),
+            (unsigned long long)get(&metrics_ratings[0]),
+            (unsigned long long)get(&metrics_ratings[1]));
 
     fprintf(f, "# HELP chatd_http_responses_total HTTP responses, by status.\n"
                "# TYPE chatd_http_responses_total counter\n");

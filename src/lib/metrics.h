@@ -15,7 +15,7 @@
 /* Monotonic clock in microseconds, for durations. */
 uint64_t metrics_now_us(void);
 
-/* A WebSocket request of type code (0..8; anything else counts as
+/* A WebSocket request of type code (0..12; anything else counts as
  * "other") was answered, ok or with an error frame, after seconds. */
 void metrics_request(int code, int ok, double seconds);
 
@@ -28,6 +28,8 @@ void metrics_agent_error(void);
 void metrics_pg_error(void);
 void metrics_redis_error(void);
 void metrics_upload_bytes(uint64_t n);
+/* A rating set (1 good, -1 bad) or cleared (0) with code 12. */
+void metrics_feedback(int rating);
 /* One HTTP response with this status (any endpoint). */
 void metrics_http_response(unsigned status);
 

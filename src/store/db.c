@@ -212,6 +212,77 @@ int db_session_delete(struct pg *pg, const char *user_id, const char *session_id
     return DB_OK;
 }
 
+void db_page_free(struct db_page *p)
+{
+    free(p->name);
+    free(p->messages_json);
+    p->name = p->messages_json = NULL;
+}
+
+int db_history_page(struct pg *pg, const char *user_id, const char *session_id, long long before,
+                    int limit, struct db_page *out)
+{
+    char b[24], l[16];
+    snprintf(b, sizeof(b), "%lld", before);
+    snprintf(l, sizeof(l), "%d", limit);
+    const char *p[4] = {user_id, session_id, before >= 0 ? b : NULL, l};
+    PGresult *r;
+    int st = query_row(pg, PG_HISTORY_PAGE, 4, p, &r);
+    if (st != DB_OK)
+        return st;
+    out->name = text(r, 0);
+    out->has_more = strcmp(PQgetvalue(r, 0, 1), "t") == 0;
+    out->messages_json = text(r, 2);
+    out->lowest_seq = PQgetisnull(r, 0, 3) ? -1 : atoll(PQgetvalue(r, 0, 3));
+    PQclear(r);
+    if (out->name != NULL && out->messages_json != NULL)
+        return DB_OK;
+    db_page_free(out);
+    return DB_ERROR;
+}
+
+int db_session_rename(struct pg *pg, const char *user_id, const char *session_id,
+                      const char *name, uint64_t *xid)
+{
+    const char *p[3] = {user_id, session_id, name};
+    PGresult *r;
+    int st = query_row(pg, PG_SESSION_RENAME, 3, p, &r);
+    if (st != DB_OK)
+        return st;
+    *xid = u64(r, 0);
+    PQclear(r);
+    return DB_OK;
+}
+
+int db_message_role(struct pg *pg, const char *user_id, const char *session_id, long long seq,
+                    char role[16])
+{
+    char s[24];
+    snprintf(s, sizeof(s), "%lld", seq);
+    const char *p[3] = {user_id, session_id, s};
+    PGresult *r;
+    int st = query_row(pg, PG_MESSAGE_ROLE, 3, p, &r);
+    if (st != DB_OK)
+        return st;
+    snprintf(role, 16, "%s", PQgetisnull(r, 0, 0) ? "" : PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return DB_OK;
+}
+
+int db_feedback(struct pg *pg, const char *user_id, const char *session_id, long long seq,
+                int rating, const char *comment)
+{
+    char s[24], rt[8];
+    snprintf(s, sizeof(s), "%lld", seq);
+    snprintf(rt, sizeof(rt), "%d", rating);
+    if (rating == 0) {
+        const char *p[2] = {session_id, s};
+        return command(pg, PG_FEEDBACK_CLEAR, 2, p);
+    }
+    const char *p[5] = {session_id, s, user_id, rt, comment};
+    return command(pg, PG_FEEDBACK_SET, 5, p);
+}
+
 /* ----------------------------------------------------- one transaction */
 
 int db_begin(struct pg *pg) { return pg_command(pg, "begin") == 0 ? DB_OK : DB_ERROR; }

@@ -79,6 +79,33 @@ int db_session_get(struct pg *pg, const char *user_id, const char *session_id, i
 int db_session_delete(struct pg *pg, const char *user_id, const char *session_id,
                       char **files_json, uint64_t *xid);
 
+/* Code 9: a page of the user's session, newest first: up to limit
+ * messages with seq < before (before < 0: the newest), as a JSON array in
+ * ascending seq ({seq, role, content, created_at} and, where they apply,
+ * rating, content_type, size, original_name). */
+struct db_page {
+    char *name;
+    char *messages_json;
+    int has_more;
+    long long lowest_seq; /* -1 when the page is empty */
+};
+void db_page_free(struct db_page *p);
+int db_history_page(struct pg *pg, const char *user_id, const char *session_id, long long before,
+                    int limit, struct db_page *out);
+
+/* Code 10; *xid is the renaming transaction. */
+int db_session_rename(struct pg *pg, const char *user_id, const char *session_id,
+                      const char *name, uint64_t *xid);
+
+/* Code 12: the role of message seq of the user's session: DB_OK with *role
+ * ("" when the session has no such message), DB_NOT_FOUND: no such session
+ * of the user's. */
+int db_message_role(struct pg *pg, const char *user_id, const char *session_id, long long seq,
+                    char role[16]);
+/* Sets (rating 1 or -1) or clears (0) the rating of message seq. */
+int db_feedback(struct pg *pg, const char *user_id, const char *session_id, long long seq,
+                int rating, const char *comment);
+
 /* ----------------------------------------------------- one transaction */
 
 int db_begin(struct pg *pg);

@@ -117,6 +117,51 @@ static const struct {
         "  from chat_sessions s join chat_messages m on m.session_id = s.session_id"
         " where s.user_id = $1::uuid and m.role = 'user'"
         "   and m.created_at >= to_timestamp($3::float8)"},
+    /* Code 9: up to $4 messages before seq $3 (all when null), newest page
+     * first, as one JSON array in ascending seq, with the page's has_more
+     * and lowest seq. One backward range of the (session_id, seq) key: a
+     * page costs the same in a session of any length. Ratings and file
+     * metadata are joined to the page's rows only. */
+    [PG_HISTORY_PAGE] = {"history_page", 4,
+        "with page as (select m.seq, m.role, m.content, m.created_at from chat_messages m"
+        "               where m.session_id = $2::uuid"
+        "                 and m.seq < coalesce($3::bigint, 9223372036854775807)"
+        "               order by m.seq desc limit $4::int + 1),"
+        "     shown as (select * from page order by seq desc limit $4::int)"
+        " select s.session_name, (select count(*) from page) > $4::int,"
+        "        coalesce((select json_agg(json_strip_nulls(json_build_object("
+        "                   'seq', p.seq, 'role', p.role, 'content', p.content,"
+        "                   'created_at', to_char(p.created_at at time zone 'UTC',"
+        "                                         'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
+        "                   'rating', fb.rating, 'content_type', f.content_type,"
+        "                   'size', f.size_bytes, 'original_name', f.original_name))"
+        "                   order by p.seq)"
+        "                   from shown p"
+        "                   left join message_feedback fb"
+        "                     on p.role = 'assistant' and fb.session_id = $2::uuid and fb.seq = p.seq"
+        "                   left join uploaded_files f"
+        "                     on p.role = 'file' and f.session_id = $2::uuid"
+        "                    and f.stored_name = p.content), '[]')::text,"
+        "        (select min(seq) from shown)"
+        "   from chat_sessions s where s.user_id = $1::uuid and s.session_id = $2::uuid"},
+    [PG_SESSION_RENAME] = {"session_rename", 3,
+        "update chat_sessions set session_name = $3, updated_at = clock_timestamp()"
+        " where user_id = $1::uuid and session_id = $2::uuid"
+        " returning pg_current_xact_id()::text"},
+    /* The role of message $3 of the user's session: no row, no such
+     * session (or someone else's); null, no such message. */
+    [PG_MESSAGE_ROLE] = {"message_role", 3,
+        "select (select m.role from chat_messages m"
+        "         where m.session_id = s.session_id and m.seq = $3::bigint)"
+        "  from chat_sessions s where s.user_id = $1::uuid and s.session_id = $2::uuid"},
+    [PG_FEEDBACK_SET] = {"feedback_set", 5,
+        "insert into message_feedback (session_id, seq, user_id, rating, comment)"
+        " values ($1::uuid, $2::bigint, $3::uuid, $4::smallint, $5)"
+        " on conflict (session_id, seq) do update"
+        "   set rating = excluded.rating, comment = excluded.comment,"
+        "       updated_at = clock_timestamp()"},
+    [PG_FEEDBACK_CLEAR] = {"feedback_clear", 2,
+        "delete from message_feedback where session_id = $1::uuid and seq = $2::bigint"},
     [PG_PING] = {"ping", 0, "select 1"},
 };
 

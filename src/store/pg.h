@@ -31,6 +31,12 @@ enum pg_stmt {
                            -> xid */
     PG_FILE_DELETE,     /* $1 user, $2 session, $3 stored name -> it, unless a turn shows it */
     PG_TURNS_SINCE,     /* $1 user, $2 minute start, $3 day start (epoch s) -> 2 counts */
+    PG_HISTORY_PAGE,    /* $1 user, $2 session, $3 before, $4 limit -> name, has_more,
+                           messages json, lowest seq */
+    PG_SESSION_RENAME,  /* $1 user, $2 session, $3 name -> xid */
+    PG_MESSAGE_ROLE,    /* $1 user, $2 session, $3 seq -> role (null: no message) */
+    PG_FEEDBACK_SET,    /* $1 session, $2 seq, $3 user, $4 rating, $5 comment */
+    PG_FEEDBACK_CLEAR,  /* $1 session, $2 seq */
     PG_PING,            /* -> 1 (readiness) */
     PG_STMT_COUNT
 };

@@ -116,6 +116,102 @@ static int check_length(const char *field, const char *s, int type, const struct
     return -1;
 }
 
+/* An optional integer in [min, max]; def when absent or null. */
+static int get_opt_int(json_t *data, const char *field, int type, long long def, long long min,
+                       long long max, long long *out, struct proto_error *err)
+{
+    json_t *v = json_object_get(data, field);
+    if (v == NULL || json_is_null(v)) {
+        *out = def;
+        return 0;
+    }
+    if (!json_is_integer(v))
+        return field_error(err, type, field, "expected an integer");
+    json_int_t n = json_integer_value(v);
+    if (n < min || n > max) {
+        char why[96];
+        snprintf(why, sizeof(why), "out of range [%lld, %lld]", min, max);
+        return field_error(err, type, field, why);
+    }
+    *out = (long long)n;
+    return 0;
+}
+
+/* Number of UTF-8 characters of s (valid UTF-8, as jansson hands over). */
+static size_t utf8_chars(const char *s)
+{
+    size_t n = 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        if ((*p & 0xc0) != 0x80)
+            n++;
+    return n;
+}
+
+/* 1 when s holds a control character: C0, DEL, C1 (U+0080..U+009F) or a
+ * line or paragraph separator (U+2028, U+2029). */
+static int has_control(const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p < 0x20 || *p == 0x7f)
+            return 1;
+        if (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f)
+            return 1;
+        if (p[0] == 0xe2 && p[1] == 0x80 && (p[2] == 0xa8 || p[2] == 0xa9))
+            return 1;
+    }
+    return 0;
+}
+
+/* Code 10: the name trimmed, 1..PROTO_NAME_MAX_CHARS characters, one line,
+ * no control characters. */
+static int decode_name(json_t *data, struct proto_request *req, struct proto_error *err)
+{
+    const int t = req->type;
+    const char *name;
+    if (get_string(data, "session_name", t, &name, err) != 0)
+        return -1;
+    if (has_control(name))
+        return field_error(err, t, "session_name", "must be one line without control characters");
+    while (*name == ' ')
+        name++;
+    size_t n = strlen(name);
+    while (n > 0 && name[n - 1] == ' ')
+        n--;
+    if (n == 0)
+        return field_error(err, t, "session_name", "must not be empty");
+    if (n >= sizeof(req->session_name))
+        return field_error(err, t, "session_name", "longer than 100 characters");
+    memcpy(req->session_name, name, n);
+    req->session_name[n] = '\0';
+    if (utf8_chars(req->session_name) > PROTO_NAME_MAX_CHARS)
+        return field_error(err, t, "session_name", "longer than 100 characters");
+    return 0;
+}
+
+/* Code 12. */
+static int decode_feedback(json_t *data, struct proto_request *req, struct proto_error *err)
+{
+    const int t = req->type;
+    long long v;
+    json_t *seq = json_object_get(data, "seq");
+    if (seq == NULL || json_is_null(seq))
+        return field_error(err, t, "seq", "missing");
+    if (get_opt_int(data, "seq", t, 0, 0, (long long)1 << 53, &v, err) != 0)
+        return -1;
+    req->seq = v;
+    json_t *r = json_object_get(data, "rating");
+    if (r == NULL || json_is_null(r))
+        return field_error(err, t, "rating", "missing");
+    if (get_opt_int(data, "rating", t, 0, -1, 1, &v, err) != 0)
+        return -1;
+    req->rating = (int)v;
+    if (get_opt_string(data, "comment", t, "", &req->comment, err) != 0)
+        return -1;
+    if (utf8_chars(req->comment) > PROTO_COMMENT_MAX_CHARS)
+        return field_error(err, t, "comment", "longer than 1024 characters");
+    return 0;
+}
+
 static int decode_chat(json_t *data, const struct proto_limits *lim, struct proto_request *req,
                        struct proto_error *err)
 {
@@ -220,6 +316,9 @@ int proto_decode(const char *buf, size_t len, const struct proto_limits *lim,
     case PROTO_LIST_MODELS:
     case PROTO_BALANCE:
     case PROTO_STOP:
+    case PROTO_HISTORY:
+    case PROTO_RENAME:
+    case PROTO_FEEDBACK:
         break;
     default:
         /* Echo the type only when it fits an int; anything else is noise. */
@@ -242,11 +341,36 @@ int proto_decode(const char *buf, size_t len, const struct proto_limits *lim,
     case PROTO_CHATS:
     case PROTO_DELETE_SESSION:
     case PROTO_STOP:
+    case PROTO_HISTORY:
+    case PROTO_RENAME:
+    case PROTO_FEEDBACK:
         if (get_uuid(data, "session_id", req->type, req->session_id, err) != 0)
             goto fail;
         break;
     case PROTO_CHAT:
         if (decode_chat(data, lim, req, err) != 0)
+            goto fail;
+        break;
+    default:
+        break;
+    }
+    long long v;
+    switch (req->type) {
+    case PROTO_HISTORY:
+        if (get_opt_int(data, "before", req->type, -1, 0, (long long)1 << 53, &v, err) != 0)
+            goto fail;
+        req->before = v;
+        if (get_opt_int(data, "limit", req->type, PROTO_PAGE_DEFAULT, 1, PROTO_PAGE_MAX, &v,
+                        err) != 0)
+            goto fail;
+        req->limit = (int)v;
+        break;
+    case PROTO_RENAME:
+        if (decode_name(data, req, err) != 0)
+            goto fail;
+        break;
+    case PROTO_FEEDBACK:
+        if (decode_feedback(data, req, err) != 0)
             goto fail;
         break;
     default:

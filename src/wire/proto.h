@@ -26,7 +26,15 @@ enum proto_type {
     PROTO_BALANCE = 6,
     PROTO_CHAT_DELTA = 7, /* server -> client only: a streamed piece of a reply */
     PROTO_STOP = 8,
+    PROTO_HISTORY = 9,   /* a page of a session's messages */
+    PROTO_RENAME = 10,   /* a session's name */
+    PROTO_FEEDBACK = 12, /* a rating of an assistant message */
 };
+
+#define PROTO_PAGE_DEFAULT 50
+#define PROTO_PAGE_MAX 200
+#define PROTO_NAME_MAX_CHARS 100
+#define PROTO_COMMENT_MAX_CHARS 1024
 
 enum proto_err {
     PERR_JSON_PARSE = 0,
@@ -78,6 +86,12 @@ struct proto_request {
     const char *session_prompt;        /* code 3, "" by default */
     const char *file_name;             /* code 3, "" when none */
     int stream;                        /* code 3: "stream": true */
+    long long before;                  /* code 9: seq cursor, -1 when absent */
+    int limit;                         /* code 9: 1..PROTO_PAGE_MAX */
+    char session_name[PROTO_NAME_MAX_CHARS * 4 + 1]; /* code 10, trimmed */
+    long long seq;                     /* code 12 */
+    int rating;                        /* code 12: 1, -1, or 0 to clear */
+    const char *comment;               /* code 12, "" when none */
     json_t *root;
 };
 

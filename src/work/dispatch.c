@@ -6,6 +6,7 @@
 #include "work/app.h"
 #include "work/chat.h"
 #include "work/handlers.h"
+#include "work/history.h"
 #include "work/outbox.h"
 
 static const struct dispatch_row dispatch_table[] = {
@@ -18,6 +19,9 @@ static const struct dispatch_row dispatch_table[] = {
     {PROTO_BALANCE, "balance", handlers_balance},
     /* The connection holds its turns, so it answers a stop itself. */
     {PROTO_STOP, "stop", NULL},
+    {PROTO_HISTORY, "history", history_page},
+    {PROTO_RENAME, "rename", history_rename},
+    {PROTO_FEEDBACK, "feedback", history_feedback},
 };
 
 const struct dispatch_row *dispatch_find(int type)

@@ -128,6 +128,53 @@ static void test_chat_errors(void **state)
                  PERR_INVALID_FIELD, "'model_id': expected an integer");
 }
 
+#define SID9 "0e9f2b52-9d54-4c43-8b0a-55e7b8b0f6a1"
+
+/* Codes 9, 10, 12: their fields, defaults and bounds. */
+static void test_history_codes(void **state)
+{
+    (void)state;
+    struct proto_request req;
+    struct proto_error err;
+    assert_int_equal(decode("{\"type\":9,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"" SID9 "\"}}",
+                            &req, &err), 0);
+    assert_int_equal(req.limit, PROTO_PAGE_DEFAULT);
+    assert_int_equal(req.before, -1);
+    proto_request_free(&req);
+    assert_int_equal(decode("{\"type\":9,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"" SID9
+                            "\",\"before\":7,\"limit\":200}}", &req, &err), 0);
+    assert_int_equal(req.limit, 200);
+    assert_int_equal(req.before, 7);
+    proto_request_free(&req);
+    expect_error("{\"type\":9,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"" SID9 "\",\"limit\":0}}",
+                 PERR_INVALID_FIELD, "'limit': out of range [1, 200]");
+    expect_error("{\"type\":9,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"" SID9 "\",\"before\":-2}}",
+                 PERR_INVALID_FIELD, "'before'");
+    expect_error("{\"type\":9,\"data\":{\"user_id\":\"" UID "\"}}", PERR_INVALID_FIELD, "'session_id'");
+
+    assert_int_equal(decode("{\"type\":10,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"" SID9
+                            "\",\"session_name\":\"  My  trip \"}}", &req, &err), 0);
+    assert_string_equal(req.session_name, "My  trip"); /* trimmed, inner spaces kept */
+    proto_request_free(&req);
+    expect_error("{\"type\":10,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"" SID9
+                 "\",\"session_name\":\"a\\nb\"}}", PERR_INVALID_FIELD, "one line");
+    expect_error("{\"type\":10,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"" SID9
+                 "\",\"session_name\":\"  \"}}", PERR_INVALID_FIELD, "must not be empty");
+
+    assert_int_equal(decode("{\"type\":12,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"" SID9
+                            "\",\"seq\":3,\"rating\":-1}}", &req, &err), 0);
+    assert_int_equal(req.seq, 3);
+    assert_int_equal(req.rating, -1);
+    assert_string_equal(req.comment, "");
+    proto_request_free(&req);
+    expect_error("{\"type\":12,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"" SID9
+                 "\",\"seq\":3}}", PERR_INVALID_FIELD, "'rating': missing");
+    expect_error("{\"type\":12,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"" SID9
+                 "\",\"seq\":3,\"rating\":5}}", PERR_INVALID_FIELD, "'rating': out of range");
+    /* 11 is not a code (yet): unknown, as before */
+    expect_error("{\"type\":11,\"data\":{\"user_id\":\"" UID "\"}}", PERR_UNKNOWN_MESSAGE, NULL);
+}
+
 /* Clients match on "error": it is exactly the documented text, and what
  * varies (a position, a limit) travels in "detail". */
 static void test_error_text_is_exact_detail_separate(void **state)
@@ -281,6 +328,7 @@ int main(void)
         cmocka_unit_test(test_chat_errors),
         cmocka_unit_test(test_envelope_errors),
         cmocka_unit_test(test_error_text_is_exact_detail_separate),
+        cmocka_unit_test(test_history_codes),
         cmocka_unit_test(test_parse_error_with_invalid_utf8_still_encodes),
         cmocka_unit_test(test_deep_nesting_is_refused),
         cmocka_unit_test(test_encode),

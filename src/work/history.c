@@ -1,0 +1,121 @@
+/* history.c - codes 9, 10 and 12 (see history.h). Each is one or two
+ * statements of store/db.c; wire codes are chosen here.
+ *
+ * Code 9 reads pages newest first by sequence number, so a page costs one
+ * backward index range whatever the session's length; the client asks for
+ * the next (older) page with "before": the reply's "next_before". */
+#include "work/history.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "lib/config.h"
+#include "lib/log.h"
+#include "lib/metrics.h"
+#include "store/cache.h"
+#include "store/db.h"
+#include "store/files.h"
+#include "wire/auth.h"
+#include "wire/proto.h"
+#include "work/app.h"
+#include "work/outbox.h"
+
+static void reply(struct work_request *r, json_t *data)
+{
+    outbox_reply(r->app->outbox, r->conn_id, r->req.type, data);
+}
+
+static void reply_error(struct work_request *r, int code, const char *text)
+{
+    outbox_reply_error(r->app->outbox, r->conn_id, r->req.type, code, text);
+}
+
+/* File entries get "url": PUBLIC_BASE_URL/uploads/<reference> (signed with
+ * AUTH_MODE=jwt), next to the bare stored name in "content". */
+static int add_file_urls(const struct config *cfg, json_t *msgs)
+{
+    size_t i;
+    json_t *m;
+    json_array_foreach(msgs, i, m)
+    {
+        const char *role = json_string_value(json_object_get(m, "role"));
+        const char *name = json_string_value(json_object_get(m, "content"));
+        if (role == NULL || strcmp(role, "file") != 0 || name == NULL)
+            continue;
+        char *ref = auth_file_ref(cfg, name, time(NULL));
+        char *url = ref != NULL ? files_url(cfg, ref) : NULL;
+        int failed = url == NULL || json_object_set_new(m, "url", json_string(url)) != 0;
+        free(ref);
+        free(url);
+        if (failed)
+            return -1;
+    }
+    return 0;
+}
+
+void history_page(struct worker *w, struct work_request *r)
+{
+    const struct proto_request *q = &r->req;
+    struct db_page page;
+    int st = db_history_page(&w->pg, q->user_id, q->session_id, q->before, q->limit, &page);
+    if (st != DB_OK) {
+        /* Someone else's session answers exactly like a missing one. */
+        reply_error(r, st == DB_NOT_FOUND ? PERR_NO_SESSION : PERR_LOAD_CHATS, NULL);
+        return;
+    }
+    json_t *msgs = json_loads(page.messages_json, 0, NULL);
+    if (!json_is_array(msgs) || add_file_urls(r->app->cfg, msgs) != 0) {
+        json_decref(msgs);
+        db_page_free(&page);
+        reply_error(r, PERR_INTERNAL, NULL);
+        return;
+    }
+    json_t *data = json_pack("{s:s, s:s, s:s, s:o, s:b}", "user_id", q->user_id, "session_id",
+                             q->session_id, "session_name", page.name, "messages", msgs,
+                             "has_more", page.has_more);
+    if (data != NULL)
+        json_object_set_new(data, "next_before",
+                            page.has_more ? json_integer(page.lowest_seq) : json_null());
+    db_page_free(&page);
+    reply(r, data);
+}
+
+void history_rename(struct worker *w, struct work_request *r)
+{
+    const struct proto_request *q = &r->req;
+    uint64_t xid;
+    int st = db_session_rename(&w->pg, q->user_id, q->session_id, q->session_name, &xid);
+    if (st != DB_OK) {
+        reply_error(r, st == DB_NOT_FOUND ? PERR_NO_SESSION : PERR_INTERNAL, NULL);
+        return;
+    }
+    /* Before the answer: this chatd shows the new name in code 1 at once. */
+    cache_saw_write(&w->cache, q->user_id, xid);
+    reply(r, json_pack("{s:s, s:s, s:s}", "user_id", q->user_id, "session_id", q->session_id,
+                       "session_name", q->session_name));
+}
+
+void history_feedback(struct worker *w, struct work_request *r)
+{
+    const struct proto_request *q = &r->req;
+    char role[16];
+    int st = db_message_role(&w->pg, q->user_id, q->session_id, q->seq, role);
+    if (st != DB_OK) {
+        reply_error(r, st == DB_NOT_FOUND ? PERR_NO_SESSION : PERR_INTERNAL, NULL);
+        return;
+    }
+    if (strcmp(role, "assistant") != 0) {
+        reply_error(r, PERR_INVALID_FIELD,
+                    role[0] == '\0' ? "Invalid field 'seq': no such message in this session"
+                                    : "Invalid field 'seq': only assistant messages are rated");
+        return;
+    }
+    if (db_feedback(&w->pg, q->user_id, q->session_id, q->seq, q->rating, q->comment) != DB_OK) {
+        reply_error(r, PERR_INTERNAL, NULL);
+        return;
+    }
+    metrics_feedback(q->rating);
+    reply(r, json_pack("{s:s, s:s, s:I, s:i}", "user_id", q->user_id, "session_id", q->session_id,
+                       "seq", (json_int_t)q->seq, "rating", q->rating));
+}
