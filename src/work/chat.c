@@ -551,10 +551,8 @@ char *chat_file_url(const struct config *cfg, const char *name)
     return url;
 }
 
-/* Rewrites the content of every file entry of msgs (a stored name) with
- * link(cfg, name): its reference, or its URL. 0, or -1 when out of memory. */
-static int link_files(const struct config *cfg, json_t *msgs,
-                      char *(*link)(const struct config *, const char *))
+int chat_link_files(const struct config *cfg, json_t *msgs, const char *key,
+                    char *(*link)(const struct config *, const char *))
 {
     size_t i;
     json_t *m;
@@ -565,7 +563,7 @@ static int link_files(const struct config *cfg, json_t *msgs,
         if (role == NULL || strcmp(role, "file") != 0 || name == NULL)
             continue;
         char *s = link(cfg, name);
-        int failed = s == NULL || json_object_set_new(m, "content", json_string(s)) != 0;
+        int failed = s == NULL || json_object_set_new(m, key, json_string(s)) != 0;
         free(s);
         if (failed)
             return -1;
@@ -581,7 +579,7 @@ static char *file_ref_now(const struct config *cfg, const char *name)
 char *chat_sign_files(const struct config *cfg, const char *chat_json)
 {
     json_t *msgs = json_loads(chat_json, 0, NULL);
-    char *out = json_is_array(msgs) && link_files(cfg, msgs, file_ref_now) == 0
+    char *out = json_is_array(msgs) && chat_link_files(cfg, msgs, "content", file_ref_now) == 0
                     ? json_dumps(msgs, JSON_COMPACT)
                     : NULL;
     json_decref(msgs);
@@ -667,7 +665,7 @@ static void turn_start(struct worker *w, struct chat_turn *t)
     json_t *history = json_deep_copy(t->history);
     /* History keeps a file as its bare stored name (as PostgreSQL does);
      * the agent is given the URL it can fetch, as always. */
-    if (history != NULL && link_files(t->app->cfg, history, chat_file_url) != 0) {
+    if (history != NULL && chat_link_files(t->app->cfg, history, "content", chat_file_url) != 0) {
         json_decref(history);
         history = NULL;
     }

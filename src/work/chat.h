@@ -36,6 +36,13 @@ int chat_turn_matches(const struct chat_turn *t, const char *user_id, const char
  * PUBLIC_BASE_URL/uploads/<reference> (auth_file_ref). malloc'd. */
 char *chat_file_url(const struct config *cfg, const char *name);
 
+/* Sets key of every file entry of msgs (a JSON array of {role, content},
+ * content a stored name) to link(cfg, name): its reference
+ * (auth_file_ref), or its URL (chat_file_url). 0, or -1 when out of
+ * memory. */
+int chat_link_files(const struct config *cfg, json_t *msgs, const char *key,
+                    char *(*link)(const struct config *, const char *));
+
 /* A code 2 "chat" array (JSON text) whose file entries hold signed
  * references instead of bare names (AUTH_MODE=jwt). malloc'd; NULL on
  * error. */

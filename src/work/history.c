@@ -8,17 +8,15 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "lib/config.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
 #include "store/cache.h"
 #include "store/db.h"
-#include "store/files.h"
-#include "wire/auth.h"
 #include "wire/proto.h"
 #include "work/app.h"
+#include "work/chat.h"
 #include "work/outbox.h"
 
 static void reply(struct work_request *r, json_t *data)
@@ -29,29 +27,6 @@ static void reply(struct work_request *r, json_t *data)
 static void reply_error(struct work_request *r, int code, const char *text)
 {
     outbox_reply_error(r->app->outbox, r->conn_id, r->req.type, code, text);
-}
-
-/* File entries get "url": PUBLIC_BASE_URL/uploads/<reference> (signed with
- * AUTH_MODE=jwt), next to the bare stored name in "content". */
-static int add_file_urls(const struct config *cfg, json_t *msgs)
-{
-    size_t i;
-    json_t *m;
-    json_array_foreach(msgs, i, m)
-    {
-        const char *role = json_string_value(json_object_get(m, "role"));
-        const char *name = json_string_value(json_object_get(m, "content"));
-        if (role == NULL || strcmp(role, "file") != 0 || name == NULL)
-            continue;
-        char *ref = auth_file_ref(cfg, name, time(NULL));
-        char *url = ref != NULL ? files_url(cfg, ref) : NULL;
-        int failed = url == NULL || json_object_set_new(m, "url", json_string(url)) != 0;
-        free(ref);
-        free(url);
-        if (failed)
-            return -1;
-    }
-    return 0;
 }
 
 void history_page(struct worker *w, struct work_request *r)
@@ -65,7 +40,9 @@ void history_page(struct worker *w, struct work_request *r)
         return;
     }
     json_t *msgs = json_loads(page.messages_json, 0, NULL);
-    if (!json_is_array(msgs) || add_file_urls(r->app->cfg, msgs) != 0) {
+    /* File entries get "url" (signed with AUTH_MODE=jwt) beside the bare
+     * stored name in "content". */
+    if (!json_is_array(msgs) || chat_link_files(r->app->cfg, msgs, "url", chat_file_url) != 0) {
         json_decref(msgs);
         db_page_free(&page);
         reply_error(r, PERR_INTERNAL, NULL);
