@@ -50,8 +50,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     fuzz_token(data, size);
     if (proto_decode((const char *)data, size, &lim, &req, &err) == 0) {
-        if (req.type < 0 || req.type > PROTO_FEEDBACK || req.type == PROTO_CHAT_DELTA ||
-            req.type == 11)
+        if (req.type < 0 || req.type > PROTO_FEEDBACK || req.type == PROTO_CHAT_DELTA)
+            abort();
+        if (req.type == PROTO_SEARCH &&
+            (req.query == NULL || req.query[0] == '\0' || req.limit < 1 ||
+             req.limit > PROTO_SEARCH_MAX || req.offset < 0 || req.offset > PROTO_OFFSET_MAX))
             abort();
         if (req.type == PROTO_HISTORY &&
             (req.limit < 1 || req.limit > PROTO_PAGE_MAX || req.before < -1))

@@ -68,6 +68,7 @@ static const struct cfg_row config_table[] = {
     S("JWT_AUDIENCE", jwt_audience, ""),
     S("ALLOWED_ORIGINS", allowed_origins, ""),
     I("FILE_URL_TTL_SECONDS", file_url_ttl_seconds, "3600", 10, 30 * 86400),
+    S("SEARCH_LANGUAGE", search_language, "simple"),
     /* limits that keep one client from hurting others; 0 turns a limit off */
     I("RATE_LIMIT_PER_MINUTE", rate_limit_per_minute, "30", 0, 1000000),
     I("DAILY_MESSAGE_LIMIT", daily_message_limit, "1000", 0, 100000000),
@@ -198,6 +199,15 @@ int config_from_env(struct config *cfg, char *errbuf, size_t errlen)
         goto fail;
     }
     cfg->auth = strcmp(cfg->auth_mode, "jwt") == 0 ? CONFIG_AUTH_JWT : CONFIG_AUTH_NONE;
+    /* A PostgreSQL text-search configuration name: simple, english, ... */
+    if (cfg->search_language[0] == '\0' ||
+        strspn(cfg->search_language, "abcdefghijklmnopqrstuvwxyz_") !=
+            strlen(cfg->search_language)) {
+        snprintf(errbuf, errlen,
+                 "config: SEARCH_LANGUAGE=\"%s\" is not a text-search configuration name",
+                 cfg->search_language);
+        goto fail;
+    }
     log_parse_level(cfg->log_level, &cfg->log_lvl);
     cfg->cors_any = strcmp(cfg->cors_origins, "*") == 0;
     if (split_list(cfg->cors_origins, &cfg->cors_list, 0) != 0 ||

@@ -57,6 +57,7 @@ struct config {
     char *jwt_audience;    /* "" = aud not checked */
     char *allowed_origins; /* "" = any Origin; else comma-separated list */
     int file_url_ttl_seconds; /* life of a signed file reference (jwt) */
+    char *search_language;    /* text-search configuration, at migration */
 
     int rate_limit_per_minute;     /* chat turns per user per minute, 0 = off */
     int daily_message_limit;       /* chat turns per user per UTC day, 0 = off */

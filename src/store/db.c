@@ -241,6 +241,23 @@ int db_history_page(struct pg *pg, const char *user_id, const char *session_id, 
     return DB_ERROR;
 }
 
+int db_search(struct pg *pg, const char *user_id, const char *query, int limit, int offset,
+              char **hits_json, int *has_more)
+{
+    char l[16], o[16];
+    snprintf(l, sizeof(l), "%d", limit);
+    snprintf(o, sizeof(o), "%d", offset);
+    const char *p[4] = {user_id, query, l, o};
+    PGresult *r;
+    int st = query_row(pg, PG_SEARCH, 4, p, &r);
+    if (st != DB_OK)
+        return st == DB_NOT_FOUND ? DB_ERROR : st; /* one row, always */
+    *has_more = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+    *hits_json = text(r, 1);
+    PQclear(r);
+    return *hits_json != NULL ? DB_OK : DB_ERROR;
+}
+
 int db_session_rename(struct pg *pg, const char *user_id, const char *session_id,
                       const char *name, uint64_t *xid)
 {

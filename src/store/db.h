@@ -93,6 +93,13 @@ void db_page_free(struct db_page *p);
 int db_history_page(struct pg *pg, const char *user_id, const char *session_id, long long before,
                     int limit, struct db_page *out);
 
+/* Code 11: the user's hits for query, best first, limit of them from
+ * offset on: a JSON array of {session_id, session_name, seq, role,
+ * snippet, created_at}, the snippet's matched words between U+E000 and
+ * U+E001 (and no other such character in it). */
+int db_search(struct pg *pg, const char *user_id, const char *query, int limit, int offset,
+              char **hits_json, int *has_more);
+
 /* Code 10; *xid is the renaming transaction. */
 int db_session_rename(struct pg *pg, const char *user_id, const char *session_id,
                       const char *name, uint64_t *xid);

@@ -162,6 +162,38 @@ static const struct {
         "       updated_at = clock_timestamp()"},
     [PG_FEEDBACK_CLEAR] = {"feedback_clear", 2,
         "delete from message_feedback where session_id = $1::uuid and seq = $2::bigint"},
+    /* Code 11: the user's messages (files aside) and session names that
+     * match $2 (websearch_to_tsquery: any user syntax parses), best first,
+     * page $4..$4+$3 (and whether more follow). The configuration is the
+     * one the index was built with (chatd_search). ts_headline runs on the
+     * page only; the matched words come between U+E000 and U+E001, which
+     * are first removed from the text, so no message can forge a mark. */
+    [PG_SEARCH] = {"search", 4,
+        "with q as (select websearch_to_tsquery(c.config, $2) as q, c.config from chatd_search c),"
+        " hits as ("
+        "   (select m.session_id, s.session_name, m.seq, m.role, m.content, m.created_at,"
+        "           ts_rank(m.search, q.q) as rank"
+        "      from q, chat_sessions s join chat_messages m on m.session_id = s.session_id"
+        "     where s.user_id = $1::uuid and m.role <> 'file' and m.search @@ q.q)"
+        "   union all"
+        "   (select s.session_id, s.session_name, null::bigint, 'session', s.session_name,"
+        "           s.created_at, ts_rank(s.name_search, q.q) * 2"
+        "      from q, chat_sessions s where s.user_id = $1::uuid and s.name_search @@ q.q)),"
+        " page as (select * from hits order by rank desc, created_at desc, session_id, seq nulls first"
+        "           limit $3::int + 1 offset $4::int),"
+        " shown as (select * from page order by rank desc, created_at desc, session_id, seq nulls first"
+        "            limit $3::int)"
+        " select (select count(*) from page) > $3::int,"
+        "        coalesce((select json_agg(json_build_object("
+        "                   'session_id', p.session_id, 'session_name', p.session_name,"
+        "                   'seq', p.seq, 'role', p.role,"
+        "                   'snippet', ts_headline(q.config, translate(p.content, U&'\\E000\\E001', ''), q.q,"
+        "                       'StartSel=' || U&'\\E000' || ', StopSel=' || U&'\\E001' ||"
+        "                       ', MaxFragments=2, MaxWords=18, MinWords=6, FragmentDelimiter=\" … \"'),"
+        "                   'created_at', to_char(p.created_at at time zone 'UTC',"
+        "                                         'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'))"
+        "                   order by p.rank desc, p.created_at desc, p.session_id, p.seq nulls first)"
+        "                   from shown p, q), '[]')::text"},
     [PG_PING] = {"ping", 0, "select 1"},
 };
 

@@ -37,6 +37,7 @@ enum pg_stmt {
     PG_MESSAGE_ROLE,    /* $1 user, $2 session, $3 seq -> role (null: no message) */
     PG_FEEDBACK_SET,    /* $1 session, $2 seq, $3 user, $4 rating, $5 comment */
     PG_FEEDBACK_CLEAR,  /* $1 session, $2 seq */
+    PG_SEARCH,          /* $1 user, $2 query, $3 limit, $4 offset -> has_more, hits json */
     PG_PING,            /* -> 1 (readiness) */
     PG_STMT_COUNT
 };

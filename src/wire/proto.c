@@ -318,6 +318,7 @@ int proto_decode(const char *buf, size_t len, const struct proto_limits *lim,
     case PROTO_STOP:
     case PROTO_HISTORY:
     case PROTO_RENAME:
+    case PROTO_SEARCH:
     case PROTO_FEEDBACK:
         break;
     default:
@@ -368,6 +369,25 @@ int proto_decode(const char *buf, size_t len, const struct proto_limits *lim,
     case PROTO_RENAME:
         if (decode_name(data, req, err) != 0)
             goto fail;
+        break;
+    case PROTO_SEARCH:
+        if (get_string(data, "query", req->type, &req->query, err) != 0)
+            goto fail;
+        if (req->query[strspn(req->query, " \t\r\n")] == '\0') {
+            field_error(err, req->type, "query", "must not be empty");
+            goto fail;
+        }
+        if (utf8_chars(req->query) > PROTO_QUERY_MAX_CHARS) {
+            field_error(err, req->type, "query", "longer than 500 characters");
+            goto fail;
+        }
+        if (get_opt_int(data, "limit", req->type, PROTO_SEARCH_DEFAULT, 1, PROTO_SEARCH_MAX, &v,
+                        err) != 0)
+            goto fail;
+        req->limit = (int)v;
+        if (get_opt_int(data, "offset", req->type, 0, 0, PROTO_OFFSET_MAX, &v, err) != 0)
+            goto fail;
+        req->offset = (int)v;
         break;
     case PROTO_FEEDBACK:
         if (decode_feedback(data, req, err) != 0)

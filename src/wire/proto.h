@@ -28,6 +28,7 @@ enum proto_type {
     PROTO_STOP = 8,
     PROTO_HISTORY = 9,   /* a page of a session's messages */
     PROTO_RENAME = 10,   /* a session's name */
+    PROTO_SEARCH = 11,   /* full-text search of the user's history */
     PROTO_FEEDBACK = 12, /* a rating of an assistant message */
 };
 
@@ -35,6 +36,10 @@ enum proto_type {
 #define PROTO_PAGE_MAX 200
 #define PROTO_NAME_MAX_CHARS 100
 #define PROTO_COMMENT_MAX_CHARS 1024
+#define PROTO_QUERY_MAX_CHARS 500
+#define PROTO_SEARCH_DEFAULT 20
+#define PROTO_SEARCH_MAX 50
+#define PROTO_OFFSET_MAX 10000
 
 enum proto_err {
     PERR_JSON_PARSE = 0,
@@ -92,6 +97,8 @@ struct proto_request {
     long long seq;                     /* code 12 */
     int rating;                        /* code 12: 1, -1, or 0 to clear */
     const char *comment;               /* code 12, "" when none */
+    const char *query;                 /* code 11 */
+    int offset;                        /* code 11 */
     json_t *root;
 };
 

@@ -21,6 +21,7 @@ static const struct dispatch_row dispatch_table[] = {
     {PROTO_STOP, "stop", NULL},
     {PROTO_HISTORY, "history", history_page},
     {PROTO_RENAME, "rename", history_rename},
+    {PROTO_SEARCH, "search", history_search},
     {PROTO_FEEDBACK, "feedback", history_feedback},
 };
 

@@ -58,6 +58,61 @@ void history_page(struct worker *w, struct work_request *r)
     reply(r, data);
 }
 
+/* "a \uE000b\uE001 c" -> [{"text":"a ","hit":false},{"text":"b","hit":true},
+ * {"text":" c","hit":false}]: parts a client shows as text, the hits
+ * marked, with no markup that message text could imitate (the database
+ * removed these two characters from the text before marking). */
+static json_t *snippet_parts(const char *s)
+{
+    static const char start[] = "\xee\x80\x80", stop[] = "\xee\x80\x81"; /* U+E000, U+E001 */
+    json_t *parts = json_array();
+    int hit = 0;
+    while (parts != NULL && *s != '\0') {
+        const char *mark = strstr(s, hit ? stop : start);
+        size_t n = mark != NULL ? (size_t)(mark - s) : strlen(s);
+        if (n > 0 && json_array_append_new(parts, json_pack("{s:s%, s:b}", "text", s, n, "hit",
+                                                            hit)) != 0) {
+            json_decref(parts);
+            return NULL;
+        }
+        if (mark == NULL)
+            break;
+        s = mark + 3;
+        hit = !hit;
+    }
+    return parts;
+}
+
+void history_search(struct worker *w, struct work_request *r)
+{
+    const struct proto_request *q = &r->req;
+    char *text = NULL;
+    int has_more = 0;
+    if (db_search(&w->pg, q->user_id, q->query, q->limit, q->offset, &text, &has_more) != DB_OK) {
+        reply_error(r, PERR_INTERNAL, NULL);
+        return;
+    }
+    json_t *hits = json_loads(text, 0, NULL);
+    free(text);
+    size_t i;
+    json_t *h;
+    int ok = json_is_array(hits);
+    json_array_foreach(hits, i, h)
+    {
+        const char *snippet = json_string_value(json_object_get(h, "snippet"));
+        json_t *parts = snippet_parts(snippet != NULL ? snippet : "");
+        if (parts == NULL || json_object_set_new(h, "snippet", parts) != 0)
+            ok = 0;
+    }
+    if (!ok) {
+        json_decref(hits);
+        reply_error(r, PERR_INTERNAL, NULL);
+        return;
+    }
+    reply(r, json_pack("{s:s, s:s, s:o, s:b}", "user_id", q->user_id, "query", q->query, "hits",
+                       hits, "has_more", has_more));
+}
+
 void history_rename(struct worker *w, struct work_request *r)
 {
     const struct proto_request *q = &r->req;

@@ -8,6 +8,7 @@
 
 void history_page(struct worker *w, struct work_request *r);     /* 9 */
 void history_rename(struct worker *w, struct work_request *r);   /* 10 */
+void history_search(struct worker *w, struct work_request *r);   /* 11 */
 void history_feedback(struct worker *w, struct work_request *r); /* 12 */
 
 #endif

@@ -11,7 +11,7 @@ import unittest
 import uuid
 import urllib.request
 
-from harness import SOURCE_DIR, StackCase
+from harness import SOURCE_DIR, StackCase, redis_client
 
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
@@ -166,6 +166,94 @@ class History(StackCase):
         a = self.c.req(10, {"user_id": other, "session_id": sid, "session_name": "Mine now"})
         self.assertError(a, 18)
         self.assertEqual(self.db.one("select session_name from chat_sessions where session_id = %s", (sid,)), "Keep")
+
+    # ------------------------------------------------------------ code 11
+
+    def search(self, uid, query, **kw):
+        d = {"user_id": uid, "query": query}
+        d.update(kw)
+        return self.c.req(11, d)
+
+    def test_search_finds_own_messages_and_names_best_first(self):
+        uid, other = self.db.add_user(), self.db.add_user()
+        mine = self.db.add_session(uid, name="Kayak trip planning")
+        self.db.query("insert into chat_messages(session_id, seq, role, content) values"
+                      " (%s, 0, 'user', 'Where can I rent a kayak near Porto?'),"
+                      " (%s, 1, 'assistant', 'Kayak rentals: kayak kayak on the Douro river.'),"
+                      " (%s, 2, 'file', '0123456789abcdef0123456789abcdef.txt')", (mine, mine, mine))
+        theirs = self.db.add_session(other, name="Kayak secrets")
+        self.db.query("insert into chat_messages(session_id, seq, role, content) values"
+                      " (%s, 0, 'user', 'my private kayak notes')", (theirs,))
+        r = self.search(uid, "kayak")
+        self.assertEqual(r["type"], 11, r)
+        d = r["data"]
+        self.assertEqual((d["user_id"], d["query"], d["has_more"]), (uid, "kayak", False))
+        hits = d["hits"]
+        self.assertEqual({h["session_id"] for h in hits}, {mine})  # never someone else's
+        self.assertEqual(sorted((h["role"], h["seq"]) for h in hits),
+                         [("assistant", 1), ("session", None), ("user", 0)])
+        self.assertEqual(hits[0]["role"], "session")  # a matching name ranks first
+        for h in hits:
+            self.assertEqual(h["session_name"], "Kayak trip planning")
+            self.assertRegex(h["created_at"], RFC3339)
+            self.assertTrue(any(p["hit"] and p["text"].lower() == "kayak" for p in h["snippet"]), h)
+            self.assertEqual("".join(p["text"] for p in h["snippet"]).count("\ue000"), 0)
+        # the other user finds only theirs
+        self.assertEqual({h["session_id"] for h in self.search(other, "kayak")["data"]["hits"]}, {theirs})
+
+    def test_search_syntax_never_errors_and_marks_cannot_be_forged(self):
+        uid = self.db.add_user()
+        sid = self.db.add_session(uid, name="Hostile")
+        hostile = "fake \ue000marked\ue001 word and <img src=x onerror=alert(1)> zebra"
+        self.db.query("insert into chat_messages(session_id, seq, role, content) values (%s, 0, 'user', %s)",
+                      (sid, hostile))
+        for q in ['"unbalanced', "-", "or or or", "!!!", "&|:*", "zebra -", "'; drop table chat_messages; --",
+                  "\\", "()", "a" * 500]:
+            with self.subTest(q=q):
+                r = self.search(uid, q)
+                self.assertEqual(r["type"], 11, r)
+        hits = self.search(uid, "zebra")["data"]["hits"]
+        self.assertEqual(len(hits), 1)
+        parts = hits[0]["snippet"]
+        self.assertEqual([p["text"] for p in parts if p["hit"]], ["zebra"])  # "marked" is not a hit
+        text = "".join(p["text"] for p in parts)
+        self.assertNotIn("\ue000", text)
+        self.assertIn("<img src=x onerror=alert(1)>", text)  # plain text, for the client to show as text
+        self.assertEqual(self.db.one("select count(*) from chat_messages where session_id = %s", (sid,)), 1)
+
+    def test_search_pages_and_bad_input(self):
+        uid = self.db.add_user()
+        sid = self.db.add_session(uid, name="Many")
+        self.db.query("insert into chat_messages(session_id, seq, role, content)"
+                      " select %s, g, 'user', 'needle number ' || g from generate_series(0, 24) g", (sid,))
+        first = self.search(uid, "needle", limit=10)["data"]
+        second = self.search(uid, "needle", limit=10, offset=10)["data"]
+        third = self.search(uid, "needle", limit=10, offset=20)["data"]
+        self.assertEqual((first["has_more"], second["has_more"], third["has_more"]), (True, True, False))
+        seqs = [h["seq"] for h in first["hits"] + second["hits"] + third["hits"]]
+        self.assertEqual(sorted(seqs), list(range(25)))  # each once
+        for kw, why in [({"query": ""}, "'query': must not be empty"), ({"query": "   "}, "must not be empty"),
+                        ({"query": 5}, "'query': expected a string"), ({"query": "x" * 501}, "longer than 500"),
+                        ({"limit": 0}, "'limit'"), ({"limit": 51}, "'limit'"), ({"offset": -1}, "'offset'")]:
+            with self.subTest(kw=kw):
+                d = {"user_id": uid, "query": "needle"}
+                d.update(kw)
+                self.assertError(self.c.req(11, d), 17, why)
+
+    def test_search_is_the_same_after_flushall_and_a_restart(self):
+        uid = self.db.add_user()
+        sid = self.db.add_session(uid, name="Persistent")
+        self.db.query("insert into chat_messages(session_id, seq, role, content) values"
+                      " (%s, 0, 'user', 'quokka facts'), (%s, 1, 'assistant', 'the quokka smiles')", (sid, sid))
+        before = self.search(uid, "quokka")["data"]
+        redis_client().flushall()
+        self.assertEqual(self.search(uid, "quokka")["data"], before)
+        self.c.close()
+        self.chatd.stop()
+        self.chatd.start()
+        self.c = self.chatd.client()
+        self.assertEqual(self.search(uid, "quokka")["data"], before)
+        self.assertEqual(len(before["hits"]), 2)
 
     # ------------------------------------------------------------ code 12
 

@@ -14,7 +14,8 @@
 static const char *vars[] = {"SERVER_PORT",   "DB_PORT",         "LOG_LEVEL",
                              "WORKER_THREADS", "SERVER_HOST",    "CHATD_TEST_A",
                              "CHATD_TEST_B",  "ALLOWED_ORIGINS", "UPLOAD_ALLOWED_TYPES",
-                             "CORS_ORIGINS",  "AUTH_MODE",       "JWT_SECRET"};
+                             "CORS_ORIGINS",  "AUTH_MODE",       "JWT_SECRET",
+                             "SEARCH_LANGUAGE"};
 
 static int clear_env(void **state)
 {
@@ -67,6 +68,8 @@ static void test_malformed(void **state)
 {
     (void)state;
     expect_fail("SERVER_PORT", "abc", "is not an integer");
+    expect_fail("SEARCH_LANGUAGE", "english'; drop table x; --", "not a text-search configuration");
+    expect_fail("SEARCH_LANGUAGE", "", "not a text-search configuration");
     expect_fail("SERVER_PORT", "80x", "is not an integer");
     expect_fail("SERVER_PORT", "", "is not an integer");
     expect_fail("SERVER_PORT", " 80", "is not an integer");

@@ -171,8 +171,17 @@ static void test_history_codes(void **state)
                  "\",\"seq\":3}}", PERR_INVALID_FIELD, "'rating': missing");
     expect_error("{\"type\":12,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"" SID9
                  "\",\"seq\":3,\"rating\":5}}", PERR_INVALID_FIELD, "'rating': out of range");
-    /* 11 is not a code (yet): unknown, as before */
-    expect_error("{\"type\":11,\"data\":{\"user_id\":\"" UID "\"}}", PERR_UNKNOWN_MESSAGE, NULL);
+    assert_int_equal(decode("{\"type\":11,\"data\":{\"user_id\":\"" UID "\",\"query\":\"a b\"}}",
+                            &req, &err), 0);
+    assert_int_equal(req.limit, PROTO_SEARCH_DEFAULT);
+    assert_int_equal(req.offset, 0);
+    proto_request_free(&req);
+    expect_error("{\"type\":11,\"data\":{\"user_id\":\"" UID "\",\"query\":\"  \"}}",
+                 PERR_INVALID_FIELD, "'query': must not be empty");
+    expect_error("{\"type\":11,\"data\":{\"user_id\":\"" UID "\",\"query\":\"x\",\"offset\":10001}}",
+                 PERR_INVALID_FIELD, "'offset': out of range");
+    /* 13 is not a code (yet): unknown, as before */
+    expect_error("{\"type\":13,\"data\":{\"user_id\":\"" UID "\"}}", PERR_UNKNOWN_MESSAGE, NULL);
 }
 
 /* Clients match on "error": it is exactly the documented text, and what
