@@ -148,6 +148,32 @@ int db_sessions_list(struct pg *pg, const char *user_id, char **json, struct db_
     return json_and_snapshot(pg, PG_SESSIONS_LIST, 1, p, json, snap);
 }
 
+int db_sessions_page(struct pg *pg, const char *user_id, const char *cursor, int limit,
+                     char **json, int *has_more, char **next)
+{
+    char us[24] = "", id[40] = "", l[16];
+    if (cursor != NULL) { /* "<digits>:<uuid>", checked by wire/proto.c */
+        size_t n = strcspn(cursor, ":");
+        snprintf(us, sizeof(us), "%.*s", (int)(n < sizeof(us) ? n : sizeof(us) - 1), cursor);
+        snprintf(id, sizeof(id), "%s", cursor[n] == ':' ? cursor + n + 1 : "");
+    }
+    snprintf(l, sizeof(l), "%d", limit);
+    const char *p[4] = {user_id, cursor != NULL ? us : NULL, cursor != NULL ? id : NULL, l};
+    PGresult *r;
+    int st = query_row(pg, PG_SESSIONS_PAGE, 4, p, &r);
+    if (st != DB_OK)
+        return st;
+    *has_more = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+    *json = text(r, 1);
+    *next = *has_more && !PQgetisnull(r, 0, 2) ? text(r, 2) : NULL;
+    PQclear(r);
+    if (*json != NULL && (*next != NULL || !*has_more))
+        return DB_OK;
+    free(*json);
+    free(*next);
+    return DB_ERROR;
+}
+
 int db_models_list(struct pg *pg, char **json, struct db_snapshot *snap)
 {
     return json_and_snapshot(pg, PG_MODELS_LIST, 0, NULL, json, snap);

@@ -55,6 +55,11 @@ int db_user_profile(struct pg *pg, const char *user_id, char **username, char **
 int db_balance(struct pg *pg, const char *user_id, double *balance);
 /* Code 1: [{session_id, session_name}], newest first. DB_NOT_FOUND: no user. */
 int db_sessions_list(struct pg *pg, const char *user_id, char **json, struct db_snapshot *snap);
+/* Code 1 with "limit": a page of that list after cursor ("<epoch us>:<id>",
+ * NULL: from the newest); *next is the cursor of the page's last session
+ * (NULL at the end). DB_NOT_FOUND: no user. */
+int db_sessions_page(struct pg *pg, const char *user_id, const char *cursor, int limit,
+                     char **json, int *has_more, char **next);
 /* Code 5: model names, sorted. */
 int db_models_list(struct pg *pg, char **json, struct db_snapshot *snap);
 

@@ -38,6 +38,28 @@ static const struct {
         "                            order by s.created_at desc, s.session_id)"
         "                   from chat_sessions s where s.user_id = u.user_id), '[]')::text, "
         PG_SNAPSHOT_COLS "  from user_data u where u.user_id = $1::uuid"},
+    /* Code 1 paged: the page after cursor ($2 created_at in epoch
+     * microseconds, $3 session id; null: from the newest) in the list's
+     * order, $4 of them, plus whether more follow and the next cursor. A
+     * range of chat_sessions_user_created, whatever the list's length. */
+    [PG_SESSIONS_PAGE] = {"sessions_page", 4,
+        "with page as (select s.session_id, s.session_name, s.created_at from chat_sessions s"
+        "               where s.user_id = $1::uuid"
+        "                 and ($2::bigint is null"
+        "                      or s.created_at < timestamptz 'epoch' + $2::bigint * interval '1 microsecond'"
+        "                      or (s.created_at = timestamptz 'epoch' + $2::bigint * interval '1 microsecond'"
+        "                          and s.session_id > $3::uuid))"
+        "               order by s.created_at desc, s.session_id limit $4::int + 1),"
+        "     shown as (select * from page order by created_at desc, session_id limit $4::int)"
+        " select (select count(*) from page) > $4::int,"
+        "        coalesce((select json_agg(json_build_object('session_id', p.session_id,"
+        "                                                    'session_name', p.session_name)"
+        "                                  order by p.created_at desc, p.session_id) from shown p),"
+        "                 '[]')::text,"
+        "        (select ((extract(epoch from created_at - timestamptz 'epoch') * 1000000)::numeric)::bigint"
+        "                || ':' || session_id"
+        "           from shown order by created_at, session_id desc limit 1)"
+        "   from user_data u where u.user_id = $1::uuid"},
     [PG_CHATS_GET] = {"chats_get", 2,
         "select coalesce((select json_agg(json_build_object('role', m.role, 'content', m.content)"
         "                            order by m.seq)"

@@ -15,6 +15,8 @@ enum pg_stmt {
     PG_USER_GET,        /* $1 user -> username, models json, balance, xmin, xmax */
     PG_BALANCE,         /* $1 user -> balance */
     PG_SESSIONS_LIST,   /* $1 user -> session_info json, xmin, xmax (no row: no user) */
+    PG_SESSIONS_PAGE,   /* $1 user, $2 cursor time (us), $3 cursor id, $4 limit -> has_more,
+                           session_info json, next cursor (no row: no user) */
     PG_CHATS_GET,       /* $1 user, $2 session -> chat json (no row: not found) */
     PG_SESSION_DELETE,  /* $1 user, $2 session -> stored file names json, xid */
     PG_MODELS_LIST,     /* -> names json (sorted), xmin, xmax */

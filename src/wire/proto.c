@@ -357,6 +357,30 @@ int proto_decode(const char *buf, size_t len, const struct proto_limits *lim,
     }
     long long v;
     switch (req->type) {
+    case PROTO_LIST_SESSIONS: {
+        /* Opt-in paging: without "limit" and "before", the whole list. */
+        json_t *jl = json_object_get(data, "limit"), *jb = json_object_get(data, "before");
+        req->paged = (jl != NULL && !json_is_null(jl)) || (jb != NULL && !json_is_null(jb));
+        if (!req->paged)
+            break;
+        if (get_opt_int(data, "limit", req->type, PROTO_PAGE_DEFAULT, 1, PROTO_PAGE_MAX, &v,
+                        err) != 0)
+            goto fail;
+        req->limit = (int)v;
+        if (get_opt_string(data, "before", req->type, "", &req->cursor, err) != 0)
+            goto fail;
+        if (req->cursor[0] == '\0') {
+            req->cursor = NULL;
+            break;
+        }
+        /* The "next_before" of an earlier page: "<epoch us>:<uuid>". */
+        size_t n = strspn(req->cursor, "0123456789");
+        if (n == 0 || n > 18 || req->cursor[n] != ':' || !uuid_valid(req->cursor + n + 1)) {
+            field_error(err, req->type, "before", "not a cursor from an earlier page");
+            goto fail;
+        }
+        break;
+    }
     case PROTO_HISTORY:
         if (get_opt_int(data, "before", req->type, -1, 0, (long long)1 << 53, &v, err) != 0)
             goto fail;

@@ -98,6 +98,8 @@ struct proto_request {
     int rating;                        /* code 12: 1, -1, or 0 to clear */
     const char *comment;               /* code 12, "" when none */
     const char *query;                 /* code 11 */
+    int paged;                         /* code 1: "limit" or "before" given */
+    const char *cursor;                /* code 1: "before", NULL from the newest */
     int offset;                        /* code 11 */
     json_t *root;
 };

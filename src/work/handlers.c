@@ -123,10 +123,37 @@ void handlers_user_details(struct worker *w, struct work_request *r)
     reply(r, data);
 }
 
+/* Code 1 with paging: straight from PostgreSQL (a page is one index
+ * range), with has_more and the cursor of the next page. */
+static void list_sessions_page(struct worker *w, struct work_request *r)
+{
+    const struct proto_request *q = &r->req;
+    char *json = NULL, *next = NULL;
+    int has_more = 0;
+    int st = db_sessions_page(&w->pg, q->user_id, q->cursor, q->limit, &json, &has_more, &next);
+    json_t *list = st == DB_OK ? json_loads(json, 0, NULL) : NULL;
+    free(json);
+    if (list == NULL) {
+        free(next);
+        reply_error(r, st == DB_NOT_FOUND ? PERR_NO_USER : PERR_LOAD_SESSION);
+        return;
+    }
+    json_t *data = json_pack("{s:s, s:o, s:b}", "user_id", q->user_id, "session_info", list,
+                             "has_more", has_more);
+    if (data != NULL)
+        json_object_set_new(data, "next_before", next != NULL ? json_string(next) : json_null());
+    free(next);
+    reply(r, data);
+}
+
 /* Code 1. */
 void handlers_list_sessions(struct worker *w, struct work_request *r)
 {
     const struct proto_request *q = &r->req;
+    if (q->paged) {
+        list_sessions_page(w, r);
+        return;
+    }
     char key[CACHE_KEY_MAX];
     cache_key_sessions(key, q->user_id);
     int st;

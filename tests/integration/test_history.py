@@ -45,6 +45,44 @@ class History(StackCase):
         d.update(kw)
         return self.c.req(9, d)
 
+    # ------------------------------------------------- code 1, paged (opt-in)
+
+    def test_session_list_pages(self):
+        uid = self.db.add_user()
+        sids = [self.db.add_session(uid, name="s%d" % i) for i in range(7)]
+        # four sessions created in the same microsecond: the id orders them,
+        # and pages of 3 cut through them
+        self.db.query("update chat_sessions set created_at = (select created_at from chat_sessions"
+                      " where session_id = %s) where session_id = any(%s::uuid[])", (sids[2], sids[2:6]))
+        whole = self.c.req(1, {"user_id": uid})
+        self.assertEqual(set(whole["data"]), {"user_id", "session_info"})  # unchanged without limit
+        want = [x["session_id"] for x in whole["data"]["session_info"]]
+        self.assertEqual(sorted(want), sorted(sids))
+        got, before, pages = [], None, 0
+        while True:
+            d = {"user_id": uid, "limit": 3}
+            if before is not None:
+                d["before"] = before
+            data = self.c.req(1, d)["data"]
+            pages += 1
+            got += [x["session_id"] for x in data["session_info"]]
+            if not data["has_more"]:
+                self.assertIsNone(data["next_before"])
+                break
+            before = data["next_before"]
+        self.assertEqual((got, pages), (want, 3))  # the same order, each once
+        # a new session while paging appears on page one, not again later
+        data = self.c.req(1, {"user_id": uid, "limit": 2})["data"]
+        self.assertEqual(len(data["session_info"]), 2)
+        for d, why in [({"limit": 0}, "'limit'"), ({"limit": 201}, "'limit'"), ({"before": "yesterday"}, "'before'"),
+                       ({"before": "1:not-a-uuid"}, "'before'"), ({"before": 5}, "'before': expected a string")]:
+            with self.subTest(d=d):
+                q = {"user_id": uid}
+                q.update(d)
+                self.assertError(self.c.req(1, q), 17, why)
+        # unknown user: as without paging
+        self.assertError(self.c.req(1, {"user_id": str(uuid.uuid4()), "limit": 5}), 3)
+
     # ------------------------------------------------------------- code 9
 
     def test_pages_walk_the_whole_session_back(self):

@@ -180,6 +180,18 @@ static void test_history_codes(void **state)
                  PERR_INVALID_FIELD, "'query': must not be empty");
     expect_error("{\"type\":11,\"data\":{\"user_id\":\"" UID "\",\"query\":\"x\",\"offset\":10001}}",
                  PERR_INVALID_FIELD, "'offset': out of range");
+    /* code 1: whole without limit/before, a page with them */
+    assert_int_equal(decode("{\"type\":1,\"data\":{\"user_id\":\"" UID "\"}}", &req, &err), 0);
+    assert_false(req.paged);
+    proto_request_free(&req);
+    assert_int_equal(decode("{\"type\":1,\"data\":{\"user_id\":\"" UID "\",\"before\":\"17:" SID9
+                            "\"}}", &req, &err), 0);
+    assert_true(req.paged);
+    assert_int_equal(req.limit, PROTO_PAGE_DEFAULT);
+    assert_string_equal(req.cursor, "17:" SID9);
+    proto_request_free(&req);
+    expect_error("{\"type\":1,\"data\":{\"user_id\":\"" UID "\",\"before\":\"17:x\"}}",
+                 PERR_INVALID_FIELD, "'before': not a cursor");
     /* 13 is not a code (yet): unknown, as before */
     expect_error("{\"type\":13,\"data\":{\"user_id\":\"" UID "\"}}", PERR_UNKNOWN_MESSAGE, NULL);
 }
