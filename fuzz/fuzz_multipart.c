@@ -260,19 +260,23 @@ static int run(const char *ctype, const uint8_t *body, size_t len, size_t piece,
     memcpy(req, head, (size_t)hl);
     if (len > 0)
         memcpy(req + hl, body, len);
+    /* Until the callback has an outcome, or 200 turns of the loop in a row
+     * made no progress: all was written and lws has nothing more to say,
+     * or lws stopped reading (the socket is full) without an answer. */
     size_t off = 0;
-    int idle = 0;
-    while (!out->done && idle < 200) {
+    int stalled = 0;
+    while (!out->done && stalled < 200) {
+        int progressed = 0;
         if (off < total) {
             size_t n = total - off < piece ? total - off : piece;
             ssize_t w = write(sv[1], req + off, n);
-            if (w > 0)
+            if (w > 0) {
                 off += (size_t)w;
+                progressed = 1;
+            }
         }
-        int before = out->done;
         lws_service(ctx, -1); /* no wait: what is readable now */
-        if (off >= total && out->done == before)
-            idle++;
+        stalled = progressed ? 0 : stalled + 1;
     }
     free(req);
     /* Closing our end ends the connection; lws frees what it holds. */
