@@ -121,7 +121,7 @@ int db_user_profile(struct pg *pg, const char *user_id, char **username, char **
         return st;
     *username = text(r, 0);
     *models_json = text(r, 1);
-    snapshot(r, 3, snap);
+    snapshot(r, 2, snap);
     PQclear(r);
     if (*username != NULL && *models_json != NULL)
         return DB_OK;

@@ -28,7 +28,7 @@ static const struct {
     const char *sql;
 } pg_statements[PG_STMT_COUNT] = {
     [PG_USER_GET] = {"user_get", 1,
-        "select username, array_to_json(models)::text, balance, " PG_SNAPSHOT_COLS
+        "select username, array_to_json(models)::text, " PG_SNAPSHOT_COLS
         "  from user_data where user_id = $1::uuid"},
     [PG_BALANCE] = {"balance", 1,
         "select balance from user_data where user_id = $1::uuid"},

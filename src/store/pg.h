@@ -12,7 +12,7 @@
 struct config;
 
 enum pg_stmt {
-    PG_USER_GET,        /* $1 user -> username, models json, balance, xmin, xmax */
+    PG_USER_GET,        /* $1 user -> username, models json, xmin, xmax */
     PG_BALANCE,         /* $1 user -> balance */
     PG_SESSIONS_LIST,   /* $1 user -> session_info json, xmin, xmax (no row: no user) */
     PG_SESSIONS_PAGE,   /* $1 user, $2 cursor time (us), $3 cursor id, $4 limit -> has_more,
