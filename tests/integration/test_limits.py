@@ -163,7 +163,11 @@ class MinuteLimit(LimitCase):
         # keep hammering while limited: the lockout must still end with the minute
         for _ in range(3):
             n = self.assert_limited(self.c.chat(uid, "NEW", "again"))
+        # This client reads nothing while it waits, so it would not answer
+        # chatd's pings and be hung up (2 x WS_PING_SECONDS): wait without it.
+        self.c.close()
         time.sleep(n + 0.3)
+        self.c = self.chatd.client()
         self.assertEqual(self.c.chat(uid, "NEW", "next minute")["type"], 3)
         self.assertEqual(sorted(int(self.r.get(k)) for k in rl_keys(self.r, uid, "m")), [1, 3])
 
