@@ -42,8 +42,9 @@ _Static_assert((int)AGENT_OK == (int)GRPC_STATUS_OK &&
 #define AGENT_M_PROCESS "/ai_service.AIService/Process"
 #define AGENT_M_STREAM "/ai_service.AIService/ProcessStream"
 #define AGENT_M_SUMMARIZE "/ai_service.AIService/Summarize"
+#define AGENT_M_TITLE "/ai_service.AIService/Title"
 
-enum agent_kind { AGENT_UNARY, AGENT_STREAM, AGENT_SUMMARY };
+enum agent_kind { AGENT_UNARY, AGENT_STREAM, AGENT_SUMMARY, AGENT_TITLE };
 
 enum agent_op {
     AGENT_OP_UNARY,  /* unary: the whole exchange in one batch */
@@ -69,7 +70,9 @@ struct agent_call {
     agent_delta_fn on_delta;
     agent_done_fn on_done;
     agent_summary_fn on_summary;
+    agent_title_fn on_title;
     void *ud;
+    int timeout_seconds; /* 0: the client's */
 
     pthread_mutex_t lock; /* guards grpc against agent_call_cancel() */
     grpc_call *grpc;      /* NULL before start and once finished */
@@ -93,7 +96,9 @@ struct agent_call {
     int n_chunks;
     char *text;
     size_t len, cap;
-    double cost;
+    float cost;          /* as reported: the float field... */
+    double precise_cost; /* ...and the double one, preferred when non-zero */
+    unsigned prompt_tokens, completion_tokens;
 };
 
 struct agent_client {
@@ -103,6 +108,7 @@ struct agent_client {
     int timeout_seconds;
     atomic_int no_stream;
     atomic_int no_summary;
+    atomic_int no_title;
 
     pthread_mutex_t lock;
     pthread_cond_t idle; /* n_live dropped to 0 */
@@ -205,6 +211,8 @@ int agent_client_supports_stream(agent_client *c) { return !atomic_load(&c->no_s
 
 int agent_client_supports_summary(agent_client *c) { return !atomic_load(&c->no_summary); }
 
+int agent_client_supports_title(agent_client *c) { return !atomic_load(&c->no_title); }
+
 int agent_ping(agent_client *c, int timeout_ms)
 {
     gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
@@ -287,6 +295,22 @@ static uint8_t *agent_pack_summary(const struct agent_summary_request *r, size_t
     uint8_t *buf = malloc(*len ? *len : 1);
     if (buf)
         ai_service__summary_request__pack(&m, buf);
+    return buf;
+}
+
+static uint8_t *agent_pack_title(const struct agent_title_request *r, size_t *len)
+{
+    AiService__TitleRequest m = AI_SERVICE__TITLE_REQUEST__INIT;
+    m.user_id = (char *)agent_nz(r->user_id);
+    m.session_id = (char *)agent_nz(r->session_id);
+    m.model_name = (char *)agent_nz(r->model_name);
+    m.model_provider = (char *)agent_nz(r->model_provider);
+    m.user_message = (char *)agent_nz(r->user_message);
+    m.assistant_message = (char *)agent_nz(r->assistant_message);
+    *len = ai_service__title_request__get_packed_size(&m);
+    uint8_t *buf = malloc(*len ? *len : 1);
+    if (buf)
+        ai_service__title_request__pack(&m, buf);
     return buf;
 }
 
@@ -393,6 +417,7 @@ static void agent_start(agent_call *call)
     agent_client *c = call->client;
     int streaming = call->kind == AGENT_STREAM && !call->fallback;
     const char *method = call->kind == AGENT_SUMMARY ? AGENT_M_SUMMARIZE
+                         : call->kind == AGENT_TITLE ? AGENT_M_TITLE
                          : streaming                 ? AGENT_M_STREAM
                                                      : AGENT_M_PROCESS;
 
@@ -405,8 +430,9 @@ static void agent_start(agent_call *call)
         agent_set_synth(call, GRPC_STATUS_CANCELLED, "Cancelled");
         goto out;
     }
+    int timeout = call->timeout_seconds > 0 ? call->timeout_seconds : c->timeout_seconds;
     gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
-                                         gpr_time_from_seconds(c->timeout_seconds, GPR_TIMESPAN));
+                                         gpr_time_from_seconds(timeout, GPR_TIMESPAN));
     call->grpc = grpc_channel_create_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, c->cq,
                                           grpc_slice_from_static_string(method), NULL, deadline,
                                           NULL);
@@ -514,6 +540,30 @@ int agent_summarize(agent_client *c, const struct agent_summary_request *req,
     return 0;
 }
 
+int agent_title(agent_client *c, const struct agent_title_request *req, int timeout_seconds,
+                agent_title_fn on_done, void *ud)
+{
+    size_t len = 0;
+    uint8_t *buf = agent_pack_title(req, &len);
+    if (!buf)
+        return -1;
+    agent_call *call = agent_call_new(c, AGENT_TITLE, buf, len);
+    if (!call)
+        return -1;
+    call->on_title = on_done;
+    call->ud = ud;
+    call->timeout_seconds = timeout_seconds;
+    if (atomic_load(&c->no_title)) {
+        agent_attempt_init(call);
+        agent_set_synth(call, GRPC_STATUS_UNIMPLEMENTED, "Title is not implemented by the agent");
+        agent_wakeup(call);
+    } else {
+        agent_start(call);
+    }
+    agent_call_unref(call); /* nobody holds the caller's reference */
+    return 0;
+}
+
 /* ---------------------------------------------------------------- CQ thread */
 
 static int agent_append(agent_call *call, const char *s, size_t n)
@@ -577,8 +627,12 @@ static int agent_on_chunk(agent_call *call, int success)
                                          "out of memory", NULL);
         }
     }
-    if (ch->done)
+    if (ch->done) {
         call->cost = ch->cost;
+        call->precise_cost = ch->precise_cost;
+        call->prompt_tokens = ch->prompt_tokens;
+        call->completion_tokens = ch->completion_tokens;
+    }
     ai_service__chunk__free_unpacked(ch, NULL);
 
     grpc_op op;
@@ -606,13 +660,25 @@ static int agent_decode_unary(agent_call *call)
         if (r) {
             rc = agent_append(call, r->summary, strlen(r->summary));
             call->cost = r->cost;
+            call->precise_cost = r->precise_cost;
             ai_service__summary_response__free_unpacked(r, NULL);
+        }
+    } else if (call->kind == AGENT_TITLE) {
+        AiService__TitleResponse *r = ai_service__title_response__unpack(NULL, n, p);
+        if (r) {
+            rc = agent_append(call, r->title, strlen(r->title));
+            call->cost = r->cost;
+            call->precise_cost = r->precise_cost;
+            ai_service__title_response__free_unpacked(r, NULL);
         }
     } else {
         AiService__Response *r = ai_service__response__unpack(NULL, n, p);
         if (r) {
             rc = agent_append(call, r->response_text, strlen(r->response_text));
             call->cost = r->cost;
+            call->precise_cost = r->precise_cost;
+            call->prompt_tokens = r->prompt_tokens;
+            call->completion_tokens = r->completion_tokens;
             ai_service__response__free_unpacked(r, NULL);
         }
     }
@@ -624,6 +690,8 @@ static const char *agent_method_name(const agent_call *call)
 {
     if (call->kind == AGENT_SUMMARY)
         return "Summarize";
+    if (call->kind == AGENT_TITLE)
+        return "Title";
     return call->kind == AGENT_STREAM && !call->fallback ? "ProcessStream" : "Process";
 }
 
@@ -698,20 +766,36 @@ static void agent_finish(agent_call *call)
         if (!atomic_exchange(&c->no_summary, 1))
             log_info("agent: Summarize not implemented by the agent; not asking again");
     }
+    if (call->kind == AGENT_TITLE && status == GRPC_STATUS_UNIMPLEMENTED && !call->synth) {
+        if (!atomic_exchange(&c->no_title, 1))
+            log_info("agent: Title not implemented by the agent; not asking again");
+    }
     if (status != GRPC_STATUS_OK && !cancelled && !call->synth)
         log_warn("agent: %s failed status=%d details=\"%s\"", agent_method_name(call), (int)status,
                  why ? why : "");
 
-    if (status != GRPC_STATUS_OK && call->kind == AGENT_SUMMARY)
-        call->len = 0; /* a failed summary has no text */
+    if (status != GRPC_STATUS_OK && (call->kind == AGENT_SUMMARY || call->kind == AGENT_TITLE))
+        call->len = 0; /* a failed summary or title has no text */
     const char *text = call->text ? call->text : "";
+    char cost[UTIL_MONEY_MAX];
+    if (util_money_text(cost, call->cost, call->precise_cost) != 0)
+        log_warn("agent: %s reported a cost that is not a number >= 0 (%g, %g): charging 0",
+                 agent_method_name(call), (double)call->cost, call->precise_cost);
     if (call->kind == AGENT_SUMMARY) {
         struct agent_summary_result r = {status, why ? why : "", call->len ? text : "", call->len,
-                                         call->cost};
+                                         {0}};
+        memcpy(r.cost, cost, sizeof(cost));
         if (call->on_summary)
             call->on_summary(call->ud, &r);
+    } else if (call->kind == AGENT_TITLE) {
+        struct agent_title_result r = {status, why ? why : "", call->len ? text : "", {0}};
+        memcpy(r.cost, cost, sizeof(cost));
+        if (call->on_title)
+            call->on_title(call->ud, &r);
     } else {
-        struct agent_result r = {status, why ? why : "", text, call->len, call->cost};
+        struct agent_result r = {status, why ? why : "", text, call->len, {0},
+                                 call->prompt_tokens, call->completion_tokens};
+        memcpy(r.cost, cost, sizeof(cost));
         if (call->on_done)
             call->on_done(call->ud, &r);
     }

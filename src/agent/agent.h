@@ -8,7 +8,7 @@
  * batches complete on that queue, so thousands of calls can be in flight
  * without a thread each.
  *
- * Callbacks (on_delta, on_done, summary on_done) always run on that CQ
+ * Callbacks (on_delta, on_done, summary and title on_done) always run on that CQ
  * thread, never on the caller's. They MUST NOT block: while a callback runs
  * no gRPC I/O of this client progresses. Copy what you need and hand it to
  * your own worker pool. A callback may call agent_call_release() and
@@ -26,8 +26,9 @@
  * sending any chunk, the call is transparently re-issued as unary Process and
  * its whole reply is reported as one delta; the client remembers this and
  * asks with Process directly from then on. When an agent answers
- * UNIMPLEMENTED to Summarize, that status is reported and remembered: later
- * summaries complete at once with UNIMPLEMENTED without a round trip.
+ * UNIMPLEMENTED to Summarize (or Title), that status is reported and
+ * remembered: later calls complete at once with UNIMPLEMENTED without a
+ * round trip.
  *
  * Errors are reported as gRPC status codes (grpc_status_code, 0 = OK) with
  * details: agent down → UNAVAILABLE, deadline (timeout_seconds per call) →
@@ -40,6 +41,8 @@
 #define CHATD_AGENT_H
 
 #include <stddef.h>
+
+#include "lib/util.h"
 
 /* The statuses a caller tells apart: gRPC's own numbers (grpc_status_code;
  * agent.c checks that they agree), so that no caller declares them again.
@@ -74,7 +77,10 @@ struct agent_result {
     const char *status_details; /* never NULL, "" when OK */
     const char *text;           /* whole reply so far, NUL-terminated */
     size_t text_len;
-    double cost; /* dollars, 0 unless the agent reported it */
+    /* Dollars as exact decimal text (util_money_text), "0" unless the
+     * agent reported a cost; token counts 0 unless reported. */
+    char cost[UTIL_MONEY_MAX];
+    unsigned prompt_tokens, completion_tokens;
 };
 
 struct agent_summary_request {
@@ -92,12 +98,29 @@ struct agent_summary_result {
     const char *status_details;
     const char *summary; /* NUL-terminated, "" unless status is OK */
     size_t summary_len;
-    double cost;
+    char cost[UTIL_MONEY_MAX];
+};
+
+struct agent_title_request {
+    const char *user_id;
+    const char *session_id;
+    const char *model_name;
+    const char *model_provider;
+    const char *user_message; /* the session's first turn */
+    const char *assistant_message;
+};
+
+struct agent_title_result {
+    int status;
+    const char *status_details;
+    const char *title; /* as the agent sent it (uncleaned), "" unless OK */
+    char cost[UTIL_MONEY_MAX];
 };
 
 typedef void (*agent_delta_fn)(void *ud, const char *text, size_t len);
 typedef void (*agent_done_fn)(void *ud, const struct agent_result *res);
 typedef void (*agent_summary_fn)(void *ud, const struct agent_summary_result *res);
+typedef void (*agent_title_fn)(void *ud, const struct agent_title_result *res);
 
 /* Returns NULL on error (logged). timeout_seconds is every call's deadline. */
 agent_client *agent_client_create(const char *target, int timeout_seconds);
@@ -128,9 +151,16 @@ void agent_call_release(agent_call *call);
 int agent_summarize(agent_client *c, const struct agent_summary_request *req,
                     agent_summary_fn on_done, void *ud);
 
+/* Unary Title, with its own deadline (a title is worth less waiting than
+ * a reply). Returns 0 when on_done will be called exactly once, -1 when
+ * the call cannot be started. UNIMPLEMENTED is remembered like Summarize's. */
+int agent_title(agent_client *c, const struct agent_title_request *req, int timeout_seconds,
+                agent_title_fn on_done, void *ud);
+
 /* 1 until the agent answered UNIMPLEMENTED to that method, then 0. */
 int agent_client_supports_stream(agent_client *c);
 int agent_client_supports_summary(agent_client *c);
+int agent_client_supports_title(agent_client *c);
 
 /* Synchronous, for health checks and tests (do not call from a callback):
  * asks the channel to connect and waits up to timeout_ms for READY.

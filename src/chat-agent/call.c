@@ -29,6 +29,7 @@ struct ca_call {
     atomic_int refs;
     AiService__Request *req;            /* Process, ProcessStream */
     AiService__SummaryRequest *sreq;    /* Summarize */
+    AiService__TitleRequest *treq;      /* Title */
 
     pthread_mutex_t lock; /* everything below */
     int dead;             /* cancelled, deadline passed or a send failed */
@@ -41,6 +42,7 @@ struct ca_call {
     grpc_status_code status;
     char *details;
     double cost;
+    uint32_t prompt_tokens, completion_tokens;
 
     grpc_byte_buffer *send_buf; /* of the batch in flight */
     grpc_slice status_slice;    /* of the batch in flight */
@@ -65,6 +67,8 @@ static void ca_call_free(struct ca_call *k)
         ai_service__request__free_unpacked(k->req, NULL);
     if (k->sreq)
         ai_service__summary_request__free_unpacked(k->sreq, NULL);
+    if (k->treq)
+        ai_service__title_request__free_unpacked(k->treq, NULL);
     free(k->out);
     free(k->details);
     pthread_mutex_destroy(&k->lock);
@@ -100,6 +104,9 @@ struct ca_call *ca_call_accept(grpc_call *grpc, enum ca_method m, grpc_byte_buff
         if (m == CA_SUMMARIZE)
             k->sreq = ai_service__summary_request__unpack(NULL, GRPC_SLICE_LENGTH(s),
                                                           GRPC_SLICE_START_PTR(s));
+        else if (m == CA_TITLE)
+            k->treq = ai_service__title_request__unpack(NULL, GRPC_SLICE_LENGTH(s),
+                                                        GRPC_SLICE_START_PTR(s));
         else
             k->req = ai_service__request__unpack(NULL, GRPC_SLICE_LENGTH(s),
                                                  GRPC_SLICE_START_PTR(s));
@@ -133,6 +140,27 @@ const AiService__SummaryRequest *ca_call_summary_request(const struct ca_call *k
     return k->sreq;
 }
 
+const AiService__TitleRequest *ca_call_title_request(const struct ca_call *k) { return k->treq; }
+
+void ca_call_set_tokens(struct ca_call *k, uint32_t prompt, uint32_t completion)
+{
+    pthread_mutex_lock(&k->lock);
+    k->prompt_tokens = prompt;
+    k->completion_tokens = completion;
+    pthread_mutex_unlock(&k->lock);
+}
+
+/* The cost fields as AGENT_COST_FIELDS says this agent fills them. */
+static float ca_cost_float(double cost)
+{
+    return ca_cfg.cost_fields == CA_COST_DOUBLE ? 0 : (float)cost;
+}
+
+static double ca_cost_double(double cost)
+{
+    return ca_cfg.cost_fields == CA_COST_FLOAT ? 0 : cost;
+}
+
 int ca_call_is_dead(struct ca_call *k)
 {
     pthread_mutex_lock(&k->lock);
@@ -162,7 +190,10 @@ static grpc_byte_buffer *ca_call_pack_locked(struct ca_call *k, int done)
         AiService__Chunk m = AI_SERVICE__CHUNK__INIT;
         m.delta = text;
         m.done = done;
-        m.cost = done ? (float)k->cost : 0;
+        m.cost = done ? ca_cost_float(k->cost) : 0;
+        m.precise_cost = done ? ca_cost_double(k->cost) : 0;
+        m.prompt_tokens = done ? k->prompt_tokens : 0;
+        m.completion_tokens = done ? k->completion_tokens : 0;
         m.timestamp = &ts;
         len = ai_service__chunk__get_packed_size(&m);
         if ((buf = malloc(len ? len : 1)))
@@ -170,15 +201,28 @@ static grpc_byte_buffer *ca_call_pack_locked(struct ca_call *k, int done)
     } else if (k->method == CA_PROCESS) {
         AiService__Response m = AI_SERVICE__RESPONSE__INIT;
         m.response_text = text;
-        m.cost = (float)k->cost;
+        m.cost = ca_cost_float(k->cost);
+        m.precise_cost = ca_cost_double(k->cost);
+        m.prompt_tokens = k->prompt_tokens;
+        m.completion_tokens = k->completion_tokens;
         m.timestamp = &ts;
         len = ai_service__response__get_packed_size(&m);
         if ((buf = malloc(len ? len : 1)))
             ai_service__response__pack(&m, buf);
+    } else if (k->method == CA_TITLE) {
+        AiService__TitleResponse m = AI_SERVICE__TITLE_RESPONSE__INIT;
+        m.title = text;
+        m.cost = ca_cost_float(k->cost);
+        m.precise_cost = ca_cost_double(k->cost);
+        m.timestamp = &ts;
+        len = ai_service__title_response__get_packed_size(&m);
+        if ((buf = malloc(len ? len : 1)))
+            ai_service__title_response__pack(&m, buf);
     } else {
         AiService__SummaryResponse m = AI_SERVICE__SUMMARY_RESPONSE__INIT;
         m.summary = text;
-        m.cost = (float)k->cost;
+        m.cost = ca_cost_float(k->cost);
+        m.precise_cost = ca_cost_double(k->cost);
         m.timestamp = &ts;
         len = ai_service__summary_response__get_packed_size(&m);
         if ((buf = malloc(len ? len : 1)))

@@ -21,7 +21,10 @@
 
 #include "ai_service.pb-c.h"
 
-enum ca_method { CA_PROCESS = 0, CA_STREAM, CA_SUMMARIZE, CA_N_METHODS };
+enum ca_method { CA_PROCESS = 0, CA_STREAM, CA_SUMMARIZE, CA_TITLE, CA_N_METHODS };
+
+/* Which cost fields a reply fills: an older agent knows only the float. */
+enum ca_cost_fields { CA_COST_BOTH = 0, CA_COST_FLOAT, CA_COST_DOUBLE };
 
 struct ca_config {
     const char *host;
@@ -38,6 +41,9 @@ struct ca_config {
     int workers; /* openai worker threads */
     double price_in_per_1k;
     double price_out_per_1k;
+    enum ca_cost_fields cost_fields; /* AGENT_COST_FIELDS */
+    double *costs;                   /* AGENT_COSTS: replies cost these in turn */
+    int n_costs;
 };
 
 /* ---- config.c: read once by ca_config_load() (0, or -1 after saying
@@ -49,6 +55,9 @@ const char *ca_method_name(enum ca_method m);
 uint64_t ca_now_ms(void); /* CLOCK_MONOTONIC */
 
 /* Token estimate of a text: bytes / 3. */
+size_t ca_tokens(size_t bytes);
+/* The cost of a reply: the next of AGENT_COSTS when set, else the token
+ * estimates at AGENT_PRICE_*. */
 double ca_cost(size_t in_bytes, size_t out_bytes);
 
 /* ---- call.c */
@@ -60,6 +69,9 @@ struct ca_call *ca_call_accept(grpc_call *grpc, enum ca_method m, grpc_byte_buff
 enum ca_method ca_call_method(const struct ca_call *k);
 const AiService__Request *ca_call_request(const struct ca_call *k);
 const AiService__SummaryRequest *ca_call_summary_request(const struct ca_call *k);
+const AiService__TitleRequest *ca_call_title_request(const struct ca_call *k);
+/* Token counts reported with the reply (Process, ProcessStream). */
+void ca_call_set_tokens(struct ca_call *k, uint32_t prompt, uint32_t completion);
 int ca_call_is_dead(struct ca_call *k);
 void ca_call_push(struct ca_call *k, const char *text, size_t len);
 void ca_call_finish(struct ca_call *k, grpc_status_code status, const char *details, double cost);
@@ -91,6 +103,7 @@ void ca_timer_stop(void);
 int ca_record_open(const char *path);
 void ca_record_request(enum ca_method m, const AiService__Request *r);
 void ca_record_summary(const AiService__SummaryRequest *r);
+void ca_record_title(const AiService__TitleRequest *r);
 void ca_record_close(void);
 
 /* ---- echo.c: takes over the caller's reference to k. */

@@ -2,6 +2,7 @@
  * back ends share: method names, the cost formula. main.c and the back
  * ends use it; it uses neither. */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,15 +13,21 @@
 
 struct ca_config ca_cfg;
 
-static const char *const method_names[CA_N_METHODS] = {"Process", "ProcessStream", "Summarize"};
+static const char *const method_names[CA_N_METHODS] = {"Process", "ProcessStream", "Summarize",
+                                                       "Title"};
+static atomic_uint next_cost; /* AGENT_COSTS: the next one to charge */
 
 const char *ca_method_name(enum ca_method m)
 {
     return m < CA_N_METHODS ? method_names[m] : "unknown";
 }
 
+size_t ca_tokens(size_t bytes) { return (bytes + 2) / 3; }
+
 double ca_cost(size_t in_bytes, size_t out_bytes)
 {
+    if (ca_cfg.n_costs > 0)
+        return ca_cfg.costs[atomic_fetch_add(&next_cost, 1) % (unsigned)ca_cfg.n_costs];
     return in_bytes / 3.0 / 1000.0 * ca_cfg.price_in_per_1k +
            out_bytes / 3.0 / 1000.0 * ca_cfg.price_out_per_1k;
 }
@@ -92,6 +99,31 @@ static int ca_parse_disable(const char *list)
     return rc;
 }
 
+/* AGENT_COSTS: "0.000128,0.000218", charged in turn by the replies. */
+static int ca_parse_costs(const char *list)
+{
+    char *copy = strdup(list), *save = NULL;
+    if (!copy)
+        return -1;
+    for (char *t = strtok_r(copy, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
+        char *end;
+        errno = 0;
+        double d = strtod(t, &end);
+        double *p = realloc(ca_cfg.costs, sizeof(*p) * (size_t)(ca_cfg.n_costs + 1));
+        if (errno || *end || !(d >= 0) || !p) {
+            fprintf(stderr, "chat-agent: AGENT_COSTS: \"%s\" is not a number >= 0\n", t);
+            if (p)
+                ca_cfg.costs = p;
+            free(copy);
+            return -1;
+        }
+        ca_cfg.costs = p;
+        ca_cfg.costs[ca_cfg.n_costs++] = d;
+    }
+    free(copy);
+    return 0;
+}
+
 int ca_config_load(void)
 {
     long port, delay, timeout, workers;
@@ -108,8 +140,20 @@ int ca_config_load(void)
         env_long("AGENT_WORKERS", 16, 1, 1024, &workers) ||
         env_double("AGENT_PRICE_IN_PER_1K", 0.0015, &ca_cfg.price_in_per_1k) ||
         env_double("AGENT_PRICE_OUT_PER_1K", 0.002, &ca_cfg.price_out_per_1k) ||
-        ca_parse_disable(env_str("AGENT_DISABLE", "")))
+        ca_parse_disable(env_str("AGENT_DISABLE", "")) ||
+        ca_parse_costs(env_str("AGENT_COSTS", "")))
         return -1;
+    const char *fields = env_str("AGENT_COST_FIELDS", "both");
+    if (strcmp(fields, "both") == 0) {
+        ca_cfg.cost_fields = CA_COST_BOTH;
+    } else if (strcmp(fields, "float") == 0) {
+        ca_cfg.cost_fields = CA_COST_FLOAT;
+    } else if (strcmp(fields, "double") == 0) {
+        ca_cfg.cost_fields = CA_COST_DOUBLE;
+    } else {
+        fprintf(stderr, "chat-agent: AGENT_COST_FIELDS must be both, float or double\n");
+        return -1;
+    }
     ca_cfg.port = (int)port;
     ca_cfg.delay_ms = (int)delay;
     ca_cfg.openai_timeout_seconds = (int)timeout;

@@ -5,6 +5,8 @@
  * ProcessStream sends it word by word with AGENT_DELAY_MS spread evenly over
  * the words (each piece is a word plus the spaces after it, so the pieces
  * concatenate to the reply exactly); Process sends it whole after the delay.
+ * Title answers with the first ECHO_TITLE_WORDS words of the user message
+ * in double quotes (chatd removes them), at once.
  * Delays are timer entries, never sleeps: see timer.c. */
 #include <jansson.h>
 #include <stdio.h>
@@ -16,6 +18,7 @@
 
 #define ECHO_SUMMARY_TAKE 40   /* bytes of the user message per turn */
 #define ECHO_SUMMARY_MAX 1000  /* bytes of the whole summary */
+#define ECHO_TITLE_WORDS 6
 
 struct echo_job {
     struct ca_call *k;
@@ -154,10 +157,34 @@ static void echo_summarize(struct ca_call *k)
     free(s);
 }
 
+static void echo_title(struct ca_call *k)
+{
+    const AiService__TitleRequest *r = ca_call_title_request(k);
+    const char *m = r->user_message;
+    size_t end = 0;
+    for (int w = 0; w < ECHO_TITLE_WORDS && m[end]; w++) {
+        end += strspn(m + end, " ");
+        end += strcspn(m + end, " ");
+    }
+    char *s = NULL;
+    if (asprintf(&s, "\"%.*s\"", (int)end, m) < 0) {
+        ca_call_finish(k, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", 0);
+        return;
+    }
+    ca_call_finish_text(k, s, strlen(s), GRPC_STATUS_OK, NULL,
+                        ca_cost(strlen(m) + strlen(r->assistant_message), strlen(s)));
+    free(s);
+}
+
 void echo_handle(struct ca_call *k)
 {
     if (ca_call_method(k) == CA_SUMMARIZE) {
         echo_summarize(k);
+        ca_call_unref(k);
+        return;
+    }
+    if (ca_call_method(k) == CA_TITLE) {
+        echo_title(k);
         ca_call_unref(k);
         return;
     }
@@ -184,6 +211,7 @@ void echo_handle(struct ca_call *k)
     size_t in = strlen(r->chat_message) + strlen(r->session_prompt) + strlen(r->chat_summary) +
                 strlen(r->chat_history);
     j->cost = ca_cost(in, j->len);
+    ca_call_set_tokens(k, (uint32_t)ca_tokens(in), (uint32_t)ca_tokens(j->len));
     for (size_t p = 0; p < j->len; p = echo_piece_end(reply, j->len, p))
         j->n_pieces++;
 

@@ -1,5 +1,5 @@
 /* main.c - chat-agent: the reference AI agent for chatd, a gRPC C core server
- * for ai_service.AIService (Process, ProcessStream, Summarize) with an
+ * for ai_service.AIService (Process, ProcessStream, Summarize, Title) with an
  * "echo" back end for tests and benchmarks and an "openai" one for any
  * OpenAI-compatible server (Ollama included). docs/AGENT.md lists the
  * environment variables.
@@ -29,7 +29,8 @@
 
 static const char *const method_paths[CA_N_METHODS] = {"/ai_service.AIService/Process",
                                                        "/ai_service.AIService/ProcessStream",
-                                                       "/ai_service.AIService/Summarize"};
+                                                       "/ai_service.AIService/Summarize",
+                                                       "/ai_service.AIService/Title"};
 
 /* One outstanding grpc_server_request_(registered_)call; re-posted after
  * each call it delivers. method == CA_N_METHODS: any unregistered method. */
@@ -90,25 +91,30 @@ static void ca_dispatch(enum ca_method m, grpc_call *call, grpc_byte_buffer *pay
     }
     const AiService__Request *r = ca_call_request(k);
     const AiService__SummaryRequest *sr = ca_call_summary_request(k);
-    if (m == CA_SUMMARIZE ? !sr : !r) {
+    const AiService__TitleRequest *tr = ca_call_title_request(k);
+    if (m == CA_SUMMARIZE ? !sr : m == CA_TITLE ? !tr : !r) {
         ca_call_finish(k, GRPC_STATUS_INVALID_ARGUMENT, "malformed request", 0);
         ca_call_unref(k);
         return;
     }
     if (m == CA_SUMMARIZE)
         ca_record_summary(sr);
+    else if (m == CA_TITLE)
+        ca_record_title(tr);
     else
         ca_record_request(m, r);
     log_debug("chat-agent: %s session=%s", ca_method_name(m),
-              m == CA_SUMMARIZE ? sr->session_id : r->session_id);
+              m == CA_SUMMARIZE ? sr->session_id : m == CA_TITLE ? tr->session_id : r->session_id);
+    /* AGENT_FAIL_MODE fails the replies (and titles); summaries still work. */
+    int fails = m != CA_SUMMARIZE;
 
     if (ca_cfg.disabled[m]) {
         ca_call_finish(k, GRPC_STATUS_UNIMPLEMENTED, "disabled by AGENT_DISABLE", 0);
         ca_call_unref(k);
-    } else if (m != CA_SUMMARIZE && strcmp(ca_cfg.fail_mode, "internal") == 0) {
+    } else if (fails && strcmp(ca_cfg.fail_mode, "internal") == 0) {
         ca_call_finish(k, GRPC_STATUS_INTERNAL, "model call failed", 0);
         ca_call_unref(k);
-    } else if (m != CA_SUMMARIZE && strcmp(ca_cfg.fail_mode, "funds") == 0) {
+    } else if (fails && strcmp(ca_cfg.fail_mode, "funds") == 0) {
         ca_call_finish(k, GRPC_STATUS_UNAVAILABLE, "Insufficient funds", 0);
         ca_call_unref(k);
     } else if (strcmp(ca_cfg.backend, "openai") == 0) {

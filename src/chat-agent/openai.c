@@ -165,6 +165,34 @@ static json_t *oa_summary_body(const AiService__SummaryRequest *r, size_t *in_by
     return body;
 }
 
+static json_t *oa_title_body(const AiService__TitleRequest *r, size_t *in_bytes, const char **err)
+{
+    const char *model = oa_model(r->model_name);
+    if (!model || !*model) {
+        *err = "no model_name in the request and no OPENAI_MODEL";
+        return NULL;
+    }
+    char *user = NULL;
+    if (asprintf(&user, "User: %s\nAssistant: %s", r->user_message, r->assistant_message) < 0) {
+        *err = "out of memory";
+        return NULL;
+    }
+    json_t *msgs = json_array();
+    oa_add_message(msgs, "system",
+                   "Give the conversation below a title of at most six words, in the "
+                   "language of the user. Reply with the title only: no quotes, no "
+                   "punctuation at the end.",
+                   in_bytes);
+    oa_add_message(msgs, "user", user, in_bytes);
+    free(user);
+    json_t *body = json_object();
+    json_object_set_new(body, "model", json_string(model));
+    json_object_set_new(body, "messages", msgs);
+    json_object_set_new(body, "stream", json_false());
+    json_object_set_new(body, "max_tokens", json_integer(32));
+    return body;
+}
+
 /* ---------------------------------------------------------------- replies */
 
 static void oa_take_usage(struct oa_ctx *x, json_t *usage)
@@ -284,6 +312,7 @@ static void oa_run(CURL *curl, struct ca_call *k)
     size_t in_bytes = 0;
     const char *err = NULL;
     json_t *jbody = m == CA_SUMMARIZE ? oa_summary_body(ca_call_summary_request(k), &in_bytes, &err)
+                    : m == CA_TITLE   ? oa_title_body(ca_call_title_request(k), &in_bytes, &err)
                                       : oa_chat_body(ca_call_request(k), &in_bytes, &err);
     if (!jbody) {
         ca_call_finish(k, GRPC_STATUS_INVALID_ARGUMENT, err, 0);
@@ -358,6 +387,8 @@ static void oa_run(CURL *curl, struct ca_call *k)
                               ? x.prompt_tokens / 1000.0 * ca_cfg.price_in_per_1k +
                                     x.completion_tokens / 1000.0 * ca_cfg.price_out_per_1k
                               : ca_cost(in_bytes, x.out_bytes);
+            if (x.have_usage && x.prompt_tokens >= 0 && x.completion_tokens >= 0)
+                ca_call_set_tokens(k, (uint32_t)x.prompt_tokens, (uint32_t)x.completion_tokens);
             ca_call_finish(k, GRPC_STATUS_OK, NULL, cost);
         }
     }

@@ -100,3 +100,18 @@ void ca_record_summary(const AiService__SummaryRequest *r)
     json_object_set_new(o, "assistant_message", rec_str(r->assistant_message));
     ca_record_write(o);
 }
+
+void ca_record_title(const AiService__TitleRequest *r)
+{
+    if (rec_fd < 0)
+        return;
+    json_t *o = json_object();
+    json_object_set_new(o, "method", json_string("Title"));
+    json_object_set_new(o, "user_id", rec_str(r->user_id));
+    json_object_set_new(o, "session_id", rec_str(r->session_id));
+    json_object_set_new(o, "model_name", rec_str(r->model_name));
+    json_object_set_new(o, "model_provider", rec_str(r->model_provider));
+    json_object_set_new(o, "user_message", rec_str(r->user_message));
+    json_object_set_new(o, "assistant_message", rec_str(r->assistant_message));
+    ca_record_write(o);
+}

@@ -46,6 +46,7 @@ static const struct cfg_row config_table[] = {
     S("AI_SERVER_HOST", ai_server_host, "127.0.0.1"),
     I("AI_SERVER_PORT", ai_server_port, "50051", 1, 65535),
     I("AI_TIMEOUT_SECONDS", ai_timeout_seconds, "600", 1, 86400),
+    I("AI_TITLE_TIMEOUT_SECONDS", ai_title_timeout_seconds, "20", 1, 3600),
     I("MAX_FILE_SIZE", max_file_size_mb, "10", 1, 4096),
     I("MAX_CHAT_HISTORY_CONTEXT", max_chat_history_context, "20", 0, 10000),
     S("PUBLIC_DIR", public_dir, "./public"),

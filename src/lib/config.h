@@ -34,6 +34,7 @@ struct config {
     char *ai_server_host;
     int ai_server_port;
     int ai_timeout_seconds;
+    int ai_title_timeout_seconds; /* a Title call's deadline */
 
     int max_file_size_mb;
     int max_chat_history_context;

@@ -2,6 +2,8 @@
 #include "lib/util.h"
 
 #include <errno.h>
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -72,5 +74,28 @@ int util_list_each(const char *list, int (*fn)(const char *item, size_t len, voi
                 return rc;
         }
     }
+    return 0;
+}
+
+int util_money_text(char out[UTIL_MONEY_MAX], float f, double d)
+{
+    strcpy(out, "0");
+    if (d != 0) {
+        if (!isfinite(d) || d < 0)
+            return -1;
+        /* %.17g always reads back; fewer digits usually do, and then say
+         * what the agent meant (0.000346, not 0.00034599999999999995). */
+        for (int p = 1; p <= 17; p++) {
+            snprintf(out, UTIL_MONEY_MAX, "%.*g", p, d);
+            if (strtod(out, NULL) == d)
+                break;
+        }
+        return 0;
+    }
+    if (!isfinite(f) || f < 0)
+        return -1;
+    if (f == 0)
+        return 0; /* also -0 */
+    snprintf(out, UTIL_MONEY_MAX, "%.7g", (double)f);
     return 0;
 }

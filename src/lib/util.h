@@ -26,4 +26,15 @@ int util_utf8_valid(const unsigned char *s, size_t n);
 int util_list_each(const char *list, int (*fn)(const char *item, size_t len, void *arg),
                    void *arg);
 
+/* The longest text util_money_text writes, with its NUL. */
+#define UTIL_MONEY_MAX 32
+
+/* A dollar amount an agent reported, as the decimal text PostgreSQL
+ * stores in a numeric: the double field when it is non-zero (the shortest
+ * text that reads back as the same double), else the float field at float
+ * precision (7 significant digits: 0.000128f is "0.000128", not
+ * "0.00012799999967683107"). 0, or -1 (and "0") for a cost that is not a
+ * finite number >= 0, which no agent may charge. */
+int util_money_text(char out[UTIL_MONEY_MAX], float f, double d);
+
 #endif

@@ -371,18 +371,166 @@ int db_session_advance(struct pg *pg, const char *session_id, int count, const c
     return command(pg, PG_SESSION_ADVANCE, 3, p);
 }
 
-int db_charge(struct pg *pg, const char *user_id, double dollars, uint64_t *xid)
+int db_charge(struct pg *pg, const struct db_charge *c, uint64_t *xid)
 {
-    char d[64];
-    snprintf(d, sizeof(d), "%.17g", dollars);
-    const char *p[2] = {user_id, d};
+    char seq[24], model[16], pt[16], ct[16];
+    snprintf(seq, sizeof(seq), "%lld", c->seq);
+    snprintf(model, sizeof(model), "%d", c->model_id);
+    snprintf(pt, sizeof(pt), "%u", c->prompt_tokens);
+    snprintf(ct, sizeof(ct), "%u", c->completion_tokens);
+    const char *p[11] = {c->user_id,
+                         c->session_id,
+                         seq,
+                         c->kind,
+                         c->model_id >= 0 ? model : NULL,
+                         c->model_name,
+                         c->cost,
+                         c->summary_cost != NULL ? c->summary_cost : "0",
+                         c->prompt_tokens > 0 ? pt : NULL,
+                         c->completion_tokens > 0 ? ct : NULL,
+                         c->estimated ? "true" : "false"};
     PGresult *r;
-    int st = query_row(pg, PG_BALANCE_CHARGE, 2, p, &r);
+    int st = query_row(pg, PG_CHARGE, 11, p, &r);
     if (st != DB_OK)
         return st;
-    *xid = u64(r, 1);
+    if (xid != NULL)
+        *xid = u64(r, 1);
     PQclear(r);
     return DB_OK;
+}
+
+void db_usage_free(struct db_usage *u)
+{
+    free(u->balance);
+    free(u->spent);
+    free(u->turns);
+    free(u->by_model_json);
+    memset(u, 0, sizeof(*u));
+}
+
+int db_usage(struct pg *pg, const char *user_id, long long since_us, long long until_us,
+             struct db_usage *out)
+{
+    char a[24], b[24];
+    snprintf(a, sizeof(a), "%lld", since_us);
+    snprintf(b, sizeof(b), "%lld", until_us);
+    const char *p[3] = {user_id, since_us >= 0 ? a : NULL, until_us >= 0 ? b : NULL};
+    PGresult *r;
+    memset(out, 0, sizeof(*out));
+    int st = query_row(pg, PG_USAGE, 3, p, &r);
+    if (st != DB_OK)
+        return st;
+    out->balance = text(r, 0);
+    out->spent = text(r, 1);
+    out->turns = text(r, 2);
+    out->by_model_json = text(r, 3);
+    PQclear(r);
+    if (out->balance && out->spent && out->turns && out->by_model_json)
+        return DB_OK;
+    db_usage_free(out);
+    return DB_ERROR;
+}
+
+int db_title_set(struct pg *pg, const char *user_id, const char *session_id, const char *title,
+                 uint64_t *xid)
+{
+    const char *p[3] = {user_id, session_id, title};
+    PGresult *r;
+    int st = query_row(pg, PG_TITLE_SET, 3, p, &r);
+    if (st != DB_OK)
+        return st;
+    *xid = u64(r, 0);
+    PQclear(r);
+    return DB_OK;
+}
+
+/* ---------------------------------------------------------------- export */
+
+void db_export_session_free(struct db_export_session *s)
+{
+    free(s->session_id);
+    free(s->name);
+    free(s->created_at);
+    free(s->prompt);
+    free(s->model);
+    memset(s, 0, sizeof(*s));
+}
+
+int db_export_session(struct pg *pg, const char *user_id, const char *session_id,
+                      struct db_export_session *out)
+{
+    const char *p[2] = {user_id, session_id};
+    PGresult *r;
+    memset(out, 0, sizeof(*out));
+    int st = query_row(pg, PG_EXPORT_SESSION, 2, p, &r);
+    if (st != DB_OK)
+        return st;
+    out->name = text(r, 0);
+    out->created_at = text(r, 1);
+    out->prompt = text(r, 2);
+    out->model = text(r, 3);
+    PQclear(r);
+    if (out->name && out->created_at && out->prompt && out->model)
+        return DB_OK;
+    db_export_session_free(out);
+    return DB_ERROR;
+}
+
+int db_export_sessions(struct pg *pg, const char *user_id, long long cursor_us,
+                       const char *cursor_id, int limit, struct db_export_session **out,
+                       int *n)
+{
+    char c[24], l[16];
+    snprintf(c, sizeof(c), "%lld", cursor_us);
+    snprintf(l, sizeof(l), "%d", limit);
+    const char *p[4] = {user_id, cursor_us >= 0 ? c : NULL, cursor_us >= 0 ? cursor_id : NULL, l};
+    *out = NULL;
+    *n = 0;
+    PGresult *r = pg_exec(pg, PG_EXPORT_SESSIONS, 4, p);
+    if (r == NULL)
+        return DB_ERROR;
+    int rows = PQntuples(r);
+    struct db_export_session *v = calloc(rows > 0 ? (size_t)rows : 1, sizeof(*v));
+    if (v == NULL)
+        goto fail;
+    for (int i = 0; i < rows; i++) {
+        v[i].session_id = strdup(PQgetvalue(r, i, 0));
+        v[i].name = strdup(PQgetvalue(r, i, 1));
+        v[i].created_at = strdup(PQgetvalue(r, i, 2));
+        v[i].prompt = strdup(PQgetvalue(r, i, 3));
+        v[i].model = strdup("");
+        v[i].cursor_us = atoll(PQgetvalue(r, i, 4));
+        if (!v[i].session_id || !v[i].name || !v[i].created_at || !v[i].prompt || !v[i].model) {
+            for (int j = 0; j <= i; j++)
+                db_export_session_free(&v[j]);
+            free(v);
+            goto fail;
+        }
+    }
+    PQclear(r);
+    *out = v;
+    *n = rows;
+    return DB_OK;
+fail:
+    PQclear(r);
+    return DB_ERROR;
+}
+
+int db_export_page(struct pg *pg, const char *user_id, const char *session_id, long long after,
+                   int limit, char **json, long long *last_seq)
+{
+    char a[24], l[16];
+    snprintf(a, sizeof(a), "%lld", after);
+    snprintf(l, sizeof(l), "%d", limit);
+    const char *p[4] = {user_id, session_id, a, l};
+    PGresult *r;
+    int st = query_row(pg, PG_EXPORT_PAGE, 4, p, &r);
+    if (st != DB_OK)
+        return st == DB_NOT_FOUND ? DB_ERROR : st; /* one row, always */
+    *json = text(r, 0);
+    *last_seq = PQgetisnull(r, 0, 1) ? -1 : atoll(PQgetvalue(r, 0, 1));
+    PQclear(r);
+    return *json != NULL ? DB_OK : DB_ERROR;
 }
 
 /* ---------------------------------------------------------------- files */

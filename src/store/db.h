@@ -118,6 +118,29 @@ int db_message_role(struct pg *pg, const char *user_id, const char *session_id, 
 int db_feedback(struct pg *pg, const char *user_id, const char *session_id, long long seq,
                 int rating, const char *comment);
 
+/* ---------------------------------------------------------------- export */
+
+struct db_export_session {
+    char *session_id, *name, *created_at, *prompt, *model;
+    long long cursor_us; /* its created_at: the next list page starts after it */
+};
+void db_export_session_free(struct db_export_session *s);
+/* The user's session (model filled; session_id not). */
+int db_export_session(struct pg *pg, const char *user_id, const char *session_id,
+                      struct db_export_session *out);
+/* Up to limit of the user's sessions after the cursor (cursor_us < 0:
+ * from the oldest), oldest first; *n set. The caller frees each and the
+ * array. */
+int db_export_sessions(struct pg *pg, const char *user_id, long long cursor_us,
+                       const char *cursor_id, int limit, struct db_export_session **out,
+                       int *n);
+/* Up to limit messages of the user's session after seq after, ascending:
+ * a JSON array ({seq, role, content, created_at} and, where they apply,
+ * rating, comment, content_type, size, original_name); *last_seq the
+ * highest (-1 when none). */
+int db_export_page(struct pg *pg, const char *user_id, const char *session_id, long long after,
+                   int limit, char **json, long long *last_seq);
+
 /* ----------------------------------------------------- one transaction */
 
 int db_begin(struct pg *pg);
@@ -134,8 +157,35 @@ int db_message_insert(struct pg *pg, const char *session_id, long long seq, cons
                       const char *content);
 /* next_seq += count, and the running summary. */
 int db_session_advance(struct pg *pg, const char *session_id, int count, const char *summary);
-/* Deducts dollars from the balance; *xid is the transaction's id. */
-int db_charge(struct pg *pg, const char *user_id, double dollars, uint64_t *xid);
+/* A charge: its ledger row and the balance deducted, in one statement. */
+struct db_charge {
+    const char *user_id, *session_id;
+    long long seq;    /* the assistant message's */
+    const char *kind; /* "turn" or "title" */
+    int model_id;
+    const char *model_name;
+    const char *cost;         /* decimal text; NULL: the token estimate at the model's prices */
+    const char *summary_cost; /* decimal text added to it; NULL: none */
+    unsigned prompt_tokens, completion_tokens; /* 0: not reported */
+    int estimated;
+};
+/* *xid is the transaction's id (xid may be NULL). */
+int db_charge(struct pg *pg, const struct db_charge *c, uint64_t *xid);
+
+/* Code 13: the balance, and the ledger between since_us and until_us
+ * (epoch microseconds; < 0: open): decimal texts, the number of turns and
+ * a JSON array of {model, turns, spent}. DB_NOT_FOUND: no user. */
+struct db_usage {
+    char *balance, *spent, *turns, *by_model_json;
+};
+void db_usage_free(struct db_usage *u);
+int db_usage(struct pg *pg, const char *user_id, long long since_us, long long until_us,
+             struct db_usage *out);
+
+/* A title from the agent: DB_NOT_FOUND when the user renamed the session
+ * meanwhile (or it is gone). */
+int db_title_set(struct pg *pg, const char *user_id, const char *session_id, const char *title,
+                 uint64_t *xid);
 
 /* ---------------------------------------------------------------- files */
 

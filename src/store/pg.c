@@ -110,8 +110,24 @@ static const struct {
     [PG_SESSION_ADVANCE] = {"session_advance", 3,
         "update chat_sessions set next_seq = next_seq + $2::int, summary = $3,"
         "       updated_at = clock_timestamp() where session_id = $1::uuid"},
-    [PG_BALANCE_CHARGE] = {"balance_charge", 2,
-        "update user_data set balance = balance - $2::float8 where user_id = $1::uuid"
+    /* A charge and its ledger row in one statement, so that the balance
+     * is the starting balance minus the ledger at every moment. A cost
+     * the agent did not report ($7 null: a stopped turn) is the token
+     * estimate at the model's prices, computed here in exact decimals. */
+    [PG_CHARGE] = {"charge", 11,
+        "with e as (insert into usage_ledger (user_id, session_id, seq, kind, model_id,"
+        "                                     model_name, cost, prompt_tokens,"
+        "                                     completion_tokens, estimated)"
+        "   values ($1::uuid, $2::uuid, $3::bigint, $4, $5::int, $6,"
+        "           coalesce($7::numeric,"
+        "                    (select trim_scale((coalesce($9::bigint, 0) * m.input_price_per_1k"
+        "                                        + coalesce($10::bigint, 0) * m.output_price_per_1k)"
+        "                                       / 1000)"
+        "                       from model_details m where m.model_id = $5::int),"
+        "                    0) + $8::numeric,"
+        "           $9::bigint, $10::bigint, $11::boolean)"
+        "   returning cost)"
+        " update user_data set balance = balance - (select cost from e) where user_id = $1::uuid"
         " returning balance, pg_current_xact_id()::text"},
     [PG_FILE_GET] = {"file_get", 3,
         "select content_type from uploaded_files"
@@ -167,7 +183,8 @@ static const struct {
         "        (select min(seq) from shown)"
         "   from chat_sessions s where s.user_id = $1::uuid and s.session_id = $2::uuid"},
     [PG_SESSION_RENAME] = {"session_rename", 3,
-        "update chat_sessions set session_name = $3, updated_at = clock_timestamp()"
+        "update chat_sessions set session_name = $3, named_by_user = true,"
+        "       updated_at = clock_timestamp()"
         " where user_id = $1::uuid and session_id = $2::uuid"
         " returning pg_current_xact_id()::text"},
     /* The role of message $3 of the user's session: no row, no such
@@ -216,6 +233,66 @@ static const struct {
         "                                         'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'))"
         "                   order by p.rank desc, p.created_at desc, p.session_id, p.seq nulls first)"
         "                   from shown p, q), '[]')::text"},
+    /* A title replaces the first-turn name only while the user has not
+     * named the session (code 10). */
+    [PG_TITLE_SET] = {"title_set", 3,
+        "update chat_sessions set session_name = $3"
+        " where user_id = $1::uuid and session_id = $2::uuid and not named_by_user"
+        " returning pg_current_xact_id()::text"},
+    /* Code 13: one index range of the user's ledger; sums in numeric. */
+    [PG_USAGE] = {"usage", 3,
+        "with l as (select model_name, kind, cost from usage_ledger"
+        "            where user_id = $1::uuid"
+        "              and created_at >= coalesce(timestamptz 'epoch' + $2::bigint * interval '1 microsecond', '-infinity')"
+        "              and created_at < coalesce(timestamptz 'epoch' + $3::bigint * interval '1 microsecond', 'infinity')),"
+        "     m as (select model_name, count(*) filter (where kind = 'turn') as turns,"
+        "                  sum(cost) as spent from l group by model_name)"
+        " select u.balance::text, (select coalesce(sum(spent), 0) from m)::text,"
+        "        (select coalesce(sum(turns), 0) from m)::text,"
+        "        (select coalesce(json_agg(json_build_object('model', model_name, 'turns', turns,"
+        "                                                    'spent', spent)"
+        "                                  order by spent desc, model_name), '[]') from m)::text"
+        "   from user_data u where u.user_id = $1::uuid"},
+    [PG_EXPORT_SESSION] = {"export_session", 2,
+        "select s.session_name,"
+        "       to_char(s.created_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
+        "       s.session_prompt, coalesce(md.model_name, '')"
+        "  from chat_sessions s left join model_details md using (model_id)"
+        " where s.user_id = $1::uuid and s.session_id = $2::uuid"},
+    /* Oldest first, after the cursor: one forward range of the index. */
+    [PG_EXPORT_SESSIONS] = {"export_sessions", 4,
+        "select s.session_id::text, s.session_name,"
+        "       to_char(s.created_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
+        "       s.session_prompt,"
+        "       (extract(epoch from s.created_at) * 1000000)::bigint::text"
+        "  from chat_sessions s"
+        " where s.user_id = $1::uuid"
+        "   and ($2::bigint is null"
+        "        or s.created_at > timestamptz 'epoch' + $2::bigint * interval '1 microsecond'"
+        "        or (s.created_at = timestamptz 'epoch' + $2::bigint * interval '1 microsecond'"
+        "            and s.session_id < $3::uuid))"
+        /* the index (user_id, created_at desc, session_id) read backwards */
+        " order by s.created_at, s.session_id desc limit $4::int"},
+    /* A page of a session being exported: up to $4 messages after seq
+     * $3, ascending, with ratings, comments and file metadata. */
+    [PG_EXPORT_PAGE] = {"export_page", 4,
+        "with page as (select m.seq, m.role, m.content, m.created_at"
+        "                from chat_sessions s join chat_messages m using (session_id)"
+        "               where s.user_id = $1::uuid and s.session_id = $2::uuid"
+        "                 and m.seq > $3::bigint order by m.seq limit $4::int)"
+        " select coalesce(json_agg(json_strip_nulls(json_build_object("
+        "          'seq', p.seq, 'role', p.role, 'content', p.content,"
+        "          'created_at', to_char(p.created_at at time zone 'UTC',"
+        "                                'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
+        "          'rating', fb.rating, 'comment', nullif(fb.comment, ''),"
+        "          'content_type', f.content_type, 'size', f.size_bytes,"
+        "          'original_name', f.original_name)) order by p.seq), '[]')::text,"
+        "        max(p.seq)::text"
+        "   from page p"
+        "   left join message_feedback fb"
+        "     on p.role = 'assistant' and fb.session_id = $2::uuid and fb.seq = p.seq"
+        "   left join uploaded_files f"
+        "     on p.role = 'file' and f.session_id = $2::uuid and f.stored_name = p.content"},
     [PG_PING] = {"ping", 0, "select 1"},
 };
 

@@ -27,7 +27,10 @@ enum pg_stmt {
     PG_SESSION_LOCK,    /* $1 user, $2 session -> next_seq (FOR UPDATE) */
     PG_MESSAGE_INSERT,  /* $1 session, $2 seq, $3 role, $4 content */
     PG_SESSION_ADVANCE, /* $1 session, $2 count, $3 summary */
-    PG_BALANCE_CHARGE,  /* $1 user, $2 dollars -> new balance, xid */
+    PG_CHARGE,          /* $1 user, $2 session, $3 seq, $4 kind, $5 model id, $6 model name,
+                           $7 cost (null: estimate from tokens), $8 summary cost,
+                           $9 prompt tokens, $10 completion tokens, $11 estimated
+                           -> new balance, xid */
     PG_FILE_GET,        /* $1 user, $2 session, $3 stored name -> content_type */
     PG_FILE_INSERT,     /* $1 session, $2 user, $3 stored, $4 original, $5 type, $6 size
                            -> xid */
@@ -40,6 +43,14 @@ enum pg_stmt {
     PG_FEEDBACK_SET,    /* $1 session, $2 seq, $3 user, $4 rating, $5 comment */
     PG_FEEDBACK_CLEAR,  /* $1 session, $2 seq */
     PG_SEARCH,          /* $1 user, $2 query, $3 limit, $4 offset -> has_more, hits json */
+    PG_TITLE_SET,       /* $1 user, $2 session, $3 title -> xid (no row: renamed or gone) */
+    PG_USAGE,           /* $1 user, $2 since, $3 until (epoch us, null: open) -> balance,
+                           spent, turns, by_model json (no row: no user) */
+    PG_EXPORT_SESSION,  /* $1 user, $2 session -> name, created_at, prompt, model */
+    PG_EXPORT_SESSIONS, /* $1 user, $2 cursor time (us), $3 cursor id, $4 limit -> rows of
+                           session_id, name, created_at, prompt, cursor time (us) */
+    PG_EXPORT_PAGE,     /* $1 user, $2 session, $3 after seq, $4 limit -> messages json,
+                           highest seq */
     PG_PING,            /* -> 1 (readiness) */
     PG_STMT_COUNT
 };

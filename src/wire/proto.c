@@ -212,6 +212,84 @@ static int decode_feedback(json_t *data, struct proto_request *req, struct proto
     return 0;
 }
 
+int proto_parse_time(const char *s, long long *us)
+{
+    int y, mo, d, h = 0, mi = 0, sec = 0, n = 0;
+    if (sscanf(s, "%4d-%2d-%2d%n", &y, &mo, &d, &n) != 3 || n != 10)
+        return -1;
+    const char *p = s + 10;
+    long long frac_us = 0, offset_s = 0;
+    if (*p != '\0') {
+        if (*p != 'T' && *p != 't' && *p != ' ')
+            return -1;
+        if (sscanf(p + 1, "%2d:%2d:%2d%n", &h, &mi, &sec, &n) != 3 || n != 8)
+            return -1;
+        p += 9;
+        if (*p == '.') {
+            int digits = 0;
+            for (p++; *p >= '0' && *p <= '9'; p++, digits++)
+                if (digits < 6)
+                    frac_us = frac_us * 10 + (*p - '0');
+            if (digits == 0)
+                return -1;
+            for (; digits < 6; digits++)
+                frac_us *= 10;
+        }
+        if (*p == 'Z' || *p == 'z') {
+            p++;
+        } else if (*p == '+' || *p == '-') {
+            int oh, om;
+            if (sscanf(p + 1, "%2d:%2d%n", &oh, &om, &n) != 2 || n != 5 || oh > 23 || om > 59)
+                return -1;
+            offset_s = (oh * 3600LL + om * 60LL) * (*p == '-' ? -1 : 1);
+            p += 6;
+        } else {
+            return -1;
+        }
+        if (*p != '\0')
+            return -1;
+    }
+    /* The digits were read with %d, which also takes signs and spaces:
+     * check the shape, then the ranges. */
+    for (int i = 0; i < 10; i++)
+        if (i == 4 || i == 7 ? s[i] != '-' : (s[i] < '0' || s[i] > '9'))
+            return -1;
+    static const int mdays[12] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (y < 1970 || mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] ||
+        (mo == 2 && d == 29 && !leap) || h > 23 || mi > 59 || sec > 60 || h < 0 || mi < 0 ||
+        sec < 0)
+        return -1;
+    /* Days from the civil date (H. Hinnant's algorithm): no timegm, no TZ. */
+    int yy = mo <= 2 ? y - 1 : y;
+    int era = yy / 400;
+    int yoe = yy - era * 400;
+    int doy = (153 * (mo + (mo > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    long long days = (long long)era * 146097 + doe - 719468;
+    long long t = days * 86400 + h * 3600LL + mi * 60LL + (sec == 60 ? 59 : sec) - offset_s;
+    if (t < 0)
+        return -1;
+    *us = t * 1000000 + frac_us;
+    return 0;
+}
+
+/* Code 13's optional times: absent or null are -1. */
+static int decode_time(json_t *data, const char *field, int type, long long *out,
+                       struct proto_error *err)
+{
+    const char *s = NULL;
+    if (get_opt_string(data, field, type, NULL, &s, err) != 0)
+        return -1;
+    if (s == NULL) {
+        *out = -1;
+        return 0;
+    }
+    if (proto_parse_time(s, out) != 0)
+        return field_error(err, type, field, "not an RFC 3339 time or date");
+    return 0;
+}
+
 static int decode_chat(json_t *data, const struct proto_limits *lim, struct proto_request *req,
                        struct proto_error *err)
 {
@@ -320,6 +398,7 @@ int proto_decode(const char *buf, size_t len, const struct proto_limits *lim,
     case PROTO_RENAME:
     case PROTO_SEARCH:
     case PROTO_FEEDBACK:
+    case PROTO_USAGE:
         break;
     default:
         /* Echo the type only when it fits an int; anything else is noise. */
@@ -416,6 +495,15 @@ int proto_decode(const char *buf, size_t len, const struct proto_limits *lim,
     case PROTO_FEEDBACK:
         if (decode_feedback(data, req, err) != 0)
             goto fail;
+        break;
+    case PROTO_USAGE:
+        if (decode_time(data, "since", req->type, &req->since_us, err) != 0 ||
+            decode_time(data, "until", req->type, &req->until_us, err) != 0)
+            goto fail;
+        if (req->since_us >= 0 && req->until_us >= 0 && req->until_us < req->since_us) {
+            field_error(err, req->type, "until", "before 'since'");
+            goto fail;
+        }
         break;
     default:
         break;

@@ -30,6 +30,7 @@ enum proto_type {
     PROTO_RENAME = 10,   /* a session's name */
     PROTO_SEARCH = 11,   /* full-text search of the user's history */
     PROTO_FEEDBACK = 12, /* a rating of an assistant message */
+    PROTO_USAGE = 13,    /* balance and spending from the ledger */
 };
 
 #define PROTO_PAGE_DEFAULT 50
@@ -101,6 +102,7 @@ struct proto_request {
     int paged;                         /* code 1: "limit" or "before" given */
     const char *cursor;                /* code 1: "before", NULL from the newest */
     int offset;                        /* code 11 */
+    long long since_us, until_us;      /* code 13: epoch microseconds, -1 when absent */
     json_t *root;
 };
 
@@ -142,6 +144,11 @@ char *proto_encode_error_code(int type, int code, const char *text, const char *
  * existing client reads from /upload. Steals data. Never NULL (a fixed
  * "Internal Server Error" body when out of memory); *len set. */
 char *proto_encode_http(const char *message, json_t *data, size_t *len);
+
+/* An RFC 3339 time ("2026-11-30T08:00:00Z", "...T08:00:00.5+01:00") or a
+ * date ("2026-11-30", its midnight UTC) as microseconds since the epoch
+ * (1970..9999). 0, or -1 when s is not one. */
+int proto_parse_time(const char *s, long long *us);
 
 /* Number of bytes of s (at most max) that end on a UTF-8 character
  * boundary, and hold at most max_chars characters. */

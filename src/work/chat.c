@@ -40,6 +40,7 @@
 #include "work/dispatch.h"
 #include "work/outbox.h"
 #include "work/ratelimit.h"
+#include "work/title.h"
 
 #define CHAT_STOP_MARKER "[stopped]"
 #define CHAT_SESSION_NAME_CHARS 20
@@ -97,7 +98,6 @@ struct chat_turn {
     int model_id;
     char *model_name, *provider;
     long context_length;
-    double price_in, price_out; /* dollars per 1K tokens */
     char *message, *prompt, *file_name, *file_url;
     double balance;
     int wait_seconds; /* refused by a rate limit: until its window ends */
@@ -120,9 +120,10 @@ struct chat_turn {
     int status;
     char *status_details;
     char *reply;
-    double cost;
+    char cost[UTIL_MONEY_MAX]; /* as the agent reported it */
+    unsigned prompt_tokens, completion_tokens;
     char *new_summary;
-    double summary_cost;
+    char summary_cost[UTIL_MONEY_MAX];
     int stage; /* 0: start, 1: finish */
 
     struct chat_turn *wait_next; /* the session's queue */
@@ -322,7 +323,7 @@ static void turn_end(struct chat_turn *t)
  * *lock_seq (next_seq before the turn, under the row lock), and tells the
  * cache of this process about a new session before anyone is told. */
 static enum turn_error turn_store(struct worker *w, struct chat_turn *t, const char *reply,
-                                  double charge, long long *lock_seq)
+                                  struct db_charge *charge, long long *lock_seq)
 {
     struct pg *pg = &w->pg;
     if (db_begin(pg) != DB_OK)
@@ -348,9 +349,11 @@ static enum turn_error turn_store(struct worker *w, struct chat_turn *t, const c
         if (db_message_insert(pg, t->session_id, seq + i, roles[i], contents[i]) != DB_OK)
             goto rollback;
     uint64_t xid;
+    charge->session_id = t->session_id;
+    charge->seq = seq + 1; /* the assistant message */
     if (db_session_advance(pg, t->session_id, n,
                            t->new_summary != NULL ? t->new_summary : t->summary) != DB_OK ||
-        db_charge(pg, t->user_id, charge, &xid) != DB_OK)
+        db_charge(pg, charge, &xid) != DB_OK)
         goto rollback;
     if (db_commit(pg) != DB_OK)
         return TURN_INTERNAL;
@@ -421,7 +424,16 @@ static void turn_finish(struct worker *w, struct chat_turn *t)
 
     const char *reply = t->reply != NULL ? t->reply : "";
     char *stopped = NULL;
-    double charge = t->cost + t->summary_cost;
+    struct db_charge charge = {
+        .user_id = t->user_id,
+        .kind = "turn",
+        .model_id = t->model_id,
+        .model_name = t->model_name,
+        .cost = t->cost,
+        .summary_cost = t->summary_cost,
+        .prompt_tokens = t->prompt_tokens,
+        .completion_tokens = t->completion_tokens,
+    };
 
     enum chat_end end = chat_end_of(cancelled, by_user, t->status);
     switch (end) {
@@ -445,11 +457,14 @@ static void turn_finish(struct worker *w, struct chat_turn *t)
         reply = stopped;
         if (end == CHAT_END_STOPPED_ESTIMATE) {
             /* Agents report cost only at the end: charge the estimate of
-             * what was sent and generated. */
+             * what was sent and generated, at the model's prices (in
+             * exact decimals, by PostgreSQL). */
             size_t in_bytes = strlen(t->message) + strlen(t->prompt) + strlen(t->summary);
-            charge = (double)chat_estimate_tokens(in_bytes) / 1000.0 * t->price_in +
-                     (double)chat_estimate_tokens(strlen(t->reply ? t->reply : "")) / 1000.0 *
-                         t->price_out;
+            charge.cost = NULL;
+            charge.prompt_tokens = (unsigned)chat_estimate_tokens(in_bytes);
+            charge.completion_tokens =
+                (unsigned)chat_estimate_tokens(strlen(t->reply ? t->reply : ""));
+            charge.estimated = 1;
         }
         break;
     case CHAT_END_STORED:
@@ -457,14 +472,16 @@ static void turn_finish(struct worker *w, struct chat_turn *t)
     }
 
     long long lock_seq = -1;
-    enum turn_error err = turn_store(w, t, reply, charge, &lock_seq);
+    enum turn_error err = turn_store(w, t, reply, &charge, &lock_seq);
     if (err != TURN_OK) {
         turn_fail(w, t, err);
         goto out;
     }
     turn_refresh_cache(w, t, reply, lock_seq);
-    log_info("event=turn_stored session=%s bytes_in=%zu bytes_out=%zu cost=%.6f%s",
-             t->session_id, strlen(t->message), strlen(reply), charge, stopped ? " stopped=1" : "");
+    log_info("event=turn_stored session=%s bytes_in=%zu bytes_out=%zu cost=%s%s%s",
+             t->session_id, strlen(t->message), strlen(reply),
+             charge.cost != NULL ? charge.cost : "estimated",
+             strcmp(t->summary_cost, "0") != 0 ? "+summary" : "", stopped ? " stopped=1" : "");
 
     json_t *data = json_pack("{s:s, s:s, s:s, s:s}", "user_id", t->user_id, "session_id",
                              t->session_id, "session_name", t->session_name, "message", reply);
@@ -475,6 +492,21 @@ static void turn_finish(struct worker *w, struct chat_turn *t)
         outbox_push(t->app->outbox, t->conn_id, frame, len);
     } else {
         turn_push_error(t, TURN_MARSHAL); /* stored: the file stays */
+    }
+    /* After the reply, which keeps the 20-character name the existing
+     * client shows: a title for a new session, when the agent gives one. */
+    if (t->session_new) {
+        struct title_source src = {
+            .user_id = t->user_id,
+            .session_id = t->session_id,
+            .model_id = t->model_id,
+            .model_name = t->model_name,
+            .provider = t->provider,
+            .user_message = t->message,
+            .assistant_message = reply,
+            .seq = lock_seq + 1,
+        };
+        title_request(t->app, &src);
     }
 out:
     free(stopped);
@@ -488,7 +520,7 @@ static void on_summary(void *ud, const struct agent_summary_result *res)
     struct chat_turn *t = ud;
     if (res->status == 0) {
         t->new_summary = strdup(res->summary);
-        t->summary_cost = res->cost;
+        memcpy(t->summary_cost, res->cost, sizeof(t->summary_cost));
     } else if (res->status != AGENT_UNIMPLEMENTED) {
         /* The turn itself succeeded: keep the old summary, lose nothing. */
         log_warn("event=summary_failed session=%s grpc_status=%d details=\"%s\"", t->session_id,
@@ -521,7 +553,9 @@ static void on_done(void *ud, const struct agent_result *res)
     t->status = res->status;
     t->status_details = strdup(res->status_details);
     t->reply = strndup(res->text, res->text_len);
-    t->cost = res->cost;
+    memcpy(t->cost, res->cost, sizeof(t->cost));
+    t->prompt_tokens = res->prompt_tokens;
+    t->completion_tokens = res->completion_tokens;
 
     agent_client *agent = t->app->agent;
     if (res->status == AGENT_OK && agent_client_supports_summary(agent)) {
@@ -754,8 +788,6 @@ static enum turn_error turn_check(struct worker *w, struct chat_turn *t,
     t->model_name = model.name; /* the turn owns them now */
     t->provider = model.provider;
     t->context_length = model.context_length;
-    t->price_in = model.price_in;
-    t->price_out = model.price_out;
     if (!(t->balance > 0))
         return TURN_NO_BALANCE;
 
@@ -816,6 +848,8 @@ void chat_handle(struct worker *w, struct work_request *r)
     }
     atomic_init(&t->refs, 1);
     t->stored_seq = -1;
+    strcpy(t->cost, "0");
+    strcpy(t->summary_cost, "0");
     pthread_mutex_init(&t->mu, NULL);
     t->app = app;
     t->conn_id = r->conn_id;

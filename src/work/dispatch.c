@@ -23,6 +23,7 @@ static const struct dispatch_row dispatch_table[] = {
     {PROTO_RENAME, "rename", history_rename},
     {PROTO_SEARCH, "search", history_search},
     {PROTO_FEEDBACK, "feedback", history_feedback},
+    {PROTO_USAGE, "usage", handlers_usage},
 };
 
 const struct dispatch_row *dispatch_find(int type)

@@ -12,5 +12,6 @@ void handlers_chats(struct worker *w, struct work_request *r);         /* 2 */
 void handlers_delete_session(struct worker *w, struct work_request *r);/* 4 */
 void handlers_list_models(struct worker *w, struct work_request *r);   /* 5 */
 void handlers_balance(struct worker *w, struct work_request *r);       /* 6 */
+void handlers_usage(struct worker *w, struct work_request *r);         /* 13 */
 
 #endif

@@ -276,12 +276,12 @@ static void waiter_finish(struct waiter *w, int status, const char *details, con
 
 static void on_done(void *ud, const struct agent_result *res)
 {
-    waiter_finish(ud, res->status, res->status_details, res->text, res->text_len, res->cost);
+    waiter_finish(ud, res->status, res->status_details, res->text, res->text_len, strtod(res->cost, NULL));
 }
 
 static void on_summary(void *ud, const struct agent_summary_result *res)
 {
-    waiter_finish(ud, res->status, res->status_details, res->summary, res->summary_len, res->cost);
+    waiter_finish(ud, res->status, res->status_details, res->summary, res->summary_len, strtod(res->cost, NULL));
 }
 
 /* Waits until done (or until n_deltas >= min_deltas when min_deltas > 0). */
