@@ -349,6 +349,7 @@ void conn_apply(struct conns *cs, struct outbox_post *p)
         }
         break;
     case OUTBOX_HTTP:
+    case OUTBOX_EXPORT:
         break; /* not a connection's: net/http.c */
     }
 }

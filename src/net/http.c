@@ -7,6 +7,9 @@
  *   POST /upload           a file, multipart (net/multipart.c, then
  *                          work/upload.c on a worker)
  *   GET  /uploads/<name>   a stored file; only names of the stored shape
+ *   GET  /sessions/<id>/export, GET /export
+ *                          a download of the user's history, streamed
+ *                          from PostgreSQL page by page (work/export.c)
  *   OPTIONS on any of them CORS preflight (CORS_ORIGINS)
  *
  * Answers known at once are written from LWS_CALLBACK_HTTP. /readyz and
@@ -15,7 +18,13 @@
  * reused; a worker does the work and posts the answer to the outbox
  * (outbox_http); http_deliver() looks the id up (an answer for a
  * closed connection finds nothing and is dropped, never written to freed
- * memory) and the answer is written from LWS_CALLBACK_HTTP_WRITEABLE. */
+ * memory) and the answer is written from LWS_CALLBACK_HTTP_WRITEABLE.
+ *
+ * An export is a transaction whose answer comes in pieces: each is written
+ * as one HTTP/1.1 chunk, and only then is the job handed back for the next
+ * one (export_next), so a slow reader holds one piece, not the history. A
+ * failure after the headers ends the connection without the last chunk,
+ * which clients report as an incomplete transfer. */
 #include "net/http.h"
 
 #include <ctype.h>
@@ -33,6 +42,7 @@
 #include "wire/auth.h"
 #include "wire/proto.h"
 #include "work/chat.h"
+#include "work/export.h"
 #include "work/ready.h"
 #include "work/upload.h"
 
@@ -64,6 +74,11 @@ struct http_txn {
     unsigned status;
     char *body;
     size_t body_len;
+    /* exports: the job while the transport holds it (a piece waits to be
+     * written), the headers once sent, and how it ends */
+    int exporting;
+    struct export_job *export;
+    int export_sent_headers, export_last, export_over;
 };
 
 
@@ -230,6 +245,7 @@ static void txn_free(struct http_txn *t)
     lws_sul_schedule(lws_get_context(t->wsi), 0, &t->linger, NULL, LWS_SET_TIMER_USEC_CANCEL);
     if (t->upload != NULL)
         multipart_free(t->upload); /* cut off mid-body: no file stays */
+    export_free(t->export);
     free(t->body);
     free(t);
 }
@@ -243,6 +259,7 @@ void http_state_clear(struct http_state *hs)
         hs->txns = t->next;
         if (t->upload != NULL)
             multipart_free(t->upload);
+        export_free(t->export);
         free(t->body);
         free(t);
     }
@@ -261,6 +278,25 @@ void http_deliver(struct server *srv, uint64_t txn_id, unsigned status, char *bo
     t->status = status;
     t->body = body;
     t->body_len = len;
+    lws_callback_on_writable(t->wsi);
+}
+
+void http_deliver_export(struct server *srv, uint64_t txn_id, unsigned status, char *piece,
+                         size_t len, int last, struct export_job *job)
+{
+    struct http_txn *t = server_http(srv)->txns;
+    while (t != NULL && t->id != txn_id)
+        t = t->next;
+    if (t == NULL || !t->exporting || t->export != NULL) {
+        free(piece);
+        export_free(job); /* the client has gone */
+        return;
+    }
+    t->export = job;
+    t->status = status;
+    t->body = piece;
+    t->body_len = len;
+    t->export_last = last;
     lws_callback_on_writable(t->wsi);
 }
 
@@ -426,6 +462,144 @@ static int route_upload(struct server *srv, struct lws *wsi, const char *origin)
     return 0; /* the body comes with LWS_CALLBACK_HTTP_BODY */
 }
 
+/* GET /export and GET /sessions/<id>/export. */
+static int route_export(struct server *srv, struct lws *wsi, const char *session_id,
+                        const char *origin)
+{
+    const struct config *cfg = server_config(srv);
+    char user[UUID_STR_LEN + 1] = "";
+    const char *why = "";
+    if (auth_required(cfg)) {
+        /* The token may come as ?token= too: a download is often a plain
+         * link, which cannot carry a header (as a WebSocket cannot). */
+        if (bearer_check(cfg, wsi, 1, user, &why) != 0) {
+            log_info("event=auth_failed path=export reason=\"%s\"", why);
+            return respond_message(wsi, HTTP_STATUS_UNAUTHORIZED, "Unauthorized", origin, 0);
+        }
+    } else {
+        char q[96]; /* lws copies "user_id=" in too */
+        const char *u = lws_get_urlarg_by_name(wsi, "user_id=", q, sizeof(q));
+        if (u == NULL || !uuid_valid(u))
+            return respond_message(wsi, HTTP_STATUS_BAD_REQUEST,
+                                   "Missing or invalid user_id", origin, 0);
+        uuid_normalize(u, user);
+    }
+    char sid[UUID_STR_LEN + 1] = "";
+    if (session_id != NULL) {
+        /* Not a session id: it names no session, like someone else's. */
+        if (!uuid_valid(session_id))
+            return respond_message(wsi, HTTP_STATUS_NOT_FOUND, "Not Found", origin, 0);
+        uuid_normalize(session_id, sid);
+    }
+    char fbuf[32];
+    const char *f = lws_get_urlarg_by_name(wsi, "format=", fbuf, sizeof(fbuf));
+    enum export_format format;
+    if (f == NULL)
+        f = session_id != NULL ? "json" : "jsonl";
+    if (export_format_parse(f, session_id == NULL, &format) != 0)
+        return respond_message(wsi, HTTP_STATUS_BAD_REQUEST,
+                               session_id != NULL
+                                   ? "Unknown format: use json, md, txt or csv"
+                                   : "Unknown format: use jsonl",
+                               origin, 0);
+    struct http_txn *t = txn_new(server_http(srv), wsi, origin);
+    if (t == NULL)
+        return -1;
+    t->exporting = 1;
+    if (export_start(server_app(srv), t->id, user, session_id != NULL ? sid : NULL, format) != 0) {
+        txn_free(t);
+        return respond_message(wsi, 500, "Out of memory", origin, 0);
+    }
+    lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, HTTP_WORKER_SECONDS);
+    return 0;
+}
+
+/* Writes the piece the transaction holds: the headers first, then the
+ * piece as one chunk; then hands the job back for the next piece. -1 to
+ * close the connection. */
+static int export_write(struct lws *wsi, struct http_txn *t)
+{
+    if (t->export_over)
+        return -1; /* the last chunk has left: "connection: close" */
+    if (t->export == NULL)
+        return 0;
+    char *piece = t->body;
+    size_t len = t->body_len;
+    t->body = NULL;
+    int rc = -1;
+    if (!t->export_sent_headers && t->status != HTTP_STATUS_OK) {
+        /* 404 (missing, or someone else's) or 500: a plain answer */
+        char origin[HTTP_ORIGIN_MAX];
+        unsigned status = t->status;
+        memcpy(origin, t->origin, sizeof(origin));
+        txn_free(t);
+        lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
+        if (piece == NULL)
+            return respond_message(wsi, status, "Internal Server Error", origin, 0);
+        rc = http_respond(wsi, status, HTTP_JSON, piece, len, origin, 0);
+        free(piece);
+        return rc;
+    }
+    if (t->export_sent_headers && t->status != HTTP_STATUS_OK)
+        goto out; /* failed midway: close without the last chunk */
+    if (!t->export_sent_headers) {
+        char disp[160];
+        snprintf(disp, sizeof(disp), "attachment; filename=\"%s\"", export_filename(t->export));
+        unsigned char hdr[LWS_PRE + 2048];
+        unsigned char *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof(hdr) - 1;
+        if (lws_add_http_common_headers(wsi, HTTP_STATUS_OK, export_content_type(t->export),
+                                        LWS_ILLEGAL_HTTP_CONTENT_LEN, &p, end) ||
+            add_cors(wsi, t->origin, &p, end) ||
+            add_header(wsi, "transfer-encoding:", "chunked", &p, end) ||
+            add_header(wsi, "connection:", "close", &p, end) ||
+            add_header(wsi, "content-disposition:", disp, &p, end) ||
+            add_header(wsi, "cache-control:", "no-store", &p, end) ||
+            add_header(wsi, "x-content-type-options:", "nosniff", &p, end) ||
+            lws_finalize_write_http_header(wsi, start, &p, end))
+            goto out;
+        metrics_http_response(HTTP_STATUS_OK);
+        t->export_sent_headers = 1;
+    }
+    /* One chunk: "<hex size>\r\n<piece>\r\n", and after the last piece
+     * the zero-size chunk that ends the body. */
+    size_t cap = LWS_PRE + 16 + len + 2 + 5;
+    unsigned char *buf = malloc(cap);
+    if (buf == NULL)
+        goto out;
+    unsigned char *w = buf + LWS_PRE;
+    size_t n = 0;
+    if (len > 0) {
+        n += (size_t)sprintf((char *)w, "%zx\r\n", len);
+        memcpy(w + n, piece, len);
+        n += len;
+        memcpy(w + n, "\r\n", 2);
+        n += 2;
+    }
+    if (t->export_last) {
+        memcpy(w + n, "0\r\n\r\n", 5);
+        n += 5;
+    }
+    int wrote = n > 0 ? lws_write(wsi, w, n, LWS_WRITE_HTTP) : 0;
+    free(buf);
+    if (wrote < (int)n)
+        goto out;
+    if (t->export_last) {
+        /* Close once lws has sent it all: the next WRITEABLE. */
+        t->export_over = 1;
+        lws_callback_on_writable(wsi);
+    } else {
+        struct export_job *job = t->export;
+        t->export = NULL;
+        export_next(job); /* the worker's now */
+    }
+    /* A client that stops reading is given up on like a stalled worker. */
+    lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, HTTP_WORKER_SECONDS);
+    rc = 0;
+out:
+    free(piece);
+    return rc;
+}
+
 enum http_method { HTTP_GET, HTTP_POST, HTTP_OPTIONS, HTTP_OTHER };
 
 static enum http_method http_method(struct lws *wsi)
@@ -446,9 +620,24 @@ static int http_route(struct server *srv, struct lws *wsi, const char *uri)
     enum http_method m = http_method(wsi);
 
     static const char files[] = "/uploads/";
+    static const char sessions[] = "/sessions/", export_tail[] = "/export";
     int is_file = strncmp(uri, files, sizeof(files) - 1) == 0;
     int is_upload = strcmp(uri, "/upload") == 0;
-    int known = is_file || is_upload || strcmp(uri, "/healthz") == 0 ||
+    /* /sessions/<anything without a slash>/export */
+    const char *sid = NULL;
+    char sid_buf[64];
+    size_t ulen = strlen(uri);
+    if (strncmp(uri, sessions, sizeof(sessions) - 1) == 0 && ulen > sizeof(sessions) - 1 +
+        sizeof(export_tail) - 1 && strcmp(uri + ulen - (sizeof(export_tail) - 1), export_tail) == 0) {
+        size_t n = ulen - (sizeof(sessions) - 1) - (sizeof(export_tail) - 1);
+        if (n < sizeof(sid_buf) && memchr(uri + sizeof(sessions) - 1, '/', n) == NULL) {
+            memcpy(sid_buf, uri + sizeof(sessions) - 1, n);
+            sid_buf[n] = '\0';
+            sid = sid_buf;
+        }
+    }
+    int is_export = sid != NULL || strcmp(uri, "/export") == 0;
+    int known = is_file || is_upload || is_export || strcmp(uri, "/healthz") == 0 ||
                 strcmp(uri, "/readyz") == 0 || strcmp(uri, "/metrics") == 0;
     /* Any method but GET and OPTIONS may carry a body we will not read:
      * such answers close the connection rather than parse it as a request. */
@@ -472,6 +661,8 @@ static int http_route(struct server *srv, struct lws *wsi, const char *uri)
         return route_upload(srv, wsi, origin);
     if (is_file)
         return route_file(srv, wsi, uri + sizeof(files) - 1, origin);
+    if (is_export)
+        return route_export(srv, wsi, sid, origin);
     if (strcmp(uri, "/healthz") == 0)
         return respond_json(wsi, HTTP_STATUS_OK, "{\"status\":\"ok\"}", origin);
     if (strcmp(uri, "/readyz") == 0)
@@ -538,6 +729,8 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
         return 0;
 
     case LWS_CALLBACK_HTTP_WRITEABLE: {
+        if (t != NULL && t->exporting)
+            return export_write(wsi, t);
         if (t == NULL || !t->ready)
             return 0;
         lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);

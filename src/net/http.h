@@ -1,5 +1,6 @@
 /* http.h - plain HTTP on the WebSocket's port: /healthz, /readyz, /metrics,
- * POST /upload, GET /uploads/<name>, and CORS preflights for them.
+ * POST /upload, GET /uploads/<name>, the exports (GET /export,
+ * GET /sessions/<id>/export), and CORS preflights for them.
  *
  * Everything here runs on the lws service thread. Answers that need
  * PostgreSQL, Redis or the agent come from a worker through the outbox
@@ -11,6 +12,7 @@
 #include <libwebsockets.h>
 #include <stdint.h>
 
+struct export_job;
 struct server;
 struct http_txn;
 
@@ -36,6 +38,13 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
  * the socket is writable, or dropped (body freed) when the transaction has
  * gone. Steals body. */
 void http_deliver(struct server *srv, uint64_t txn_id, unsigned status, char *body, size_t len);
+
+/* A piece of export download txn_id (work/export.h), posted by a worker
+ * with its job: written when the socket is writable, after which the job
+ * goes back to a worker for the next piece; or dropped with the job when
+ * the transaction has gone. Steals piece and job. */
+void http_deliver_export(struct server *srv, uint64_t txn_id, unsigned status, char *piece,
+                         size_t len, int last, struct export_job *job);
 
 /* Answers the request with status and {"message": message, "data": null}
  * and "connection: close". Returns 1, which is what

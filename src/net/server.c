@@ -57,6 +57,10 @@ static void server_drain(struct server *srv)
         if (p->kind == OUTBOX_HTTP) {
             http_deliver(srv, p->id, p->status, p->frame, p->len);
             p->frame = NULL;
+        } else if (p->kind == OUTBOX_EXPORT) {
+            http_deliver_export(srv, p->id, p->status, p->frame, p->len, p->last, p->export);
+            p->frame = NULL;
+            p->export = NULL;
         } else {
             conn_apply(&srv->conns, p);
         }

@@ -8,6 +8,7 @@
 #include "lib/log.h"
 #include "wire/proto.h"
 #include "work/chat.h"
+#include "work/export.h"
 
 struct outbox {
     pthread_mutex_t mu; /* guards the list and wake */
@@ -32,6 +33,7 @@ void outbox_post_free(struct outbox_post *p)
     free(p->frame);
     if (p->turn != NULL)
         chat_turn_unref(p->turn);
+    export_free(p->export);
     free(p);
 }
 
@@ -157,5 +159,19 @@ void outbox_http(struct outbox *ob, uint64_t txn, unsigned status, char *body, s
     struct outbox_post *p = post_new(OUTBOX_HTTP, txn, body, len);
     if (p != NULL)
         p->status = status;
+    enqueue(ob, p);
+}
+
+void outbox_export(struct outbox *ob, uint64_t txn, unsigned status, char *piece, size_t len,
+                   int last, struct export_job *job)
+{
+    struct outbox_post *p = post_new(OUTBOX_EXPORT, txn, piece, len);
+    if (p == NULL) { /* the transaction times out */
+        export_free(job);
+        return;
+    }
+    p->status = status;
+    p->last = last;
+    p->export = job;
     enqueue(ob, p);
 }

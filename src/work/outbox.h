@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 struct chat_turn;
+struct export_job;
 struct outbox;
 
 enum outbox_kind {
@@ -25,6 +26,7 @@ enum outbox_kind {
     OUTBOX_PUSH,      /* a frame outside the request order (deltas, a turn's end) */
     OUTBOX_TURN_DONE, /* the turn ended: the connection lets go of it */
     OUTBOX_HTTP,      /* the answer to an HTTP transaction */
+    OUTBOX_EXPORT,    /* a piece of an export download, with its job */
 };
 
 struct outbox_post {
@@ -35,7 +37,9 @@ struct outbox_post {
     size_t len;
     struct chat_turn *turn; /* DETACH, TURN_DONE: a reference this post holds */
     int failed;       /* REPLY: an error frame (for metrics) */
-    unsigned status;  /* HTTP */
+    unsigned status;  /* HTTP, EXPORT */
+    struct export_job *export; /* EXPORT: the job, which this post owns */
+    int last;         /* EXPORT: the download ends with this piece */
 };
 
 struct outbox *outbox_create(void);
@@ -64,5 +68,8 @@ void outbox_push(struct outbox *ob, uint64_t conn, char *frame, size_t len);
 void outbox_turn_done(struct outbox *ob, uint64_t conn, struct chat_turn *turn);
 /* Steals body. */
 void outbox_http(struct outbox *ob, uint64_t txn, unsigned status, char *body, size_t len);
+/* Steals piece and job (work/export.h). */
+void outbox_export(struct outbox *ob, uint64_t txn, unsigned status, char *piece, size_t len,
+                   int last, struct export_job *job);
 
 #endif

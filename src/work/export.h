@@ -1,0 +1,75 @@
+/* export.h - downloads of a user's history, the worker's half.
+ *
+ *   GET /sessions/<id>/export?format=json|md|txt|csv   one session
+ *   GET /export?format=jsonl                           every session, one
+ *                                                       line each
+ *
+ * An export is a job that produces its download one piece at a time: a
+ * piece is at most one page of EXPORT_PAGE messages read from PostgreSQL
+ * by one index range, formatted, and posted to the service thread
+ * (outbox_export) with the job itself. The transport writes the piece and
+ * only then hands the job back (export_next) for the next one, so a
+ * download holds one page in memory whatever the session's length, and a
+ * client that reads slowly slows the reading of the database instead of
+ * filling chatd's memory.
+ *
+ * The first piece carries the status: 200, or 404 for a session (or user)
+ * that does not exist or is someone else's (the same answer), or 500. */
+#ifndef CHATD_EXPORT_H
+#define CHATD_EXPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct app;
+struct export_job;
+
+#define EXPORT_PAGE 250         /* messages read per piece */
+#define EXPORT_SESSIONS_PAGE 50 /* sessions listed per read (jsonl) */
+
+enum export_format { EXPORT_JSON, EXPORT_MD, EXPORT_TXT, EXPORT_CSV, EXPORT_JSONL };
+
+/* The format named name: json, md, txt or csv for one session, jsonl for
+ * all of them. 0, or -1 when there is no such format for that kind. */
+int export_format_parse(const char *name, int all_sessions, enum export_format *out);
+
+/* Starts an export for the HTTP transaction txn: user_id's session
+ * session_id, or every session of the user when session_id is NULL. The
+ * first piece arrives through the outbox. 0, or -1 when out of memory. */
+int export_start(struct app *app, uint64_t txn, const char *user_id, const char *session_id,
+                 enum export_format format);
+
+/* The transport has written the last piece: read and post the next. */
+void export_next(struct export_job *j);
+
+/* NULL is fine. */
+void export_free(struct export_job *j);
+
+/* The download's Content-Type and a file name that needs no quoting
+ * (letters, digits, '-', '_', '.'): set once the first piece is posted. */
+const char *export_content_type(const struct export_job *j);
+const char *export_filename(const struct export_job *j);
+
+/* ---- pure, for tests/unit/test_export.c */
+
+/* A growable text buffer; free p. */
+struct export_buf {
+    char *p;
+    size_t len, cap;
+};
+int export_put(struct export_buf *b, const char *s, size_t n);
+int export_puts(struct export_buf *b, const char *s);
+
+/* s as one RFC 4180 field, always quoted; a text that a spreadsheet would
+ * take for a formula (it starts with '=', '+', '-', '@', a tab or a
+ * carriage return) gets a leading apostrophe, which spreadsheets show as
+ * text. */
+int export_csv_text(struct export_buf *b, const char *s);
+
+/* A file name for a download of the session named name: its ASCII letters
+ * and digits, runs of anything else made one '-', at most 40 characters,
+ * then "-<first 8 characters of id>" and ext ("chat" when the name has
+ * none of those). */
+void export_file_name(char *out, size_t cap, const char *name, const char *id, const char *ext);
+
+#endif
