@@ -6,7 +6,7 @@
  * the words (each piece is a word plus the spaces after it, so the pieces
  * concatenate to the reply exactly); Process sends it whole after the delay.
  * Title answers with the first ECHO_TITLE_WORDS words of the user message
- * in double quotes (chatd removes them), at once.
+ * in double quotes (chatd removes them), after AGENT_DELAY_MS.
  * Delays are timer entries, never sleeps: see timer.c. */
 #include <jansson.h>
 #include <stdio.h>
@@ -157,6 +157,24 @@ static void echo_summarize(struct ca_call *k)
     free(s);
 }
 
+struct echo_title_job {
+    struct ca_call *k;
+    char *title;
+    double cost;
+};
+
+static void echo_title_send(void *arg, int fire)
+{
+    struct echo_title_job *t = arg;
+    if (fire && !ca_call_is_dead(t->k)) /* (dropped at shutdown: as a reply is) */
+        ca_call_finish_text(t->k, t->title, strlen(t->title), GRPC_STATUS_OK, NULL, t->cost);
+    ca_call_unref(t->k);
+    free(t->title);
+    free(t);
+}
+
+/* Takes over the caller's reference to k. After AGENT_DELAY_MS, like a
+ * reply, so that tests can act while a title is on its way. */
 static void echo_title(struct ca_call *k)
 {
     const AiService__TitleRequest *r = ca_call_title_request(k);
@@ -166,14 +184,19 @@ static void echo_title(struct ca_call *k)
         end += strspn(m + end, " ");
         end += strcspn(m + end, " ");
     }
-    char *s = NULL;
-    if (asprintf(&s, "\"%.*s\"", (int)end, m) < 0) {
+    struct echo_title_job *t = calloc(1, sizeof(*t));
+    if (t == NULL || asprintf(&t->title, "\"%.*s\"", (int)end, m) < 0) {
+        free(t);
         ca_call_finish(k, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", 0);
+        ca_call_unref(k);
         return;
     }
-    ca_call_finish_text(k, s, strlen(s), GRPC_STATUS_OK, NULL,
-                        ca_cost(strlen(m) + strlen(r->assistant_message), strlen(s)));
-    free(s);
+    t->k = k;
+    t->cost = ca_cost(strlen(m) + strlen(r->assistant_message), strlen(t->title));
+    if (ca_cfg.delay_ms <= 0)
+        echo_title_send(t, 1);
+    else
+        ca_timer_add(ca_now_ms() + (uint64_t)ca_cfg.delay_ms, echo_title_send, t);
 }
 
 void echo_handle(struct ca_call *k)
@@ -185,7 +208,6 @@ void echo_handle(struct ca_call *k)
     }
     if (ca_call_method(k) == CA_TITLE) {
         echo_title(k);
-        ca_call_unref(k);
         return;
     }
     const AiService__Request *r = ca_call_request(k);

@@ -399,36 +399,20 @@ int db_charge(struct pg *pg, const struct db_charge *c, uint64_t *xid)
     return DB_OK;
 }
 
-void db_usage_free(struct db_usage *u)
-{
-    free(u->balance);
-    free(u->spent);
-    free(u->turns);
-    free(u->by_model_json);
-    memset(u, 0, sizeof(*u));
-}
-
 int db_usage(struct pg *pg, const char *user_id, long long since_us, long long until_us,
-             struct db_usage *out)
+             char **json)
 {
     char a[24], b[24];
     snprintf(a, sizeof(a), "%lld", since_us);
     snprintf(b, sizeof(b), "%lld", until_us);
     const char *p[3] = {user_id, since_us >= 0 ? a : NULL, until_us >= 0 ? b : NULL};
     PGresult *r;
-    memset(out, 0, sizeof(*out));
     int st = query_row(pg, PG_USAGE, 3, p, &r);
     if (st != DB_OK)
         return st;
-    out->balance = text(r, 0);
-    out->spent = text(r, 1);
-    out->turns = text(r, 2);
-    out->by_model_json = text(r, 3);
+    *json = text(r, 0);
     PQclear(r);
-    if (out->balance && out->spent && out->turns && out->by_model_json)
-        return DB_OK;
-    db_usage_free(out);
-    return DB_ERROR;
+    return *json != NULL ? DB_OK : DB_ERROR;
 }
 
 int db_title_set(struct pg *pg, const char *user_id, const char *session_id, const char *title,

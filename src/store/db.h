@@ -172,15 +172,12 @@ struct db_charge {
 /* *xid is the transaction's id (xid may be NULL). */
 int db_charge(struct pg *pg, const struct db_charge *c, uint64_t *xid);
 
-/* Code 13: the balance, and the ledger between since_us and until_us
- * (epoch microseconds; < 0: open): decimal texts, the number of turns and
- * a JSON array of {model, turns, spent}. DB_NOT_FOUND: no user. */
-struct db_usage {
-    char *balance, *spent, *turns, *by_model_json;
-};
-void db_usage_free(struct db_usage *u);
+/* Code 13: {user_id, balance, spent, turns, by_model: [{model, turns,
+ * spent}]} as JSON text that PostgreSQL wrote, its money the exact
+ * decimals (JSON numbers of any length), for the ledger between since_us
+ * and until_us (epoch microseconds; < 0: open). DB_NOT_FOUND: no user. */
 int db_usage(struct pg *pg, const char *user_id, long long since_us, long long until_us,
-             struct db_usage *out);
+             char **json);
 
 /* A title from the agent: DB_NOT_FOUND when the user renamed the session
  * meanwhile (or it is gone). */

@@ -247,11 +247,13 @@ static const struct {
         "              and created_at < coalesce(timestamptz 'epoch' + $3::bigint * interval '1 microsecond', 'infinity')),"
         "     m as (select model_name, count(*) filter (where kind = 'turn') as turns,"
         "                  sum(cost) as spent from l group by model_name)"
-        " select u.balance::text, (select coalesce(sum(spent), 0) from m)::text,"
-        "        (select coalesce(sum(turns), 0) from m)::text,"
-        "        (select coalesce(json_agg(json_build_object('model', model_name, 'turns', turns,"
-        "                                                    'spent', spent)"
-        "                                  order by spent desc, model_name), '[]') from m)::text"
+        " select json_build_object("
+        "          'user_id', u.user_id, 'balance', u.balance,"
+        "          'spent', (select coalesce(sum(spent), 0) from m),"
+        "          'turns', (select coalesce(sum(turns), 0) from m)::bigint,"
+        "          'by_model', (select coalesce(json_agg(json_build_object("
+        "                                 'model', model_name, 'turns', turns, 'spent', spent)"
+        "                               order by spent desc, model_name), '[]') from m))::text"
         "   from user_data u where u.user_id = $1::uuid"},
     [PG_EXPORT_SESSION] = {"export_session", 2,
         "select s.session_name,"

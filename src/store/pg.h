@@ -44,8 +44,8 @@ enum pg_stmt {
     PG_FEEDBACK_CLEAR,  /* $1 session, $2 seq */
     PG_SEARCH,          /* $1 user, $2 query, $3 limit, $4 offset -> has_more, hits json */
     PG_TITLE_SET,       /* $1 user, $2 session, $3 title -> xid (no row: renamed or gone) */
-    PG_USAGE,           /* $1 user, $2 since, $3 until (epoch us, null: open) -> balance,
-                           spent, turns, by_model json (no row: no user) */
+    PG_USAGE,           /* $1 user, $2 since, $3 until (epoch us, null: open) -> code 13's
+                           data json (no row: no user) */
     PG_EXPORT_SESSION,  /* $1 user, $2 session -> name, created_at, prompt, model */
     PG_EXPORT_SESSIONS, /* $1 user, $2 cursor time (us), $3 cursor id, $4 limit -> rows of
                            session_id, name, created_at, prompt, cursor time (us) */

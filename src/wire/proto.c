@@ -539,6 +539,16 @@ char *proto_encode_reply(int type, json_t *data, size_t *len)
     return s;
 }
 
+char *proto_encode_reply_text(int type, const char *data_json, size_t *len)
+{
+    char *s = NULL;
+    int n = asprintf(&s, "{\"type\":%d,\"data\":%s}", type, data_json);
+    if (n < 0)
+        return NULL;
+    *len = (size_t)n;
+    return s;
+}
+
 char *proto_encode_error(const struct proto_error *err, size_t *len)
 {
     json_t *root = json_pack("{s:s, s:i}", "error", err->text, "code", err->code);

@@ -130,6 +130,12 @@ void proto_error_set(struct proto_error *err, int type, int code);
  * (*len set) or NULL on allocation failure. */
 char *proto_encode_reply(int type, json_t *data, size_t *len);
 
+/* {"type": type, "data": <data_json>}, data_json a JSON object as text
+ * that chatd did not build with jansson (PostgreSQL's json functions,
+ * whose numbers keep every digit of a numeric): copied as it is, so it
+ * must come from a trusted writer. NULL on allocation failure. */
+char *proto_encode_reply_text(int type, const char *data_json, size_t *len);
+
 /* {"error": text, "code": code, "type": type, "detail": detail}; "type"
  * omitted when < 0, "detail" when empty. */
 char *proto_encode_error(const struct proto_error *err, size_t *len);

@@ -256,25 +256,17 @@ void handlers_balance(struct worker *w, struct work_request *r)
     reply(r, json_pack("{s:f}", "balance", b));
 }
 
-/* Code 13: money as JSON numbers read from PostgreSQL's exact decimals
- * (printed with at most 15 significant digits, as code 6 does). */
+/* Code 13: written by PostgreSQL, so that money goes out as the exact
+ * decimals of the ledger (jansson would print doubles). */
 void handlers_usage(struct worker *w, struct work_request *r)
 {
     const struct proto_request *q = &r->req;
-    struct db_usage u;
-    int st = db_usage(&w->pg, q->user_id, q->since_us, q->until_us, &u);
+    char *json = NULL;
+    int st = db_usage(&w->pg, q->user_id, q->since_us, q->until_us, &json);
     if (st != DB_OK) {
         reply_error(r, st == DB_NOT_FOUND ? PERR_NO_USER : PERR_BALANCE);
         return;
     }
-    json_t *by_model = json_loads(u.by_model_json, 0, NULL);
-    json_t *data = NULL;
-    if (json_is_array(by_model)) /* (json_pack steals it, even when it fails) */
-        data = json_pack("{s:s, s:f, s:f, s:I, s:o}", "user_id", q->user_id, "balance",
-                         strtod(u.balance, NULL), "spent", strtod(u.spent, NULL), "turns",
-                         (json_int_t)strtoll(u.turns, NULL, 10), "by_model", by_model);
-    else
-        json_decref(by_model);
-    db_usage_free(&u);
-    reply(r, data);
+    outbox_reply_text(r->app->outbox, r->conn_id, r->req.type, json);
+    free(json);
 }

@@ -120,6 +120,16 @@ void outbox_reply(struct outbox *ob, uint64_t conn, int type, json_t *data)
     post_reply_frame(ob, conn, frame, len, failed);
 }
 
+void outbox_reply_text(struct outbox *ob, uint64_t conn, int type, const char *data_json)
+{
+    size_t len = 0;
+    char *frame = data_json != NULL ? proto_encode_reply_text(type, data_json, &len) : NULL;
+    int failed = frame == NULL;
+    if (failed)
+        frame = proto_encode_error_code(type, PERR_JSON_MARSHAL, NULL, NULL, &len);
+    post_reply_frame(ob, conn, frame, len, failed);
+}
+
 void outbox_reply_error(struct outbox *ob, uint64_t conn, int type, int code, const char *text)
 {
     size_t len = 0;

@@ -58,6 +58,9 @@ void outbox_post_free(struct outbox_post *p);
 /* {"type": type, "data": data} as the reply to conn's current request;
  * steals data (NULL, or data that cannot be encoded: error 2). */
 void outbox_reply(struct outbox *ob, uint64_t conn, int type, json_t *data);
+/* The same with data as JSON text from a trusted writer
+ * (proto_encode_reply_text); NULL data: error 2. */
+void outbox_reply_text(struct outbox *ob, uint64_t conn, int type, const char *data_json);
 /* An error frame as that reply; text NULL: the code's standard text. */
 void outbox_reply_error(struct outbox *ob, uint64_t conn, int type, int code, const char *text);
 /* Takes a reference on turn for the connection. */
