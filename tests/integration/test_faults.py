@@ -31,7 +31,6 @@ import select
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ import threading
 import time
 import unittest
 import uuid
+from decimal import Decimal
 
 import websocket
 
@@ -59,10 +59,9 @@ PG_DOWN_CODES = {0: {14}, 1: {5}, 2: {9}, 3: {4, 5, 14}, 6: {16}}
 # ------------------------------------------------------------- the agent
 
 def agent_cost(out_bytes):
-    """ca_cost() of src/chat-agent/main.c with AGENT_PRICE_IN_PER_1K=0, as
-    chatd gets it: a float (proto/ai_service.proto), not a double."""
-    cost = out_bytes / 3.0 / 1000.0 * float(PRICES["AGENT_PRICE_OUT_PER_1K"])
-    return struct.unpack("f", struct.pack("f", cost))[0]
+    """ca_cost() of src/chat-agent/config.c with AGENT_PRICE_IN_PER_1K=0, as
+    chatd takes it: the double field (precise_cost), which the agent sets."""
+    return out_bytes / 3.0 / 1000.0 * float(PRICES["AGENT_PRICE_OUT_PER_1K"])
 
 
 def _utf8_cut(b, n):
@@ -475,10 +474,19 @@ def check_store(tc, query, uid, turns, records, allow_error_stored=False, allow_
             problems.append("turn %r was answered with error %s but is stored" % (t["msg"], t["code"]))
 
     balance = query("select balance from user_data where user_id = %s", (uid,))[0][0]
-    expected = START_BALANCE - charge
-    if abs(balance - expected) > 1e-7:  # rounding only: the smallest charge is > 0.02
-        problems.append("balance %.9f, expected %.9f (start %.2f minus %d stored turns): off by %.9f"
-                        % (balance, expected, START_BALANCE, len(stored), balance - expected))
+    turns_spent, titles_spent = query(
+        "select coalesce(sum(cost) filter (where kind = 'turn'), 0),"
+        "       coalesce(sum(cost) filter (where kind = 'title'), 0)"
+        " from usage_ledger where user_id = %s", (uid,))[0]
+    # exactly: the balance is the start minus the ledger (titles included)
+    if balance != Decimal(str(START_BALANCE)) - turns_spent - titles_spent:
+        problems.append("balance %s, but start %s minus the ledger (%s + %s) is %s"
+                        % (balance, START_BALANCE, turns_spent, titles_spent,
+                           Decimal(str(START_BALANCE)) - turns_spent - titles_spent))
+    # and the turns' rows are what the agent charged for the stored turns
+    if abs(float(turns_spent) - charge) > 1e-7:  # the agent's float costs: rounding only
+        problems.append("the ledger charged %.9f for turns, the stored turns cost %.9f (%d stored turns)"
+                        % (turns_spent, charge, len(stored)))
     if VERBOSE:
         lost = [t["msg"] for t in turns if t["result"] == "lost"]
         print("check_store: %d sessions, %d stored turns, %d acked, %d errors (%d stored), %d lost (%d stored)"

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import unittest
+from decimal import Decimal
 
 from harness import CHATD_BIN, PG, SOURCE_DIR, Chatd, Database, free_port
 
@@ -58,8 +59,8 @@ class Migrations(unittest.TestCase):
         chatd_cmd(self.db, "migrate")
         rows = self.db.query("select model_id, model_name, provider, context_length, input_price_per_1k,"
                              " output_price_per_1k from model_details order by model_id")
-        self.assertEqual(rows[0], (0, "gpt-3.5-turbo-0125", "openai", 16385, 0.0005, 0.0015))
-        self.assertEqual(rows[8], (8, "llama3.1:8b", "ollama", 4096, 0.0015, 0.002))
+        self.assertEqual(rows[0], (0, "gpt-3.5-turbo-0125", "openai", 16385, Decimal("0.0005"), Decimal("0.0015")))
+        self.assertEqual(rows[8], (8, "llama3.1:8b", "ollama", 4096, Decimal("0.0015"), Decimal("0.002")))
         self.assertEqual(rows[4][1:4], ("gpt-4-turbo", "openai", 128000))
 
     def test_user_delete_cascades(self):

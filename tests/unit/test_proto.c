@@ -192,8 +192,23 @@ static void test_history_codes(void **state)
     proto_request_free(&req);
     expect_error("{\"type\":1,\"data\":{\"user_id\":\"" UID "\",\"before\":\"17:x\"}}",
                  PERR_INVALID_FIELD, "'before': not a cursor");
-    /* 13 is not a code (yet): unknown, as before */
-    expect_error("{\"type\":13,\"data\":{\"user_id\":\"" UID "\"}}", PERR_UNKNOWN_MESSAGE, NULL);
+    /* code 13: optional RFC 3339 times, until not before since */
+    assert_int_equal(decode("{\"type\":13,\"data\":{\"user_id\":\"" UID "\"}}", &req, &err), 0);
+    assert_true(req.since_us == -1 && req.until_us == -1);
+    proto_request_free(&req);
+    assert_int_equal(decode("{\"type\":13,\"data\":{\"user_id\":\"" UID "\",\"since\":\"2026-11-30\","
+                            "\"until\":\"2026-12-01T00:00:00Z\"}}", &req, &err), 0);
+    assert_int_equal(req.since_us, 1795996800LL * 1000000);
+    assert_int_equal(req.until_us, 1796083200LL * 1000000);
+    proto_request_free(&req);
+    expect_error("{\"type\":13,\"data\":{\"user_id\":\"" UID "\",\"since\":1}}", PERR_INVALID_FIELD,
+                 "'since': expected a string");
+    expect_error("{\"type\":13,\"data\":{\"user_id\":\"" UID "\",\"until\":\"tomorrow\"}}",
+                 PERR_INVALID_FIELD, "'until': not an RFC 3339");
+    expect_error("{\"type\":13,\"data\":{\"user_id\":\"" UID "\",\"since\":\"2026-12-02\","
+                 "\"until\":\"2026-12-01\"}}", PERR_INVALID_FIELD, "'until': before 'since'");
+    /* 14 is not a code (yet): unknown, as before */
+    expect_error("{\"type\":14,\"data\":{\"user_id\":\"" UID "\"}}", PERR_UNKNOWN_MESSAGE, NULL);
 }
 
 /* Clients match on "error": it is exactly the documented text, and what
