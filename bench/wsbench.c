@@ -54,6 +54,9 @@ static struct {
     double seconds, warmup, hold, timeout;
     long long requests; /* 0: by time */
     const char *user, *session, *message, *model;
+    const char *extra;   /* --extra: JSON members added to "data" */
+    char **users;        /* --users FILE: each request is a random one's */
+    int n_users;
 
     struct ws_pool pool; /* the connections and their counts */
     struct conn *c;
@@ -75,9 +78,11 @@ static void die(const char *msg) { ws_die("wsbench", msg); }
 __attribute__((noreturn)) static void usage(void)
 {
     fprintf(stderr,
-            "usage: wsbench --url ws://HOST:PORT/PATH --user UUID --code 0|1|2|5|6|3\n"
+            "usage: wsbench --url ws://HOST:PORT/PATH --user UUID --code 0|1|2|3|5|6|9|11|13\n"
             "               [--conns N] [--seconds S | --requests N | --once] [--warmup S]\n"
             "               [--session NEW|PERCONN|UUID] [--message TEXT] [--model NAME]\n"
+            "               [--extra '\"limit\":50' (JSON members for \"data\")]\n"
+            "               [--users FILE (one uuid a line; each request picks one)]\n"
             "               [--timeout S] [--ramp N] [--verbose]\n"
             "       wsbench --url ... --idle N --hold S\n");
     exit(2);
@@ -109,8 +114,11 @@ static size_t build_request(struct conn *c)
                      "{\"type\":2,\"data\":{\"user_id\":\"%s\",\"session_id\":\"%s\"}}", B.user,
                      B.session);
     } else {
-        n = snprintf(out, WSB_SCRATCH, "{\"type\":%d,\"data\":{\"user_id\":\"%s\"}}", B.code,
-                     B.user);
+        const char *user = B.n_users > 0 ? B.users[rand() % B.n_users] : B.user;
+        int sess = B.code == 9;
+        n = snprintf(out, WSB_SCRATCH, "{\"type\":%d,\"data\":{\"user_id\":\"%s\"%s%s%s%s%s}}",
+                     B.code, user, sess ? ",\"session_id\":\"" : "", sess ? B.session : "",
+                     sess ? "\"" : "", B.extra ? "," : "", B.extra ? B.extra : "");
     }
     return n > 0 && n < WSB_SCRATCH ? (size_t)n : 0;
 }
@@ -192,8 +200,8 @@ static void conn_reply(struct ws_conn *wc, const char *frame, size_t len)
         }
         json_decref(root);
     } else if (frame != NULL) {
-        /* Replies to 0/1/5/6 are small and fixed in shape; an error frame is
-         * the only one with an "error" key, and nothing we seed says it. */
+        /* An error frame is the only one with an "error" key, and nothing
+         * the benchmarks seed says it. */
         is_error = memmem(frame, len, "\"error\"", 7) != NULL;
     }
     if (!c->inflight) {
@@ -337,6 +345,26 @@ static int step(void)
 
 /* ---------------------------------------------------------------- set-up */
 
+static void load_users(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        die("cannot open --users file");
+    char line[128];
+    while (fgets(line, sizeof(line), f) != NULL) {
+        line[strcspn(line, "\r\n")] = '\0';
+        if (line[0] == '\0')
+            continue;
+        ws_check_plain("wsbench", "--users", line);
+        char **u = realloc(B.users, sizeof(*u) * (size_t)(B.n_users + 1));
+        if (u == NULL || (u[B.n_users] = strdup(line)) == NULL)
+            die("out of memory");
+        B.users = u;
+        B.n_users++;
+    }
+    fclose(f);
+}
+
 int main(int argc, char **argv)
 {
     const char *url = NULL;
@@ -379,6 +407,10 @@ int main(int argc, char **argv)
             B.message = v;
         else if (ARG("--model"))
             B.model = v;
+        else if (ARG("--extra"))
+            B.extra = v;
+        else if (ARG("--users"))
+            load_users(v);
         else if (ARG("--timeout"))
             B.timeout = atof(v);
         else if (ARG("--ramp"))
@@ -398,8 +430,11 @@ int main(int argc, char **argv)
     if (url == NULL || B.pool.n < 1 || B.pool.ramp < 1)
         usage();
     if (!B.idle) {
+        if (B.n_users > 0 && B.user == NULL)
+            B.user = B.users[0];
         if (B.user == NULL || (B.code != 0 && B.code != 1 && B.code != 2 && B.code != 3 &&
-                               B.code != 5 && B.code != 6))
+                               B.code != 5 && B.code != 6 && B.code != 9 && B.code != 11 &&
+                               B.code != 13))
             usage();
         if (B.requests > 0 && seconds_given)
             die("--seconds and --requests exclude each other");

@@ -7,6 +7,8 @@
 #   b. chatd's resident memory idle and with 1,000 idle WebSocket connections
 #   c. chat turns through chatd vs direct gRPC calls to the same agent
 #   e. appending a turn to a session of 10 vs 10,000 messages
+#   f. code 9 pages of a 10 vs 100,000-message session, code 11 over
+#      1,000,000 messages of 1,000 users, export of 100,000 messages
 #   d. 2,000 turns in flight at once against an agent that takes 2 s
 # (d runs last because it restarts the agent with a delay.) Everything
 # stops at the end, also on failure or Ctrl-C. Traffic stays on 127.0.0.1.
@@ -502,6 +504,85 @@ for s in 10 10k; do
         printf "%-34s %6d %8d %8d %8d\n", what, NR, v[int((NR + 1) / 2)], v[int(NR * 0.9 + 0.5)], v[NR] }'
 done
 echo "messages after: $(psql_q -tAc "select string_agg(session_name || '=' || next_seq, ' ' order by next_seq) from chat_sessions where user_id = '$GROWTH_USER'")"
+
+# ------------------------------------------------ f. history, search, export
+echo
+echo "## f. history pages (code 9), search (code 11) and export"
+S100K=$(mk_session 100000)
+psql_q -c "vacuum analyze chat_messages" >/dev/null
+printf '%-52s %5s %8s %8s %8s %6s %6s %4s\n' "code 9, limit 50" conns per_s p50_us p99_us errors chatd% pg%
+hist_row() { # label
+    printf '%-52s %5s %8s %8s %8s %6s %6s %4s\n' "$1" "$(field "$OUT" conns)" "$(field "$OUT" rps)" \
+        "$(field "$OUT" p50_us)" "$(field "$OUT" p99_us)" "$(field "$OUT" errors)" "$CHATD_CPU" "$PG_CPU"
+}
+for c in 1 16; do
+    for s in 10 100k; do
+        sid=$S10
+        [[ $s == 100k ]] && sid=$S100K
+        run_cpu timeout -k 5 120 "$BUILD/wsbench" --url "$URL" --user "$GROWTH_USER" --code 9 --session "$sid" \
+            --extra '"limit":50' --conns "$c" --seconds "$SECS" --warmup "$WARM" --timeout 20
+        hist_row "newest page, session of $s messages"
+    done
+    run_cpu timeout -k 5 120 "$BUILD/wsbench" --url "$URL" --user "$GROWTH_USER" --code 9 --session "$S100K" \
+        --extra '"limit":50,"before":50000' --conns "$c" --seconds "$SECS" --warmup "$WARM" --timeout 20
+    hist_row "page before seq 50,000, session of 100k messages"
+done
+
+# 1,000 users with 10 sessions of 100 messages each: 1,000,000 messages.
+# Every message holds "lorem" and one of 1,024 words w0..w1023 (hashed),
+# and one of 37 words k0..k36: a rare, a medium and a common query.
+t0=$(date +%s.%N)
+psql_q -tAc "insert into user_data(username, models, balance)
+             select 'search ' || g, array[4,5,8], 1000 from generate_series(1, 1000) g
+             returning user_id" | sed '/^$/d' >"$DATA/search_users.txt"
+psql_q -c "insert into chat_sessions(user_id, session_name, model_id, next_seq)
+           select u.user_id, 'topic ' || s, 8, 100
+             from user_data u, generate_series(1, 10) s where u.username like 'search %'" >/dev/null
+psql_q -c "insert into chat_messages(session_id, seq, role, content)
+           select s.session_id, m, case when m % 2 = 0 then 'user' else 'assistant' end,
+                  'w' || ((hashtext(s.session_id::text) + m * 7919) & 1023) || ' lorem ipsum dolor sit amet k' || (m % 37)
+                  || ' consectetur adipiscing elit sed do eiusmod tempor'
+             from chat_sessions s join user_data u using (user_id), generate_series(0, 99) m
+            where u.username like 'search %'" >/dev/null
+psql_q -c "vacuum analyze chat_messages" -c "vacuum analyze chat_sessions" >/dev/null
+t1=$(date +%s.%N)
+echo "seeded $(psql_q -tAc "select count(*) from chat_messages m join chat_sessions s using (session_id) join user_data u using (user_id) where u.username like 'search %'") messages of $(wc -l <"$DATA/search_users.txt") users in $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", b - a }') s (stored tsvector and GIN index included); $(psql_q -tAc "select count(*) from chat_messages") messages in the table"
+printf '%-52s %5s %8s %8s %8s %6s %6s %4s\n' "code 11, limit 20, a random user of 1,000 each" conns per_s p50_us p99_us errors chatd% pg%
+for c in 1 16; do
+    for q in "w5:rare word (~1 of 1,024 messages)" "k7:medium word (1 of 37 messages)" "lorem:common word (every message)" "lorem k7 -w5:websearch syntax"; do
+        word=${q%%:*}
+        run_cpu timeout -k 5 120 "$BUILD/wsbench" --url "$URL" --users "$DATA/search_users.txt" --code 11 \
+            --extra "\"query\":\"$word\"" --conns "$c" --seconds "$SECS" --warmup "$WARM" --timeout 20
+        hist_row "${q#*:}"
+    done
+done
+
+# Export of the 100,000-message session: time, size, and chatd's memory.
+rss_idle=$(status_of "$CHATD_PID" VmRSS)
+printf '%-30s %9s %12s %14s %16s %16s\n' "export of 100k messages" seconds MiB "MiB/s" "chatd RSS idle" "chatd RSS peak"
+for fmt in json csv md; do
+    echo 5 >"/proc/$CHATD_PID/clear_refs" 2>/dev/null || true
+    rss_max=0
+    curl -s -o /dev/null -w '%{http_code} %{time_total} %{size_download}\n' \
+        "http://127.0.0.1:$CHATD_PORT/sessions/$S100K/export?format=$fmt&user_id=$GROWTH_USER" >"$DATA/export.out" &
+    BG_PID=$!
+    while kill -0 "$BG_PID" 2>/dev/null; do
+        r=$(status_of "$CHATD_PID" VmRSS)
+        ((r > rss_max)) && rss_max=$r
+        sleep 0.05
+    done
+    wait "$BG_PID" || true
+    BG_PID=
+    chatd_alive
+    hwm=$(status_of "$CHATD_PID" VmHWM)
+    ((hwm > rss_max)) && rss_max=$hwm
+    read -r code secs bytes <"$DATA/export.out"
+    [[ $code == 200 ]] || say "export $fmt answered $code"
+    printf '%-30s %9s %12s %14s %16s %16s\n' "format=$fmt" "$secs" \
+        "$(awk -v b="$bytes" 'BEGIN { printf "%.1f", b / 1048576 }')" \
+        "$(awk -v b="$bytes" -v s="$secs" 'BEGIN { printf "%.1f", (s > 0 ? b / 1048576 / s : 0) }')" \
+        "$rss_idle KiB" "$rss_max KiB"
+done
 
 # ---------------------------------------------------- d. 2,000 in flight
 echo
