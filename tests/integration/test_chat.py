@@ -246,10 +246,10 @@ class AgentFailures(unittest.TestCase):
         try:
             uid = self.db.add_user(balance=2)
             c = chatd.client()
-            t0 = time.time()
             r = c.chat(uid, "NEW", "slow")
             self.assertEqual(r["code"], 6)
-            self.assertLess(time.time() - t0, 3.5)
+            # the deadline ended it (DEADLINE_EXCEEDED), not the agent's answer
+            self.assertIn("grpc_status=4 ", chatd.logs())
             self.assertNothingStored(uid, 2)
             c.close()
         finally:
