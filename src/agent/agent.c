@@ -517,21 +517,28 @@ agent_call *agent_process(agent_client *c, const struct agent_request *req, int 
     return call;
 }
 
-int agent_summarize(agent_client *c, const struct agent_summary_request *req,
-                    agent_summary_fn on_done, void *ud)
+/* Starts a unary side call (Summarize, Title) that nobody holds: a
+ * method the agent lacks completes at once, without a round trip. Takes
+ * buf. 0, or -1 (and no callback) when it cannot be started. */
+static int agent_side_call(agent_client *c, enum agent_kind kind, uint8_t *buf, size_t len,
+                           int timeout_seconds, agent_summary_fn on_summary,
+                           agent_title_fn on_title, void *ud)
 {
-    size_t len = 0;
-    uint8_t *buf = agent_pack_summary(req, &len);
     if (!buf)
         return -1;
-    agent_call *call = agent_call_new(c, AGENT_SUMMARY, buf, len);
+    agent_call *call = agent_call_new(c, kind, buf, len);
     if (!call)
         return -1;
-    call->on_summary = on_done;
+    call->on_summary = on_summary;
+    call->on_title = on_title;
     call->ud = ud;
-    if (atomic_load(&c->no_summary)) {
+    call->timeout_seconds = timeout_seconds;
+    int lacking = kind == AGENT_SUMMARY ? atomic_load(&c->no_summary) : atomic_load(&c->no_title);
+    if (lacking) {
         agent_attempt_init(call);
-        agent_set_synth(call, GRPC_STATUS_UNIMPLEMENTED, "Summarize is not implemented by the agent");
+        agent_set_synth(call, GRPC_STATUS_UNIMPLEMENTED,
+                        kind == AGENT_SUMMARY ? "Summarize is not implemented by the agent"
+                                              : "Title is not implemented by the agent");
         agent_wakeup(call);
     } else {
         agent_start(call);
@@ -540,28 +547,20 @@ int agent_summarize(agent_client *c, const struct agent_summary_request *req,
     return 0;
 }
 
+int agent_summarize(agent_client *c, const struct agent_summary_request *req,
+                    agent_summary_fn on_done, void *ud)
+{
+    size_t len = 0;
+    uint8_t *buf = agent_pack_summary(req, &len);
+    return agent_side_call(c, AGENT_SUMMARY, buf, len, 0, on_done, NULL, ud);
+}
+
 int agent_title(agent_client *c, const struct agent_title_request *req, int timeout_seconds,
                 agent_title_fn on_done, void *ud)
 {
     size_t len = 0;
     uint8_t *buf = agent_pack_title(req, &len);
-    if (!buf)
-        return -1;
-    agent_call *call = agent_call_new(c, AGENT_TITLE, buf, len);
-    if (!call)
-        return -1;
-    call->on_title = on_done;
-    call->ud = ud;
-    call->timeout_seconds = timeout_seconds;
-    if (atomic_load(&c->no_title)) {
-        agent_attempt_init(call);
-        agent_set_synth(call, GRPC_STATUS_UNIMPLEMENTED, "Title is not implemented by the agent");
-        agent_wakeup(call);
-    } else {
-        agent_start(call);
-    }
-    agent_call_unref(call); /* nobody holds the caller's reference */
-    return 0;
+    return agent_side_call(c, AGENT_TITLE, buf, len, timeout_seconds, NULL, on_done, ud);
 }
 
 /* ---------------------------------------------------------------- CQ thread */

@@ -133,14 +133,33 @@ static json_t *oa_chat_body(const AiService__Request *r, size_t *in_bytes, const
     return body;
 }
 
-static json_t *oa_summary_body(const AiService__SummaryRequest *r, size_t *in_bytes,
-                               const char **err)
+/* A one-shot completion beside the conversation (Summarize, Title): a
+ * system instruction and one user message, not streamed. Takes user. */
+static json_t *oa_side_body(const char *model_name, const char *system, char *user,
+                            int max_tokens, size_t *in_bytes, const char **err)
 {
-    const char *model = oa_model(r->model_name);
+    const char *model = oa_model(model_name);
     if (!model || !*model) {
+        free(user);
         *err = "no model_name in the request and no OPENAI_MODEL";
         return NULL;
     }
+    json_t *msgs = json_array();
+    oa_add_message(msgs, "system", system, in_bytes);
+    oa_add_message(msgs, "user", user, in_bytes);
+    free(user);
+    json_t *body = json_object();
+    json_object_set_new(body, "model", json_string(model));
+    json_object_set_new(body, "messages", msgs);
+    json_object_set_new(body, "stream", json_false());
+    if (max_tokens > 0)
+        json_object_set_new(body, "max_tokens", json_integer(max_tokens));
+    return body;
+}
+
+static json_t *oa_summary_body(const AiService__SummaryRequest *r, size_t *in_bytes,
+                               const char **err)
+{
     char *user = NULL;
     if (asprintf(&user,
                  "Previous summary:\n%s\n\nNew turn:\nUser: %s\nAssistant: %s\n\n"
@@ -150,47 +169,25 @@ static json_t *oa_summary_body(const AiService__SummaryRequest *r, size_t *in_by
         *err = "out of memory";
         return NULL;
     }
-    json_t *msgs = json_array();
-    oa_add_message(msgs, "system",
-                   "You maintain a short running summary of a conversation between a user "
-                   "and an assistant, keeping names, facts and decisions. Reply with the "
-                   "updated summary only.",
-                   in_bytes);
-    oa_add_message(msgs, "user", user, in_bytes);
-    free(user);
-    json_t *body = json_object();
-    json_object_set_new(body, "model", json_string(model));
-    json_object_set_new(body, "messages", msgs);
-    json_object_set_new(body, "stream", json_false());
-    return body;
+    return oa_side_body(r->model_name,
+                        "You maintain a short running summary of a conversation between a user "
+                        "and an assistant, keeping names, facts and decisions. Reply with the "
+                        "updated summary only.",
+                        user, 0, in_bytes, err);
 }
 
 static json_t *oa_title_body(const AiService__TitleRequest *r, size_t *in_bytes, const char **err)
 {
-    const char *model = oa_model(r->model_name);
-    if (!model || !*model) {
-        *err = "no model_name in the request and no OPENAI_MODEL";
-        return NULL;
-    }
     char *user = NULL;
     if (asprintf(&user, "User: %s\nAssistant: %s", r->user_message, r->assistant_message) < 0) {
         *err = "out of memory";
         return NULL;
     }
-    json_t *msgs = json_array();
-    oa_add_message(msgs, "system",
-                   "Give the conversation below a title of at most six words, in the "
-                   "language of the user. Reply with the title only: no quotes, no "
-                   "punctuation at the end.",
-                   in_bytes);
-    oa_add_message(msgs, "user", user, in_bytes);
-    free(user);
-    json_t *body = json_object();
-    json_object_set_new(body, "model", json_string(model));
-    json_object_set_new(body, "messages", msgs);
-    json_object_set_new(body, "stream", json_false());
-    json_object_set_new(body, "max_tokens", json_integer(32));
-    return body;
+    return oa_side_body(r->model_name,
+                        "Give the conversation below a title of at most six words, in the "
+                        "language of the user. Reply with the title only: no quotes, no "
+                        "punctuation at the end.",
+                        user, 32, in_bytes, err);
 }
 
 /* ---------------------------------------------------------------- replies */

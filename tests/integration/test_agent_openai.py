@@ -85,6 +85,9 @@ class AgentOpenAITest(unittest.TestCase):
         cls.summarize = cls.channel.unary_unary(
             "/ai_service.AIService/Summarize", request_serializer=pb.SummaryRequest.SerializeToString,
             response_deserializer=pb.SummaryResponse.FromString)
+        cls.title = cls.channel.unary_unary(
+            "/ai_service.AIService/Title", request_serializer=pb.TitleRequest.SerializeToString,
+            response_deserializer=pb.TitleResponse.FromString)
 
     @classmethod
     def tearDownClass(cls):
@@ -186,6 +189,27 @@ class AgentOpenAITest(unittest.TestCase):
         user = body["messages"][-1]["content"]
         for part in ("the user likes cats", "User: and dogs?", "Assistant: Dogs too."):
             self.assertIn(part, user)
+
+    def test_title(self):
+        n = len(self.fake.requests)
+        resp = self.title(self.pb.TitleRequest(
+            user_id="u1", session_id="s1", model_name="test-model", model_provider="ollama",
+            user_message="plan a weekend in Rome", assistant_message="Day one: the Forum."), timeout=20)
+        self.assertTrue(resp.title.startswith("fake reply to: User: plan a weekend in Rome"), resp.title)
+        self.assertAlmostEqual(resp.precise_cost, self.expected_cost(), places=12)
+        self.assertAlmostEqual(resp.cost, self.expected_cost(), places=6)
+        body = self.last_request(n)["body"]
+        self.assertEqual((body["stream"], body["max_tokens"], body["model"]), (False, 32, "test-model"))
+        self.assertIn("title", body["messages"][0]["content"])
+
+    def test_usage_tokens_reported(self):
+        resp = self.process(self.request("count"), timeout=20)
+        self.assertEqual((resp.prompt_tokens, resp.completion_tokens), (PROMPT_TOKENS, COMPLETION_TOKENS))
+        self.assertAlmostEqual(resp.precise_cost, self.expected_cost(), places=12)
+        chunks = list(self.stream(self.request("count"), timeout=20))
+        self.assertEqual((chunks[-1].prompt_tokens, chunks[-1].completion_tokens),
+                         (PROMPT_TOKENS, COMPLETION_TOKENS))
+        self.assertTrue(all(c.prompt_tokens == 0 for c in chunks[:-1]))
 
     def test_cancel_aborts_model_call(self):
         it = self.stream(self.request("a b c d e f g h i j k l m n o p", model="slow"), timeout=20)
