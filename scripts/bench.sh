@@ -7,7 +7,7 @@
 #   b. chatd's resident memory idle and with 1,000 idle WebSocket connections
 #   c. chat turns through chatd vs direct gRPC calls to the same agent
 #   e. appending a turn to a session of 10 vs 10,000 messages
-#   f. code 9 pages of a 10 vs 100,000-message session, code 11 over
+#   h. code 9 pages of a 10 vs 100,000-message session, code 11 over
 #      1,000,000 messages of 1,000 users, export of 100,000 messages
 #   d. 2,000 turns in flight at once against an agent that takes 2 s
 # (d runs last because it restarts the agent with a delay.) Everything
@@ -505,9 +505,9 @@ for s in 10 10k; do
 done
 echo "messages after: $(psql_q -tAc "select string_agg(session_name || '=' || next_seq, ' ' order by next_seq) from chat_sessions where user_id = '$GROWTH_USER'")"
 
-# ------------------------------------------------ f. history, search, export
+# ------------------------------------------------ h. history, search, export
 echo
-echo "## f. history pages (code 9), search (code 11) and export"
+echo "## h. history pages (code 9), search (code 11) and export"
 S100K=$(mk_session 100000)
 psql_q -c "vacuum analyze chat_messages" >/dev/null
 printf '%-52s %5s %8s %8s %8s %6s %6s %4s\n' "code 9, limit 50" conns per_s p50_us p99_us errors chatd% pg%
@@ -540,7 +540,7 @@ psql_q -c "insert into chat_sessions(user_id, session_name, model_id, next_seq)
              from user_data u, generate_series(1, 10) s where u.username like 'search %'" >/dev/null
 psql_q -c "insert into chat_messages(session_id, seq, role, content)
            select s.session_id, m, case when m % 2 = 0 then 'user' else 'assistant' end,
-                  'w' || ((hashtext(s.session_id::text) + m * 7919) & 1023) || ' lorem ipsum dolor sit amet k' || (m % 37)
+                  'w' || ((hashtext(s.session_id::text)::bigint + m * 7919) & 1023) || ' lorem ipsum dolor sit amet k' || (m % 37)
                   || ' consectetur adipiscing elit sed do eiusmod tempor'
              from chat_sessions s join user_data u using (user_id), generate_series(0, 99) m
             where u.username like 'search %'" >/dev/null
