@@ -17,6 +17,7 @@
 #include "lib/log.h"
 #include "net/server.h"
 #include "store/inval.h"
+#include "store/lease.h"
 #include "store/migrate.h"
 #include "work/app.h"
 #include "work/chat.h"
@@ -55,7 +56,8 @@ static int serve(const struct config *cfg)
         goto out;
     }
     if ((app.outbox = outbox_create()) == NULL ||
-        (app.pool = pool_create(&app, cfg->worker_threads)) == NULL)
+        (app.pool = pool_create(&app, cfg->worker_threads)) == NULL ||
+        (app.lease = lease_start(cfg, chat_lease_freed, &app)) == NULL)
         goto out;
     rc = server_run(&app);
 out:
@@ -70,6 +72,7 @@ out:
     }
     if (app.agent != NULL)
         agent_client_destroy(app.agent);
+    lease_stop(app.lease); /* it resubmits parked turns to the pool */
     pool_destroy(app.pool);
     outbox_destroy(app.outbox);
     inval_stop(app.inval);

@@ -57,6 +57,7 @@ static const struct cfg_row config_table[] = {
     I("MAX_MESSAGE_BYTES", max_message_bytes, "1048576", 1024, 64 * 1024 * 1024),
     I("MAX_CHAT_MESSAGE_BYTES", max_chat_message_bytes, "65536", 16, 16 * 1024 * 1024),
     I("MAX_INFLIGHT_PER_CONN", max_inflight_per_conn, "64", 1, 100000),
+    I("TURN_LEASE_SECONDS", turn_lease_seconds, "10", 2, 3600),
     I("WORKER_THREADS", worker_threads, "4", 1, 256),
     I("WS_PING_SECONDS", ws_ping_seconds, "30", 1, 3600),
     I("SHUTDOWN_GRACE_SECONDS", shutdown_grace_seconds, "30", 0, 3600),

@@ -35,6 +35,7 @@ struct config {
     int ai_server_port;
     int ai_timeout_seconds;
     int ai_title_timeout_seconds; /* a Title call's deadline */
+    int turn_lease_seconds;       /* a session's turn lease (store/lease.h) */
 
     int max_file_size_mb;
     int max_chat_history_context;

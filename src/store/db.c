@@ -342,7 +342,7 @@ int db_session_insert(struct pg *pg, const char *session_id, const char *user_id
 }
 
 int db_session_lock(struct pg *pg, const char *user_id, const char *session_id,
-                    long long *next_seq)
+                    long long *next_seq, char owner[UUID_STR_LEN + 1])
 {
     const char *p[2] = {user_id, session_id};
     PGresult *r;
@@ -350,8 +350,39 @@ int db_session_lock(struct pg *pg, const char *user_id, const char *session_id,
     if (st != DB_OK)
         return st;
     *next_seq = atoll(PQgetvalue(r, 0, 0));
+    snprintf(owner, UUID_STR_LEN + 1, "%s", PQgetvalue(r, 0, 1));
     PQclear(r);
     return DB_OK;
+}
+
+int db_lease_take(struct pg *pg, const char *user_id, const char *session_id, const char *turn_id,
+                  int seconds, long long *next_seq)
+{
+    char s[16];
+    snprintf(s, sizeof(s), "%d", seconds);
+    const char *p[4] = {user_id, session_id, turn_id, s};
+    PGresult *r;
+    int st = query_row(pg, PG_LEASE_TAKE, 4, p, &r);
+    if (st == DB_OK) {
+        *next_seq = atoll(PQgetvalue(r, 0, 0));
+        PQclear(r);
+        return DB_OK;
+    }
+    if (st != DB_NOT_FOUND)
+        return st;
+    /* Held by another turn, or no such session of the user's. */
+    st = query_row(pg, PG_SESSION_EXISTS, 2, p, &r);
+    if (st == DB_OK) {
+        PQclear(r);
+        return DB_BUSY;
+    }
+    return st;
+}
+
+int db_lease_drop(struct pg *pg, const char *session_id, const char *turn_id)
+{
+    const char *p[2] = {session_id, turn_id};
+    return command(pg, PG_LEASE_DROP, 2, p);
 }
 
 int db_message_insert(struct pg *pg, const char *session_id, long long seq, const char *role,

@@ -14,9 +14,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "lib/uuid.h"
 #include "store/pg.h"
 
-enum db_status { DB_OK = 0, DB_NOT_FOUND = 1, DB_ERROR = -1 };
+/* DB_BUSY: only db_lease_take (another turn holds the lease). */
+enum db_status { DB_OK = 0, DB_NOT_FOUND = 1, DB_BUSY = 2, DB_ERROR = -1 };
 
 /* The snapshot a read ran in, which a cached copy records (store/inval.h). */
 struct db_snapshot {
@@ -149,14 +151,25 @@ void db_rollback(struct pg *pg);
 
 int db_session_insert(struct pg *pg, const char *session_id, const char *user_id,
                       const char *name, int model_id, const char *prompt);
-/* Locks the user's session row until commit; *next_seq is its value.
- * DB_NOT_FOUND: missing, someone else's, or deleted meanwhile. */
+/* Locks the user's session row until commit; *next_seq is its value and
+ * owner the turn that holds its lease ("" for none). DB_NOT_FOUND:
+ * missing, someone else's, or deleted meanwhile. */
 int db_session_lock(struct pg *pg, const char *user_id, const char *session_id,
-                    long long *next_seq);
+                    long long *next_seq, char owner[UUID_STR_LEN + 1]);
 int db_message_insert(struct pg *pg, const char *session_id, long long seq, const char *role,
                       const char *content);
 /* next_seq += count, and the running summary. */
 int db_session_advance(struct pg *pg, const char *session_id, int count, const char *summary);
+/* ------------------------------------------------------------ turn lease */
+
+/* The session's turn lease for turn_id, for seconds (migration 0007):
+ * DB_OK with *next_seq as it is now; DB_BUSY while another turn holds it;
+ * DB_NOT_FOUND when the user has no such session. */
+int db_lease_take(struct pg *pg, const char *user_id, const char *session_id, const char *turn_id,
+                  int seconds, long long *next_seq);
+/* Gives it back unless it has passed to another turn already. */
+int db_lease_drop(struct pg *pg, const char *session_id, const char *turn_id);
+
 /* A charge: its ledger row and the balance deducted, in one statement. */
 struct db_charge {
     const char *user_id, *session_id;

@@ -101,15 +101,36 @@ static const struct {
     [PG_SESSION_INSERT] = {"session_insert", 5,
         "insert into chat_sessions (session_id, user_id, session_name, model_id, session_prompt)"
         " values ($1::uuid, $2::uuid, $3, $4::int, $5)"},
+    /* With the row locked, who holds the turn lease: a turn stores only
+     * while the lease is still its own (migration 0007). */
     [PG_SESSION_LOCK] = {"session_lock", 2,
-        "select next_seq from chat_sessions"
+        "select next_seq, coalesce(turn_owner::text, '') from chat_sessions"
         " where user_id = $1::uuid and session_id = $2::uuid for update"},
     [PG_MESSAGE_INSERT] = {"message_insert", 4,
         "insert into chat_messages (session_id, seq, role, content)"
         " values ($1::uuid, $2::bigint, $3, $4)"},
     [PG_SESSION_ADVANCE] = {"session_advance", 3,
         "update chat_sessions set next_seq = next_seq + $2::int, summary = $3,"
+        "       turn_owner = null, turn_lease_until = null,"
         "       updated_at = clock_timestamp() where session_id = $1::uuid"},
+    /* The session's turn lease for turn $3, when nobody holds it or the
+     * holder's ran out; with the next_seq it is taken at. */
+    [PG_LEASE_TAKE] = {"lease_take", 4,
+        "update chat_sessions"
+        "   set turn_owner = $3::uuid,"
+        "       turn_lease_until = clock_timestamp() + $4::int * interval '1 second'"
+        " where user_id = $1::uuid and session_id = $2::uuid"
+        "   and (turn_owner is null or turn_lease_until < clock_timestamp())"
+        " returning next_seq"},
+    [PG_SESSION_EXISTS] = {"session_exists", 2,
+        "select 1 from chat_sessions where user_id = $1::uuid and session_id = $2::uuid"},
+    [PG_LEASE_DROP] = {"lease_drop", 2,
+        "update chat_sessions set turn_owner = null, turn_lease_until = null"
+        " where session_id = $1::uuid and turn_owner = $2::uuid"},
+    /* Every lease this chatd holds, kept alive in one statement. */
+    [PG_LEASE_RENEW] = {"lease_renew", 2,
+        "update chat_sessions set turn_lease_until = clock_timestamp() + $2::int * interval '1 second'"
+        " where turn_owner = any($1::uuid[])"},
     /* A charge and its ledger row in one statement, so that the balance
      * is the starting balance minus the ledger at every moment. A cost
      * the agent did not report ($7 null: a stopped turn) is the token
@@ -454,3 +475,5 @@ int pg_command(struct pg *pg, const char *sql)
     PQclear(r);
     return ok ? 0 : -1;
 }
+
+const char *pg_sql(enum pg_stmt stmt) { return pg_statements[stmt].sql; }

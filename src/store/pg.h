@@ -24,9 +24,14 @@ enum pg_stmt {
     PG_SESSION_CTX,     /* $1 user, $2 session, $3 n -> model_id, name, summary, recent json,
                            next_seq */
     PG_SESSION_INSERT,  /* $1 session, $2 user, $3 name, $4 model, $5 prompt */
-    PG_SESSION_LOCK,    /* $1 user, $2 session -> next_seq (FOR UPDATE) */
+    PG_SESSION_LOCK,    /* $1 user, $2 session -> next_seq, turn_owner ('' for none) (FOR UPDATE) */
     PG_MESSAGE_INSERT,  /* $1 session, $2 seq, $3 role, $4 content */
-    PG_SESSION_ADVANCE, /* $1 session, $2 count, $3 summary */
+    PG_SESSION_ADVANCE, /* $1 session, $2 count, $3 summary; drops the turn lease */
+    PG_LEASE_TAKE,      /* $1 user, $2 session, $3 turn, $4 seconds -> next_seq (no row: held,
+                           or no such session) */
+    PG_SESSION_EXISTS,  /* $1 user, $2 session -> 1 */
+    PG_LEASE_DROP,      /* $1 session, $2 turn */
+    PG_LEASE_RENEW,     /* $1 turns (uuid[] text), $2 seconds */
     PG_CHARGE,          /* $1 user, $2 session, $3 seq, $4 kind, $5 model id, $6 model name,
                            $7 cost (null: estimate from tokens), $8 summary cost,
                            $9 prompt tokens, $10 completion tokens, $11 estimated
@@ -77,5 +82,9 @@ int pg_command(struct pg *pg, const char *sql);
 
 /* A connection string for cfg; caller frees. */
 char *pg_conninfo(const struct config *cfg);
+
+/* The SQL of a statement, for a thread that runs it on a connection of
+ * its own (store/lease.c) rather than prepared on a worker's. */
+const char *pg_sql(enum pg_stmt stmt);
 
 #endif

@@ -40,6 +40,7 @@ static const struct {
     {PERR_FORBIDDEN_USER, "Not Allowed To Act As This User"},
     {PERR_RATE_LIMITED, "Too Many Messages"},
     {PERR_DAILY_LIMIT, "Daily Message Limit Reached"},
+    {PERR_TURN_INTERRUPTED, "Turn Interrupted"},
 };
 
 const char *proto_err_text(int code)

@@ -70,6 +70,7 @@ enum proto_err {
     PERR_FORBIDDEN_USER = 26,
     PERR_RATE_LIMITED = 27,
     PERR_DAILY_LIMIT = 28,
+    PERR_TURN_INTERRUPTED = 29,
 };
 
 /* The fixed text of an error code ("Unknown error" for an unknown code). */

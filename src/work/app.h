@@ -12,6 +12,7 @@
 struct agent_client;
 struct config;
 struct inval;
+struct lease;
 struct outbox;
 struct pool;
 
@@ -21,6 +22,7 @@ struct app {
     struct pool *pool;
     struct agent_client *agent;
     struct inval *inval;
+    struct lease *lease;  /* the turn leases this process holds */
     struct outbox *outbox; /* answers and frames to the service thread */
 };
 

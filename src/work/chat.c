@@ -34,6 +34,7 @@
 #include "store/cache.h"
 #include "store/db.h"
 #include "store/files.h"
+#include "store/lease.h"
 #include "wire/auth.h"
 #include "wire/proto.h"
 #include "work/app.h"
@@ -60,6 +61,7 @@ enum turn_error {
     TURN_LOAD_SESSION,
     TURN_CREATE_SESSION,
     TURN_AGENT, /* down, too slow or failed: nothing stored */
+    TURN_INTERRUPTED, /* its session's lease ran out (a stalled chatd): not stored */
     TURN_MARSHAL,
     TURN_INTERNAL,
 };
@@ -79,6 +81,7 @@ static int turn_wire_code(enum turn_error e)
         [TURN_LOAD_SESSION] = PERR_LOAD_SESSION,
         [TURN_CREATE_SESSION] = PERR_CREATE_SESSION,
         [TURN_AGENT] = PERR_AGENT,
+        [TURN_INTERRUPTED] = PERR_TURN_INTERRUPTED,
         [TURN_MARSHAL] = PERR_JSON_MARSHAL,
         [TURN_INTERNAL] = PERR_INTERNAL,
     };
@@ -127,6 +130,13 @@ struct chat_turn {
     int stage; /* 0: start, 1: finish */
 
     struct chat_turn *wait_next; /* the session's queue */
+
+    /* The session's lease in PostgreSQL (store/lease.h): existing
+     * sessions only, so that turns on one session run one at a time
+     * across every chatd. */
+    char turn_id[UUID_STR_LEN + 1];
+    int lease_held;
+    struct chat_turn *park_next; /* waiting for the lease (parked) */
 };
 
 static atomic_int chat_turns_active;
@@ -198,6 +208,9 @@ int chat_turn_cancel(struct chat_turn *t, int by_user)
             agent_call_cancel(t->call);
     }
     pthread_mutex_unlock(&t->mu);
+    /* One waiting for its session's lease ends now (turn_take_lease). */
+    if (took && !by_user)
+        chat_lease_freed(NULL, t->session_id);
     return took;
 }
 
@@ -278,6 +291,90 @@ static void slot_release(struct chat_turn *t)
     }
 }
 
+/* ------------------------------------------------- the session's lease */
+
+/* Turns waiting for a session lease that another chatd's turn holds. They
+ * hold no thread: chat_lease_freed resubmits them. */
+static pthread_mutex_t parked_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct chat_turn *parked;
+
+static void park(struct chat_turn *t)
+{
+    pthread_mutex_lock(&parked_mu);
+    t->park_next = parked;
+    parked = t;
+    pthread_mutex_unlock(&parked_mu);
+}
+
+void chat_lease_freed(void *arg, const char *session_id)
+{
+    (void)arg;
+    struct chat_turn *go = NULL;
+    pthread_mutex_lock(&parked_mu);
+    for (struct chat_turn **pp = &parked; *pp != NULL;) {
+        struct chat_turn *t = *pp;
+        if (session_id == NULL || strcmp(t->session_id, session_id) == 0) {
+            *pp = t->park_next;
+            t->park_next = go;
+            go = t;
+        } else {
+            pp = &t->park_next;
+        }
+    }
+    pthread_mutex_unlock(&parked_mu);
+    while (go != NULL) {
+        struct chat_turn *t = go;
+        go = t->park_next;
+        pool_submit(t->app->pool, &t->job);
+    }
+}
+
+/* TURN_OK with the lease held (and t->seen_seq what it was taken at);
+ * TURN_DEFERRED when another chatd's turn holds it and t is parked; else
+ * the error. A new session has no row yet, so nobody else can know it. */
+#define TURN_DEFERRED (-1)
+static int turn_take_lease(struct worker *w, struct chat_turn *t)
+{
+    if (t->session_new || t->lease_held)
+        return TURN_OK;
+    /* Its connection went away while it waited: nothing to wait for. (A
+     * user's stop waits, so that the stop is stored like any other.) */
+    pthread_mutex_lock(&t->mu);
+    int dropped = t->cancelled && !t->by_user;
+    pthread_mutex_unlock(&t->mu);
+    if (dropped)
+        return TURN_AGENT;
+    long long next_seq;
+    int st = db_lease_take(&w->pg, t->user_id, t->session_id, t->turn_id,
+                           t->app->cfg->turn_lease_seconds, &next_seq);
+    switch (st) {
+    case DB_OK:
+        t->lease_held = 1;
+        lease_hold(t->app->lease, t->turn_id);
+        t->seen_seq = next_seq;
+        return TURN_OK;
+    case DB_BUSY:
+        log_debug("event=turn_waits_for_lease session=%s", t->session_id);
+        park(t);
+        return TURN_DEFERRED;
+    case DB_NOT_FOUND:
+        return TURN_NO_SESSION; /* deleted while it waited */
+    default:
+        return TURN_INTERNAL;
+    }
+}
+
+/* Gives the lease back, unless the store already did. */
+static void turn_drop_lease(struct worker *w, struct chat_turn *t)
+{
+    if (!t->lease_held)
+        return;
+    lease_let_go(t->app->lease, t->turn_id);
+    t->lease_held = 0;
+    /* Best effort: one not given back runs out in TURN_LEASE_SECONDS. */
+    db_lease_drop(&w->pg, t->session_id, t->turn_id);
+}
+
 /* ----------------------------------------------------------- end of turn */
 
 static void turn_push_error(struct chat_turn *t, enum turn_error e)
@@ -309,8 +406,9 @@ static void turn_fail(struct worker *w, struct chat_turn *t, enum turn_error e)
 }
 
 /* Every turn that got past its checks ends here exactly once. */
-static void turn_end(struct chat_turn *t)
+static void turn_end(struct worker *w, struct chat_turn *t)
 {
+    turn_drop_lease(w, t);
     slot_release(t);
     outbox_turn_done(t->app->outbox, t->conn_id, t);
     atomic_fetch_sub(&chat_turns_active, 1);
@@ -335,9 +433,18 @@ static enum turn_error turn_store(struct worker *w, struct chat_turn *t, const c
         goto rollback;
     }
     long long seq;
-    int st = db_session_lock(pg, t->user_id, t->session_id, &seq);
+    char owner[UUID_STR_LEN + 1];
+    int st = db_session_lock(pg, t->user_id, t->session_id, &seq, owner);
     if (st != DB_OK) { /* DB_NOT_FOUND: deleted while the agent was thinking */
         e = st == DB_NOT_FOUND ? TURN_NO_SESSION : TURN_INTERNAL;
+        goto rollback;
+    }
+    /* Fenced: stored only while the lease is still this turn's. One that
+     * ran out (this chatd stalled past TURN_LEASE_SECONDS) may have let
+     * another turn run on the session meanwhile. */
+    if (strcmp(owner, t->session_new ? "" : t->turn_id) != 0) {
+        log_warn("event=turn_lease_lost session=%s", t->session_id);
+        e = TURN_INTERRUPTED;
         goto rollback;
     }
     /* The file entry holds the bare stored name: the existing client links
@@ -357,6 +464,10 @@ static enum turn_error turn_store(struct worker *w, struct chat_turn *t, const c
         goto rollback;
     if (db_commit(pg) != DB_OK)
         return TURN_INTERNAL;
+    if (t->lease_held) { /* session_advance gave it back */
+        lease_let_go(t->app->lease, t->turn_id);
+        t->lease_held = 0;
+    }
     *lock_seq = seq;
     t->stored_seq = seq + n;
     if (t->session_new)
@@ -510,7 +621,7 @@ static void turn_finish(struct worker *w, struct chat_turn *t)
     }
 out:
     free(stopped);
-    turn_end(t);
+    turn_end(w, t);
 }
 
 /* ------------------------------------------------------- agent callbacks */
@@ -690,10 +801,13 @@ size_t chat_trim_history(json_t *history, size_t fixed_bytes, long context_token
 
 static void turn_start(struct worker *w, struct chat_turn *t)
 {
-    enum turn_error err = turn_load_context(w, t);
+    int lease = turn_take_lease(w, t);
+    if (lease == TURN_DEFERRED)
+        return; /* parked until the lease is given back or runs out */
+    enum turn_error err = lease == TURN_OK ? turn_load_context(w, t) : (enum turn_error)lease;
     if (err != TURN_OK) {
         turn_fail(w, t, err);
-        turn_end(t);
+        turn_end(w, t);
         return;
     }
     json_t *history = json_deep_copy(t->history);
@@ -709,7 +823,7 @@ static void turn_start(struct worker *w, struct chat_turn *t)
     json_decref(history);
     if (hist == NULL) {
         turn_fail(w, t, TURN_INTERNAL);
-        turn_end(t);
+        turn_end(w, t);
         return;
     }
     log_debug("event=turn_start session=%s history=%zu dropped=%zu", t->session_id,
@@ -750,7 +864,7 @@ static void turn_start(struct worker *w, struct chat_turn *t)
         log_warn("event=agent_call_not_started session=%s", t->session_id);
         metrics_agent_error();
         turn_fail(w, t, TURN_AGENT);
-        turn_end(t);
+        turn_end(w, t);
     }
     chat_turn_unref(t);
 }
@@ -848,6 +962,11 @@ void chat_handle(struct worker *w, struct work_request *r)
     }
     atomic_init(&t->refs, 1);
     t->stored_seq = -1;
+    if (uuid_generate(t->turn_id) != 0) {
+        outbox_reply_error(app->outbox, r->conn_id, PROTO_CHAT, PERR_INTERNAL, NULL);
+        free(t);
+        return;
+    }
     strcpy(t->cost, "0");
     strcpy(t->summary_cost, "0");
     pthread_mutex_init(&t->mu, NULL);

@@ -68,6 +68,11 @@ enum chat_end chat_end_of(int cancelled, int by_user, int status);
 /* Turns started and not yet finished, process-wide. */
 int chat_active_turns(void);
 
+/* store/lease.h's on_free, with the app as arg: a turn lease was given
+ * back (session_id), or may have run out (NULL): the turns waiting for
+ * one try again. */
+void chat_lease_freed(void *arg, const char *session_id);
+
 /* Tokens estimated for n bytes of text: bytes/3, rounded up. Deliberately
  * more than real tokenizers give for most text, so that what we send fits. */
 size_t chat_estimate_tokens(size_t bytes);

@@ -108,7 +108,8 @@ static enum upload_outcome store_rows(struct worker *w, struct upload_job *j)
     } else {
         /* Owned by this user, and kept from being deleted until commit. */
         long long next_seq;
-        int st = db_session_lock(pg, j->user_id, j->session_id, &next_seq);
+        char owner[UUID_STR_LEN + 1]; /* (a file needs no turn lease) */
+        int st = db_session_lock(pg, j->user_id, j->session_id, &next_seq, owner);
         if (st != DB_OK) {
             out = st == DB_NOT_FOUND ? UPLOAD_NO_SESSION : UPLOAD_DB_ERROR;
             goto rollback;

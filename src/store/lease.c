@@ -1,0 +1,226 @@
+/* lease.c - see lease.h. */
+#include "store/lease.h"
+
+#include <libpq-fe.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lib/config.h"
+#include "lib/log.h"
+#include "lib/uuid.h"
+#include "store/pg.h"
+
+#define LEASE_CHANNEL "chatd_turn"
+#define LEASE_TICK_MS 1000
+
+struct lease {
+    const struct config *cfg;
+    lease_free_fn on_free;
+    void *arg;
+    pthread_t thread;
+    int running;
+    int wake[2]; /* a byte here stops the thread */
+
+    pthread_mutex_t mu; /* guards ids */
+    char (*ids)[UUID_STR_LEN + 1];
+    size_t n, cap;
+};
+
+int lease_hold(struct lease *ls, const char *turn_id)
+{
+    int rc = 0;
+    pthread_mutex_lock(&ls->mu);
+    if (ls->n == ls->cap) {
+        size_t cap = ls->cap ? ls->cap * 2 : 64;
+        void *p = realloc(ls->ids, cap * sizeof(*ls->ids));
+        if (p == NULL) {
+            rc = -1;
+            goto out;
+        }
+        ls->ids = p;
+        ls->cap = cap;
+    }
+    snprintf(ls->ids[ls->n++], UUID_STR_LEN + 1, "%s", turn_id);
+out:
+    pthread_mutex_unlock(&ls->mu);
+    return rc;
+}
+
+void lease_let_go(struct lease *ls, const char *turn_id)
+{
+    pthread_mutex_lock(&ls->mu);
+    for (size_t i = 0; i < ls->n; i++) {
+        if (strcmp(ls->ids[i], turn_id) == 0) {
+            memcpy(ls->ids[i], ls->ids[--ls->n], sizeof(ls->ids[0]));
+            break;
+        }
+    }
+    pthread_mutex_unlock(&ls->mu);
+}
+
+/* "{id,id,...}" of the leases held now; NULL when there are none. */
+static char *held_array(struct lease *ls)
+{
+    pthread_mutex_lock(&ls->mu);
+    char *s = NULL;
+    if (ls->n > 0 && (s = malloc(ls->n * (UUID_STR_LEN + 1) + 3)) != NULL) {
+        char *p = s;
+        *p++ = '{';
+        for (size_t i = 0; i < ls->n; i++) {
+            memcpy(p, ls->ids[i], UUID_STR_LEN);
+            p += UUID_STR_LEN;
+            *p++ = i + 1 < ls->n ? ',' : '}';
+        }
+        *p = '\0';
+    }
+    pthread_mutex_unlock(&ls->mu);
+    return s;
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* 0, or -1 when the connection is no good. */
+static int renew(struct lease *ls, PGconn *c)
+{
+    char *ids = held_array(ls);
+    if (ids == NULL)
+        return 0;
+    char secs[16];
+    snprintf(secs, sizeof(secs), "%d", ls->cfg->turn_lease_seconds);
+    const char *p[2] = {ids, secs};
+    PGresult *r = PQexecParams(c, pg_sql(PG_LEASE_RENEW), 2, NULL, p, NULL, NULL, 0);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok)
+        log_warn("event=lease_renew_failed error=\"%.*s\"",
+                 (int)strcspn(PQerrorMessage(c), "\n"), PQerrorMessage(c));
+    PQclear(r);
+    free(ids);
+    return ok || PQstatus(c) == CONNECTION_OK ? 0 : -1;
+}
+
+static PGconn *lease_connect(struct lease *ls)
+{
+    char *ci = pg_conninfo(ls->cfg);
+    if (ci == NULL)
+        return NULL;
+    PGconn *c = PQconnectdb(ci);
+    free(ci);
+    if (PQstatus(c) == CONNECTION_OK) {
+        PGresult *r = PQexec(c, "listen " LEASE_CHANNEL);
+        int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        PQclear(r);
+        if (ok)
+            return c;
+    }
+    log_warn("event=lease_connect_failed error=\"%.*s\"", (int)strcspn(PQerrorMessage(c), "\n"),
+             PQerrorMessage(c));
+    PQfinish(c);
+    return NULL;
+}
+
+/* Waits for fd (or -1) or the stop byte, at most ms; 1 to stop. */
+static int wait_for(struct lease *ls, int fd, int ms)
+{
+    struct pollfd p[2] = {{.fd = ls->wake[0], .events = POLLIN}, {.fd = fd, .events = POLLIN}};
+    poll(p, fd >= 0 ? 2 : 1, ms);
+    return (p[0].revents & POLLIN) != 0;
+}
+
+static void *lease_main(void *arg)
+{
+    struct lease *ls = arg;
+    /* A third of the lease: two renewals may fail before it runs out. */
+    uint64_t every = (uint64_t)ls->cfg->turn_lease_seconds * 1000 / 3;
+    uint64_t next_renew = 0, next_tick = now_ms() + LEASE_TICK_MS;
+    PGconn *c = NULL;
+    for (;;) {
+        if (c == NULL && (c = lease_connect(ls)) == NULL) {
+            if (wait_for(ls, -1, LEASE_TICK_MS))
+                break;
+            ls->on_free(ls->arg, NULL); /* leases still run out */
+            continue;
+        }
+        uint64_t now = now_ms();
+        if (now >= next_renew) {
+            if (renew(ls, c) != 0)
+                goto lost;
+            next_renew = now + every;
+        }
+        if (now >= next_tick) {
+            ls->on_free(ls->arg, NULL);
+            next_tick = now + LEASE_TICK_MS;
+        }
+        uint64_t due = next_renew < next_tick ? next_renew : next_tick;
+        now = now_ms();
+        if (wait_for(ls, PQsocket(c), due > now ? (int)(due - now) : 0))
+            break;
+        if (!PQconsumeInput(c) || PQstatus(c) != CONNECTION_OK)
+            goto lost;
+        PGnotify *n;
+        while ((n = PQnotifies(c)) != NULL) {
+            if (uuid_valid(n->extra))
+                ls->on_free(ls->arg, n->extra);
+            PQfreemem(n);
+        }
+        continue;
+    lost:
+        log_warn("event=lease_connection_lost error=\"%.*s\"",
+                 (int)strcspn(PQerrorMessage(c), "\n"), PQerrorMessage(c));
+        PQfinish(c);
+        c = NULL;
+    }
+    PQfinish(c);
+    return NULL;
+}
+
+struct lease *lease_start(const struct config *cfg, lease_free_fn on_free, void *arg)
+{
+    struct lease *ls = calloc(1, sizeof(*ls));
+    if (ls == NULL)
+        return NULL;
+    ls->cfg = cfg;
+    ls->on_free = on_free;
+    ls->arg = arg;
+    pthread_mutex_init(&ls->mu, NULL);
+    if (pipe(ls->wake) != 0) {
+        ls->wake[0] = ls->wake[1] = -1;
+        goto fail;
+    }
+    if (pthread_create(&ls->thread, NULL, lease_main, ls) != 0)
+        goto fail;
+    ls->running = 1;
+    return ls;
+fail:
+    log_error("event=lease_start_failed");
+    lease_stop(ls);
+    return NULL;
+}
+
+void lease_stop(struct lease *ls)
+{
+    if (ls == NULL)
+        return;
+    if (ls->running) {
+        ssize_t w = write(ls->wake[1], "x", 1);
+        (void)w;
+        pthread_join(ls->thread, NULL);
+    }
+    if (ls->wake[0] >= 0) {
+        close(ls->wake[0]);
+        close(ls->wake[1]);
+    }
+    pthread_mutex_destroy(&ls->mu);
+    free(ls->ids);
+    free(ls);
+}

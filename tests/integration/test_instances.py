@@ -1,0 +1,150 @@
+"""Issue 13 (first part): several chatd instances on one PostgreSQL and one
+Redis. Turns on one session are serialized across instances by the
+session's turn lease (migration 0007): each turn is given the history the
+one before it stored, whichever instance ran it; an instance that dies
+holding a lease loses it within TURN_LEASE_SECONDS; one that stalls past
+its lease is fenced off and its turn is not stored ("Turn Interrupted")."""
+
+import json
+import os
+import signal
+import threading
+import time
+import unittest
+
+from harness import MODEL, Agent, Chatd, Database, cleanup
+
+LEASE = 2
+
+
+def wait_for(fn, what, tries=400, delay=0.05):
+    for _ in range(tries):
+        v = fn()
+        if v:
+            return v
+        time.sleep(delay)
+    raise AssertionError("never happened: " + what)
+
+
+def process_calls(agent, sid):
+    return [r for r in agent.requests()
+            if r["method"] in ("Process", "ProcessStream") and r["session_id"] == sid]
+
+
+class Instances(unittest.TestCase):
+    def setUp(self):
+        self.db = Database("chatd_instances")
+        self.agent = Agent(AGENT_DELAY_MS=300)
+        env = dict(TURN_LEASE_SECONDS=LEASE, MAX_CHAT_HISTORY_CONTEXT=200)
+        self.a = Chatd(self.db, agent_port=self.agent.port, **env)
+        self.b = Chatd(self.db, agent_port=self.agent.port, **env)
+        self.addCleanup(cleanup, self.a, self.b, self.agent, self.db)
+
+    def stored(self, sid):
+        return self.db.query("select seq, role, content from chat_messages where session_id = %s"
+                             " order by seq", (sid,))
+
+    def test_turns_on_one_session_from_two_instances_run_in_order(self):
+        uid = self.db.add_user(balance=10)
+        c = self.a.client()
+        sid = c.chat(uid, "NEW", "turn 0")["data"]["session_id"]
+        c.close()
+        results, errors = [], []
+
+        def client(i):
+            inst = self.a if i % 2 == 0 else self.b
+            cl = inst.client(timeout=60)
+            try:
+                for k in range(2):
+                    msg = "client %d turn %d" % (i, k)
+                    r = cl.chat(uid, sid, msg)
+                    (results if r.get("type") == 3 and "data" in r else errors).append((msg, r))
+            finally:
+                cl.close()
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(errors, [])
+        self.assertEqual(len(results), 12)
+        rows = self.stored(sid)
+        self.assertEqual([r[0] for r in rows], list(range(26)))
+        self.assertEqual([r[1] for r in rows], ["user", "assistant"] * 13)
+        # each turn was given exactly the history stored before it, on
+        # whichever instance it ran: 0, 2, 4, ... entries, each once
+        calls = process_calls(self.agent, sid)
+        self.assertEqual(sorted(len(json.loads(p["chat_history"] or "[]")) for p in calls),
+                         list(range(0, 26, 2)))
+        for p in calls:
+            history = json.loads(p["chat_history"] or "[]")
+            self.assertEqual([m["content"] for m in history], [r[2] for r in rows[:len(history)]])
+        # and the running summary went from one turn to the next
+        summary = self.db.one("select summary from chat_sessions where session_id = %s", (sid,))
+        for msg, _ in results:
+            self.assertIn(msg[:40], summary)
+        self.assertIsNone(self.db.one("select turn_owner from chat_sessions where session_id = %s", (sid,)))
+
+    def test_instance_killed_mid_turn(self):
+        slow = Agent(AGENT_DELAY_MS=4000)
+        a = Chatd(self.db, agent_port=slow.port, TURN_LEASE_SECONDS=LEASE)
+        self.addCleanup(cleanup, a, slow)
+        uid = self.db.add_user(balance=10)
+        c = self.b.client()
+        sid = c.chat(uid, "NEW", "first")["data"]["session_id"]
+        balance = self.db.one("select balance from user_data where user_id = %s", (uid,))
+        ca = a.client()
+        ca.send(3, dict(user_id=uid, session_id=sid, model_name=MODEL, message="dies with its chatd",
+                        session_prompt="", file_name=""))
+        wait_for(lambda: process_calls(slow, sid), "the turn reached the agent")
+        self.assertIsNotNone(self.db.one("select turn_owner from chat_sessions where session_id = %s", (sid,)))
+        a.proc.kill()
+        a.proc.wait(10)
+        # the other instance takes the session once the lease runs out
+        r = c.chat(uid, sid, "after the crash")
+        self.assertEqual(r["type"], 3, r)
+        self.assertEqual([x[2] for x in self.stored(sid)][2:3], ["after the crash"])
+        self.assertEqual(len(self.stored(sid)), 4)
+        # the dead turn cost nothing; the new one was given no trace of it
+        self.assertEqual(self.db.one("select count(*) from usage_ledger where session_id = %s and kind = 'turn'", (sid,)), 2)
+        last = process_calls(self.agent, sid)[-1]
+        self.assertNotIn("dies with its chatd", last["chat_history"])
+        self.assertGreater(balance, self.db.one("select balance from user_data where user_id = %s", (uid,)))
+        c.close()
+        ca.ws.close()
+
+    def test_stalled_instance_is_fenced(self):
+        slow = Agent(AGENT_DELAY_MS=1500)
+        a = Chatd(self.db, agent_port=slow.port, TURN_LEASE_SECONDS=LEASE)
+        self.addCleanup(cleanup, a, slow)
+        uid = self.db.add_user(balance=10)
+        c = self.b.client()
+        sid = c.chat(uid, "NEW", "first")["data"]["session_id"]
+        ca = a.client(timeout=60)
+        ca.send(3, dict(user_id=uid, session_id=sid, model_name=MODEL, message="from the stalled one",
+                        session_prompt="", file_name=""))
+        wait_for(lambda: process_calls(slow, sid), "the turn reached the agent")
+        os.kill(a.proc.pid, signal.SIGSTOP)
+        try:
+            # the lease runs out while it is stopped: the session goes on
+            r = c.chat(uid, sid, "meanwhile")
+            self.assertEqual(r["type"], 3, r)
+        finally:
+            os.kill(a.proc.pid, signal.SIGCONT)
+        # its reply came back meanwhile; it may not store it any more
+        r = ca.recv()
+        self.assertEqual((r.get("type"), r.get("code"), r.get("error")), (3, 29, "Turn Interrupted"), r)
+        self.assertEqual([x[2] for x in self.stored(sid)][2:], ["meanwhile", self.stored(sid)[3][2]])
+        self.assertEqual(len(self.stored(sid)), 4)
+        self.assertEqual(self.db.one("select count(*) from usage_ledger where session_id = %s and kind = 'turn'", (sid,)), 2)
+        self.assertIn("event=turn_lease_lost", a.logs())
+        # and both instances serve the session normally afterwards
+        self.assertEqual(ca.chat(uid, sid, "back again")["type"], 3)
+        self.assertEqual(c.chat(uid, sid, "and here")["type"], 3)
+        self.assertEqual([x[0] for x in self.stored(sid)], list(range(8)))
+        c.close()
+        ca.close()
+
+
+if __name__ == "__main__":
+    unittest.main()
