@@ -6,7 +6,8 @@
 set -euo pipefail
 
 # Keep in step with CMakeLists.txt (pkg-config modules), tests/ (cmocka and
-# the python3 integration tests) and scripts/services.sh (postgresql, redis).
+# the python3 integration tests, nginx for the multi-instance ones) and
+# scripts/services.sh (postgresql, redis).
 PACKAGES=(
     build-essential pkg-config cmake clang libclang-rt-14-dev
     libgrpc-dev protobuf-c-compiler libprotobuf-c-dev libprotobuf-dev protobuf-compiler
@@ -15,7 +16,7 @@ PACKAGES=(
     postgresql redis-server
     python3 python3-grpcio python3-protobuf python3-websocket python3-psycopg2 python3-redis
     python3-jwt
-    procps gdb
+    procps gdb nginx-light
 )
 
 missing=()

@@ -69,6 +69,7 @@ static const struct cfg_row config_table[] = {
     S("JWT_ISSUER", jwt_issuer, ""),
     S("JWT_AUDIENCE", jwt_audience, ""),
     S("ALLOWED_ORIGINS", allowed_origins, ""),
+    S("TRUSTED_PROXIES", trusted_proxies, ""),
     I("FILE_URL_TTL_SECONDS", file_url_ttl_seconds, "3600", 10, 30 * 86400),
     S("SEARCH_LANGUAGE", search_language, "simple"),
     /* limits that keep one client from hurting others; 0 turns a limit off */
@@ -214,6 +215,7 @@ int config_from_env(struct config *cfg, char *errbuf, size_t errlen)
     cfg->cors_any = strcmp(cfg->cors_origins, "*") == 0;
     if (split_list(cfg->cors_origins, &cfg->cors_list, 0) != 0 ||
         split_list(cfg->allowed_origins, &cfg->origin_list, 0) != 0 ||
+        split_list(cfg->trusted_proxies, &cfg->proxy_list, 0) != 0 ||
         split_list(cfg->upload_allowed_types, &cfg->upload_types, 1) != 0) {
         snprintf(errbuf, errlen, "config: out of memory");
         goto fail;
@@ -300,6 +302,7 @@ void config_free(struct config *cfg)
 {
     free_list(&cfg->cors_list);
     free_list(&cfg->origin_list);
+    free_list(&cfg->proxy_list);
     free_list(&cfg->upload_types);
     for (size_t i = 0; i < sizeof(config_table) / sizeof(config_table[0]); i++) {
         if (config_table[i].type != CFG_INT) {

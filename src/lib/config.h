@@ -58,6 +58,7 @@ struct config {
     char *jwt_issuer;      /* "" = iss not checked */
     char *jwt_audience;    /* "" = aud not checked */
     char *allowed_origins; /* "" = any Origin; else comma-separated list */
+    char *trusted_proxies; /* "" = none; else addresses of proxies in front */
     int file_url_ttl_seconds; /* life of a signed file reference (jwt) */
     char *search_language;    /* text-search configuration, at migration */
 
@@ -74,6 +75,7 @@ struct config {
     int cors_any;                     /* CORS_ORIGINS is "*" */
     struct config_list cors_list;     /* CORS_ORIGINS otherwise */
     struct config_list origin_list;   /* ALLOWED_ORIGINS; empty: any */
+    struct config_list proxy_list;    /* TRUSTED_PROXIES: addresses whose X-Forwarded-For counts */
     struct config_list upload_types;  /* UPLOAD_ALLOWED_TYPES, lower case, no dots */
 };
 

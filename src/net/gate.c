@@ -23,7 +23,7 @@ int gate_check(struct conns *cs, struct lws *wsi)
 {
     const struct config *cfg = cs->app->cfg;
     char addr[PEERS_ADDR_MAX];
-    lws_get_peer_simple(wsi, addr, sizeof(addr));
+    peers_client_addr(cfg, wsi, addr);
     if (!gate_is_ws_path(wsi))
         return http_refuse(wsi, HTTP_STATUS_NOT_FOUND, "Not Found");
     if (cs->draining)

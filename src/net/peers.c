@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/config.h"
 #include "lib/util.h"
 
 #define PEERS_BUCKETS 1024
@@ -81,4 +82,23 @@ void peers_remove(struct peers *p, const char *addr)
         *pp = dead->next;
         free(dead);
     }
+}
+
+void peers_client_addr(const struct config *cfg, struct lws *wsi, char out[PEERS_ADDR_MAX])
+{
+    lws_get_peer_simple(wsi, out, PEERS_ADDR_MAX);
+    if (cfg->proxy_list.n == 0 || !config_list_has(&cfg->proxy_list, out, strlen(out), 0))
+        return;
+    char xff[512];
+    if (lws_hdr_copy(wsi, xff, sizeof(xff), WSI_TOKEN_X_FORWARDED_FOR) <= 0)
+        return;
+    const char *last = strrchr(xff, ',');
+    last = last != NULL ? last + 1 : xff;
+    last += strspn(last, " \t");
+    size_t n = strcspn(last, " \t");
+    /* An IPv4 or IPv6 address, nothing else. */
+    if (n == 0 || n >= PEERS_ADDR_MAX || strspn(last, "0123456789abcdefABCDEF.:") < n)
+        return;
+    memcpy(out, last, n);
+    out[n] = '\0';
 }

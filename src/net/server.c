@@ -77,8 +77,8 @@ static void server_drain(struct server *srv)
 static int server_established(struct server *srv, struct lws *wsi, struct conn *c)
 {
     memset(c, 0, sizeof(*c));
-    lws_get_peer_simple(wsi, c->addr, sizeof(c->addr));
     const struct config *cfg = srv->app->cfg;
+    peers_client_addr(cfg, wsi, c->addr);
     if (auth_required(cfg)) {
         const char *why = "";
         if (bearer_check(cfg, wsi, 1, c->user, &why) != 0)

@@ -258,6 +258,75 @@ class RedisServer:
         return redis.Redis(host="127.0.0.1", port=self.port)
 
 
+NGINX_BIN = os.environ.get("NGINX_BIN", shutil.which("nginx") or "/usr/sbin/nginx")
+
+
+class Nginx:
+    """A real nginx on a free port, round robin over the given chatd
+    ports, with docker/nginx.conf's proxy settings (WebSocket upgrade,
+    X-Forwarded-For, no buffering)."""
+
+    def __init__(self, upstream_ports):
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="chatd-nginx-")
+        self.log_path = os.path.join(self.dir, "error.log")
+        servers = "".join("        server 127.0.0.1:%d max_fails=0;\n" % p for p in upstream_ports)
+        conf = """
+pid %(dir)s/nginx.pid;
+error_log %(dir)s/error.log info;
+daemon off;
+worker_processes 1;
+events { worker_connections 4096; }
+http {
+    access_log %(dir)s/access.log;
+    client_body_temp_path %(dir)s/body;
+    proxy_temp_path %(dir)s/proxy;
+    fastcgi_temp_path %(dir)s/fastcgi;
+    uwsgi_temp_path %(dir)s/uwsgi;
+    scgi_temp_path %(dir)s/scgi;
+    upstream chatd {
+%(servers)s        keepalive 16;
+    }
+    map $http_upgrade $connection_upgrade { default upgrade; '' ''; }
+    server {
+        listen 127.0.0.1:%(port)d;
+        client_max_body_size 64m;
+        location / {
+            proxy_pass http://chatd;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_read_timeout 3600s;
+            proxy_send_timeout 3600s;
+            proxy_buffering off;
+            proxy_request_buffering off;
+        }
+    }
+}
+""" % dict(dir=self.dir, servers=servers, port=self.port)
+        self.conf = os.path.join(self.dir, "nginx.conf")
+        with open(self.conf, "w") as f:
+            f.write(conf)
+        self.log = open(self.log_path, "a")
+        self.proc = subprocess.Popen([NGINX_BIN, "-p", self.dir, "-c", self.conf],
+                                     stdout=subprocess.DEVNULL, stderr=self.log)
+        wait_port(self.port, self.proc, self.log_path)
+
+    @property
+    def url(self):
+        return "ws://127.0.0.1:%d/ws" % self.port
+
+    def client(self, **kw):
+        return Client(self.url, **kw)
+
+    def stop(self):
+        end_process(self.proc, signal.SIGQUIT)  # graceful: finishes open requests
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 class PostgresServer:
     """A private PostgreSQL (with its own Redis) on free ports, started by
     scripts/services.sh, so a test can stop and restart it without touching
