@@ -7,6 +7,8 @@
  * Configuration comes from the environment (and .env); a bad value stops
  * start-up with one line naming the variable. */
 #include <grpc/grpc.h>
+#include <libpq-fe.h>
+#include <libwebsockets.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -81,13 +83,19 @@ out:
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: chatd [serve|migrate|check]\n");
+    fprintf(stderr, "usage: chatd [serve|migrate|check|--version]\n");
     return 2;
 }
 
 int main(int argc, char **argv)
 {
     const char *cmd = argc > 1 ? argv[1] : "serve";
+    if (argc == 2 && (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0)) {
+        int pq = PQlibVersion(); /* major * 10000 + minor since PostgreSQL 10 */
+        printf("chatd %s (libwebsockets %s, gRPC core %s, libpq %d.%d)\n", CHATD_VERSION,
+               lws_get_library_version(), grpc_version_string(), pq / 10000, pq % 10000);
+        return 0;
+    }
     if (argc > 2 || (strcmp(cmd, "serve") && strcmp(cmd, "migrate") && strcmp(cmd, "check")))
         return usage();
 
