@@ -50,7 +50,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     fuzz_token(data, size);
     if (proto_decode((const char *)data, size, &lim, &req, &err) == 0) {
-        if (req.type < 0 || req.type > PROTO_FEEDBACK || req.type == PROTO_CHAT_DELTA)
+        if (req.type < 0 || req.type > PROTO_USAGE || req.type == PROTO_CHAT_DELTA)
+            abort();
+        if (req.type == PROTO_USAGE &&
+            (req.since_us < -1 || req.until_us < -1 ||
+             (req.since_us >= 0 && req.until_us >= 0 && req.until_us < req.since_us)))
             abort();
         if (req.type == PROTO_SEARCH &&
             (req.query == NULL || req.query[0] == '\0' || req.limit < 1 ||
