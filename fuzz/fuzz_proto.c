@@ -50,7 +50,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     fuzz_token(data, size);
     if (proto_decode((const char *)data, size, &lim, &req, &err) == 0) {
-        if (req.type < 0 || req.type > PROTO_USAGE || req.type == PROTO_CHAT_DELTA)
+        if (req.type < 0 || req.type > PROTO_RESUME || req.type == PROTO_CHAT_DELTA ||
+            req.type == PROTO_EVENT)
+            abort();
+        if (req.type == PROTO_RESUME && (req.after < -1 || !uuid_valid(req.session_id)))
             abort();
         if (req.type == PROTO_USAGE &&
             (req.since_us < -1 || req.until_us < -1 ||

@@ -20,9 +20,11 @@
 #include "net/server.h"
 #include "store/inval.h"
 #include "store/lease.h"
+#include "store/live.h"
 #include "store/migrate.h"
 #include "work/app.h"
 #include "work/chat.h"
+#include "work/events.h"
 #include "work/outbox.h"
 #include "work/pool.h"
 
@@ -59,7 +61,8 @@ static int serve(const struct config *cfg)
     }
     if ((app.outbox = outbox_create()) == NULL ||
         (app.pool = pool_create(&app, cfg->worker_threads)) == NULL ||
-        (app.lease = lease_start(cfg, chat_lease_freed, &app)) == NULL)
+        (app.lease = lease_start(cfg, chat_lease_freed, &app)) == NULL ||
+        (app.live = live_start(cfg, events_on_message, &app)) == NULL)
         goto out;
     rc = server_run(&app);
 out:
@@ -75,6 +78,7 @@ out:
     if (app.agent != NULL)
         agent_client_destroy(app.agent);
     lease_stop(app.lease); /* it resubmits parked turns to the pool */
+    live_stop(app.live);   /* it posts to the outbox; sends what was queued */
     pool_destroy(app.pool);
     outbox_destroy(app.outbox);
     inval_stop(app.inval);

@@ -58,6 +58,7 @@ static const struct cfg_row config_table[] = {
     I("MAX_CHAT_MESSAGE_BYTES", max_chat_message_bytes, "65536", 16, 16 * 1024 * 1024),
     I("MAX_INFLIGHT_PER_CONN", max_inflight_per_conn, "64", 1, 100000),
     I("TURN_LEASE_SECONDS", turn_lease_seconds, "10", 2, 3600),
+    I("STREAM_RETAIN_SECONDS", stream_retain_seconds, "300", 1, 86400),
     I("WORKER_THREADS", worker_threads, "4", 1, 256),
     I("WS_PING_SECONDS", ws_ping_seconds, "30", 1, 3600),
     I("SHUTDOWN_GRACE_SECONDS", shutdown_grace_seconds, "30", 0, 3600),
@@ -65,6 +66,7 @@ static const struct cfg_row config_table[] = {
     S("MIGRATIONS_DIR", migrations_dir, "./migrations"),
     /* who may connect, and as whom (docs/SECURITY.md) */
     S("AUTH_MODE", auth_mode, "none"),
+    S("DETACHED_TURNS", detached_turns, "finish"),
     S("JWT_SECRET", jwt_secret, ""),
     S("JWT_ISSUER", jwt_issuer, ""),
     S("JWT_AUDIENCE", jwt_audience, ""),
@@ -202,6 +204,12 @@ int config_from_env(struct config *cfg, char *errbuf, size_t errlen)
         goto fail;
     }
     cfg->auth = strcmp(cfg->auth_mode, "jwt") == 0 ? CONFIG_AUTH_JWT : CONFIG_AUTH_NONE;
+    if (strcmp(cfg->detached_turns, "finish") != 0 && strcmp(cfg->detached_turns, "cancel") != 0) {
+        snprintf(errbuf, errlen, "config: DETACHED_TURNS=\"%s\" must be finish or cancel",
+                 cfg->detached_turns);
+        goto fail;
+    }
+    cfg->detached_finish = strcmp(cfg->detached_turns, "finish") == 0;
     /* A PostgreSQL text-search configuration name: simple, english, ... */
     if (cfg->search_language[0] == '\0' ||
         strspn(cfg->search_language, "abcdefghijklmnopqrstuvwxyz_") !=

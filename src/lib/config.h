@@ -36,6 +36,7 @@ struct config {
     int ai_timeout_seconds;
     int ai_title_timeout_seconds; /* a Title call's deadline */
     int turn_lease_seconds;       /* a session's turn lease (store/lease.h) */
+    int stream_retain_seconds;    /* a turn's frames kept for code 16 after it ends */
 
     int max_file_size_mb;
     int max_chat_history_context;
@@ -54,6 +55,7 @@ struct config {
     char *migrations_dir;
 
     char *auth_mode;       /* "none" or "jwt" */
+    char *detached_turns;  /* "finish" or "cancel" */
     char *jwt_secret;      /* HS256 key, >= 32 bytes when auth_mode is jwt */
     char *jwt_issuer;      /* "" = iss not checked */
     char *jwt_audience;    /* "" = aud not checked */
@@ -71,6 +73,7 @@ struct config {
 
     /* Parsed once at load from the strings above, for the hot paths. */
     enum config_auth auth;            /* AUTH_MODE */
+    int detached_finish;              /* DETACHED_TURNS=finish */
     enum log_level log_lvl;           /* LOG_LEVEL */
     int cors_any;                     /* CORS_ORIGINS is "*" */
     struct config_list cors_list;     /* CORS_ORIGINS otherwise */

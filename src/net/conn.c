@@ -5,11 +5,13 @@
  * and the agent thread produce arrives as outbox posts (conn_apply). */
 #include "net/conn.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "lib/config.h"
 #include "lib/log.h"
+#include "lib/util.h"
 #include "lib/metrics.h"
 #include "wire/proto.h"
 #include "work/app.h"
@@ -71,6 +73,174 @@ static void conn_close_after_flush(struct conn *c, int status)
     conn_effects(c, connq_send(&c->q, NULL, 0, 1));
 }
 
+static void conn_pump(struct conns *cs, struct conn *c);
+
+/* ----------------------------------------------------------------- live */
+
+static unsigned live_bucket(const char *user) { return util_hash(user) % CONN_BUCKETS; }
+
+static void live_unlink(struct conns *cs, struct conn *c)
+{
+    if (c->live_user[0] == '\0')
+        return;
+    struct conn **pp = &cs->live[live_bucket(c->live_user)];
+    while (*pp != NULL && *pp != c)
+        pp = &(*pp)->live_next;
+    if (*pp == c)
+        *pp = c->live_next;
+    c->live_next = NULL;
+    c->live_user[0] = '\0';
+}
+
+static void held_clear(struct conn *c)
+{
+    while (c->held != NULL) {
+        struct held_frame *h = c->held;
+        c->held = h->next;
+        free(h->frame);
+        free(h);
+    }
+    c->held_tail = NULL;
+}
+
+/* It now gets user's live messages (only one user's at a time: a
+ * subscription or a resume for another user replaces the earlier ones). */
+static void live_link(struct conns *cs, struct conn *c, const char *user)
+{
+    if (strcmp(c->live_user, user) == 0)
+        return;
+    live_unlink(cs, c);
+    c->subscribed = 0;
+    c->resume = CONN_RESUME_NONE;
+    held_clear(c);
+    snprintf(c->live_user, sizeof(c->live_user), "%s", user);
+    unsigned b = live_bucket(user);
+    c->live_next = cs->live[b];
+    cs->live[b] = c;
+}
+
+/* Neither subscribed nor resuming: off the list. */
+static void live_maybe_unlink(struct conns *cs, struct conn *c)
+{
+    if (!c->subscribed && c->resume == CONN_RESUME_NONE)
+        live_unlink(cs, c);
+}
+
+static void conn_send_copy(struct conn *c, const char *frame, size_t len)
+{
+    char *copy = malloc(len + 1);
+    if (copy == NULL)
+        return;
+    memcpy(copy, frame, len);
+    copy[len] = '\0';
+    conn_send(c, copy, len);
+}
+
+/* A turn's frame for a connection that resumes it: sent when it is new to
+ * it; the last frame ends the resume. */
+static void resume_deliver(struct conns *cs, struct conn *c, char tag, long long index,
+                           const char *frame, size_t len)
+{
+    if (tag == 'D') {
+        if (index <= c->resume_last)
+            return; /* replayed already */
+        c->resume_last = index;
+    }
+    conn_send_copy(c, frame, len);
+    if (tag == 'F') {
+        c->resume = CONN_RESUME_NONE;
+        live_maybe_unlink(cs, c);
+    }
+}
+
+static void live_hold(struct conn *c, char tag, long long index, const char *frame, size_t len)
+{
+    struct held_frame *h = calloc(1, sizeof(*h));
+    if (h == NULL || (h->frame = malloc(len + 1)) == NULL) {
+        free(h);
+        return;
+    }
+    memcpy(h->frame, frame, len);
+    h->frame[len] = '\0';
+    h->len = len;
+    h->tag = tag;
+    h->index = index;
+    if (c->held_tail != NULL)
+        c->held_tail->next = h;
+    else
+        c->held = h;
+    c->held_tail = h;
+}
+
+/* A message from the live bus for p->user's connections. */
+static void live_apply(struct conns *cs, struct outbox_post *p)
+{
+    struct conn *c = cs->live[live_bucket(p->user)];
+    while (c != NULL) {
+        struct conn *next = c->live_next; /* resume_deliver may unlink c */
+        if (strcmp(c->live_user, p->user) == 0) {
+            if (p->tag == 'E') {
+                if (c->subscribed)
+                    conn_send_copy(c, p->frame, p->len);
+            } else if (c->resume != CONN_RESUME_NONE &&
+                       strcmp(c->resume_session, p->session) == 0) {
+                if (c->resume == CONN_RESUME_PENDING)
+                    live_hold(c, p->tag, p->index, p->frame, p->len);
+                else
+                    resume_deliver(cs, c, p->tag, p->index, p->frame, p->len);
+            }
+        }
+        c = next;
+    }
+}
+
+/* Code 16 arrived: from now on the session's live frames are kept for the
+ * connection until the replay is read (no frame published meanwhile can
+ * be missed). */
+static void resume_begin(struct conns *cs, struct conn *c, const struct proto_request *req)
+{
+    live_link(cs, c, req->user_id);
+    held_clear(c);
+    c->resume = CONN_RESUME_PENDING;
+    snprintf(c->resume_session, sizeof(c->resume_session), "%s", req->session_id);
+    c->resume_last = req->after;
+}
+
+/* Code 16's answer: the acknowledgement, the replay, then what was held. */
+static void resume_answered(struct conns *cs, struct conn *c, struct outbox_post *p)
+{
+    conn_effects(c, connq_answered(&c->q, p->frame, p->len));
+    p->frame = NULL;
+    if (c->resume != CONN_RESUME_PENDING || strcmp(c->resume_session, p->session) != 0) {
+        conn_pump(cs, c);
+        return; /* replaced by a later code 16 meanwhile */
+    }
+    for (size_t i = 0; i < p->nframes; i++) {
+        conn_send(c, p->frames[i], p->lens[i]);
+        p->frames[i] = NULL;
+    }
+    if (p->failed || p->last) {
+        c->resume = CONN_RESUME_NONE;
+        held_clear(c);
+        live_maybe_unlink(cs, c);
+    } else {
+        if (p->index > c->resume_last)
+            c->resume_last = p->index;
+        c->resume = CONN_RESUME_LIVE;
+        struct held_frame *h = c->held;
+        c->held = c->held_tail = NULL;
+        while (h != NULL) {
+            struct held_frame *next = h->next;
+            if (c->resume == CONN_RESUME_LIVE)
+                resume_deliver(cs, c, h->tag, h->index, h->frame, h->len);
+            free(h->frame);
+            free(h);
+            h = next;
+        }
+    }
+    conn_pump(cs, c);
+}
+
 /* Hands the connection's next requests to workers, in order. */
 static void conn_pump(struct conns *cs, struct conn *c)
 {
@@ -120,23 +290,28 @@ static void conn_refuse(struct conns *cs, struct conn *c, int type, int code)
     conn_error_now(cs, c, &err);
 }
 
-/* Code 8: stop the turn this connection runs on that session. */
-static void conn_stop_turn(struct conns *cs, struct conn *c, const struct proto_request *req)
+/* Code 8 for a turn this connection runs: stopped here. 1 when it was
+ * answered; 0 when the turn is not this connection's (a worker asks
+ * whoever runs it, work/events.c). */
+static int conn_stop_turn(struct conns *cs, struct conn *c, const struct proto_request *req)
 {
     for (struct turn_ref *t = c->turns; t != NULL; t = t->next) {
         if (chat_turn_matches(t->turn, req->user_id, req->session_id)) {
-            if (!chat_turn_cancel(t->turn, 1))
-                break; /* too late: the full reply is on its way */
+            if (!chat_turn_cancel(t->turn, 1)) {
+                /* too late: the full reply is on its way */
+                conn_refuse(cs, c, PROTO_STOP, PERR_NO_TURN);
+                return 1;
+            }
             json_t *data = json_pack("{s:s, s:s, s:b}", "user_id", req->user_id, "session_id",
                                      req->session_id, "stopped", 1);
             size_t len = 0;
             char *frame = data != NULL ? proto_encode_reply(PROTO_STOP, data, &len) : NULL;
             metrics_request(PROTO_STOP, frame != NULL, 0);
             conn_answer_now(cs, c, frame, len);
-            return;
+            return 1;
         }
     }
-    conn_refuse(cs, c, PROTO_STOP, PERR_NO_TURN);
+    return 0;
 }
 
 /* A whole message arrived: decode it and answer or queue it. */
@@ -169,12 +344,12 @@ static void conn_on_message(struct conns *cs, struct conn *c, int binary)
         conn_refuse(cs, c, type, refused);
         return;
     }
-    const struct dispatch_row *row = dispatch_find(type);
-    if (row == NULL || row->run == NULL) { /* answered here: the stop */
-        conn_stop_turn(cs, c, &r->req);
+    if (type == PROTO_STOP && conn_stop_turn(cs, c, &r->req)) {
         work_request_free(r);
         return;
     }
+    if (type == PROTO_RESUME)
+        resume_begin(cs, c, &r->req);
     r->conn_id = c->id;
     conn_enqueue(cs, c, r);
 }
@@ -285,11 +460,17 @@ void conn_close(struct conns *cs, struct conn *c)
     free(c->rx);
     c->rx = NULL;
     connq_clear(&c->q);
-    /* A dropped client cancels its turns; what was committed stays. */
+    live_unlink(cs, c);
+    held_clear(c);
+    /* A dropped client's turns go on, to be stored and resumed
+     * (DETACHED_TURNS=finish), or are cancelled; at shutdown they are
+     * cancelled either way. */
+    int finish = cs->app->cfg->detached_finish && !cs->draining;
     while (c->turns != NULL) {
         struct turn_ref *t = c->turns;
         c->turns = t->next;
-        chat_turn_cancel(t->turn, 0);
+        if (!finish)
+            chat_turn_cancel(t->turn, 0);
         chat_turn_unref(t->turn);
         free(t);
     }
@@ -347,6 +528,29 @@ void conn_apply(struct conns *cs, struct outbox_post *p)
                 break;
             }
         }
+        break;
+    case OUTBOX_SUBSCRIBE:
+        if (c == NULL)
+            break;
+        metrics_request(PROTO_SUBSCRIBE, !p->failed,
+                        (double)(metrics_now_us() - c->busy_since_us) / 1e6);
+        if (!p->failed) {
+            live_link(cs, c, p->user);
+            c->subscribed = 1;
+        }
+        conn_effects(c, connq_answered(&c->q, p->frame, p->len));
+        p->frame = NULL;
+        conn_pump(cs, c);
+        break;
+    case OUTBOX_RESUME:
+        if (c == NULL)
+            break;
+        metrics_request(PROTO_RESUME, !p->failed,
+                        (double)(metrics_now_us() - c->busy_since_us) / 1e6);
+        resume_answered(cs, c, p);
+        break;
+    case OUTBOX_LIVE:
+        live_apply(cs, p);
         break;
     case OUTBOX_HTTP:
     case OUTBOX_EXPORT:

@@ -26,6 +26,17 @@ struct turn_ref {
     struct chat_turn *turn;
 };
 
+/* A live frame that came while code 16's replay was being read. */
+struct held_frame {
+    struct held_frame *next;
+    char tag; /* 'D' or 'F' */
+    long long index;
+    char *frame;
+    size_t len;
+};
+
+enum conn_resume { CONN_RESUME_NONE, CONN_RESUME_PENDING, CONN_RESUME_LIVE };
+
 struct conn {
     struct lws *wsi;
     uint64_t id; /* 0: refused before it was counted */
@@ -46,6 +57,17 @@ struct conn {
     int nturns;
 
     char user[UUID_STR_LEN + 1]; /* AUTH_MODE=jwt: the token's sub; "" otherwise */
+
+    /* Live (work/events.h): the user whose events (code 14) or whose
+     * turn's frames (code 16) it gets, "" for none; listed in
+     * conns.live under that user while it gets either. */
+    char live_user[UUID_STR_LEN + 1];
+    struct conn *live_next;
+    int subscribed;
+    enum conn_resume resume;
+    char resume_session[UUID_STR_LEN + 1];
+    long long resume_last; /* the last delta index it was sent */
+    struct held_frame *held, *held_tail;
     char addr[PEERS_ADDR_MAX];   /* the peer's address, counted in peers */
 };
 
@@ -55,6 +77,7 @@ struct conns {
     struct peers *peers;
     int draining; /* shutting down: no new connections or turns */
     struct conn *buckets[CONN_BUCKETS];
+    struct conn *live[CONN_BUCKETS]; /* by live_user */
     uint64_t next_id;
     int n;
 };
@@ -69,7 +92,8 @@ int conn_writeable(struct conns *cs, struct conn *c);
 /* LWS_CALLBACK_CLOSED: its turns are cancelled (what committed stays). */
 void conn_close(struct conns *cs, struct conn *c);
 
-/* Applies a post for a connection (reply, detach, push, turn done); a
+/* Applies a post for a connection (reply, detach, push, turn done, the
+ * answers of codes 14 and 16) or for the connections of a user (live); a
  * connection that has gone drops it. Takes what it keeps from p. */
 void conn_apply(struct conns *cs, struct outbox_post *p);
 

@@ -66,7 +66,7 @@ void cache_close(struct cache *c)
     c->rc = NULL;
 }
 
-static void cache_fail(struct cache *c, const char *what)
+void cache_fail(struct cache *c, const char *what)
 {
     metrics_redis_error();
     log_warn("event=redis_error op=%s error=\"%s\"", what,
@@ -76,7 +76,7 @@ static void cache_fail(struct cache *c, const char *what)
 }
 
 /* A usable context, or NULL while Redis is down. */
-static redisContext *cache_conn(struct cache *c)
+redisContext *cache_conn(struct cache *c)
 {
     if (c->rc != NULL)
         return c->rc;

@@ -39,6 +39,14 @@ struct cache {
 void cache_open(struct cache *c, const struct config *cfg, struct inval *inval);
 void cache_close(struct cache *c);
 
+/* The connected context (connecting, with AUTH and SELECT, when needed),
+ * or NULL while Redis is down or in its back-off after a failure. For a
+ * thread with a Redis connection of its own (store/live.c). */
+struct redisContext *cache_conn(struct cache *c);
+/* Counts and logs a failure of op, drops the connection and starts the
+ * back-off. */
+void cache_fail(struct cache *c, const char *op);
+
 /* Value of key (malloc'd, NUL-terminated, *len set), or NULL on a miss or
  * any error. */
 char *cache_get(struct cache *c, const char *key, size_t *len);

@@ -379,6 +379,20 @@ int db_lease_take(struct pg *pg, const char *user_id, const char *session_id, co
     return st;
 }
 
+int db_session_turn(struct pg *pg, const char *user_id, const char *session_id,
+                    long long *next_seq, char turn_id[UUID_STR_LEN + 1])
+{
+    const char *p[2] = {user_id, session_id};
+    PGresult *r;
+    int st = query_row(pg, PG_SESSION_TURN, 2, p, &r);
+    if (st != DB_OK)
+        return st;
+    *next_seq = atoll(PQgetvalue(r, 0, 0));
+    snprintf(turn_id, UUID_STR_LEN + 1, "%s", PQgetvalue(r, 0, 1));
+    PQclear(r);
+    return DB_OK;
+}
+
 int db_lease_drop(struct pg *pg, const char *session_id, const char *turn_id)
 {
     const char *p[2] = {session_id, turn_id};
@@ -402,7 +416,7 @@ int db_session_advance(struct pg *pg, const char *session_id, int count, const c
     return command(pg, PG_SESSION_ADVANCE, 3, p);
 }
 
-int db_charge(struct pg *pg, const struct db_charge *c, uint64_t *xid)
+int db_charge(struct pg *pg, struct db_charge *c, uint64_t *xid)
 {
     char seq[24], model[16], pt[16], ct[16];
     snprintf(seq, sizeof(seq), "%lld", c->seq);
@@ -424,6 +438,7 @@ int db_charge(struct pg *pg, const struct db_charge *c, uint64_t *xid)
     int st = query_row(pg, PG_CHARGE, 11, p, &r);
     if (st != DB_OK)
         return st;
+    snprintf(c->balance, sizeof(c->balance), "%s", PQgetvalue(r, 0, 0));
     if (xid != NULL)
         *xid = u64(r, 1);
     PQclear(r);

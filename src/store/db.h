@@ -167,6 +167,10 @@ int db_session_advance(struct pg *pg, const char *session_id, int count, const c
  * DB_NOT_FOUND when the user has no such session. */
 int db_lease_take(struct pg *pg, const char *user_id, const char *session_id, const char *turn_id,
                   int seconds, long long *next_seq);
+/* The turn running on the user's session (its lease not run out), "" for
+ * none; *next_seq as now. DB_NOT_FOUND: no such session of the user's. */
+int db_session_turn(struct pg *pg, const char *user_id, const char *session_id,
+                    long long *next_seq, char turn_id[UUID_STR_LEN + 1]);
 /* Gives it back unless it has passed to another turn already. */
 int db_lease_drop(struct pg *pg, const char *session_id, const char *turn_id);
 
@@ -181,9 +185,10 @@ struct db_charge {
     const char *summary_cost; /* decimal text added to it; NULL: none */
     unsigned prompt_tokens, completion_tokens; /* 0: not reported */
     int estimated;
+    char balance[64]; /* out: the balance after the charge, exact decimal text */
 };
 /* *xid is the transaction's id (xid may be NULL). */
-int db_charge(struct pg *pg, const struct db_charge *c, uint64_t *xid);
+int db_charge(struct pg *pg, struct db_charge *c, uint64_t *xid);
 
 /* Code 13: {user_id, balance, spent, turns, by_model: [{model, turns,
  * spent}]} as JSON text that PostgreSQL wrote, its money the exact

@@ -122,6 +122,12 @@ static const struct {
         " where user_id = $1::uuid and session_id = $2::uuid"
         "   and (turn_owner is null or turn_lease_until < clock_timestamp())"
         " returning next_seq"},
+    /* Who runs a turn on the user's session now: the lease's holder while
+     * it has not run out ('' when nobody), and the next seq. */
+    [PG_SESSION_TURN] = {"session_turn", 2,
+        "select next_seq, case when turn_lease_until > clock_timestamp()"
+        "                      then turn_owner::text else '' end"
+        "  from chat_sessions where user_id = $1::uuid and session_id = $2::uuid"},
     [PG_SESSION_EXISTS] = {"session_exists", 2,
         "select 1 from chat_sessions where user_id = $1::uuid and session_id = $2::uuid"},
     [PG_LEASE_DROP] = {"lease_drop", 2,

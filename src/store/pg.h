@@ -30,6 +30,7 @@ enum pg_stmt {
     PG_LEASE_TAKE,      /* $1 user, $2 session, $3 turn, $4 seconds -> next_seq (no row: held,
                            or no such session) */
     PG_SESSION_EXISTS,  /* $1 user, $2 session -> 1 */
+    PG_SESSION_TURN,    /* $1 user, $2 session -> next_seq, running turn ('' for none) */
     PG_LEASE_DROP,      /* $1 session, $2 turn */
     PG_LEASE_RENEW,     /* $1 turns (uuid[] text), $2 seconds */
     PG_CHARGE,          /* $1 user, $2 session, $3 seq, $4 kind, $5 model id, $6 model name,

@@ -41,6 +41,7 @@ static const struct {
     {PERR_RATE_LIMITED, "Too Many Messages"},
     {PERR_DAILY_LIMIT, "Daily Message Limit Reached"},
     {PERR_TURN_INTERRUPTED, "Turn Interrupted"},
+    {PERR_LIVE_UNAVAILABLE, "Live Updates Unavailable"},
 };
 
 const char *proto_err_text(int code)
@@ -400,6 +401,8 @@ int proto_decode(const char *buf, size_t len, const struct proto_limits *lim,
     case PROTO_SEARCH:
     case PROTO_FEEDBACK:
     case PROTO_USAGE:
+    case PROTO_SUBSCRIBE:
+    case PROTO_RESUME:
         break;
     default:
         /* Echo the type only when it fits an int; anything else is noise. */
@@ -425,6 +428,7 @@ int proto_decode(const char *buf, size_t len, const struct proto_limits *lim,
     case PROTO_HISTORY:
     case PROTO_RENAME:
     case PROTO_FEEDBACK:
+    case PROTO_RESUME:
         if (get_uuid(data, "session_id", req->type, req->session_id, err) != 0)
             goto fail;
         break;
@@ -496,6 +500,11 @@ int proto_decode(const char *buf, size_t len, const struct proto_limits *lim,
     case PROTO_FEEDBACK:
         if (decode_feedback(data, req, err) != 0)
             goto fail;
+        break;
+    case PROTO_RESUME:
+        if (get_opt_int(data, "after", req->type, -1, -1, (long long)1 << 53, &v, err) != 0)
+            goto fail;
+        req->after = v;
         break;
     case PROTO_USAGE:
         if (decode_time(data, "since", req->type, &req->since_us, err) != 0 ||

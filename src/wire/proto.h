@@ -31,6 +31,9 @@ enum proto_type {
     PROTO_SEARCH = 11,   /* full-text search of the user's history */
     PROTO_FEEDBACK = 12, /* a rating of an assistant message */
     PROTO_USAGE = 13,    /* balance and spending from the ledger */
+    PROTO_SUBSCRIBE = 14, /* the user's events to this connection */
+    PROTO_EVENT = 15,     /* server -> client only: an event of a subscribed user */
+    PROTO_RESUME = 16,    /* a running turn's frames, from where the client is */
 };
 
 #define PROTO_PAGE_DEFAULT 50
@@ -71,6 +74,7 @@ enum proto_err {
     PERR_RATE_LIMITED = 27,
     PERR_DAILY_LIMIT = 28,
     PERR_TURN_INTERRUPTED = 29,
+    PERR_LIVE_UNAVAILABLE = 30,
 };
 
 /* The fixed text of an error code ("Unknown error" for an unknown code). */
@@ -104,6 +108,7 @@ struct proto_request {
     const char *cursor;                /* code 1: "before", NULL from the newest */
     int offset;                        /* code 11 */
     long long since_us, until_us;      /* code 13: epoch microseconds, -1 when absent */
+    long long after;                   /* code 16: the last delta index seen, -1 when absent */
     json_t *root;
 };
 

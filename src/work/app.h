@@ -13,6 +13,7 @@ struct agent_client;
 struct config;
 struct inval;
 struct lease;
+struct live;
 struct outbox;
 struct pool;
 
@@ -23,6 +24,7 @@ struct app {
     struct agent_client *agent;
     struct inval *inval;
     struct lease *lease;  /* the turn leases this process holds */
+    struct live *live;    /* events and turn frames across chatd instances */
     struct outbox *outbox; /* answers and frames to the service thread */
 };
 

@@ -39,6 +39,7 @@
 #include "wire/proto.h"
 #include "work/app.h"
 #include "work/dispatch.h"
+#include "work/events.h"
 #include "work/outbox.h"
 #include "work/ratelimit.h"
 #include "work/title.h"
@@ -137,6 +138,11 @@ struct chat_turn {
     char turn_id[UUID_STR_LEN + 1];
     int lease_held;
     struct chat_turn *park_next; /* waiting for the lease (parked) */
+
+    /* Live (work/events.h): its frames go to a stream other connections
+     * resume from, once begun. */
+    int streamed;
+    long long next_index; /* of the next type 7 frame (agent thread) */
 };
 
 static atomic_int chat_turns_active;
@@ -224,6 +230,7 @@ int chat_turn_cancel(struct chat_turn *t, int by_user)
 struct session_slot {
     struct session_slot *next;
     char session_id[UUID_STR_LEN + 1];
+    struct chat_turn *owner; /* the turn running now (in this process) */
     struct chat_turn *wait_head, *wait_tail;
 };
 
@@ -253,6 +260,7 @@ static int slot_acquire(struct chat_turn *t)
         s = calloc(1, sizeof(*s));
         if (s != NULL) { /* out of memory: run unordered rather than fail */
             memcpy(s->session_id, t->session_id, sizeof(s->session_id));
+            s->owner = t;
             s->next = slots[h];
             slots[h] = s;
         }
@@ -274,6 +282,7 @@ static void slot_release(struct chat_turn *t)
     if (s != NULL) {
         next = s->wait_head;
         if (next != NULL) {
+            s->owner = next;
             s->wait_head = next->wait_next;
             if (s->wait_head == NULL)
                 s->wait_tail = NULL;
@@ -289,6 +298,21 @@ static void slot_release(struct chat_turn *t)
             next->seen_seq = t->stored_seq;
         pool_submit(next->app->pool, &next->job);
     }
+}
+
+int chat_stop_session(const char *user_id, const char *session_id)
+{
+    int took = 0;
+    pthread_mutex_lock(&slots_mu);
+    struct session_slot *s = slots[slot_hash(session_id)];
+    while (s != NULL && strcmp(s->session_id, session_id) != 0)
+        s = s->next;
+    /* The owner is alive while it owns the slot (slot_release comes before
+     * its last reference goes). */
+    if (s != NULL && s->owner != NULL && chat_turn_matches(s->owner, user_id, session_id))
+        took = chat_turn_cancel(s->owner, 1);
+    pthread_mutex_unlock(&slots_mu);
+    return took;
 }
 
 /* ------------------------------------------------- the session's lease */
@@ -377,13 +401,25 @@ static void turn_drop_lease(struct worker *w, struct chat_turn *t)
 
 /* ----------------------------------------------------------- end of turn */
 
+/* The turn's last frame: to its connection, and to whoever resumes it. */
+static void turn_push_last(struct chat_turn *t, char *frame, size_t len)
+{
+    if (t->streamed)
+        events_turn_end(t->app, t->user_id, t->session_id, frame, len);
+    outbox_push(t->app->outbox, t->conn_id, frame, len);
+}
+
 static void turn_push_error(struct chat_turn *t, enum turn_error e)
 {
     size_t len = 0;
     char *frame = proto_encode_error_code(PROTO_CHAT, turn_wire_code(e), NULL, NULL, &len);
     metrics_request(PROTO_CHAT, 0, (double)(metrics_now_us() - t->start_us) / 1e6);
     if (frame != NULL)
-        outbox_push(t->app->outbox, t->conn_id, frame, len);
+        turn_push_last(t, frame, len);
+    if (t->streamed) /* a turn other tabs saw start, that stored nothing */
+        events_emit(t->app, t->user_id,
+                    json_pack("{s:s, s:s, s:b}", "kind", "turn_finished", "session_id",
+                              t->session_id, "stored", 0));
 }
 
 /* A turn that fails (anything but a code-8 stop) takes its attached file
@@ -513,6 +549,25 @@ static void turn_refresh_cache(struct worker *w, struct chat_turn *t, const char
     free(s);
 }
 
+/* What the user's other connections, on any chatd, hear of a stored turn. */
+static void turn_announce(struct chat_turn *t, const struct db_charge *charge, long long lock_seq)
+{
+    struct app *app = t->app;
+    if (t->session_new)
+        events_emit(app, t->user_id,
+                    json_pack("{s:s, s:s, s:s}", "kind", "session_created", "session_id",
+                              t->session_id, "session_name", t->session_name));
+    json_t *seqs = json_array();
+    for (long long s = lock_seq; s < t->stored_seq; s++)
+        json_array_append_new(seqs, json_integer(s));
+    events_emit(app, t->user_id,
+                json_pack("{s:s, s:s, s:b, s:o}", "kind", "turn_finished", "session_id",
+                          t->session_id, "stored", 1, "seqs", seqs));
+    events_emit(app, t->user_id,
+                json_pack("{s:s, s:f}", "kind", "balance", "balance",
+                          strtod(charge->balance, NULL)));
+}
+
 static char *build_stopped_reply(const char *partial)
 {
     size_t n = strlen(partial);
@@ -589,6 +644,7 @@ static void turn_finish(struct worker *w, struct chat_turn *t)
         goto out;
     }
     turn_refresh_cache(w, t, reply, lock_seq);
+    turn_announce(t, &charge, lock_seq);
     log_info("event=turn_stored session=%s bytes_in=%zu bytes_out=%zu cost=%s%s%s",
              t->session_id, strlen(t->message), strlen(reply),
              charge.cost != NULL ? charge.cost : "estimated",
@@ -600,7 +656,7 @@ static void turn_finish(struct worker *w, struct chat_turn *t)
     char *frame = data != NULL ? proto_encode_reply(PROTO_CHAT, data, &len) : NULL;
     if (frame != NULL) {
         metrics_request(PROTO_CHAT, 1, (double)(metrics_now_us() - t->start_us) / 1e6);
-        outbox_push(t->app->outbox, t->conn_id, frame, len);
+        turn_push_last(t, frame, len);
     } else {
         turn_push_error(t, TURN_MARSHAL); /* stored: the file stays */
     }
@@ -646,11 +702,17 @@ static void on_delta(void *ud, const char *text, size_t len)
     struct chat_turn *t = ud;
     if (!t->stream || len == 0)
         return;
-    json_t *data = json_pack("{s:s, s:s%}", "session_id", t->session_id, "delta", text, len);
+    /* index: 0, 1, 2, ... within the turn, so that a client resuming it
+     * (code 16) knows where it is. */
+    long long index = t->next_index++;
+    json_t *data = json_pack("{s:s, s:s%, s:I}", "session_id", t->session_id, "delta", text, len,
+                             "index", (json_int_t)index);
     size_t flen = 0;
     char *frame = data != NULL ? proto_encode_reply(PROTO_CHAT_DELTA, data, &flen) : NULL;
-    if (frame != NULL)
-        outbox_push(t->app->outbox, t->conn_id, frame, flen);
+    if (frame == NULL)
+        return;
+    events_turn_frame(t->app, t->user_id, t->session_id, index, frame, flen);
+    outbox_push(t->app->outbox, t->conn_id, frame, flen);
 }
 
 static void on_done(void *ud, const struct agent_result *res)
@@ -828,6 +890,13 @@ static void turn_start(struct worker *w, struct chat_turn *t)
     }
     log_debug("event=turn_start session=%s history=%zu dropped=%zu", t->session_id,
               json_array_size(t->history), dropped);
+    /* From here on other connections can follow it (code 16), and the
+     * user's other tabs hear of it. */
+    events_turn_begin(t->app, t->session_id, t->turn_id);
+    t->streamed = 1;
+    events_emit(t->app, t->user_id,
+                json_pack("{s:s, s:s, s:b}", "kind", "turn_started", "session_id", t->session_id,
+                          "new_session", t->session_new));
 
     const char *files[1] = {t->file_url};
     struct agent_request req = {

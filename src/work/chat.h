@@ -68,6 +68,10 @@ enum chat_end chat_end_of(int cancelled, int by_user, int status);
 /* Turns started and not yet finished, process-wide. */
 int chat_active_turns(void);
 
+/* A stop (code 8) heard from any chatd for user_id's session: cancels the
+ * turn this process runs on it, if any. 1 when it took. Any thread. */
+int chat_stop_session(const char *user_id, const char *session_id);
+
 /* store/lease.h's on_free, with the app as arg: a turn lease was given
  * back (session_id), or may have run out (NULL): the turns waiting for
  * one try again. */

@@ -5,6 +5,7 @@
 
 #include "work/app.h"
 #include "work/chat.h"
+#include "work/events.h"
 #include "work/handlers.h"
 #include "work/history.h"
 #include "work/outbox.h"
@@ -17,13 +18,16 @@ static const struct dispatch_row dispatch_table[] = {
     {PROTO_DELETE_SESSION, "delete_session", handlers_delete_session},
     {PROTO_LIST_MODELS, "list_models", handlers_list_models},
     {PROTO_BALANCE, "balance", handlers_balance},
-    /* The connection holds its turns, so it answers a stop itself. */
-    {PROTO_STOP, "stop", NULL},
+    /* A connection stops the turns it runs itself (net/conn.c); a stop of
+     * another connection's turn, on any chatd, comes here. */
+    {PROTO_STOP, "stop", events_stop},
     {PROTO_HISTORY, "history", history_page},
     {PROTO_RENAME, "rename", history_rename},
     {PROTO_SEARCH, "search", history_search},
     {PROTO_FEEDBACK, "feedback", history_feedback},
     {PROTO_USAGE, "usage", handlers_usage},
+    {PROTO_SUBSCRIBE, "subscribe", events_subscribe},
+    {PROTO_RESUME, "resume", events_resume},
 };
 
 const struct dispatch_row *dispatch_find(int type)

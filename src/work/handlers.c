@@ -21,6 +21,7 @@
 #include "wire/auth.h"
 #include "wire/proto.h"
 #include "work/app.h"
+#include "work/events.h"
 #include "work/chat.h"
 #include "work/outbox.h"
 
@@ -222,6 +223,8 @@ void handlers_delete_session(struct worker *w, struct work_request *r)
     /* Before the answer: this chatd never shows the old list again. The
      * copies need no delete to be right (the NOTIFY and the session's
      * version see to that); the context's is dropped only to free it. */
+    events_emit(r->app, q->user_id,
+                json_pack("{s:s, s:s}", "kind", "session_deleted", "session_id", q->session_id));
     cache_saw_write(&w->cache, q->user_id, xid);
     char key[CACHE_KEY_MAX];
     cache_key_context(key, q->session_id);

@@ -17,6 +17,7 @@
 #include "wire/proto.h"
 #include "work/app.h"
 #include "work/chat.h"
+#include "work/events.h"
 #include "work/outbox.h"
 
 static void reply(struct work_request *r, json_t *data)
@@ -124,6 +125,9 @@ void history_rename(struct worker *w, struct work_request *r)
     }
     /* Before the answer: this chatd shows the new name in code 1 at once. */
     cache_saw_write(&w->cache, q->user_id, xid);
+    events_emit(r->app, q->user_id,
+                json_pack("{s:s, s:s, s:s}", "kind", "session_renamed", "session_id",
+                          q->session_id, "session_name", q->session_name));
     reply(r, json_pack("{s:s, s:s, s:s}", "user_id", q->user_id, "session_id", q->session_id,
                        "session_name", q->session_name));
 }

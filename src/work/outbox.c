@@ -3,6 +3,7 @@
 #include "work/outbox.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "lib/log.h"
@@ -34,6 +35,10 @@ void outbox_post_free(struct outbox_post *p)
     if (p->turn != NULL)
         chat_turn_unref(p->turn);
     export_free(p->export);
+    for (size_t i = 0; i < p->nframes; i++)
+        free(p->frames[i]);
+    free(p->frames);
+    free(p->lens);
     free(p);
 }
 
@@ -183,5 +188,52 @@ void outbox_export(struct outbox *ob, uint64_t txn, unsigned status, char *piece
     p->status = status;
     p->last = last;
     p->export = job;
+    enqueue(ob, p);
+}
+
+void outbox_live(struct outbox *ob, const char *user, char tag, const char *session,
+                 long long index, char *frame, size_t len)
+{
+    struct outbox_post *p = post_new(OUTBOX_LIVE, 0, frame, len);
+    if (p == NULL)
+        return;
+    snprintf(p->user, sizeof(p->user), "%s", user);
+    snprintf(p->session, sizeof(p->session), "%s", session != NULL ? session : "");
+    p->tag = tag;
+    p->index = index;
+    enqueue(ob, p);
+}
+
+void outbox_subscribed(struct outbox *ob, uint64_t conn, const char *user, int ok, char *frame,
+                       size_t len)
+{
+    struct outbox_post *p = post_new(OUTBOX_SUBSCRIBE, conn, frame, len);
+    if (p == NULL)
+        return;
+    snprintf(p->user, sizeof(p->user), "%s", user);
+    p->failed = !ok;
+    enqueue(ob, p);
+}
+
+void outbox_resumed(struct outbox *ob, uint64_t conn, const char *user, const char *session,
+                    char *frame, size_t len, char **frames, size_t *lens, size_t n,
+                    long long last_index, int active)
+{
+    struct outbox_post *p = post_new(OUTBOX_RESUME, conn, frame, len);
+    if (p == NULL) {
+        for (size_t i = 0; i < n; i++)
+            free(frames[i]);
+        free(frames);
+        free(lens);
+        return;
+    }
+    snprintf(p->user, sizeof(p->user), "%s", user);
+    snprintf(p->session, sizeof(p->session), "%s", session);
+    p->frames = frames;
+    p->lens = lens;
+    p->nframes = n;
+    p->index = last_index;
+    p->last = !active;
+    p->failed = frame == NULL;
     enqueue(ob, p);
 }

@@ -27,6 +27,9 @@ enum outbox_kind {
     OUTBOX_TURN_DONE, /* the turn ended: the connection lets go of it */
     OUTBOX_HTTP,      /* the answer to an HTTP transaction */
     OUTBOX_EXPORT,    /* a piece of an export download, with its job */
+    OUTBOX_LIVE,      /* from any chatd: an event, or a running turn's frame (work/events.h) */
+    OUTBOX_SUBSCRIBE, /* the answer to code 14: the connection gets the user's events */
+    OUTBOX_RESUME,    /* the answer to code 16: then the turn's frames from where it is */
 };
 
 struct outbox_post {
@@ -39,7 +42,16 @@ struct outbox_post {
     int failed;       /* REPLY: an error frame (for metrics) */
     unsigned status;  /* HTTP, EXPORT */
     struct export_job *export; /* EXPORT: the job, which this post owns */
-    int last;         /* EXPORT: the download ends with this piece */
+    int last;         /* EXPORT: the download ends with this piece; RESUME: the turn has ended */
+
+    /* LIVE, SUBSCRIBE, RESUME */
+    char user[37];    /* the user the event or the subscription is for */
+    char session[37]; /* LIVE frames, RESUME: the session */
+    char tag;         /* LIVE: 'E' event, 'D' delta, 'F' a turn's last frame */
+    long long index;  /* LIVE 'D': the delta's index; RESUME: the last index replayed */
+    char **frames;    /* RESUME: the frames to replay, in order (owned) */
+    size_t *lens;
+    size_t nframes;
 };
 
 struct outbox *outbox_create(void);
@@ -71,6 +83,18 @@ void outbox_push(struct outbox *ob, uint64_t conn, char *frame, size_t len);
 void outbox_turn_done(struct outbox *ob, uint64_t conn, struct chat_turn *turn);
 /* Steals body. */
 void outbox_http(struct outbox *ob, uint64_t txn, unsigned status, char *body, size_t len);
+/* A message from the live bus for the connections of user (steals frame). */
+void outbox_live(struct outbox *ob, const char *user, char tag, const char *session,
+                 long long index, char *frame, size_t len);
+/* Code 14's answer; ok: the connection now gets user's events. */
+void outbox_subscribed(struct outbox *ob, uint64_t conn, const char *user, int ok, char *frame,
+                       size_t len);
+/* Code 16's answer (frame), then frames[0..n) (stolen with the arrays); active:
+ * the turn is running, and its live frames after last_index follow; ended:
+ * frames end with its last frame. */
+void outbox_resumed(struct outbox *ob, uint64_t conn, const char *user, const char *session,
+                    char *frame, size_t len, char **frames, size_t *lens, size_t n,
+                    long long last_index, int active);
 /* Steals piece and job (work/export.h). */
 void outbox_export(struct outbox *ob, uint64_t txn, unsigned status, char *piece, size_t len,
                    int last, struct export_job *job);

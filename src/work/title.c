@@ -13,6 +13,7 @@
 #include "store/db.h"
 #include "wire/proto.h"
 #include "work/app.h"
+#include "work/events.h"
 #include "work/pool.h"
 
 struct title_job {
@@ -187,6 +188,9 @@ static void title_run(struct worker *w, struct pool_job *job)
         if (st == DB_OK) {
             cache_saw_write(&w->cache, j->user_id, xid);
             log_info("event=session_titled session=%s", j->session_id);
+            events_emit(j->app, j->user_id,
+                        json_pack("{s:s, s:s, s:s}", "kind", "session_renamed", "session_id",
+                                  j->session_id, "session_name", title));
         } else if (st == DB_NOT_FOUND) {
             log_info("event=title_skipped session=%s reason=renamed_or_deleted", j->session_id);
         }
@@ -206,6 +210,10 @@ static void title_run(struct worker *w, struct pool_job *job)
         };
         if (db_charge(&w->pg, &c, NULL) != DB_OK)
             log_warn("event=title_charge_failed session=%s cost=%s", j->session_id, j->cost);
+        else
+            events_emit(j->app, j->user_id,
+                        json_pack("{s:s, s:f}", "kind", "balance", "balance",
+                                  strtod(c.balance, NULL)));
     }
     title_job_free(j);
 }

@@ -131,7 +131,8 @@ class Turns(StackCase):
         while True:
             m = self.c.recv()
             if m.get("type") == 7:
-                self.assertEqual(set(m["data"]), {"session_id", "delta"})
+                self.assertEqual(set(m["data"]), {"session_id", "delta", "index"})
+                self.assertEqual(m["data"]["index"], len(deltas))  # 0, 1, 2, ...
                 deltas.append(m["data"]["delta"])
                 continue
             break
@@ -297,6 +298,9 @@ class AgentFailures(unittest.TestCase):
 class StopAndCancel(StackCase):
     DB_PREFIX = "chatd_stop"
     AGENT_ENV = dict(AGENT_DELAY_MS=3000)
+    # today's behaviour for a dropped client (the default, finish, is in
+    # test_live.py)
+    CHATD_ENV = dict(DETACHED_TURNS="cancel")
 
     def test_stop_mid_stream(self):
         uid = self.db.add_user(balance=1)
@@ -329,7 +333,7 @@ class StopAndCancel(StackCase):
         self.assertLess(c.req(6, {"user_id": uid})["data"]["balance"], 1)
         c.close()
 
-    def test_dropped_client_cancels_the_call(self):
+    def test_dropped_client_cancels_the_call_with_detached_turns_cancel(self):
         uid = self.db.add_user(balance=1)
         c = self.chatd.client()
         c.send(3, dict(user_id=uid, session_id="NEW", model_name=MODEL, message="going away", session_prompt="",

@@ -207,8 +207,22 @@ static void test_history_codes(void **state)
                  PERR_INVALID_FIELD, "'until': not an RFC 3339");
     expect_error("{\"type\":13,\"data\":{\"user_id\":\"" UID "\",\"since\":\"2026-12-02\","
                  "\"until\":\"2026-12-01\"}}", PERR_INVALID_FIELD, "'until': before 'since'");
-    /* 14 is not a code (yet): unknown, as before */
-    expect_error("{\"type\":14,\"data\":{\"user_id\":\"" UID "\"}}", PERR_UNKNOWN_MESSAGE, NULL);
+    /* 14 subscribe; 15 is the server's only; 16 resume (after >= -1) */
+    assert_int_equal(decode("{\"type\":14,\"data\":{\"user_id\":\"" UID "\"}}", &req, &err), 0);
+    proto_request_free(&req);
+    expect_error("{\"type\":15,\"data\":{\"user_id\":\"" UID "\"}}", PERR_UNKNOWN_MESSAGE, NULL);
+    assert_int_equal(decode("{\"type\":16,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"" SID9
+                            "\"}}", &req, &err), 0);
+    assert_int_equal(req.after, -1);
+    proto_request_free(&req);
+    assert_int_equal(decode("{\"type\":16,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"" SID9
+                            "\",\"after\":41}}", &req, &err), 0);
+    assert_int_equal(req.after, 41);
+    proto_request_free(&req);
+    expect_error("{\"type\":16,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"" SID9
+                 "\",\"after\":-2}}", PERR_INVALID_FIELD, "'after'");
+    expect_error("{\"type\":16,\"data\":{\"user_id\":\"" UID "\"}}", PERR_INVALID_FIELD, "'session_id'");
+    expect_error("{\"type\":17,\"data\":{\"user_id\":\"" UID "\"}}", PERR_UNKNOWN_MESSAGE, NULL);
 }
 
 /* Clients match on "error": it is exactly the documented text, and what

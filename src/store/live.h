@@ -1,0 +1,66 @@
+/* live.h - what every chatd must hear at once, through Redis: events for
+ * a user's subscribed connections, a running turn's frames for the
+ * connections that resume it, and stops for the chatd that runs a turn.
+ *
+ * Two threads, each with a Redis connection of its own:
+ *   - the publisher takes commands from a queue (live_publish, the
+ *     stream calls) and sends them pipelined, in queue order; queuing
+ *     never blocks, so the agent's thread may queue a turn's deltas;
+ *   - the subscriber PSUBSCRIBEs to every user's channel,
+ *     chatd:{u:<user>}:live, and calls on_message for each message (on its
+ *     own thread: it must not block).
+ * Every chatd hears every user's messages and keeps those its connections
+ * want; a message is published once, by the chatd where it happened.
+ *
+ * Redis pub/sub is at most once: a message published while the subscriber
+ * is cut off (a Redis restart, a failover) is lost. Clients re-read with
+ * codes 1 and 9 after a reconnect; a running turn's frames are also kept
+ * in a Redis Stream per session (chatd:{s:<session>}:turn), capped, for
+ * STREAM_RETAIN_SECONDS after the turn ends, which code 16 replays. */
+#ifndef CHATD_LIVE_H
+#define CHATD_LIVE_H
+
+#include <stddef.h>
+
+struct cache;
+struct config;
+struct live;
+
+#define LIVE_STREAM_MAXLEN 100000 /* a turn's frames kept for resuming */
+
+typedef void (*live_msg_fn)(void *arg, const char *user_id, const char *msg, size_t len);
+
+/* NULL on allocation failure (logged); Redis down is retried. */
+struct live *live_start(const struct config *cfg, live_msg_fn on_message, void *arg);
+void live_stop(struct live *lv);
+
+/* 1 while the subscriber is connected (what subscribe and resume need). */
+int live_up(const struct live *lv);
+
+/* Queue a message on user_id's channel. */
+void live_publish(struct live *lv, const char *user_id, const char *msg, size_t len);
+
+/* The session's turn stream: begun afresh by a turn (turn_id), one entry
+ * per frame (index, or "end" for the last), and kept retain_seconds after
+ * the end. */
+void live_stream_begin(struct live *lv, const char *session_id, const char *turn_id);
+void live_stream_add(struct live *lv, const char *session_id, const char *index,
+                     const char *frame, size_t len);
+void live_stream_end(struct live *lv, const char *session_id, const char *frame, size_t len,
+                     int retain_seconds);
+
+void live_stream_key(char *out, size_t cap, const char *session_id);
+
+/* A worker's read of a turn stream (on its own cache connection): the
+ * entries in order, each an index ("turn" for the first, which names the
+ * turn; "end" for the last) and a frame. 0, or -1 when Redis failed. A
+ * missing stream is 0 entries. */
+struct live_entry {
+    char index[24];
+    char *frame; /* the turn id for "turn" */
+    size_t len;
+};
+int live_stream_read(struct cache *c, const char *session_id, struct live_entry **out, size_t *n);
+void live_entries_free(struct live_entry *e, size_t n);
+
+#endif

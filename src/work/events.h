@@ -1,0 +1,49 @@
+/* events.h - live updates across every chatd: a user's events (codes 14
+ * and 15), a running turn's frames for code 16, and stops (code 8) from
+ * any connection of the user, on any instance. store/live.h carries them
+ * over Redis; this module says what is sent and where it lands.
+ *
+ * Messages on a user's channel, one letter then its fields:
+ *   E<json>                    an event: the data of a type 15 frame
+ *   D<session> <index> <frame> a running turn's type 7 frame
+ *   F<session> <frame>         a turn's last frame (type 3, or its error)
+ *   S<session>                 stop the turn running on that session
+ * A chatd publishes what happened on it, once; every chatd delivers E, D
+ * and F to its own connections (net/), and the one running the turn acts
+ * on S. An admin's SQL is heard from PostgreSQL by every chatd instead
+ * (events_admin). */
+#ifndef CHATD_EVENTS_H
+#define CHATD_EVENTS_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+struct app;
+struct worker;
+struct work_request;
+
+/* store/live.h's on_message, with the app as arg (subscriber thread). */
+void events_on_message(void *arg, const char *user_id, const char *msg, size_t len);
+
+/* Publishes event (stolen: {"kind": ..., ...}) to user_id's connections on
+ * every chatd. */
+void events_emit(struct app *app, const char *user_id, json_t *event);
+
+/* A running turn's frames: its stream for code 16, and the live copies. */
+void events_turn_begin(struct app *app, const char *session_id, const char *turn_id);
+void events_turn_frame(struct app *app, const char *user_id, const char *session_id,
+                       long long index, const char *frame, size_t len);
+void events_turn_end(struct app *app, const char *user_id, const char *session_id,
+                     const char *frame, size_t len);
+
+/* inval.h's admin hook: an admin's SQL changed something of user_id's
+ * (payload: the trigger's JSON, with "kind"). Every chatd hears it, and
+ * delivers it to its own connections only. */
+void events_admin(void *arg, const char *user_id, const char *payload);
+
+/* Code 14, code 16, and code 8 for a turn this connection did not start. */
+void events_subscribe(struct worker *w, struct work_request *r);
+void events_resume(struct worker *w, struct work_request *r);
+void events_stop(struct worker *w, struct work_request *r);
+
+#endif
