@@ -44,6 +44,15 @@ static void raise_fd_limit(void)
 /* The layers, built bottom up and torn down top down: what PostgreSQL
  * announces, the agent client, the outbox and the workers (work/), then
  * the network edge (net/), which runs until SIGTERM. */
+/* store/lease.h's news: a lease given back (session_id), or a second gone
+ * by (NULL). */
+static void lease_news(void *arg, const char *session_id)
+{
+    chat_lease_freed(arg, session_id);
+    if (session_id == NULL)
+        events_tick(arg);
+}
+
 static int serve(const struct config *cfg)
 {
     int rc = 1;
@@ -61,7 +70,7 @@ static int serve(const struct config *cfg)
     }
     if ((app.outbox = outbox_create()) == NULL ||
         (app.pool = pool_create(&app, cfg->worker_threads)) == NULL ||
-        (app.lease = lease_start(cfg, chat_lease_freed, &app)) == NULL ||
+        (app.lease = lease_start(cfg, lease_news, &app)) == NULL ||
         (app.live = live_start(cfg, events_on_message, &app)) == NULL)
         goto out;
     rc = server_run(&app);

@@ -356,27 +356,20 @@ int db_session_lock(struct pg *pg, const char *user_id, const char *session_id,
 }
 
 int db_lease_take(struct pg *pg, const char *user_id, const char *session_id, const char *turn_id,
-                  int seconds, long long *next_seq)
+                  int seconds, int session_new, long long *next_seq)
 {
     char s[16];
     snprintf(s, sizeof(s), "%d", seconds);
-    const char *p[4] = {user_id, session_id, turn_id, s};
+    const char *p[5] = {user_id, session_id, turn_id, s, session_new ? "true" : "false"};
     PGresult *r;
-    int st = query_row(pg, PG_LEASE_TAKE, 4, p, &r);
-    if (st == DB_OK) {
-        *next_seq = atoll(PQgetvalue(r, 0, 0));
-        PQclear(r);
-        return DB_OK;
-    }
-    if (st != DB_NOT_FOUND)
-        return st;
-    /* Held by another turn, or no such session of the user's. */
-    st = query_row(pg, PG_SESSION_EXISTS, 2, p, &r);
-    if (st == DB_OK) {
-        PQclear(r);
-        return DB_BUSY;
-    }
-    return st;
+    int st = query_row(pg, PG_LEASE_TAKE, 5, p, &r);
+    if (st != DB_OK)
+        return st == DB_NOT_FOUND ? DB_ERROR : st; /* one row, always */
+    *next_seq = atoll(PQgetvalue(r, 0, 0));
+    int taken = strcmp(PQgetvalue(r, 0, 1), "t") == 0;
+    int exists = strcmp(PQgetvalue(r, 0, 2), "t") == 0;
+    PQclear(r);
+    return taken ? DB_OK : exists ? DB_BUSY : DB_NOT_FOUND;
 }
 
 int db_session_turn(struct pg *pg, const char *user_id, const char *session_id,
@@ -386,11 +379,12 @@ int db_session_turn(struct pg *pg, const char *user_id, const char *session_id,
     PGresult *r;
     int st = query_row(pg, PG_SESSION_TURN, 2, p, &r);
     if (st != DB_OK)
-        return st;
-    *next_seq = atoll(PQgetvalue(r, 0, 0));
-    snprintf(turn_id, UUID_STR_LEN + 1, "%s", PQgetvalue(r, 0, 1));
+        return st == DB_NOT_FOUND ? DB_ERROR : st; /* one row, always */
+    int none = PQgetisnull(r, 0, 0) && PQgetisnull(r, 0, 1);
+    *next_seq = PQgetisnull(r, 0, 0) ? 0 : atoll(PQgetvalue(r, 0, 0));
+    snprintf(turn_id, UUID_STR_LEN + 1, "%s", PQgetisnull(r, 0, 1) ? "" : PQgetvalue(r, 0, 1));
     PQclear(r);
-    return DB_OK;
+    return none ? DB_NOT_FOUND : DB_OK;
 }
 
 int db_lease_drop(struct pg *pg, const char *session_id, const char *turn_id)

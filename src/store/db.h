@@ -162,13 +162,15 @@ int db_message_insert(struct pg *pg, const char *session_id, long long seq, cons
 int db_session_advance(struct pg *pg, const char *session_id, int count, const char *summary);
 /* ------------------------------------------------------------ turn lease */
 
-/* The session's turn lease for turn_id, for seconds (migration 0007):
- * DB_OK with *next_seq as it is now; DB_BUSY while another turn holds it;
- * DB_NOT_FOUND when the user has no such session. */
+/* The session's turn lease for turn_id, for seconds (migration 0007);
+ * session_new: the session has no row yet. DB_OK with *next_seq as it is
+ * now; DB_BUSY while another turn holds it; DB_NOT_FOUND when the user has
+ * no such session. */
 int db_lease_take(struct pg *pg, const char *user_id, const char *session_id, const char *turn_id,
-                  int seconds, long long *next_seq);
+                  int seconds, int session_new, long long *next_seq);
 /* The turn running on the user's session (its lease not run out), "" for
- * none; *next_seq as now. DB_NOT_FOUND: no such session of the user's. */
+ * none; *next_seq as now (0 for a new session whose first turn runs).
+ * DB_NOT_FOUND: no such session of the user's, and no turn creating it. */
 int db_session_turn(struct pg *pg, const char *user_id, const char *session_id,
                     long long *next_seq, char turn_id[UUID_STR_LEN + 1]);
 /* Gives it back unless it has passed to another turn already. */

@@ -101,42 +101,51 @@ static const struct {
     [PG_SESSION_INSERT] = {"session_insert", 5,
         "insert into chat_sessions (session_id, user_id, session_name, model_id, session_prompt)"
         " values ($1::uuid, $2::uuid, $3, $4::int, $5)"},
-    /* With the row locked, who holds the turn lease: a turn stores only
-     * while the lease is still its own (migration 0007). */
+    /* With the session row and its lease locked, who holds the lease: a
+     * turn stores only while it is still its own (migration 0007). */
     [PG_SESSION_LOCK] = {"session_lock", 2,
-        "select next_seq, coalesce(turn_owner::text, '') from chat_sessions"
-        " where user_id = $1::uuid and session_id = $2::uuid for update"},
+        "select s.next_seq, coalesce((select l.turn_id::text from turn_leases l"
+        "                              where l.session_id = s.session_id for update), '')"
+        "  from chat_sessions s"
+        " where s.user_id = $1::uuid and s.session_id = $2::uuid for update"},
     [PG_MESSAGE_INSERT] = {"message_insert", 4,
         "insert into chat_messages (session_id, seq, role, content)"
         " values ($1::uuid, $2::bigint, $3, $4)"},
     [PG_SESSION_ADVANCE] = {"session_advance", 3,
         "update chat_sessions set next_seq = next_seq + $2::int, summary = $3,"
-        "       turn_owner = null, turn_lease_until = null,"
         "       updated_at = clock_timestamp() where session_id = $1::uuid"},
-    /* The session's turn lease for turn $3, when nobody holds it or the
-     * holder's ran out; with the next_seq it is taken at. */
-    [PG_LEASE_TAKE] = {"lease_take", 4,
-        "update chat_sessions"
-        "   set turn_owner = $3::uuid,"
-        "       turn_lease_until = clock_timestamp() + $4::int * interval '1 second'"
-        " where user_id = $1::uuid and session_id = $2::uuid"
-        "   and (turn_owner is null or turn_lease_until < clock_timestamp())"
-        " returning next_seq"},
-    /* Who runs a turn on the user's session now: the lease's holder while
-     * it has not run out ('' when nobody), and the next seq. */
+    /* The session's turn lease for turn $3 ($5: a new session, which has
+     * no row yet), when nobody holds it or the holder's ran out; with the
+     * session's next_seq, whether it was taken, and whether the session
+     * is the user's. */
+    [PG_LEASE_TAKE] = {"lease_take", 5,
+        "with s as (select next_seq from chat_sessions"
+        "            where user_id = $1::uuid and session_id = $2::uuid),"
+        "     l as (insert into turn_leases (session_id, user_id, turn_id, lease_until)"
+        "           select $2::uuid, $1::uuid, $3::uuid,"
+        "                  clock_timestamp() + $4::int * interval '1 second'"
+        "            where $5::boolean or exists (select 1 from s)"
+        "           on conflict (session_id) do update"
+        "              set user_id = excluded.user_id, turn_id = excluded.turn_id,"
+        "                  lease_until = excluded.lease_until"
+        "            where turn_leases.lease_until < clock_timestamp()"
+        "           returning 1)"
+        " select coalesce((select next_seq from s), 0), (select count(*) from l) > 0,"
+        "        $5::boolean or exists (select 1 from s)"},
+    /* Who runs a turn on the user's session now (its lease not run out),
+     * and the next seq; both null: no such session of the user's. */
     [PG_SESSION_TURN] = {"session_turn", 2,
-        "select next_seq, case when turn_lease_until > clock_timestamp()"
-        "                      then turn_owner::text else '' end"
-        "  from chat_sessions where user_id = $1::uuid and session_id = $2::uuid"},
-    [PG_SESSION_EXISTS] = {"session_exists", 2,
-        "select 1 from chat_sessions where user_id = $1::uuid and session_id = $2::uuid"},
+        "select (select next_seq from chat_sessions"
+        "         where user_id = $1::uuid and session_id = $2::uuid),"
+        "       (select turn_id::text from turn_leases"
+        "         where session_id = $2::uuid and user_id = $1::uuid"
+        "           and lease_until > clock_timestamp())"},
     [PG_LEASE_DROP] = {"lease_drop", 2,
-        "update chat_sessions set turn_owner = null, turn_lease_until = null"
-        " where session_id = $1::uuid and turn_owner = $2::uuid"},
+        "delete from turn_leases where session_id = $1::uuid and turn_id = $2::uuid"},
     /* Every lease this chatd holds, kept alive in one statement. */
     [PG_LEASE_RENEW] = {"lease_renew", 2,
-        "update chat_sessions set turn_lease_until = clock_timestamp() + $2::int * interval '1 second'"
-        " where turn_owner = any($1::uuid[])"},
+        "update turn_leases set lease_until = clock_timestamp() + $2::int * interval '1 second'"
+        " where turn_id = any($1::uuid[])"},
     /* A charge and its ledger row in one statement, so that the balance
      * is the starting balance minus the ledger at every moment. A cost
      * the agent did not report ($7 null: a stopped turn) is the token

@@ -24,13 +24,12 @@ enum pg_stmt {
     PG_SESSION_CTX,     /* $1 user, $2 session, $3 n -> model_id, name, summary, recent json,
                            next_seq */
     PG_SESSION_INSERT,  /* $1 session, $2 user, $3 name, $4 model, $5 prompt */
-    PG_SESSION_LOCK,    /* $1 user, $2 session -> next_seq, turn_owner ('' for none) (FOR UPDATE) */
+    PG_SESSION_LOCK,    /* $1 user, $2 session -> next_seq, lease's turn ('' for none) (FOR UPDATE) */
     PG_MESSAGE_INSERT,  /* $1 session, $2 seq, $3 role, $4 content */
-    PG_SESSION_ADVANCE, /* $1 session, $2 count, $3 summary; drops the turn lease */
-    PG_LEASE_TAKE,      /* $1 user, $2 session, $3 turn, $4 seconds -> next_seq (no row: held,
-                           or no such session) */
-    PG_SESSION_EXISTS,  /* $1 user, $2 session -> 1 */
-    PG_SESSION_TURN,    /* $1 user, $2 session -> next_seq, running turn ('' for none) */
+    PG_SESSION_ADVANCE, /* $1 session, $2 count, $3 summary */
+    PG_LEASE_TAKE,      /* $1 user, $2 session, $3 turn, $4 seconds, $5 new -> next_seq,
+                           taken, session is the user's */
+    PG_SESSION_TURN,    /* $1 user, $2 session -> next_seq, running turn (both null: none) */
     PG_LEASE_DROP,      /* $1 session, $2 turn */
     PG_LEASE_RENEW,     /* $1 turns (uuid[] text), $2 seconds */
     PG_CHARGE,          /* $1 user, $2 session, $3 seq, $4 kind, $5 model id, $6 model name,

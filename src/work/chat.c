@@ -355,11 +355,12 @@ void chat_lease_freed(void *arg, const char *session_id)
 
 /* TURN_OK with the lease held (and t->seen_seq what it was taken at);
  * TURN_DEFERRED when another chatd's turn holds it and t is parked; else
- * the error. A new session has no row yet, so nobody else can know it. */
+ * the error. A new session takes one too, so that other tabs can find
+ * who runs its first turn (resume, stop). */
 #define TURN_DEFERRED (-1)
 static int turn_take_lease(struct worker *w, struct chat_turn *t)
 {
-    if (t->session_new || t->lease_held)
+    if (t->lease_held)
         return TURN_OK;
     /* Its connection went away while it waited: nothing to wait for. (A
      * user's stop waits, so that the stop is stored like any other.) */
@@ -370,12 +371,13 @@ static int turn_take_lease(struct worker *w, struct chat_turn *t)
         return TURN_AGENT;
     long long next_seq;
     int st = db_lease_take(&w->pg, t->user_id, t->session_id, t->turn_id,
-                           t->app->cfg->turn_lease_seconds, &next_seq);
+                           t->app->cfg->turn_lease_seconds, t->session_new, &next_seq);
     switch (st) {
     case DB_OK:
         t->lease_held = 1;
         lease_hold(t->app->lease, t->turn_id);
-        t->seen_seq = next_seq;
+        if (!t->session_new)
+            t->seen_seq = next_seq;
         return TURN_OK;
     case DB_BUSY:
         log_debug("event=turn_waits_for_lease session=%s", t->session_id);
@@ -478,7 +480,7 @@ static enum turn_error turn_store(struct worker *w, struct chat_turn *t, const c
     /* Fenced: stored only while the lease is still this turn's. One that
      * ran out (this chatd stalled past TURN_LEASE_SECONDS) may have let
      * another turn run on the session meanwhile. */
-    if (strcmp(owner, t->session_new ? "" : t->turn_id) != 0) {
+    if (strcmp(owner, t->turn_id) != 0) {
         log_warn("event=turn_lease_lost session=%s", t->session_id);
         e = TURN_INTERRUPTED;
         goto rollback;
@@ -496,11 +498,12 @@ static enum turn_error turn_store(struct worker *w, struct chat_turn *t, const c
     charge->seq = seq + 1; /* the assistant message */
     if (db_session_advance(pg, t->session_id, n,
                            t->new_summary != NULL ? t->new_summary : t->summary) != DB_OK ||
-        db_charge(pg, charge, &xid) != DB_OK)
+        db_charge(pg, charge, &xid) != DB_OK ||
+        db_lease_drop(pg, t->session_id, t->turn_id) != DB_OK) /* given back at commit */
         goto rollback;
     if (db_commit(pg) != DB_OK)
         return TURN_INTERNAL;
-    if (t->lease_held) { /* session_advance gave it back */
+    if (t->lease_held) { /* the commit gave it back */
         lease_let_go(t->app->lease, t->turn_id);
         t->lease_held = 0;
     }

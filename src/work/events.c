@@ -1,6 +1,8 @@
 /* events.c - see events.h. */
 #include "work/events.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -166,6 +168,102 @@ void events_admin(void *arg, const char *user_id, const char *payload)
         outbox_live(app->outbox, user_id, 'E', NULL, -1, frame, flen);
 }
 
+/* ---------------------------------------------------------------- watch */
+
+/* Turns that connections here resume, watched in case their chatd dies:
+ * then nobody sends their last frame, and the connections would wait for
+ * ever. Once a second a worker looks at them all; one whose lease is gone
+ * and whose stream has no end was interrupted, and its resumers are told
+ * so (error 29), by this chatd, to its own connections. */
+struct watch {
+    struct watch *next;
+    char user[UUID_STR_LEN + 1], session[UUID_STR_LEN + 1], turn[UUID_STR_LEN + 1];
+};
+
+static pthread_mutex_t watch_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct watch *watches;
+static atomic_int watch_busy;
+static struct pool_job watch_job;
+
+static void watch_add(const char *user, const char *session, const char *turn)
+{
+    pthread_mutex_lock(&watch_mu);
+    struct watch *x = watches;
+    while (x != NULL && !(strcmp(x->session, session) == 0 && strcmp(x->turn, turn) == 0))
+        x = x->next;
+    if (x == NULL && (x = calloc(1, sizeof(*x))) != NULL) {
+        snprintf(x->user, sizeof(x->user), "%s", user);
+        snprintf(x->session, sizeof(x->session), "%s", session);
+        snprintf(x->turn, sizeof(x->turn), "%s", turn);
+        x->next = watches;
+        watches = x;
+    }
+    pthread_mutex_unlock(&watch_mu);
+}
+
+static void watch_drop(struct watch *gone)
+{
+    pthread_mutex_lock(&watch_mu);
+    for (struct watch **pp = &watches; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == gone) {
+            *pp = gone->next;
+            free(gone);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&watch_mu);
+}
+
+static void watch_run(struct worker *w, struct pool_job *job)
+{
+    (void)job;
+    /* Entries are freed only here (one job at a time), so walking the
+     * list outside the lock is safe; new ones are added at its head. */
+    pthread_mutex_lock(&watch_mu);
+    struct watch *x = watches;
+    pthread_mutex_unlock(&watch_mu);
+    while (x != NULL) {
+        struct watch *next = x->next;
+        char running[UUID_STR_LEN + 1] = "";
+        long long next_seq;
+        int st = db_session_turn(&w->pg, x->user, x->session, &next_seq, running);
+        if (st == DB_ERROR || (st == DB_OK && strcmp(running, x->turn) == 0)) {
+            x = next; /* still running (or we cannot tell now) */
+            continue;
+        }
+        struct live_entry *e = NULL;
+        size_t n = 0;
+        if (live_stream_read(&w->cache, x->session, &e, &n) != 0) {
+            x = next;
+            continue;
+        }
+        int ours = n > 0 && strcmp(e[0].index, "turn") == 0 && strcmp(e[0].frame, x->turn) == 0;
+        int ended = ours && strcmp(e[n - 1].index, "end") == 0;
+        live_entries_free(e, n);
+        if (ours && !ended) {
+            size_t len = 0;
+            char *frame = proto_encode_error_code(PROTO_CHAT, PERR_TURN_INTERRUPTED, NULL, NULL, &len);
+            if (frame != NULL)
+                outbox_live(w->app->outbox, x->user, 'F', x->session, -1, frame, len);
+            log_info("event=turn_interrupted session=%s turn=%s", x->session, x->turn);
+        }
+        watch_drop(x);
+        x = next;
+    }
+    atomic_store(&watch_busy, 0);
+}
+
+void events_tick(struct app *app)
+{
+    pthread_mutex_lock(&watch_mu);
+    int any = watches != NULL;
+    pthread_mutex_unlock(&watch_mu);
+    if (!any || atomic_exchange(&watch_busy, 1))
+        return;
+    watch_job.run = watch_run;
+    pool_submit(app->pool, &watch_job);
+}
+
 /* -------------------------------------------------------------- handlers */
 
 static void reply_error(struct work_request *r, int code, const char *detail)
@@ -298,6 +396,8 @@ void events_resume(struct worker *w, struct work_request *r)
         reply_error(r, PERR_INTERNAL, NULL);
         return;
     }
+    if (!ended)
+        watch_add(q->user_id, q->session_id, running);
     outbox_resumed(r->app->outbox, r->conn_id, q->user_id, q->session_id, frame, len, frames,
                    lens, k, last, !ended);
 }

@@ -41,6 +41,10 @@ void events_turn_end(struct app *app, const char *user_id, const char *session_i
  * delivers it to its own connections only. */
 void events_admin(void *arg, const char *user_id, const char *payload);
 
+/* Once a second (the lease thread's tick): the turns resumed here whose
+ * chatd died get their resumers told (error 29). */
+void events_tick(struct app *app);
+
 /* Code 14, code 16, and code 8 for a turn this connection did not start. */
 void events_subscribe(struct worker *w, struct work_request *r);
 void events_resume(struct worker *w, struct work_request *r);

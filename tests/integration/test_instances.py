@@ -83,7 +83,7 @@ class Instances(unittest.TestCase):
         summary = self.db.one("select summary from chat_sessions where session_id = %s", (sid,))
         for msg, _ in results:
             self.assertIn(msg[:40], summary)
-        self.assertIsNone(self.db.one("select turn_owner from chat_sessions where session_id = %s", (sid,)))
+        self.assertIsNone(self.db.one("select turn_id from turn_leases where session_id = %s", (sid,)))
 
     def test_instance_killed_mid_turn(self):
         slow = Agent(AGENT_DELAY_MS=4000)
@@ -97,7 +97,7 @@ class Instances(unittest.TestCase):
         ca.send(3, dict(user_id=uid, session_id=sid, model_name=MODEL, message="dies with its chatd",
                         session_prompt="", file_name=""))
         wait_for(lambda: process_calls(slow, sid), "the turn reached the agent")
-        self.assertIsNotNone(self.db.one("select turn_owner from chat_sessions where session_id = %s", (sid,)))
+        self.assertIsNotNone(self.db.one("select turn_id from turn_leases where session_id = %s", (sid,)))
         a.proc.kill()
         a.proc.wait(10)
         # the other instance takes the session once the lease runs out
