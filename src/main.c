@@ -62,7 +62,7 @@ static int serve(const struct config *cfg)
     snprintf(target, sizeof(target), "%s:%d", cfg->ai_server_host, cfg->ai_server_port);
     /* Listening before the first worker reads a copy; until it listens,
      * every copy counts as stale. */
-    if ((app.inval = inval_start(cfg)) == NULL)
+    if ((app.inval = inval_start(cfg, events_admin, &app)) == NULL)
         goto out;
     if ((app.agent = agent_client_create(target, cfg->ai_timeout_seconds)) == NULL) {
         log_error("event=agent_client_failed target=%s", target);

@@ -23,12 +23,15 @@
 
 #define INVAL_BUCKETS 16384
 #define INVAL_CHANNEL "chatd_cache"
+#define INVAL_ADMIN_CHANNEL "chatd_admin"
 #define INVAL_RETRY_MS 1000
 /* Nothing is fresh while not listening: a floor no xid reaches. */
 #define INVAL_NOT_LISTENING UINT64_MAX
 
 struct inval {
     const struct config *cfg;
+    inval_admin_fn admin; /* set before the thread starts */
+    void *admin_arg;
     pthread_t thread;
     int running;
     int wake[2]; /* a byte here stops the thread */
@@ -126,6 +129,9 @@ static PGconn *listen_connect(struct inval *iv)
     if (r == NULL)
         goto fail;
     PQclear(r);
+    if ((r = exec_ok(c, "listen " INVAL_ADMIN_CHANNEL)) == NULL)
+        goto fail;
+    PQclear(r);
     uint64_t floor;
     r = exec_ok(c, "select pg_current_xact_id()::text");
     if (r == NULL)
@@ -170,8 +176,12 @@ static void *inval_main(void *arg)
                 break;
             PGnotify *n;
             while ((n = PQnotifies(c)) != NULL) {
-                if (inval_apply(iv, n->extra) != 0)
+                if (strcmp(n->relname, INVAL_ADMIN_CHANNEL) == 0) {
+                    if (iv->admin != NULL)
+                        iv->admin(iv->admin_arg, n->extra);
+                } else if (inval_apply(iv, n->extra) != 0) {
                     log_warn("event=inval_bad_payload payload=\"%.80s\"", n->extra);
+                }
                 PQfreemem(n);
             }
         }
@@ -194,12 +204,14 @@ struct inval *inval_new_detached(void)
     return iv;
 }
 
-struct inval *inval_start(const struct config *cfg)
+struct inval *inval_start(const struct config *cfg, inval_admin_fn admin, void *admin_arg)
 {
     struct inval *iv = inval_new_detached();
     if (iv == NULL)
         goto fail;
     iv->cfg = cfg;
+    iv->admin = admin;
+    iv->admin_arg = admin_arg;
     atomic_store(&iv->floor, INVAL_NOT_LISTENING);
     if (pipe(iv->wake) != 0)
         goto fail;

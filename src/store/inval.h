@@ -28,10 +28,15 @@
 struct config;
 struct inval;
 
-/* Starts the listening thread. NULL on allocation failure (logged). A
- * PostgreSQL that is down is retried every second; until it answers,
- * nothing is fresh. */
-struct inval *inval_start(const struct config *cfg);
+/* What an admin's SQL changed of a user's (migration 0008, NOTIFY
+ * chatd_admin): payload is JSON with "user_id" and "kind". Called on the
+ * listening thread; must not block. */
+typedef void (*inval_admin_fn)(void *arg, const char *payload);
+
+/* Starts the listening thread (admin may be NULL). NULL on allocation
+ * failure (logged). A PostgreSQL that is down is retried every second;
+ * until it answers, nothing is fresh. */
+struct inval *inval_start(const struct config *cfg, inval_admin_fn admin, void *admin_arg);
 void inval_stop(struct inval *iv);
 
 int inval_user_fresh(const struct inval *iv, const char *user_id, uint64_t xmin, uint64_t xmax);

@@ -159,11 +159,20 @@ void events_on_message(void *arg, const char *user_id, const char *msg, size_t l
     }
 }
 
-void events_admin(void *arg, const char *user_id, const char *payload)
+void events_admin(void *arg, const char *payload)
 {
     struct app *app = arg;
+    json_t *ev = json_loads(payload, 0, NULL);
+    const char *user = json_string_value(json_object_get(ev, "user_id"));
+    char user_id[UUID_STR_LEN + 1];
+    if (user == NULL || !uuid_valid(user)) {
+        json_decref(ev);
+        return;
+    }
+    uuid_normalize(user, user_id);
+    json_object_del(ev, "user_id"); /* the event is the user's own */
     size_t flen = 0;
-    char *frame = event_frame(payload, strlen(payload), &flen);
+    char *frame = proto_encode_reply(PROTO_EVENT, ev, &flen);
     if (frame != NULL)
         outbox_live(app->outbox, user_id, 'E', NULL, -1, frame, flen);
 }

@@ -36,10 +36,10 @@ void events_turn_frame(struct app *app, const char *user_id, const char *session
 void events_turn_end(struct app *app, const char *user_id, const char *session_id,
                      const char *frame, size_t len);
 
-/* inval.h's admin hook: an admin's SQL changed something of user_id's
- * (payload: the trigger's JSON, with "kind"). Every chatd hears it, and
- * delivers it to its own connections only. */
-void events_admin(void *arg, const char *user_id, const char *payload);
+/* inval.h's admin hook: an admin's SQL changed something of a user's
+ * (payload: the trigger's JSON, with "user_id" and "kind"). Every chatd
+ * hears it, and delivers it to its own connections only. */
+void events_admin(void *arg, const char *payload);
 
 /* Once a second (the lease thread's tick): the turns resumed here whose
  * chatd died get their resumers told (error 29). */

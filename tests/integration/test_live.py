@@ -202,6 +202,28 @@ class Live(unittest.TestCase):
         c1.close()
         c2.close()
 
+    def test_admin_sql_events_at_once_everywhere(self):
+        uid = self.db.add_user(balance=5, models=(8,))
+        subs = [self.subscribed(inst, uid) for inst in self.chatds]
+        self.db.query("update user_data set models = array[4, 8] where user_id = %s", (uid,))
+        self.db.query("update user_data set balance = balance + 5 where user_id = %s", (uid,))
+        sid = self.db.add_session(uid, name="made by SQL")
+        self.db.query("update chat_sessions set session_name = 'renamed by SQL' where session_id = %s", (sid,))
+        self.db.query("delete from chat_sessions where session_id = %s", (sid,))
+        want = [{"kind": "models"}, {"kind": "balance", "balance": 10},
+                {"kind": "session_created", "session_id": sid, "session_name": "made by SQL"},
+                {"kind": "session_renamed", "session_id": sid, "session_name": "renamed by SQL"},
+                {"kind": "session_deleted", "session_id": sid}]
+        for s in subs:
+            got = events_of(drain_until(s, lambda m: m.get("type") == 15 and m["data"]["kind"] == "session_deleted"))
+            self.assertEqual(got, want)
+            s.close()
+        # the model granted by SQL is usable at once, on every instance
+        for inst in self.chatds:
+            c = inst.client()
+            self.assertEqual(c.chat(uid, "NEW", "with the new model", model="gpt-4-turbo")["type"], 3)
+            c.close()
+
     def test_resume_with_nothing_running(self):
         uid = self.db.add_user(balance=5)
         sid = self.db.add_session(uid, messages=[("user", "q"), ("assistant", "a")])
