@@ -56,6 +56,18 @@ def wait_port(port, proc, log_path, timeout=20.0):
     raise RuntimeError("port %d did not open:\n%s" % (port, read(log_path)))
 
 
+def wait_for(fn, what, tries=400, delay=0.05):
+    """Polls fn() until it returns something true, and returns that. The
+    bound only keeps a broken build from hanging: it is not a timed
+    assertion (the tests never assert how fast something happens)."""
+    for _ in range(tries):
+        v = fn()
+        if v:
+            return v
+        time.sleep(delay)
+    raise AssertionError("never happened: " + what)
+
+
 def end_process(proc, sig=None, timeout=10):
     """Sends proc sig (SIGTERM by default) if it is still running, waits up
     to timeout seconds, then SIGKILLs it."""

@@ -9,21 +9,12 @@ import json
 import os
 import signal
 import threading
-import time
 import unittest
 
-from harness import MODEL, Agent, Chatd, Database, cleanup
+from harness import MODEL, Agent, Chatd, Database, cleanup, wait_for
 
 LEASE = 2
 
-
-def wait_for(fn, what, tries=400, delay=0.05):
-    for _ in range(tries):
-        v = fn()
-        if v:
-            return v
-        time.sleep(delay)
-    raise AssertionError("never happened: " + what)
 
 
 def process_calls(agent, sid):

@@ -4,29 +4,18 @@ Redis. The agent's AGENT_COSTS makes its replies cost exact amounts;
 AGENT_COST_FIELDS makes it an older agent (float only) or a newer one."""
 
 import json
-import re
 import threading
 import time
 import unittest
 from decimal import Decimal
 
-from harness import MODEL, Agent, Chatd, Database, StackCase, cleanup, read, redis_client
+from harness import MODEL, Agent, Chatd, Database, StackCase, cleanup, read, redis_client, wait_for
 
 
 def ledger(db, uid):
     return db.query("select kind, seq, model_name, cost, prompt_tokens, completion_tokens, estimated"
                     " from usage_ledger where user_id = %s order by entry_id", (uid,))
 
-
-def wait_for(fn, what, tries=200, delay=0.05):
-    """Polls fn() until it is truthy (never a timed assertion: the bound
-    only keeps a broken build from hanging)."""
-    for _ in range(tries):
-        v = fn()
-        if v:
-            return v
-        time.sleep(delay)
-    raise AssertionError("never happened: " + what)
 
 
 class ExactMoney(StackCase):

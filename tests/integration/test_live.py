@@ -9,12 +9,10 @@ client resuming it; an admin's SQL sends its events at once; with Redis
 down, subscribe and resume answer a clear error while turns go on."""
 
 import json
-import os
-import signal
 import time
 import unittest
 
-from harness import (MODEL, Agent, Chatd, Database, Nginx, RedisServer, cleanup)
+from harness import MODEL, Agent, Chatd, Database, Nginx, RedisServer, cleanup, wait_for
 
 
 def drain_until(client, pred, limit=200):
@@ -31,14 +29,6 @@ def drain_until(client, pred, limit=200):
 def events_of(frames):
     return [m["data"] for m in frames if m.get("type") == 15]
 
-
-def wait_for(fn, what, tries=200, delay=0.05):
-    for _ in range(tries):
-        v = fn()
-        if v:
-            return v
-        time.sleep(delay)
-    raise AssertionError("never happened: " + what)
 
 
 class Live(unittest.TestCase):
