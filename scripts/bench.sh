@@ -7,6 +7,7 @@
 #   b. chatd's resident memory idle and with 1,000 idle WebSocket connections
 #   c. chat turns through chatd vs direct gRPC calls to the same agent
 #   e. appending a turn to a session of 10 vs 10,000 messages
+#   i. an event from one chatd to a subscribed connection on another
 #   h. code 9 pages of a 10 vs 100,000-message session, code 11 over
 #      1,000,000 messages of 1,000 users, export of 100,000 messages
 #   d. 2,000 turns in flight at once against an agent that takes 2 s
@@ -77,7 +78,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 # root and must be able to enter the directory.
 DATA=$(mktemp -d /tmp/chatd-bench.XXXXXX)
 chmod 755 "$DATA"
-AGENT_PID= CHATD_PID= BG_PID= WATCHDOG_PID=
+AGENT_PID= CHATD_PID= CHATD2_PID= BG_PID= WATCHDOG_PID=
 
 # shellcheck source=scripts/lib.sh
 . "$REPO/scripts/lib.sh"
@@ -88,6 +89,7 @@ cleanup() {
     [[ -z "$WATCHDOG_PID" ]] || kill "$WATCHDOG_PID" 2>/dev/null || true
     stop_child load "$BG_PID" 10
     stop_child chatd "$CHATD_PID" 10
+    stop_child chatd "$CHATD2_PID" 10
     stop_child chat-agent "$AGENT_PID" 10
     "$REPO/scripts/services.sh" stop "$DATA" >/dev/null 2>&1 || true
     if [[ "${KEEP_BENCH_DATA:-0}" == 1 || $rc -ne 0 ]]; then
@@ -583,6 +585,22 @@ for fmt in json csv md; do
         "$(awk -v b="$bytes" -v s="$secs" 'BEGIN { printf "%.1f", (s > 0 ? b / 1048576 / s : 0) }')" \
         "$rss_idle KiB" "$rss_max KiB"
 done
+
+# ------------------------------------------------ i. events across instances
+echo
+echo "## i. an event from one chatd to a subscribed connection on another"
+CHATD2_PORT=$(free_port)
+env "${CHATD_VARS[@]}" SERVER_PORT="$CHATD2_PORT" "$BUILD/chatd" >>"$DATA/chatd2.log" 2>&1 &
+CHATD2_PID=$!
+wait_port "$CHATD2_PORT" "$CHATD2_PID" chatd
+LIVE_SID=$(psql_q -tAc "select session_id from chat_sessions where user_id = '$USER_ID' limit 1" | head -n 1)
+out=$(timeout -k 5 120 /usr/bin/python3 "$REPO/bench/eventlat.py" "$URL" "ws://127.0.0.1:$CHATD2_PORT/ws" \
+      "$USER_ID" "$LIVE_SID" 500 2>>"$DATA/client.err") || say "eventlat failed (see $DATA/client.err)"
+echo "$out" >>"$DATA/raw.txt"
+echo "code 10 on instance A, then its session_renamed event on instance B (500 in a row; a rename"
+echo "commits in PostgreSQL, then goes through Redis pub/sub): $out"
+stop_child chatd "$CHATD2_PID" 10
+CHATD2_PID=
 
 # ---------------------------------------------------- d. 2,000 in flight
 echo
