@@ -87,10 +87,10 @@ out:
     if (app.agent != NULL)
         agent_client_destroy(app.agent);
     lease_stop(app.lease); /* it resubmits parked turns to the pool */
-    live_stop(app.live);   /* it posts to the outbox; sends what was queued */
-    pool_destroy(app.pool);
-    outbox_destroy(app.outbox);
+    pool_destroy(app.pool); /* its last jobs may still publish (titles) */
+    live_stop(app.live);    /* both post to the outbox: before it goes */
     inval_stop(app.inval);
+    outbox_destroy(app.outbox);
     return rc;
 }
 
