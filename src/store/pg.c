@@ -119,8 +119,12 @@ static const struct {
      * session's next_seq, whether it was taken, and whether the session
      * is the user's. */
     [PG_LEASE_TAKE] = {"lease_take", 5,
+        /* A locking read: when the previous turn is storing, it waits for
+         * that commit and then reads the row as committed, so next_seq is
+         * never older than the lease (a plain read would see the
+         * statement's snapshot, from before the wait). */
         "with s as (select next_seq from chat_sessions"
-        "            where user_id = $1::uuid and session_id = $2::uuid),"
+        "            where user_id = $1::uuid and session_id = $2::uuid for key share),"
         "     l as (insert into turn_leases (session_id, user_id, turn_id, lease_until)"
         "           select $2::uuid, $1::uuid, $3::uuid,"
         "                  clock_timestamp() + $4::int * interval '1 second'"

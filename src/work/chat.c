@@ -527,8 +527,13 @@ rollback:
 static void turn_refresh_cache(struct worker *w, struct chat_turn *t, const char *reply,
                                long long lock_seq)
 {
-    if (lock_seq != t->ctx_seq)
+    if (lock_seq != t->ctx_seq) {
+        /* The session's lease keeps every other turn out between its take
+         * (which read ctx_seq) and this store: this would be a bug. */
+        log_warn("event=turn_context_stale session=%s read_at=%lld stored_at=%lld",
+                 t->session_id, t->ctx_seq, lock_seq);
         return;
+    }
     const struct config *cfg = t->app->cfg;
     char key[CACHE_KEY_MAX];
     cache_key_context(key, t->session_id);

@@ -7,11 +7,16 @@ its lease is fenced off and its turn is not stored ("Turn Interrupted")."""
 
 import json
 import os
+import re
 import signal
 import threading
+import time
 import unittest
+import uuid
 
-from harness import MODEL, Agent, Chatd, Database, cleanup, wait_for
+import psycopg2
+
+from harness import MODEL, PG, SOURCE_DIR, Agent, Chatd, Database, cleanup, wait_for
 
 LEASE = 2
 
@@ -135,6 +140,60 @@ class Instances(unittest.TestCase):
         self.assertEqual([x[0] for x in self.stored(sid)], list(range(8)))
         c.close()
         ca.close()
+
+
+def statement(name):
+    """chatd's own SQL of a statement of src/store/pg.c, comments dropped,
+    with $n as psycopg2 named parameters pn."""
+    with open(os.path.join(SOURCE_DIR, "src", "store", "pg.c")) as f:
+        src = f.read()
+    m = re.search(r'\{"%s",\s*\d+,\s*((?:/\*.*?\*/\s*|"(?:[^"\\]|\\.)*"\s*)+)\}' % name, src, re.S)
+    body = re.sub(r"/\*.*?\*/", "", m.group(1), flags=re.S)
+    sql = "".join(re.findall(r'"((?:[^"\\]|\\.)*)"', body)).replace('\\"', '"')
+    return re.sub(r"\$(\d+)", r"%(p\1)s", sql)
+
+
+class LeaseStatement(unittest.TestCase):
+    """The lease is taken by one statement (lease_take) while the turn
+    before it may be storing: the next_seq it returns must be the one that
+    store committed, or the new turn is given an old context. Driven here
+    step by step on two connections, deterministically."""
+
+    def test_lease_taken_while_the_previous_turn_stores_sees_its_commit(self):
+        db = Database("chatd_lease_stmt")
+        chatd = Chatd(db)  # migrates
+        self.addCleanup(cleanup, chatd, db)
+        uid = db.add_user()
+        sid = db.add_session(uid, messages=[("user", "a"), ("assistant", "b")])
+        first, second = str(uuid.uuid4()), str(uuid.uuid4())
+        db.query("insert into turn_leases values (%s, %s, %s, now() + interval '10 seconds')", (sid, uid, first))
+        connect = lambda: psycopg2.connect(dbname=db.name, **PG)
+        x, y = connect(), connect()
+        y.autocommit = True
+        try:
+            xc = x.cursor()
+            # the first turn's store, as chatd runs it, up to its commit
+            xc.execute(statement("session_lock"), dict(p1=uid, p2=sid))
+            self.assertEqual(xc.fetchone(), (2, first))
+            xc.execute(statement("session_advance"), dict(p1=sid, p2=2, p3="summary"))
+            xc.execute(statement("lease_drop"), dict(p1=sid, p2=first))
+            got = {}
+
+            def take():
+                yc = y.cursor()
+                yc.execute(statement("lease_take"), dict(p1=uid, p2=sid, p3=second, p4=10, p5=False))
+                got["row"] = yc.fetchone()
+            t = threading.Thread(target=take)
+            t.start()
+            # it waits for the store's row lock (so the wait is exercised)
+            wait_for(lambda: db.one("select count(*) from pg_stat_activity where datname = %s"
+                                    " and wait_event_type = 'Lock'", (db.name,)) > 0, "the lease take waits")
+            x.commit()
+            t.join()
+            self.assertEqual(got["row"], (4, True, True))  # taken, at the committed next_seq
+        finally:
+            x.close()
+            y.close()
 
 
 if __name__ == "__main__":
