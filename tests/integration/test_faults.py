@@ -473,11 +473,14 @@ def check_store(tc, query, uid, turns, records, allow_error_stored=False, allow_
         if t["result"] == "error" and t["msg"] in stored and not allow_error_stored:
             problems.append("turn %r was answered with error %s but is stored" % (t["msg"], t["code"]))
 
-    balance = query("select balance from user_data where user_id = %s", (uid,))[0][0]
-    turns_spent, titles_spent = query(
-        "select coalesce(sum(cost) filter (where kind = 'turn'), 0),"
-        "       coalesce(sum(cost) filter (where kind = 'title'), 0)"
-        " from usage_ledger where user_id = %s", (uid,))[0]
+    # One statement, one snapshot: a title may be charged at any moment.
+    balance, turns_spent, titles_spent = query(
+        "select u.balance,"
+        "       coalesce((select sum(cost) from usage_ledger l"
+        "                  where l.user_id = u.user_id and kind = 'turn'), 0),"
+        "       coalesce((select sum(cost) from usage_ledger l"
+        "                  where l.user_id = u.user_id and kind = 'title'), 0)"
+        "  from user_data u where u.user_id = %s", (uid,))[0]
     # exactly: the balance is the start minus the ledger (titles included)
     if balance != Decimal(str(START_BALANCE)) - turns_spent - titles_spent:
         problems.append("balance %s, but start %s minus the ledger (%s + %s) is %s"
