@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "lib/config.h"
@@ -20,12 +21,6 @@
 #include "work/dispatch.h"
 #include "work/outbox.h"
 #include "work/pool.h"
-
-/* How often a resume rereads a stream whose turn no longer holds its
- * lease: the turn ends by giving the lease back in its commit, and writes
- * its last frame to the stream right after. */
-#define EVENTS_RESUME_TRIES 4
-#define EVENTS_RESUME_WAIT_US (50 * 1000)
 
 /* --------------------------------------------------------------- publish */
 
@@ -187,7 +182,13 @@ void events_admin(void *arg, const char *payload)
 struct watch {
     struct watch *next;
     char user[UUID_STR_LEN + 1], session[UUID_STR_LEN + 1], turn[UUID_STR_LEN + 1];
+    time_t since; /* when it was first seen without a lease and an end */
 };
+
+/* A turn that ended writes its last frame right after its commit (through
+ * the publisher's queue): one seen without its lease and without that end
+ * for this long is taken for interrupted. */
+#define EVENTS_END_GRACE_SECONDS 2
 
 static pthread_mutex_t watch_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct watch *watches;
@@ -249,6 +250,13 @@ static void watch_run(struct worker *w, struct pool_job *job)
         int ours = n > 0 && strcmp(e[0].index, "turn") == 0 && strcmp(e[0].frame, x->turn) == 0;
         int ended = ours && strcmp(e[n - 1].index, "end") == 0;
         live_entries_free(e, n);
+        time_t now = time(NULL);
+        if (ours && !ended && x->since == 0)
+            x->since = now;
+        if (ours && !ended && now - x->since < EVENTS_END_GRACE_SECONDS) {
+            x = next; /* its end may be on its way */
+            continue;
+        }
         if (ours && !ended) {
             size_t len = 0;
             char *frame = proto_encode_error_code(PROTO_CHAT, PERR_TURN_INTERRUPTED, NULL, NULL, &len);
@@ -325,32 +333,14 @@ void events_resume(struct worker *w, struct work_request *r)
     size_t n = 0;
     char running[UUID_STR_LEN + 1] = "";
     long long next_seq = 0;
-    int st = DB_OK, tries = 0;
-    for (;;) {
-        st = db_session_turn(&w->pg, q->user_id, q->session_id, &next_seq, running);
-        if (st != DB_OK) {
-            reply_error(r, st == DB_NOT_FOUND ? PERR_NO_SESSION : PERR_INTERNAL, NULL);
-            return;
-        }
-        if (!live_up(r->app->live) || live_stream_read(&w->cache, q->session_id, &e, &n) != 0) {
-            reply_error(r, PERR_LIVE_UNAVAILABLE, "Redis is unreachable; try again");
-            return;
-        }
-        int has_turn = n > 0 && strcmp(e[0].index, "turn") == 0;
-        int ended = has_turn && strcmp(e[n - 1].index, "end") == 0;
-        int alive = has_turn && strcmp(running, e[0].frame) == 0;
-        if (!has_turn || ended || alive)
-            break;
-        /* Its lease is gone and its end not written: it ended a moment
-         * ago (the end follows the commit), or its chatd died. */
-        live_entries_free(e, n);
-        e = NULL;
-        n = 0;
-        if (++tries == EVENTS_RESUME_TRIES) {
-            reply_error(r, PERR_TURN_INTERRUPTED, NULL);
-            return;
-        }
-        usleep(EVENTS_RESUME_WAIT_US);
+    int st = db_session_turn(&w->pg, q->user_id, q->session_id, &next_seq, running);
+    if (st != DB_OK) {
+        reply_error(r, st == DB_NOT_FOUND ? PERR_NO_SESSION : PERR_INTERNAL, NULL);
+        return;
+    }
+    if (!live_up(r->app->live) || live_stream_read(&w->cache, q->session_id, &e, &n) != 0) {
+        reply_error(r, PERR_LIVE_UNAVAILABLE, "Redis is unreachable; try again");
+        return;
     }
     int has_turn = n > 0 && strcmp(e[0].index, "turn") == 0;
     json_t *ack;
@@ -389,8 +379,10 @@ void events_resume(struct worker *w, struct work_request *r)
         if (!is_end && idx > last)
             last = idx;
     }
+    char e0_turn[UUID_STR_LEN + 1];
+    snprintf(e0_turn, sizeof(e0_turn), "%s", e[0].frame);
     ack = json_pack("{s:s, s:s, s:b, s:s, s:I}", "user_id", q->user_id, "session_id",
-                    q->session_id, "active", !ended, "turn_id", e[0].frame, "after",
+                    q->session_id, "active", !ended, "turn_id", e0_turn, "after",
                     (json_int_t)q->after);
     live_entries_free(e, n);
     size_t len = 0;
@@ -405,8 +397,11 @@ void events_resume(struct worker *w, struct work_request *r)
         reply_error(r, PERR_INTERNAL, NULL);
         return;
     }
+    /* Not ended: it runs, or has just ended (its last frame comes right
+     * after its commit, and this connection will hear it), or its chatd
+     * died, which the watch finds out. */
     if (!ended)
-        watch_add(q->user_id, q->session_id, running);
+        watch_add(q->user_id, q->session_id, e0_turn);
     outbox_resumed(r->app->outbox, r->conn_id, q->user_id, q->session_id, frame, len, frames,
                    lens, k, last, !ended);
 }
