@@ -6,8 +6,10 @@
 set -euo pipefail
 
 # Keep in step with CMakeLists.txt (pkg-config modules), tests/ (cmocka and
-# the python3 integration tests, nginx for the multi-instance ones) and
-# scripts/services.sh (postgresql, redis).
+# the python3 integration tests, nginx for the multi-instance ones, chromium
+# and its driver for the page's browser tests), scripts/services.sh
+# (postgresql, redis) and WEB_LIBS (the page's Markdown, sanitizing and
+# highlighting libraries, served by chatd from where Debian puts them).
 PACKAGES=(
     build-essential pkg-config cmake clang libclang-rt-14-dev
     libgrpc-dev protobuf-c-compiler libprotobuf-c-dev libprotobuf-dev protobuf-compiler
@@ -17,6 +19,8 @@ PACKAGES=(
     python3 python3-grpcio python3-protobuf python3-websocket python3-psycopg2 python3-redis
     python3-jwt
     procps gdb nginx-light
+    libjs-marked node-dompurify libjs-highlight.js
+    chromium chromium-driver python3-selenium fonts-dejavu-core
 )
 
 missing=()

@@ -74,6 +74,12 @@ static const struct cfg_row config_table[] = {
     S("TRUSTED_PROXIES", trusted_proxies, ""),
     I("FILE_URL_TTL_SECONDS", file_url_ttl_seconds, "3600", 10, 30 * 86400),
     S("SEARCH_LANGUAGE", search_language, "simple"),
+    /* chatd's own chat page (web/, net/web.c); an empty WEB_DIR turns it off */
+    S("WEB_DIR", web_dir, "./web"),
+    S("WEB_LIBS", web_libs,
+      "marked=/usr/share/javascript/marked,dompurify=/usr/share/nodejs/dompurify/dist,"
+      "highlight=/usr/share/javascript/highlight.js"),
+    S("WEB_DEFAULT_USER", web_default_user, ""),
     /* limits that keep one client from hurting others; 0 turns a limit off */
     I("RATE_LIMIT_PER_MINUTE", rate_limit_per_minute, "30", 0, 1000000),
     I("DAILY_MESSAGE_LIMIT", daily_message_limit, "1000", 0, 100000000),

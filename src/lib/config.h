@@ -63,6 +63,9 @@ struct config {
     char *trusted_proxies; /* "" = none; else addresses of proxies in front */
     int file_url_ttl_seconds; /* life of a signed file reference (jwt) */
     char *search_language;    /* text-search configuration, at migration */
+    char *web_dir;            /* the page's files, "" = no page */
+    char *web_libs;           /* <name>=<dir>,... served at /lib/<name>/ */
+    char *web_default_user;   /* user id the page offers with AUTH_MODE=none */
 
     int rate_limit_per_minute;     /* chat turns per user per minute, 0 = off */
     int daily_message_limit;       /* chat turns per user per UTC day, 0 = off */

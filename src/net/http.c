@@ -11,6 +11,9 @@
  *                          a download of the user's history, streamed
  *                          from PostgreSQL page by page (work/export.c)
  *   OPTIONS on any of them CORS preflight (CORS_ORIGINS)
+ *   GET  /client-config    what the chat page needs to sign in
+ *   GET  /, /<file>, /lib/<name>/<file>
+ *                          the chat page (net/web.c), when WEB_DIR is set
  *
  * Answers known at once are written from LWS_CALLBACK_HTTP. /readyz and
  * /upload need blocking work, which the service thread never does: they
@@ -462,6 +465,95 @@ static int route_upload(struct server *srv, struct lws *wsi, const char *origin)
     return 0; /* the body comes with LWS_CALLBACK_HTTP_BODY */
 }
 
+/* ------------------------------------------------------------ the page */
+
+/* What the page cannot know by itself: how to sign in and what an upload
+ * may be; nothing secret. With AUTH_MODE=jwt, a request carrying a token
+ * learns whether it is accepted (401 if not, else "user_id" is its sub):
+ * a browser cannot read why a WebSocket upgrade was refused, so the page
+ * asks here before connecting, and again when reconnecting keeps failing
+ * (an expired token must send the person to sign in, not retry forever). */
+static int route_client_config(struct server *srv, struct lws *wsi, const char *origin)
+{
+    const struct config *cfg = server_config(srv);
+    char user[UUID_STR_LEN + 1] = "";
+    char probe[AUTH_TOKEN_MAX + 1];
+    if (auth_required(cfg) && bearer_token(wsi, 0, probe, sizeof(probe)) != 0) {
+        const char *why = "";
+        if (bearer_check(cfg, wsi, 0, user, &why) != 0)
+            return respond_message(wsi, HTTP_STATUS_UNAUTHORIZED, "Unauthorized", origin, 0);
+    }
+    json_t *types = json_array();
+    for (size_t i = 0; types != NULL && i < cfg->upload_types.n; i++)
+        json_array_append_new(types, json_string(cfg->upload_types.item[i]));
+    json_t *o = json_pack("{s:s, s:s, s:I, s:o?}", "auth_mode", cfg->auth_mode, "default_user",
+                          auth_required(cfg) ? "" : cfg->web_default_user, "max_file_bytes",
+                          (json_int_t)cfg->max_file_size_mb * 1024 * 1024, "upload_types",
+                          types);
+    if (o != NULL && user[0] != '\0')
+        json_object_set_new(o, "user_id", json_string(user));
+    char *body = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (body == NULL)
+        return respond_message(wsi, 500, "Out of memory", origin, 0);
+    int rc = http_respond(wsi, HTTP_STATUS_OK, HTTP_JSON, body, strlen(body), origin, 0);
+    free(body);
+    return rc;
+}
+
+/* Headers every page answer carries, 200 or 304. The page and its
+ * libraries change only with a deployment, but a deployment must be seen
+ * at the next load: "no-cache" (revalidate each time) with a validator
+ * that makes the revalidation a 304 without a body. */
+static int add_page_headers(struct lws *wsi, const char *etag, const char *ctype,
+                            unsigned char **p, unsigned char *end)
+{
+    char host[256] = "", csp[WEB_CSP_MAX];
+    if (lws_hdr_copy(wsi, host, sizeof(host), WSI_TOKEN_HOST) <= 0)
+        host[0] = '\0';
+    web_csp(host, csp);
+    /* lws (LWS_SERVER_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE)
+     * already puts nosniff, DENY framing, no-referrer and a generic policy
+     * on every answer; a browser enforces every policy it is given, so
+     * ours narrows that one to the page's own host. */
+    return add_header(wsi, "etag:", etag, p, end) ||
+           add_header(wsi, "cache-control:", "no-cache", p, end) ||
+           (strncmp(ctype, "text/html", 9) == 0 &&
+            add_header(wsi, "content-security-policy:", csp, p, end));
+}
+
+static int route_page(struct server *srv, struct lws *wsi, const char *uri, const char *origin)
+{
+    char path[WEB_PATH_MAX], etag[WEB_ETAG_MAX];
+    const char *ctype;
+    struct stat st;
+    if (web_resolve(&server_http(srv)->web, uri, path, &ctype, &st) != 0)
+        return respond_message(wsi, HTTP_STATUS_NOT_FOUND, "Not Found", origin, 0);
+    web_etag(&st, etag);
+
+    char inm[256];
+    if (lws_hdr_copy(wsi, inm, sizeof(inm), WSI_TOKEN_HTTP_IF_NONE_MATCH) > 0 &&
+        web_etag_match(inm, etag)) {
+        unsigned char hdr[LWS_PRE + 2048];
+        unsigned char *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof(hdr) - 1;
+        if (lws_add_http_header_status(wsi, HTTP_STATUS_NOT_MODIFIED, &p, end) ||
+            add_page_headers(wsi, etag, ctype, &p, end) ||
+            lws_finalize_write_http_header(wsi, start, &p, end))
+            return -1;
+        metrics_http_response(HTTP_STATUS_NOT_MODIFIED);
+        return lws_http_transaction_completed(wsi) ? -1 : 0;
+    }
+
+    unsigned char extra[2048], *p = extra, *end = extra + sizeof(extra);
+    if (add_page_headers(wsi, etag, ctype, &p, end))
+        return -1;
+    metrics_http_response(HTTP_STATUS_OK);
+    int n = lws_serve_http_file(wsi, path, ctype, (const char *)extra, (int)(p - extra));
+    if (n < 0 || (n > 0 && lws_http_transaction_completed(wsi)))
+        return -1;
+    return 0;
+}
+
 /* GET /export and GET /sessions/<id>/export. */
 static int route_export(struct server *srv, struct lws *wsi, const char *session_id,
                         const char *origin)
@@ -637,8 +729,12 @@ static int http_route(struct server *srv, struct lws *wsi, const char *uri)
         }
     }
     int is_export = sid != NULL || strcmp(uri, "/export") == 0;
-    int known = is_file || is_upload || is_export || strcmp(uri, "/healthz") == 0 ||
-                strcmp(uri, "/readyz") == 0 || strcmp(uri, "/metrics") == 0;
+    int is_config = strcmp(uri, "/client-config") == 0;
+    int is_page = !is_file && !is_upload && !is_export && !is_config &&
+                  web_claims(&server_http(srv)->web, uri);
+    int known = is_file || is_upload || is_export || is_config || is_page ||
+                strcmp(uri, "/healthz") == 0 || strcmp(uri, "/readyz") == 0 ||
+                strcmp(uri, "/metrics") == 0;
     /* Any method but GET and OPTIONS may carry a body we will not read:
      * such answers close the connection rather than parse it as a request. */
     int unread_body = m != HTTP_GET && m != HTTP_OPTIONS;
@@ -663,6 +759,10 @@ static int http_route(struct server *srv, struct lws *wsi, const char *uri)
         return route_file(srv, wsi, uri + sizeof(files) - 1, origin);
     if (is_export)
         return route_export(srv, wsi, sid, origin);
+    if (is_config)
+        return route_client_config(srv, wsi, origin);
+    if (is_page)
+        return route_page(srv, wsi, uri, origin);
     if (strcmp(uri, "/healthz") == 0)
         return respond_json(wsi, HTTP_STATUS_OK, "{\"status\":\"ok\"}", origin);
     if (strcmp(uri, "/readyz") == 0)
@@ -672,10 +772,26 @@ static int http_route(struct server *srv, struct lws *wsi, const char *uri)
 
 /* ------------------------------------------------------------- callback */
 
-void http_configure(struct lws_context_creation_info *info, struct server *srv)
+int http_configure(struct lws_context_creation_info *info, struct server *srv)
 {
     (void)info;
-    files_prepare_dir(server_config(srv));
+    const struct config *cfg = server_config(srv);
+    files_prepare_dir(cfg);
+    char err[256];
+    struct web_site *web = &server_http(srv)->web;
+    if (web_site_init(web, cfg->web_dir, cfg->web_libs, err, sizeof(err)) != 0) {
+        log_error("event=config_invalid reason=\"%s\"", err);
+        return -1;
+    }
+    struct stat st;
+    if (web->on && (stat(web->root, &st) != 0 || !S_ISDIR(st.st_mode)))
+        log_warn("event=web_dir_missing dir=\"%s\" reason=\"the page at / answers 404\"",
+                 web->root);
+    for (size_t i = 0; web->on && i < web->n_mounts; i++)
+        if (stat(web->mount[i].dir, &st) != 0 || !S_ISDIR(st.st_mode))
+            log_warn("event=web_lib_missing name=%s dir=\"%s\"", web->mount[i].name,
+                     web->mount[i].dir);
+    return 0;
 }
 
 int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,

@@ -1,6 +1,7 @@
 /* http.h - plain HTTP on the WebSocket's port: /healthz, /readyz, /metrics,
  * POST /upload, GET /uploads/<name>, the exports (GET /export,
- * GET /sessions/<id>/export), and CORS preflights for them.
+ * GET /sessions/<id>/export), CORS preflights for them, and the chat
+ * page's files (net/web.h) with GET /client-config.
  *
  * Everything here runs on the lws service thread. Answers that need
  * PostgreSQL, Redis or the agent come from a worker through the outbox
@@ -12,6 +13,8 @@
 #include <libwebsockets.h>
 #include <stdint.h>
 
+#include "net/web.h"
+
 struct export_job;
 struct server;
 struct http_txn;
@@ -21,14 +24,16 @@ struct http_txn;
 struct http_state {
     struct http_txn *txns;
     uint64_t next_id;
+    struct web_site web; /* the page at "/" (net/web.c) */
 };
 
 /* Frees what is left at shutdown. */
 void http_state_clear(struct http_state *hs);
 
-/* Adds what the HTTP side needs to the context's creation info, and
- * prepares PUBLIC_DIR. */
-void http_configure(struct lws_context_creation_info *info, struct server *srv);
+/* Adds what the HTTP side needs to the context's creation info, prepares
+ * PUBLIC_DIR and reads the page's settings. -1 when they are malformed
+ * (logged): chatd then does not start. */
+int http_configure(struct lws_context_creation_info *info, struct server *srv);
 
 /* The HTTP reasons of the server's one protocol callback. */
 int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,

@@ -225,7 +225,8 @@ int server_run(struct app *app)
     /* Room for a bearer token of AUTH_TOKEN_MAX bytes and the usual
      * headers; more than this and lws drops the request unanswered. */
     info.max_http_header_data = 8192;
-    http_configure(&info, srv);
+    if (http_configure(&info, srv) != 0)
+        goto out;
 
     srv->ctx = lws_create_context(&info);
     if (srv->ctx == NULL) {

@@ -174,6 +174,18 @@ int db_sessions_page(struct pg *pg, const char *user_id, const char *cursor, int
     return DB_ERROR;
 }
 
+int db_user_models(struct pg *pg, const char *user_id, char **json)
+{
+    const char *p[1] = {user_id};
+    PGresult *r;
+    int st = query_row(pg, PG_USER_MODELS, 1, p, &r);
+    if (st != DB_OK)
+        return st;
+    *json = text(r, 0);
+    PQclear(r);
+    return *json != NULL ? DB_OK : DB_ERROR;
+}
+
 int db_models_list(struct pg *pg, char **json, struct db_snapshot *snap)
 {
     return json_and_snapshot(pg, PG_MODELS_LIST, 0, NULL, json, snap);

@@ -55,6 +55,9 @@ enum db_access db_access(struct pg *pg, const char *user_id, const char *model_n
 int db_user_profile(struct pg *pg, const char *user_id, char **username, char **models_json,
                     struct db_snapshot *snap);
 int db_balance(struct pg *pg, const char *user_id, double *balance);
+/* Code 5 with "mine": the names of the user's models, sorted, as a JSON
+ * array. Straight from PostgreSQL, so never stale. DB_NOT_FOUND: no user. */
+int db_user_models(struct pg *pg, const char *user_id, char **json);
 /* Code 1: [{session_id, session_name}], newest first. DB_NOT_FOUND: no user. */
 int db_sessions_list(struct pg *pg, const char *user_id, char **json, struct db_snapshot *snap);
 /* Code 1 with "limit": a page of that list after cursor ("<epoch us>:<id>",

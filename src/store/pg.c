@@ -30,6 +30,10 @@ static const struct {
     [PG_USER_GET] = {"user_get", 1,
         "select username, array_to_json(models)::text, " PG_SNAPSHOT_COLS
         "  from user_data where user_id = $1::uuid"},
+    [PG_USER_MODELS] = {"user_models", 1,
+        "select coalesce((select json_agg(m.model_name order by m.model_name)"
+        "                   from model_details m where m.model_id = any(u.models)), '[]')::text"
+        "  from user_data u where u.user_id = $1::uuid"},
     [PG_BALANCE] = {"balance", 1,
         "select balance from user_data where user_id = $1::uuid"},
     [PG_SESSIONS_LIST] = {"sessions_list", 1,

@@ -12,6 +12,7 @@
 struct config;
 
 enum pg_stmt {
+    PG_USER_MODELS,     /* $1 user -> json array of the names of its models */
     PG_USER_GET,        /* $1 user -> username, models json, xmin, xmax */
     PG_BALANCE,         /* $1 user -> balance */
     PG_SESSIONS_LIST,   /* $1 user -> session_info json, xmin, xmax (no row: no user) */

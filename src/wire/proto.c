@@ -441,6 +441,18 @@ int proto_decode(const char *buf, size_t len, const struct proto_limits *lim,
     }
     long long v;
     switch (req->type) {
+    case PROTO_LIST_MODELS: {
+        /* Opt-in: "mine": true lists only the models the user may use. */
+        json_t *mine = json_object_get(data, "mine");
+        if (mine != NULL && !json_is_null(mine)) {
+            if (!json_is_boolean(mine)) {
+                field_error(err, req->type, "mine", "expected true or false");
+                goto fail;
+            }
+            req->mine = json_is_true(mine);
+        }
+        break;
+    }
     case PROTO_LIST_SESSIONS: {
         /* Opt-in paging: without "limit" and "before", the whole list. */
         json_t *jl = json_object_get(data, "limit"), *jb = json_object_get(data, "before");

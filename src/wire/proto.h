@@ -97,6 +97,7 @@ struct proto_request {
     const char *session_prompt;        /* code 3, "" by default */
     const char *file_name;             /* code 3, "" when none */
     int stream;                        /* code 3: "stream": true */
+    int mine;                          /* code 5: "mine": true */
     long long before;                  /* code 9: seq cursor, -1 when absent */
     int limit;                         /* code 9: 1..PROTO_PAGE_MAX */
     char session_name[PROTO_NAME_MAX_CHARS * 4 + 1]; /* code 10, trimmed */

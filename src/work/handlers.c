@@ -236,6 +236,18 @@ void handlers_delete_session(struct worker *w, struct work_request *r)
 /* Code 5. */
 void handlers_list_models(struct worker *w, struct work_request *r)
 {
+    if (r->req.mine) {
+        char *json = NULL;
+        int st = db_user_models(&w->pg, r->req.user_id, &json);
+        json_t *names = st == DB_OK ? json_loads(json, 0, NULL) : NULL;
+        free(json);
+        if (names == NULL) {
+            reply_error(r, st == DB_NOT_FOUND ? PERR_NO_USER : PERR_MODEL_LIST);
+            return;
+        }
+        reply(r, json_pack("{s:o, s:b}", "models", names, "mine", 1));
+        return;
+    }
     char key[CACHE_KEY_MAX];
     cache_key_models(key);
     int st;

@@ -112,6 +112,14 @@ int title_clean(const char *raw, char *out, size_t cap)
     if (s == NULL)
         return -1;
     strip_reasoning(s);
+    /* Quotes around the whole answer first: a quoted title that runs over
+     * several lines would otherwise keep its opening quote alone. */
+    size_t lead = strspn(s, " \t\r\n"), whole = strlen(s + lead);
+    memmove(s, s + lead, whole + 1);
+    while (whole > 0 && strchr(" \t\r\n", s[whole - 1]) != NULL)
+        s[--whole] = '\0';
+    while (unwrap(s, &whole))
+        trim(s, &whole);
 
     /* The first line with something on it. */
     char *line = s;

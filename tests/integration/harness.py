@@ -201,6 +201,7 @@ class Chatd:
             PUBLIC_DIR=os.path.join(self.dir, "public"),
             PUBLIC_BASE_URL="http://127.0.0.1:%d" % self.port,
             LOG_LEVEL="info", CHATD_ENV_FILE="/dev/null",
+            WEB_DIR=os.path.join(SOURCE_DIR, "web"),
             # Off unless a test is about them: most tests send many turns
             # for one user from one address.
             RATE_LIMIT_PER_MINUTE="0", DAILY_MESSAGE_LIMIT="0",
@@ -322,9 +323,23 @@ http {
         with open(self.conf, "w") as f:
             f.write(conf)
         self.log = open(self.log_path, "a")
+        self.start()
+
+    def start(self):
         self.proc = subprocess.Popen([NGINX_BIN, "-p", self.dir, "-c", self.conf],
                                      stdout=subprocess.DEVNULL, stderr=self.log)
         wait_port(self.port, self.proc, self.log_path)
+
+    def restart(self):
+        """Cuts every connection through it (fast shutdown), then listens
+        again on the same port: what a client sees when the proxy or the
+        network in front of chatd fails."""
+        end_process(self.proc, signal.SIGTERM)
+        self.start()
+
+    @property
+    def http(self):
+        return "http://127.0.0.1:%d" % self.port
 
     @property
     def url(self):

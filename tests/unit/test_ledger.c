@@ -78,6 +78,12 @@ static void expect_title(const char *raw, const char *want)
 
 static void test_title_clean(void **state)
 {
+    {
+        char q[TITLE_MAX_BYTES];
+        /* quotes around an answer of several lines: the first line, unquoted */
+        assert_int_equal(title_clean("\n\"Hello there\nsecond line\"\n", q, sizeof(q)), 0);
+        assert_string_equal(q, "Hello there");
+    }
     (void)state;
     expect_title("Trip to Rome", "Trip to Rome");
     expect_title("\"Trip to Rome\"", "Trip to Rome");

@@ -1,0 +1,478 @@
+"""Issue 14: chatd's own chat page at "/", driven in a real headless
+Chromium (Debian's chromium + chromedriver, python3-selenium) against real
+chatd instances, chat-agents, PostgreSQL, Redis and nginx.
+
+What a person does is what the tests do: sign in, send with Enter (Shift+
+Enter for a new line), watch a streamed reply render as Markdown, stop a
+long one, attach an image, rename, search and jump, rate, export, scroll
+back through 500 messages, see another browser's new chat and reply appear,
+lose the connection or reload mid-reply and see the reply finish with no
+text twice, and a reply full of HTML run nothing.
+
+Two agents: a quick one (replies in 0.4 s) for most tests and a slow one
+(6 s per reply, streamed word by word) behind two chatd instances and an
+nginx, for stopping and resuming. On a failure each open browser's screen
+is saved under <build>/screenshots/. The page's picture in the README is
+the one test_a_sign_in_and_streamed_markdown saves there as page.png."""
+
+import json
+import os
+import re
+import shutil
+import struct
+import tempfile
+import time
+import unittest
+import zlib
+
+from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+
+from harness import SOURCE_DIR, Agent, Chatd, Database, Nginx, cleanup, wait_for
+from test_auth import SECRET, token
+
+BUILD_DIR = os.environ.get("CHATD_BUILD_DIR", os.path.join(SOURCE_DIR, "build"))
+SHOTS = os.path.join(BUILD_DIR, "screenshots")
+SLOW_MS = 6000
+
+
+def png(width=24, height=16, rgb=(220, 40, 40)):
+    """A real PNG a browser can decode."""
+    raw = b"".join(b"\x00" + bytes(rgb) * width for _ in range(height))
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data +
+                struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) +
+            chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def echo(message, history=0, files=0, summary=None):
+    """The reply of the echo agent (src/chat-agent/echo.c)."""
+    if summary is None:
+        summary = 0
+    return "echo: %s [history=%d summary=%d files=%d]" % (message, history, summary, files)
+
+
+def browser(download_dir=None):
+    o = Options()
+    o.binary_location = "/usr/bin/chromium"
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1200,850",
+              "--disable-dev-shm-usage", "--force-prefers-reduced-motion"):
+        o.add_argument(a)
+    if download_dir:
+        o.add_experimental_option("prefs", {"download.default_directory": download_dir,
+                                            "download.prompt_for_download": False})
+    o.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=o)
+    d.set_script_timeout(30)
+    if download_dir:
+        d.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": download_dir})
+    return d
+
+
+class Page(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.db = Database("chatd_page")
+        cls.downloads = tempfile.mkdtemp(prefix="chatd-downloads-")
+        cls.fast_agent = cls.slow_agent = cls.nginx = None
+        cls.fast = cls.jwt = None
+        cls.slow = []
+        cls.drivers = []
+        try:
+            cls.fast_agent = Agent(AGENT_DELAY_MS=400)
+            cls.slow_agent = Agent(AGENT_DELAY_MS=SLOW_MS)
+            cls.fast = Chatd(cls.db, agent_port=cls.fast_agent.port)
+            # Two instances behind nginx: a reconnect may land on the other.
+            cls.slow = [Chatd(cls.db, agent_port=cls.slow_agent.port) for _ in range(2)]
+            cls.nginx = Nginx([c.port for c in cls.slow])
+            cls.b = browser(cls.downloads)
+            cls.drivers.append(cls.b)
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        for d in cls.drivers:
+            try:
+                d.quit()
+            except WebDriverException:
+                pass
+        try:
+            cleanup(cls.nginx, cls.jwt, cls.fast, *cls.slow, cls.fast_agent, cls.slow_agent, cls.db)
+        finally:
+            shutil.rmtree(cls.downloads, ignore_errors=True)
+
+    # -- failures leave pictures --------------------------------------------
+
+    def run(self, result=None):
+        result = result if result is not None else self.defaultTestResult()
+        before = len(result.failures) + len(result.errors)
+        super().run(result)
+        if len(result.failures) + len(result.errors) > before:
+            os.makedirs(SHOTS, exist_ok=True)
+            for i, d in enumerate(self.drivers):
+                try:
+                    name = "%s-%d.png" % (self._testMethodName, i)
+                    d.save_screenshot(os.path.join(SHOTS, name))
+                    with open(os.path.join(SHOTS, name[:-4] + ".log"), "w") as f:
+                        for entry in d.get_log("browser"):
+                            f.write(json.dumps(entry) + "\n")
+                except WebDriverException:
+                    pass
+        return result
+
+    # -- helpers ------------------------------------------------------------
+
+    def http(self, chatd):
+        return "http://127.0.0.1:%d" % chatd.port
+
+    def open_as(self, base, user, d=None):
+        """Loads the page signed in as user (what the sign-in form stores)."""
+        d = d or self.b
+        d.get(base + "/")
+        d.execute_script("localStorage.clear(); sessionStorage.clear();"
+                         "localStorage.setItem('chatd.user', arguments[0]);", user)
+        d.get(base + "/")
+        self.wait(lambda: d.find_element(By.ID, "username").text != "", "the username", d)
+        self.wait(lambda: d.find_elements(By.CSS_SELECTOR, "#model option"), "the models", d)
+
+    def wait(self, fn, what, d=None, tries=600, delay=0.05):
+        def attempt():
+            try:
+                return fn()
+            except (StaleElementReferenceException, WebDriverException):
+                return None
+        return wait_for(attempt, what, tries=tries, delay=delay)
+
+    def send(self, text, d=None):
+        d = d or self.b
+        box = d.find_element(By.ID, "input")
+        lines = text.split("\n")
+        for i, line in enumerate(lines):
+            box.send_keys(line)
+            if i < len(lines) - 1:
+                box.send_keys(Keys.SHIFT, Keys.ENTER)
+        box.send_keys(Keys.ENTER)
+
+    def assistant_texts(self, d=None):
+        d = d or self.b
+        return [e.text for e in d.find_elements(By.CSS_SELECTOR, "#messages .msg.assistant .body")]
+
+    def stored_reply(self, d=None):
+        """The last assistant message once it is stored (it has a seq)."""
+        d = d or self.b
+        els = d.find_elements(By.CSS_SELECTOR, "#messages .msg.assistant[data-seq]:not(.pending)")
+        return els[-1] if els else None
+
+    def done(self, d=None):
+        d = d or self.b
+        return (not d.find_elements(By.CSS_SELECTOR, "#messages .pending") and
+                d.find_element(By.ID, "stop").get_attribute("hidden") is not None)
+
+    # -- the tests ------------------------------------------------------------
+
+    def test_a_sign_in_and_streamed_markdown(self):
+        uid = self.db.add_user("Ada")
+        d = self.b
+        d.get(self.http(self.fast) + "/")
+        d.execute_script("localStorage.clear(); sessionStorage.clear();")
+        d.get(self.http(self.fast) + "/")
+        field = self.wait(lambda: d.find_element(By.ID, "signin-user-id"), "the sign-in form")
+        self.assertTrue(field.is_displayed())
+        field.send_keys("not-a-uuid", Keys.ENTER)
+        err = self.wait(lambda: d.find_element(By.ID, "signin-error"), "the error")
+        self.assertIn("UUID", err.text)
+        field.clear()
+        field.send_keys(uid, Keys.ENTER)
+        self.wait(lambda: d.find_element(By.ID, "username").text == "Ada", "signed in")
+        self.wait(lambda: d.find_elements(By.CSS_SELECTOR, "#model option"), "the models")
+        # Only the user's own models (4, 5, 8), the picker's first one used.
+        models = [o.text for o in d.find_elements(By.CSS_SELECTOR, "#model option")]
+        self.assertEqual(models, sorted(models))
+        self.assertEqual(len(models), 3)
+        self.assertEqual(self.db.one("select count(*) from model_details where model_name = any(%s)"
+                                     " and model_id in (4, 5, 8)", (models,)), 3)
+
+        message = "Hello **bold** and `code`\n```python\nprint('hi')\n```\nthat is all"
+        self.send(message)
+        reply = self.wait(self.stored_reply, "the stored reply")
+        self.assertEqual(reply.find_element(By.CSS_SELECTOR, "strong").text, "bold")
+        self.assertEqual(reply.find_element(By.CSS_SELECTOR, "p code").text, "code")
+        block = reply.find_element(By.CSS_SELECTOR, "pre code")
+        self.assertIn("hljs", block.get_attribute("class"))  # highlighted
+        self.assertIn("print", block.text)
+        self.assertTrue(reply.find_elements(By.CSS_SELECTOR, "pre button.copy"))
+        # The user's own text is shown as typed, new line included.
+        user = d.find_elements(By.CSS_SELECTOR, "#messages .msg.user .body")[-1]
+        self.assertEqual(user.text, message)
+        # Stored exactly, and the sidebar has the chat, named live by its title.
+        sid = self.db.one("select session_id::text from chat_sessions where user_id = %s", (uid,))
+        self.assertEqual(self.db.one("select content from chat_messages where session_id = %s and seq = 1",
+                                     (sid,)), echo(message))
+        # The agent's title replaces the first 20 characters, in the page too.
+        title = self.wait(lambda: (lambda n: n if n != message[:20] else None)(
+            self.db.one("select session_name from chat_sessions where session_id = %s", (sid,))), "the title")
+        self.wait(lambda: d.find_element(By.CSS_SELECTOR, "#sessions li.active .open").text == title,
+                  "the title in the sidebar")
+        self.assertEqual(d.find_element(By.ID, "title").text, title)
+        self.assertIn("$", d.find_element(By.ID, "balance").text)
+        os.makedirs(SHOTS, exist_ok=True)
+        d.save_screenshot(os.path.join(SHOTS, "page.png"))
+
+    def test_stop_a_long_reply(self):
+        uid = self.db.add_user()
+        self.open_as(self.nginx.http, uid)
+        words = " ".join("word%d" % i for i in range(60))
+        self.send(words)
+        d = self.b
+        # It streams: some of the reply is on screen before the end.
+        self.wait(lambda: d.find_elements(By.CSS_SELECTOR, "#messages .msg.assistant.streaming") and
+                  "word3" in self.assistant_texts()[-1], "part of the reply")
+        stop = d.find_element(By.ID, "stop")
+        self.assertTrue(stop.is_displayed())
+        stop.click()
+        reply = self.wait(lambda: self.done() and self.stored_reply(), "the stopped reply", tries=800)
+        text = reply.text
+        self.assertTrue(text.endswith("[stopped]"), text)
+        self.assertTrue(echo(words).startswith(text[:-len(" [stopped]")].rstrip()), text)
+        self.assertLess(len(text), len(echo(words)))
+        self.assertTrue(d.find_element(By.ID, "send").is_displayed())
+
+    def test_escape_stops_too(self):
+        uid = self.db.add_user()
+        self.open_as(self.nginx.http, uid)
+        self.send("one two three four five six seven eight nine ten eleven twelve")
+        d = self.b
+        self.wait(lambda: "one" in (self.assistant_texts() or [""])[-1], "part of the reply")
+        d.find_element(By.ID, "input").send_keys(Keys.ESCAPE)
+        reply = self.wait(lambda: self.done() and self.stored_reply(), "the stopped reply", tries=800)
+        self.assertTrue(reply.text.endswith("[stopped]"), reply.text)
+
+    def test_upload_an_image_and_see_it(self):
+        uid = self.db.add_user()
+        self.open_as(self.http(self.fast), uid)
+        d = self.b
+        path = os.path.join(self.downloads, "red.png")
+        with open(path, "wb") as f:
+            f.write(png())
+        d.execute_script("document.getElementById('file').hidden = false;")
+        d.find_element(By.ID, "file").send_keys(path)
+        d.execute_script("document.getElementById('file').hidden = true;")
+        self.wait(lambda: d.find_element(By.ID, "attachment-name").text == "red.png", "the attachment")
+        self.wait(lambda: d.find_element(By.ID, "attachment-preview").is_displayed(), "the preview")
+        self.send("what is in this picture?")
+        self.wait(lambda: self.done() and self.stored_reply(), "the reply")
+        img = self.wait(lambda: d.find_element(By.CSS_SELECTOR, "#messages .msg.file[data-seq] img"),
+                        "the stored image")
+        self.wait(lambda: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img) == 24,
+                  "the image loaded from /uploads/")
+        self.assertRegex(img.get_attribute("src"), r"/uploads/[0-9a-f]{32}\.png$")
+        self.assertIn("files=1", self.assistant_texts()[-1])
+        # A type chatd refuses is refused in the page, in words, with no alert.
+        bad = os.path.join(self.downloads, "tool.exe")
+        with open(bad, "wb") as f:
+            f.write(b"MZ")
+        d.execute_script("document.getElementById('file').hidden = false;")
+        d.find_element(By.ID, "file").send_keys(bad)
+        self.wait(lambda: "cannot be attached" in d.find_element(By.ID, "notice-text").text, "the refusal")
+
+    def test_rename_search_jump_rate_export(self):
+        uid = self.db.add_user()
+        msgs = []
+        for i in range(120):
+            msgs.append(("user", "question %d" % i))
+            msgs.append(("assistant", "answer %d%s" % (i, " about the zanzibar archipelago" if i == 20 else "")))
+        sid = self.db.add_session(uid, "Travel notes", msgs)
+        self.open_as(self.http(self.fast), uid)
+        d = self.b
+        item = self.wait(lambda: d.find_element(By.CSS_SELECTOR, "#sessions li[data-id='%s']" % sid), "the chat")
+        # rename in place
+        item.find_element(By.CSS_SELECTOR, "button.rename").click()
+        box = d.find_element(By.CSS_SELECTOR, "#sessions .rename-input")
+        box.send_keys(Keys.CONTROL, "a")
+        box.send_keys("Island trip", Keys.ENTER)
+        self.wait(lambda: self.db.one("select session_name from chat_sessions where session_id = %s", (sid,))
+                  == "Island trip", "the rename stored")
+        self.wait(lambda: d.find_element(By.CSS_SELECTOR, "#sessions li[data-id='%s'] .open" % sid).text
+                  == "Island trip", "the new name shown")
+        # search, and jump to the hit deep in the history
+        d.find_element(By.ID, "search").send_keys("zanzibar")
+        hit = self.wait(lambda: d.find_element(By.CSS_SELECTOR, "#results li button"), "a hit")
+        self.assertEqual(hit.find_element(By.CSS_SELECTOR, "mark").text.lower(), "zanzibar")
+        hit.click()
+        target = self.wait(lambda: d.find_element(By.CSS_SELECTOR, "#messages .msg.hit"), "the jump")
+        self.assertEqual(target.get_attribute("data-seq"), "41")
+        self.assertIn("zanzibar", target.text)
+        self.assertTrue(d.execute_script(
+            "const r = arguments[0].getBoundingClientRect(); return r.top >= 0 && r.bottom <= innerHeight;", target))
+        # rate it
+        target.find_element(By.CSS_SELECTOR, "button.rate[data-rating='1']").click()
+        self.wait(lambda: self.db.one("select rating from message_feedback where session_id = %s and seq = 41",
+                                      (sid,)) == 1, "the rating stored")
+        self.assertEqual(target.find_element(By.CSS_SELECTOR, "button.rate[data-rating='1']")
+                         .get_attribute("aria-pressed"), "true")
+        # scrolling down from the jump reaches the newest message
+        for _ in range(20):
+            d.execute_script("const s = document.getElementById('scroller'); s.scrollTop = s.scrollHeight;")
+            if d.find_elements(By.CSS_SELECTOR, "#messages .msg[data-seq='239']"):
+                break
+            time.sleep(0.2)
+        seqs = [int(e.get_attribute("data-seq")) for e in d.find_elements(By.CSS_SELECTOR, "#messages .msg")]
+        self.assertEqual(seqs, list(range(seqs[0], 240)))
+        # export: the file arrives
+        for f in os.listdir(self.downloads):
+            if f.endswith(".md"):
+                os.remove(os.path.join(self.downloads, f))
+        d.find_element(By.CSS_SELECTOR, "#export summary").click()
+        d.find_element(By.CSS_SELECTOR, "#export a[data-format='md']").click()
+        path = self.wait(lambda: next((os.path.join(self.downloads, f) for f in os.listdir(self.downloads)
+                                       if f.endswith(".md") and sid[:8] in f), None), "the download", tries=400)
+        self.wait(lambda: "answer 119" in open(path, encoding="utf-8").read(), "the whole export")
+        text = open(path, encoding="utf-8").read()
+        self.assertIn("Island trip", text)
+        self.assertIn("zanzibar", text)
+
+    def test_scroll_up_through_500_messages(self):
+        uid = self.db.add_user()
+        msgs = [("user" if i % 2 == 0 else "assistant", "message number %d" % i) for i in range(500)]
+        sid = self.db.add_session(uid, "Long one", msgs)
+        self.open_as(self.http(self.fast), uid)
+        d = self.b
+        self.wait(lambda: d.find_element(By.CSS_SELECTOR, "#sessions li[data-id='%s'] .open" % sid), "the chat").click()
+        self.wait(lambda: d.find_elements(By.CSS_SELECTOR, "#messages .msg[data-seq='499']"), "the newest page")
+        self.assertEqual(len(d.find_elements(By.CSS_SELECTOR, "#messages .msg")), 50)
+        for _ in range(100):
+            if d.find_elements(By.CSS_SELECTOR, "#messages .msg[data-seq='0']"):
+                break
+            d.execute_script("document.getElementById('scroller').scrollTop = 0;")
+            time.sleep(0.1)
+        seqs = [int(e.get_attribute("data-seq")) for e in d.find_elements(By.CSS_SELECTOR, "#messages .msg")]
+        self.assertEqual(seqs, list(range(500)))
+        self.assertEqual(d.find_element(By.CSS_SELECTOR, "#messages .msg[data-seq='0'] .body").text,
+                         "message number 0")
+
+    def test_second_browser_sees_it_live(self):
+        uid = self.db.add_user()
+        if len(self.drivers) < 2:  # kept to the end: a failure saves its screen too
+            self.drivers.append(browser())
+        other = self.drivers[1]
+        if True:
+            self.open_as(self.http(self.fast), uid)
+            self.open_as(self.http(self.fast), uid, other)
+            self.send("first message from tab one")
+            self.wait(lambda: self.done() and self.stored_reply(), "the reply in tab one")
+            sid = self.db.one("select session_id::text from chat_sessions where user_id = %s", (uid,))
+            # the new chat appears in the other browser, with its title
+            item = "#sessions li[data-id='%s'] .open" % sid
+            self.wait(lambda: other.find_element(By.CSS_SELECTOR, item), "the new chat in tab two")
+            self.wait(lambda: other.find_element(By.CSS_SELECTOR, item).text == "first message from tab one",
+                      "its title in tab two")
+            other.find_element(By.CSS_SELECTOR, item).click()
+            self.wait(lambda: len(self.assistant_texts(other)) == 1, "the history in tab two")
+            # a reply sent from tab one appears in tab two as it happens
+            self.send("second message")
+            self.wait(lambda: any("second message" in t for t in self.assistant_texts(other)), "the reply in tab two")
+            self.wait(lambda: self.done(other) and len(other.find_elements(
+                By.CSS_SELECTOR, "#messages .msg[data-seq]")) == 4, "stored in tab two")
+            self.assertEqual(self.assistant_texts(other)[-1], self.db.one(
+                "select content from chat_messages where session_id = %s and seq = 3", (sid,)))
+            self.assertTrue(self.assistant_texts(other)[-1].startswith("echo: second message [history=2 "))
+            # a rename in tab two shows in tab one
+            item = other.find_element(By.CSS_SELECTOR, "#sessions li[data-id='%s']" % sid)
+            item.find_element(By.CSS_SELECTOR, "button.rename").click()
+            box = other.find_element(By.CSS_SELECTOR, "#sessions .rename-input")
+            box.send_keys(Keys.CONTROL, "a")
+            box.send_keys("Renamed elsewhere", Keys.ENTER)
+            self.wait(lambda: self.b.find_element(By.ID, "title").text == "Renamed elsewhere", "the rename in tab one")
+
+    def _check_resumed(self, words, what):
+        d = self.b
+        reply = self.wait(lambda: self.done() and self.stored_reply(), what, tries=1200)
+        self.assertEqual(reply.text, echo(words))
+        # Exactly one copy of the turn on screen, and no text twice in it.
+        self.assertEqual(len(self.assistant_texts()), 1)
+        self.assertEqual(self.assistant_texts()[0].count("w0 "), 1)
+        self.assertEqual(len(d.find_elements(By.CSS_SELECTOR, "#messages .msg.user")), 1)
+
+    def test_connection_lost_mid_reply_resumes(self):
+        uid = self.db.add_user()
+        self.open_as(self.nginx.http, uid)
+        d = self.b
+        words = " ".join("w%d" % i for i in range(40))
+        self.send(words)
+        self.wait(lambda: "w2 " in (self.assistant_texts() or [""])[-1], "part of the reply")
+        before = self.assistant_texts()[-1]
+        self.nginx.restart()  # every WebSocket through it is cut
+        self.wait(lambda: d.find_element(By.ID, "status").is_displayed() or self.done(), "the lost connection shown")
+        self._check_resumed(words, "the resumed reply")
+        self.assertTrue(echo(words).startswith(before.rstrip("▍").strip()))
+
+    def test_reload_mid_reply_resumes(self):
+        uid = self.db.add_user()
+        self.open_as(self.nginx.http, uid)
+        d = self.b
+        words = " ".join("w%d" % i for i in range(40))
+        self.send(words)
+        self.wait(lambda: "w2 " in (self.assistant_texts() or [""])[-1], "part of the reply")
+        d.refresh()
+        # The reloaded page shows the question it had sent and the reply going on.
+        self.wait(lambda: d.find_elements(By.CSS_SELECTOR, "#messages .msg.assistant.streaming"),
+                  "the reply resumed after the reload")
+        self._check_resumed(words, "the reply finished after the reload")
+
+    def test_html_in_a_reply_runs_nothing(self):
+        uid = self.db.add_user()
+        self.open_as(self.http(self.fast), uid)
+        d = self.b
+        evil = ('<img src=x onerror="window.pwned=1"> <script>window.pwned=2</script> '
+                '[click](javascript:window.pwned=3) <iframe src="javascript:window.parent.pwned=4"></iframe>')
+        self.send(evil)
+        reply = self.wait(lambda: self.done() and self.stored_reply(), "the reply")
+        body = reply.find_element(By.CSS_SELECTOR, ".body")
+        # The tags are on screen as text...
+        self.assertIn('<img src=x onerror="window.pwned=1">', body.text)
+        self.assertIn("<script>window.pwned=2</script>", body.text)
+        # ...and nothing of them is an element, nothing ran.
+        for tag in ("img", "script", "iframe"):
+            self.assertEqual(d.execute_script(
+                "return document.querySelectorAll('#messages .msg.assistant .body %s').length" % tag), 0, tag)
+        link = body.find_element(By.CSS_SELECTOR, "a")
+        self.assertFalse((link.get_attribute("href") or "").startswith("javascript:"))
+        link.click()
+        time.sleep(0.3)  # give anything that could run the chance to
+        self.assertIsNone(d.execute_script("return window.pwned"))
+        self.assertEqual(d.find_elements(By.CSS_SELECTOR, "#messages .msg.user .body")[-1].text, evil)
+
+    def test_jwt_token_in_the_address_is_used_and_removed(self):
+        uid = self.db.add_user("Token User")
+        type(self).jwt = Chatd(self.db, agent_port=self.fast_agent.port, AUTH_MODE="jwt", JWT_SECRET=SECRET)
+        d = self.b
+        base = self.http(self.jwt)
+        d.get(base + "/")
+        d.execute_script("localStorage.clear(); sessionStorage.clear();")
+        d.get(base + "/?token=" + token(uid))
+        self.wait(lambda: d.find_element(By.ID, "username").text == "Token User", "signed in by the link")
+        self.assertNotIn("token", d.current_url)
+        self.send("hello with a token")
+        reply = self.wait(lambda: self.done() and self.stored_reply(), "the reply")
+        self.assertEqual(reply.text, echo("hello with a token"))
+        # A bad token: the sign-in form, asking for one, in words.
+        d.execute_script("sessionStorage.clear();")
+        d.get(base + "/")
+        area = self.wait(lambda: d.find_element(By.ID, "signin-token-text"), "the token form")
+        self.assertTrue(area.is_displayed())
+        area.send_keys(token(uid, secret="x" * 40))
+        d.find_element(By.CSS_SELECTOR, "#signin-form button[type=submit]").click()
+        self.wait(lambda: "did not accept" in d.find_element(By.ID, "signin-error").text, "the refusal")
+        self.assertFalse(d.find_element(By.ID, "app").is_displayed())
+
+
+if __name__ == "__main__":
+    unittest.main()
