@@ -52,7 +52,11 @@ fi
 : "${DB_HOST:=127.0.0.1}" "${DB_PORT:=5433}" "${DB_USER:=chatd}" "${DB_PASSWORD:=chatd}"
 : "${DB_NAME:=chatd}" "${REDIS_PORT:=6380}" "${AI_SERVER_HOST:=127.0.0.1}"
 : "${AI_SERVER_PORT:=50051}" "${SHUTDOWN_GRACE_SECONDS:=30}"
+# The page at / signs in as the demo user unless told otherwise, and the
+# echo agent takes a moment per reply, so that streaming can be seen.
+: "${WEB_DEFAULT_USER:=bdff475a-a7f7-4590-9595-15fd8e6c7d0c}" "${AGENT_DELAY_MS:=1200}"
 export DB_HOST DB_PORT DB_USER DB_PASSWORD DB_NAME REDIS_PORT AI_SERVER_HOST AI_SERVER_PORT
+export WEB_DEFAULT_USER AGENT_DELAY_MS
 
 DATA=${CHATD_DATA_DIR:-$REPO/.data}
 
@@ -128,6 +132,7 @@ else
 fi
 
 say "starting chatd (Ctrl-C stops it and everything above)"
+say "open http://localhost:${SERVER_PORT:-8000}/ in a browser"
 setsid build/chatd &
 CHATD_PID=$!
 rc=0
