@@ -373,6 +373,70 @@ done
 run_cpu timeout -k 5 120 "$BUILD/wsbench" --url "$URL" --user "$USER_ID" --code 3 --session NEW --conns 32 --seconds "$SECS" --warmup "$WARM" --timeout 20
 chat_row "chatd code 3, session NEW every turn"
 
+# ----------------------------- c2. a turn at the database's pace (issue 15)
+# Round trips per turn from chatd's own counter; then chatd's turns at 32
+# connections beside pgbench running chatd's own lease + store statements
+# (scripts/pg_statement.py reads them from src/store/pg.c) at 32 clients, one
+# session per client, on the same PostgreSQL: with fsync off (as everything
+# above) and again after a restart with fsync on.
+echo
+echo "## c2. a turn at the database's pace: round trips, and the store beside pgbench"
+metric_value() { # exact metric name with labels -> value (0 when absent)
+    curl -s "http://127.0.0.1:$CHATD_PORT/metrics" | awk -v n="$1" '$1 == n { v = $2 } END { print v + 0 }'
+}
+TURN_OK='chatd_requests_total{code="3",outcome="ok"}'
+rt0=$(metric_value chatd_pg_roundtrips_total) ok0=$(metric_value "$TURN_OK")
+timeout -k 5 120 "$BUILD/wsbench" --url "$URL" --user "$USER_ID" --code 3 --session PERCONN --conns 1 --seconds "$SECS" --warmup 0 --timeout 20 >"$DATA/rt.out" 2>>"$DATA/client.err" || true
+rt1=$(metric_value chatd_pg_roundtrips_total) ok1=$(metric_value "$TURN_OK")
+printf '%-58s %s\n' "PostgreSQL round trips per turn (chatd_pg_roundtrips_total)" \
+    "$(awk -v r=$((rt1 - rt0)) -v t=$((ok1 - ok0)) 'BEGIN { printf "%.2f over %d turns", (t > 0 ? r / t : 0), t }')"
+psql_q -c "insert into chat_sessions(session_id, user_id, session_name, model_id)
+    select ('00000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid, '$USER_ID', 'pgbench ' || i, 8
+      from generate_series(0, 63) i" >/dev/null
+/usr/bin/python3 - "$REPO/scripts" "$USER_ID" >"$DATA/pgbench_store.sql" <<'EOF'
+import re, sys
+sys.path.insert(0, sys.argv[1])
+import pg_statement
+user = "'%s'" % sys.argv[2]
+sid = "('00000000-0000-4000-8000-' || lpad(:client_id::text, 12, '0'))"
+turn = "('00000000-0000-4000-9000-' || lpad(:client_id::text, 12, '0'))"
+def fill(name, vals):
+    sql = re.sub(r"\$(\d+)", lambda m: vals[int(m.group(1))], pg_statement.statement_sql(name))
+    return " ".join(sql.split()) + ";"
+print(fill("lease_take", {1: user, 2: sid, 3: turn, 4: "10", 5: "false"}))
+print(fill("turn_store", {1: user, 2: sid, 3: turn, 4: "2", 5: "'bench message'",
+                          6: "'echo: bench message [history=2 summary=0 files=0]'", 7: "''", 8: "''",
+                          9: "'turn'", 10: "8", 11: "'llama3.1:8b'", 12: "'0.0001'", 13: "'0'",
+                          14: "null", 15: "null", 16: "false"}))
+EOF
+pgbench_store() { # -> tps
+    PGPASSWORD=chatd pgbench -n -h 127.0.0.1 -p "$PG_PORT" -U chatd -c 32 -j 2 -T "$SECS" -M prepared \
+        -f "$DATA/pgbench_store.sql" chatd 2>>"$DATA/pgbench.err" |
+        awk '/^tps = / { printf "%d", $3; exit }'
+}
+store_pair() { # label
+    local chatd_rps pgb
+    run_cpu timeout -k 5 120 "$BUILD/wsbench" --url "$URL" --user "$USER_ID" --code 3 --session PERCONN --conns 32 --seconds "$SECS" --warmup "$WARM" --timeout 20
+    chatd_rps=$(field "$OUT" rps)
+    pgb=$(pgbench_store)
+    printf '%-10s %13s %10s %6s   (chatd p50/p99 %s/%s us, errors %s, chatd%% %s, pg%% %s)\n' "$1" "$chatd_rps" \
+        "${pgb:-?}" "$(awk -v a="$chatd_rps" -v b="${pgb:-0}" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')" \
+        "$(field "$OUT" p50_us)" "$(field "$OUT" p99_us)" "$(field "$OUT" errors)" "$CHATD_CPU" "$PG_CPU"
+}
+echo "(pgbench: -c 32 -j 2 -M prepared, a transaction = chatd's lease_take + turn_store statements, $DATA/pgbench_store.sql)"
+printf '%-10s %13s %10s %6s\n' fsync chatd_turns/s pgbench/s ratio
+store_pair "off"
+say "restarting PostgreSQL with fsync on"
+if CHATD_PG_FAST=0 "$REPO/scripts/services.sh" restart-pg "$DATA" "$PG_PORT" 2>>"$DATA/services.log"; then
+    sleep 1
+    store_pair "on"
+    CHATD_PG_FAST=1 "$REPO/scripts/services.sh" restart-pg "$DATA" "$PG_PORT" 2>>"$DATA/services.log" ||
+        die "PostgreSQL did not come back (see $DATA/services.log)"
+    sleep 1
+else
+    say "WARNING: PostgreSQL did not restart with fsync on (see $DATA/services.log)"
+fi
+
 # ------------------------------------------------------------- e. growth
 echo
 echo "## e. appending a turn: session of 10 vs 10,000 messages"
@@ -393,18 +457,11 @@ psql_q -c "vacuum analyze chat_messages" -c "vacuum analyze chat_sessions" >/dev
 # The statements of a turn, taken from src/store/pg.c itself (so this stays in step
 # with chatd) and prepared the way chatd prepares them (PQprepare, no types).
 pg_sql() { # statement name, as in pg_statements[] -> its SQL text
-    python3 - "$REPO/src/store/pg.c" "$1" <<'EOF'
-import re, sys
-src = open(sys.argv[1]).read()
-m = re.search(r'\{"%s",\s*\d+,\s*((?:"(?:[^"\\]|\\.)*"\s*)+)\}' % re.escape(sys.argv[2]), src)
-if not m:
-    sys.exit("statement %s not found in src/store/pg.c" % sys.argv[2])
-print("".join(re.findall(r'"((?:[^"\\]|\\.)*)"', m.group(1))).replace('\\"', '"'))
-EOF
+    /usr/bin/python3 "$REPO/scripts/pg_statement.py" "$1"
 }
 SQL_CTX=$(pg_sql session_ctx)
-SQL_LOCK=$(pg_sql session_lock)
-SQL_INSERT=$(pg_sql message_insert)
+SQL_STORE=$(pg_sql turn_store)
+STORE_TURN=$(python3 -c 'import uuid; print(uuid.uuid4())')
 
 # PostgreSQL plans a prepared statement's first executions with the actual
 # parameters ("custom" plans) and may then switch to one "generic" plan, so
@@ -413,8 +470,7 @@ SQL_INSERT=$(pg_sql message_insert)
 explain() { # session next_seq
     psql_q <<SQL
 prepare session_ctx as $SQL_CTX;
-prepare session_lock as $SQL_LOCK;
-prepare message_insert as $SQL_INSERT;
+prepare turn_store as $SQL_STORE;
 \\echo @@ ctx20
 explain (analyze, buffers, costs off) execute session_ctx('$GROWTH_USER', '$1', 20);
 \\echo @@ ctx20
@@ -422,14 +478,14 @@ explain (analyze, buffers, costs off) execute session_ctx('$GROWTH_USER', '$1', 
 \\echo @@ ctx0
 explain (analyze, buffers, costs off) execute session_ctx('$GROWTH_USER', '$1', 0);
 begin;
-\\echo @@ lock
-explain (analyze, buffers, costs off) execute session_lock('$GROWTH_USER', '$1');
-\\echo @@ insert
-explain (analyze, buffers, costs off) execute message_insert('$1', $2, 'user', 'explain me');
+insert into turn_leases values ('$1', '$GROWTH_USER', '$STORE_TURN', now() + interval '1 minute');
+\\echo @@ store
+explain (analyze, buffers, costs off) execute turn_store('$GROWTH_USER', '$1', '$STORE_TURN', 2, 'explain me', 'a reply', '', '', 'turn', 8, 'llama3.1:8b', '0.001', '0', null, null, false);
 rollback;
 begin;
-\\echo @@ insert
-explain (analyze, buffers, costs off) execute message_insert('$1', $2, 'user', 'explain me');
+insert into turn_leases values ('$1', '$GROWTH_USER', '$STORE_TURN', now() + interval '1 minute');
+\\echo @@ store
+explain (analyze, buffers, costs off) execute turn_store('$GROWTH_USER', '$1', '$STORE_TURN', 2, 'explain me', 'a reply', '', '', 'turn', 8, 'llama3.1:8b', '0.001', '0', null, null, false);
 rollback;
 set plan_cache_mode = force_generic_plan;
 \\echo @@ ctx20g
@@ -459,13 +515,12 @@ explain "$S10" 10 >"$DATA/explain10.txt" 2>&1
 explain "$S10K" 10000 >"$DATA/explain10k.txt" 2>&1
 grep -q '^ERROR' "$DATA/explain10.txt" "$DATA/explain10k.txt" && say "EXPLAIN failed: see $DATA/explain10*.txt"
 printf '%-36s %-5s %-15s %-32s %-13s %s\n' statement msgs "messages read" "buffers (whole statement)" rows_scanned exec_ms
-for kind in ctx20 ctx20g ctx0 lock insert; do
+for kind in ctx20 ctx20g ctx0 store; do
     case $kind in
     ctx20) what="session_ctx limit 20, custom plan" ;;
     ctx20g) what="session_ctx limit 20, generic plan" ;;
     ctx0) what="session_ctx limit 0 (turn check)" ;;
-    lock) what="session_lock (for update)" ;;
-    insert) what="message_insert" ;;
+    store) what="turn_store (the whole store)" ;;
     esac
     for s in 10 10k; do
         IFS='|' read -r how buf rows ms <<<"$(summarize_plan "$DATA/explain$s.txt" "$kind")"

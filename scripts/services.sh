@@ -6,6 +6,9 @@
 #   services.sh start  DIR PG_PORT REDIS_PORT   start both (or reuse running ones)
 #   services.sh stop   DIR                      stop both; fine when nothing runs
 #   services.sh status DIR                      exit 0 if both run on DIR
+#   services.sh restart-pg DIR PG_PORT          restart PostgreSQL only, with the
+#                                               current CHATD_PG_FAST (the benchmark
+#                                               runs with fsync on and off)
 #
 # Layout: DIR/pg (cluster), DIR/pgsock (its Unix socket), DIR/pg.log,
 # DIR/redis (Redis working dir), DIR/redis.log, DIR/redis.pid.
@@ -26,7 +29,7 @@ die() { echo "services: $*" >&2; exit 1; }
 say() { echo "services: $*" >&2; }
 
 usage() {
-    echo "usage: $0 start DIR PG_PORT REDIS_PORT | stop DIR | status DIR" >&2
+    echo "usage: $0 start DIR PG_PORT REDIS_PORT | stop DIR | status DIR | restart-pg DIR PG_PORT" >&2
     exit 2
 }
 
@@ -249,6 +252,11 @@ start)
     mkdir -p "$DIR"
     start_pg "$pg_port"
     start_redis "$redis_port"
+    ;;
+restart-pg)
+    [[ $# -eq 3 && "$3" =~ ^[0-9]+$ ]] || usage
+    stop_pg
+    start_pg "$3"
     ;;
 stop)
     [[ $# -eq 2 ]] || usage

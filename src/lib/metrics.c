@@ -33,6 +33,7 @@ static struct metrics_hist metrics_request_hist[METRICS_CODES];
 static struct metrics_hist metrics_agent_hist;
 static _Atomic uint64_t metrics_agent_errors;
 static _Atomic uint64_t metrics_pg_errors;
+static _Atomic uint64_t metrics_pg_roundtrips;
 static _Atomic uint64_t metrics_redis_errors;
 static _Atomic uint64_t metrics_upload_bytes_total;
 static _Atomic uint64_t metrics_ratings[3]; /* bad, cleared, good */
@@ -81,6 +82,7 @@ void metrics_agent_call(double seconds, int failed)
 
 void metrics_agent_error(void) { add(&metrics_agent_errors, 1); }
 void metrics_pg_error(void) { add(&metrics_pg_errors, 1); }
+void metrics_pg_roundtrip(void) { add(&metrics_pg_roundtrips, 1); }
 void metrics_redis_error(void) { add(&metrics_redis_errors, 1); }
 void metrics_upload_bytes(uint64_t n) { add(&metrics_upload_bytes_total, n); }
 
@@ -177,6 +179,9 @@ char *metrics_render(int connections_open, int turns_in_flight, size_t *len)
                    get(&metrics_agent_errors));
     render_counter(f, "chatd_pg_errors_total", "Failed PostgreSQL connects and statements.",
                    get(&metrics_pg_errors));
+    render_counter(f, "chatd_pg_roundtrips_total",
+                   "Request/response exchanges with PostgreSQL on worker connections.",
+                   get(&metrics_pg_roundtrips));
     render_counter(f, "chatd_redis_errors_total", "Failed Redis connects and commands.",
                    get(&metrics_redis_errors));
     render_counter(f, "chatd_upload_bytes_total", "Bytes of uploaded files stored.",

@@ -26,6 +26,10 @@ void metrics_agent_call(double seconds, int failed);
 void metrics_agent_error(void);
 
 void metrics_pg_error(void);
+/* One request/response exchange with PostgreSQL on a worker's connection
+ * (a statement, a begin or commit, a prepare): what a turn's latency is
+ * made of, so the benchmark reports it per turn. */
+void metrics_pg_roundtrip(void);
 void metrics_redis_error(void);
 void metrics_upload_bytes(uint64_t n);
 /* A rating set (1 good, -1 bad) or cleared (0) with code 12. */

@@ -76,6 +76,31 @@ void db_model_free(struct db_model *m)
     m->name = m->provider = NULL;
 }
 
+/* db_access's columns 0..7 of r: the balance, the model row, allowed. */
+static enum db_access access_columns(PGresult *r, int model_asked, double *balance,
+                                     struct db_model *model)
+{
+    if (balance != NULL)
+        *balance = strtod(PQgetvalue(r, 0, 0), NULL);
+    if (!model_asked)
+        return DB_ACCESS_OK;
+    if (PQgetisnull(r, 0, 1))
+        return DB_ACCESS_UNKNOWN_MODEL;
+    if (strcmp(PQgetvalue(r, 0, 7), "t") != 0)
+        return DB_ACCESS_DENIED;
+    model->id = atoi(PQgetvalue(r, 0, 1));
+    model->name = text(r, 2);
+    model->provider = text(r, 3);
+    model->context_length = atol(PQgetvalue(r, 0, 4));
+    model->price_in = strtod(PQgetvalue(r, 0, 5), NULL);
+    model->price_out = strtod(PQgetvalue(r, 0, 6), NULL);
+    if (model->name == NULL || model->provider == NULL) {
+        db_model_free(model);
+        return DB_ACCESS_ERROR;
+    }
+    return DB_ACCESS_OK;
+}
+
 enum db_access db_access(struct pg *pg, const char *user_id, const char *model_name,
                          int model_id, double *balance, struct db_model *model)
 {
@@ -86,27 +111,35 @@ enum db_access db_access(struct pg *pg, const char *user_id, const char *model_n
     int st = query_row(pg, PG_ACCESS, 3, p, &r);
     if (st != DB_OK)
         return st == DB_NOT_FOUND ? DB_ACCESS_NO_USER : DB_ACCESS_ERROR;
-    if (balance != NULL)
-        *balance = strtod(PQgetvalue(r, 0, 0), NULL);
-    enum db_access a = DB_ACCESS_OK;
-    if (p[1] != NULL || p[2] != NULL) {
-        if (PQgetisnull(r, 0, 1)) {
-            a = DB_ACCESS_UNKNOWN_MODEL;
-        } else if (strcmp(PQgetvalue(r, 0, 7), "t") != 0) {
-            a = DB_ACCESS_DENIED;
-        } else {
-            model->id = atoi(PQgetvalue(r, 0, 1));
-            model->name = text(r, 2);
-            model->provider = text(r, 3);
-            model->context_length = atol(PQgetvalue(r, 0, 4));
-            model->price_in = strtod(PQgetvalue(r, 0, 5), NULL);
-            model->price_out = strtod(PQgetvalue(r, 0, 6), NULL);
-            if (model->name == NULL || model->provider == NULL) {
-                db_model_free(model);
-                a = DB_ACCESS_ERROR;
-            }
+    enum db_access a = access_columns(r, p[1] != NULL || p[2] != NULL, balance, model);
+    PQclear(r);
+    return a;
+}
+
+enum db_access db_turn_check(struct pg *pg, const char *user_id, const char *model_name,
+                             int model_id, const char *session_id, const char *file_name,
+                             double *balance, struct db_model *model,
+                             struct db_turn_target *target)
+{
+    char id[16];
+    snprintf(id, sizeof(id), "%d", model_id);
+    const char *p[5] = {user_id, model_name, model_name == NULL && model_id >= 0 ? id : NULL,
+                        session_id, file_name};
+    memset(target, 0, sizeof(*target));
+    PGresult *r;
+    int st = query_row(pg, PG_TURN_CHECK, 5, p, &r);
+    if (st != DB_OK)
+        return st == DB_NOT_FOUND ? DB_ACCESS_NO_USER : DB_ACCESS_ERROR;
+    enum db_access a = access_columns(r, p[1] != NULL || p[2] != NULL, balance, model);
+    if (a == DB_ACCESS_OK && !PQgetisnull(r, 0, 9)) {
+        target->session_found = 1;
+        target->next_seq = atoll(PQgetvalue(r, 0, 9));
+        if ((target->session_name = text(r, 8)) == NULL) {
+            db_model_free(model);
+            a = DB_ACCESS_ERROR;
         }
     }
+    target->file_found = strcmp(PQgetvalue(r, 0, 10), "t") == 0;
     PQclear(r);
     return a;
 }
@@ -405,23 +438,6 @@ int db_lease_drop(struct pg *pg, const char *session_id, const char *turn_id)
     return command(pg, PG_LEASE_DROP, 2, p);
 }
 
-int db_message_insert(struct pg *pg, const char *session_id, long long seq, const char *role,
-                      const char *content)
-{
-    char s[24];
-    snprintf(s, sizeof(s), "%lld", seq);
-    const char *p[4] = {session_id, s, role, content};
-    return command(pg, PG_MESSAGE_INSERT, 4, p);
-}
-
-int db_session_advance(struct pg *pg, const char *session_id, int count, const char *summary)
-{
-    char n[16];
-    snprintf(n, sizeof(n), "%d", count);
-    const char *p[3] = {session_id, n, summary};
-    return command(pg, PG_SESSION_ADVANCE, 3, p);
-}
-
 int db_charge(struct pg *pg, struct db_charge *c, uint64_t *xid)
 {
     char seq[24], model[16], pt[16], ct[16];
@@ -449,6 +465,56 @@ int db_charge(struct pg *pg, struct db_charge *c, uint64_t *xid)
         *xid = u64(r, 1);
     PQclear(r);
     return DB_OK;
+}
+
+enum db_store db_turn_store(struct pg *pg, const struct db_turn_store *in, struct db_charge *c,
+                            long long *base, uint64_t *xid)
+{
+    char n[8], model[16], pt[16], ct[16];
+    snprintf(n, sizeof(n), "%d", in->n_messages);
+    snprintf(model, sizeof(model), "%d", c->model_id);
+    snprintf(pt, sizeof(pt), "%u", c->prompt_tokens);
+    snprintf(ct, sizeof(ct), "%u", c->completion_tokens);
+    const char *p[18] = {in->user_id,
+                         in->session_id,
+                         in->turn_id,
+                         n,
+                         in->message,
+                         in->reply,
+                         in->file_name,
+                         in->summary,
+                         c->kind,
+                         c->model_id >= 0 ? model : NULL,
+                         c->model_name,
+                         c->cost,
+                         c->summary_cost != NULL ? c->summary_cost : "0",
+                         c->prompt_tokens > 0 ? pt : NULL,
+                         c->completion_tokens > 0 ? ct : NULL,
+                         c->estimated ? "true" : "false",
+                         in->session_name,
+                         in->prompt};
+    PGresult *r;
+    int st = in->session_new ? query_row(pg, PG_TURN_STORE_NEW, 18, p, &r)
+                             : query_row(pg, PG_TURN_STORE, 16, p, &r);
+    if (st != DB_OK)
+        return DB_STORE_ERROR; /* one row, always */
+    enum db_store out;
+    if (strcmp(PQgetvalue(r, 0, 0), "t") != 0) {
+        out = DB_STORE_NO_SESSION;
+    } else if (strcmp(PQgetvalue(r, 0, 1), "t") != 0) {
+        out = DB_STORE_FENCED;
+    } else if (PQgetisnull(r, 0, 2) || PQgetisnull(r, 0, 3) ||
+               atoi(PQgetvalue(r, 0, 5)) != in->n_messages) {
+        out = DB_STORE_ERROR; /* cannot happen: each step follows the last */
+    } else {
+        *base = atoll(PQgetvalue(r, 0, 2));
+        c->seq = *base + 1;
+        snprintf(c->balance, sizeof(c->balance), "%s", PQgetvalue(r, 0, 3));
+        *xid = u64(r, 4);
+        out = DB_STORE_OK;
+    }
+    PQclear(r);
+    return out;
 }
 
 int db_usage(struct pg *pg, const char *user_id, long long since_us, long long until_us,

@@ -51,6 +51,21 @@ enum db_access {
 enum db_access db_access(struct pg *pg, const char *user_id, const char *model_name,
                          int model_id, double *balance, struct db_model *model);
 
+/* A chat turn's checks in one round trip: db_access's, and the session
+ * session_id (NULL for a new one) and the file file_name (NULL for none)
+ * in it. On DB_ACCESS_OK, *target says what was found (free its name with
+ * free()). */
+struct db_turn_target {
+    int session_found;
+    char *session_name;
+    long long next_seq;
+    int file_found;
+};
+enum db_access db_turn_check(struct pg *pg, const char *user_id, const char *model_name,
+                             int model_id, const char *session_id, const char *file_name,
+                             double *balance, struct db_model *model,
+                             struct db_turn_target *target);
+
 /* Code 0: username and model ids (a JSON array). */
 int db_user_profile(struct pg *pg, const char *user_id, char **username, char **models_json,
                     struct db_snapshot *snap);
@@ -159,10 +174,6 @@ int db_session_insert(struct pg *pg, const char *session_id, const char *user_id
  * missing, someone else's, or deleted meanwhile. */
 int db_session_lock(struct pg *pg, const char *user_id, const char *session_id,
                     long long *next_seq, char owner[UUID_STR_LEN + 1]);
-int db_message_insert(struct pg *pg, const char *session_id, long long seq, const char *role,
-                      const char *content);
-/* next_seq += count, and the running summary. */
-int db_session_advance(struct pg *pg, const char *session_id, int count, const char *summary);
 /* ------------------------------------------------------------ turn lease */
 
 /* The session's turn lease for turn_id, for seconds (migration 0007);
@@ -194,6 +205,28 @@ struct db_charge {
 };
 /* *xid is the transaction's id (xid may be NULL). */
 int db_charge(struct pg *pg, struct db_charge *c, uint64_t *xid);
+
+/* A chat turn, stored in one statement (one round trip): its messages,
+ * next_seq and summary, the ledger row and the charge c (c->seq and
+ * c->balance are set), and its lease given back. Fenced: nothing at all
+ * is written unless the session's lease is still turn_id's. */
+struct db_turn_store {
+    const char *user_id, *session_id, *turn_id;
+    int n_messages; /* 2: user, assistant; 3: and the file entry */
+    const char *message, *reply, *file_name, *summary;
+    int session_new; /* insert the session row with it */
+    const char *session_name, *prompt;
+};
+enum db_store {
+    DB_STORE_OK,
+    DB_STORE_NO_SESSION, /* deleted while the agent was thinking */
+    DB_STORE_FENCED,     /* the lease is another turn's (or gone) */
+    DB_STORE_ERROR,
+};
+/* *base: next_seq before the turn (the user message's seq); *xid the
+ * transaction's id. */
+enum db_store db_turn_store(struct pg *pg, const struct db_turn_store *in, struct db_charge *c,
+                            long long *base, uint64_t *xid);
 
 /* Code 13: {user_id, balance, spent, turns, by_model: [{model, turns,
  * spent}]} as JSON text that PostgreSQL wrote, its money the exact

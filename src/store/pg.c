@@ -22,6 +22,36 @@
 #define PG_SNAPSHOT_COLS                                                                           \
     "pg_snapshot_xmin(pg_current_snapshot())::text, pg_snapshot_xmax(pg_current_snapshot())::text"
 
+/* What both turn-store statements do once s (the session, returning the
+ * base seq) has run; found is the "session found" column. */
+#define PG_TURN_STORE_TAIL(found)                                                                  \
+    "     m as (insert into chat_messages (session_id, seq, role, content)"                       \
+    "           select $2::uuid, s.base + v.i, v.role, v.content"                                   \
+    "             from s, (values (0, 'user', $5::text), (1, 'assistant', $6::text),"              \
+    "                             (2, 'file', $7::text)) v(i, role, content)"                      \
+    "            where v.i < $4::int"                                                               \
+    "           returning 1),"                                                                      \
+    "     e as (insert into usage_ledger (user_id, session_id, seq, kind, model_id,"              \
+    "                                     model_name, cost, prompt_tokens,"                         \
+    "                                     completion_tokens, estimated)"                            \
+    "           select $1::uuid, $2::uuid, s.base + 1, $9, $10::int, $11,"                         \
+    "                  coalesce($12::numeric,"                                                      \
+    "                           (select trim_scale((coalesce($14::bigint, 0)"                      \
+    "                                                 * mo.input_price_per_1k"                      \
+    "                                               + coalesce($15::bigint, 0)"                    \
+    "                                                 * mo.output_price_per_1k) / 1000)"            \
+    "                              from model_details mo where mo.model_id = $10::int),"          \
+    "                           0) + $13::numeric,"                                                \
+    "                  $14::bigint, $15::bigint, $16::boolean"                                      \
+    "             from s"                                                                           \
+    "           returning cost),"                                                                   \
+    "     b as (update user_data set balance = balance - (select cost from e)"                     \
+    "            where user_id = $1::uuid and exists (select 1 from e)"                            \
+    "           returning balance)"                                                                 \
+    " select " found ", exists (select 1 from d), (select base from s),"                            \
+    "        (select balance from b), pg_current_xact_id()::text,"                                  \
+    "        (select count(*) from m)"
+
 static const struct {
     const char *name;
     int nparams;
@@ -81,6 +111,22 @@ static const struct {
      * model named by $2 (or, when $2 is null, numbered $3) with whether it
      * is among the user's. No row: no user; null model columns: no such
      * model (or none asked for). */
+    /* Every check of a chat turn in one round trip: access's columns,
+     * then the session ($4, null for a new one) if it is the user's, and
+     * whether file $5 (null for none) was uploaded into it by the user.
+     *   -> ..., session name, next_seq (both null: not found), file found */
+    [PG_TURN_CHECK] = {"turn_check", 5,
+        "select u.balance, m.model_id, m.model_name, m.provider, m.context_length,"
+        "       m.input_price_per_1k, m.output_price_per_1k, m.model_id = any(u.models),"
+        "       s.session_name, s.next_seq,"
+        "       exists (select 1 from uploaded_files f"
+        "                where f.user_id = u.user_id and f.session_id = $4::uuid"
+        "                  and f.stored_name = $5::text)"
+        "  from user_data u left join model_details m"
+        "    on case when $2::text is not null then m.model_name = $2::text"
+        "            else m.model_id = $3::int end"
+        "  left join chat_sessions s on s.user_id = u.user_id and s.session_id = $4::uuid"
+        " where u.user_id = $1::uuid"},
     [PG_ACCESS] = {"access", 3,
         "select u.balance, m.model_id, m.model_name, m.provider, m.context_length,"
         "       m.input_price_per_1k, m.output_price_per_1k, m.model_id = any(u.models)"
@@ -107,17 +153,48 @@ static const struct {
         " values ($1::uuid, $2::uuid, $3, $4::int, $5)"},
     /* With the session row and its lease locked, who holds the lease: a
      * turn stores only while it is still its own (migration 0007). */
+    /* A turn stored in one statement (one round trip, atomic without a
+     * BEGIN): lock the session row, give the lease back (fenced: only if it
+     * is still this turn's), advance next_seq, insert the messages, the
+     * ledger row and the charge. Each step runs only if the one before did,
+     * so a fenced turn or a deleted session writes nothing.
+     *   $1 user, $2 session, $3 turn, $4 messages (2, or 3 with a file),
+     *   $5 message, $6 reply, $7 file name, $8 summary,
+     *   $9 kind, $10 model id, $11 model name, $12 cost (null: estimate),
+     *   $13 cost added (the summary's), $14 prompt tokens,
+     *   $15 completion tokens, $16 estimated
+     *   -> session found, lease was ours, base seq, balance, xid, messages
+     * The lock comes first, as in every statement that touches both rows
+     * (lease_take locks the session row too, FOR KEY SHARE, which this
+     * FOR UPDATE holds off until the commit: it then reads the new
+     * next_seq, never an older one). */
+    [PG_TURN_STORE] = {"turn_store", 16,
+        "with l as (select next_seq from chat_sessions"
+        "            where user_id = $1::uuid and session_id = $2::uuid for update),"
+        "     d as (delete from turn_leases"
+        "            where session_id = $2::uuid and turn_id = $3::uuid"
+        "              and exists (select 1 from l)"
+        "           returning 1),"
+        "     s as (update chat_sessions set next_seq = next_seq + $4::int, summary = $8,"
+        "                  updated_at = clock_timestamp()"
+        "            where session_id = $2::uuid and exists (select 1 from d)"
+        "           returning next_seq - $4::int as base)," PG_TURN_STORE_TAIL(
+        "exists (select 1 from l)")},
+    /* The same for a new session's first turn: the session row is inserted
+     * with the messages (foreign keys are checked at the statement's end).
+     *   $17 session name, $18 session prompt */
+    [PG_TURN_STORE_NEW] = {"turn_store_new", 18,
+        "with d as (delete from turn_leases"
+        "            where session_id = $2::uuid and turn_id = $3::uuid returning 1),"
+        "     s as (insert into chat_sessions (session_id, user_id, session_name, model_id,"
+        "                                      session_prompt, next_seq, summary)"
+        "           select $2::uuid, $1::uuid, $17, $10::int, $18, $4::int, $8 from d"
+        "           returning 0::bigint as base)," PG_TURN_STORE_TAIL("true")},
     [PG_SESSION_LOCK] = {"session_lock", 2,
         "select s.next_seq, coalesce((select l.turn_id::text from turn_leases l"
         "                              where l.session_id = s.session_id for update), '')"
         "  from chat_sessions s"
         " where s.user_id = $1::uuid and s.session_id = $2::uuid for update"},
-    [PG_MESSAGE_INSERT] = {"message_insert", 4,
-        "insert into chat_messages (session_id, seq, role, content)"
-        " values ($1::uuid, $2::bigint, $3, $4)"},
-    [PG_SESSION_ADVANCE] = {"session_advance", 3,
-        "update chat_sessions set next_seq = next_seq + $2::int, summary = $3,"
-        "       updated_at = clock_timestamp() where session_id = $1::uuid"},
     /* The session's turn lease for turn $3 ($5: a new session, which has
      * no row yet), when nobody holds it or the holder's ran out; with the
      * session's next_seq, whether it was taken, and whether the session
@@ -374,6 +451,7 @@ char *pg_conninfo(const struct config *cfg)
 static int pg_prepare_all(struct pg *pg)
 {
     for (int i = 0; i < PG_STMT_COUNT; i++) {
+        metrics_pg_roundtrip();
         PGresult *r = PQprepare(pg->conn, pg_statements[i].name, pg_statements[i].sql,
                                 pg_statements[i].nparams, NULL);
         int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
@@ -468,6 +546,7 @@ PGresult *pg_exec(struct pg *pg, enum pg_stmt stmt, int nparams, const char *con
     }
     if (pg_ensure(pg) != 0)
         return NULL;
+    metrics_pg_roundtrip();
     PGresult *r = PQexecPrepared(pg->conn, pg_statements[stmt].name, nparams, params, NULL,
                                  NULL, 0);
     ExecStatusType st = PQresultStatus(r);
@@ -486,6 +565,7 @@ int pg_command(struct pg *pg, const char *sql)
 {
     if (pg_ensure(pg) != 0)
         return -1;
+    metrics_pg_roundtrip();
     PGresult *r = PQexec(pg->conn, sql);
     int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
     if (!ok) {

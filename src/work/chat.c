@@ -455,66 +455,54 @@ static void turn_end(struct worker *w, struct chat_turn *t)
 
 /* ---------------------------------------------------------------- store */
 
-/* Stores the turn in one transaction. On success sets t->stored_seq and
- * *lock_seq (next_seq before the turn, under the row lock), and tells the
- * cache of this process about a new session before anyone is told. */
+/* Stores the turn: one statement, so one round trip (db_turn_store). On
+ * success sets t->stored_seq and *lock_seq (next_seq before the turn,
+ * under the row lock), and tells the cache of this process about a new
+ * session before anyone is told. */
 static enum turn_error turn_store(struct worker *w, struct chat_turn *t, const char *reply,
                                   struct db_charge *charge, long long *lock_seq)
 {
-    struct pg *pg = &w->pg;
-    if (db_begin(pg) != DB_OK)
-        return TURN_INTERNAL;
-    enum turn_error e = TURN_INTERNAL;
-    if (t->session_new && db_session_insert(pg, t->session_id, t->user_id, t->session_name,
-                                            t->model_id, t->prompt) != DB_OK) {
-        e = TURN_CREATE_SESSION;
-        goto rollback;
-    }
-    long long seq;
-    char owner[UUID_STR_LEN + 1];
-    int st = db_session_lock(pg, t->user_id, t->session_id, &seq, owner);
-    if (st != DB_OK) { /* DB_NOT_FOUND: deleted while the agent was thinking */
-        e = st == DB_NOT_FOUND ? TURN_NO_SESSION : TURN_INTERNAL;
-        goto rollback;
-    }
-    /* Fenced: stored only while the lease is still this turn's. One that
-     * ran out (this chatd stalled past TURN_LEASE_SECONDS) may have let
-     * another turn run on the session meanwhile. */
-    if (strcmp(owner, t->turn_id) != 0) {
-        log_warn("event=turn_lease_lost session=%s", t->session_id);
-        e = TURN_INTERRUPTED;
-        goto rollback;
-    }
     /* The file entry holds the bare stored name: the existing client links
      * it as .../uploads/<content>. */
-    const char *roles[3] = {"user", "assistant", "file"};
-    const char *contents[3] = {t->message, reply, t->file_name};
-    int n = t->file_url != NULL ? 3 : 2;
-    for (int i = 0; i < n; i++)
-        if (db_message_insert(pg, t->session_id, seq + i, roles[i], contents[i]) != DB_OK)
-            goto rollback;
-    uint64_t xid;
+    struct db_turn_store in = {
+        .user_id = t->user_id,
+        .session_id = t->session_id,
+        .turn_id = t->turn_id,
+        .n_messages = t->file_url != NULL ? 3 : 2,
+        .message = t->message,
+        .reply = reply,
+        .file_name = t->file_name,
+        .summary = t->new_summary != NULL ? t->new_summary : t->summary,
+        .session_new = t->session_new,
+        .session_name = t->session_name,
+        .prompt = t->prompt,
+    };
     charge->session_id = t->session_id;
-    charge->seq = seq + 1; /* the assistant message */
-    if (db_session_advance(pg, t->session_id, n,
-                           t->new_summary != NULL ? t->new_summary : t->summary) != DB_OK ||
-        db_charge(pg, charge, &xid) != DB_OK ||
-        db_lease_drop(pg, t->session_id, t->turn_id) != DB_OK) /* given back at commit */
-        goto rollback;
-    if (db_commit(pg) != DB_OK)
+    long long seq = 0;
+    uint64_t xid = 0;
+    switch (db_turn_store(&w->pg, &in, charge, &seq, &xid)) {
+    case DB_STORE_OK:
+        break;
+    case DB_STORE_NO_SESSION:
+        return TURN_NO_SESSION;
+    case DB_STORE_FENCED:
+        /* Stored only while the lease is still this turn's. One that ran
+         * out (this chatd stalled past TURN_LEASE_SECONDS) may have let
+         * another turn run on the session meanwhile. */
+        log_warn("event=turn_lease_lost session=%s", t->session_id);
+        return TURN_INTERRUPTED;
+    case DB_STORE_ERROR:
         return TURN_INTERNAL;
-    if (t->lease_held) { /* the commit gave it back */
+    }
+    if (t->lease_held) { /* the statement gave it back */
         lease_let_go(t->app->lease, t->turn_id);
         t->lease_held = 0;
     }
     *lock_seq = seq;
-    t->stored_seq = seq + n;
+    t->stored_seq = seq + in.n_messages;
     if (t->session_new)
         cache_saw_write(&w->cache, t->user_id, xid);
     return TURN_OK;
-rollback:
-    db_rollback(pg);
-    return e;
 }
 
 /* Writes the Redis copy of the session's context as PostgreSQL now holds
@@ -963,7 +951,17 @@ static enum turn_error turn_check(struct worker *w, struct chat_turn *t,
 {
     const struct config *cfg = t->app->cfg;
     struct db_model model = {0};
-    switch (db_access(&w->pg, q->user_id, q->model_name, q->model_id, &t->balance, &model)) {
+    struct db_turn_target target;
+    /* The client may send back the file reference it was given (signed
+     * with AUTH_MODE=jwt): the stored name is what comes before any '?'. */
+    int has_file = q->file_name[0] != '\0';
+    if (has_file && !q->session_new &&
+        auth_file_ref_name(q->file_name, t->file_name, strlen(t->file_name) + 1) != 0)
+        t->file_name[0] = '\0'; /* matches no stored file */
+    switch (db_turn_check(&w->pg, q->user_id, q->model_name, q->model_id,
+                          q->session_new ? NULL : q->session_id,
+                          has_file && !q->session_new ? t->file_name : NULL, &t->balance, &model,
+                          &target)) {
     case DB_ACCESS_OK:
         break;
     case DB_ACCESS_NO_USER:
@@ -975,6 +973,7 @@ static enum turn_error turn_check(struct worker *w, struct chat_turn *t,
     case DB_ACCESS_ERROR:
         return TURN_INTERNAL;
     }
+    t->session_name = target.session_name; /* NULL for a new or missing one */
     t->model_id = model.id;
     t->model_name = model.name; /* the turn owns them now */
     t->provider = model.provider;
@@ -989,29 +988,18 @@ static enum turn_error turn_check(struct worker *w, struct chat_turn *t,
         t->session_name = strndup(q->message, proto_utf8_prefix(q->message, CHAT_SESSION_NAME_CHARS));
     } else {
         memcpy(t->session_id, q->session_id, sizeof(t->session_id));
-        struct db_session row;
-        int st = db_session_get(&w->pg, q->user_id, q->session_id, 0, &row);
-        if (st != DB_OK)
-            return st == DB_NOT_FOUND ? TURN_NO_SESSION : TURN_LOAD_SESSION;
-        t->session_name = row.name;
-        row.name = NULL;
-        t->seen_seq = row.next_seq;
-        db_session_free(&row);
+        if (!target.session_found)
+            return TURN_NO_SESSION;
+        t->seen_seq = target.next_seq;
     }
     if (t->session_name == NULL)
         return TURN_INTERNAL;
 
-    if (q->file_name[0] != '\0') {
-        if (t->session_new)
-            return TURN_BAD_FILE; /* a file is uploaded into a session first */
-        /* The client may send back the reference it was given (signed with
-         * AUTH_MODE=jwt): the stored name is what comes before any '?'.
-         * The row proves the file is this user's, in this session. */
-        if (auth_file_ref_name(q->file_name, t->file_name, strlen(t->file_name) + 1) != 0)
+    if (has_file) {
+        /* A file is uploaded into a session first; the row proves it is
+         * this user's, in this session. */
+        if (t->session_new || !target.file_found)
             return TURN_BAD_FILE;
-        int st = db_file_get(&w->pg, q->user_id, q->session_id, t->file_name);
-        if (st != DB_OK)
-            return st == DB_NOT_FOUND ? TURN_BAD_FILE : TURN_INTERNAL;
         if ((t->file_url = chat_file_url(cfg, t->file_name)) == NULL)
             return TURN_INTERNAL;
     }

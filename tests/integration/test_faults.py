@@ -638,10 +638,11 @@ class Faults(unittest.TestCase):
             agent.stop()
             db.drop()
 
-    def test_sigkill_just_before_commit_stores_nothing(self):
-        # Every statement of the turn ran (session row for NEW, messages,
-        # next_seq, summary, charge), the COMMIT is not sent yet.
-        self.sigkill_at('pg_command if $_streq(sql, "commit")', ["SID", "NEW"], expect_stored=False)
+    def test_sigkill_just_before_the_store_stores_nothing(self):
+        # The agent has answered and the turn is about to be stored (one
+        # statement: session row for NEW, messages, next_seq, summary,
+        # charge, lease), which is not sent yet.
+        self.sigkill_at("db_turn_store", ["SID", "NEW"], expect_stored=False)
 
     def test_sigkill_just_after_commit_keeps_the_turn_and_its_context(self):
         # Committed, not yet written to Redis nor answered. The turn must

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import signal
+import sys
 import threading
 import unittest
 import uuid
@@ -16,6 +17,9 @@ import uuid
 import psycopg2
 
 from harness import MODEL, PG, SOURCE_DIR, Agent, Chatd, Database, cleanup, wait_for
+
+sys.path.insert(0, os.path.join(SOURCE_DIR, "scripts"))
+import pg_statement  # noqa: E402  (scripts/pg_statement.py)
 
 LEASE = 2
 
@@ -142,14 +146,10 @@ class Instances(unittest.TestCase):
 
 
 def statement(name):
-    """chatd's own SQL of a statement of src/store/pg.c, comments dropped,
-    with $n as psycopg2 named parameters pn."""
-    with open(os.path.join(SOURCE_DIR, "src", "store", "pg.c")) as f:
-        src = f.read()
-    m = re.search(r'\{"%s",\s*\d+,\s*((?:/\*.*?\*/\s*|"(?:[^"\\]|\\.)*"\s*)+)\}' % name, src, re.S)
-    body = re.sub(r"/\*.*?\*/", "", m.group(1), flags=re.S)
-    sql = "".join(re.findall(r'"((?:[^"\\]|\\.)*)"', body)).replace('\\"', '"')
-    return re.sub(r"\$(\d+)", r"%(p\1)s", sql)
+    """chatd's own SQL of a statement of src/store/pg.c (as
+    scripts/pg_statement.py reads it), with $n as psycopg2 named
+    parameters pn."""
+    return re.sub(r"\$(\d+)", r"%(p\1)s", pg_statement.statement_sql(name))
 
 
 class LeaseStatement(unittest.TestCase):
@@ -171,11 +171,12 @@ class LeaseStatement(unittest.TestCase):
         y.autocommit = True
         try:
             xc = x.cursor()
-            # the first turn's store, as chatd runs it, up to its commit
-            xc.execute(statement("session_lock"), dict(p1=uid, p2=sid))
-            self.assertEqual(xc.fetchone(), (2, first))
-            xc.execute(statement("session_advance"), dict(p1=sid, p2=2, p3="summary"))
-            xc.execute(statement("lease_drop"), dict(p1=sid, p2=first))
+            # the first turn's store, as chatd runs it, held before its commit
+            xc.execute(statement("turn_store"), dict(
+                p1=uid, p2=sid, p3=first, p4=2, p5="q", p6="a", p7="", p8="summary", p9="turn", p10=8,
+                p11="llama3.1:8b", p12="0.001", p13="0", p14=None, p15=None, p16=False))
+            row = xc.fetchone()
+            self.assertEqual((row[:3], str(row[3])), ((True, True, 2), "0.999"))
             got = {}
 
             def take():
