@@ -20,6 +20,7 @@
 #include "net/server.h"
 #include "store/inval.h"
 #include "store/lease.h"
+#include "store/local.h"
 #include "store/live.h"
 #include "store/migrate.h"
 #include "work/app.h"
@@ -27,6 +28,11 @@
 #include "work/events.h"
 #include "work/outbox.h"
 #include "work/pool.h"
+
+/* Copies of codes 0, 1 and 5 held in memory (store/local.h): every user's
+ * profile and session list of a busy instance, within 64 MiB. */
+#define MAIN_LOCAL_ENTRIES 200000
+#define MAIN_LOCAL_BYTES (64u * 1024 * 1024)
 
 /* Each WebSocket is a descriptor: take every one the hard limit allows,
  * since the default soft limit (1024) would cap chatd at about a thousand
@@ -62,7 +68,8 @@ static int serve(const struct config *cfg)
     snprintf(target, sizeof(target), "%s:%d", cfg->ai_server_host, cfg->ai_server_port);
     /* Listening before the first worker reads a copy; until it listens,
      * every copy counts as stale. */
-    if ((app.inval = inval_start(cfg, events_admin, &app)) == NULL)
+    if ((app.inval = inval_start(cfg, events_admin, &app)) == NULL ||
+        (app.local = local_create(app.inval, MAIN_LOCAL_ENTRIES, MAIN_LOCAL_BYTES)) == NULL)
         goto out;
     if ((app.agent = agent_client_create(target, cfg->ai_timeout_seconds)) == NULL) {
         log_error("event=agent_client_failed target=%s", target);
@@ -89,6 +96,7 @@ out:
     lease_stop(app.lease); /* it resubmits parked turns to the pool */
     pool_destroy(app.pool); /* its last jobs may still publish (titles) */
     live_stop(app.live);    /* both post to the outbox: before it goes */
+    local_destroy(app.local);
     inval_stop(app.inval);
     outbox_destroy(app.outbox);
     return rc;

@@ -17,6 +17,7 @@
 #include "work/app.h"
 #include "work/chat.h"
 #include "work/dispatch.h"
+#include "work/handlers.h"
 #include "work/outbox.h"
 
 /* Idle connections keep no assembly buffer larger than this. */
@@ -350,6 +351,17 @@ static void conn_on_message(struct conns *cs, struct conn *c, int binary)
     }
     if (type == PROTO_RESUME)
         resume_begin(cs, c, &r->req);
+    /* Codes 0, 1 and 5 from a fresh copy in memory need no worker: answered
+     * here, but only when nothing of this connection waits before them (its
+     * replies keep their order, and it sees its own writes). */
+    size_t len = 0;
+    char *frame = connq_idle(&c->q) ? handlers_inline(cs->app, &r->req, &len) : NULL;
+    if (frame != NULL) {
+        metrics_request(type, 1, 0);
+        work_request_free(r);
+        conn_answer_now(cs, c, frame, len);
+        return;
+    }
     r->conn_id = c->id;
     conn_enqueue(cs, c, r);
 }

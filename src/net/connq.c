@@ -49,6 +49,8 @@ static int flow(struct connq *q)
     return 0;
 }
 
+int connq_idle(const struct connq *q) { return q->q_head == NULL && !q->busy; }
+
 int connq_push(struct connq *q, struct work_request *r)
 {
     r->next = NULL;

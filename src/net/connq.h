@@ -57,6 +57,8 @@ void connq_clear(struct connq *q);
 
 /* Queues a request at the end. */
 int connq_push(struct connq *q, struct work_request *r);
+/* No request is queued or with a worker. */
+int connq_idle(const struct connq *q);
 /* The next request for a worker (and marks the queue busy), or NULL: one
  * is with a worker already, or none is waiting. Ready answers ahead of it
  * go to the output on the way (their effects added to *fx). */

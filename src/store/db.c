@@ -503,14 +503,14 @@ enum db_store db_turn_store(struct pg *pg, const struct db_turn_store *in, struc
         out = DB_STORE_NO_SESSION;
     } else if (strcmp(PQgetvalue(r, 0, 1), "t") != 0) {
         out = DB_STORE_FENCED;
-    } else if (PQgetisnull(r, 0, 2) || PQgetisnull(r, 0, 3) ||
-               atoi(PQgetvalue(r, 0, 5)) != in->n_messages) {
+    } else if (PQgetisnull(r, 0, 2) || PQgetisnull(r, 0, 4) ||
+               atoi(PQgetvalue(r, 0, 3)) != in->n_messages) {
         out = DB_STORE_ERROR; /* cannot happen: each step follows the last */
     } else {
         *base = atoll(PQgetvalue(r, 0, 2));
         c->seq = *base + 1;
-        snprintf(c->balance, sizeof(c->balance), "%s", PQgetvalue(r, 0, 3));
-        *xid = u64(r, 4);
+        snprintf(c->balance, sizeof(c->balance), "%s", PQgetvalue(r, 0, 4));
+        *xid = u64(r, 5);
         out = DB_STORE_OK;
     }
     PQclear(r);

@@ -23,7 +23,10 @@
     "pg_snapshot_xmin(pg_current_snapshot())::text, pg_snapshot_xmax(pg_current_snapshot())::text"
 
 /* What both turn-store statements do once s (the session, returning the
- * base seq) has run; found is the "session found" column. */
+ * base seq) has run; found is the "session found" column. The columns are
+ * evaluated left to right, and that is the order the steps run in: the
+ * user's row (every turn of the user charges it) is locked last, so it is
+ * held for the commit only, not while the messages are indexed. */
 #define PG_TURN_STORE_TAIL(found)                                                                  \
     "     m as (insert into chat_messages (session_id, seq, role, content)"                       \
     "           select $2::uuid, s.base + v.i, v.role, v.content"                                   \
@@ -49,8 +52,7 @@
     "            where user_id = $1::uuid and exists (select 1 from e)"                            \
     "           returning balance)"                                                                 \
     " select " found ", exists (select 1 from d), (select base from s),"                            \
-    "        (select balance from b), pg_current_xact_id()::text,"                                  \
-    "        (select count(*) from m)"
+    "        (select count(*) from m), (select balance from b), pg_current_xact_id()::text"
 
 static const struct {
     const char *name;
@@ -163,7 +165,7 @@ static const struct {
      *   $9 kind, $10 model id, $11 model name, $12 cost (null: estimate),
      *   $13 cost added (the summary's), $14 prompt tokens,
      *   $15 completion tokens, $16 estimated
-     *   -> session found, lease was ours, base seq, balance, xid, messages
+     *   -> session found, lease was ours, base seq, messages, balance, xid
      * The lock comes first, as in every statement that touches both rows
      * (lease_take locks the session row too, FOR KEY SHARE, which this
      * FOR UPDATE holds off until the commit: it then reads the new

@@ -561,6 +561,14 @@ char *proto_encode_reply(int type, json_t *data, size_t *len)
     return s;
 }
 
+char *proto_encode_value(const json_t *v, size_t *len)
+{
+    char *s = json_dumps(v, PROTO_DUMP_FLAGS | JSON_ENCODE_ANY);
+    if (s != NULL)
+        *len = strlen(s);
+    return s;
+}
+
 char *proto_encode_reply_text(int type, const char *data_json, size_t *len)
 {
     char *s = NULL;

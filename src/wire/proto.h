@@ -136,6 +136,10 @@ void proto_error_set(struct proto_error *err, int type, int code);
 /* {"type": type, "data": data}; steals data. Returns a malloc'd string
  * (*len set) or NULL on allocation failure. */
 char *proto_encode_reply(int type, json_t *data, size_t *len);
+/* v as it would appear inside a reply (the same dump flags): malloc'd,
+ * *len set, NULL on allocation failure. A copy kept in this form can be
+ * spliced into a reply frame byte for byte. */
+char *proto_encode_value(const json_t *v, size_t *len);
 
 /* {"type": type, "data": <data_json>}, data_json a JSON object as text
  * that chatd did not build with jansson (PostgreSQL's json functions,

@@ -12,6 +12,7 @@
 struct agent_client;
 struct config;
 struct inval;
+struct local;
 struct lease;
 struct live;
 struct outbox;
@@ -23,6 +24,7 @@ struct app {
     struct pool *pool;
     struct agent_client *agent;
     struct inval *inval;
+    struct local *local;  /* fresh copies in memory (store/local.h) */
     struct lease *lease;  /* the turn leases this process holds */
     struct live *live;    /* events and turn frames across chatd instances */
     struct outbox *outbox; /* answers and frames to the service thread */

@@ -10,6 +10,7 @@
  * Wire error codes are chosen here, from the store's DB_* results. */
 #include "work/handlers.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,6 +19,7 @@
 #include "store/db.h"
 #include "store/files.h"
 #include "store/inval.h"
+#include "store/local.h"
 #include "wire/auth.h"
 #include "wire/proto.h"
 #include "work/app.h"
@@ -35,36 +37,78 @@ static void reply_error(struct work_request *r, int code)
     outbox_reply_error(r->app->outbox, r->conn_id, r->req.type, code, NULL);
 }
 
-/* A copy in Redis that PostgreSQL does not contradict: its JSON as a new
+/* Keeps v in memory in the form a reply holds it (proto_encode_value), so
+ * that the service thread can splice it into a frame without parsing it. */
+static void keep_local(struct app *app, const char *key, uint64_t xmin, uint64_t xmax,
+                       const json_t *v)
+{
+    size_t len;
+    char *text = proto_encode_value(v, &len);
+    if (text != NULL)
+        local_put(app->local, key, xmin, xmax, text, len);
+    free(text);
+}
+
+/* A copy that PostgreSQL does not contradict, from this process's memory
+ * or else from Redis (then kept in memory too): its JSON as a new
  * reference, or NULL (missing, unreadable or stale). user_id names the
  * user whose writes the copy depends on; NULL: the catalogue. */
-static json_t *copy_lookup(struct worker *w, const char *key, const char *user_id)
+static json_t *copy_lookup(struct worker *w, struct app *app, const char *key,
+                           const char *user_id)
 {
+    size_t len;
+    char *mine = local_get(app->local, key, user_id, &len);
+    if (mine != NULL) {
+        json_t *v = json_loadb(mine, len, 0, NULL);
+        free(mine);
+        return v;
+    }
     struct cache_copy cp;
     if (cache_get_copy(&w->cache, key, &cp) != 0)
         return NULL;
     int fresh = user_id != NULL ? inval_user_fresh(w->cache.inval, user_id, cp.version, cp.aux)
                                 : inval_models_fresh(w->cache.inval, cp.version, cp.aux);
     json_t *v = fresh ? json_loadb(cp.payload, cp.len, 0, NULL) : NULL;
+    if (v != NULL)
+        keep_local(app, key, cp.version, cp.aux, v);
     free(cp.payload);
     return v;
 }
 
-/* Stores text, read in snap, as the copy at key. */
-static void copy_store(struct worker *w, const char *key, int ttl, const char *text,
-                       const struct db_snapshot *snap)
+/* Stores text (whose JSON is v), read in snap, as the copy at key, in
+ * Redis and in memory. */
+static void copy_store(struct worker *w, struct app *app, const char *key, int ttl,
+                       const char *text, const json_t *v, const struct db_snapshot *snap)
 {
     cache_put_copy(&w->cache, key, snap->xmin, snap->xmax, text, strlen(text), ttl);
+    keep_local(app, key, snap->xmin, snap->xmax, v);
 }
+
+/* The answers of codes 0, 1 (whole list) and 5 from their copy's JSON,
+ * the same bytes whether a worker or the service thread builds them. */
+static json_t *user_details_data(const char *user_id, json_t *profile)
+{
+    json_t *name = json_object_get(profile, "username");
+    return json_is_string(name) ? json_pack("{s:s, s:O}", "user_id", user_id, "username", name)
+                                : NULL;
+}
+
+static json_t *sessions_data(const char *user_id, json_t *list)
+{
+    return json_pack("{s:s, s:O}", "user_id", user_id, "session_info", list);
+}
+
+static json_t *models_data(json_t *names) { return json_pack("{s:O}", "models", names); }
 
 /* A list PostgreSQL builds as one JSON text, through its copy at key.
  * Returns a new reference, or NULL with *st the store's result. */
-static json_t *cached_list(struct worker *w, const char *key, int ttl, const char *user_id,
+static json_t *cached_list(struct worker *w, struct app *app, const char *key, int ttl,
+                           const char *user_id,
                            int (*read)(struct pg *, const char *, char **, struct db_snapshot *),
                            int *st)
 {
     *st = DB_OK;
-    json_t *v = copy_lookup(w, key, user_id);
+    json_t *v = copy_lookup(w, app, key, user_id);
     if (v != NULL)
         return v;
     char *text = NULL;
@@ -73,7 +117,7 @@ static json_t *cached_list(struct worker *w, const char *key, int ttl, const cha
         return NULL;
     v = json_loads(text, 0, NULL);
     if (v != NULL)
-        copy_store(w, key, ttl, text, &snap);
+        copy_store(w, app, key, ttl, text, v, &snap);
     else
         *st = DB_ERROR;
     free(text);
@@ -98,7 +142,7 @@ void handlers_user_details(struct worker *w, struct work_request *r)
     const struct proto_request *q = &r->req;
     char key[CACHE_KEY_MAX];
     cache_key_profile(key, q->user_id);
-    json_t *profile = copy_lookup(w, key, q->user_id);
+    json_t *profile = copy_lookup(w, r->app, key, q->user_id);
     if (profile == NULL) {
         char *username = NULL, *models = NULL;
         struct db_snapshot snap;
@@ -111,15 +155,12 @@ void handlers_user_details(struct worker *w, struct work_request *r)
                             json_loads(models, 0, NULL));
         char *enc = profile != NULL ? json_dumps(profile, JSON_COMPACT) : NULL;
         if (enc != NULL)
-            copy_store(w, key, CACHE_TTL_PROFILE, enc, &snap);
+            copy_store(w, r->app, key, CACHE_TTL_PROFILE, enc, profile, &snap);
         free(enc);
         free(username);
         free(models);
     }
-    json_t *name = json_object_get(profile, "username");
-    json_t *data = json_is_string(name) ? json_pack("{s:s, s:O}", "user_id", q->user_id,
-                                                    "username", name)
-                                        : NULL;
+    json_t *data = user_details_data(q->user_id, profile);
     json_decref(profile);
     reply(r, data);
 }
@@ -158,12 +199,15 @@ void handlers_list_sessions(struct worker *w, struct work_request *r)
     char key[CACHE_KEY_MAX];
     cache_key_sessions(key, q->user_id);
     int st;
-    json_t *list = cached_list(w, key, CACHE_TTL_SESSIONS, q->user_id, read_sessions, &st);
+    json_t *list = cached_list(w, r->app, key, CACHE_TTL_SESSIONS, q->user_id, read_sessions,
+                               &st);
     if (list == NULL) {
         reply_error(r, st == DB_NOT_FOUND ? PERR_NO_USER : PERR_LOAD_SESSION);
         return;
     }
-    reply(r, json_pack("{s:s, s:o}", "user_id", q->user_id, "session_info", list));
+    json_t *data = sessions_data(q->user_id, list);
+    json_decref(list);
+    reply(r, data);
 }
 
 /* Code 2. "chat" is a string holding JSON: the client JSON.parse()s it. */
@@ -251,12 +295,14 @@ void handlers_list_models(struct worker *w, struct work_request *r)
     char key[CACHE_KEY_MAX];
     cache_key_models(key);
     int st;
-    json_t *names = cached_list(w, key, CACHE_TTL_MODELS, NULL, read_models, &st);
+    json_t *names = cached_list(w, r->app, key, CACHE_TTL_MODELS, NULL, read_models, &st);
     if (names == NULL) {
         reply_error(r, PERR_MODEL_LIST);
         return;
     }
-    reply(r, json_pack("{s:o}", "models", names));
+    json_t *data = models_data(names);
+    json_decref(names);
+    reply(r, data);
 }
 
 /* Code 6. */
@@ -284,4 +330,57 @@ void handlers_usage(struct worker *w, struct work_request *r)
     }
     outbox_reply_text(r->app->outbox, r->conn_id, r->req.type, json);
     free(json);
+}
+
+/* ------------------------------------------------------- without a worker */
+
+char *handlers_inline(struct app *app, const struct proto_request *q, size_t *len)
+{
+    char key[CACHE_KEY_MAX];
+    const char *user = q->user_id;
+    switch (q->type) {
+    case PROTO_USER_DETAILS:
+        cache_key_profile(key, q->user_id);
+        break;
+    case PROTO_LIST_SESSIONS:
+        if (q->paged)
+            return NULL;
+        cache_key_sessions(key, q->user_id);
+        break;
+    case PROTO_LIST_MODELS:
+        if (q->mine)
+            return NULL;
+        cache_key_models(key);
+        user = NULL;
+        break;
+    default:
+        return NULL;
+    }
+    size_t n;
+    char *text = local_get(app->local, key, user, &n);
+    if (text == NULL)
+        return NULL;
+    char *frame = NULL;
+    if (q->type == PROTO_USER_DETAILS) {
+        /* The profile holds more than the answer: take the name out. */
+        json_t *copy = json_loadb(text, n, 0, NULL);
+        json_t *data = copy != NULL ? user_details_data(q->user_id, copy) : NULL;
+        json_decref(copy);
+        frame = data != NULL ? proto_encode_reply(q->type, data, len) : NULL; /* steals data */
+    } else {
+        /* The copy is kept as a reply holds it: the frame is spliced
+         * around it, the same bytes json_pack and proto_encode_reply
+         * would write (tests/integration/test_web.py compares them). The
+         * user id was checked as a UUID: nothing in it needs escaping. */
+        int k = q->type == PROTO_LIST_SESSIONS
+                    ? asprintf(&frame, "{\"type\":%d,\"data\":{\"user_id\":\"%s\",\"session_info\":%s}}",
+                               q->type, q->user_id, text)
+                    : asprintf(&frame, "{\"type\":%d,\"data\":{\"models\":%s}}", q->type, text);
+        if (k < 0)
+            frame = NULL;
+        else
+            *len = (size_t)k;
+    }
+    free(text);
+    return frame;
 }

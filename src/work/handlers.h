@@ -14,4 +14,14 @@ void handlers_list_models(struct worker *w, struct work_request *r);   /* 5 */
 void handlers_balance(struct worker *w, struct work_request *r);       /* 6 */
 void handlers_usage(struct worker *w, struct work_request *r);         /* 13 */
 
+/* Codes 0, 1 (the whole list) and 5 (the catalogue) answered on the
+ * calling thread, without a worker, when this process holds a fresh copy
+ * (store/local.h): the reply frame (malloc'd, *len set), or NULL when a
+ * worker must answer. The caller must only ask when nothing else of the
+ * connection is queued, so that replies keep their order and a connection
+ * always sees its own earlier writes. */
+struct app;
+struct proto_request;
+char *handlers_inline(struct app *app, const struct proto_request *q, size_t *len);
+
 #endif

@@ -230,6 +230,96 @@ class Lists(unittest.TestCase):
         self.assertTrue(wait_for(lambda: self.c.req(0, {"user_id": uid}).get("code") == 3))
 
 
+class InMemory(unittest.TestCase):
+    """Codes 0, 1 and 5 answered by the service thread from copies in
+    chatd's memory (store/local.c): the same bytes a worker writes, never a
+    copy PostgreSQL contradicts, and a connection always sees its own
+    earlier writes, even when it does not wait for their answers."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.s = Stack("chatd_coh_memory", workers=2)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.s.stop()
+
+    def raw(self, c, type_, data):
+        c.send(type_, data)
+        return c.ws.recv()
+
+    def test_the_same_bytes_as_a_worker(self):
+        uid = self.s.db.add_user("Bytes", balance=START_BALANCE)
+        self.s.db.add_session(uid, 'Name with "quotes" \u00e9 and \\ slash')
+        c = self.s.chatd.client()
+        try:
+            for code, data in ((0, {"user_id": uid}), (1, {"user_id": uid}), (5, {"user_id": uid})):
+                self.s.redis().flushall()
+                self.s.chatd.stop()
+                self.s.chatd.start()  # nothing in memory: a worker answers
+                c.close()
+                c = self.s.chatd.client()
+                first = self.raw(c, code, data)
+                again = self.raw(c, code, data)  # from memory
+                self.assertEqual(first, again, code)
+                self.assertEqual(json.loads(first)["type"], code)
+        finally:
+            c.close()
+
+    def test_admin_sql_and_flushall(self):
+        # An admin's commit reaches chatd as a NOTIFY, a moment after the
+        # commit itself (docs/ARCHITECTURE.md): each change is awaited, and
+        # once seen it must stay seen.
+        uid = self.s.db.add_user("Admin", balance=START_BALANCE)
+        c = self.s.chatd.client()
+
+        def seen(type_, pick, want):
+            self.assertTrue(wait_for(lambda: pick(c.req(type_, {"user_id": uid})["data"]) == want), want)
+            for _ in range(5):
+                self.assertEqual(pick(c.req(type_, {"user_id": uid})["data"]), want)
+        try:
+            for _ in range(3):
+                self.assertEqual(c.req(0, {"user_id": uid})["data"]["username"], "Admin")
+            self.s.db.query("update user_data set username = 'Renamed' where user_id = %s", (uid,))
+            seen(0, lambda d: d["username"], "Renamed")
+            sid = self.s.db.add_session(uid, "by SQL")
+            seen(1, lambda d: [x["session_id"] for x in d["session_info"]], [sid])
+            self.s.db.query("update chat_sessions set session_name = 'renamed by SQL' where session_id = %s", (sid,))
+            seen(1, lambda d: d["session_info"][0]["session_name"], "renamed by SQL")
+            self.s.redis().flushall()
+            self.assertEqual(c.req(1, {"user_id": uid})["data"]["session_info"][0]["session_name"], "renamed by SQL")
+            self.s.db.query("update model_details set model_name = model_name || '-v2' where model_id = 4")
+            try:
+                seen(5, lambda d: d["models"], sorted(r[0] for r in self.s.db.query("select model_name from model_details")))
+            finally:
+                self.s.db.query("update model_details set model_name = left(model_name, -3) where model_id = 4")
+        finally:
+            c.close()
+
+    def test_own_writes_without_waiting(self):
+        uid = self.s.db.add_user("Mine", balance=START_BALANCE)
+        c = self.s.chatd.client()
+        try:
+            sid = c.chat(uid, "NEW", "hello")["data"]["session_id"]
+            for _ in range(3):  # in memory now
+                self.assertEqual(len(c.req(1, {"user_id": uid})["data"]["session_info"]), 1)
+            # the delete and the list sent together: the list comes after
+            # the delete's answer, and without the session
+            c.send(4, {"user_id": uid, "session_id": sid})
+            c.send(1, {"user_id": uid})
+            self.assertEqual(c.recv()["type"], 4)
+            self.assertEqual(c.recv()["data"]["session_info"], [])
+            # the same with a rename
+            sid = c.chat(uid, "NEW", "again")["data"]["session_id"]
+            self.assertEqual(len(c.req(1, {"user_id": uid})["data"]["session_info"]), 1)
+            c.send(10, {"user_id": uid, "session_id": sid, "session_name": "fresh name"})
+            c.send(1, {"user_id": uid})
+            self.assertEqual(c.recv()["type"], 10)
+            self.assertEqual(c.recv()["data"]["session_info"][0]["session_name"], "fresh name")
+        finally:
+            c.close()
+
+
 class Randomized(unittest.TestCase):
     """Readers and writers on two users while Redis stalls, drops its
     clients and is flushed at random; every answer against PostgreSQL."""
