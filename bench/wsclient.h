@@ -251,6 +251,9 @@ struct ws_pool {
     const char *prog; /* for messages, and the subprotocol's name */
     const struct ws_hooks *hooks;
     struct ws_url url;
+    /* Optional: the address of connection k (several instances from one
+     * pool); NULL: url for all. */
+    const struct ws_url *(*url_for)(const struct ws_pool *p, int k);
     int n;    /* connections */
     int ramp; /* handshakes in progress at most */
     int verbose;
@@ -370,7 +373,8 @@ static inline void ws_pool_connect_more(struct ws_pool *p)
         struct ws_conn *wc = ws_pool_conn(p, p->next_conn++);
         wc->state = WS_CONNECTING;
         p->connecting++;
-        if (ws_connect(p->ctx, &p->url, p->prog, wc, &wc->wsi) == NULL &&
+        const struct ws_url *u = p->url_for != NULL ? p->url_for(p, p->next_conn - 1) : &p->url;
+        if (ws_connect(p->ctx, u, p->prog, wc, &wc->wsi) == NULL &&
             wc->state == WS_CONNECTING) {
             /* Failed at once; the error callback may or may not have run. */
             ws_conn_dead(p, wc);

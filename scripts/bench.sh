@@ -7,11 +7,15 @@
 #   b. chatd's resident memory idle and with 1,000 idle WebSocket connections
 #   c. chat turns through chatd vs direct gRPC calls to the same agent
 #   e. appending a turn to a session of 10 vs 10,000 messages
-#   i. an event from one chatd to a subscribed connection on another
+#   i. an event from one chatd to a subscribed connection on another, and
+#      1,000 subscribers of 100 users over two instances
 #   h. code 9 pages of a 10 vs 100,000-message session, code 11 over
 #      1,000,000 messages of 1,000 users, export of 100,000 messages
+#   c2. a turn's PostgreSQL round trips, and the store beside pgbench
 #   d. 2,000 turns in flight at once against an agent that takes 2 s
-# (d runs last because it restarts the agent with a delay.) Everything
+#   k. start-up time with 100,000 sessions vs an empty database
+#   j. 2,000 streamed replies at once, 20 deltas/s each, delivery lag
+# (d and j run last because they restart the agent with other settings.) Everything
 # stops at the end, also on failure or Ctrl-C. Traffic stays on 127.0.0.1.
 # Figures are printed, never asserted: this is not part of `make test`.
 #
@@ -20,7 +24,8 @@
 # for SOAK_SECONDS (600) against chat-agent with AGENT_DELAY_MS=SOAK_DELAY_MS
 # (200), thinking SOAK_THINK_MIN..SOAK_THINK_MAX (0.5..1.5) s between
 # requests, while chatd's RSS and descriptors are sampled every 10 s
-# (bench/soak.c). Exits 1 if any request failed or chatd's descriptors did
+# (bench/soak.c); SOAK_IDLE (0) more connections only hold meanwhile
+# (SOAK_IDLE=9000: ten thousand connections, a thousand of them active). Exits 1 if any request failed or chatd's descriptors did
 # not come back to their baseline.
 #
 # Knobs: BENCH_SECONDS (5) per measurement, BENCH_WARMUP (1),
@@ -52,6 +57,7 @@ SOAK_USERS=${SOAK_USERS:-100}
 SOAK_DELAY_MS=${SOAK_DELAY_MS:-200}
 SOAK_THINK_MIN=${SOAK_THINK_MIN:-0.5}
 SOAK_THINK_MAX=${SOAK_THINK_MAX:-1.5}
+SOAK_IDLE=${SOAK_IDLE:-0} # more connections that only hold (issue 15: 9000 beside 1000 active)
 
 # ------------------------------------------------------------------ build
 if [[ "${BENCH_NO_BUILD:-0}" == 1 ]]; then
@@ -78,7 +84,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 # root and must be able to enter the directory.
 DATA=$(mktemp -d /tmp/chatd-bench.XXXXXX)
 chmod 755 "$DATA"
-AGENT_PID= CHATD_PID= CHATD2_PID= BG_PID= WATCHDOG_PID=
+AGENT_PID= CHATD_PID= CHATD2_PID= BG_PID= IDLE_PID= WATCHDOG_PID=
 
 # shellcheck source=scripts/lib.sh
 . "$REPO/scripts/lib.sh"
@@ -88,6 +94,7 @@ cleanup() {
     trap - INT TERM EXIT
     [[ -z "$WATCHDOG_PID" ]] || kill "$WATCHDOG_PID" 2>/dev/null || true
     stop_child load "$BG_PID" 10
+    stop_child idle "$IDLE_PID" 10
     stop_child chatd "$CHATD_PID" 10
     stop_child chatd "$CHATD2_PID" 10
     stop_child chat-agent "$AGENT_PID" 10
@@ -145,9 +152,11 @@ CHATD_PG_FAST=1 "$REPO/scripts/services.sh" start "$DATA" "$PG_PORT" "$REDIS_POR
 
 psql_q() { PGPASSWORD=chatd psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U chatd -d chatd -v ON_ERROR_STOP=1 "$@"; }
 
-start_agent() { # delay_ms
-    AGENT_HOST=127.0.0.1 AGENT_PORT=$AGENT_PORT AGENT_BACKEND=echo AGENT_DELAY_MS=$1 \
-        AGENT_LOG_LEVEL=warn "$BUILD/chat-agent" >>"$DATA/agent.log" 2>&1 &
+start_agent() { # delay_ms [VAR=value ...]
+    local delay=$1
+    shift
+    env AGENT_HOST=127.0.0.1 AGENT_PORT="$AGENT_PORT" AGENT_BACKEND=echo AGENT_DELAY_MS="$delay" \
+        AGENT_LOG_LEVEL=warn "$@" "$BUILD/chat-agent" >>"$DATA/agent.log" 2>&1 &
     AGENT_PID=$!
     wait_port "$AGENT_PORT" "$AGENT_PID" chat-agent
 }
@@ -268,6 +277,23 @@ if [[ $SCENARIO == soak ]]; then
         --think-min 0.05 --think-max 0.2 --seed 7 >"$DATA/soak-warmup.out" 2>&1 ||
         { say "WARNING: the soak warm-up reported failures:"; grep -v '^sample' "$DATA/soak-warmup.out" >&2; }
     sleep 2
+    if ((SOAK_IDLE > 0)); then
+        # Issue 15's ten thousand: SOAK_IDLE more connections that only
+        # hold, open for the whole soak, beside the active clients.
+        rss_idle0=$(status_of "$CHATD_PID" VmRSS)
+        timeout -k 5 $((SOAK_SECONDS + 240)) "$BUILD/wsbench" --url "$URL" --idle "$SOAK_IDLE" \
+            --hold $((SOAK_SECONDS + 60)) --ramp 256 >"$DATA/soak-idle.out" 2>>"$DATA/client.err" &
+        IDLE_PID=$!
+        for ((i = 0; i < 1200; i++)); do
+            grep -q '^idle conns=' "$DATA/soak-idle.out" && break
+            sleep 0.1
+        done
+        sleep 2
+        rss_idle1=$(status_of "$CHATD_PID" VmRSS)
+        echo "idle connections: $(grep '^idle conns=' "$DATA/soak-idle.out")"
+        echo "chatd VmRSS before / with them (KiB): $rss_idle0 / $rss_idle1, per idle connection" \
+            "$(awk -v a="$rss_idle0" -v b="$rss_idle1" -v n="$SOAK_IDLE" 'BEGIN { printf "%.1f KiB", (b - a) / n }')"
+    fi
     warn0=$(log_count 'level=warn')
     err0=$(log_count 'level=error')
     : >"$DATA/soak.out" # exists before tail looks for it
@@ -284,6 +310,12 @@ if [[ $SCENARIO == soak ]]; then
     BG_PID=
     wait "$tail_pid" 2>/dev/null || true
     chatd_alive
+    if [[ -n "${IDLE_PID:-}" ]]; then
+        echo "chatd VmRSS at the end of the soak (KiB): $(status_of "$CHATD_PID" VmRSS)"
+        kill "$IDLE_PID" 2>/dev/null || true
+        wait "$IDLE_PID" 2>/dev/null || true
+        echo "idle connections at the end: $(grep '^idle_done' "$DATA/soak-idle.out" || echo "(held until killed)")"
+    fi
     echo "chatd log warn/error lines added: $(($(log_count 'level=warn') - warn0)) / $(($(log_count 'level=error') - err0))"
     if grep -q 'level=warn\|level=error' "$DATA/chatd.log"; then
         echo "chatd log warnings/errors (first lines):"
@@ -654,8 +686,62 @@ out=$(timeout -k 5 120 /usr/bin/python3 "$REPO/bench/eventlat.py" "$URL" "ws://1
 echo "$out" >>"$DATA/raw.txt"
 echo "code 10 on instance A, then its session_renamed event on instance B (500 in a row; a rename"
 echo "commits in PostgreSQL, then goes through Redis pub/sub): $out"
+# Fan-out (issue 15): 1,000 subscribed connections of 100 users, half on each
+# instance; renames on A at a fixed rate; every subscriber of the user gets
+# each event, on whichever instance it is.
+psql_q -tAc "with u as (insert into user_data(username, models, balance)
+                          select 'events ' || g, array[4,5,8], 100 from generate_series(1, 100) g
+                          returning user_id)
+             insert into chat_sessions(user_id, session_name, model_id)
+             select user_id, 'events', 8 from u returning user_id || ' ' || session_id" |
+    sed '/^$/d' >"$DATA/event_users.txt"
+echo "fan-out: 1,000 subscribed connections of 100 users over both instances, code 10 renames on A"
+printf '%-14s %8s %10s %9s %10s %10s %10s %10s %6s %6s %6s\n' renames/s renames expected events events/s lag_p50_us lag_p99_us lag_max_us errors chatd% redis%
+for rate in 100 500; do
+    run_cpu timeout -k 5 120 "$BUILD/eventbench" --url "$URL" --url2 "ws://127.0.0.1:$CHATD2_PORT/ws" \
+        --users "$DATA/event_users.txt" --conns 1000 --rate "$rate" --seconds "$SECS"
+    printf '%-14s %8s %10s %9s %10s %10s %10s %10s %6s %6s %6s\n' "$rate" "$(field "$OUT" renames)" \
+        "$(field "$OUT" events_expected)" "$(field "$OUT" events)" "$(field "$OUT" events_per_s)" \
+        "$(field "$OUT" lag_p50_us)" "$(field "$OUT" lag_p99_us)" "$(field "$OUT" lag_max_us)" \
+        "$(field "$OUT" errors)" "$CHATD_CPU" "$REDIS_CPU"
+done
+echo "(chatd% is instance A's only; B delivers half of the events)"
 stop_child chatd "$CHATD2_PID" 10
 CHATD2_PID=
+
+# ------------------------------------------------- k. start-up vs data size
+echo
+echo "## k. start-up: from exec to /readyz 200, empty database vs 100,000 sessions"
+PGPASSWORD=chatd psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U chatd -d postgres -c "create database chatd_empty" >/dev/null
+env "${CHATD_VARS[@]}" DB_NAME=chatd_empty "$BUILD/chatd" migrate >>"$DATA/chatd.log" 2>&1 || die "migrating chatd_empty failed"
+have=$(psql_q -tAc "select count(*) from chat_sessions")
+if ((have < 100000)); then
+    psql_q -c "with u as (insert into user_data(username, models, balance) values ('Startup', array[8], 1) returning user_id)
+               insert into chat_sessions(user_id, session_name, model_id)
+               select user_id, 'startup ' || g, 8 from u, generate_series(1, 100000 - $have) g" >/dev/null
+fi
+psql_q -c "vacuum analyze chat_sessions" >/dev/null
+startup_ms() { # database -> ms from exec to the first /readyz 200
+    local port pid t0 t1 i
+    port=$(free_port)
+    t0=$(date +%s%N)
+    env "${CHATD_VARS[@]}" SERVER_PORT="$port" DB_NAME="$1" "$BUILD/chatd" >>"$DATA/chatd-startup.log" 2>&1 &
+    pid=$!
+    for ((i = 0; i < 3000; i++)); do
+        [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/readyz" 2>/dev/null) == 200 ]] && break
+        sleep 0.005
+    done
+    t1=$(date +%s%N)
+    stop_child chatd "$pid" 10
+    echo $(((t1 - t0) / 1000000))
+}
+median3() { printf '%s\n' "$@" | sort -n | sed -n 2p; }
+e1=$(startup_ms chatd_empty) e2=$(startup_ms chatd_empty) e3=$(startup_ms chatd_empty)
+f1=$(startup_ms chatd) f2=$(startup_ms chatd) f3=$(startup_ms chatd)
+em=$(median3 "$e1" "$e2" "$e3") fm=$(median3 "$f1" "$f2" "$f3")
+printf '%-40s %s\n' "empty database (ms, 3 runs)" "$e1 $e2 $e3 (median $em)"
+printf '%-40s %s\n' "$(psql_q -tAc "select count(*) from chat_sessions") sessions, $(psql_q -tAc "select count(*) from chat_messages") messages (ms)" "$f1 $f2 $f3 (median $fm)"
+printf '%-40s %s\n' "ratio" "$(awk -v a="$fm" -v b="$em" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')"
 
 # ---------------------------------------------------- d. 2,000 in flight
 echo
@@ -707,6 +793,39 @@ printf '%-40s %s\n' "chatd threads before / max during" "$thr0 / $thr_max"
 printf '%-40s %s\n' "chatd VmRSS max sampled (KiB)" "$rss_max"
 printf '%-40s %s\n' "chatd VmHWM during the burst (KiB)" "$hwm"
 printf '%-40s %s\n' "chatd log warn/error lines added" "$(($(log_count 'level=warn') - warn0)) / $(($(log_count 'level=error') - err0))"
+
+# ------------------------------------------ j. thousands of live streams (issue 15)
+STREAMS=${BENCH_STREAMS:-2000}
+STREAM_WORDS=${BENCH_STREAM_WORDS:-200}
+echo
+echo "## j. $STREAMS streamed replies at once, 20 deltas/s each for $((STREAM_WORDS / 20)) s (chat-agent AGENT_DELTA_MS=50 AGENT_STAMP_DELTAS=1)"
+stop_child chat-agent "$AGENT_PID" 10
+AGENT_PID=
+start_agent 0 AGENT_DELTA_MS=50 AGENT_STAMP_DELTAS=1
+for ((i = 0; i < 20; i++)); do
+    out=$(timeout -k 5 30 "$BUILD/wsbench" --url "$URL" --user "$USER_ID" --code 3 --session NEW --conns 1 --once --timeout 30 2>>"$DATA/client.err") || true
+    [[ $(field "$out" errors) == 0 && $(field "$out" requests) == 1 ]] && break
+    sleep 1
+done
+echo "(lag: the client's receive time minus the agent's send time stamped in each delta, same clock;"
+echo " each turn's last piece comes with the reply's end, unstamped; CPU per 1,000 deltas is chatd's)"
+printf '%-26s %6s %8s %9s %7s %5s %10s %10s %10s %6s %8s %7s %6s\n' what turns deltas expected order dups lag_p50_us lag_p99_us lag_max_us errors chatd% cpu/1k pg%
+for mode in plain resume; do
+    flag=
+    [[ $mode == resume ]] && flag=--resume
+    rss_before=$(status_of "$CHATD_PID" VmRSS)
+    c0=$(cpu_ticks "$CHATD_PID")
+    run_cpu timeout -k 5 300 "$BUILD/streambench" --url "$URL" --user "$USER_ID" --conns "$STREAMS" --words "$STREAM_WORDS" --timeout 200 --ramp 256 $flag
+    c1=$(cpu_ticks "$CHATD_PID")
+    d=$(field "$OUT" deltas)
+    printf '%-26s %6s %8s %9s %7s %5s %10s %10s %10s %6s %8s %7s %6s\n' \
+        "$([[ $mode == resume ]] && echo "subscribed + turn streams" || echo "streamed, no subscribers")" \
+        "$(field "$OUT" turns_done)" "$d" "$(field "$OUT" deltas_expected)" "$(field "$OUT" out_of_order)" \
+        "$(field "$OUT" duplicates)" "$(field "$OUT" lag_p50_us)" "$(field "$OUT" lag_p99_us)" \
+        "$(field "$OUT" lag_max_us)" "$(field "$OUT" errors)" "$CHATD_CPU" \
+        "$(awk -v t=$((c1 - c0)) -v hz="$CLK_TCK" -v d="${d:-0}" 'BEGIN { printf "%.1f ms", (d > 0 ? t / hz / d * 1e6 : 0) }')" "$PG_CPU"
+done
+printf '%-40s %s\n' "chatd VmRSS after (KiB)" "$(status_of "$CHATD_PID" VmRSS)"
 
 echo
 echo "raw result lines:"

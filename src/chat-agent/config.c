@@ -126,7 +126,7 @@ static int ca_parse_costs(const char *list)
 
 int ca_config_load(void)
 {
-    long port, delay, timeout, workers;
+    long port, delay, delta, stamp, timeout, workers;
     ca_cfg.host = env_str("AGENT_HOST", "127.0.0.1");
     ca_cfg.backend = env_str("AGENT_BACKEND", "echo");
     ca_cfg.record_file = env_str("AGENT_RECORD_FILE", NULL);
@@ -136,6 +136,8 @@ int ca_config_load(void)
     ca_cfg.openai_model = env_str("OPENAI_MODEL", "");
     if (env_long("AGENT_PORT", 50051, 0, 65535, &port) ||
         env_long("AGENT_DELAY_MS", 0, 0, 3600 * 1000, &delay) ||
+        env_long("AGENT_DELTA_MS", 0, 0, 3600 * 1000, &delta) ||
+        env_long("AGENT_STAMP_DELTAS", 0, 0, 1, &stamp) ||
         env_long("OPENAI_TIMEOUT_SECONDS", 120, 1, 24 * 3600, &timeout) ||
         env_long("AGENT_WORKERS", 16, 1, 1024, &workers) ||
         env_double("AGENT_PRICE_IN_PER_1K", 0.0015, &ca_cfg.price_in_per_1k) ||
@@ -156,6 +158,8 @@ int ca_config_load(void)
     }
     ca_cfg.port = (int)port;
     ca_cfg.delay_ms = (int)delay;
+    ca_cfg.delta_ms = (int)delta;
+    ca_cfg.stamp_deltas = (int)stamp;
     ca_cfg.openai_timeout_seconds = (int)timeout;
     ca_cfg.workers = (int)workers;
     if (strcmp(ca_cfg.backend, "echo") != 0 && strcmp(ca_cfg.backend, "openai") != 0) {

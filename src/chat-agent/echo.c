@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "chat_agent.h"
 #include "lib/log.h"
@@ -120,7 +121,23 @@ static int echo_step(struct echo_job *j)
     j->pos = end;
     j->piece++;
     if (j->pos < j->len) {
-        ca_call_push(j->k, piece, n);
+        if (ca_cfg.stamp_deltas) {
+            /* The word, "@", the wall-clock time of sending in µs: what
+             * bench/streambench.c measures delivery lag against. */
+            char stamped[256];
+            size_t word = n;
+            while (word > 0 && piece[word - 1] == ' ')
+                word--;
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            int m = snprintf(stamped, sizeof(stamped), "%.*s@%llu ", (int)(word > 200 ? 200 : word),
+                             piece,
+                             (unsigned long long)ts.tv_sec * 1000000ull +
+                                 (unsigned long long)ts.tv_nsec / 1000ull);
+            ca_call_push(j->k, stamped, (size_t)m);
+        } else {
+            ca_call_push(j->k, piece, n);
+        }
         return 0;
     }
     ca_call_finish_text(j->k, piece, n, GRPC_STATUS_OK, NULL, j->cost);
@@ -129,6 +146,8 @@ static int echo_step(struct echo_job *j)
 
 static uint64_t echo_due(const struct echo_job *j)
 {
+    if (ca_cfg.delta_ms > 0 && ca_call_method(j->k) == CA_STREAM) /* a steady pace per piece */
+        return j->start_ms + (uint64_t)ca_cfg.delta_ms * (j->piece + 1);
     size_t n = ca_call_method(j->k) == CA_STREAM ? j->n_pieces : 1;
     return j->start_ms + (uint64_t)ca_cfg.delay_ms * (j->piece + 1) / n;
 }
@@ -237,7 +256,7 @@ void echo_handle(struct ca_call *k)
     for (size_t p = 0; p < j->len; p = echo_piece_end(reply, j->len, p))
         j->n_pieces++;
 
-    if (ca_cfg.delay_ms <= 0) {
+    if (ca_cfg.delay_ms <= 0 && (ca_cfg.delta_ms <= 0 || ca_call_method(k) != CA_STREAM)) {
         while (!echo_step(j))
             ;
         echo_job_free(j);

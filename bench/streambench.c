@@ -1,0 +1,262 @@
+/* streambench.c - many streamed replies at once (issue 15, section j of
+ * scripts/bench.sh).
+ *
+ *   streambench --url ws://127.0.0.1:8000/ws --user UUID --conns 2000
+ *               --words 200 [--resume] [--timeout 120]
+ *
+ * Every connection opens, then all send one code 3 with "stream": true and
+ * a message of --words words at once; chat-agent (echo back end, started
+ * with AGENT_DELTA_MS and AGENT_STAMP_DELTAS=1) sends one delta per word,
+ * each carrying the agent's wall-clock send time ("<word>@<unix us> "). For
+ * every type 7 frame this checks that its index is the next one of its
+ * turn (each delta once, in order), and records the delivery lag: receive
+ * time minus the stamp (agent and client share the machine's clock). With
+ * --resume each turn is also subscribed to (code 14) first, so chatd's
+ * events and turn streams (the Redis side of resume) run too.
+ *
+ * Prints one line: conns, turns, deltas expected/received, out_of_order,
+ * duplicates, lag p50/p99/max in microseconds, errors, elapsed seconds.
+ * Figures are printed, never asserted. */
+#include <jansson.h>
+#include <libwebsockets.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "measure.h"
+#include "wsclient.h"
+
+#define SB_MAX_FRAME (1u << 20)
+#define SB_TICK_US (10 * 1000)
+
+struct conn {
+    struct ws_conn ws;
+    int stage;        /* 0 nothing sent, 1 subscribe sent, 2 chat sent, 3 final reply */
+    int want_send;
+    long long next_index; /* the index the next delta must have */
+    long long deltas;
+};
+
+static struct {
+    struct ws_pool pool;
+    struct conn *c;
+    const char *user;
+    int words, resume;
+    double timeout;
+    char *message;
+    int phase; /* 0 connecting, 1 running, 2 closing, 3 done */
+    uint64_t t_phase, t_start, t_end;
+    long long deltas, out_of_order, duplicates, errors, finals, unstamped;
+    int errors_shown;
+    struct latency lag;
+    unsigned char *scratch;
+    size_t scratch_cap;
+} S;
+
+static struct conn *conn_of(struct ws_conn *wc) { return lws_container_of(wc, struct conn, ws); }
+
+static uint64_t wall_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static int on_writeable(struct ws_conn *wc)
+{
+    struct conn *c = conn_of(wc);
+    if (!c->want_send)
+        return 0;
+    c->want_send = 0;
+    char *out = (char *)S.scratch + LWS_PRE;
+    int n;
+    if (S.resume && c->stage == 0) {
+        n = snprintf(out, S.scratch_cap, "{\"type\":14,\"data\":{\"user_id\":\"%s\"}}", S.user);
+        c->stage = 1;
+    } else {
+        n = snprintf(out, S.scratch_cap,
+                     "{\"type\":3,\"data\":{\"user_id\":\"%s\",\"session_id\":\"NEW\","
+                     "\"model_name\":\"llama3.1:8b\",\"message\":\"%s\",\"session_prompt\":\"\","
+                     "\"file_name\":\"\",\"stream\":true}}",
+                     S.user, S.message);
+        c->stage = 2;
+    }
+    if (n <= 0 || (size_t)n >= S.scratch_cap)
+        ws_die("streambench", "request too long");
+    return ws_send_text("streambench", wc->wsi, S.scratch, (size_t)n) != 0 ? -1 : 0;
+}
+
+static void on_frame(struct ws_conn *wc, const char *frame, size_t len)
+{
+    struct conn *c = conn_of(wc);
+    uint64_t now = wall_us();
+    if (frame == NULL)
+        return;
+    json_t *root = json_loadb(frame, len, 0, NULL);
+    if (root == NULL)
+        return;
+    int type = (int)json_integer_value(json_object_get(root, "type"));
+    json_t *data = json_object_get(root, "data");
+    if (json_object_get(root, "error") != NULL) {
+        S.errors++;
+        if (S.errors_shown++ < 3)
+            fprintf(stderr, "streambench: error reply: %.*s\n", (int)(len > 200 ? 200 : len), frame);
+    } else if (type == 14 && c->stage == 1) {
+        c->want_send = 1;
+        lws_callback_on_writable(wc->wsi);
+    } else if (type == 7 && c->stage == 2) {
+        long long index = json_integer_value(json_object_get(data, "index"));
+        if (index < c->next_index)
+            S.duplicates++;
+        else if (index > c->next_index)
+            S.out_of_order++;
+        if (index >= c->next_index)
+            c->next_index = index + 1;
+        c->deltas++;
+        S.deltas++;
+        const char *d = json_string_value(json_object_get(data, "delta"));
+        const char *at = d != NULL ? strrchr(d, '@') : NULL;
+        unsigned long long sent = at != NULL ? strtoull(at + 1, NULL, 10) : 0;
+        if (sent > 0 && sent <= now + 1000000u)
+            latency_add(&S.lag, (now > sent ? now - sent : 0) * 1000u);
+        else
+            S.unstamped++;
+    } else if (type == 3 && c->stage == 2) {
+        c->stage = 3;
+        S.finals++;
+        S.t_end = ws_now_ns();
+    }
+    json_decref(root);
+}
+
+static void on_dead(struct ws_conn *wc, enum ws_state was)
+{
+    (void)wc;
+    (void)was;
+}
+
+static void say_closed(struct ws_conn *wc)
+{
+    (void)wc;
+    fprintf(stderr, "streambench: a connection was closed by chatd\n");
+}
+
+static const struct ws_hooks hooks = {on_frame, on_writeable, on_dead, say_closed};
+
+static int step(void)
+{
+    if (ws_interrupted && S.phase < 2) {
+        S.phase = 2;
+        S.t_phase = ws_now_ns();
+        ws_pool_close_all(&S.pool);
+    }
+    switch (S.phase) {
+    case 0:
+        ws_pool_connect_more(&S.pool);
+        if (ws_pool_all_tried(&S.pool)) {
+            S.phase = 1;
+            S.t_phase = S.t_start = ws_now_ns();
+            for (int k = 0; k < S.pool.n; k++)
+                if (S.c[k].ws.state == WS_OPEN) {
+                    S.c[k].want_send = 1;
+                    lws_callback_on_writable(S.c[k].ws.wsi);
+                }
+        }
+        break;
+    case 1: {
+        int running = 0;
+        for (int k = 0; k < S.pool.n && !running; k++)
+            running = S.c[k].ws.state == WS_OPEN && S.c[k].stage < 3;
+        if (!running || ws_secs_since(S.t_phase) >= S.timeout) {
+            S.phase = 2;
+            S.t_phase = ws_now_ns();
+            ws_pool_close_all(&S.pool);
+        }
+        break;
+    }
+    case 2:
+        if (S.pool.open == 0 || ws_secs_since(S.t_phase) >= 5)
+            S.phase = 3;
+        break;
+    }
+    return S.phase == 3;
+}
+
+__attribute__((noreturn)) static void usage(void)
+{
+    fprintf(stderr, "usage: streambench --url ws://HOST:PORT/ws --user UUID --conns N --words W"
+                    " [--resume] [--timeout S] [--ramp N]\n");
+    exit(2);
+}
+
+int main(int argc, char **argv)
+{
+    const char *url = NULL;
+    S.pool.prog = "streambench";
+    S.pool.hooks = &hooks;
+    S.pool.max_frame = SB_MAX_FRAME;
+    S.pool.n = 1;
+    S.pool.ramp = 128;
+    S.words = 200;
+    S.timeout = 120;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define ARG(name) (strcmp(a, name) == 0 && (v != NULL ? (i++, 1) : (usage(), 0)))
+        if (ARG("--url"))
+            url = v;
+        else if (ARG("--user"))
+            S.user = v;
+        else if (ARG("--conns"))
+            S.pool.n = atoi(v);
+        else if (ARG("--words"))
+            S.words = atoi(v);
+        else if (ARG("--timeout"))
+            S.timeout = atof(v);
+        else if (ARG("--ramp"))
+            S.pool.ramp = atoi(v);
+        else if (strcmp(a, "--resume") == 0)
+            S.resume = 1;
+        else
+            usage();
+#undef ARG
+    }
+    if (url == NULL || S.user == NULL || S.pool.n < 1 || S.words < 1 || S.words > 100000)
+        usage();
+    ws_check_plain("streambench", "--user", S.user);
+    ws_parse_url("streambench", url, &S.pool.url);
+    /* "w0 w1 w2 ...": one delta per word */
+    size_t cap = (size_t)S.words * 8 + 1;
+    S.message = malloc(cap);
+    S.scratch_cap = cap + 512;
+    S.scratch = malloc(LWS_PRE + S.scratch_cap);
+    if (S.message == NULL || S.scratch == NULL)
+        ws_die("streambench", "out of memory");
+    size_t off = 0;
+    for (int w = 0; w < S.words; w++)
+        off += (size_t)snprintf(S.message + off, cap - off, w ? " w%d" : "w%d", w);
+
+    S.c = ws_pool_init(&S.pool, sizeof(*S.c), offsetof(struct conn, ws));
+    ws_pool_start(&S.pool);
+    ws_pool_run(&S.pool, step, SB_TICK_US);
+
+    latency_sort(&S.lag);
+    /* The echo reply is "echo: " + the message + " [history=...]": one
+     * delta per word of that. */
+    long long per_turn = S.words + 4;
+    double elapsed = S.t_end > S.t_start ? (double)(S.t_end - S.t_start) / 1e9 : 0;
+    printf("conns=%d connected=%d turns_done=%lld deltas_expected=%lld deltas=%lld"
+           " out_of_order=%lld duplicates=%lld unstamped=%lld lag_p50_us=%u lag_p99_us=%u"
+           " lag_max_us=%u errors=%lld elapsed_s=%.2f cpu_s=%.2f\n",
+           S.pool.n, S.pool.ever_open, S.finals, per_turn * S.pool.ever_open, S.deltas,
+           S.out_of_order, S.duplicates, S.unstamped, latency_pct(&S.lag, 50),
+           latency_pct(&S.lag, 99), latency_pct(&S.lag, 100), S.errors, elapsed,
+           measure_cpu_seconds());
+    ws_pool_free(&S.pool);
+    latency_free(&S.lag);
+    free(S.message);
+    free(S.scratch);
+    return 0;
+}
