@@ -16,7 +16,7 @@ import unittest
 
 import websocket
 
-from harness import MODEL, Agent, Chatd, Database, Nginx, cleanup, redis_client
+from harness import MODEL, Agent, Chatd, Database, Nginx, cleanup, redis_client, wait_for
 from test_http import PNG, multipart, request
 
 
@@ -128,19 +128,29 @@ class Balancer(unittest.TestCase):
                 self.assertEqual(c.chat(uid, "NEW", "no", model="gpt-4-turbo")["code"], 7)
             self.db.query("update user_data set models = array[4, 8], username = 'Renamed'"
                           " where user_id = %s", (uid,))
-            for c in clients:  # no TTL to wait for
-                self.assertEqual(c.req(0, {"user_id": uid})["data"]["username"], "Renamed")
+            # No TTL to wait for: each instance hears the commit's NOTIFY
+            # (a moment after the commit returns to the admin; a copy in
+            # memory answers fast enough to ask within that moment), and
+            # from then on never answers the old name. A turn's checks
+            # read PostgreSQL itself.
+            for c in clients:
+                wait_for(lambda: c.req(0, {"user_id": uid})["data"]["username"] == "Renamed", "the new name")
+                for _ in range(5):
+                    self.assertEqual(c.req(0, {"user_id": uid})["data"]["username"], "Renamed")
                 self.assertEqual(c.chat(uid, "NEW", "yes", model="gpt-4-turbo")["type"], 3)
             self.db.query("update user_data set models = array[8] where user_id = %s", (uid,))
             for c in clients:
                 self.assertEqual(c.chat(uid, "NEW", "no again", model="gpt-4-turbo")["code"], 7)
             # a session an admin deletes is gone from every instance's list
             sid = self.db.add_session(uid, name="by SQL")
+            listed = lambda c: [s["session_id"] for s in c.req(1, {"user_id": uid})["data"]["session_info"]]
             for c in clients:
-                self.assertIn(sid, [s["session_id"] for s in c.req(1, {"user_id": uid})["data"]["session_info"]])
+                wait_for(lambda: sid in listed(c), "the new session listed")
             self.db.query("delete from chat_sessions where session_id = %s", (sid,))
             for c in clients:
-                self.assertNotIn(sid, [s["session_id"] for s in c.req(1, {"user_id": uid})["data"]["session_info"]])
+                wait_for(lambda: sid not in listed(c), "the deleted session gone")
+                for _ in range(5):
+                    self.assertNotIn(sid, listed(c))
         finally:
             for c in clients:
                 c.close()

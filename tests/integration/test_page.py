@@ -140,7 +140,8 @@ class Page(unittest.TestCase):
         d.execute_script("localStorage.clear(); sessionStorage.clear();"
                          "localStorage.setItem('chatd.user', arguments[0]);", user)
         d.get(base + "/")
-        self.wait(lambda: d.find_element(By.ID, "username").text != "", "the username", d)
+        # textContent: on a phone the list (and the name in it) is off screen
+        self.wait(lambda: d.find_element(By.ID, "username").get_attribute("textContent") != "", "the username", d)
         self.wait(lambda: d.find_elements(By.CSS_SELECTOR, "#model option"), "the models", d)
 
     def wait(self, fn, what, d=None, tries=600, delay=0.05):
@@ -338,6 +339,73 @@ class Page(unittest.TestCase):
         text = open(path, encoding="utf-8").read()
         self.assertIn("Island trip", text)
         self.assertIn("zanzibar", text)
+
+    def test_delete_after_confirming(self):
+        uid = self.db.add_user()
+        keep = self.db.add_session(uid, "Keep me")
+        gone = self.db.add_session(uid, "Delete me", [("user", "hi"), ("assistant", "hello")])
+        self.open_as(self.http(self.fast), uid)
+        d = self.b
+        row = "#sessions li[data-id='%s']" % gone
+        self.wait(lambda: d.find_element(By.CSS_SELECTOR, row + " .open"), "the chat").click()
+        self.wait(lambda: d.find_element(By.ID, "title").text == "Delete me", "it is open")
+        d.find_element(By.CSS_SELECTOR, row + " button.delete").click()
+        # Asked first, in the page: Cancel keeps it.
+        d.find_element(By.CSS_SELECTOR, row + " .confirm button:not(.danger)").click()
+        self.assertEqual(self.db.one("select count(*) from chat_sessions where session_id = %s", (gone,)), 1)
+        d.find_element(By.CSS_SELECTOR, row + " button.delete").click()
+        d.find_element(By.CSS_SELECTOR, row + " .confirm button.danger").click()
+        self.wait(lambda: not d.find_elements(By.CSS_SELECTOR, row), "gone from the list")
+        self.assertEqual(self.db.one("select count(*) from chat_sessions where session_id = %s", (gone,)), 0)
+        self.assertEqual(d.find_element(By.ID, "title").text, "New chat")
+        self.assertTrue(d.find_elements(By.CSS_SELECTOR, "#sessions li[data-id='%s']" % keep))
+
+    def test_errors_inline_in_plain_words(self):
+        uid = self.db.add_user(balance=0)
+        self.open_as(self.http(self.fast), uid)
+        d = self.b
+        self.send("this costs money")
+        # An alert() would make every later call raise UnexpectedAlertPresentException.
+        note = self.wait(lambda: d.find_element(By.ID, "notice"), "the notice")
+        self.wait(lambda: note.is_displayed() and "Insufficient balance" in note.text, "the words")
+        self.assertEqual(d.find_element(By.ID, "input").get_attribute("value"), "this costs money")
+        self.assertFalse(d.find_elements(By.CSS_SELECTOR, "#messages .pending"))
+        d.find_element(By.ID, "notice-close").click()
+        self.assertFalse(note.is_displayed())
+
+    def test_phone_width_and_drag_and_drop(self):
+        uid = self.db.add_user()
+        sid = self.db.add_session(uid, "On the phone", [("user", "hi"), ("assistant", "**hello**")])
+        d = self.b
+        d.set_window_size(390, 844)
+        try:
+            self.open_as(self.http(self.fast), uid)
+            sidebar = d.find_element(By.ID, "sidebar")
+            self.assertLess(sidebar.rect["x"] + sidebar.rect["width"], 5)  # off screen
+            d.find_element(By.ID, "menu").click()
+            self.wait(lambda: sidebar.rect["x"] >= 0, "the list slides in")
+            d.find_element(By.CSS_SELECTOR, "#sessions li[data-id='%s'] .open" % sid).click()
+            self.wait(lambda: sidebar.rect["x"] + sidebar.rect["width"] < 5, "the list slides out")
+            self.wait(lambda: d.find_element(By.CSS_SELECTOR, "#messages .msg.assistant strong").text == "hello",
+                      "the chat")
+            # Nothing wider than the screen.
+            self.assertLessEqual(d.execute_script("return document.documentElement.scrollWidth"), 390)
+            # A file dropped on the conversation is attached (the drop event a
+            # browser fires, with a File in its DataTransfer).
+            d.execute_script("""
+                const bytes = Uint8Array.from(atob(arguments[0]), c => c.charCodeAt(0));
+                const dt = new DataTransfer();
+                dt.items.add(new File([bytes], 'dropped.png', {type: 'image/png'}));
+                const chat = document.querySelector('.chat');
+                for (const kind of ['dragenter', 'dragover', 'drop'])
+                    chat.dispatchEvent(new DragEvent(kind, {dataTransfer: dt, bubbles: true, cancelable: true}));
+            """, __import__("base64").b64encode(png()).decode())
+            self.wait(lambda: d.find_element(By.ID, "attachment-name").text == "dropped.png", "the dropped file")
+            self.assertFalse(d.find_element(By.ID, "drop").is_displayed())
+            self.send("dropped it")
+            self.wait(lambda: d.find_elements(By.CSS_SELECTOR, "#messages .msg.file[data-seq] img"), "stored")
+        finally:
+            d.set_window_size(1200, 850)
 
     def test_scroll_up_through_500_messages(self):
         uid = self.db.add_user()
