@@ -1,22 +1,27 @@
 /* streambench.c - many streamed replies at once (issue 15, section j of
  * scripts/bench.sh).
  *
- *   streambench --url ws://127.0.0.1:8000/ws --user UUID --conns 2000
- *               --words 200 [--resume] [--timeout 120]
+ *   streambench --url ws://127.0.0.1:8000/ws (--user UUID | --users FILE)
+ *               --conns 2000 --words 200 [--resume] [--timeout 120]
  *
  * Every connection opens, then all send one code 3 with "stream": true and
  * a message of --words words at once; chat-agent (echo back end, started
- * with AGENT_DELTA_MS and AGENT_STAMP_DELTAS=1) sends one delta per word,
+ * with AGENT_DELTA_MS and AGENT_STAMP_DELTAS=1) sends one piece per word,
  * each carrying the agent's wall-clock send time ("<word>@<unix us> "). For
  * every type 7 frame this checks that its index is the next one of its
- * turn (each delta once, in order), and records the delivery lag: receive
- * time minus the stamp (agent and client share the machine's clock). With
- * --resume each turn is also subscribed to (code 14) first, so chatd's
- * events and turn streams (the Redis side of resume) run too.
+ * turn (each delta once, in order), and records each word's delivery lag:
+ * receive time minus its stamp (agent and client share the machine's
+ * clock). With --resume each connection first subscribes (code 14) to its
+ * user's events, so those are delivered too.
  *
- * Prints one line: conns, turns, deltas expected/received, out_of_order,
- * duplicates, lag p50/p99/max in microseconds, errors, elapsed seconds.
- * Figures are printed, never asserted. */
+ * The agent may send several words in one message when its socket is
+ * busy, so words are counted and checked one by one (each the next word of
+ * the reply), not frames.
+ *
+ * Prints one line: conns, turns, pieces expected/received, frames,
+ * out_of_order (an index skipped), duplicates (an index again), wrong_words
+ * (a word not the next of the reply), lag p50/p99/max in microseconds,
+ * errors, elapsed seconds. Figures are printed, never asserted. */
 #include <jansson.h>
 #include <libwebsockets.h>
 #include <stdint.h>
@@ -37,18 +42,22 @@ struct conn {
     int want_send;
     long long next_index; /* the index the next delta must have */
     long long deltas;
+    int next_word;        /* the piece of the reply the next stamped word must be */
+    int user;             /* index into S.users */
 };
 
 static struct {
     struct ws_pool pool;
     struct conn *c;
-    const char *user;
+    const char *user, *users_file;
     int words, resume;
     double timeout;
     char *message;
     int phase; /* 0 connecting, 1 running, 2 closing, 3 done */
     uint64_t t_phase, t_start, t_end;
-    long long deltas, out_of_order, duplicates, errors, finals, unstamped;
+    long long deltas, pieces, out_of_order, duplicates, wrong_words, errors, finals, unstamped;
+    char (*users)[40];
+    int n_users;
     int errors_shown;
     struct latency lag;
     unsigned char *scratch;
@@ -73,14 +82,15 @@ static int on_writeable(struct ws_conn *wc)
     char *out = (char *)S.scratch + LWS_PRE;
     int n;
     if (S.resume && c->stage == 0) {
-        n = snprintf(out, S.scratch_cap, "{\"type\":14,\"data\":{\"user_id\":\"%s\"}}", S.user);
+        n = snprintf(out, S.scratch_cap, "{\"type\":14,\"data\":{\"user_id\":\"%s\"}}",
+                     S.users[c->user]);
         c->stage = 1;
     } else {
         n = snprintf(out, S.scratch_cap,
                      "{\"type\":3,\"data\":{\"user_id\":\"%s\",\"session_id\":\"NEW\","
                      "\"model_name\":\"llama3.1:8b\",\"message\":\"%s\",\"session_prompt\":\"\","
                      "\"file_name\":\"\",\"stream\":true}}",
-                     S.user, S.message);
+                     S.users[c->user], S.message);
         c->stage = 2;
     }
     if (n <= 0 || (size_t)n >= S.scratch_cap)
@@ -116,12 +126,38 @@ static void on_frame(struct ws_conn *wc, const char *frame, size_t len)
             c->next_index = index + 1;
         c->deltas++;
         S.deltas++;
+        /* A frame holds one piece of the reply, or several when the agent
+         * sent them together (it does when its socket is busy): each is
+         * "<word>@<send time> ", checked against the reply's words in
+         * order, its lag taken on its own. */
         const char *d = json_string_value(json_object_get(data, "delta"));
-        const char *at = d != NULL ? strrchr(d, '@') : NULL;
-        unsigned long long sent = at != NULL ? strtoull(at + 1, NULL, 10) : 0;
-        if (sent > 0 && sent <= now + 1000000u)
-            latency_add(&S.lag, (now > sent ? now - sent : 0) * 1000u);
-        else
+        int stamps = 0;
+        for (const char *p = d != NULL ? d : ""; *p;) {
+            const char *at = strchr(p, '@');
+            if (at == NULL)
+                break;
+            char want[32];
+            int k = c->next_word++;
+            if (k == 0)
+                snprintf(want, sizeof(want), "echo:");
+            else if (k <= S.words)
+                snprintf(want, sizeof(want), "w%d", k - 1);
+            else
+                snprintf(want, sizeof(want), "%s",
+                         k == S.words + 1 ? "[history=0" : k == S.words + 2 ? "summary=0" : "?");
+            if ((size_t)(at - p) != strlen(want) || memcmp(p, want, strlen(want)) != 0)
+                S.wrong_words++;
+            char *end;
+            unsigned long long sent = strtoull(at + 1, &end, 10);
+            if (sent > 0 && sent <= now + 1000000u)
+                latency_add(&S.lag, (now > sent ? now - sent : 0) * 1000u);
+            stamps++;
+            p = end;
+            while (*p == ' ')
+                p++;
+        }
+        S.pieces += stamps;
+        if (stamps == 0)
             S.unstamped++;
     } else if (type == 3 && c->stage == 2) {
         c->stage = 3;
@@ -186,8 +222,8 @@ static int step(void)
 
 __attribute__((noreturn)) static void usage(void)
 {
-    fprintf(stderr, "usage: streambench --url ws://HOST:PORT/ws --user UUID --conns N --words W"
-                    " [--resume] [--timeout S] [--ramp N]\n");
+    fprintf(stderr, "usage: streambench --url ws://HOST:PORT/ws (--user UUID | --users FILE)"
+                    " --conns N --words W [--resume] [--timeout S] [--ramp N]\n");
     exit(2);
 }
 
@@ -209,6 +245,8 @@ int main(int argc, char **argv)
             url = v;
         else if (ARG("--user"))
             S.user = v;
+        else if (ARG("--users"))
+            S.users_file = v;
         else if (ARG("--conns"))
             S.pool.n = atoi(v);
         else if (ARG("--words"))
@@ -223,9 +261,29 @@ int main(int argc, char **argv)
             usage();
 #undef ARG
     }
-    if (url == NULL || S.user == NULL || S.pool.n < 1 || S.words < 1 || S.words > 100000)
+    if (url == NULL || (S.user == NULL) == (S.users_file == NULL) || S.pool.n < 1 ||
+        S.words < 1 || S.words > 100000)
         usage();
-    ws_check_plain("streambench", "--user", S.user);
+    /* --user: every connection is that user; --users FILE: connection k
+     * is the file's user k % N (its events go to its own connections). */
+    S.users = calloc((size_t)S.pool.n, sizeof(*S.users));
+    if (S.users == NULL)
+        ws_die("streambench", "out of memory");
+    if (S.user != NULL) {
+        snprintf(S.users[0], sizeof(S.users[0]), "%s", S.user);
+        S.n_users = 1;
+    } else {
+        FILE *f = fopen(S.users_file, "r");
+        if (f == NULL)
+            ws_die("streambench", "cannot open --users");
+        while (S.n_users < S.pool.n && fscanf(f, "%39s", S.users[S.n_users]) == 1)
+            S.n_users++;
+        fclose(f);
+        if (S.n_users == 0)
+            ws_die("streambench", "no users in --users");
+    }
+    for (int k = 0; k < S.n_users; k++)
+        ws_check_plain("streambench", "--users", S.users[k]);
     ws_parse_url("streambench", url, &S.pool.url);
     /* "w0 w1 w2 ...": one delta per word */
     size_t cap = (size_t)S.words * 8 + 1;
@@ -239,21 +297,24 @@ int main(int argc, char **argv)
         off += (size_t)snprintf(S.message + off, cap - off, w ? " w%d" : "w%d", w);
 
     S.c = ws_pool_init(&S.pool, sizeof(*S.c), offsetof(struct conn, ws));
+    for (int k = 0; k < S.pool.n; k++)
+        S.c[k].user = k % S.n_users;
     ws_pool_start(&S.pool);
     ws_pool_run(&S.pool, step, SB_TICK_US);
 
     latency_sort(&S.lag);
-    /* The echo reply is "echo: " + the message + " [history=...]": one
-     * delta per word of that. */
-    long long per_turn = S.words + 4;
+    /* The echo reply is "echo: " + the message + " [history=0 summary=0
+     * files=0]": one piece per word; all but the last are stamped. */
+    long long stamped_per_turn = S.words + 3;
     double elapsed = S.t_end > S.t_start ? (double)(S.t_end - S.t_start) / 1e9 : 0;
-    printf("conns=%d connected=%d turns_done=%lld deltas_expected=%lld deltas=%lld"
-           " out_of_order=%lld duplicates=%lld unstamped=%lld lag_p50_us=%u lag_p99_us=%u"
-           " lag_max_us=%u errors=%lld elapsed_s=%.2f cpu_s=%.2f\n",
-           S.pool.n, S.pool.ever_open, S.finals, per_turn * S.pool.ever_open, S.deltas,
-           S.out_of_order, S.duplicates, S.unstamped, latency_pct(&S.lag, 50),
-           latency_pct(&S.lag, 99), latency_pct(&S.lag, 100), S.errors, elapsed,
-           measure_cpu_seconds());
+    printf("conns=%d users=%d connected=%d turns_done=%lld pieces_expected=%lld pieces=%lld"
+           " frames=%lld out_of_order=%lld duplicates=%lld wrong_words=%lld lag_p50_us=%u"
+           " lag_p99_us=%u lag_max_us=%u errors=%lld elapsed_s=%.2f cpu_s=%.2f\n",
+           S.pool.n, S.n_users, S.pool.ever_open, S.finals,
+           stamped_per_turn * S.pool.ever_open, S.pieces, S.deltas, S.out_of_order,
+           S.duplicates, S.wrong_words, latency_pct(&S.lag, 50), latency_pct(&S.lag, 99),
+           latency_pct(&S.lag, 100), S.errors, elapsed, measure_cpu_seconds());
+    free(S.users);
     ws_pool_free(&S.pool);
     latency_free(&S.lag);
     free(S.message);

@@ -807,23 +807,33 @@ for ((i = 0; i < 20; i++)); do
     [[ $(field "$out" errors) == 0 && $(field "$out" requests) == 1 ]] && break
     sleep 1
 done
-echo "(lag: the client's receive time minus the agent's send time stamped in each delta, same clock;"
-echo " each turn's last piece comes with the reply's end, unstamped; CPU per 1,000 deltas is chatd's)"
-printf '%-26s %6s %8s %9s %7s %5s %10s %10s %10s %6s %8s %7s %6s\n' what turns deltas expected order dups lag_p50_us lag_p99_us lag_max_us errors chatd% cpu/1k pg%
-for mode in plain resume; do
+# One user per stream: a subscriber gets its own user's events, as in life.
+psql_q -tAc "insert into user_data(username, models, balance)
+             select 'stream ' || g, array[4,5,8], 1000 from generate_series(1, $STREAMS) g
+             returning user_id" | sed '/^$/d' >"$DATA/stream_users.txt"
+echo "(every delta is also appended to the session's Redis stream and published for resumers, always;"
+echo " pieces: the agent's words, each stamped with its send time and checked in order (the agent may"
+echo " send several in one message when its socket is busy: frames <= pieces); lag: receive time minus"
+echo " that stamp, one clock; the last word of each reply comes with its end, unstamped; CPU per 1,000"
+echo " pieces is chatd's)"
+printf '%-28s %6s %9s %9s %8s %6s %5s %6s %10s %10s %10s %6s %7s %9s %5s %7s\n' what turns pieces expected frames order dups wrong lag_p50_us lag_p99_us lag_max_us errors chatd% cpu/1k pg% redis%
+for spec in "$((STREAMS / 4)) plain" "$STREAMS plain" "$STREAMS subscribed"; do
+    read -r n mode <<<"$spec"
     flag=
-    [[ $mode == resume ]] && flag=--resume
-    rss_before=$(status_of "$CHATD_PID" VmRSS)
+    [[ $mode == subscribed ]] && flag=--resume
     c0=$(cpu_ticks "$CHATD_PID")
-    run_cpu timeout -k 5 300 "$BUILD/streambench" --url "$URL" --user "$USER_ID" --conns "$STREAMS" --words "$STREAM_WORDS" --timeout 200 --ramp 256 $flag
+    run_cpu timeout -k 5 300 "$BUILD/streambench" --url "$URL" --users "$DATA/stream_users.txt" \
+        --conns "$n" --words "$STREAM_WORDS" --timeout 200 --ramp 256 $flag
     c1=$(cpu_ticks "$CHATD_PID")
-    d=$(field "$OUT" deltas)
-    printf '%-26s %6s %8s %9s %7s %5s %10s %10s %10s %6s %8s %7s %6s\n' \
-        "$([[ $mode == resume ]] && echo "subscribed + turn streams" || echo "streamed, no subscribers")" \
-        "$(field "$OUT" turns_done)" "$d" "$(field "$OUT" deltas_expected)" "$(field "$OUT" out_of_order)" \
-        "$(field "$OUT" duplicates)" "$(field "$OUT" lag_p50_us)" "$(field "$OUT" lag_p99_us)" \
-        "$(field "$OUT" lag_max_us)" "$(field "$OUT" errors)" "$CHATD_CPU" \
-        "$(awk -v t=$((c1 - c0)) -v hz="$CLK_TCK" -v d="${d:-0}" 'BEGIN { printf "%.1f ms", (d > 0 ? t / hz / d * 1e6 : 0) }')" "$PG_CPU"
+    d=$(field "$OUT" pieces)
+    printf '%-28s %6s %9s %9s %8s %6s %5s %6s %10s %10s %10s %6s %7s %9s %5s %7s\n' \
+        "$n $([[ $mode == subscribed ]] && echo "streams, subscribed (14)" || echo "streams")" \
+        "$(field "$OUT" turns_done)" "$d" "$(field "$OUT" pieces_expected)" "$(field "$OUT" frames)" \
+        "$(field "$OUT" out_of_order)" "$(field "$OUT" duplicates)" "$(field "$OUT" wrong_words)" \
+        "$(field "$OUT" lag_p50_us)" "$(field "$OUT" lag_p99_us)" "$(field "$OUT" lag_max_us)" \
+        "$(field "$OUT" errors)" "$CHATD_CPU" \
+        "$(awk -v t=$((c1 - c0)) -v hz="$CLK_TCK" -v d="${d:-0}" 'BEGIN { printf "%.1f ms", (d > 0 ? t / hz / d * 1e6 : 0) }')" \
+        "$PG_CPU" "$REDIS_CPU"
 done
 printf '%-40s %s\n' "chatd VmRSS after (KiB)" "$(status_of "$CHATD_PID" VmRSS)"
 
