@@ -66,13 +66,6 @@ static struct {
 
 static struct conn *conn_of(struct ws_conn *wc) { return lws_container_of(wc, struct conn, ws); }
 
-static uint64_t wall_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
 static int on_writeable(struct ws_conn *wc)
 {
     struct conn *c = conn_of(wc);
@@ -101,7 +94,7 @@ static int on_writeable(struct ws_conn *wc)
 static void on_frame(struct ws_conn *wc, const char *frame, size_t len)
 {
     struct conn *c = conn_of(wc);
-    uint64_t now = wall_us();
+    uint64_t now = ws_wall_us();
     if (frame == NULL)
         return;
     json_t *root = json_loadb(frame, len, 0, NULL);

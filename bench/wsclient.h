@@ -29,6 +29,15 @@ static inline uint64_t ws_now_ns(void)
 
 static inline double ws_secs_since(uint64_t t) { return (double)(ws_now_ns() - t) / 1e9; }
 
+/* Wall-clock microseconds: comparable across processes on one machine
+ * (an agent's stamp, a client's receive time). */
+static inline uint64_t ws_wall_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
 __attribute__((noreturn)) static inline void ws_die(const char *prog, const char *msg)
 {
     fprintf(stderr, "%s: %s\n", prog, msg);

@@ -53,6 +53,18 @@ static void snapshot(const PGresult *r, int c, struct db_snapshot *snap)
     snap->xmax = u64(r, c + 1);
 }
 
+/* The one text column of a statement's one row (malloc'd into *out). */
+static int text_row(struct pg *pg, enum pg_stmt stmt, int n, const char *const *p, char **out)
+{
+    PGresult *r;
+    int st = query_row(pg, stmt, n, p, &r);
+    if (st != DB_OK)
+        return st;
+    *out = text(r, 0);
+    PQclear(r);
+    return *out != NULL ? DB_OK : DB_ERROR;
+}
+
 /* One JSON text column (c) and the snapshot after it. */
 static int json_and_snapshot(struct pg *pg, enum pg_stmt stmt, int n, const char *const *p,
                              char **json, struct db_snapshot *snap)
@@ -210,13 +222,7 @@ int db_sessions_page(struct pg *pg, const char *user_id, const char *cursor, int
 int db_user_models(struct pg *pg, const char *user_id, char **json)
 {
     const char *p[1] = {user_id};
-    PGresult *r;
-    int st = query_row(pg, PG_USER_MODELS, 1, p, &r);
-    if (st != DB_OK)
-        return st;
-    *json = text(r, 0);
-    PQclear(r);
-    return *json != NULL ? DB_OK : DB_ERROR;
+    return text_row(pg, PG_USER_MODELS, 1, p, json);
 }
 
 int db_models_list(struct pg *pg, char **json, struct db_snapshot *snap)
@@ -229,13 +235,7 @@ int db_models_list(struct pg *pg, char **json, struct db_snapshot *snap)
 int db_chats(struct pg *pg, const char *user_id, const char *session_id, char **json)
 {
     const char *p[2] = {user_id, session_id};
-    PGresult *r;
-    int st = query_row(pg, PG_CHATS_GET, 2, p, &r);
-    if (st != DB_OK)
-        return st;
-    *json = text(r, 0);
-    PQclear(r);
-    return *json != NULL ? DB_OK : DB_ERROR;
+    return text_row(pg, PG_CHATS_GET, 2, p, json);
 }
 
 void db_session_free(struct db_session *s)
@@ -524,13 +524,7 @@ int db_usage(struct pg *pg, const char *user_id, long long since_us, long long u
     snprintf(a, sizeof(a), "%lld", since_us);
     snprintf(b, sizeof(b), "%lld", until_us);
     const char *p[3] = {user_id, since_us >= 0 ? a : NULL, until_us >= 0 ? b : NULL};
-    PGresult *r;
-    int st = query_row(pg, PG_USAGE, 3, p, &r);
-    if (st != DB_OK)
-        return st;
-    *json = text(r, 0);
-    PQclear(r);
-    return *json != NULL ? DB_OK : DB_ERROR;
+    return text_row(pg, PG_USAGE, 3, p, json);
 }
 
 int db_title_set(struct pg *pg, const char *user_id, const char *session_id, const char *title,

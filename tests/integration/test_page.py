@@ -469,13 +469,18 @@ class Page(unittest.TestCase):
         self.assertEqual(self.assistant_texts()[0].count("w0 "), 1)
         self.assertEqual(len(d.find_elements(By.CSS_SELECTOR, "#messages .msg.user")), 1)
 
-    def test_connection_lost_mid_reply_resumes(self):
-        uid = self.db.add_user()
-        self.open_as(self.nginx.http, uid)
-        d = self.b
+    def _long_reply_under_way(self):
+        """A new user sends a long message through nginx; returns it once
+        part of the reply is on screen."""
+        self.open_as(self.nginx.http, self.db.add_user())
         words = " ".join("w%d" % i for i in range(40))
         self.send(words)
         self.wait(lambda: "w2 " in (self.assistant_texts() or [""])[-1], "part of the reply")
+        return words
+
+    def test_connection_lost_mid_reply_resumes(self):
+        d = self.b
+        words = self._long_reply_under_way()
         before = self.assistant_texts()[-1]
         self.nginx.restart()  # every WebSocket through it is cut
         self.wait(lambda: d.find_element(By.ID, "status").is_displayed() or self.done(), "the lost connection shown")
@@ -483,12 +488,8 @@ class Page(unittest.TestCase):
         self.assertTrue(echo(words).startswith(before.rstrip("▍").strip()))
 
     def test_reload_mid_reply_resumes(self):
-        uid = self.db.add_user()
-        self.open_as(self.nginx.http, uid)
         d = self.b
-        words = " ".join("w%d" % i for i in range(40))
-        self.send(words)
-        self.wait(lambda: "w2 " in (self.assistant_texts() or [""])[-1], "part of the reply")
+        words = self._long_reply_under_way()
         d.refresh()
         # The reloaded page shows the question it had sent and the reply going on.
         self.wait(lambda: d.find_elements(By.CSS_SELECTOR, "#messages .msg.assistant.streaming"),
