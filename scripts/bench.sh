@@ -816,7 +816,7 @@ echo " pieces: the agent's words, each stamped with its send time and checked in
 echo " send several in one message when its socket is busy: frames <= pieces); lag: receive time minus"
 echo " that stamp, one clock; the last word of each reply comes with its end, unstamped; CPU per 1,000"
 echo " pieces is chatd's)"
-printf '%-28s %6s %9s %9s %8s %6s %5s %6s %10s %10s %10s %6s %7s %9s %5s %7s\n' what turns pieces expected frames order dups wrong lag_p50_us lag_p99_us lag_max_us errors chatd% cpu/1k pg% redis%
+printf '%-28s %6s %9s %9s %8s %6s %5s %6s %10s %10s %10s %6s %7s %9s %5s %7s %7s %7s %6s\n' what turns pieces expected frames order dups wrong lag_p50_us lag_p99_us lag_max_us errors chatd% cpu/1k pg% redis% agent% client% host%
 for spec in "$((STREAMS / 4)) plain" "$STREAMS plain" "$STREAMS subscribed"; do
     read -r n mode <<<"$spec"
     flag=
@@ -826,14 +826,14 @@ for spec in "$((STREAMS / 4)) plain" "$STREAMS plain" "$STREAMS subscribed"; do
         --conns "$n" --words "$STREAM_WORDS" --timeout 200 --ramp 256 $flag
     c1=$(cpu_ticks "$CHATD_PID")
     d=$(field "$OUT" pieces)
-    printf '%-28s %6s %9s %9s %8s %6s %5s %6s %10s %10s %10s %6s %7s %9s %5s %7s\n' \
+    printf '%-28s %6s %9s %9s %8s %6s %5s %6s %10s %10s %10s %6s %7s %9s %5s %7s %7s %7s %6s\n' \
         "$n $([[ $mode == subscribed ]] && echo "streams, subscribed (14)" || echo "streams")" \
         "$(field "$OUT" turns_done)" "$d" "$(field "$OUT" pieces_expected)" "$(field "$OUT" frames)" \
         "$(field "$OUT" out_of_order)" "$(field "$OUT" duplicates)" "$(field "$OUT" wrong_words)" \
         "$(field "$OUT" lag_p50_us)" "$(field "$OUT" lag_p99_us)" "$(field "$OUT" lag_max_us)" \
         "$(field "$OUT" errors)" "$CHATD_CPU" \
         "$(awk -v t=$((c1 - c0)) -v hz="$CLK_TCK" -v d="${d:-0}" 'BEGIN { printf "%.1f ms", (d > 0 ? t / hz / d * 1e6 : 0) }')" \
-        "$PG_CPU" "$REDIS_CPU"
+        "$PG_CPU" "$REDIS_CPU" "$AGENT_CPU" "$CLIENT_CPU" "$HOST_CPU"
 done
 printf '%-40s %s\n' "chatd VmRSS after (KiB)" "$(status_of "$CHATD_PID" VmRSS)"
 
