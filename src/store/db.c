@@ -438,24 +438,34 @@ int db_lease_drop(struct pg *pg, const char *session_id, const char *turn_id)
     return command(pg, PG_LEASE_DROP, 2, p);
 }
 
+/* The eight parameters a charge adds to a statement, from kind to
+ * estimated, in the order charge and turn_store take them; t holds the
+ * numbers as text while p is used. */
+struct charge_text {
+    char model[16], pt[16], ct[16];
+};
+static void charge_params(const struct db_charge *c, struct charge_text *t, const char **p)
+{
+    snprintf(t->model, sizeof(t->model), "%d", c->model_id);
+    snprintf(t->pt, sizeof(t->pt), "%u", c->prompt_tokens);
+    snprintf(t->ct, sizeof(t->ct), "%u", c->completion_tokens);
+    p[0] = c->kind;
+    p[1] = c->model_id >= 0 ? t->model : NULL;
+    p[2] = c->model_name;
+    p[3] = c->cost;
+    p[4] = c->summary_cost != NULL ? c->summary_cost : "0";
+    p[5] = c->prompt_tokens > 0 ? t->pt : NULL;
+    p[6] = c->completion_tokens > 0 ? t->ct : NULL;
+    p[7] = c->estimated ? "true" : "false";
+}
+
 int db_charge(struct pg *pg, struct db_charge *c, uint64_t *xid)
 {
-    char seq[24], model[16], pt[16], ct[16];
+    char seq[24];
+    struct charge_text t;
     snprintf(seq, sizeof(seq), "%lld", c->seq);
-    snprintf(model, sizeof(model), "%d", c->model_id);
-    snprintf(pt, sizeof(pt), "%u", c->prompt_tokens);
-    snprintf(ct, sizeof(ct), "%u", c->completion_tokens);
-    const char *p[11] = {c->user_id,
-                         c->session_id,
-                         seq,
-                         c->kind,
-                         c->model_id >= 0 ? model : NULL,
-                         c->model_name,
-                         c->cost,
-                         c->summary_cost != NULL ? c->summary_cost : "0",
-                         c->prompt_tokens > 0 ? pt : NULL,
-                         c->completion_tokens > 0 ? ct : NULL,
-                         c->estimated ? "true" : "false"};
+    const char *p[11] = {c->user_id, c->session_id, seq};
+    charge_params(c, &t, p + 3);
     PGresult *r;
     int st = query_row(pg, PG_CHARGE, 11, p, &r);
     if (st != DB_OK)
@@ -470,29 +480,14 @@ int db_charge(struct pg *pg, struct db_charge *c, uint64_t *xid)
 enum db_store db_turn_store(struct pg *pg, const struct db_turn_store *in, struct db_charge *c,
                             long long *base, uint64_t *xid)
 {
-    char n[8], model[16], pt[16], ct[16];
+    char n[8];
+    struct charge_text t;
     snprintf(n, sizeof(n), "%d", in->n_messages);
-    snprintf(model, sizeof(model), "%d", c->model_id);
-    snprintf(pt, sizeof(pt), "%u", c->prompt_tokens);
-    snprintf(ct, sizeof(ct), "%u", c->completion_tokens);
-    const char *p[18] = {in->user_id,
-                         in->session_id,
-                         in->turn_id,
-                         n,
-                         in->message,
-                         in->reply,
-                         in->file_name,
-                         in->summary,
-                         c->kind,
-                         c->model_id >= 0 ? model : NULL,
-                         c->model_name,
-                         c->cost,
-                         c->summary_cost != NULL ? c->summary_cost : "0",
-                         c->prompt_tokens > 0 ? pt : NULL,
-                         c->completion_tokens > 0 ? ct : NULL,
-                         c->estimated ? "true" : "false",
-                         in->session_name,
-                         in->prompt};
+    const char *p[18] = {in->user_id, in->session_id, in->turn_id, n,
+                         in->message, in->reply,      in->file_name, in->summary};
+    charge_params(c, &t, p + 8);
+    p[16] = in->session_name;
+    p[17] = in->prompt;
     PGresult *r;
     int st = in->session_new ? query_row(pg, PG_TURN_STORE_NEW, 18, p, &r)
                              : query_row(pg, PG_TURN_STORE, 16, p, &r);
