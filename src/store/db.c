@@ -626,16 +626,6 @@ int db_export_page(struct pg *pg, const char *user_id, const char *session_id, l
 
 /* ---------------------------------------------------------------- files */
 
-int db_file_get(struct pg *pg, const char *user_id, const char *session_id, const char *name)
-{
-    const char *p[3] = {user_id, session_id, name};
-    PGresult *r;
-    int st = query_row(pg, PG_FILE_GET, 3, p, &r);
-    if (st == DB_OK)
-        PQclear(r);
-    return st;
-}
-
 int db_file_insert(struct pg *pg, const char *session_id, const char *user_id, const char *name,
                    const char *original_name, const char *content_type, uint64_t size,
                    uint64_t *xid)

@@ -242,8 +242,6 @@ int db_title_set(struct pg *pg, const char *user_id, const char *session_id, con
 
 /* ---------------------------------------------------------------- files */
 
-/* DB_OK when the stored name is a file of the user's session. */
-int db_file_get(struct pg *pg, const char *user_id, const char *session_id, const char *name);
 int db_file_insert(struct pg *pg, const char *session_id, const char *user_id, const char *name,
                    const char *original_name, const char *content_type, uint64_t size,
                    uint64_t *xid);

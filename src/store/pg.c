@@ -252,9 +252,6 @@ static const struct {
         "   returning cost)"
         " update user_data set balance = balance - (select cost from e) where user_id = $1::uuid"
         " returning balance, pg_current_xact_id()::text"},
-    [PG_FILE_GET] = {"file_get", 3,
-        "select content_type from uploaded_files"
-        " where user_id = $1::uuid and session_id = $2::uuid and stored_name = $3"},
     [PG_FILE_INSERT] = {"file_insert", 6,
         "insert into uploaded_files (session_id, user_id, stored_name, original_name,"
         "                            content_type, size_bytes)"

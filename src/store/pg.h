@@ -38,7 +38,6 @@ enum pg_stmt {
                            $7 cost (null: estimate from tokens), $8 summary cost,
                            $9 prompt tokens, $10 completion tokens, $11 estimated
                            -> new balance, xid */
-    PG_FILE_GET,        /* $1 user, $2 session, $3 stored name -> content_type */
     PG_FILE_INSERT,     /* $1 session, $2 user, $3 stored, $4 original, $5 type, $6 size
                            -> xid */
     PG_FILE_DELETE,     /* $1 user, $2 session, $3 stored name -> it, unless a turn shows it */
