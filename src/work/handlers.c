@@ -75,13 +75,18 @@ static json_t *copy_lookup(struct worker *w, struct app *app, const char *key,
     return v;
 }
 
-/* Stores text (whose JSON is v), read in snap, as the copy at key, in
- * Redis and in memory. */
+/* Stores v, read in snap, as the copy at key, in Redis and in memory: one
+ * text, in the form a reply holds it, serves both. */
 static void copy_store(struct worker *w, struct app *app, const char *key, int ttl,
-                       const char *text, const json_t *v, const struct db_snapshot *snap)
+                       const json_t *v, const struct db_snapshot *snap)
 {
-    cache_put_copy(&w->cache, key, snap->xmin, snap->xmax, text, strlen(text), ttl);
-    keep_local(app, key, snap->xmin, snap->xmax, v);
+    size_t len;
+    char *text = proto_encode_value(v, &len);
+    if (text == NULL)
+        return;
+    cache_put_copy(&w->cache, key, snap->xmin, snap->xmax, text, len, ttl);
+    local_put(app->local, key, snap->xmin, snap->xmax, text, len);
+    free(text);
 }
 
 /* The answers of codes 0, 1 (whole list) and 5 from their copy's JSON,
@@ -117,7 +122,7 @@ static json_t *cached_list(struct worker *w, struct app *app, const char *key, i
         return NULL;
     v = json_loads(text, 0, NULL);
     if (v != NULL)
-        copy_store(w, app, key, ttl, text, v, &snap);
+        copy_store(w, app, key, ttl, v, &snap);
     else
         *st = DB_ERROR;
     free(text);
@@ -153,10 +158,8 @@ void handlers_user_details(struct worker *w, struct work_request *r)
         }
         profile = json_pack("{s:s, s:o}", "username", username, "models",
                             json_loads(models, 0, NULL));
-        char *enc = profile != NULL ? json_dumps(profile, JSON_COMPACT) : NULL;
-        if (enc != NULL)
-            copy_store(w, r->app, key, CACHE_TTL_PROFILE, enc, profile, &snap);
-        free(enc);
+        if (profile != NULL)
+            copy_store(w, r->app, key, CACHE_TTL_PROFILE, profile, &snap);
         free(username);
         free(models);
     }
@@ -370,7 +373,7 @@ char *handlers_inline(struct app *app, const struct proto_request *q, size_t *le
     } else {
         /* The copy is kept as a reply holds it: the frame is spliced
          * around it, the same bytes json_pack and proto_encode_reply
-         * would write (tests/integration/test_web.py compares them). The
+         * would write (test_coherence.py's InMemory compares them). The
          * user id was checked as a UUID: nothing in it needs escaping. */
         int k = q->type == PROTO_LIST_SESSIONS
                     ? asprintf(&frame, "{\"type\":%d,\"data\":{\"user_id\":\"%s\",\"session_info\":%s}}",
