@@ -9,6 +9,16 @@
 #include <strings.h>
 #include <sys/random.h>
 
+char *util_memdup(const void *p, size_t len)
+{
+    char *out = malloc(len + 1);
+    if (out == NULL)
+        return NULL;
+    memcpy(out, p, len);
+    out[len] = '\0';
+    return out;
+}
+
 uint32_t util_hash(const char *s)
 {
     uint32_t h = 2166136261u;

@@ -9,6 +9,10 @@
  * addresses (not for anything an attacker must not predict). */
 uint32_t util_hash(const char *s);
 
+/* A malloc'd copy of len bytes with a NUL after them (frames and copies
+ * are handed on as C strings), or NULL when out of memory. */
+char *util_memdup(const void *p, size_t len);
+
 /* A whole decimal unsigned 64-bit number (no sign, no space, no
  * trailing text). 0, or -1 when s is not one. */
 int util_parse_u64(const char *s, uint64_t *out);

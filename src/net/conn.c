@@ -129,12 +129,9 @@ static void live_maybe_unlink(struct conns *cs, struct conn *c)
 
 static void conn_send_copy(struct conn *c, const char *frame, size_t len)
 {
-    char *copy = malloc(len + 1);
-    if (copy == NULL)
-        return;
-    memcpy(copy, frame, len);
-    copy[len] = '\0';
-    conn_send(c, copy, len);
+    char *copy = util_memdup(frame, len);
+    if (copy != NULL)
+        conn_send(c, copy, len);
 }
 
 /* A turn's frame for a connection that resumes it: sent when it is new to
@@ -157,12 +154,10 @@ static void resume_deliver(struct conns *cs, struct conn *c, char tag, long long
 static void live_hold(struct conn *c, char tag, long long index, const char *frame, size_t len)
 {
     struct held_frame *h = calloc(1, sizeof(*h));
-    if (h == NULL || (h->frame = malloc(len + 1)) == NULL) {
+    if (h == NULL || (h->frame = util_memdup(frame, len)) == NULL) {
         free(h);
         return;
     }
-    memcpy(h->frame, frame, len);
-    h->frame[len] = '\0';
     h->len = len;
     h->tag = tag;
     h->index = index;

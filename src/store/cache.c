@@ -125,14 +125,8 @@ char *cache_get(struct cache *c, const char *key, size_t *len)
         return NULL;
     }
     char *out = NULL;
-    if (r->type == REDIS_REPLY_STRING) {
-        out = malloc(r->len + 1);
-        if (out != NULL) {
-            memcpy(out, r->str, r->len);
-            out[r->len] = '\0';
-            *len = r->len;
-        }
-    }
+    if (r->type == REDIS_REPLY_STRING && (out = util_memdup(r->str, r->len)) != NULL)
+        *len = r->len;
     freeReplyObject(r);
     return out;
 }

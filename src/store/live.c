@@ -14,6 +14,7 @@
 
 #include "lib/config.h"
 #include "lib/log.h"
+#include "lib/util.h"
 #include "lib/uuid.h"
 #include "store/cache.h"
 
@@ -71,10 +72,8 @@ static void enqueue(struct live *lv, int argc, const char *const *argv, const si
         goto fail;
     for (int i = 0; i < argc; i++) {
         size_t n = argl != NULL && argl[i] > 0 ? argl[i] : strlen(argv[i]);
-        if ((c->argv[i] = malloc(n + 1)) == NULL)
+        if ((c->argv[i] = util_memdup(argv[i], n)) == NULL)
             goto fail;
-        memcpy(c->argv[i], argv[i], n);
-        c->argv[i][n] = '\0';
         c->argl[i] = n;
     }
     pthread_mutex_lock(&lv->mu);
@@ -367,10 +366,8 @@ int live_stream_read(struct cache *c, const char *session_id, struct live_entry 
             continue;
         memcpy(e[k].index, f->str, f->len);
         e[k].index[f->len] = '\0';
-        if ((e[k].frame = malloc(v->len + 1)) == NULL)
+        if ((e[k].frame = util_memdup(v->str, v->len)) == NULL)
             break;
-        memcpy(e[k].frame, v->str, v->len);
-        e[k].frame[v->len] = '\0';
         e[k].len = v->len;
         k++;
     }

@@ -109,8 +109,7 @@ char *local_get(struct local *l, const char *key, const char *user_id, size_t *l
                                     : inval_models_fresh(l->inval, e->xmin, e->xmax);
         if (!fresh) {
             drop(l, p); /* it can never become fresh again */
-        } else if ((out = malloc(e->len + 1)) != NULL) {
-            memcpy(out, e->payload, e->len + 1);
+        } else if ((out = util_memdup(e->payload, e->len)) != NULL) {
             *len = e->len;
             unlink_use(l, e);
             link_newest(l, e);
@@ -127,14 +126,12 @@ void local_put(struct local *l, const char *key, uint64_t xmin, uint64_t xmax,
         return;
     size_t klen = strlen(key);
     struct local_entry *fresh = malloc(sizeof(*fresh) + klen + 1);
-    char *copy = malloc(len + 1);
+    char *copy = util_memdup(payload, len);
     if (fresh == NULL || copy == NULL) {
         free(fresh);
         free(copy);
         return;
     }
-    memcpy(copy, payload, len);
-    copy[len] = '\0';
     memcpy(fresh->key, key, klen + 1);
     fresh->xmin = xmin;
     fresh->xmax = xmax;
