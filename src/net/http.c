@@ -409,6 +409,18 @@ static int route_metrics(struct server *srv, struct lws *wsi, const char *origin
     return rc;
 }
 
+/* A 200 with the file at path, sent from the event loop piece by piece
+ * (lws_serve_http_file), with the extra headers [extra, end). */
+static int serve_file(struct lws *wsi, const char *path, const char *ctype,
+                      const unsigned char *extra, const unsigned char *end)
+{
+    metrics_http_response(HTTP_STATUS_OK);
+    int n = lws_serve_http_file(wsi, path, ctype, (const char *)extra, (int)(end - extra));
+    if (n < 0 || (n > 0 && lws_http_transaction_completed(wsi)))
+        return -1;
+    return 0;
+}
+
 static int route_file(struct server *srv, struct lws *wsi, const char *name, const char *origin)
 {
     /* Only names of the shape we store: "..", "%2f" (lws decodes it to a
@@ -434,12 +446,7 @@ static int route_file(struct server *srv, struct lws *wsi, const char *name, con
     if (add_cors(wsi, origin, &p, end) ||
         add_header(wsi, "cache-control:", "public, max-age=31536000, immutable", &p, end))
         return -1;
-    metrics_http_response(HTTP_STATUS_OK);
-    int n = lws_serve_http_file(wsi, path, files_content_type(name), (const char *)extra,
-                                (int)(p - extra));
-    if (n < 0 || (n > 0 && lws_http_transaction_completed(wsi)))
-        return -1;
-    return 0;
+    return serve_file(wsi, path, files_content_type(name), extra, p);
 }
 
 static int route_upload(struct server *srv, struct lws *wsi, const char *origin)
@@ -547,11 +554,7 @@ static int route_page(struct server *srv, struct lws *wsi, const char *uri, cons
     unsigned char extra[2048], *p = extra, *end = extra + sizeof(extra);
     if (add_page_headers(wsi, etag, ctype, &p, end))
         return -1;
-    metrics_http_response(HTTP_STATUS_OK);
-    int n = lws_serve_http_file(wsi, path, ctype, (const char *)extra, (int)(p - extra));
-    if (n < 0 || (n > 0 && lws_http_transaction_completed(wsi)))
-        return -1;
-    return 0;
+    return serve_file(wsi, path, ctype, extra, p);
 }
 
 /* GET /export and GET /sessions/<id>/export. */
