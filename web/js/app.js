@@ -81,6 +81,23 @@ function iconButton(name, cls, label) {
   return b;
 }
 
+// The open chat is remembered for a reload (null: a new chat).
+function setOpen(id) {
+  S.open = id;
+  if (id) sessionStorage.setItem('chatd.open', id);
+  else sessionStorage.removeItem('chatd.open');
+}
+
+// What this tab sent in the turn now running, so that a reload mid-reply
+// can show the question above the resumed answer.
+function pendingTurn() {
+  return JSON.parse(sessionStorage.getItem('chatd.pending') || 'null');
+}
+
+function setPendingTurn(session, text) {
+  sessionStorage.setItem('chatd.pending', JSON.stringify({ session, text }));
+}
+
 function notice(text) {
   $('notice-text').textContent = text;
   $('notice').hidden = false;
@@ -489,12 +506,11 @@ function markActive() {
 }
 
 function newChat() {
-  S.open = null;
+  setOpen(null);
   S.msgs = [];
   S.hasOlder = S.hasNewer = false;
   S.nextBefore = null;
   if (S.turn && !S.turn.own) S.turn = null;
-  sessionStorage.removeItem('chatd.open');
   setTitle('');
   markActive();
   renderConversation();
@@ -510,11 +526,11 @@ async function openSession(id, { at }) {
   try {
     r = await req(CODE.HISTORY, data);
   } catch (e) {
-    const pending = JSON.parse(sessionStorage.getItem('chatd.pending') || 'null');
+    const pending = pendingTurn();
     if (e.code === 18 && pending && pending.session === id && !S.turn) {
       // A new chat is stored with its first reply: until then only its
       // running turn knows it. Resume that.
-      S.open = id;
+      setOpen(id);
       S.msgs = [];
       S.hasOlder = S.hasNewer = false;
       setTitle(pending.text.slice(0, 20));
@@ -533,8 +549,7 @@ async function openSession(id, { at }) {
     return;
   }
   if (S.turn && !S.turn.own) S.turn = null;
-  S.open = id;
-  sessionStorage.setItem('chatd.open', id);
+  setOpen(id);
   S.msgs = r.messages;
   S.hasOlder = r.has_more;
   S.nextBefore = r.next_before;
@@ -794,7 +809,7 @@ async function resume(session, after) {
   }
   if (r.active) {
     if (!S.turn && session === S.open) {
-      const pending = JSON.parse(sessionStorage.getItem('chatd.pending') || 'null');
+      const pending = pendingTurn();
       const text = pending && pending.session === session ? pending.text : null;
       S.turn = newTurn(session, false, text, null, null, null);
       attachTurn(S.turn);
@@ -823,12 +838,11 @@ function onDelta(d) {
 function adoptSession(t, id) {
   t.session = id;
   if (S.open === null) {
-    S.open = id;
-    sessionStorage.setItem('chatd.open', id);
+    setOpen(id);
     $('export').hidden = false;
   }
-  const p = JSON.parse(sessionStorage.getItem('chatd.pending') || 'null');
-  if (p) sessionStorage.setItem('chatd.pending', JSON.stringify({ session: id, text: p.text }));
+  const p = pendingTurn();
+  if (p) setPendingTurn(id, p.text);
 }
 
 async function onChatReply(d) {
@@ -935,8 +949,7 @@ async function send(ev) {
       previewURL = a.url;
       if (session === 'NEW') {
         session = up.sessionId;
-        S.open = session;
-        sessionStorage.setItem('chatd.open', session);
+        setOpen(session);
         upsertSession(session, 'New Chat', true);
         setTitle('New Chat');
         markActive();
@@ -953,7 +966,7 @@ async function send(ev) {
   $('input').value = '';
   growInput();
   S.turn = newTurn(session, true, message, fileRef || null, fileName, previewURL);
-  sessionStorage.setItem('chatd.pending', JSON.stringify({ session, text: message }));
+  setPendingTurn(session, message);
   if (S.open === null || session === S.open) attachTurn(S.turn);
   setBusy(true);
   toBottom();
