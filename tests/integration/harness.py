@@ -354,6 +354,21 @@ http {
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def behind_nginx(db, n, agent_port, **env):
+    """n chatd instances on db (each with env) behind one nginx, as
+    docker/nginx.conf runs them: (instances, nginx). If one fails to start,
+    those already running are stopped before the error goes on."""
+    chatds, nginx = [], None
+    try:
+        for _ in range(n):
+            chatds.append(Chatd(db, agent_port=agent_port, **env))
+        nginx = Nginx([c.port for c in chatds])
+    except BaseException:
+        cleanup(nginx, *chatds)
+        raise
+    return chatds, nginx
+
+
 class PostgresServer:
     """A private PostgreSQL (with its own Redis) on free ports, started by
     scripts/services.sh, so a test can stop and restart it without touching

@@ -16,7 +16,7 @@ import unittest
 
 import websocket
 
-from harness import MODEL, Agent, Chatd, Database, Nginx, cleanup, redis_client, wait_for
+from harness import MODEL, Agent, Chatd, Database, behind_nginx, cleanup, redis_client, wait_for
 from test_http import PNG, multipart, request
 
 
@@ -32,17 +32,14 @@ class Balancer(unittest.TestCase):
         cls.db = Database("chatd_balancer")
         cls.public = tempfile.mkdtemp(prefix="chatd-shared-public-")
         cls.agent = Agent(AGENT_DELAY_MS=200)
-        cls.chatds = []
-        cls.nginx = None
         try:
-            for _ in range(3):
-                # One uploads directory for all, as a shared volume would be.
-                cls.chatds.append(Chatd(cls.db, agent_port=cls.agent.port, PUBLIC_DIR=cls.public,
-                                        TRUSTED_PROXIES="127.0.0.1", MAX_CHAT_HISTORY_CONTEXT=200,
-                                        TURN_LEASE_SECONDS=4))
-            cls.nginx = Nginx([c.port for c in cls.chatds])
+            # One uploads directory for all, as a shared volume would be.
+            cls.chatds, cls.nginx = behind_nginx(cls.db, 3, cls.agent.port, PUBLIC_DIR=cls.public,
+                                                 TRUSTED_PROXIES="127.0.0.1",
+                                                 MAX_CHAT_HISTORY_CONTEXT=200, TURN_LEASE_SECONDS=4)
         except BaseException:
-            cleanup(cls.nginx, *cls.chatds, cls.agent, cls.db)
+            cleanup(cls.agent, cls.db)
+            shutil.rmtree(cls.public, ignore_errors=True)
             raise
 
     @classmethod

@@ -12,7 +12,7 @@ import json
 import time
 import unittest
 
-from harness import MODEL, Agent, Chatd, Database, Nginx, RedisServer, cleanup, wait_for
+from harness import MODEL, Agent, Chatd, Database, RedisServer, behind_nginx, cleanup, wait_for
 
 
 def drain_until(client, pred, limit=200):
@@ -31,18 +31,24 @@ def events_of(frames):
 
 
 
+def stream_new(c, uid, message, upto=0):
+    """Sends a streamed chat in a new session on c and reads until its
+    delta of index upto: (the frames read, the new session's id)."""
+    c.send(3, dict(user_id=uid, session_id="NEW", model_name=MODEL, session_prompt="", file_name="",
+                   message=message, stream=True))
+    frames = drain_until(c, lambda m: m.get("type") == 7 and m["data"]["index"] >= upto)
+    return frames, frames[0]["data"]["session_id"]
+
+
 class Live(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.db = Database("chatd_live")
         cls.agent = Agent(AGENT_DELAY_MS=1500)
-        cls.chatds, cls.nginx = [], None
         try:
-            for _ in range(3):
-                cls.chatds.append(Chatd(cls.db, agent_port=cls.agent.port, TURN_LEASE_SECONDS=3))
-            cls.nginx = Nginx([c.port for c in cls.chatds])
+            cls.chatds, cls.nginx = behind_nginx(cls.db, 3, cls.agent.port, TURN_LEASE_SECONDS=3)
         except BaseException:
-            cleanup(cls.nginx, *cls.chatds, cls.agent, cls.db)
+            cleanup(cls.agent, cls.db)
             raise
 
     @classmethod
@@ -101,10 +107,7 @@ class Live(unittest.TestCase):
     def test_resume_on_another_instance_mid_stream(self):
         uid = self.db.add_user(balance=5)
         c1 = self.chatds[0].client()
-        c1.send(3, dict(user_id=uid, session_id="NEW", model_name=MODEL, session_prompt="", file_name="",
-                        message="one two three four five six seven eight nine ten eleven twelve", stream=True))
-        first = drain_until(c1, lambda m: m.get("type") == 7 and m["data"]["index"] >= 2)
-        sid = first[0]["data"]["session_id"]
+        first, sid = stream_new(c1, uid, "one two three four five six seven eight nine ten eleven twelve", 2)
         c2 = self.chatds[1].client()  # a second tab, on another instance
         c2.send(16, {"user_id": uid, "session_id": sid, "after": 1})
         got2 = drain_until(c2, lambda m: m.get("type") == 3 or "error" in m)
@@ -130,10 +133,7 @@ class Live(unittest.TestCase):
     def test_reload_mid_stream_resumes_and_the_turn_is_stored(self):
         uid = self.db.add_user(balance=5)
         c1 = self.nginx.client()
-        c1.send(3, dict(user_id=uid, session_id="NEW", model_name=MODEL, session_prompt="", file_name="",
-                        message="alpha beta gamma delta epsilon zeta eta theta iota kappa", stream=True))
-        seen = drain_until(c1, lambda m: m.get("type") == 7 and m["data"]["index"] >= 1)
-        sid = seen[0]["data"]["session_id"]
+        seen, sid = stream_new(c1, uid, "alpha beta gamma delta epsilon zeta eta theta iota kappa", 1)
         text = "".join(m["data"]["delta"] for m in seen if m.get("type") == 7)
         last = seen[-1]["data"]["index"]
         c1.ws.close()  # the reload: the turn goes on (DETACHED_TURNS=finish)
@@ -174,10 +174,7 @@ class Live(unittest.TestCase):
     def test_stop_from_another_tab_on_another_instance(self):
         uid = self.db.add_user(balance=5)
         c1 = self.chatds[0].client()
-        c1.send(3, dict(user_id=uid, session_id="NEW", model_name=MODEL, session_prompt="", file_name="",
-                        message="a b c d e f g h i j k l m n o p q r s t", stream=True))
-        first = drain_until(c1, lambda m: m.get("type") == 7)
-        sid = first[0]["data"]["session_id"]
+        first, sid = stream_new(c1, uid, "a b c d e f g h i j k l m n o p q r s t")
         c2 = self.chatds[1].client()
         self.assertEqual(c2.req(8, {"user_id": uid, "session_id": sid}),
                          {"type": 8, "data": {"user_id": uid, "session_id": sid, "stopped": True}})

@@ -17,7 +17,6 @@ the one test_a_sign_in_and_streamed_markdown saves there as page.png."""
 
 import json
 import os
-import re
 import shutil
 import struct
 import tempfile
@@ -32,7 +31,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
-from harness import SOURCE_DIR, Agent, Chatd, Database, Nginx, cleanup, wait_for
+from harness import SOURCE_DIR, Agent, Chatd, Database, behind_nginx, cleanup, wait_for
 from test_auth import SECRET, token
 
 BUILD_DIR = os.environ.get("CHATD_BUILD_DIR", os.path.join(SOURCE_DIR, "build"))
@@ -89,8 +88,7 @@ class Page(unittest.TestCase):
             cls.slow_agent = Agent(AGENT_DELAY_MS=SLOW_MS)
             cls.fast = Chatd(cls.db, agent_port=cls.fast_agent.port)
             # Two instances behind nginx: a reconnect may land on the other.
-            cls.slow = [Chatd(cls.db, agent_port=cls.slow_agent.port) for _ in range(2)]
-            cls.nginx = Nginx([c.port for c in cls.slow])
+            cls.slow, cls.nginx = behind_nginx(cls.db, 2, cls.slow_agent.port)
             cls.b = browser(cls.downloads)
             cls.drivers.append(cls.b)
         except BaseException:
