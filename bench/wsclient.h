@@ -105,23 +105,25 @@ static inline void ws_raise_nofile(const char *prog, int need)
 }
 
 /* One service thread, no listener, sized from RLIMIT_NOFILE (raise it first);
- * `user` is what lws_context_user() returns. */
-static inline struct lws_context *
-ws_client_context(const char *prog, const struct lws_protocols *protocols, int verbose, void *user)
+ * `user` is what lws_context_user() returns. libev, as chatd uses: with
+ * thousands of sockets, lws's default poll() loop would make the client
+ * the bottleneck it is measuring. *pctx is set, and NULLed when lws frees
+ * the context. */
+static inline void ws_client_context(const char *prog, const struct lws_protocols *protocols,
+                                     int verbose, void *user, struct lws_context **pctx)
 {
     lws_set_log_level(verbose ? LLL_ERR | LLL_WARN : LLL_ERR, NULL);
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof(info));
     info.port = CONTEXT_PORT_NO_LISTEN;
     info.protocols = protocols;
-    info.options = LWS_SERVER_OPTION_DISABLE_IPV6;
+    info.options = LWS_SERVER_OPTION_DISABLE_IPV6 | LWS_SERVER_OPTION_LIBEV;
     info.count_threads = 1;
     info.fd_limit_per_thread = 0; /* 0: sized from RLIMIT_NOFILE */
     info.user = user;
-    struct lws_context *ctx = lws_create_context(&info);
-    if (ctx == NULL)
-        ws_die(prog, "lws_create_context failed");
-    return ctx;
+    info.pcontext = pctx;
+    if ((*pctx = lws_create_context(&info)) == NULL)
+        ws_die(prog, "lws_create_context failed (is libwebsockets-evlib-ev installed?)");
 }
 
 /* Starts a handshake to u with protocol `proto`; *pwsi is set (or cleared
@@ -414,33 +416,35 @@ static inline void ws_pool_start(struct ws_pool *p)
 {
     p->protocols[0].name = p->prog;
     p->protocols[0].callback = ws_pool_callback;
-    p->ctx = ws_client_context(p->prog, p->protocols, p->verbose, p);
+    ws_client_context(p->prog, p->protocols, p->verbose, p, &p->ctx);
 }
 
+/* The libev loop runs until the context is destroyed from inside it
+ * (lws's way to stop an event-library loop), so the last tick does that:
+ * it closes every socket of ours and breaks the loop. */
 static inline void ws_pool_on_tick(lws_sorted_usec_list_t *sul)
 {
     struct ws_pool *p = lws_container_of(sul, struct ws_pool, tick);
-    if (p->step())
+    if (p->step()) {
         p->done = 1;
-    /* Even when done: timers run before lws polls, so without one pending
-     * that poll (and lws_service) would wait for network traffic. */
+        lws_context_destroy(p->ctx);
+        return;
+    }
     lws_sul_schedule(p->ctx, 0, &p->tick, ws_pool_on_tick, p->tick_us);
 }
 
 /* Services the pool, calling `step` now and every tick_us microseconds,
- * until step returns nonzero; then destroys the context, which closes every
- * socket of ours. */
+ * until step returns nonzero; then the context is gone. */
 static inline void ws_pool_run(struct ws_pool *p, int (*step)(void), int tick_us)
 {
     p->step = step;
     p->tick_us = tick_us;
     ws_pool_on_tick(&p->tick);
-    while (!p->done)
+    while (!p->done && p->ctx != NULL)
         if (lws_service(p->ctx, 0) < 0)
             break;
-    lws_sul_schedule(p->ctx, 0, &p->tick, NULL, LWS_SET_TIMER_USEC_CANCEL);
-    lws_context_destroy(p->ctx);
-    p->ctx = NULL;
+    if (p->ctx != NULL)
+        lws_context_destroy(p->ctx); /* frees it, and NULLs p->ctx */
 }
 
 static inline void ws_pool_free(struct ws_pool *p)

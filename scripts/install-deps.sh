@@ -13,7 +13,7 @@ set -euo pipefail
 PACKAGES=(
     build-essential pkg-config cmake clang libclang-rt-14-dev
     libgrpc-dev protobuf-c-compiler libprotobuf-c-dev libprotobuf-dev protobuf-compiler
-    libpq-dev libhiredis-dev libwebsockets-dev libjansson-dev
+    libpq-dev libhiredis-dev libwebsockets-dev libwebsockets-evlib-ev libjansson-dev
     libcurl4-openssl-dev libssl-dev libcmocka-dev
     postgresql redis-server
     python3 python3-grpcio python3-protobuf python3-websocket python3-psycopg2 python3-redis

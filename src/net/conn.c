@@ -17,6 +17,7 @@
 #include "work/app.h"
 #include "work/chat.h"
 #include "work/dispatch.h"
+#include "work/events.h"
 #include "work/handlers.h"
 #include "work/outbox.h"
 
@@ -104,6 +105,22 @@ static void held_clear(struct conn *c)
     c->held_tail = NULL;
 }
 
+/* This chatd hears a session's turn frames only while one of its
+ * connections resumes it (work/events.h): keeps the connection's watch on
+ * the session it resumes now, if any. Called after every change of
+ * c->resume. */
+static void resume_watch(struct conns *cs, struct conn *c)
+{
+    const char *want = c->resume != CONN_RESUME_NONE ? c->resume_session : "";
+    if (strcmp(c->watched, want) == 0)
+        return;
+    if (c->watched[0] != '\0')
+        events_unwatch_turn(cs->app, c->watched);
+    snprintf(c->watched, sizeof(c->watched), "%s", want);
+    if (want[0] != '\0')
+        events_watch_turn(cs->app, want);
+}
+
 /* It now gets user's live messages (only one user's at a time: a
  * subscription or a resume for another user replaces the earlier ones). */
 static void live_link(struct conns *cs, struct conn *c, const char *user)
@@ -113,6 +130,7 @@ static void live_link(struct conns *cs, struct conn *c, const char *user)
     live_unlink(cs, c);
     c->subscribed = 0;
     c->resume = CONN_RESUME_NONE;
+    resume_watch(cs, c);
     held_clear(c);
     snprintf(c->live_user, sizeof(c->live_user), "%s", user);
     unsigned b = live_bucket(user);
@@ -147,6 +165,7 @@ static void resume_deliver(struct conns *cs, struct conn *c, char tag, long long
     conn_send_copy(c, frame, len);
     if (tag == 'F') {
         c->resume = CONN_RESUME_NONE;
+        resume_watch(cs, c);
         live_maybe_unlink(cs, c);
     }
 }
@@ -200,6 +219,7 @@ static void resume_begin(struct conns *cs, struct conn *c, const struct proto_re
     c->resume = CONN_RESUME_PENDING;
     snprintf(c->resume_session, sizeof(c->resume_session), "%s", req->session_id);
     c->resume_last = req->after;
+    resume_watch(cs, c);
 }
 
 /* Code 16's answer: the acknowledgement, the replay, then what was held. */
@@ -217,6 +237,7 @@ static void resume_answered(struct conns *cs, struct conn *c, struct outbox_post
     }
     if (p->failed || p->last) {
         c->resume = CONN_RESUME_NONE;
+        resume_watch(cs, c);
         held_clear(c);
         live_maybe_unlink(cs, c);
     } else {
@@ -468,6 +489,8 @@ void conn_close(struct conns *cs, struct conn *c)
     c->rx = NULL;
     connq_clear(&c->q);
     live_unlink(cs, c);
+    c->resume = CONN_RESUME_NONE;
+    resume_watch(cs, c);
     held_clear(c);
     /* A dropped client's turns go on, to be stored and resumed
      * (DETACHED_TURNS=finish), or are cancelled; at shutdown they are

@@ -66,6 +66,7 @@ struct conn {
     int subscribed;
     enum conn_resume resume;
     char resume_session[UUID_STR_LEN + 1];
+    char watched[UUID_STR_LEN + 1]; /* the session whose turn channel it holds a watch on */
     long long resume_last; /* the last delta index it was sent */
     struct held_frame *held, *held_tail;
     char addr[PEERS_ADDR_MAX];   /* the peer's address, counted in peers */

@@ -26,12 +26,21 @@
 #include "work/chat.h"
 #include "work/outbox.h"
 
+enum server_phase {
+    SERVER_RUNNING,
+    SERVER_DRAIN_TURNS, /* refusing new work, turns in flight finishing */
+    SERVER_DRAIN_CONNS, /* connections closing after their last replies */
+    SERVER_STOPPED,
+};
+
 struct server {
     struct app *app;
-    struct lws_context *ctx;
+    struct lws_context *ctx;   /* NULLed by lws when it frees the context */
     struct conns conns;        /* the WebSocket connections (net/conn.c) */
     struct http_state http;    /* HTTP transactions waiting for a worker */
     lws_sorted_usec_list_t tick;
+    enum server_phase phase;
+    time_t phase_deadline;
 };
 
 static volatile sig_atomic_t server_interrupted;
@@ -70,6 +79,8 @@ static void server_drain(struct server *srv)
 }
 
 /* ------------------------------------------------------------- callback */
+
+static void server_begin_shutdown(struct server *srv);
 
 /* A connection that passed the gate. Nothing is carried over from
  * gate_check (lws has no per-request state there), so the token is read
@@ -115,8 +126,11 @@ static int server_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
         return 0;
 
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
-        if (srv != NULL)
+        if (srv != NULL && srv->phase != SERVER_STOPPED) {
             server_drain(srv);
+            if (server_interrupted)
+                server_begin_shutdown(srv);
+        }
         return 0;
 
     default:
@@ -141,6 +155,13 @@ static void server_on_signal(int sig)
         lws_cancel_service(server_signal_ctx);
 }
 
+/* libev watches SIGINT itself and calls this on the service thread. */
+static void server_on_loop_signal(void *handle, int sig)
+{
+    (void)handle;
+    server_on_signal(sig);
+}
+
 static void lws_log_to_ours(int level, const char *line)
 {
     /* lws lines end in a newline; ours add one. */
@@ -151,45 +172,49 @@ static void lws_log_to_ours(int level, const char *line)
         log_warn("event=lws msg=\"%.*s\"", n, line);
 }
 
-/* Wakes lws_service() every 100 ms while draining, so deadlines are
- * checked even when no socket has anything to say. */
+/* SIGTERM/SIGINT: refuse new connections and turns, let the turns in
+ * flight finish within SHUTDOWN_GRACE_SECONDS, then close every connection
+ * with 1001 (going away) once its queued replies are written, then end the
+ * loop. A state machine stepped by a 100 ms timer on the service thread,
+ * because the event loop (libev) runs until it is told to stop: nothing
+ * runs between its wake-ups the way it did around lws_service() with poll. */
 static void server_tick(lws_sorted_usec_list_t *sul)
 {
     struct server *srv = lws_container_of(sul, struct server, tick);
+    time_t now = time(NULL);
+
+    if (srv->phase == SERVER_DRAIN_TURNS &&
+        (chat_active_turns() == 0 || now >= srv->phase_deadline)) {
+        conn_close_all(&srv->conns, LWS_CLOSE_STATUS_GOINGAWAY);
+        srv->phase = SERVER_DRAIN_CONNS;
+        srv->phase_deadline = now + 3;
+    }
+    if (srv->phase == SERVER_DRAIN_CONNS && (srv->conns.n == 0 || now >= srv->phase_deadline)) {
+        srv->phase = SERVER_STOPPED;
+        log_info("event=shutdown_done turns_left=%d conns_left=%d", chat_active_turns(),
+                 srv->conns.n);
+        /* Workers must not wake a context that is going. */
+        server_signal_ctx = NULL;
+        outbox_set_wake(srv->app->outbox, NULL, NULL);
+        /* lws's way to end an event-library loop from inside it: the first
+         * destroy closes what is left (cancelling turns) and breaks the
+         * loop; server_run's second one frees the context. */
+        lws_context_destroy(srv->ctx);
+        return;
+    }
     lws_sul_schedule(srv->ctx, 0, &srv->tick, server_tick, 100 * LWS_US_PER_MS);
 }
 
-static void service_until(struct server *srv, int (*done)(struct server *), int seconds)
+static void server_begin_shutdown(struct server *srv)
 {
-    time_t deadline = time(NULL) + seconds;
-    while (!done(srv) && time(NULL) < deadline)
-        if (lws_service(srv->ctx, 0) < 0)
-            break;
-}
-
-static int no_turns(struct server *srv)
-{
-    (void)srv;
-    return chat_active_turns() == 0;
-}
-
-static int no_conns(struct server *srv) { return srv->conns.n == 0; }
-
-/* SIGTERM/SIGINT: refuse new connections and turns, let the turns in
- * flight finish within SHUTDOWN_GRACE_SECONDS, then close every connection
- * with 1001 (going away) once its queued replies are written. */
-static void server_shutdown(struct server *srv)
-{
+    if (srv->phase != SERVER_RUNNING)
+        return;
     srv->conns.draining = 1;
+    srv->phase = SERVER_DRAIN_TURNS;
+    srv->phase_deadline = time(NULL) + srv->app->cfg->shutdown_grace_seconds;
     log_info("event=shutting_down turns=%d conns=%d grace_s=%d", chat_active_turns(),
              srv->conns.n, srv->app->cfg->shutdown_grace_seconds);
     server_tick(&srv->tick);
-    service_until(srv, no_turns, srv->app->cfg->shutdown_grace_seconds);
-    conn_close_all(&srv->conns, LWS_CLOSE_STATUS_GOINGAWAY);
-    service_until(srv, no_conns, 3);
-    lws_sul_schedule(srv->ctx, 0, &srv->tick, NULL, LWS_SET_TIMER_USEC_CANCEL);
-    log_info("event=shutdown_done turns_left=%d conns_left=%d", chat_active_turns(),
-             srv->conns.n);
 }
 
 int server_run(struct app *app)
@@ -218,8 +243,15 @@ int server_run(struct app *app)
     info.protocols = server_protocols;
     info.user = srv;
     info.retry_and_idle_policy = &retry;
+    /* libev: the kernel (epoll) reports which sockets are ready. lws's
+     * default poll() loop scans every socket at every wake-up, which at
+     * 10,000 connections took 98 % of chatd's CPU (docs/BENCHMARKS.md,
+     * "Ten thousand connections"). Debian ships it as the plugin
+     * libwebsockets-evlib-ev, which lws loads when the context is made. */
     info.options = LWS_SERVER_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE |
-                   LWS_SERVER_OPTION_DISABLE_IPV6;
+                   LWS_SERVER_OPTION_DISABLE_IPV6 | LWS_SERVER_OPTION_LIBEV;
+    info.signal_cb = server_on_loop_signal;
+    info.pcontext = &srv->ctx;
     info.count_threads = 1;
     info.fd_limit_per_thread = 0;
     /* Room for a bearer token of AUTH_TOKEN_MAX bytes and the usual
@@ -230,7 +262,10 @@ int server_run(struct app *app)
 
     srv->ctx = lws_create_context(&info);
     if (srv->ctx == NULL) {
-        log_error("event=listen_failed host=%s port=%d", cfg->server_host, cfg->server_port);
+        log_error("event=listen_failed host=%s port=%d msg=\"the port is taken, or lws's libev "
+                  "plugin (Debian: libwebsockets-evlib-ev) is missing; lws's own line above says "
+                  "which\"",
+                  cfg->server_host, cfg->server_port);
         goto out;
     }
     outbox_set_wake(app->outbox, server_wake, srv->ctx);
@@ -251,18 +286,20 @@ int server_run(struct app *app)
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    while (!server_interrupted) {
+    /* With libev, one call runs the loop until server_tick ends it; the
+     * loop around it only matters if something else breaks the loop. */
+    while (srv->phase != SERVER_STOPPED && srv->ctx != NULL)
         if (lws_service(srv->ctx, 0) < 0)
             break;
-    }
-    server_shutdown(srv);
     rc = 0;
 
 out:
     if (srv->ctx != NULL) {
         server_signal_ctx = NULL;
         outbox_set_wake(app->outbox, NULL, NULL);
-        lws_context_destroy(srv->ctx); /* closes what is left: cancels turns */
+        /* After server_tick's destroy this one frees the context; on the
+         * error paths it also closes what is left. */
+        lws_context_destroy(srv->ctx);
     }
     http_state_clear(&srv->http);
     peers_destroy(srv->conns.peers);

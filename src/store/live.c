@@ -2,6 +2,7 @@
 #include "store/live.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <hiredis/hiredis.h>
 #include <poll.h>
 #include <pthread.h>
@@ -22,12 +23,27 @@
 #define LIVE_RETRY_MS 1000
 #define LIVE_QUEUE_MAX 100000 /* commands; past it, new ones are dropped */
 
-/* One queued command: its argv, each argument copied. */
+/* One queued command, already in Redis's wire form: formatting it here,
+ * on the caller's thread, is one allocation where copying each argument
+ * was one per argument, and the publisher then only writes bytes. */
 struct live_cmd {
     struct live_cmd *next;
-    int argc;
-    char **argv;
-    size_t *argl;
+    char *cmd; /* from redisFormatCommandArgv */
+    long long len;
+};
+
+#define LIVE_WATCH_BUCKETS 1024
+#define LIVE_WATCH_LINGER_S 10
+#define LIVE_TURN_CHANNEL_PRE "chatd:{s:"
+#define LIVE_TURN_CHANNEL_POST "}:live"
+
+struct live_watch {
+    struct live_watch *next;
+    char session[UUID_STR_LEN + 1];
+    int refs;         /* connections here that resume the session */
+    int sent;         /* SUBSCRIBE written on the current connection */
+    int confirmed;    /* ... and Redis answered it */
+    time_t idle_since; /* refs went to 0 */
 };
 
 struct live {
@@ -45,36 +61,42 @@ struct live {
 
     pthread_t pub, sub;
     int pub_running, sub_running;
-    int wake[2]; /* a byte here stops the subscriber */
+    int wake[2]; /* a byte here wakes the subscriber: to stop, or to (un)subscribe */
+
+    /* The sessions whose turn channel the subscriber listens to: those a
+     * connection here resumes (live_watch), and for LIVE_WATCH_LINGER_S
+     * after the last one stops, so that a reconnecting page does not make
+     * it unsubscribe and subscribe again. */
+    pthread_mutex_t wmu;
+    pthread_cond_t wcv; /* a subscription was confirmed */
+    struct live_watch *watch[LIVE_WATCH_BUCKETS];
+    int watch_dirty;  /* an entry needs a SUBSCRIBE or may be done with */
+    int watch_idle;   /* entries with no watcher left, lingering */
+    time_t watch_swept;
 };
 
 static void cmd_free(struct live_cmd *c)
 {
     if (c == NULL)
         return;
-    for (int i = 0; i < c->argc; i++)
-        free(c->argv[i]);
-    free(c->argv);
-    free(c->argl);
+    redisFreeCommand(c->cmd);
     free(c);
 }
 
 /* Queues argv (argl lengths; 0 means strlen). Never blocks on Redis. */
 static void enqueue(struct live *lv, int argc, const char *const *argv, const size_t *argl)
 {
+    size_t lens[8];
+    if (argc > (int)(sizeof(lens) / sizeof(lens[0])))
+        return;
+    for (int i = 0; i < argc; i++)
+        lens[i] = argl != NULL && argl[i] > 0 ? argl[i] : strlen(argv[i]);
     struct live_cmd *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return;
-    c->argc = argc;
-    c->argv = calloc((size_t)argc, sizeof(*c->argv));
-    c->argl = calloc((size_t)argc, sizeof(*c->argl));
-    if (c->argv == NULL || c->argl == NULL)
+    if ((c->len = redisFormatCommandArgv(&c->cmd, argc, (const char **)argv, lens)) < 0) {
+        c->cmd = NULL;
         goto fail;
-    for (int i = 0; i < argc; i++) {
-        size_t n = argl != NULL && argl[i] > 0 ? argl[i] : strlen(argv[i]);
-        if ((c->argv[i] = util_memdup(argv[i], n)) == NULL)
-            goto fail;
-        c->argl[i] = n;
     }
     pthread_mutex_lock(&lv->mu);
     if (lv->queued >= LIVE_QUEUE_MAX) {
@@ -107,6 +129,20 @@ void live_publish(struct live *lv, const char *user_id, const char *msg, size_t 
 {
     char ch[80];
     snprintf(ch, sizeof(ch), "chatd:{u:%s}:live", user_id);
+    const char *argv[3] = {"PUBLISH", ch, msg};
+    size_t argl[3] = {0, 0, len};
+    enqueue(lv, 3, argv, argl);
+}
+
+static void turn_channel(char *out, size_t cap, const char *session_id)
+{
+    snprintf(out, cap, LIVE_TURN_CHANNEL_PRE "%s" LIVE_TURN_CHANNEL_POST, session_id);
+}
+
+void live_publish_turn(struct live *lv, const char *session_id, const char *msg, size_t len)
+{
+    char ch[80];
+    turn_channel(ch, sizeof(ch), session_id);
     const char *argv[3] = {"PUBLISH", ch, msg};
     size_t argl[3] = {0, 0, len};
     enqueue(lv, 3, argv, argl);
@@ -168,7 +204,7 @@ static void *pub_main(void *arg)
         redisContext *rc = cache_conn(&c);
         int n = 0, failed = rc == NULL;
         for (struct live_cmd *m = batch; m != NULL && !failed; m = m->next, n++)
-            if (redisAppendCommandArgv(rc, m->argc, (const char **)m->argv, m->argl) != REDIS_OK)
+            if (redisAppendFormattedCommand(rc, m->cmd, (size_t)m->len) != REDIS_OK)
                 failed = 1;
         for (int i = 0; i < n && !failed; i++) {
             redisReply *r = NULL;
@@ -189,24 +225,204 @@ static void *pub_main(void *arg)
     return NULL;
 }
 
-/* ----------------------------------------------------------- subscriber */
-
-/* Waits for fd or the stop byte at most ms: 1 to stop, 2 when fd is
- * readable (or closed), 0 when the time ran out. */
+/* Waits for fd or the wake pipe at most ms: 2 when fd is readable (or
+ * closed), 1 when only woken (the pipe is emptied), 0 when the time ran
+ * out. */
 static int wait_for(struct live *lv, int fd, int ms)
 {
     struct pollfd p[2] = {{.fd = lv->wake[0], .events = POLLIN}, {.fd = fd, .events = POLLIN}};
     poll(p, fd >= 0 ? 2 : 1, ms);
-    if ((p[0].revents & POLLIN) != 0)
-        return 1;
-    return fd >= 0 && p[1].revents != 0 ? 2 : 0;
+    int woken = (p[0].revents & POLLIN) != 0;
+    if (woken) {
+        char buf[64];
+        ssize_t r = read(lv->wake[0], buf, sizeof(buf));
+        (void)r;
+    }
+    return fd >= 0 && p[1].revents != 0 ? 2 : woken;
 }
 
-/* A pmessage: [pmessage, pattern, channel, payload]. */
+static void wake_subscriber(struct live *lv)
+{
+    ssize_t w = write(lv->wake[1], "w", 1);
+    (void)w; /* full: a wake is pending anyway */
+}
+
+/* --------------------------------------------------------------- watches */
+
+static struct live_watch **watch_find(struct live *lv, const char *session)
+{
+    struct live_watch **pp = &lv->watch[util_hash(session) % LIVE_WATCH_BUCKETS];
+    while (*pp != NULL && strcmp((*pp)->session, session) != 0)
+        pp = &(*pp)->next;
+    return pp;
+}
+
+void live_watch(struct live *lv, const char *session_id)
+{
+    if (lv == NULL || !uuid_valid(session_id))
+        return;
+    pthread_mutex_lock(&lv->wmu);
+    struct live_watch **pp = watch_find(lv, session_id);
+    struct live_watch *e = *pp;
+    int wake = 0;
+    if (e == NULL && (e = calloc(1, sizeof(*e))) != NULL) {
+        snprintf(e->session, sizeof(e->session), "%s", session_id);
+        *pp = e;
+        lv->watch_dirty = wake = 1;
+    }
+    if (e != NULL && e->refs++ == 0 && e->idle_since != 0) {
+        e->idle_since = 0;
+        lv->watch_idle--;
+    }
+    pthread_mutex_unlock(&lv->wmu);
+    if (wake)
+        wake_subscriber(lv);
+}
+
+void live_unwatch(struct live *lv, const char *session_id)
+{
+    if (lv == NULL)
+        return;
+    pthread_mutex_lock(&lv->wmu);
+    struct live_watch *e = *watch_find(lv, session_id);
+    if (e != NULL && e->refs > 0 && --e->refs == 0) {
+        e->idle_since = time(NULL);
+        lv->watch_idle++;
+    }
+    pthread_mutex_unlock(&lv->wmu);
+}
+
+int live_watch_wait(struct live *lv, const char *session_id, int timeout_ms)
+{
+    if (lv == NULL)
+        return -1;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&lv->wmu);
+    struct live_watch *e;
+    while ((e = *watch_find(lv, session_id)) != NULL && !e->confirmed)
+        if (pthread_cond_timedwait(&lv->wcv, &lv->wmu, &until) != 0)
+            break;
+    int ok = e != NULL && e->confirmed;
+    pthread_mutex_unlock(&lv->wmu);
+    return ok ? 0 : -1;
+}
+
+/* Subscriber thread: SUBSCRIBE what is new, UNSUBSCRIBE what lingered
+ * long enough, then write it all. -1 when the connection failed. */
+static int watch_sync(struct live *lv, redisContext *rc)
+{
+    time_t now = time(NULL);
+    int wrote = 0;
+    pthread_mutex_lock(&lv->wmu);
+    if (!lv->watch_dirty && (lv->watch_idle == 0 || now == lv->watch_swept)) {
+        pthread_mutex_unlock(&lv->wmu);
+        return 0;
+    }
+    lv->watch_dirty = 0;
+    lv->watch_swept = now;
+    for (int b = 0; b < LIVE_WATCH_BUCKETS; b++) {
+        struct live_watch **pp = &lv->watch[b];
+        while (*pp != NULL) {
+            struct live_watch *e = *pp;
+            char ch[80];
+            turn_channel(ch, sizeof(ch), e->session);
+            if (e->refs == 0 && now - e->idle_since >= LIVE_WATCH_LINGER_S) {
+                if (e->sent && redisAppendCommand(rc, "UNSUBSCRIBE %s", ch) == REDIS_OK)
+                    wrote = 1;
+                *pp = e->next;
+                lv->watch_idle--;
+                free(e);
+                continue;
+            }
+            if (!e->sent && redisAppendCommand(rc, "SUBSCRIBE %s", ch) == REDIS_OK)
+                e->sent = wrote = 1;
+            pp = &e->next;
+        }
+    }
+    pthread_mutex_unlock(&lv->wmu);
+    int done = !wrote;
+    while (!done)
+        if (redisBufferWrite(rc, &done) != REDIS_OK)
+            return -1;
+    return 0;
+}
+
+/* The connection is gone: every watch must be subscribed again on the
+ * next one, and is not listening until then. */
+static void watch_reset(struct live *lv)
+{
+    pthread_mutex_lock(&lv->wmu);
+    for (int b = 0; b < LIVE_WATCH_BUCKETS; b++)
+        for (struct live_watch *e = lv->watch[b]; e != NULL; e = e->next)
+            e->sent = e->confirmed = 0;
+    lv->watch_dirty = 1;
+    pthread_mutex_unlock(&lv->wmu);
+}
+
+/* "chatd:{s:<uuid>}:live" -> the uuid in out; -1 if it is not one. */
+static int turn_channel_session(const redisReply *ch, char out[UUID_STR_LEN + 1])
+{
+    static const char pre[] = LIVE_TURN_CHANNEL_PRE, post[] = LIVE_TURN_CHANNEL_POST;
+    if (ch->type != REDIS_REPLY_STRING ||
+        ch->len != sizeof(pre) - 1 + UUID_STR_LEN + sizeof(post) - 1 ||
+        memcmp(ch->str, pre, sizeof(pre) - 1) != 0)
+        return -1;
+    memcpy(out, ch->str + sizeof(pre) - 1, UUID_STR_LEN);
+    out[UUID_STR_LEN] = '\0';
+    return uuid_valid(out) ? 0 : -1;
+}
+
+static void watch_confirmed(struct live *lv, const redisReply *ch)
+{
+    char session[UUID_STR_LEN + 1];
+    if (turn_channel_session(ch, session) != 0)
+        return;
+    pthread_mutex_lock(&lv->wmu);
+    struct live_watch *e = *watch_find(lv, session);
+    if (e != NULL && e->sent) {
+        e->confirmed = 1;
+        pthread_cond_broadcast(&lv->wcv);
+    }
+    pthread_mutex_unlock(&lv->wmu);
+}
+
+/* ----------------------------------------------------------- subscriber */
+
+static int reply_is(const redisReply *r, size_t n, const char *kind)
+{
+    return r->type == REDIS_REPLY_ARRAY && r->elements == n &&
+           r->element[0]->type == REDIS_REPLY_STRING && strcmp(r->element[0]->str, kind) == 0;
+}
+
+/* A user's channel: [pmessage, pattern, channel, payload]. A turn's:
+ * [message, channel, payload], the payload led by the user's id. And the
+ * answers to SUBSCRIBE, which a resume waits for. */
 static void deliver(struct live *lv, redisReply *r)
 {
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 4 ||
-        r->element[0]->type != REDIS_REPLY_STRING || strcmp(r->element[0]->str, "pmessage") != 0)
+    if (reply_is(r, 3, "subscribe")) {
+        watch_confirmed(lv, r->element[1]);
+        return;
+    }
+    if (reply_is(r, 3, "message")) {
+        char session[UUID_STR_LEN + 1], user[UUID_STR_LEN + 1];
+        const redisReply *msg = r->element[2];
+        if (turn_channel_session(r->element[1], session) != 0 ||
+            msg->type != REDIS_REPLY_STRING || msg->len <= UUID_STR_LEN)
+            return;
+        memcpy(user, msg->str, UUID_STR_LEN);
+        user[UUID_STR_LEN] = '\0';
+        if (uuid_valid(user))
+            lv->on_message(lv->arg, user, msg->str + UUID_STR_LEN, msg->len - UUID_STR_LEN);
+        return;
+    }
+    if (!reply_is(r, 4, "pmessage"))
         return;
     const redisReply *ch = r->element[2], *msg = r->element[3];
     /* chatd:{u:<uuid>}:live */
@@ -235,18 +451,19 @@ static void *sub_main(void *arg)
         if (!ok) {
             if (rc != NULL)
                 cache_fail(&c, "live_subscribe");
-            if (wait_for(lv, -1, LIVE_RETRY_MS) == 1)
-                break;
+            wait_for(lv, -1, LIVE_RETRY_MS);
             continue;
         }
         atomic_store(&lv->up, 1);
         log_info("event=live_subscribed");
         for (;;) {
+            if (watch_sync(lv, rc) != 0)
+                break;
             int w = wait_for(lv, rc->fd, LIVE_RETRY_MS);
-            if (w == 1)
+            if (atomic_load(&lv->stopping))
                 goto out;
-            if (w == 0)
-                continue; /* a quiet second */
+            if (w != 2)
+                continue; /* woken to (un)subscribe, or a quiet second */
             if (redisBufferRead(rc) != REDIS_OK)
                 break;
             void *reply = NULL;
@@ -260,6 +477,7 @@ static void *sub_main(void *arg)
                 break;
         }
         atomic_store(&lv->up, 0);
+        watch_reset(lv);
         cache_fail(&c, "live_subscriber");
     }
 out:
@@ -283,7 +501,10 @@ struct live *live_start(const struct config *cfg, live_msg_fn on_message, void *
     lv->wake[0] = lv->wake[1] = -1;
     pthread_mutex_init(&lv->mu, NULL);
     pthread_cond_init(&lv->cv, NULL);
-    if (pipe(lv->wake) != 0)
+    pthread_mutex_init(&lv->wmu, NULL);
+    pthread_cond_init(&lv->wcv, NULL);
+    if (pipe(lv->wake) != 0 || fcntl(lv->wake[0], F_SETFL, O_NONBLOCK) != 0 ||
+        fcntl(lv->wake[1], F_SETFL, O_NONBLOCK) != 0)
         goto fail;
     if (pthread_create(&lv->pub, NULL, pub_main, lv) != 0)
         goto fail;
@@ -319,10 +540,18 @@ void live_stop(struct live *lv)
         cmd_free(lv->head);
         lv->head = n;
     }
-    if (lv->wake[0] >= 0) {
+    if (lv->wake[0] >= 0)
         close(lv->wake[0]);
+    if (lv->wake[1] >= 0)
         close(lv->wake[1]);
-    }
+    for (int b = 0; b < LIVE_WATCH_BUCKETS; b++)
+        while (lv->watch[b] != NULL) {
+            struct live_watch *n = lv->watch[b]->next;
+            free(lv->watch[b]);
+            lv->watch[b] = n;
+        }
+    pthread_cond_destroy(&lv->wcv);
+    pthread_mutex_destroy(&lv->wmu);
     pthread_cond_destroy(&lv->cv);
     pthread_mutex_destroy(&lv->mu);
     free(lv);

@@ -7,10 +7,14 @@
  *     stream calls) and sends them pipelined, in queue order; queuing
  *     never blocks, so the agent's thread may queue a turn's deltas;
  *   - the subscriber PSUBSCRIBEs to every user's channel,
- *     chatd:{u:<user>}:live, and calls on_message for each message (on its
- *     own thread: it must not block).
- * Every chatd hears every user's messages and keeps those its connections
- * want; a message is published once, by the chatd where it happened.
+ *     chatd:{u:<user>}:live (events and stops: a few per turn), and
+ *     SUBSCRIBEs to a session's turn channel, chatd:{s:<session>}:live
+ *     (every delta), only while a connection here resumes that session
+ *     (live_watch). It calls on_message for each message, on its own
+ *     thread: it must not block.
+ * So a delta comes back from Redis only to the chatd instances that have
+ * a resumer of its turn, not to all of them; a message is published once,
+ * by the chatd where it happened.
  *
  * Redis pub/sub is at most once: a message published while the subscriber
  * is cut off (a Redis restart, a failover) is lost. Clients re-read with
@@ -39,6 +43,20 @@ int live_up(const struct live *lv);
 
 /* Queue a message on user_id's channel. */
 void live_publish(struct live *lv, const char *user_id, const char *msg, size_t len);
+
+/* Queue a message on session_id's turn channel. msg starts with the id of
+ * the session's user (UUID_STR_LEN characters), which on_message gets as
+ * user_id, followed by what it gets as the message. */
+void live_publish_turn(struct live *lv, const char *session_id, const char *msg, size_t len);
+
+/* A connection here resumes session_id (service thread): listen to its turn
+ * channel until the matching live_unwatch, counted per session. */
+void live_watch(struct live *lv, const char *session_id);
+void live_unwatch(struct live *lv, const char *session_id);
+/* A worker, before it reads the turn stream for a resume: waits until Redis
+ * has confirmed the subscription, so that no frame published after the
+ * read can be missed. 0, or -1 after timeout_ms or if nothing watches it. */
+int live_watch_wait(struct live *lv, const char *session_id, int timeout_ms);
 
 /* The session's turn stream: begun afresh by a turn (turn_id), one entry
  * per frame (index, or "end" for the last), and kept retain_seconds after

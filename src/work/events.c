@@ -53,21 +53,35 @@ void events_turn_begin(struct app *app, const char *session_id, const char *turn
         live_stream_begin(app->live, session_id, turn_id);
 }
 
+/* A turn's frame on its session's channel: "<user>D<session> <index>
+ * <frame>" (or "F<session> <frame>" for the last), heard only by the
+ * chatd instances that have a resumer of the session. */
+static void publish_turn(struct app *app, const char *user_id, const char *session_id,
+                         const char *head, const char *frame, size_t len)
+{
+    char *msg = malloc(len + 128);
+    if (msg == NULL)
+        return;
+    int h = snprintf(msg, 128, "%s%s", user_id, head);
+    if (h < 0 || h >= 128 || strlen(user_id) != UUID_STR_LEN) {
+        free(msg);
+        return;
+    }
+    memcpy(msg + h, frame, len);
+    live_publish_turn(app->live, session_id, msg, (size_t)h + len);
+    free(msg);
+}
+
 void events_turn_frame(struct app *app, const char *user_id, const char *session_id,
                        long long index, const char *frame, size_t len)
 {
     if (app->live == NULL)
         return;
-    char idx[24];
+    char idx[24], head[80];
     snprintf(idx, sizeof(idx), "%lld", index);
     live_stream_add(app->live, session_id, idx, frame, len);
-    char *msg = malloc(len + 64);
-    if (msg == NULL)
-        return;
-    int h = snprintf(msg, 64, "D%s %lld ", session_id, index);
-    memcpy(msg + h, frame, len);
-    publish(app, user_id, msg, (size_t)h + len);
-    free(msg);
+    snprintf(head, sizeof(head), "D%s %lld ", session_id, index);
+    publish_turn(app, user_id, session_id, head, frame, len);
 }
 
 void events_turn_end(struct app *app, const char *user_id, const char *session_id,
@@ -76,13 +90,19 @@ void events_turn_end(struct app *app, const char *user_id, const char *session_i
     if (app->live == NULL)
         return;
     live_stream_end(app->live, session_id, frame, len, app->cfg->stream_retain_seconds);
-    char *msg = malloc(len + 64);
-    if (msg == NULL)
-        return;
-    int h = snprintf(msg, 64, "F%s ", session_id);
-    memcpy(msg + h, frame, len);
-    publish(app, user_id, msg, (size_t)h + len);
-    free(msg);
+    char head[80];
+    snprintf(head, sizeof(head), "F%s ", session_id);
+    publish_turn(app, user_id, session_id, head, frame, len);
+}
+
+void events_watch_turn(struct app *app, const char *session_id)
+{
+    live_watch(app->live, session_id);
+}
+
+void events_unwatch_turn(struct app *app, const char *session_id)
+{
+    live_unwatch(app->live, session_id);
 }
 
 /* ------------------------------------------------------------- delivery */
@@ -174,11 +194,13 @@ void events_admin(void *arg, const char *payload)
 
 /* ---------------------------------------------------------------- watch */
 
-/* Turns that connections here resume, watched in case their chatd dies:
- * then nobody sends their last frame, and the connections would wait for
- * ever. Once a second a worker looks at them all; one whose lease is gone
- * and whose stream has no end was interrupted, and its resumers are told
- * so (error 29), by this chatd, to its own connections. */
+/* Turns that connections here resume, watched in case their last frame
+ * never reaches them: their chatd died (nobody sends it), or it was
+ * published while this chatd's subscriber was reconnecting (pub/sub is at
+ * most once). Once a second a worker looks at them all; for one whose
+ * lease is gone, the stream says which: with no end it was interrupted,
+ * and its resumers are told so (error 29); with an end, they are given
+ * that end. By this chatd, to its own connections. */
 struct watch {
     struct watch *next;
     char user[UUID_STR_LEN + 1], session[UUID_STR_LEN + 1], turn[UUID_STR_LEN + 1];
@@ -189,6 +211,9 @@ struct watch {
  * the publisher's queue): one seen without its lease and without that end
  * for this long is taken for interrupted. */
 #define EVENTS_END_GRACE_SECONDS 2
+
+/* How long a resume waits for Redis to confirm its subscription. */
+#define EVENTS_WATCH_WAIT_MS 3000
 
 static pthread_mutex_t watch_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct watch *watches;
@@ -249,21 +274,34 @@ static void watch_run(struct worker *w, struct pool_job *job)
         }
         int ours = n > 0 && strcmp(e[0].index, "turn") == 0 && strcmp(e[0].frame, x->turn) == 0;
         int ended = ours && strcmp(e[n - 1].index, "end") == 0;
-        live_entries_free(e, n);
         time_t now = time(NULL);
-        if (ours && !ended && x->since == 0)
+        if (ours && x->since == 0)
             x->since = now;
-        if (ours && !ended && now - x->since < EVENTS_END_GRACE_SECONDS) {
+        if (ours && now - x->since < EVENTS_END_GRACE_SECONDS) {
+            live_entries_free(e, n);
             x = next; /* its end may be on its way */
             continue;
         }
-        if (ours && !ended) {
+        if (ours) {
+            /* Ended: its last frame was published, but pub/sub is at most
+             * once (the subscriber may have been reconnecting), so it is
+             * given again from the stream; a connection that had it is
+             * no longer resuming and ignores it. Not ended: its chatd
+             * died. */
             size_t len = 0;
-            char *frame = proto_encode_error_code(PROTO_CHAT, PERR_TURN_INTERRUPTED, NULL, NULL, &len);
+            char *frame = NULL;
+            if (ended) {
+                frame = e[n - 1].frame;
+                len = e[n - 1].len;
+                e[n - 1].frame = NULL;
+            } else {
+                frame = proto_encode_error_code(PROTO_CHAT, PERR_TURN_INTERRUPTED, NULL, NULL, &len);
+                log_info("event=turn_interrupted session=%s turn=%s", x->session, x->turn);
+            }
             if (frame != NULL)
                 outbox_live(w->app->outbox, x->user, 'F', x->session, -1, frame, len);
-            log_info("event=turn_interrupted session=%s turn=%s", x->session, x->turn);
         }
+        live_entries_free(e, n);
         watch_drop(x);
         x = next;
     }
@@ -338,7 +376,11 @@ void events_resume(struct worker *w, struct work_request *r)
         reply_error(r, st == DB_NOT_FOUND ? PERR_NO_SESSION : PERR_INTERNAL, NULL);
         return;
     }
-    if (!live_up(r->app->live) || live_stream_read(&w->cache, q->session_id, &e, &n) != 0) {
+    /* The connection watches the session's channel (net/conn.c); reading
+     * the stream before Redis confirmed it could miss a frame. */
+    if (!live_up(r->app->live) ||
+        live_watch_wait(r->app->live, q->session_id, EVENTS_WATCH_WAIT_MS) != 0 ||
+        live_stream_read(&w->cache, q->session_id, &e, &n) != 0) {
         reply_error(r, PERR_LIVE_UNAVAILABLE, "Redis is unreachable; try again");
         return;
     }

@@ -3,11 +3,14 @@
  * any connection of the user, on any instance. store/live.h carries them
  * over Redis; this module says what is sent and where it lands.
  *
- * Messages on a user's channel, one letter then its fields:
+ * Messages, one letter then its fields. On a user's channel (every chatd
+ * hears it):
  *   E<json>                    an event: the data of a type 15 frame
+ *   S<session>                 stop the turn running on that session
+ * On a session's turn channel, after the user's id (heard only where a
+ * connection resumes that session: events_watch_turn):
  *   D<session> <index> <frame> a running turn's type 7 frame
  *   F<session> <frame>         a turn's last frame (type 3, or its error)
- *   S<session>                 stop the turn running on that session
  * A chatd publishes what happened on it, once; every chatd delivers E, D
  * and F to its own connections (net/), and the one running the turn acts
  * on S. An admin's SQL is heard from PostgreSQL by every chatd instead
@@ -35,6 +38,11 @@ void events_turn_frame(struct app *app, const char *user_id, const char *session
                        long long index, const char *frame, size_t len);
 void events_turn_end(struct app *app, const char *user_id, const char *session_id,
                      const char *frame, size_t len);
+
+/* A connection here starts or stops resuming session_id (service thread;
+ * counted, so each watch needs its unwatch). */
+void events_watch_turn(struct app *app, const char *session_id);
+void events_unwatch_turn(struct app *app, const char *session_id);
 
 /* inval.h's admin hook: an admin's SQL changed something of a user's
  * (payload: the trigger's JSON, with "user_id" and "kind"). Every chatd

@@ -259,6 +259,61 @@ class Interrupted(unittest.TestCase):
         ca.ws.close()
 
 
+def numsub(r, channel):
+    return dict(r.pubsub_numsub(channel)).get(channel.encode(), 0)
+
+
+def wait_numsub(r, channel, pred, what):
+    for _ in range(600):  # a deadline of a minute, not a timing claim
+        n = numsub(r, channel)
+        if pred(n):
+            return n
+        time.sleep(0.1)
+    raise AssertionError("%s: %s has %d subscribers" % (what, channel, n))
+
+
+class TurnChannel(unittest.TestCase):
+    """A turn's deltas go to the session's own channel, which a chatd
+    subscribes to only while one of its connections resumes the session."""
+
+    def test_subscribed_only_while_resumed_and_again_after_redis_drops_it(self):
+        db = Database("chatd_live_channel")
+        redis = RedisServer()
+        agent = Agent(AGENT_DELAY_MS=8000)
+        a = Chatd(db, agent_port=agent.port, REDIS_PORT=redis.port)
+        b = Chatd(db, agent_port=agent.port, REDIS_PORT=redis.port)
+        self.addCleanup(cleanup, a, b, agent, redis, db)
+        r = redis.client()
+        uid = db.add_user(balance=5)
+        ca = a.client(timeout=30)
+        words = " ".join("w%d" % i for i in range(40))
+        first, sid = stream_new(ca, uid, words, 0)
+        channel = "chatd:{s:%s}:live" % sid
+        # nobody resumes it: no chatd listens, its deltas come back to none
+        self.assertEqual(numsub(r, channel), 0)
+        cb = b.client(timeout=30)
+        cb.send(16, {"user_id": uid, "session_id": sid, "after": 0})
+        self.assertEqual(cb.recv()["data"]["active"], True)
+        self.assertEqual(numsub(r, channel), 1)  # subscribed before the answer
+        # Redis drops every subscriber connection; b subscribes again to
+        # the session's channel, and the deltas sent after that reach cb
+        self.assertGreaterEqual(r.client_kill_filter(_type="pubsub"), 2)
+        wait_numsub(r, channel, lambda n: n == 1, "not subscribed again")
+        got_b = drain_until(cb, lambda m: m.get("type") == 3 or "error" in m)
+        got_a = first + drain_until(ca, lambda m: m.get("type") == 3 or "error" in m)
+        self.assertEqual(got_a[-1]["type"], 3, got_a[-1])
+        self.assertEqual(got_b[-1], got_a[-1])
+        d_a = [m["data"]["index"] for m in got_a if m.get("type") == 7]
+        d_b = [m["data"]["index"] for m in got_b if m.get("type") == 7]
+        self.assertEqual(d_a, list(range(len(d_a))))
+        self.assertEqual(d_b[-1], d_a[-1])  # the last delta came live, after the drop
+        self.assertEqual(d_b, sorted(set(d_b)))  # in order, none twice
+        # the resume is over: b lets the channel go (after a short linger)
+        wait_numsub(r, channel, lambda n: n == 0, "still subscribed")
+        ca.close()
+        cb.close()
+
+
 class RedisDown(unittest.TestCase):
     def test_subscribe_and_resume_answer_a_clear_error(self):
         db = Database("chatd_live_noredis")
