@@ -14,8 +14,9 @@
 #   c2. a turn's PostgreSQL round trips, and the store beside pgbench
 #   d. 2,000 turns in flight at once against an agent that takes 2 s
 #   k. start-up time with 100,000 sessions vs an empty database
-#   j. 2,000 streamed replies at once, 20 deltas/s each, delivery lag
-# (d and j run last because they restart the agent with other settings.) Everything
+#   j. 2,000 streamed replies at once, 20 deltas/s each, delivery lag, with
+#      RESUMABLE_STREAMS=0 and 1 (`scripts/bench.sh streams` runs only this)
+# (d and j run last because they restart the agent, and j chatd, with other settings.) Everything
 # stops at the end, also on failure or Ctrl-C. Traffic stays on 127.0.0.1.
 # Figures are printed, never asserted: this is not part of `make test`.
 #
@@ -48,8 +49,8 @@ die() { say "$*"; exit 1; }
 
 SCENARIO=${1:-all}
 case $SCENARIO in
-all | soak) ;;
-*) die "usage: scripts/bench.sh [soak]" ;;
+all | soak | streams) ;;
+*) die "usage: scripts/bench.sh [soak | streams]" ;;
 esac
 SOAK_CLIENTS=${SOAK_CLIENTS:-1000}
 SOAK_SECONDS=${SOAK_SECONDS:-600}
@@ -186,11 +187,15 @@ insert into chat_messages(session_id, seq, role, content)
 select session_id, r.seq, r.role, 'seeded ' || r.role || ' message'
   from s, (values (0, 'user'), (1, 'assistant')) r(seq, role)" >/dev/null
 
+start_chatd() { # [VAR=value ...]
+    env "${CHATD_VARS[@]}" "$@" "$BUILD/chatd" >>"$DATA/chatd.log" 2>&1 &
+    CHATD_PID=$!
+    wait_port "$CHATD_PORT" "$CHATD_PID" chatd
+    [[ "$(cat "/proc/$CHATD_PID/comm")" == chatd ]] || die "pid $CHATD_PID is not chatd"
+}
+
 start_agent "$([[ $SCENARIO == soak ]] && echo "$SOAK_DELAY_MS" || echo 0)"
-env "${CHATD_VARS[@]}" "$BUILD/chatd" >>"$DATA/chatd.log" 2>&1 &
-CHATD_PID=$!
-wait_port "$CHATD_PORT" "$CHATD_PID" chatd
-[[ "$(cat "/proc/$CHATD_PID/comm")" == chatd ]] || die "pid $CHATD_PID is not chatd"
+start_chatd
 
 # A field of /proc/PID/status (VmRSS, VmHWM in KiB; Threads).
 status_of() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
@@ -323,6 +328,83 @@ if [[ $SCENARIO == soak ]]; then
     fi
     echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
     exit "$soak_rc"
+fi
+
+# ------------------------------------------ j. thousands of live streams (issue 15)
+section_streams() {
+STREAMS=${BENCH_STREAMS:-2000}
+STREAM_WORDS=${BENCH_STREAM_WORDS:-200}
+echo
+echo "## j. $STREAMS streamed replies at once, 20 deltas/s each for $((STREAM_WORDS / 20)) s (chat-agent AGENT_DELTA_MS=50 AGENT_STAMP_DELTAS=1)"
+stop_child chat-agent "$AGENT_PID" 10
+AGENT_PID=
+start_agent 0 AGENT_DELTA_MS=50 AGENT_STAMP_DELTAS=1
+# One user per stream: a subscriber gets its own user's events, as in life.
+psql_q -tAc "insert into user_data(username, models, balance)
+             select 'stream ' || g, array[4,5,8], 1000 from generate_series(1, $STREAMS) g
+             returning user_id" | sed '/^$/d' >"$DATA/stream_users.txt"
+echo "(resumable 0: each delta goes to its connection only; 1: it is also appended to the session's"
+echo " Redis stream and published on the session's turn channel, for code 16; subscribed: each stream's"
+echo " user also has code 14 on its connection; pieces: the agent's words, each stamped with its send time and checked in order (the agent may"
+echo " send several in one message when its socket is busy: frames <= pieces); lag: receive time minus"
+echo " that stamp, one clock; the last word of each reply comes with its end, unstamped; CPU per 1,000"
+echo " pieces is chatd's)"
+printf '%-28s %6s %9s %9s %8s %6s %5s %6s %10s %10s %10s %6s %7s %9s %5s %7s %7s %7s %6s\n' what turns pieces expected frames order dups wrong lag_p50_us lag_p99_us lag_max_us errors chatd% cpu/1k pg% redis% agent% client% host%
+# RESUMABLE_STREAMS=0 first (each delta only to its connection), then 1 (each
+# also appended to the session's Redis stream and published on its turn
+# channel, for code 16), then 1 with every stream's user also subscribed
+# (code 14). chatd is restarted for each setting; one turn first, so its
+# lazily opened connections to PostgreSQL, Redis and the agent exist.
+resumable=
+for spec in "$((STREAMS / 4)) 0 plain" "$STREAMS 0 plain" "$STREAMS 1 plain" "$STREAMS 1 subscribed"; do
+    read -r n res mode <<<"$spec"
+    if [[ $res != "$resumable" ]]; then
+        stop_child chatd "$CHATD_PID" 30
+        start_chatd RESUMABLE_STREAMS="$res"
+        resumable=$res
+        for ((i = 0; i < 20; i++)); do
+            out=$(timeout -k 5 30 "$BUILD/wsbench" --url "$URL" --user "$USER_ID" --code 3 --session NEW --conns 1 --once --timeout 30 2>>"$DATA/client.err") || true
+            [[ $(field "$out" errors) == 0 && $(field "$out" requests) == 1 ]] && break
+            sleep 1
+        done
+    fi
+    flag=
+    [[ $mode == subscribed ]] && flag=--resume
+    c0=$(cpu_ticks "$CHATD_PID")
+    run_cpu timeout -k 5 300 "$BUILD/streambench" --url "$URL" --users "$DATA/stream_users.txt" \
+        --conns "$n" --words "$STREAM_WORDS" --timeout 200 --ramp 256 $flag
+    c1=$(cpu_ticks "$CHATD_PID")
+    d=$(field "$OUT" pieces)
+    printf '%-28s %6s %9s %9s %8s %6s %5s %6s %10s %10s %10s %6s %7s %9s %5s %7s %7s %7s %6s\n' \
+        "$n, resumable $res$([[ $mode == subscribed ]] && echo ", subscribed")" \
+        "$(field "$OUT" turns_done)" "$d" "$(field "$OUT" pieces_expected)" "$(field "$OUT" frames)" \
+        "$(field "$OUT" out_of_order)" "$(field "$OUT" duplicates)" "$(field "$OUT" wrong_words)" \
+        "$(field "$OUT" lag_p50_us)" "$(field "$OUT" lag_p99_us)" "$(field "$OUT" lag_max_us)" \
+        "$(field "$OUT" errors)" "$CHATD_CPU" \
+        "$(awk -v t=$((c1 - c0)) -v hz="$CLK_TCK" -v d="${d:-0}" 'BEGIN { printf "%.1f ms", (d > 0 ? t / hz / d * 1e6 : 0) }')" \
+        "$PG_CPU" "$REDIS_CPU" "$AGENT_CPU" "$CLIENT_CPU" "$HOST_CPU"
+done
+printf '%-40s %s\n' "chatd VmRSS after (KiB)" "$(status_of "$CHATD_PID" VmRSS)"
+}
+
+report_tail() {
+echo
+echo "raw result lines:"
+sed 's/^/    /' "$DATA/raw.txt"
+if [[ -s "$DATA/client.err" ]]; then
+    echo "client diagnostics (first lines):"
+    head -n 20 "$DATA/client.err" | sed 's/^/    /'
+fi
+if grep -q 'level=warn\|level=error' "$DATA/chatd.log"; then
+    echo "chatd log warnings/errors (first lines):"
+    grep 'level=warn\|level=error' "$DATA/chatd.log" | head -n 20 | sed 's/^/    /'
+fi
+}
+
+if [[ $SCENARIO == streams ]]; then
+    section_streams
+    report_tail
+    exit 0
 fi
 
 # ---------------------------------------------- a. simple codes vs Redis
@@ -794,57 +876,5 @@ printf '%-40s %s\n' "chatd VmRSS max sampled (KiB)" "$rss_max"
 printf '%-40s %s\n' "chatd VmHWM during the burst (KiB)" "$hwm"
 printf '%-40s %s\n' "chatd log warn/error lines added" "$(($(log_count 'level=warn') - warn0)) / $(($(log_count 'level=error') - err0))"
 
-# ------------------------------------------ j. thousands of live streams (issue 15)
-STREAMS=${BENCH_STREAMS:-2000}
-STREAM_WORDS=${BENCH_STREAM_WORDS:-200}
-echo
-echo "## j. $STREAMS streamed replies at once, 20 deltas/s each for $((STREAM_WORDS / 20)) s (chat-agent AGENT_DELTA_MS=50 AGENT_STAMP_DELTAS=1)"
-stop_child chat-agent "$AGENT_PID" 10
-AGENT_PID=
-start_agent 0 AGENT_DELTA_MS=50 AGENT_STAMP_DELTAS=1
-for ((i = 0; i < 20; i++)); do
-    out=$(timeout -k 5 30 "$BUILD/wsbench" --url "$URL" --user "$USER_ID" --code 3 --session NEW --conns 1 --once --timeout 30 2>>"$DATA/client.err") || true
-    [[ $(field "$out" errors) == 0 && $(field "$out" requests) == 1 ]] && break
-    sleep 1
-done
-# One user per stream: a subscriber gets its own user's events, as in life.
-psql_q -tAc "insert into user_data(username, models, balance)
-             select 'stream ' || g, array[4,5,8], 1000 from generate_series(1, $STREAMS) g
-             returning user_id" | sed '/^$/d' >"$DATA/stream_users.txt"
-echo "(every delta is also appended to the session's Redis stream and published for resumers, always;"
-echo " pieces: the agent's words, each stamped with its send time and checked in order (the agent may"
-echo " send several in one message when its socket is busy: frames <= pieces); lag: receive time minus"
-echo " that stamp, one clock; the last word of each reply comes with its end, unstamped; CPU per 1,000"
-echo " pieces is chatd's)"
-printf '%-28s %6s %9s %9s %8s %6s %5s %6s %10s %10s %10s %6s %7s %9s %5s %7s %7s %7s %6s\n' what turns pieces expected frames order dups wrong lag_p50_us lag_p99_us lag_max_us errors chatd% cpu/1k pg% redis% agent% client% host%
-for spec in "$((STREAMS / 4)) plain" "$STREAMS plain" "$STREAMS subscribed"; do
-    read -r n mode <<<"$spec"
-    flag=
-    [[ $mode == subscribed ]] && flag=--resume
-    c0=$(cpu_ticks "$CHATD_PID")
-    run_cpu timeout -k 5 300 "$BUILD/streambench" --url "$URL" --users "$DATA/stream_users.txt" \
-        --conns "$n" --words "$STREAM_WORDS" --timeout 200 --ramp 256 $flag
-    c1=$(cpu_ticks "$CHATD_PID")
-    d=$(field "$OUT" pieces)
-    printf '%-28s %6s %9s %9s %8s %6s %5s %6s %10s %10s %10s %6s %7s %9s %5s %7s %7s %7s %6s\n' \
-        "$n $([[ $mode == subscribed ]] && echo "streams, subscribed (14)" || echo "streams")" \
-        "$(field "$OUT" turns_done)" "$d" "$(field "$OUT" pieces_expected)" "$(field "$OUT" frames)" \
-        "$(field "$OUT" out_of_order)" "$(field "$OUT" duplicates)" "$(field "$OUT" wrong_words)" \
-        "$(field "$OUT" lag_p50_us)" "$(field "$OUT" lag_p99_us)" "$(field "$OUT" lag_max_us)" \
-        "$(field "$OUT" errors)" "$CHATD_CPU" \
-        "$(awk -v t=$((c1 - c0)) -v hz="$CLK_TCK" -v d="${d:-0}" 'BEGIN { printf "%.1f ms", (d > 0 ? t / hz / d * 1e6 : 0) }')" \
-        "$PG_CPU" "$REDIS_CPU" "$AGENT_CPU" "$CLIENT_CPU" "$HOST_CPU"
-done
-printf '%-40s %s\n' "chatd VmRSS after (KiB)" "$(status_of "$CHATD_PID" VmRSS)"
-
-echo
-echo "raw result lines:"
-sed 's/^/    /' "$DATA/raw.txt"
-if [[ -s "$DATA/client.err" ]]; then
-    echo "client diagnostics (first lines):"
-    head -n 20 "$DATA/client.err" | sed 's/^/    /'
-fi
-if grep -q 'level=warn\|level=error' "$DATA/chatd.log"; then
-    echo "chatd log warnings/errors (first lines):"
-    grep 'level=warn\|level=error' "$DATA/chatd.log" | head -n 20 | sed 's/^/    /'
-fi
+section_streams
+report_tail

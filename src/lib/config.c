@@ -59,6 +59,7 @@ static const struct cfg_row config_table[] = {
     I("MAX_INFLIGHT_PER_CONN", max_inflight_per_conn, "64", 1, 100000),
     I("TURN_LEASE_SECONDS", turn_lease_seconds, "10", 2, 3600),
     I("STREAM_RETAIN_SECONDS", stream_retain_seconds, "300", 1, 86400),
+    I("RESUMABLE_STREAMS", resumable_streams, "1", 0, 1),
     I("WORKER_THREADS", worker_threads, "4", 1, 256),
     I("WS_PING_SECONDS", ws_ping_seconds, "30", 1, 3600),
     I("SHUTDOWN_GRACE_SECONDS", shutdown_grace_seconds, "30", 0, 3600),

@@ -37,6 +37,7 @@ struct config {
     int ai_title_timeout_seconds; /* a Title call's deadline */
     int turn_lease_seconds;       /* a session's turn lease (store/lease.h) */
     int stream_retain_seconds;    /* a turn's frames kept for code 16 after it ends */
+    int resumable_streams;        /* 0: no turn streams in Redis, code 16 answers error 30 */
 
     int max_file_size_mb;
     int max_chat_history_context;

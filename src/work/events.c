@@ -47,9 +47,15 @@ void events_emit(struct app *app, const char *user_id, json_t *event)
     free(s);
 }
 
+/* RESUMABLE_STREAMS=0: a turn's frames go only to its own connection. */
+static int streams_on(const struct app *app)
+{
+    return app->live != NULL && app->cfg->resumable_streams;
+}
+
 void events_turn_begin(struct app *app, const char *session_id, const char *turn_id)
 {
-    if (app->live != NULL)
+    if (streams_on(app))
         live_stream_begin(app->live, session_id, turn_id);
 }
 
@@ -75,7 +81,7 @@ static void publish_turn(struct app *app, const char *user_id, const char *sessi
 void events_turn_frame(struct app *app, const char *user_id, const char *session_id,
                        long long index, const char *frame, size_t len)
 {
-    if (app->live == NULL)
+    if (!streams_on(app))
         return;
     char idx[24], head[80];
     snprintf(idx, sizeof(idx), "%lld", index);
@@ -87,7 +93,7 @@ void events_turn_frame(struct app *app, const char *user_id, const char *session
 void events_turn_end(struct app *app, const char *user_id, const char *session_id,
                      const char *frame, size_t len)
 {
-    if (app->live == NULL)
+    if (!streams_on(app))
         return;
     live_stream_end(app->live, session_id, frame, len, app->cfg->stream_retain_seconds);
     char head[80];
@@ -374,6 +380,10 @@ void events_resume(struct worker *w, struct work_request *r)
     int st = db_session_turn(&w->pg, q->user_id, q->session_id, &next_seq, running);
     if (st != DB_OK) {
         reply_error(r, st == DB_NOT_FOUND ? PERR_NO_SESSION : PERR_INTERNAL, NULL);
+        return;
+    }
+    if (!r->app->cfg->resumable_streams) {
+        reply_error(r, PERR_LIVE_UNAVAILABLE, "RESUMABLE_STREAMS=0: turns are not kept for resuming");
         return;
     }
     /* The connection watches the session's channel (net/conn.c); reading

@@ -314,6 +314,33 @@ class TurnChannel(unittest.TestCase):
         cb.close()
 
 
+class NotResumable(unittest.TestCase):
+    def test_resumable_streams_off_keeps_nothing_in_redis(self):
+        db = Database("chatd_live_noresume")
+        redis = RedisServer()
+        agent = Agent(AGENT_DELAY_MS=300)
+        chatd = Chatd(db, agent_port=agent.port, REDIS_PORT=redis.port, RESUMABLE_STREAMS=0)
+        self.addCleanup(cleanup, chatd, agent, redis, db)
+        r = redis.client()
+        uid = db.add_user(balance=5)
+        c = chatd.client()
+        sub = chatd.client()
+        self.assertEqual(sub.req(14, {"user_id": uid})["type"], 14)
+        frames, sid = stream_new(c, uid, "one two three four", 0)
+        frames += drain_until(c, lambda m: m.get("type") == 3 or "error" in m)
+        self.assertEqual(frames[-1]["type"], 3, frames[-1])
+        deltas = [m["data"]["delta"] for m in frames if m.get("type") == 7]
+        self.assertEqual("".join(deltas), frames[-1]["data"]["message"])  # the turn streams as ever
+        ev = events_of(drain_until(sub, lambda m: m.get("type") == 15 and m["data"]["kind"] == "turn_finished"))
+        self.assertEqual(ev[-1]["session_id"], sid)  # and the other tab still hears of it
+        self.assertEqual(r.exists("chatd:{s:%s}:turn" % sid), 0)
+        got = c.req(16, {"user_id": uid, "session_id": sid})
+        self.assertEqual((got.get("code"), got.get("error")), (30, "Live Updates Unavailable"), got)
+        self.assertIn("RESUMABLE_STREAMS=0", got.get("detail", ""))
+        c.close()
+        sub.close()
+
+
 class RedisDown(unittest.TestCase):
     def test_subscribe_and_resume_answer_a_clear_error(self):
         db = Database("chatd_live_noredis")
