@@ -335,29 +335,40 @@ section_streams() {
 STREAMS=${BENCH_STREAMS:-2000}
 STREAM_WORDS=${BENCH_STREAM_WORDS:-200}
 echo
-echo "## j. $STREAMS streamed replies at once, 20 deltas/s each for $((STREAM_WORDS / 20)) s (chat-agent AGENT_DELTA_MS=50 AGENT_STAMP_DELTAS=1)"
-stop_child chat-agent "$AGENT_PID" 10
-AGENT_PID=
-start_agent 0 AGENT_DELTA_MS=50 AGENT_STAMP_DELTAS=1
+echo "## j. $STREAMS streamed replies at once, 20 deltas/s each for $((STREAM_WORDS / 20)) s (chat-agent AGENT_DELTA_MS=50 AGENT_STAMP_DELTAS=1 AGENT_DELTA_PHASE=aligned|random)"
 # One user per stream: a subscriber gets its own user's events, as in life.
 psql_q -tAc "insert into user_data(username, models, balance)
              select 'stream ' || g, array[4,5,8], 1000 from generate_series(1, $STREAMS) g
              returning user_id" | sed '/^$/d' >"$DATA/stream_users.txt"
 echo "(resumable 0: each delta goes to its connection only; 1: it is also appended to the session's"
-echo " Redis stream and published on the session's turn channel, for code 16; subscribed: each stream's"
-echo " user also has code 14 on its connection; pieces: the agent's words, each stamped with its send time and checked in order (the agent may"
-echo " send several in one message when its socket is busy: frames <= pieces); lag: receive time minus"
-echo " that stamp, one clock; the last word of each reply comes with its end, unstamped; CPU per 1,000"
-echo " pieces is chatd's)"
-printf '%-28s %6s %9s %9s %8s %6s %5s %6s %10s %10s %10s %6s %7s %9s %5s %7s %7s %7s %6s\n' what turns pieces expected frames order dups wrong lag_p50_us lag_p99_us lag_max_us errors chatd% cpu/1k pg% redis% agent% client% host%
+echo " Redis stream and published on the session's turn channel, for code 16; sub: each stream's user"
+echo " also has code 14 on its connection; pieces: the agent's words, each stamped with its send time"
+echo " and checked in order (the agent may send several in one message when its socket is busy:"
+echo " frames <= pieces); lag: receive time minus"
+echo " that stamp, one clock; steady: the words sent 2 s or more after the turns, past the burst of"
+echo " 2,000 turns starting at once; the last word of each reply comes with its end, unstamped; CPU per"
+echo " 1,000 pieces is chatd's)"
+printf '%-34s %6s %9s %9s %8s %6s %5s %6s %10s %10s %10s %10s %10s %6s %7s %9s %5s %7s %7s %7s %6s\n' what turns pieces expected frames order dups wrong lag_p50_us lag_p99_us lag_max_us steady_p50 steady_p99 errors chatd% cpu/1k pg% redis% agent% client% host%
 # RESUMABLE_STREAMS=0 first (each delta only to its connection), then 1 (each
 # also appended to the session's Redis stream and published on its turn
 # channel, for code 16), then 1 with every stream's user also subscribed
 # (code 14). chatd is restarted for each setting; one turn first, so its
 # lazily opened connections to PostgreSQL, Redis and the agent exist.
-resumable=
-for spec in "$((STREAMS / 4)) 0 plain" "$STREAMS 0 plain" "$STREAMS 1 plain" "$STREAMS 1 subscribed"; do
-    read -r n res mode <<<"$spec"
+# The agent's pace: "aligned", every stream's words on the same 50 ms grid
+# (streams begun together send in step, the worst case), or "random", each
+# stream at its own offset within the 50 ms, as independent streams are.
+resumable= phase=
+for spec in "$((STREAMS / 2)) 0 aligned plain" "$STREAMS 0 aligned plain" \
+    "$((STREAMS / 2)) 0 random plain" "$STREAMS 0 random plain" \
+    "$STREAMS 1 random plain" "$STREAMS 1 random subscribed"; do
+    read -r n res ph mode <<<"$spec"
+    if [[ $ph != "$phase" ]]; then
+        stop_child chat-agent "$AGENT_PID" 10
+        AGENT_PID=
+        start_agent 0 AGENT_DELTA_MS=50 AGENT_STAMP_DELTAS=1 AGENT_DELTA_PHASE="$ph"
+        phase=$ph
+        resumable= # (a new agent: chatd's channel to it starts over too)
+    fi
     if [[ $res != "$resumable" ]]; then
         stop_child chatd "$CHATD_PID" 30
         start_chatd RESUMABLE_STREAMS="$res"
@@ -375,11 +386,12 @@ for spec in "$((STREAMS / 4)) 0 plain" "$STREAMS 0 plain" "$STREAMS 1 plain" "$S
         --conns "$n" --words "$STREAM_WORDS" --timeout 200 --ramp 256 $flag
     c1=$(cpu_ticks "$CHATD_PID")
     d=$(field "$OUT" pieces)
-    printf '%-28s %6s %9s %9s %8s %6s %5s %6s %10s %10s %10s %6s %7s %9s %5s %7s %7s %7s %6s\n' \
-        "$n, resumable $res$([[ $mode == subscribed ]] && echo ", subscribed")" \
+    printf '%-34s %6s %9s %9s %8s %6s %5s %6s %10s %10s %10s %10s %10s %6s %7s %9s %5s %7s %7s %7s %6s\n' \
+        "$n, $ph, resumable $res$([[ $mode == subscribed ]] && echo ", sub")" \
         "$(field "$OUT" turns_done)" "$d" "$(field "$OUT" pieces_expected)" "$(field "$OUT" frames)" \
         "$(field "$OUT" out_of_order)" "$(field "$OUT" duplicates)" "$(field "$OUT" wrong_words)" \
         "$(field "$OUT" lag_p50_us)" "$(field "$OUT" lag_p99_us)" "$(field "$OUT" lag_max_us)" \
+        "$(field "$OUT" steady_p50_us)" "$(field "$OUT" steady_p99_us)" \
         "$(field "$OUT" errors)" "$CHATD_CPU" \
         "$(awk -v t=$((c1 - c0)) -v hz="$CLK_TCK" -v d="${d:-0}" 'BEGIN { printf "%.1f ms", (d > 0 ? t / hz / d * 1e6 : 0) }')" \
         "$PG_CPU" "$REDIS_CPU" "$AGENT_CPU" "$CLIENT_CPU" "$HOST_CPU"

@@ -33,6 +33,7 @@ struct ca_config {
     int delay_ms;
     int delta_ms;      /* AGENT_DELTA_MS: > 0, one streamed piece every delta_ms instead */
     int stamp_deltas;  /* AGENT_STAMP_DELTAS=1: each piece ends "@<unix us> " (benchmarks) */
+    int delta_phase_random; /* AGENT_DELTA_PHASE=random: each stream offset within delta_ms */
     const char *record_file;
     int disabled[CA_N_METHODS];
     const char *fail_mode; /* "", "internal" or "funds" */

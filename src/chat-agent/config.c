@@ -145,6 +145,12 @@ int ca_config_load(void)
         ca_parse_disable(env_str("AGENT_DISABLE", "")) ||
         ca_parse_costs(env_str("AGENT_COSTS", "")))
         return -1;
+    const char *phase = env_str("AGENT_DELTA_PHASE", "aligned");
+    if (strcmp(phase, "aligned") != 0 && strcmp(phase, "random") != 0) {
+        fprintf(stderr, "chat-agent: AGENT_DELTA_PHASE must be aligned or random\n");
+        return -1;
+    }
+    ca_cfg.delta_phase_random = strcmp(phase, "random") == 0;
     const char *fields = env_str("AGENT_COST_FIELDS", "both");
     if (strcmp(fields, "both") == 0) {
         ca_cfg.cost_fields = CA_COST_BOTH;

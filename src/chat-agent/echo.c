@@ -249,6 +249,11 @@ void echo_handle(struct ca_call *k)
     j->reply = reply;
     j->len = strlen(reply);
     j->start_ms = ca_now_ms();
+    /* AGENT_DELTA_PHASE=random: this stream's words come at its own offset
+     * within the pace, as real streams do, instead of every stream begun in
+     * the same millisecond sending in step with the others. */
+    if (ca_cfg.delta_ms > 0 && ca_cfg.delta_phase_random)
+        j->start_ms += (uint64_t)(random() % ca_cfg.delta_ms);
     size_t in = strlen(r->chat_message) + strlen(r->session_prompt) + strlen(r->chat_summary) +
                 strlen(r->chat_history);
     j->cost = ca_cost(in, j->len);
