@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "lib/config.h"
 #include "lib/log.h"
@@ -76,6 +77,13 @@ static void conn_close_after_flush(struct conn *c, int status)
 }
 
 static void conn_pump(struct conns *cs, struct conn *c);
+
+static int64_t conn_now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec;
+}
 
 /* ----------------------------------------------------------------- live */
 
@@ -384,6 +392,7 @@ static void conn_on_message(struct conns *cs, struct conn *c, int binary)
 
 int conn_receive(struct conns *cs, struct conn *c, const void *in, size_t len)
 {
+    conn_heard(c);
     if (lws_is_first_fragment(c->wsi)) {
         c->rx_len = 0;
         c->rx_discard = 0;
@@ -438,6 +447,21 @@ int conn_receive(struct conns *cs, struct conn *c, const void *in, size_t len)
 int conn_writeable(struct conns *cs, struct conn *c)
 {
     (void)cs;
+    if (c->ping_due) {
+        /* A control frame may go between two frames of ours, never inside
+         * one: every frame of ours is written whole, in one lws_write. */
+        /* Not empty: lws 4.1.6 gives no LWS_CALLBACK_RECEIVE_PONG for a
+         * pong with no payload, so a quiet peer's answer to an empty ping
+         * would go unheard (test_protocol KeepAlive shows it). */
+        unsigned char ping[LWS_PRE + 4] = {0};
+        memcpy(ping + LWS_PRE, "ka", 2);
+        c->ping_due = 0;
+        if (lws_write(c->wsi, ping + LWS_PRE, 2, LWS_WRITE_PING) < 0)
+            return -1;
+        if (connq_head(&c->q) != NULL)
+            lws_callback_on_writable(c->wsi);
+        return 0;
+    }
     struct connq_msg *m = connq_head(&c->q);
     if (m == NULL)
         return 0;
@@ -467,6 +491,7 @@ int conn_open(struct conns *cs, struct lws *wsi, struct conn *c)
     connq_init(&c->q, LWS_PRE, (size_t)cfg->max_output_bytes_per_conn,
                cfg->max_inflight_per_conn);
     c->slow_close_seconds = cfg->slow_reader_close_seconds;
+    c->heard = conn_now_s();
     c->hnext = cs->buckets[c->id % CONN_BUCKETS];
     cs->buckets[c->id % CONN_BUCKETS] = c;
     cs->n++;
@@ -593,4 +618,33 @@ void conn_close_all(struct conns *cs, int status)
     for (int b = 0; b < CONN_BUCKETS; b++)
         for (struct conn *c = cs->buckets[b]; c != NULL; c = c->hnext)
             conn_close_after_flush(c, status);
+}
+
+void conn_heard(struct conn *c)
+{
+    c->heard = conn_now_s();
+    c->ping_sent = 0;
+}
+
+void conn_keepalive(struct conns *cs, int ping_seconds)
+{
+    int64_t now = conn_now_s();
+    for (int b = 0; b < CONN_BUCKETS; b++) {
+        for (struct conn *c = cs->buckets[b]; c != NULL; c = c->hnext) {
+            int64_t quiet = now - c->heard;
+            if (c->hung_up) {
+                continue;
+            } else if (quiet >= 2 * (int64_t)ping_seconds) {
+                c->hung_up = 1;
+                log_info("event=ws_hangup conn=%llu addr=%s quiet_s=%lld",
+                         (unsigned long long)c->id, c->addr, (long long)quiet);
+                /* Closed by lws on its next turn, whether or not the
+                 * socket could take a close frame. */
+                lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+            } else if (quiet >= ping_seconds && !c->ping_sent) {
+                c->ping_sent = c->ping_due = 1;
+                lws_callback_on_writable(c->wsi);
+            }
+        }
+    }
 }

@@ -70,6 +70,11 @@ struct conn {
     long long resume_last; /* the last delta index it was sent */
     struct held_frame *held, *held_tail;
     char addr[PEERS_ADDR_MAX];   /* the peer's address, counted in peers */
+
+    /* Keep-alive (conn_keepalive): when the peer last sent anything (a
+     * frame or a pong), monotonic seconds; a ping waits for WRITEABLE. */
+    int64_t heard;
+    unsigned char ping_due, ping_sent, hung_up;
 };
 
 /* Every connection of the server. */
@@ -100,5 +105,16 @@ void conn_apply(struct conns *cs, struct outbox_post *p);
 
 /* Closes every connection with status once its queued frames are out. */
 void conn_close_all(struct conns *cs, int status);
+
+/* LWS_CALLBACK_RECEIVE_PONG: the peer is there. */
+void conn_heard(struct conn *c);
+
+/* Once a second: pings a connection that has said nothing for
+ * ping_seconds, and hangs up one that has said nothing for twice that.
+ * chatd's own, not libwebsockets' "validity" timers: lws 4.1 keeps those in
+ * one sorted list, and re-inserting each connection's timer walks it, so
+ * with 10,000 connections a round of pongs (all due together) took
+ * seconds of the service thread. One pass over the table costs microseconds. */
+void conn_keepalive(struct conns *cs, int ping_seconds);
 
 #endif

@@ -39,6 +39,7 @@ struct server {
     struct conns conns;        /* the WebSocket connections (net/conn.c) */
     struct http_state http;    /* HTTP transactions waiting for a worker */
     lws_sorted_usec_list_t tick;
+    lws_sorted_usec_list_t keepalive;
     enum server_phase phase;
     time_t phase_deadline;
 };
@@ -121,6 +122,10 @@ static int server_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
     case LWS_CALLBACK_SERVER_WRITEABLE:
         return conn_writeable(&srv->conns, c);
 
+    case LWS_CALLBACK_RECEIVE_PONG:
+        conn_heard(c);
+        return 0;
+
     case LWS_CALLBACK_CLOSED:
         conn_close(&srv->conns, c);
         return 0;
@@ -193,6 +198,7 @@ static void server_tick(lws_sorted_usec_list_t *sul)
         srv->phase = SERVER_STOPPED;
         log_info("event=shutdown_done turns_left=%d conns_left=%d", chat_active_turns(),
                  srv->conns.n);
+        lws_sul_schedule(srv->ctx, 0, &srv->keepalive, NULL, LWS_SET_TIMER_USEC_CANCEL);
         /* Workers must not wake a context that is going. */
         server_signal_ctx = NULL;
         outbox_set_wake(srv->app->outbox, NULL, NULL);
@@ -203,6 +209,14 @@ static void server_tick(lws_sorted_usec_list_t *sul)
         return;
     }
     lws_sul_schedule(srv->ctx, 0, &srv->tick, server_tick, 100 * LWS_US_PER_MS);
+}
+
+/* Once a second, for as long as the loop runs (conn.h says why not lws's). */
+static void server_keepalive(lws_sorted_usec_list_t *sul)
+{
+    struct server *srv = lws_container_of(sul, struct server, keepalive);
+    conn_keepalive(&srv->conns, srv->app->cfg->ws_ping_seconds);
+    lws_sul_schedule(srv->ctx, 0, &srv->keepalive, server_keepalive, LWS_US_PER_SEC);
 }
 
 static void server_begin_shutdown(struct server *srv)
@@ -231,10 +245,8 @@ int server_run(struct app *app)
 
     lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_to_ours);
 
-    static const lws_retry_bo_t retry_unused = {0};
-    lws_retry_bo_t retry = retry_unused;
-    retry.secs_since_valid_ping = (uint16_t)cfg->ws_ping_seconds;
-    retry.secs_since_valid_hangup = (uint16_t)(cfg->ws_ping_seconds * 2);
+    /* No lws "validity" pings (both 0): conn_keepalive does them. */
+    static const lws_retry_bo_t retry = {0};
 
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof(info));
@@ -269,6 +281,7 @@ int server_run(struct app *app)
         goto out;
     }
     outbox_set_wake(app->outbox, server_wake, srv->ctx);
+    server_keepalive(&srv->keepalive);
     /* Posts made before we were listening (none today) are not lost. */
     lws_cancel_service(srv->ctx);
     log_info("event=listening host=%s port=%d workers=%d auth=%s", cfg->server_host,

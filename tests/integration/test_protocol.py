@@ -392,6 +392,33 @@ class KeepAlive(unittest.TestCase):
             chatd.stop()
             db.drop()
 
+    def test_quiet_peer_that_answers_pings_stays(self):
+        """A client that sends nothing but pongs is pinged again and again
+        and kept: each pong counts as hearing from it."""
+        db = Database("chatd_ping_quiet")
+        chatd = Chatd(db, WS_PING_SECONDS=1)
+        try:
+            uid = db.add_user()
+            c = chatd.client(timeout=10)
+            c.ws.settimeout(0.3)
+            pings = 0
+            deadline = time.time() + 6  # three times the hang-up delay
+            while time.time() < deadline:
+                try:
+                    op, _ = c.ws.recv_data_frame(True)  # answers a ping with a pong
+                except websocket.WebSocketTimeoutException:
+                    continue
+                self.assertNotEqual(op, websocket.ABNF.OPCODE_CLOSE, "closed though it answered")
+                if op == websocket.ABNF.OPCODE_PING:
+                    pings += 1
+            self.assertGreaterEqual(pings, 2)
+            c.ws.settimeout(10)
+            self.assertEqual(c.req(6, {"user_id": uid})["type"], 6)
+            c.close()
+        finally:
+            chatd.stop()
+            db.drop()
+
 
 class RedisDown(unittest.TestCase):
     def test_serves_from_postgres_without_redis(self):
