@@ -160,13 +160,6 @@ static void server_on_signal(int sig)
         lws_cancel_service(server_signal_ctx);
 }
 
-/* libev watches SIGINT itself and calls this on the service thread. */
-static void server_on_loop_signal(void *handle, int sig)
-{
-    (void)handle;
-    server_on_signal(sig);
-}
-
 static void lws_log_to_ours(int level, const char *line)
 {
     /* lws lines end in a newline; ours add one. */
@@ -262,7 +255,6 @@ int server_run(struct app *app)
      * libwebsockets-evlib-ev, which lws loads when the context is made. */
     info.options = LWS_SERVER_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE |
                    LWS_SERVER_OPTION_DISABLE_IPV6 | LWS_SERVER_OPTION_LIBEV;
-    info.signal_cb = server_on_loop_signal;
     info.pcontext = &srv->ctx;
     info.count_threads = 1;
     info.fd_limit_per_thread = 0;
@@ -295,6 +287,8 @@ int server_run(struct app *app)
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = server_on_signal;
+    /* After the context: this replaces the SIGINT watcher lws's libev loop
+     * installed (which would break the loop at once, with no drain). */
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
