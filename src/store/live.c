@@ -34,8 +34,6 @@ struct live_cmd {
 
 #define LIVE_WATCH_BUCKETS 1024
 #define LIVE_WATCH_LINGER_S 10
-#define LIVE_TURN_CHANNEL_PRE "chatd:{s:"
-#define LIVE_TURN_CHANNEL_POST "}:live"
 
 struct live_watch {
     struct live_watch *next;
@@ -125,24 +123,43 @@ void live_stream_key(char *out, size_t cap, const char *session_id)
     snprintf(out, cap, "chatd:{s:%s}:turn", session_id);
 }
 
+/* Both kinds of channel are "chatd:{<kind>:<uuid>}:live": a user's ('u',
+ * LIVE_CHANNEL_PATTERN) and a session's turn channel ('s'). */
+#define LIVE_USER 'u'
+#define LIVE_TURN 's'
+
+static void channel_name(char *out, size_t cap, char kind, const char *id)
+{
+    snprintf(out, cap, "chatd:{%c:%s}:live", kind, id);
+}
+
+/* The uuid in ch, a channel of that kind, into out; -1 if it is not one. */
+static int channel_id(const redisReply *ch, char kind, char out[UUID_STR_LEN + 1])
+{
+    static const char post[] = "}:live";
+    char pre[16];
+    size_t n = (size_t)snprintf(pre, sizeof(pre), "chatd:{%c:", kind);
+    if (ch->type != REDIS_REPLY_STRING || ch->len != n + UUID_STR_LEN + sizeof(post) - 1 ||
+        memcmp(ch->str, pre, n) != 0)
+        return -1;
+    memcpy(out, ch->str + n, UUID_STR_LEN);
+    out[UUID_STR_LEN] = '\0';
+    return uuid_valid(out) ? 0 : -1;
+}
+
 void live_publish(struct live *lv, const char *user_id, const char *msg, size_t len)
 {
     char ch[80];
-    snprintf(ch, sizeof(ch), "chatd:{u:%s}:live", user_id);
+    channel_name(ch, sizeof(ch), LIVE_USER, user_id);
     const char *argv[3] = {"PUBLISH", ch, msg};
     size_t argl[3] = {0, 0, len};
     enqueue(lv, 3, argv, argl);
 }
 
-static void turn_channel(char *out, size_t cap, const char *session_id)
-{
-    snprintf(out, cap, LIVE_TURN_CHANNEL_PRE "%s" LIVE_TURN_CHANNEL_POST, session_id);
-}
-
 void live_publish_turn(struct live *lv, const char *session_id, const char *msg, size_t len)
 {
     char ch[80];
-    turn_channel(ch, sizeof(ch), session_id);
+    channel_name(ch, sizeof(ch), LIVE_TURN, session_id);
     const char *argv[3] = {"PUBLISH", ch, msg};
     size_t argl[3] = {0, 0, len};
     enqueue(lv, 3, argv, argl);
@@ -332,7 +349,7 @@ static int watch_sync(struct live *lv, redisContext *rc)
         while (*pp != NULL) {
             struct live_watch *e = *pp;
             char ch[80];
-            turn_channel(ch, sizeof(ch), e->session);
+            channel_name(ch, sizeof(ch), LIVE_TURN, e->session);
             if (e->refs == 0 && now - e->idle_since >= LIVE_WATCH_LINGER_S) {
                 if (e->sent && redisAppendCommand(rc, "UNSUBSCRIBE %s", ch) == REDIS_OK)
                     wrote = 1;
@@ -366,23 +383,10 @@ static void watch_reset(struct live *lv)
     pthread_mutex_unlock(&lv->wmu);
 }
 
-/* "chatd:{s:<uuid>}:live" -> the uuid in out; -1 if it is not one. */
-static int turn_channel_session(const redisReply *ch, char out[UUID_STR_LEN + 1])
-{
-    static const char pre[] = LIVE_TURN_CHANNEL_PRE, post[] = LIVE_TURN_CHANNEL_POST;
-    if (ch->type != REDIS_REPLY_STRING ||
-        ch->len != sizeof(pre) - 1 + UUID_STR_LEN + sizeof(post) - 1 ||
-        memcmp(ch->str, pre, sizeof(pre) - 1) != 0)
-        return -1;
-    memcpy(out, ch->str + sizeof(pre) - 1, UUID_STR_LEN);
-    out[UUID_STR_LEN] = '\0';
-    return uuid_valid(out) ? 0 : -1;
-}
-
 static void watch_confirmed(struct live *lv, const redisReply *ch)
 {
     char session[UUID_STR_LEN + 1];
-    if (turn_channel_session(ch, session) != 0)
+    if (channel_id(ch, LIVE_TURN, session) != 0)
         return;
     pthread_mutex_lock(&lv->wmu);
     struct live_watch *e = *watch_find(lv, session);
@@ -413,7 +417,7 @@ static void deliver(struct live *lv, redisReply *r)
     if (reply_is(r, 3, "message")) {
         char session[UUID_STR_LEN + 1], user[UUID_STR_LEN + 1];
         const redisReply *msg = r->element[2];
-        if (turn_channel_session(r->element[1], session) != 0 ||
+        if (channel_id(r->element[1], LIVE_TURN, session) != 0 ||
             msg->type != REDIS_REPLY_STRING || msg->len <= UUID_STR_LEN)
             return;
         memcpy(user, msg->str, UUID_STR_LEN);
@@ -424,16 +428,9 @@ static void deliver(struct live *lv, redisReply *r)
     }
     if (!reply_is(r, 4, "pmessage"))
         return;
-    const redisReply *ch = r->element[2], *msg = r->element[3];
-    /* chatd:{u:<uuid>}:live */
-    static const char pre[] = "chatd:{u:";
-    if (ch->type != REDIS_REPLY_STRING || msg->type != REDIS_REPLY_STRING ||
-        ch->len != sizeof(pre) - 1 + UUID_STR_LEN + 6 || memcmp(ch->str, pre, sizeof(pre) - 1) != 0)
-        return;
+    const redisReply *msg = r->element[3];
     char user[UUID_STR_LEN + 1];
-    memcpy(user, ch->str + sizeof(pre) - 1, UUID_STR_LEN);
-    user[UUID_STR_LEN] = '\0';
-    if (!uuid_valid(user))
+    if (channel_id(r->element[2], LIVE_USER, user) != 0 || msg->type != REDIS_REPLY_STRING)
         return;
     lv->on_message(lv->arg, user, msg->str, msg->len);
 }
