@@ -194,6 +194,20 @@ start_chatd() { # [VAR=value ...]
     [[ "$(cat "/proc/$CHATD_PID/comm")" == chatd ]] || die "pid $CHATD_PID is not chatd"
 }
 
+# One NEW turn, again until one succeeds (20 tries, a second apart): after
+# chatd or the agent restarts, chatd's channel to the agent may still be
+# reconnecting with back-off. FAILED_TURNS: the failed tries before it.
+first_turn() { # timeout_s
+    local out
+    for ((FAILED_TURNS = 0; FAILED_TURNS < 20; FAILED_TURNS++)); do
+        out=$(timeout -k 5 30 "$BUILD/wsbench" --url "$URL" --user "$USER_ID" --code 3 --session NEW \
+            --conns 1 --once --timeout "$1" 2>>"$DATA/client.err") || true
+        [[ $(field "$out" errors) == 0 && $(field "$out" requests) == 1 ]] && return 0
+        sleep 1
+    done
+    return 1
+}
+
 start_agent "$([[ $SCENARIO == soak ]] && echo "$SOAK_DELAY_MS" || echo 0)"
 start_chatd
 
@@ -373,11 +387,7 @@ for spec in "$((STREAMS / 2)) 0 aligned plain" "$STREAMS 0 aligned plain" \
         stop_child chatd "$CHATD_PID" 30
         start_chatd RESUMABLE_STREAMS="$res"
         resumable=$res
-        for ((i = 0; i < 20; i++)); do
-            out=$(timeout -k 5 30 "$BUILD/wsbench" --url "$URL" --user "$USER_ID" --code 3 --session NEW --conns 1 --once --timeout 30 2>>"$DATA/client.err") || true
-            [[ $(field "$out" errors) == 0 && $(field "$out" requests) == 1 ]] && break
-            sleep 1
-        done
+        first_turn 30 || say "WARNING: chatd's turns still fail after its restart (see $DATA/chatd.log)"
     fi
     flag=
     [[ $mode == subscribed ]] && flag=--resume
@@ -845,14 +855,8 @@ AGENT_PID=
 start_agent 2000
 # chatd's channel saw the agent go away and reconnects with back-off; one
 # turn that succeeds shows it is back before the burst starts.
-ok=0
-for ((i = 0; i < 20; i++)); do
-    out=$(timeout -k 5 30 "$BUILD/wsbench" --url "$URL" --user "$USER_ID" --code 3 --session NEW --conns 1 --once --timeout 10 2>>"$DATA/client.err") || true
-    if [[ $(field "$out" errors) == 0 && $(field "$out" requests) == 1 ]]; then ok=1; break; fi
-    sleep 1
-done
-[[ $ok == 1 ]] || say "WARNING: chatd's turns still fail after the agent restart (see $DATA/chatd.log)"
-echo "agent restart: first successful turn after $i failed attempt(s)"
+first_turn 10 || say "WARNING: chatd's turns still fail after the agent restart (see $DATA/chatd.log)"
+echo "agent restart: first successful turn after $FAILED_TURNS failed attempt(s)"
 warn0=$(log_count 'level=warn')
 err0=$(log_count 'level=error')
 echo 5 >"/proc/$CHATD_PID/clear_refs" 2>/dev/null || say "cannot reset VmHWM; the peak below covers chatd's whole life"
