@@ -22,18 +22,25 @@ def strings(text):
 def statement_sql(name, path=PG_C):
     with open(path) as f:
         src = f.read()
+    args = r"%s(?:\s*,\s*%s)*" % (LIT, LIT)
     m = re.search(r'\{"%s",\s*\d+,\s*((?:/\*.*?\*/\s*|%s\s*|PG_TURN_STORE_TAIL\(\s*%s\s*\)\s*)+)\}'
-                  % (re.escape(name), LIT, LIT), src, re.S)
+                  % (re.escape(name), LIT, args), src, re.S)
     if m is None:
         raise KeyError("statement %s not found in src/store/pg.c" % name)
     body = re.sub(r"/\*.*?\*/", "", m.group(1), flags=re.S)
-    # The one macro the statements use: its pieces, with its argument (a
-    # string) where its body names "found".
-    tail = re.search(r"#define PG_TURN_STORE_TAIL\(found\)((?:.*\\\n)*.*\n)", src)
+    # The one macro the statements use: its pieces, with its arguments
+    # (strings) where its body names its parameters.
+    tail = re.search(r"#define PG_TURN_STORE_TAIL\(([^)]*)\)((?:.*\\\n)*.*\n)", src)
     if tail is not None:
-        pieces = tail.group(1).replace("\\\n", "\n")
-        body = re.sub(r"PG_TURN_STORE_TAIL\(\s*(%s)\s*\)" % LIT,
-                      lambda a: pieces.replace(" found ", " " + a.group(1) + " "), body)
+        params = [p.strip() for p in tail.group(1).split(",")]
+        pieces = tail.group(2).replace("\\\n", "\n")
+
+        def expand(call):
+            out = pieces
+            for param, arg in zip(params, re.findall(LIT, call.group(1))):
+                out = out.replace(" %s " % param, " " + arg + " ")
+            return out
+        body = re.sub(r"PG_TURN_STORE_TAIL\(\s*(%s)\s*\)" % args, expand, body)
     return strings(body)
 
 

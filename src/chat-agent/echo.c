@@ -2,6 +2,8 @@
  *
  * The reply is derived from the request alone, so tests can predict it:
  *   echo: <message> [history=<entries> summary=<bytes> files=<n>]
+ * (a message of several lines: "echo:", the message, then the bracket,
+ * each on a line of its own).
  * ProcessStream sends it word by word with AGENT_DELAY_MS spread evenly over
  * the words (each piece is a word plus the spaces after it, so the pieces
  * concatenate to the reply exactly); Process sends it whole after the delay.
@@ -61,9 +63,15 @@ static char *echo_reply_text(const AiService__Request *r, int *status, const cha
         *details = "chat_history is not a JSON array";
         return NULL;
     }
+    /* A message of several lines is given back on lines of its own, byte
+     * for byte: after "echo: " a Markdown fence or list would not start a
+     * line, and the page would show a code block typed in as one
+     * paragraph. */
+    int lines = strchr(r->chat_message, '\n') != NULL;
     char *out = NULL;
-    if (asprintf(&out, "echo: %s [history=%ld summary=%zu files=%zu]", r->chat_message, hist,
-                 strlen(r->chat_summary), r->n_file_name) < 0) {
+    if (asprintf(&out, lines ? "echo:\n%s\n[history=%ld summary=%zu files=%zu]"
+                             : "echo: %s [history=%ld summary=%zu files=%zu]",
+                 r->chat_message, hist, strlen(r->chat_summary), r->n_file_name) < 0) {
         *status = GRPC_STATUS_RESOURCE_EXHAUSTED;
         *details = "out of memory";
         return NULL;

@@ -6,6 +6,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "net/urlarg.h"
 #include "wire/auth.h"
 
 int bearer_token(struct lws *wsi, int allow_query, char *buf, size_t cap)
@@ -33,15 +34,15 @@ int bearer_token(struct lws *wsi, int allow_query, char *buf, size_t cap)
     if (!allow_query)
         return 0;
     /* Browsers cannot set headers on a WebSocket, hence ?token= on /ws. */
-    char arg[AUTH_TOKEN_MAX + 16];
-    const char *v = lws_get_urlarg_by_name(wsi, "token=", arg, (int)sizeof(arg));
-    if (v == NULL)
-        return 0; /* none, or one too long for arg: refused as missing */
-    size_t len = strlen(v);
-    if (len + 1 > cap)
-        return -1;
-    memcpy(buf, v, len + 1);
-    return (int)len;
+    switch (urlarg_get(wsi, "token", buf, cap)) {
+    case URLARG_FOUND:
+        return (int)strlen(buf);
+    case URLARG_ABSENT:
+        return 0;
+    case URLARG_INVALID:
+        break;
+    }
+    return -1; /* too long, or given twice */
 }
 
 int bearer_check(const struct config *cfg, struct lws *wsi, int allow_query,

@@ -160,39 +160,60 @@ static void conn_send_copy(struct conn *c, const char *frame, size_t len)
         conn_send(c, copy, len);
 }
 
-/* A turn's frame for a connection that resumes it: sent when it is new to
- * it; the last frame ends the resume. */
-static void resume_deliver(struct conns *cs, struct conn *c, char tag, long long index,
-                           const char *frame, size_t len)
-{
-    if (tag == 'D') {
-        if (index <= c->resume_last)
-            return; /* replayed already */
-        c->resume_last = index;
-    }
-    conn_send_copy(c, frame, len);
-    if (tag == 'F') {
-        c->resume = CONN_RESUME_NONE;
-        resume_watch(cs, c);
-        live_maybe_unlink(cs, c);
-    }
-}
-
-static void live_hold(struct conn *c, char tag, long long index, const char *frame, size_t len)
+static void live_hold(struct conn *c, const struct outbox_post *p)
 {
     struct held_frame *h = calloc(1, sizeof(*h));
-    if (h == NULL || (h->frame = util_memdup(frame, len)) == NULL) {
+    if (h == NULL || (h->frame = util_memdup(p->frame, p->len)) == NULL) {
         free(h);
         return;
     }
-    h->len = len;
-    h->tag = tag;
-    h->index = index;
+    h->len = p->len;
+    h->tag = p->tag;
+    h->index = p->index;
+    snprintf(h->turn, sizeof(h->turn), "%s", p->turn_id);
     if (c->held_tail != NULL)
         c->held_tail->next = h;
     else
         c->held = h;
     c->held_tail = h;
+}
+
+/* The resume is over: its last frame was sent. */
+static void resume_done(struct conns *cs, struct conn *c)
+{
+    c->resume = CONN_RESUME_NONE;
+    c->resume_turn[0] = '\0';
+    resume_watch(cs, c);
+    held_clear(c);
+    live_maybe_unlink(cs, c);
+}
+
+/* A turn's live frame for a connection that resumes that turn: sent when
+ * it is the next one; one that comes after a gap (frames published while
+ * this chatd's subscriber was cut off from Redis, or a last frame after
+ * deltas it never got) is held, and the missing ones are read from the
+ * stream first (events_refill). The last frame ends the resume. */
+static void resume_deliver(struct conns *cs, struct conn *c, const struct outbox_post *p)
+{
+    if (c->resume == CONN_RESUME_REFILL) {
+        live_hold(c, p);
+        return;
+    }
+    if (p->tag == 'D' && p->index <= c->resume_last)
+        return; /* replayed already, or sent twice by a publisher that resent */
+    long long before = p->tag == 'D' ? p->index - 1 : p->index;
+    if (before > c->resume_last) {
+        live_hold(c, p);
+        c->resume = CONN_RESUME_REFILL;
+        events_refill(cs->app, c->id, c->live_user, c->resume_session, c->resume_turn,
+                      c->resume_last);
+        return;
+    }
+    conn_send_copy(c, p->frame, p->len);
+    if (p->tag == 'D')
+        c->resume_last = p->index;
+    else
+        resume_done(cs, c);
 }
 
 /* A message from the live bus for p->user's connections. */
@@ -207,10 +228,12 @@ static void live_apply(struct conns *cs, struct outbox_post *p)
                     conn_send_copy(c, p->frame, p->len);
             } else if (c->resume != CONN_RESUME_NONE &&
                        strcmp(c->resume_session, p->session) == 0) {
+                /* While the replay is read, its turn is not known yet:
+                 * kept, and sorted out with the replay. */
                 if (c->resume == CONN_RESUME_PENDING)
-                    live_hold(c, p->tag, p->index, p->frame, p->len);
-                else
-                    resume_deliver(cs, c, p->tag, p->index, p->frame, p->len);
+                    live_hold(c, p);
+                else if (strcmp(c->resume_turn, p->turn_id) == 0)
+                    resume_deliver(cs, c, p);
             }
         }
         c = next;
@@ -226,17 +249,24 @@ static void resume_begin(struct conns *cs, struct conn *c, const struct proto_re
     held_clear(c);
     c->resume = CONN_RESUME_PENDING;
     snprintf(c->resume_session, sizeof(c->resume_session), "%s", req->session_id);
+    c->resume_turn[0] = '\0';
     c->resume_last = req->after;
     resume_watch(cs, c);
 }
 
-/* Code 16's answer: the acknowledgement, the replay, then what was held. */
+/* Code 16's answer: the acknowledgement, the replay, then what was held of
+ * the turn it names. Or a refill's frames, then what was held since. */
 static void resume_answered(struct conns *cs, struct conn *c, struct outbox_post *p)
 {
-    conn_effects(c, connq_answered(&c->q, p->frame, p->len));
-    p->frame = NULL;
-    if (c->resume != CONN_RESUME_PENDING || strcmp(c->resume_session, p->session) != 0) {
-        conn_pump(cs, c);
+    if (!p->refill) {
+        conn_effects(c, connq_answered(&c->q, p->frame, p->len));
+        p->frame = NULL;
+    }
+    int ours = p->refill ? c->resume == CONN_RESUME_REFILL && strcmp(c->resume_turn, p->turn_id) == 0
+                         : c->resume == CONN_RESUME_PENDING;
+    if (!ours || strcmp(c->resume_session, p->session) != 0) {
+        if (!p->refill)
+            conn_pump(cs, c);
         return; /* replaced by a later code 16 meanwhile */
     }
     for (size_t i = 0; i < p->nframes; i++) {
@@ -244,26 +274,59 @@ static void resume_answered(struct conns *cs, struct conn *c, struct outbox_post
         p->frames[i] = NULL;
     }
     if (p->failed || p->last) {
-        c->resume = CONN_RESUME_NONE;
-        resume_watch(cs, c);
-        held_clear(c);
-        live_maybe_unlink(cs, c);
+        resume_done(cs, c);
     } else {
         if (p->index > c->resume_last)
             c->resume_last = p->index;
+        if (!p->refill)
+            snprintf(c->resume_turn, sizeof(c->resume_turn), "%s", p->turn_id);
         c->resume = CONN_RESUME_LIVE;
         struct held_frame *h = c->held;
         c->held = c->held_tail = NULL;
         while (h != NULL) {
             struct held_frame *next = h->next;
-            if (c->resume == CONN_RESUME_LIVE)
-                resume_deliver(cs, c, h->tag, h->index, h->frame, h->len);
+            if (c->resume != CONN_RESUME_NONE && strcmp(h->turn, c->resume_turn) == 0) {
+                struct outbox_post held = {
+                    .tag = h->tag, .index = h->index, .frame = h->frame, .len = h->len};
+                snprintf(held.turn_id, sizeof(held.turn_id), "%s", h->turn);
+                resume_deliver(cs, c, &held);
+            }
             free(h->frame);
             free(h);
             h = next;
         }
     }
-    conn_pump(cs, c);
+    if (!p->refill)
+        conn_pump(cs, c);
+}
+
+/* Code 8, when its turn in the connection's order comes (so a chat sent
+ * just before it has become a turn of the connection by then): the
+ * connection's latest turn on that session is stopped here, and its frame
+ * set. 0 when the connection runs no turn there: a worker asks whoever
+ * runs one (work/events.c). */
+static int conn_stop_turn(struct conn *c, const struct proto_request *req, char **frame,
+                          size_t *len)
+{
+    /* c->turns is newest first. */
+    for (struct turn_ref *t = c->turns; t != NULL; t = t->next) {
+        if (!chat_turn_matches(t->turn, req->user_id, req->session_id))
+            continue;
+        if (!chat_turn_cancel(t->turn, 1)) {
+            /* too late: the full reply is on its way */
+            struct proto_error err;
+            proto_error_set(&err, PROTO_STOP, PERR_NO_TURN);
+            metrics_request(PROTO_STOP, 0, 0);
+            *frame = proto_encode_error(&err, len);
+            return 1;
+        }
+        json_t *data = json_pack("{s:s, s:s, s:b}", "user_id", req->user_id, "session_id",
+                                 req->session_id, "stopped", 1);
+        *frame = data != NULL ? proto_encode_reply(PROTO_STOP, data, len) : NULL;
+        metrics_request(PROTO_STOP, *frame != NULL, 0);
+        return 1;
+    }
+    return 0;
 }
 
 /* Hands the connection's next requests to workers, in order. */
@@ -272,6 +335,13 @@ static void conn_pump(struct conns *cs, struct conn *c)
     int fx = 0;
     struct work_request *r;
     while ((r = connq_next(&c->q, &fx)) != NULL) {
+        char *frame = NULL;
+        size_t len = 0;
+        if (r->req.type == PROTO_STOP && conn_stop_turn(c, &r->req, &frame, &len)) {
+            work_request_free(r);
+            fx |= connq_answered(&c->q, frame, len);
+            continue;
+        }
         c->busy_type = r->req.type;
         c->busy_since_us = metrics_now_us();
         dispatch_submit(cs->app, r);
@@ -315,30 +385,6 @@ static void conn_refuse(struct conns *cs, struct conn *c, int type, int code)
     conn_error_now(cs, c, &err);
 }
 
-/* Code 8 for a turn this connection runs: stopped here. 1 when it was
- * answered; 0 when the turn is not this connection's (a worker asks
- * whoever runs it, work/events.c). */
-static int conn_stop_turn(struct conns *cs, struct conn *c, const struct proto_request *req)
-{
-    for (struct turn_ref *t = c->turns; t != NULL; t = t->next) {
-        if (chat_turn_matches(t->turn, req->user_id, req->session_id)) {
-            if (!chat_turn_cancel(t->turn, 1)) {
-                /* too late: the full reply is on its way */
-                conn_refuse(cs, c, PROTO_STOP, PERR_NO_TURN);
-                return 1;
-            }
-            json_t *data = json_pack("{s:s, s:s, s:b}", "user_id", req->user_id, "session_id",
-                                     req->session_id, "stopped", 1);
-            size_t len = 0;
-            char *frame = data != NULL ? proto_encode_reply(PROTO_STOP, data, &len) : NULL;
-            metrics_request(PROTO_STOP, frame != NULL, 0);
-            conn_answer_now(cs, c, frame, len);
-            return 1;
-        }
-    }
-    return 0;
-}
-
 /* A whole message arrived: decode it and answer or queue it. */
 static void conn_on_message(struct conns *cs, struct conn *c, int binary)
 {
@@ -367,10 +413,6 @@ static void conn_on_message(struct conns *cs, struct conn *c, int binary)
     if (refused >= 0) {
         work_request_free(r);
         conn_refuse(cs, c, type, refused);
-        return;
-    }
-    if (type == PROTO_STOP && conn_stop_turn(cs, c, &r->req)) {
-        work_request_free(r);
         return;
     }
     if (type == PROTO_RESUME)
@@ -600,8 +642,9 @@ void conn_apply(struct conns *cs, struct outbox_post *p)
     case OUTBOX_RESUME:
         if (c == NULL)
             break;
-        metrics_request(PROTO_RESUME, !p->failed,
-                        (double)(metrics_now_us() - c->busy_since_us) / 1e6);
+        if (!p->refill)
+            metrics_request(PROTO_RESUME, !p->failed,
+                            (double)(metrics_now_us() - c->busy_since_us) / 1e6);
         resume_answered(cs, c, p);
         break;
     case OUTBOX_LIVE:

@@ -26,16 +26,21 @@ struct turn_ref {
     struct chat_turn *turn;
 };
 
-/* A live frame that came while code 16's replay was being read. */
+/* A live frame that came while code 16's replay (or a refill) was being
+ * read. */
 struct held_frame {
     struct held_frame *next;
     char tag; /* 'D' or 'F' */
+    char turn[UUID_STR_LEN + 1];
     long long index;
     char *frame;
     size_t len;
 };
 
-enum conn_resume { CONN_RESUME_NONE, CONN_RESUME_PENDING, CONN_RESUME_LIVE };
+/* A resume: its replay being read (PENDING), then live; or, live, the
+ * frames it missed being read from the stream (REFILL: what comes
+ * meanwhile is held, as while PENDING). */
+enum conn_resume { CONN_RESUME_NONE, CONN_RESUME_PENDING, CONN_RESUME_LIVE, CONN_RESUME_REFILL };
 
 struct conn {
     struct lws *wsi;
@@ -66,6 +71,7 @@ struct conn {
     int subscribed;
     enum conn_resume resume;
     char resume_session[UUID_STR_LEN + 1];
+    char resume_turn[UUID_STR_LEN + 1]; /* the turn it resumes, once the replay named it */
     char watched[UUID_STR_LEN + 1]; /* the session whose turn channel it holds a watch on */
     long long resume_last; /* the last delta index it was sent */
     struct held_frame *held, *held_tail;

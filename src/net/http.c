@@ -41,6 +41,7 @@
 #include "net/bearer.h"
 #include "net/multipart.h"
 #include "net/server.h"
+#include "net/urlarg.h"
 #include "store/files.h"
 #include "wire/auth.h"
 #include "wire/proto.h"
@@ -70,6 +71,7 @@ struct http_txn {
     struct lws *wsi;
     char origin[HTTP_ORIGIN_MAX]; /* Access-Control-Allow-Origin, "" for none */
     struct multipart *upload;     /* while its body arrives */
+    unsigned long long body_declared, body_got; /* Content-Length, and what came */
     int refused;                  /* answered early: drop the rest, then close */
     size_t dropped;
     lws_sorted_usec_list_t linger; /* closes a refused one after HTTP_LINGER_SECONDS */
@@ -430,8 +432,8 @@ static int route_file(struct server *srv, struct lws *wsi, const char *name, con
     /* With AUTH_MODE=jwt the name alone is not enough: a link we signed,
      * unexpired. A refused one looks exactly like a missing file. */
     char exp[32], sig[80];
-    const char *e = lws_get_urlarg_by_name(wsi, "exp=", exp, sizeof(exp));
-    const char *g = lws_get_urlarg_by_name(wsi, "sig=", sig, sizeof(sig));
+    const char *e = urlarg_get(wsi, "exp", exp, sizeof(exp)) == URLARG_FOUND ? exp : NULL;
+    const char *g = urlarg_get(wsi, "sig", sig, sizeof(sig)) == URLARG_FOUND ? sig : NULL;
     if (!auth_file_ref_ok(server_config(srv), name, e, g, time(NULL)))
         return respond_message(wsi, HTTP_STATUS_NOT_FOUND, "Not Found", origin, 0);
     char path[FILES_PATH_MAX];
@@ -449,11 +451,13 @@ static int route_file(struct server *srv, struct lws *wsi, const char *name, con
     return serve_file(wsi, path, files_content_type(name), extra, p);
 }
 
-static int route_upload(struct server *srv, struct lws *wsi, const char *origin)
+static int route_upload(struct server *srv, struct lws *wsi, const char *origin,
+                        unsigned long long body_length)
 {
     struct http_txn *t = txn_new(server_http(srv), wsi, origin);
     if (t == NULL)
         return -1;
+    t->body_declared = body_length;
     const struct config *cfg = server_config(srv);
     char user[UUID_STR_LEN + 1] = "";
     const char *why = "";
@@ -572,9 +576,8 @@ static int route_export(struct server *srv, struct lws *wsi, const char *session
             return respond_message(wsi, HTTP_STATUS_UNAUTHORIZED, "Unauthorized", origin, 0);
         }
     } else {
-        char q[96]; /* lws copies "user_id=" in too */
-        const char *u = lws_get_urlarg_by_name(wsi, "user_id=", q, sizeof(q));
-        if (u == NULL || !uuid_valid(u))
+        char u[UUID_STR_LEN + 1];
+        if (urlarg_get(wsi, "user_id", u, sizeof(u)) != URLARG_FOUND || !uuid_valid(u))
             return respond_message(wsi, HTTP_STATUS_BAD_REQUEST,
                                    "Missing or invalid user_id", origin, 0);
         uuid_normalize(u, user);
@@ -587,11 +590,10 @@ static int route_export(struct server *srv, struct lws *wsi, const char *session
         uuid_normalize(session_id, sid);
     }
     char fbuf[32];
-    const char *f = lws_get_urlarg_by_name(wsi, "format=", fbuf, sizeof(fbuf));
+    enum urlarg_result fr = urlarg_get(wsi, "format", fbuf, sizeof(fbuf));
+    const char *f = fr == URLARG_FOUND ? fbuf : session_id != NULL ? "json" : "jsonl";
     enum export_format format;
-    if (f == NULL)
-        f = session_id != NULL ? "json" : "jsonl";
-    if (export_format_parse(f, session_id == NULL, &format) != 0)
+    if (fr == URLARG_INVALID || export_format_parse(f, session_id == NULL, &format) != 0)
         return respond_message(wsi, HTTP_STATUS_BAD_REQUEST,
                                session_id != NULL
                                    ? "Unknown format: use json, md, txt or csv"
@@ -708,10 +710,39 @@ static enum http_method http_method(struct lws *wsi)
     return HTTP_OTHER;
 }
 
+/* RFC 9112 6.3: a request's body is framed by one Content-Length of
+ * digits, or by Transfer-Encoding alone. Anything else ("abc", "0x2f",
+ * "0, 47", two of them, both headers) means this server and a proxy in
+ * front may disagree where the request ends, and what follows must not be
+ * read as a request of its own: 0 when it is framed, -1 when not. The
+ * length is set to what Content-Length says (0 without one). */
+static int http_framing(struct lws *wsi, unsigned long long *length)
+{
+    *length = 0;
+    int n = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH);
+    if (n <= 0)
+        return 0; /* none, or chunked (lws reads that framing itself) */
+    char clen[24];
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0 ||
+        lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, 1) > 0 || n > 19 ||
+        lws_hdr_copy(wsi, clen, sizeof(clen), WSI_TOKEN_HTTP_CONTENT_LENGTH) != n ||
+        strspn(clen, "0123456789") != (size_t)n)
+        return -1;
+    *length = strtoull(clen, NULL, 10);
+    return 0;
+}
+
 static int http_route(struct server *srv, struct lws *wsi, const char *uri)
 {
     char origin[HTTP_ORIGIN_MAX];
     cors_origin(wsi, server_config(srv), origin);
+    unsigned long long body_length;
+    if (http_framing(wsi, &body_length) != 0) {
+        log_info("event=http_refused status=400 reason=\"invalid Content-Length\"");
+        respond_message(wsi, HTTP_STATUS_BAD_REQUEST,
+                        "Bad Request: invalid or conflicting Content-Length", origin, 1);
+        return -1; /* closed: nothing after it is read as a request */
+    }
     enum http_method m = http_method(wsi);
 
     static const char files[] = "/uploads/";
@@ -757,7 +788,7 @@ static int http_route(struct server *srv, struct lws *wsi, const char *uri)
     if (m == HTTP_OPTIONS)
         return respond_preflight(wsi, origin);
     if (is_upload)
-        return route_upload(srv, wsi, origin);
+        return route_upload(srv, wsi, origin, body_length);
     if (is_file)
         return route_file(srv, wsi, uri + sizeof(files) - 1, origin);
     if (is_export)
@@ -815,6 +846,7 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
             t->dropped += len;
             return t->dropped > HTTP_LINGER_BYTES ? -1 : 0;
         }
+        t->body_got += len;
         if (t->upload != NULL) {
             unsigned status = multipart_body(t->upload, in, len);
             if (status != 0)
@@ -825,6 +857,14 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
         if (t == NULL || t->refused)
             return -1; /* answered already, with "connection: close" */
+        if (t->upload != NULL && t->body_got != t->body_declared) {
+            /* lws ends a body whose sender hung up early like a whole
+             * one: a cut-off upload leaves no file and no row. */
+            log_info("event=upload_cut_off declared=%llu received=%llu", t->body_declared,
+                     t->body_got);
+            return txn_refuse(wsi, t, HTTP_STATUS_BAD_REQUEST,
+                              "Bad Request: the body is shorter than its Content-Length");
+        }
         if (t->upload != NULL) {
             unsigned status = multipart_end(t->upload);
             if (status == 0) {

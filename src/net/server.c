@@ -26,6 +26,9 @@
 #include "work/chat.h"
 #include "work/outbox.h"
 
+/* What one request's headers may take, in all (see max_http_header_data). */
+#define SERVER_HEADER_BYTES 16384
+
 enum server_phase {
     SERVER_RUNNING,
     SERVER_DRAIN_TURNS, /* refusing new work, turns in flight finishing */
@@ -258,9 +261,12 @@ int server_run(struct app *app)
     info.pcontext = &srv->ctx;
     info.count_threads = 1;
     info.fd_limit_per_thread = 0;
-    /* Room for a bearer token of AUTH_TOKEN_MAX bytes and the usual
-     * headers; more than this and lws drops the request unanswered. */
-    info.max_http_header_data = 8192;
+    /* Room for a refused token several times AUTH_TOKEN_MAX beside the
+     * usual headers, so that it is answered 401 like any other bad token
+     * (a 9 KB one used to be dropped). Past SERVER_HEADER_BYTES lws drops
+     * the request unanswered: it has no way to send a 431. The buffer
+     * lives only while a request's headers are parsed. */
+    info.max_http_header_data = SERVER_HEADER_BYTES;
     if (http_configure(&info, srv) != 0)
         goto out;
 

@@ -5,7 +5,9 @@
  * Redis costs one timeout per second per worker, not one per request. */
 #include "store/cache.h"
 
+#include <errno.h>
 #include <hiredis.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,13 +115,67 @@ redisContext *cache_conn(struct cache *c)
     return c->rc;
 }
 
+/* The connection was closed under us since its last use (CLIENT KILL, a
+ * restart, a failover, a timeout on Redis's side): nothing says so until
+ * it is used. A timeout (a stalled Redis) is not this. */
+static int cache_dropped(const redisContext *rc, int err_no)
+{
+    return rc->err == REDIS_ERR_EOF ||
+           (rc->err == REDIS_ERR_IO && (err_no == EPIPE || err_no == ECONNRESET));
+}
+
+/* One command, in Redis's wire form: its reply, or NULL after cache_fail.
+ * A connection found dropped when used is replaced at once and the
+ * command sent again, once: the first use after a CLIENT KILL must not
+ * fail a request (or answer error 30) while Redis is up. */
+static redisReply *cache_send(struct cache *c, const char *op, const char *cmd, size_t len)
+{
+    for (int attempt = 0;; attempt++) {
+        int reused = c->rc != NULL;
+        redisContext *rc = cache_conn(c);
+        if (rc == NULL)
+            return NULL;
+        void *r = NULL;
+        errno = 0;
+        if (redisAppendFormattedCommand(rc, cmd, len) == REDIS_OK &&
+            redisGetReply(rc, &r) == REDIS_OK && r != NULL)
+            return r;
+        int again = attempt == 0 && reused && cache_dropped(rc, errno);
+        cache_fail(c, op);
+        if (!again)
+            return NULL;
+        c->retry_at = 0; /* Redis is likely up: no back-off for the one retry */
+    }
+}
+
+redisReply *cache_command(struct cache *c, const char *op, const char *fmt, ...)
+{
+    char *cmd = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    int len = redisvFormatCommand(&cmd, fmt, ap);
+    va_end(ap);
+    redisReply *r = len > 0 ? cache_send(c, op, cmd, (size_t)len) : NULL;
+    redisFreeCommand(cmd);
+    return r;
+}
+
+redisReply *cache_command_argv(struct cache *c, const char *op, int argc, const char **argv,
+                               const size_t *argl)
+{
+    char *cmd = NULL;
+    long long len = redisFormatCommandArgv(&cmd, argc, argv, argl);
+    redisReply *r = len > 0 ? cache_send(c, op, cmd, (size_t)len) : NULL;
+    redisFreeCommand(cmd);
+    return r;
+}
+
 char *cache_get(struct cache *c, const char *key, size_t *len)
 {
-    redisContext *rc = cache_conn(c);
-    if (rc == NULL)
+    redisReply *r = cache_command(c, "get", "GET %s", key);
+    if (r == NULL)
         return NULL;
-    redisReply *r = redisCommand(rc, "GET %s", key);
-    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+    if (r->type == REDIS_REPLY_ERROR) {
         freeReplyObject(r);
         cache_fail(c, "get");
         return NULL;
@@ -133,11 +189,10 @@ char *cache_get(struct cache *c, const char *key, size_t *len)
 
 void cache_set(struct cache *c, const char *key, const char *val, size_t len, int ttl_seconds)
 {
-    redisContext *rc = cache_conn(c);
-    if (rc == NULL)
+    redisReply *r = cache_command(c, "set", "SET %s %b EX %d", key, val, len, ttl_seconds);
+    if (r == NULL)
         return;
-    redisReply *r = redisCommand(rc, "SET %s %b EX %d", key, val, len, ttl_seconds);
-    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+    if (r->type == REDIS_REPLY_ERROR) {
         freeReplyObject(r);
         cache_fail(c, "set");
         return;
@@ -147,9 +202,6 @@ void cache_set(struct cache *c, const char *key, const char *val, size_t len, in
 
 int cache_del(struct cache *c, const char *const *keys, size_t n)
 {
-    redisContext *rc = cache_conn(c);
-    if (rc == NULL)
-        return -1;
     /* One round trip: the keys of one call share a hash tag, so a
      * multi-key DEL is valid on Redis Cluster too. */
     const char *argv[8];
@@ -162,8 +214,10 @@ int cache_del(struct cache *c, const char *const *keys, size_t n)
         argv[i + 1] = keys[i];
         argl[i + 1] = strlen(keys[i]);
     }
-    redisReply *r = redisCommandArgv(rc, (int)n + 1, argv, argl);
-    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+    redisReply *r = cache_command_argv(c, "del", (int)n + 1, argv, argl);
+    if (r == NULL)
+        return -1;
+    if (r->type == REDIS_REPLY_ERROR) {
         freeReplyObject(r);
         cache_fail(c, "del");
         return -1;
@@ -214,9 +268,6 @@ static const char cache_put_script[] =
 void cache_put_copy(struct cache *c, const char *key, uint64_t version, uint64_t aux,
                     const char *payload, size_t len, int ttl_seconds)
 {
-    redisContext *rc = cache_conn(c);
-    if (rc == NULL)
-        return;
     char head[48], ver[24], ttl[16];
     int hl = snprintf(head, sizeof(head), "%llu:%llu:", (unsigned long long)version,
                       (unsigned long long)aux);
@@ -230,9 +281,11 @@ void cache_put_copy(struct cache *c, const char *key, uint64_t version, uint64_t
     const char *argv[7] = {"EVAL", cache_put_script, "1", key, ver, val, ttl};
     size_t argl[7] = {4, sizeof(cache_put_script) - 1, 1, strlen(key), strlen(ver),
                       (size_t)hl + len, strlen(ttl)};
-    redisReply *r = redisCommandArgv(rc, 7, argv, argl);
+    redisReply *r = cache_command_argv(c, "put_copy", 7, argv, argl);
     free(val);
-    if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
+    if (r == NULL)
+        return;
+    if (r->type != REDIS_REPLY_INTEGER) {
         if (r != NULL && r->type == REDIS_REPLY_ERROR)
             log_warn("event=redis_script_error error=\"%.*s\"", (int)strcspn(r->str, "\n"),
                      r->str);
@@ -250,11 +303,10 @@ void cache_saw_write(struct cache *c, const char *user_id, uint64_t xid)
 
 int cache_ping(struct cache *c)
 {
-    redisContext *rc = cache_conn(c);
-    if (rc == NULL)
+    redisReply *r = cache_command(c, "ping", "PING");
+    if (r == NULL)
         return -1;
-    redisReply *r = redisCommand(rc, "PING");
-    int ok = r != NULL && r->type == REDIS_REPLY_STATUS;
+    int ok = r->type == REDIS_REPLY_STATUS;
     freeReplyObject(r);
     if (!ok) {
         cache_fail(c, "ping");
@@ -267,9 +319,6 @@ int cache_eval_ints(struct cache *c, const char *script, int nkeys, const char *
                     int nargs, const char *const *args, long long *out, size_t n)
 {
     if (nkeys < 0 || nargs < 0 || nkeys + nargs > CACHE_EVAL_MAX_ARGS)
-        return -1;
-    redisContext *rc = cache_conn(c);
-    if (rc == NULL)
         return -1;
     /* EVAL rather than EVALSHA + SCRIPT LOAD: the scripts are a few hundred
      * bytes, Redis caches the compiled script by its hash anyway, and there
@@ -288,8 +337,10 @@ int cache_eval_ints(struct cache *c, const char *script, int nkeys, const char *
         argv[argc++] = args[i];
     for (int i = 0; i < argc; i++)
         argl[i] = strlen(argv[i]);
-    redisReply *r = redisCommandArgv(rc, argc, argv, argl);
-    int ok = r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == n;
+    redisReply *r = cache_command_argv(c, "eval", argc, argv, argl);
+    if (r == NULL)
+        return -1;
+    int ok = r->type == REDIS_REPLY_ARRAY && r->elements == n;
     for (size_t i = 0; ok && i < n; i++) {
         if (r->element[i]->type != REDIS_REPLY_INTEGER)
             ok = 0;

@@ -19,6 +19,7 @@
 struct config;
 struct inval;
 struct redisContext;
+struct redisReply;
 
 /* Every copy is versioned and checked before use (see cache_get_copy), so
  * a TTL bounds only the memory a copy nobody reads keeps in Redis. */
@@ -46,6 +47,15 @@ struct redisContext *cache_conn(struct cache *c);
 /* Counts and logs a failure of op, drops the connection and starts the
  * back-off. */
 void cache_fail(struct cache *c, const char *op);
+
+/* One command (redisCommand's format, or argv): its reply (the caller
+ * frees it; an error reply is a reply), or NULL when Redis failed (counted
+ * and logged, the connection dropped, the back-off started). A connection
+ * Redis closed since its last use is replaced and the command sent again
+ * once, at once. */
+struct redisReply *cache_command(struct cache *c, const char *op, const char *fmt, ...);
+struct redisReply *cache_command_argv(struct cache *c, const char *op, int argc,
+                                      const char **argv, const size_t *argl);
 
 /* Value of key (malloc'd, NUL-terminated, *len set), or NULL on a miss or
  * any error. */

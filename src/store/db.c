@@ -432,6 +432,51 @@ int db_session_turn(struct pg *pg, const char *user_id, const char *session_id,
     return none ? DB_NOT_FOUND : DB_OK;
 }
 
+int db_turn_stop(struct pg *pg, const char *user_id, const char *session_id,
+                 char turn_id[UUID_STR_LEN + 1])
+{
+    const char *p[2] = {user_id, session_id};
+    PGresult *r;
+    int st = query_row(pg, PG_TURN_STOP, 2, p, &r);
+    if (st != DB_OK)
+        return st;
+    snprintf(turn_id, UUID_STR_LEN + 1, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return DB_OK;
+}
+
+enum db_outcome db_turn_outcome(struct pg *pg, const char *user_id, const char *session_id,
+                                const char *turn_id, char **reply, char **session_name)
+{
+    *reply = *session_name = NULL;
+    /* First the lease, if it ran out: from then on the turn cannot be
+     * stored, so what the next statement reads is final. */
+    const char *e[2] = {session_id, turn_id};
+    if (command(pg, PG_LEASE_EXPIRE, 2, e) == DB_ERROR)
+        return DB_OUTCOME_ERROR;
+    const char *p[3] = {user_id, session_id, turn_id};
+    PGresult *r;
+    if (query_row(pg, PG_TURN_OUTCOME, 3, p, &r) != DB_OK)
+        return DB_OUTCOME_ERROR; /* one row, always */
+    enum db_outcome out;
+    if (strcmp(PQgetvalue(r, 0, 0), "t") == 0) {
+        out = DB_OUTCOME_RUNNING;
+    } else if (strcmp(PQgetvalue(r, 0, 1), "t") != 0) {
+        out = DB_OUTCOME_LOST;
+    } else if (PQgetisnull(r, 0, 2) || PQgetisnull(r, 0, 3)) {
+        out = DB_OUTCOME_STORED_GONE;
+    } else if ((*reply = strdup(PQgetvalue(r, 0, 2))) == NULL ||
+               (*session_name = strdup(PQgetvalue(r, 0, 3))) == NULL) {
+        free(*reply);
+        *reply = NULL;
+        out = DB_OUTCOME_ERROR;
+    } else {
+        out = DB_OUTCOME_STORED;
+    }
+    PQclear(r);
+    return out;
+}
+
 int db_lease_drop(struct pg *pg, const char *session_id, const char *turn_id)
 {
     const char *p[2] = {session_id, turn_id};
@@ -478,19 +523,26 @@ int db_charge(struct pg *pg, struct db_charge *c, uint64_t *xid)
 }
 
 enum db_store db_turn_store(struct pg *pg, const struct db_turn_store *in, struct db_charge *c,
-                            long long *base, uint64_t *xid)
+                            long long *base, uint64_t *xid, int *stopped_here)
 {
+    *stopped_here = 0;
     char n[8];
     struct charge_text t;
     snprintf(n, sizeof(n), "%d", in->n_messages);
-    const char *p[18] = {in->user_id, in->session_id, in->turn_id, n,
+    const char *p[19] = {in->user_id, in->session_id, in->turn_id, n,
                          in->message, in->reply,      in->file_name, in->summary};
     charge_params(c, &t, p + 8);
-    p[16] = in->session_name;
-    p[17] = in->prompt;
+    const char *stopped = in->reply_stopped ? "true" : "false";
+    if (in->session_new) {
+        p[16] = in->session_name;
+        p[17] = in->prompt;
+        p[18] = stopped;
+    } else {
+        p[16] = stopped;
+    }
     PGresult *r;
-    int st = in->session_new ? query_row(pg, PG_TURN_STORE_NEW, 18, p, &r)
-                             : query_row(pg, PG_TURN_STORE, 16, p, &r);
+    int st = in->session_new ? query_row(pg, PG_TURN_STORE_NEW, 19, p, &r)
+                             : query_row(pg, PG_TURN_STORE, 17, p, &r);
     if (st != DB_OK)
         return DB_STORE_ERROR; /* one row, always */
     enum db_store out;
@@ -506,6 +558,7 @@ enum db_store db_turn_store(struct pg *pg, const struct db_turn_store *in, struc
         c->seq = *base + 1;
         snprintf(c->balance, sizeof(c->balance), "%s", PQgetvalue(r, 0, 4));
         *xid = u64(r, 5);
+        *stopped_here = strcmp(PQgetvalue(r, 0, 6), "t") == 0;
         out = DB_STORE_OK;
     }
     PQclear(r);

@@ -189,6 +189,25 @@ int db_session_turn(struct pg *pg, const char *user_id, const char *session_id,
                     long long *next_seq, char turn_id[UUID_STR_LEN + 1]);
 /* Gives it back unless it has passed to another turn already. */
 int db_lease_drop(struct pg *pg, const char *session_id, const char *turn_id);
+/* Code 8 for a turn running anywhere: marks the lease of the turn running
+ * on the user's session (not run out) as stopped, which its store reads
+ * (db_turn_store). DB_OK with turn_id set; DB_NOT_FOUND when no turn runs
+ * there (or the session is not the user's). */
+int db_turn_stop(struct pg *pg, const char *user_id, const char *session_id,
+                 char turn_id[UUID_STR_LEN + 1]);
+
+/* What became of turn_id, a turn of the user's on session_id, for whoever
+ * resumes it. A lease that ran out is deleted first, so a turn found LOST
+ * can never be stored afterwards (its store is fenced on the lease). */
+enum db_outcome {
+    DB_OUTCOME_RUNNING,      /* it holds its lease */
+    DB_OUTCOME_STORED,       /* *reply and *session_name set (malloc'd) */
+    DB_OUTCOME_STORED_GONE,  /* stored, and the session deleted since */
+    DB_OUTCOME_LOST,         /* not stored, and never will be */
+    DB_OUTCOME_ERROR,
+};
+enum db_outcome db_turn_outcome(struct pg *pg, const char *user_id, const char *session_id,
+                                const char *turn_id, char **reply, char **session_name);
 
 /* A charge: its ledger row and the balance deducted, in one statement. */
 struct db_charge {
@@ -216,6 +235,7 @@ struct db_turn_store {
     const char *message, *reply, *file_name, *summary;
     int session_new; /* insert the session row with it */
     const char *session_name, *prompt;
+    int reply_stopped; /* reply carries the stop marker already (a stop heard here) */
 };
 enum db_store {
     DB_STORE_OK,
@@ -224,9 +244,11 @@ enum db_store {
     DB_STORE_ERROR,
 };
 /* *base: next_seq before the turn (the user message's seq); *xid the
- * transaction's id. */
+ * transaction's id; *stopped_here 1 when a stop from elsewhere had marked
+ * the lease (db_turn_stop) and the reply was stored with the marker
+ * " [stopped]" appended (an empty reply: "[stopped]"). */
 enum db_store db_turn_store(struct pg *pg, const struct db_turn_store *in, struct db_charge *c,
-                            long long *base, uint64_t *xid);
+                            long long *base, uint64_t *xid, int *stopped_here);
 
 /* Code 13: {user_id, balance, spent, turns, by_model: [{model, turns,
  * spent}]} as JSON text that PostgreSQL wrote, its money the exact

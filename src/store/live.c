@@ -22,6 +22,7 @@
 #define LIVE_CHANNEL_PATTERN "chatd:{u:*}:live"
 #define LIVE_RETRY_MS 1000
 #define LIVE_QUEUE_MAX 100000 /* commands; past it, new ones are dropped */
+#define LIVE_RESEND_MS 200     /* how often unsent commands are tried again */
 
 /* One queued command, already in Redis's wire form: formatting it here,
  * on the caller's thread, is one allocation where copying each argument
@@ -165,13 +166,18 @@ void live_publish_turn(struct live *lv, const char *session_id, const char *msg,
     enqueue(lv, 3, argv, argl);
 }
 
+/* A turn stream's entries carry ids chatd chooses, not Redis's clock:
+ * "0-1" names the turn, "1-<i>" is delta i, "2-<last + 1>" the end after
+ * delta last. So the ids say which frames the stream holds (a gap shows),
+ * and an XADD sent again after a lost connection is refused as "equal or
+ * smaller" instead of stored twice: the publisher may resend. */
 void live_stream_begin(struct live *lv, const char *session_id, const char *turn_id)
 {
     char key[80];
     live_stream_key(key, sizeof(key), session_id);
     const char *del[2] = {"DEL", key};
     enqueue(lv, 2, del, NULL);
-    const char *add[5] = {"XADD", key, "*", "turn", turn_id};
+    const char *add[5] = {"XADD", key, "0-1", "turn", turn_id};
     enqueue(lv, 5, add, NULL);
     /* Until the end sets the retention: a chatd that dies mid-turn
      * leaves nothing behind for long. */
@@ -179,23 +185,28 @@ void live_stream_begin(struct live *lv, const char *session_id, const char *turn
     enqueue(lv, 3, exp, NULL);
 }
 
-void live_stream_add(struct live *lv, const char *session_id, const char *index,
-                     const char *frame, size_t len)
+void live_stream_add(struct live *lv, const char *session_id, long long index, const char *frame,
+                     size_t len)
 {
-    char key[80], max[16];
+    char key[80], max[16], id[32], idx[24];
     live_stream_key(key, sizeof(key), session_id);
     snprintf(max, sizeof(max), "%d", LIVE_STREAM_MAXLEN);
-    const char *argv[8] = {"XADD", key, "MAXLEN", "~", max, "*", index, frame};
+    snprintf(id, sizeof(id), "1-%lld", index);
+    snprintf(idx, sizeof(idx), "%lld", index);
+    const char *argv[8] = {"XADD", key, "MAXLEN", "~", max, id, idx, frame};
     size_t argl[8] = {0, 0, 0, 0, 0, 0, 0, len};
     enqueue(lv, 8, argv, argl);
 }
 
-void live_stream_end(struct live *lv, const char *session_id, const char *frame, size_t len,
-                     int retain_seconds)
+void live_stream_end(struct live *lv, const char *session_id, long long last_index,
+                     const char *frame, size_t len, int retain_seconds)
 {
-    live_stream_add(lv, session_id, "end", frame, len);
-    char key[80], secs[16];
+    char key[80], id[32], secs[16];
     live_stream_key(key, sizeof(key), session_id);
+    snprintf(id, sizeof(id), "2-%lld", last_index + 1);
+    const char *argv[5] = {"XADD", key, id, "end", frame};
+    size_t argl[5] = {0, 0, 0, 0, len};
+    enqueue(lv, 5, argv, argl);
     snprintf(secs, sizeof(secs), "%d", retain_seconds > 0 ? retain_seconds : 1);
     const char *exp[3] = {"EXPIRE", key, secs};
     enqueue(lv, 3, exp, NULL);
@@ -203,41 +214,108 @@ void live_stream_end(struct live *lv, const char *session_id, const char *frame,
 
 /* ------------------------------------------------------------ publisher */
 
+static void cmds_free(struct live_cmd *c)
+{
+    while (c != NULL) {
+        struct live_cmd *next = c->next;
+        cmd_free(c);
+        c = next;
+    }
+}
+
+/* Sends batch, pipelined; returns the commands whose reply did not come
+ * (NULL when all did): the connection failed or stalled, and Redis may or
+ * may not have run them. The others are freed. */
+static struct live_cmd *pub_send(struct cache *c, struct live_cmd *batch)
+{
+    redisContext *rc = cache_conn(c);
+    if (rc == NULL)
+        return batch;
+    int n = 0, failed = 0;
+    for (struct live_cmd *m = batch; m != NULL && !failed; m = m->next, n++)
+        if (redisAppendFormattedCommand(rc, m->cmd, (size_t)m->len) != REDIS_OK)
+            failed = 1;
+    for (int i = 0; i < n && !failed; i++) {
+        redisReply *r = NULL;
+        if (redisGetReply(rc, (void **)&r) != REDIS_OK) {
+            failed = 1;
+            break;
+        }
+        /* An error reply (an XADD sent again, now "equal or smaller") is
+         * Redis's answer to that command: it is done with. */
+        freeReplyObject(r);
+        struct live_cmd *done = batch;
+        batch = batch->next;
+        cmd_free(done);
+    }
+    if (failed)
+        cache_fail(c, "live_publish");
+    return batch;
+}
+
+/* a, then b; the count of the whole in *n. */
+static struct live_cmd *cmds_append(struct live_cmd *a, struct live_cmd *b, size_t *n)
+{
+    *n = 0;
+    struct live_cmd **pp = &a;
+    while (*pp != NULL) {
+        pp = &(*pp)->next;
+        (*n)++;
+    }
+    *pp = b;
+    for (; b != NULL; b = b->next)
+        (*n)++;
+    return a;
+}
+
+/* Publisher thread. What could not be sent is sent again, in order, once
+ * Redis answers again, before anything queued after it: a turn stream
+ * keeps every frame (the ids make a resend harmless, see
+ * live_stream_begin), and a PUBLISH sent twice reaches a resumer that
+ * skips the index it has. Only past LIVE_QUEUE_MAX unsent commands, or at
+ * shutdown, is anything dropped: a resumer then finds the gap by the ids
+ * and is told (error 30). */
 static void *pub_main(void *arg)
 {
     struct live *lv = arg;
     struct cache c;
     cache_open(&c, lv->cfg, NULL);
+    struct live_cmd *unsent = NULL;
     for (;;) {
         pthread_mutex_lock(&lv->mu);
-        while (lv->head == NULL && !atomic_load(&lv->stopping))
+        if (unsent != NULL && lv->head == NULL && !atomic_load(&lv->stopping)) {
+            /* Redis failed: try again in a while (or when more comes). */
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_nsec += LIVE_RESEND_MS * 1000000L;
+            if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&lv->cv, &lv->mu, &until);
+        }
+        while (unsent == NULL && lv->head == NULL && !atomic_load(&lv->stopping))
             pthread_cond_wait(&lv->cv, &lv->mu);
-        struct live_cmd *batch = lv->head;
+        struct live_cmd *queued = lv->head;
         lv->head = lv->tail = NULL;
         lv->queued = 0;
+        int stopping = atomic_load(&lv->stopping);
         pthread_mutex_unlock(&lv->mu);
-        if (batch == NULL)
+        size_t n;
+        unsent = cmds_append(unsent, queued, &n);
+        if (unsent == NULL)
             break; /* stopping, and everything queued was sent */
-        redisContext *rc = cache_conn(&c);
-        int n = 0, failed = rc == NULL;
-        for (struct live_cmd *m = batch; m != NULL && !failed; m = m->next, n++)
-            if (redisAppendFormattedCommand(rc, m->cmd, (size_t)m->len) != REDIS_OK)
-                failed = 1;
-        for (int i = 0; i < n && !failed; i++) {
-            redisReply *r = NULL;
-            if (redisGetReply(rc, (void **)&r) != REDIS_OK)
-                failed = 1;
-            freeReplyObject(r);
-        }
-        if (failed && rc != NULL)
-            cache_fail(&c, "live_publish");
-        /* Lost while Redis is down: pub/sub is at most once (live.h). */
-        while (batch != NULL) {
-            struct live_cmd *next = batch->next;
-            cmd_free(batch);
-            batch = next;
+        unsent = pub_send(&c, unsent);
+        if (unsent != NULL && (stopping || n > LIVE_QUEUE_MAX)) {
+            log_warn("event=live_dropped reason=\"%s\"",
+                     stopping ? "shutdown" : "Redis unreachable too long");
+            cmds_free(unsent);
+            unsent = NULL;
+            if (stopping)
+                break;
         }
     }
+    cmds_free(unsent);
     cache_close(&c);
     return NULL;
 }
@@ -563,20 +641,48 @@ void live_entries_free(struct live_entry *e, size_t n)
     free(e);
 }
 
+/* An entry's id, of the form live_stream_begin describes: its kind and
+ * number, or -1 for one of another form. */
+static int entry_id(const redisReply *id, char *kind, long long *num)
+{
+    if (id->type != REDIS_REPLY_STRING || id->len < 3 || id->len > 24 || id->str[1] != '-')
+        return -1;
+    char buf[32], *end;
+    memcpy(buf, id->str + 2, id->len - 2);
+    buf[id->len - 2] = '\0';
+    long long v = strtoll(buf, &end, 10);
+    if (*end != '\0' || v < 0)
+        return -1;
+    switch (id->str[0]) {
+    case '0':
+        *kind = LIVE_ENTRY_TURN;
+        break;
+    case '1':
+        *kind = LIVE_ENTRY_DELTA;
+        break;
+    case '2':
+        *kind = LIVE_ENTRY_END;
+        v -= 1; /* the last delta's index */
+        break;
+    default:
+        return -1;
+    }
+    *num = v;
+    return 0;
+}
+
 int live_stream_read(struct cache *c, const char *session_id, struct live_entry **out, size_t *n)
 {
     *out = NULL;
     *n = 0;
-    redisContext *rc = cache_conn(c);
-    if (rc == NULL)
-        return -1;
     char key[80];
     live_stream_key(key, sizeof(key), session_id);
-    redisReply *r = redisCommand(rc, "XRANGE %s - +", key);
-    if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
-        freeReplyObject(r);
-        cache_fail(c, "xrange");
+    redisReply *r = cache_command(c, "xrange", "XRANGE %s - +", key);
+    if (r == NULL)
         return -1;
+    if (r->type != REDIS_REPLY_ARRAY) {
+        freeReplyObject(r);
+        return -1; /* a key of another type: not ours */
     }
     struct live_entry *e = calloc(r->elements > 0 ? r->elements : 1, sizeof(*e));
     size_t k = 0;
@@ -584,14 +690,12 @@ int live_stream_read(struct cache *c, const char *session_id, struct live_entry 
         /* [id, [field, value]] */
         const redisReply *ent = r->element[i];
         if (ent->type != REDIS_REPLY_ARRAY || ent->elements != 2 ||
-            ent->element[1]->type != REDIS_REPLY_ARRAY || ent->element[1]->elements != 2)
+            ent->element[1]->type != REDIS_REPLY_ARRAY || ent->element[1]->elements != 2 ||
+            entry_id(ent->element[0], &e[k].kind, &e[k].index) != 0)
             continue;
-        const redisReply *f = ent->element[1]->element[0], *v = ent->element[1]->element[1];
-        if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING ||
-            f->len >= sizeof(e[k].index))
+        const redisReply *v = ent->element[1]->element[1];
+        if (v->type != REDIS_REPLY_STRING)
             continue;
-        memcpy(e[k].index, f->str, f->len);
-        e[k].index[f->len] = '\0';
         if ((e[k].frame = util_memdup(v->str, v->len)) == NULL)
             break;
         e[k].len = v->len;

@@ -59,23 +59,24 @@ void live_unwatch(struct live *lv, const char *session_id);
 int live_watch_wait(struct live *lv, const char *session_id, int timeout_ms);
 
 /* The session's turn stream: begun afresh by a turn (turn_id), one entry
- * per frame (index, or "end" for the last), and kept retain_seconds after
- * the end. */
+ * per delta (its index), then its end: the last frame, after delta
+ * last_index (-1: none), kept retain_seconds. */
 void live_stream_begin(struct live *lv, const char *session_id, const char *turn_id);
-void live_stream_add(struct live *lv, const char *session_id, const char *index,
-                     const char *frame, size_t len);
-void live_stream_end(struct live *lv, const char *session_id, const char *frame, size_t len,
-                     int retain_seconds);
+void live_stream_add(struct live *lv, const char *session_id, long long index, const char *frame,
+                     size_t len);
+void live_stream_end(struct live *lv, const char *session_id, long long last_index,
+                     const char *frame, size_t len, int retain_seconds);
 
 void live_stream_key(char *out, size_t cap, const char *session_id);
 
 /* A worker's read of a turn stream (on its own cache connection): the
- * entries in order, each an index ("turn" for the first, which names the
- * turn; "end" for the last) and a frame. 0, or -1 when Redis failed. A
- * missing stream is 0 entries. */
+ * entries in order. 0, or -1 when Redis failed. A missing stream is 0
+ * entries. */
+enum { LIVE_ENTRY_TURN = 't', LIVE_ENTRY_DELTA = 'd', LIVE_ENTRY_END = 'e' };
 struct live_entry {
-    char index[24];
-    char *frame; /* the turn id for "turn" */
+    char kind;       /* LIVE_ENTRY_* */
+    long long index; /* DELTA: its index; END: the last delta's (-1: none) */
+    char *frame;     /* TURN: the turn's id */
     size_t len;
 };
 int live_stream_read(struct cache *c, const char *session_id, struct live_entry **out, size_t *n);

@@ -23,20 +23,30 @@
     "pg_snapshot_xmin(pg_current_snapshot())::text, pg_snapshot_xmax(pg_current_snapshot())::text"
 
 /* What both turn-store statements do once s (the session, returning the
- * base seq) has run; found is the "session found" column. The columns are
+ * base seq) has run; found is the "session found" column, reply_marked
+ * the parameter that says the reply carries the stop marker already. The
+ * assistant's text gets the marker when a stop from elsewhere marked the
+ * lease (d.stopped, db_turn_stop) and it does not have it; the last
+ * column says so. The ledger row names the turn (db_turn_outcome). The columns are
  * evaluated left to right, and that is the order the steps run in: the
  * user's row (every turn of the user charges it) is locked last, so it is
  * held for the commit only, not while the messages are indexed. */
-#define PG_TURN_STORE_TAIL(found)                                                                  \
+#define PG_TURN_STORE_TAIL(found, reply_marked)                                                        \
     "     m as (insert into chat_messages (session_id, seq, role, content)"                       \
     "           select $2::uuid, s.base + v.i, v.role, v.content"                                   \
-    "             from s, (values (0, 'user', $5::text), (1, 'assistant', $6::text),"              \
-    "                             (2, 'file', $7::text)) v(i, role, content)"                      \
+    "             from s, (values (0, 'user', $5::text),"                                           \
+    "                             (1, 'assistant',"                                                 \
+    "                              case when coalesce((select stopped from d), false)"              \
+    "                                        and not " reply_marked "::boolean"                          \
+    "                                   then case when $6::text = '' then '[stopped]'"              \
+    "                                             else $6::text || ' [stopped]' end"                \
+    "                                   else $6::text end),"                                        \
+    "                             (2, 'file', $7::text)) v(i, role, content)"                       \
     "            where v.i < $4::int"                                                               \
     "           returning 1),"                                                                      \
     "     e as (insert into usage_ledger (user_id, session_id, seq, kind, model_id,"              \
     "                                     model_name, cost, prompt_tokens,"                         \
-    "                                     completion_tokens, estimated)"                            \
+    "                                     completion_tokens, estimated, turn_id)"                   \
     "           select $1::uuid, $2::uuid, s.base + 1, $9, $10::int, $11,"                         \
     "                  coalesce($12::numeric,"                                                      \
     "                           (select trim_scale((coalesce($14::bigint, 0)"                      \
@@ -45,14 +55,15 @@
     "                                                 * mo.output_price_per_1k) / 1000)"            \
     "                              from model_details mo where mo.model_id = $10::int),"          \
     "                           0) + $13::numeric,"                                                \
-    "                  $14::bigint, $15::bigint, $16::boolean"                                      \
+    "                  $14::bigint, $15::bigint, $16::boolean, $3::uuid"                            \
     "             from s"                                                                           \
     "           returning cost),"                                                                   \
     "     b as (update user_data set balance = balance - (select cost from e)"                     \
     "            where user_id = $1::uuid and exists (select 1 from e)"                            \
     "           returning balance)"                                                                 \
     " select " found ", exists (select 1 from d), (select base from s),"                            \
-    "        (select count(*) from m), (select balance from b), pg_current_xact_id()::text"
+    "        (select count(*) from m), (select balance from b), pg_current_xact_id()::text,"       \
+    "        coalesce((select stopped from d), false) and not " reply_marked "::boolean"
 
 static const struct {
     const char *name;
@@ -170,28 +181,28 @@ static const struct {
      * (lease_take locks the session row too, FOR KEY SHARE, which this
      * FOR UPDATE holds off until the commit: it then reads the new
      * next_seq, never an older one). */
-    [PG_TURN_STORE] = {"turn_store", 16,
+    [PG_TURN_STORE] = {"turn_store", 17,
         "with l as (select next_seq from chat_sessions"
         "            where user_id = $1::uuid and session_id = $2::uuid for update),"
         "     d as (delete from turn_leases"
         "            where session_id = $2::uuid and turn_id = $3::uuid"
         "              and exists (select 1 from l)"
-        "           returning 1),"
+        "           returning stopped),"
         "     s as (update chat_sessions set next_seq = next_seq + $4::int, summary = $8,"
         "                  updated_at = clock_timestamp()"
         "            where session_id = $2::uuid and exists (select 1 from d)"
         "           returning next_seq - $4::int as base)," PG_TURN_STORE_TAIL(
-        "exists (select 1 from l)")},
+        "exists (select 1 from l)", "$17")},
     /* The same for a new session's first turn: the session row is inserted
      * with the messages (foreign keys are checked at the statement's end).
      *   $17 session name, $18 session prompt */
-    [PG_TURN_STORE_NEW] = {"turn_store_new", 18,
+    [PG_TURN_STORE_NEW] = {"turn_store_new", 19,
         "with d as (delete from turn_leases"
-        "            where session_id = $2::uuid and turn_id = $3::uuid returning 1),"
+        "            where session_id = $2::uuid and turn_id = $3::uuid returning stopped),"
         "     s as (insert into chat_sessions (session_id, user_id, session_name, model_id,"
         "                                      session_prompt, next_seq, summary)"
         "           select $2::uuid, $1::uuid, $17, $10::int, $18, $4::int, $8 from d"
-        "           returning 0::bigint as base)," PG_TURN_STORE_TAIL("true")},
+        "           returning 0::bigint as base)," PG_TURN_STORE_TAIL("true", "$19")},
     [PG_SESSION_LOCK] = {"session_lock", 2,
         "select s.next_seq, coalesce((select l.turn_id::text from turn_leases l"
         "                              where l.session_id = s.session_id for update), '')"
@@ -214,7 +225,7 @@ static const struct {
         "            where $5::boolean or exists (select 1 from s)"
         "           on conflict (session_id) do update"
         "              set user_id = excluded.user_id, turn_id = excluded.turn_id,"
-        "                  lease_until = excluded.lease_until"
+        "                  lease_until = excluded.lease_until, stopped = false"
         "            where turn_leases.lease_until < clock_timestamp()"
         "           returning 1)"
         " select coalesce((select next_seq from s), 0), (select count(*) from l) > 0,"
@@ -227,6 +238,29 @@ static const struct {
         "       (select turn_id::text from turn_leases"
         "         where session_id = $2::uuid and user_id = $1::uuid"
         "           and lease_until > clock_timestamp())"},
+    /* Code 8 from elsewhere: marks the turn running on the user's
+     * session (its lease not run out) as stopped; no row: none runs. */
+    [PG_TURN_STOP] = {"turn_stop", 2,
+        "update turn_leases set stopped = true"
+        " where session_id = $2::uuid and user_id = $1::uuid"
+        "   and lease_until > clock_timestamp()"
+        " returning turn_id::text"},
+    /* A turn whose lease ran out can no longer be stored: its lease is
+     * deleted (waiting, under the row lock, for a store under way). */
+    [PG_LEASE_EXPIRE] = {"lease_expire", 2,
+        "delete from turn_leases"
+        " where session_id = $1::uuid and turn_id = $2::uuid and lease_until < clock_timestamp()"},
+    /* After that, what became of turn $3 of user $1 on session $2: whether
+     * it still holds its lease; if it was stored, its reply and the
+     * session's name (null when the session was deleted since). */
+    [PG_TURN_OUTCOME] = {"turn_outcome", 3,
+        "select exists (select 1 from turn_leases where session_id = $2::uuid and turn_id = $3::uuid),"
+        "       l.seq is not null, m.content, s.session_name"
+        "  from (select 1) one"
+        "  left join usage_ledger l on l.turn_id = $3::uuid and l.session_id = $2::uuid"
+        "                          and l.user_id = $1::uuid and l.kind = 'turn'"
+        "  left join chat_messages m on m.session_id = l.session_id and m.seq = l.seq"
+        "  left join chat_sessions s on s.session_id = l.session_id"},
     [PG_LEASE_DROP] = {"lease_drop", 2,
         "delete from turn_leases where session_id = $1::uuid and turn_id = $2::uuid"},
     /* Every lease this chatd holds, kept alive in one statement. */

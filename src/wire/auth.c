@@ -264,19 +264,21 @@ int auth_file_ref_ok(const struct config *cfg, const char *name, const char *exp
 {
     if (!auth_required(cfg))
         return 1;
-    if (exp == NULL || sig == NULL || strlen(sig) != 64 || strlen(exp) > 18)
+    /* One spelling of a link only, the one auth_file_ref writes: exp in
+     * decimal without leading zeros, sig in lower-case hex. Another
+     * spelling of the same values is another URL, which a cache in front
+     * would keep apart and a log would not match. */
+    if (exp == NULL || sig == NULL || strlen(sig) != 64 || strlen(exp) > 18 ||
+        strspn(exp, "0123456789") != strlen(exp) || exp[0] == '0' ||
+        strspn(sig, "0123456789abcdef") != 64)
         return 0;
-    char *end;
-    long long e = strtoll(exp, &end, 10);
-    if (*exp < '0' || *exp > '9' || *end != '\0' || e <= (long long)now)
+    long long e = strtoll(exp, NULL, 10);
+    if (e <= (long long)now)
         return 0;
     char want[65];
     if (file_sig(cfg, name, e, want) != 0)
         return 0;
-    char got[65];
-    for (int i = 0; i < 65; i++)
-        got[i] = (char)tolower((unsigned char)sig[i]);
-    return CRYPTO_memcmp(want, got, 64) == 0;
+    return CRYPTO_memcmp(want, sig, 64) == 0;
 }
 
 int auth_file_ref_name(const char *ref, char *out, size_t cap)

@@ -164,8 +164,47 @@ static int has_control(const char *s)
     return 0;
 }
 
-/* Code 10: the name trimmed, 1..PROTO_NAME_MAX_CHARS characters, one line,
- * no control characters. */
+/* The code point at *p (valid UTF-8, as jansson hands over), *p moved
+ * past it. */
+static unsigned utf8_next(const unsigned char **p)
+{
+    const unsigned char *s = *p;
+    unsigned c = s[0];
+    int n = c < 0x80 ? 0 : c < 0xe0 ? 1 : c < 0xf0 ? 2 : 3;
+    if (n > 0)
+        c &= 0x3fu >> n;
+    for (int i = 1; i <= n; i++)
+        c = (c << 6) | (s[i] & 0x3fu);
+    *p = s + n + 1;
+    return c;
+}
+
+/* Unicode's spaces (category Zs), which a name is trimmed of at both ends. */
+static int is_space(unsigned c)
+{
+    return c == 0x20 || c == 0xa0 || c == 0x1680 || (c >= 0x2000 && c <= 0x200a) ||
+           c == 0x202f || c == 0x205f || c == 0x3000;
+}
+
+/* Format characters (category Cf): invisible, and the bidirectional ones
+ * reorder what is shown ("abc\u202efdp.exe" shows as "abcexe.pdf").
+ * The two joiners are apart: emoji sequences and Persian need them. */
+static int is_format(unsigned c)
+{
+    return c == 0xad || (c >= 0x600 && c <= 0x605) || c == 0x61c || c == 0x6dd ||
+           c == 0x70f || c == 0x8e2 || c == 0x180e || c == 0x200b ||
+           (c >= 0x200e && c <= 0x200f) || (c >= 0x202a && c <= 0x202e) ||
+           (c >= 0x2060 && c <= 0x2064) || (c >= 0x2066 && c <= 0x206f) || c == 0xfeff ||
+           (c >= 0xfff9 && c <= 0xfffb) || c == 0x110bd || c == 0x110cd ||
+           (c >= 0x13430 && c <= 0x1343f) || (c >= 0x1bca0 && c <= 0x1bca3) ||
+           (c >= 0x1d173 && c <= 0x1d17a) || c == 0xe0001 || (c >= 0xe0020 && c <= 0xe007f);
+}
+
+static int is_joiner(unsigned c) { return c == 0x200c || c == 0x200d; }
+
+/* Code 10: the name trimmed of Unicode spaces, 1..PROTO_NAME_MAX_CHARS
+ * characters, one line, no control or format characters (a joiner only
+ * between two characters that show). */
 static int decode_name(json_t *data, struct proto_request *req, struct proto_error *err)
 {
     const int t = req->type;
@@ -174,16 +213,33 @@ static int decode_name(json_t *data, struct proto_request *req, struct proto_err
         return -1;
     if (has_control(name))
         return field_error(err, t, "session_name", "must be one line without control characters");
-    while (*name == ' ')
-        name++;
-    size_t n = strlen(name);
-    while (n > 0 && name[n - 1] == ' ')
-        n--;
+    const unsigned char *p = (const unsigned char *)name, *start = NULL, *stop = NULL;
+    unsigned prev = 0x20;
+    while (*p != '\0') {
+        const unsigned char *at = p;
+        unsigned c = utf8_next(&p);
+        if (is_format(c) || (is_joiner(c) && (is_space(prev) || is_joiner(prev))))
+            return field_error(err, t, "session_name",
+                               "must not contain invisible or direction-changing characters");
+        if (is_joiner(prev) && is_space(c))
+            return field_error(err, t, "session_name",
+                               "must not contain invisible or direction-changing characters");
+        if (!is_space(c)) {
+            if (start == NULL)
+                start = at;
+            stop = p;
+        }
+        prev = c;
+    }
+    if (is_joiner(prev))
+        return field_error(err, t, "session_name",
+                           "must not contain invisible or direction-changing characters");
+    size_t n = start != NULL ? (size_t)(stop - start) : 0;
     if (n == 0)
         return field_error(err, t, "session_name", "must not be empty");
     if (n >= sizeof(req->session_name))
         return field_error(err, t, "session_name", "longer than 100 characters");
-    memcpy(req->session_name, name, n);
+    memcpy(req->session_name, start, n);
     req->session_name[n] = '\0';
     if (utf8_chars(req->session_name) > PROTO_NAME_MAX_CHARS)
         return field_error(err, t, "session_name", "longer than 100 characters");
@@ -352,6 +408,35 @@ static int decode_chat(json_t *data, const struct proto_limits *lim, struct prot
     return 0;
 }
 
+/* The key whose value is the number that ends before pos in buf (what
+ * jansson's overflow error points past), printable ASCII; "frame" when
+ * the number is not an object's value. */
+static void overflow_field(const char *buf, int pos, char *out, size_t cap)
+{
+    snprintf(out, cap, "frame");
+    int i = pos - 1;
+    while (i >= 0 && strchr("0123456789+-.eE", buf[i]) != NULL)
+        i--;
+    while (i >= 0 && strchr(" \t\r\n", buf[i]) != NULL)
+        i--;
+    if (i < 0 || buf[i] != ':')
+        return;
+    i--;
+    while (i >= 0 && strchr(" \t\r\n", buf[i]) != NULL)
+        i--;
+    if (i < 0 || buf[i] != '"')
+        return;
+    int end = i--;
+    while (i >= 0 && !(buf[i] == '"' && (i == 0 || buf[i - 1] != '\\')))
+        i--;
+    if (i < 0)
+        return;
+    size_t n = 0;
+    for (int k = i + 1; k < end && n + 1 < cap; k++)
+        out[n++] = (unsigned char)buf[k] >= 0x20 && (unsigned char)buf[k] <= 0x7e ? buf[k] : '?';
+    out[n] = '\0';
+}
+
 int proto_decode(const char *buf, size_t len, const struct proto_limits *lim,
                  struct proto_request *req, struct proto_error *err)
 {
@@ -361,6 +446,15 @@ int proto_decode(const char *buf, size_t len, const struct proto_limits *lim,
 
     json_error_t jerr;
     json_t *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL && json_error_code(&jerr) == json_error_numeric_overflow) {
+        /* Well-formed JSON with a number no field takes: a bad field, not
+         * bad JSON. */
+        char field[48];
+        overflow_field(buf, jerr.position, field, sizeof(field));
+        return field_error(err, -1, field,
+                           strstr(jerr.text, "integer") != NULL ? "integer out of range"
+                                                                : "number out of range");
+    }
     if (root == NULL) {
         proto_error_set(err, -1, PERR_JSON_PARSE);
         snprintf(err->detail, sizeof(err->detail), "%s at position %d", jerr.text,

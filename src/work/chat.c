@@ -300,7 +300,7 @@ static void slot_release(struct chat_turn *t)
     }
 }
 
-int chat_stop_session(const char *user_id, const char *session_id)
+int chat_stop_session(const char *user_id, const char *session_id, const char *turn_id)
 {
     int took = 0;
     pthread_mutex_lock(&slots_mu);
@@ -308,8 +308,10 @@ int chat_stop_session(const char *user_id, const char *session_id)
     while (s != NULL && strcmp(s->session_id, session_id) != 0)
         s = s->next;
     /* The owner is alive while it owns the slot (slot_release comes before
-     * its last reference goes). */
-    if (s != NULL && s->owner != NULL && chat_turn_matches(s->owner, user_id, session_id))
+     * its last reference goes). Only the turn the stop names: the one
+     * whose lease it marked, not one that started since. */
+    if (s != NULL && s->owner != NULL && chat_turn_matches(s->owner, user_id, session_id) &&
+        strcmp(s->owner->turn_id, turn_id) == 0)
         took = chat_turn_cancel(s->owner, 1);
     pthread_mutex_unlock(&slots_mu);
     return took;
@@ -407,7 +409,8 @@ static void turn_drop_lease(struct worker *w, struct chat_turn *t)
 static void turn_push_last(struct chat_turn *t, char *frame, size_t len)
 {
     if (t->streamed)
-        events_turn_end(t->app, t->user_id, t->session_id, frame, len);
+        events_turn_end(t->app, t->user_id, t->session_id, t->turn_id, t->next_index - 1, frame,
+                        len);
     outbox_push(t->app->outbox, t->conn_id, frame, len);
 }
 
@@ -460,7 +463,8 @@ static void turn_end(struct worker *w, struct chat_turn *t)
  * under the row lock), and tells the cache of this process about a new
  * session before anyone is told. */
 static enum turn_error turn_store(struct worker *w, struct chat_turn *t, const char *reply,
-                                  struct db_charge *charge, long long *lock_seq)
+                                  int reply_stopped, struct db_charge *charge,
+                                  long long *lock_seq, int *stopped_here)
 {
     /* The file entry holds the bare stored name: the existing client links
      * it as .../uploads/<content>. */
@@ -476,11 +480,12 @@ static enum turn_error turn_store(struct worker *w, struct chat_turn *t, const c
         .session_new = t->session_new,
         .session_name = t->session_name,
         .prompt = t->prompt,
+        .reply_stopped = reply_stopped,
     };
     charge->session_id = t->session_id;
     long long seq = 0;
     uint64_t xid = 0;
-    switch (db_turn_store(&w->pg, &in, charge, &seq, &xid)) {
+    switch (db_turn_store(&w->pg, &in, charge, &seq, &xid, stopped_here)) {
     case DB_STORE_OK:
         break;
     case DB_STORE_NO_SESSION:
@@ -634,10 +639,22 @@ static void turn_finish(struct worker *w, struct chat_turn *t)
     }
 
     long long lock_seq = -1;
-    enum turn_error err = turn_store(w, t, reply, &charge, &lock_seq);
+    int stopped_here = 0;
+    enum turn_error err = turn_store(w, t, reply, stopped != NULL, &charge, &lock_seq,
+                                     &stopped_here);
     if (err != TURN_OK) {
         turn_fail(w, t, err);
         goto out;
+    }
+    if (stopped_here) {
+        /* A stop from another connection or chatd marked the lease before
+         * the store, and was answered "stopped": the reply was stored with
+         * the marker (db_turn_store), and is given out as stored. */
+        if ((stopped = build_stopped_reply(reply)) == NULL) {
+            turn_push_error(t, TURN_INTERNAL); /* stored: the file stays */
+            goto out;
+        }
+        reply = stopped;
     }
     turn_refresh_cache(w, t, reply, lock_seq);
     turn_announce(t, &charge, lock_seq);
@@ -707,7 +724,7 @@ static void on_delta(void *ud, const char *text, size_t len)
     char *frame = data != NULL ? proto_encode_reply(PROTO_CHAT_DELTA, data, &flen) : NULL;
     if (frame == NULL)
         return;
-    events_turn_frame(t->app, t->user_id, t->session_id, index, frame, flen);
+    events_turn_frame(t->app, t->user_id, t->session_id, t->turn_id, index, frame, flen);
     outbox_push(t->app->outbox, t->conn_id, frame, flen);
 }
 

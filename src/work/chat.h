@@ -68,9 +68,10 @@ enum chat_end chat_end_of(int cancelled, int by_user, int status);
 /* Turns started and not yet finished, process-wide. */
 int chat_active_turns(void);
 
-/* A stop (code 8) heard from any chatd for user_id's session: cancels the
- * turn this process runs on it, if any. 1 when it took. Any thread. */
-int chat_stop_session(const char *user_id, const char *session_id);
+/* A stop (code 8) heard from any chatd for turn turn_id on user_id's
+ * session: cancels it if this process runs it. 1 when it took. Any
+ * thread. (Its store honours the stop either way: db_turn_stop.) */
+int chat_stop_session(const char *user_id, const char *session_id, const char *turn_id);
 
 /* store/lease.h's on_free, with the app as arg: a turn lease was given
  * back (session_id), or may have run out (NULL): the turns waiting for

@@ -59,17 +59,19 @@ void events_turn_begin(struct app *app, const char *session_id, const char *turn
         live_stream_begin(app->live, session_id, turn_id);
 }
 
-/* A turn's frame on its session's channel: "<user>D<session> <index>
- * <frame>" (or "F<session> <frame>" for the last), heard only by the
- * chatd instances that have a resumer of the session. */
+/* A turn's frame on its session's channel: "<user>D<session><turn>
+ * <index> <frame>" (or "F<session><turn> <last> <frame>" for the last
+ * frame, after delta last), heard only by the chatd instances that have a
+ * resumer of the session. The turn's id lets a resumer take only the
+ * frames of the turn it resumes. */
 static void publish_turn(struct app *app, const char *user_id, const char *session_id,
                          const char *head, const char *frame, size_t len)
 {
-    char *msg = malloc(len + 128);
+    char *msg = malloc(len + 160);
     if (msg == NULL)
         return;
-    int h = snprintf(msg, 128, "%s%s", user_id, head);
-    if (h < 0 || h >= 128 || strlen(user_id) != UUID_STR_LEN) {
+    int h = snprintf(msg, 160, "%s%s", user_id, head);
+    if (h < 0 || h >= 160 || strlen(user_id) != UUID_STR_LEN) {
         free(msg);
         return;
     }
@@ -79,25 +81,25 @@ static void publish_turn(struct app *app, const char *user_id, const char *sessi
 }
 
 void events_turn_frame(struct app *app, const char *user_id, const char *session_id,
-                       long long index, const char *frame, size_t len)
+                       const char *turn_id, long long index, const char *frame, size_t len)
 {
     if (!streams_on(app))
         return;
-    char idx[24], head[80];
-    snprintf(idx, sizeof(idx), "%lld", index);
-    live_stream_add(app->live, session_id, idx, frame, len);
-    snprintf(head, sizeof(head), "D%s %lld ", session_id, index);
+    live_stream_add(app->live, session_id, index, frame, len);
+    char head[128];
+    snprintf(head, sizeof(head), "D%s%s %lld ", session_id, turn_id, index);
     publish_turn(app, user_id, session_id, head, frame, len);
 }
 
 void events_turn_end(struct app *app, const char *user_id, const char *session_id,
-                     const char *frame, size_t len)
+                     const char *turn_id, long long last_index, const char *frame, size_t len)
 {
     if (!streams_on(app))
         return;
-    live_stream_end(app->live, session_id, frame, len, app->cfg->stream_retain_seconds);
-    char head[80];
-    snprintf(head, sizeof(head), "F%s ", session_id);
+    live_stream_end(app->live, session_id, last_index, frame, len,
+                    app->cfg->stream_retain_seconds);
+    char head[128];
+    snprintf(head, sizeof(head), "F%s%s %lld ", session_id, turn_id, last_index);
     publish_turn(app, user_id, session_id, head, frame, len);
 }
 
@@ -124,6 +126,18 @@ static char *event_frame(const char *event_json, size_t len, size_t *out_len)
     return proto_encode_reply(PROTO_EVENT, ev, out_len);
 }
 
+/* A uuid at the head of *body, into out, *body and *blen moved past it. */
+static int take_uuid(const char **body, size_t *blen, char out[UUID_STR_LEN + 1])
+{
+    if (*blen < UUID_STR_LEN)
+        return -1;
+    memcpy(out, *body, UUID_STR_LEN);
+    out[UUID_STR_LEN] = '\0';
+    *body += UUID_STR_LEN;
+    *blen -= UUID_STR_LEN;
+    return uuid_valid(out) ? 0 : -1;
+}
+
 void events_on_message(void *arg, const char *user_id, const char *msg, size_t len)
 {
     struct app *app = arg;
@@ -131,49 +145,36 @@ void events_on_message(void *arg, const char *user_id, const char *msg, size_t l
         return;
     const char *body = msg + 1;
     size_t blen = len - 1;
-    char session[UUID_STR_LEN + 1] = "";
-    if (msg[0] != 'E') {
-        if (blen < UUID_STR_LEN)
-            return;
-        memcpy(session, body, UUID_STR_LEN);
-        if (!uuid_valid(session))
-            return;
-        body += UUID_STR_LEN;
-        blen -= UUID_STR_LEN;
-    }
-    switch (msg[0]) {
-    case 'E': {
+    if (msg[0] == 'E') {
         size_t flen = 0;
         char *frame = event_frame(body, blen, &flen);
         if (frame != NULL)
-            outbox_live(app->outbox, user_id, 'E', NULL, -1, frame, flen);
+            outbox_live(app->outbox, user_id, 'E', NULL, NULL, -1, frame, flen);
         return;
     }
-    case 'D': {
-        /* " <index> <frame>" */
+    /* D, F and S name a session and a turn. */
+    char session[UUID_STR_LEN + 1], turn[UUID_STR_LEN + 1];
+    if (take_uuid(&body, &blen, session) != 0 || take_uuid(&body, &blen, turn) != 0)
+        return;
+    switch (msg[0]) {
+    case 'D':
+    case 'F': {
+        /* " <index> <frame>": the delta's index, or the last one's */
         char *end = NULL;
         if (blen < 3 || body[0] != ' ')
             return;
         long long index = strtoll(body + 1, &end, 10);
-        if (end == NULL || end >= body + blen || *end != ' ' || index < 0)
+        if (end == NULL || end >= body + blen || *end != ' ' || index < -1)
             return;
         size_t flen = blen - (size_t)(end + 1 - body);
         char *frame = strndup(end + 1, flen);
         if (frame != NULL)
-            outbox_live(app->outbox, user_id, 'D', session, index, frame, flen);
-        return;
-    }
-    case 'F': {
-        if (blen < 2 || body[0] != ' ')
-            return;
-        char *frame = strndup(body + 1, blen - 1);
-        if (frame != NULL)
-            outbox_live(app->outbox, user_id, 'F', session, -1, frame, blen - 1);
+            outbox_live(app->outbox, user_id, msg[0], session, turn, index, frame, flen);
         return;
     }
     case 'S':
-        if (chat_stop_session(user_id, session))
-            log_info("event=turn_stop_heard session=%s", session);
+        if (chat_stop_session(user_id, session, turn))
+            log_info("event=turn_stop_heard session=%s turn=%s", session, turn);
         return;
     default:
         return;
@@ -195,28 +196,125 @@ void events_admin(void *arg, const char *payload)
     size_t flen = 0;
     char *frame = proto_encode_reply(PROTO_EVENT, ev, &flen);
     if (frame != NULL)
-        outbox_live(app->outbox, user_id, 'E', NULL, -1, frame, flen);
+        outbox_live(app->outbox, user_id, 'E', NULL, NULL, -1, frame, flen);
+}
+
+/* ---------------------------------------------------------- turn stream */
+
+/* What a read of a session's turn stream holds for a resumer that has
+ * every delta up to after: the deltas after it, in order, and the end if
+ * it is there. The entries' ids number the deltas (store/live.c), so a
+ * frame Redis lost shows as a gap, never as a shorter reply. */
+struct stream_view {
+    int has_turn;            /* the first entry names a turn */
+    char turn[UUID_STR_LEN + 1];
+    int ended;               /* the frames end with the turn's end */
+    int gap;                 /* a delta after `after` is missing */
+    long long last;          /* the highest delta index in frames (else after) */
+    char **frames;           /* malloc'd, with lens: deltas, then the end */
+    size_t *lens;
+    size_t n;
+};
+
+static void view_free(struct stream_view *v)
+{
+    for (size_t i = 0; i < v->n; i++)
+        free(v->frames[i]);
+    free(v->frames);
+    free(v->lens);
+    memset(v, 0, sizeof(*v));
+}
+
+/* Takes the frames out of e (their entries' frames become NULL). 0, or -1
+ * when out of memory. */
+static int view_take(struct live_entry *e, size_t n, long long after, struct stream_view *v)
+{
+    memset(v, 0, sizeof(*v));
+    v->last = after;
+    if (n == 0 || e[0].kind != LIVE_ENTRY_TURN || !uuid_valid(e[0].frame))
+        return 0;
+    v->has_turn = 1;
+    snprintf(v->turn, sizeof(v->turn), "%s", e[0].frame);
+    v->frames = calloc(n + 1, sizeof(*v->frames));
+    v->lens = calloc(n + 1, sizeof(*v->lens));
+    if (v->frames == NULL || v->lens == NULL)
+        return -1;
+    for (size_t i = 1; i < n && !v->ended && !v->gap; i++) {
+        if (e[i].kind == LIVE_ENTRY_DELTA) {
+            if (e[i].index <= after)
+                continue;
+            if (e[i].index != v->last + 1) {
+                v->gap = 1;
+                break;
+            }
+            v->last = e[i].index;
+        } else if (e[i].kind == LIVE_ENTRY_END) {
+            if (e[i].index > v->last) {
+                v->gap = 1; /* deltas before the end are missing */
+                break;
+            }
+            v->ended = 1;
+        } else {
+            continue;
+        }
+        v->frames[v->n] = e[i].frame;
+        v->lens[v->n] = e[i].len;
+        e[i].frame = NULL;
+        v->n++;
+    }
+    return 0;
+}
+
+/* A turn that no longer holds its lease and whose end is not in its
+ * stream (its chatd died, stalled, or the end never reached Redis): its
+ * end from PostgreSQL, the truth. 1 with *frame set: the stored reply as
+ * its connection got it, or error 29 when it was not stored, which is then
+ * final (db_turn_outcome); 0 while it still runs; -1 when PostgreSQL
+ * cannot tell now. */
+static int turn_settle(struct worker *w, const char *user, const char *session,
+                       const char *turn, char **frame, size_t *len)
+{
+    char *reply = NULL, *name = NULL;
+    *frame = NULL;
+    switch (db_turn_outcome(&w->pg, user, session, turn, &reply, &name)) {
+    case DB_OUTCOME_RUNNING:
+        return 0;
+    case DB_OUTCOME_ERROR:
+        return -1;
+    case DB_OUTCOME_LOST:
+        log_info("event=turn_interrupted session=%s turn=%s", session, turn);
+        *frame = proto_encode_error_code(PROTO_CHAT, PERR_TURN_INTERRUPTED, NULL, NULL, len);
+        break;
+    case DB_OUTCOME_STORED_GONE:
+        *frame = proto_encode_error_code(PROTO_CHAT, PERR_NO_SESSION, NULL, NULL, len);
+        break;
+    case DB_OUTCOME_STORED:
+        *frame = proto_encode_reply(PROTO_CHAT,
+                                    json_pack("{s:s, s:s, s:s, s:s}", "user_id", user,
+                                              "session_id", session, "session_name", name,
+                                              "message", reply),
+                                    len);
+        break;
+    }
+    free(reply);
+    free(name);
+    return *frame != NULL ? 1 : -1;
 }
 
 /* ---------------------------------------------------------------- watch */
 
 /* Turns that connections here resume, watched in case their last frame
- * never reaches them: their chatd died (nobody sends it), or it was
- * published while this chatd's subscriber was reconnecting (pub/sub is at
- * most once). Once a second a worker looks at them all; for one whose
- * lease is gone, the stream says which: with no end it was interrupted,
- * and its resumers are told so (error 29); with an end, they are given
- * that end. By this chatd, to its own connections. */
+ * never reaches them: their chatd died or stalled past its lease (nobody
+ * sends it), or it was published while this chatd's subscriber was
+ * reconnecting (pub/sub is at most once). Once a second a worker asks
+ * PostgreSQL about each; one that no longer runs gets its end to its
+ * resumers here: from the stream when it is there (the very frame), else
+ * from PostgreSQL (turn_settle). A connection that had it already is no
+ * longer resuming that turn and ignores it. */
 struct watch {
     struct watch *next;
     char user[UUID_STR_LEN + 1], session[UUID_STR_LEN + 1], turn[UUID_STR_LEN + 1];
-    time_t since; /* when it was first seen without a lease and an end */
 };
-
-/* A turn that ended writes its last frame right after its commit (through
- * the publisher's queue): one seen without its lease and without that end
- * for this long is taken for interrupted. */
-#define EVENTS_END_GRACE_SECONDS 2
 
 /* How long a resume waits for Redis to confirm its subscription. */
 #define EVENTS_WATCH_WAIT_MS 3000
@@ -255,6 +353,37 @@ static void watch_drop(struct watch *gone)
     pthread_mutex_unlock(&watch_mu);
 }
 
+/* The end of a watched turn that no longer runs: 1 and *frame, *last set;
+ * 0 while it runs or nothing can be said yet. */
+static int watch_end(struct worker *w, const struct watch *x, char **frame, size_t *len,
+                     long long *last)
+{
+    char *settled = NULL;
+    size_t slen = 0;
+    int st = turn_settle(w, x->user, x->session, x->turn, &settled, &slen);
+    if (st <= 0)
+        return 0;
+    /* Its own last frame, if the stream has it: the same bytes the
+     * turn's connection got. */
+    struct live_entry *e = NULL;
+    size_t n = 0;
+    if (live_stream_read(&w->cache, x->session, &e, &n) == 0 && n > 1 &&
+        e[0].kind == LIVE_ENTRY_TURN && strcmp(e[0].frame, x->turn) == 0 &&
+        e[n - 1].kind == LIVE_ENTRY_END) {
+        free(settled);
+        *frame = e[n - 1].frame;
+        *len = e[n - 1].len;
+        *last = e[n - 1].index;
+        e[n - 1].frame = NULL;
+    } else {
+        *frame = settled;
+        *len = slen;
+        *last = -1; /* whatever deltas it has: the reply holds the whole text */
+    }
+    live_entries_free(e, n);
+    return 1;
+}
+
 static void watch_run(struct worker *w, struct pool_job *job)
 {
     (void)job;
@@ -265,50 +394,13 @@ static void watch_run(struct worker *w, struct pool_job *job)
     pthread_mutex_unlock(&watch_mu);
     while (x != NULL) {
         struct watch *next = x->next;
-        char running[UUID_STR_LEN + 1] = "";
-        long long next_seq;
-        int st = db_session_turn(&w->pg, x->user, x->session, &next_seq, running);
-        if (st == DB_ERROR || (st == DB_OK && strcmp(running, x->turn) == 0)) {
-            x = next; /* still running (or we cannot tell now) */
-            continue;
+        char *frame = NULL;
+        size_t len = 0;
+        long long last = -1;
+        if (watch_end(w, x, &frame, &len, &last)) {
+            outbox_live(w->app->outbox, x->user, 'F', x->session, x->turn, last, frame, len);
+            watch_drop(x);
         }
-        struct live_entry *e = NULL;
-        size_t n = 0;
-        if (live_stream_read(&w->cache, x->session, &e, &n) != 0) {
-            x = next;
-            continue;
-        }
-        int ours = n > 0 && strcmp(e[0].index, "turn") == 0 && strcmp(e[0].frame, x->turn) == 0;
-        int ended = ours && strcmp(e[n - 1].index, "end") == 0;
-        time_t now = time(NULL);
-        if (ours && x->since == 0)
-            x->since = now;
-        if (ours && now - x->since < EVENTS_END_GRACE_SECONDS) {
-            live_entries_free(e, n);
-            x = next; /* its end may be on its way */
-            continue;
-        }
-        if (ours) {
-            /* Ended: its last frame was published, but pub/sub is at most
-             * once (the subscriber may have been reconnecting), so it is
-             * given again from the stream; a connection that had it is
-             * no longer resuming and ignores it. Not ended: its chatd
-             * died. */
-            size_t len = 0;
-            char *frame = NULL;
-            if (ended) {
-                frame = e[n - 1].frame;
-                len = e[n - 1].len;
-                e[n - 1].frame = NULL;
-            } else {
-                frame = proto_encode_error_code(PROTO_CHAT, PERR_TURN_INTERRUPTED, NULL, NULL, &len);
-                log_info("event=turn_interrupted session=%s turn=%s", x->session, x->turn);
-            }
-            if (frame != NULL)
-                outbox_live(w->app->outbox, x->user, 'F', x->session, -1, frame, len);
-        }
-        live_entries_free(e, n);
-        watch_drop(x);
         x = next;
     }
     atomic_store(&watch_busy, 0);
@@ -334,8 +426,8 @@ static void reply_error(struct work_request *r, int code, const char *detail)
     if (r->req.type == PROTO_SUBSCRIBE)
         outbox_subscribed(r->app->outbox, r->conn_id, r->req.user_id, 0, frame, len);
     else if (r->req.type == PROTO_RESUME)
-        outbox_resumed(r->app->outbox, r->conn_id, r->req.user_id, r->req.session_id, frame,
-                       len, NULL, NULL, 0, -1, 0);
+        outbox_resumed(r->app->outbox, r->conn_id, r->req.user_id, r->req.session_id, NULL,
+                       frame, len, NULL, NULL, 0, -1, 0, 0);
     else
         outbox_reply_error(r->app->outbox, r->conn_id, r->req.type, code, NULL);
     if (r->req.type != PROTO_SUBSCRIBE && r->req.type != PROTO_RESUME)
@@ -366,10 +458,14 @@ void events_subscribe(struct worker *w, struct work_request *r)
     outbox_subscribed(r->app->outbox, r->conn_id, q->user_id, 1, frame, len);
 }
 
+#define EVENTS_FRAMES_LOST "the running turn's frames were lost"
+
 /* Code 16. The connection has registered for the session's live frames
  * already (net/conn.c), so none published from now on is missed; this
  * reads what the stream holds, which the connection sends first, then
- * those it buffered with a higher index. */
+ * those it buffered with a higher index. Whether the turn still runs is
+ * PostgreSQL's to say: one that does not, and whose end the stream lacks,
+ * is settled there (turn_settle), so that a later resume hears the same. */
 void events_resume(struct worker *w, struct work_request *r)
 {
     const struct proto_request *q = &r->req;
@@ -394,91 +490,191 @@ void events_resume(struct worker *w, struct work_request *r)
         reply_error(r, PERR_LIVE_UNAVAILABLE, "Redis is unreachable; try again");
         return;
     }
-    int has_turn = n > 0 && strcmp(e[0].index, "turn") == 0;
-    json_t *ack;
-    if (!has_turn) {
+    struct stream_view v;
+    int oom = view_take(e, n, q->after, &v) != 0;
+    live_entries_free(e, n);
+    if (oom) {
+        view_free(&v);
+        reply_error(r, PERR_INTERNAL, NULL);
+        return;
+    }
+    if (!v.has_turn) {
+        view_free(&v);
         if (running[0] != '\0') {
             /* A turn runs, and Redis lost its stream (a flush, a restart):
              * what it sent before cannot be replayed. */
-            live_entries_free(e, n);
-            reply_error(r, PERR_LIVE_UNAVAILABLE, "the running turn's frames were lost");
+            reply_error(r, PERR_LIVE_UNAVAILABLE, EVENTS_FRAMES_LOST);
             return;
         }
-        ack = json_pack("{s:s, s:s, s:b, s:I}", "user_id", q->user_id, "session_id",
-                        q->session_id, "active", 0, "last_seq", (json_int_t)(next_seq - 1));
+        json_t *ack = json_pack("{s:s, s:s, s:b, s:I}", "user_id", q->user_id, "session_id",
+                                q->session_id, "active", 0, "last_seq", (json_int_t)(next_seq - 1));
         size_t len = 0;
         char *frame = ack != NULL ? proto_encode_reply(PROTO_RESUME, ack, &len) : NULL;
-        live_entries_free(e, n);
-        outbox_resumed(r->app->outbox, r->conn_id, q->user_id, q->session_id, frame, len, NULL,
-                       NULL, 0, -1, 0);
+        outbox_resumed(r->app->outbox, r->conn_id, q->user_id, q->session_id, NULL, frame, len,
+                       NULL, NULL, 0, -1, 0, 0);
         return;
     }
-    int ended = strcmp(e[n - 1].index, "end") == 0;
-    /* The frames after the client's index, and the last one. */
-    char **frames = calloc(n, sizeof(*frames));
-    size_t *lens = calloc(n, sizeof(*lens));
-    size_t k = 0;
-    long long last = q->after;
-    for (size_t i = 1; frames != NULL && lens != NULL && i < n; i++) {
-        int is_end = strcmp(e[i].index, "end") == 0;
-        long long idx = is_end ? -1 : strtoll(e[i].index, NULL, 10);
-        if (!is_end && idx <= q->after)
-            continue;
-        frames[k] = e[i].frame;
-        lens[k] = e[i].len;
-        e[i].frame = NULL;
-        k++;
-        if (!is_end && idx > last)
-            last = idx;
+    if (v.gap) {
+        view_free(&v);
+        reply_error(r, PERR_LIVE_UNAVAILABLE, EVENTS_FRAMES_LOST);
+        return;
     }
-    char e0_turn[UUID_STR_LEN + 1];
-    snprintf(e0_turn, sizeof(e0_turn), "%s", e[0].frame);
-    ack = json_pack("{s:s, s:s, s:b, s:s, s:I}", "user_id", q->user_id, "session_id",
-                    q->session_id, "active", !ended, "turn_id", e0_turn, "after",
-                    (json_int_t)q->after);
-    live_entries_free(e, n);
+    if (!v.ended && strcmp(running, v.turn) != 0) {
+        /* Not running, and no end in the stream: its end is on its way,
+         * or never comes. PostgreSQL says which. */
+        char *end = NULL;
+        size_t elen = 0;
+        int settled = turn_settle(w, q->user_id, q->session_id, v.turn, &end, &elen);
+        if (settled < 0) {
+            view_free(&v);
+            reply_error(r, PERR_INTERNAL, NULL);
+            return;
+        }
+        if (settled > 0) {
+            v.frames[v.n] = end;
+            v.lens[v.n] = elen;
+            v.n++;
+            v.ended = 1;
+        }
+    }
+    json_t *ack = json_pack("{s:s, s:s, s:b, s:s, s:I}", "user_id", q->user_id, "session_id",
+                            q->session_id, "active", !v.ended, "turn_id", v.turn, "after",
+                            (json_int_t)q->after);
     size_t len = 0;
-    char *frame = ack != NULL && frames != NULL && lens != NULL
-                      ? proto_encode_reply(PROTO_RESUME, ack, &len)
-                      : (json_decref(ack), NULL);
+    char *frame = ack != NULL ? proto_encode_reply(PROTO_RESUME, ack, &len) : NULL;
     if (frame == NULL) {
-        for (size_t i = 0; i < k; i++)
-            free(frames[i]);
-        free(frames);
-        free(lens);
+        view_free(&v);
         reply_error(r, PERR_INTERNAL, NULL);
         return;
     }
     /* Not ended: it runs, or has just ended (its last frame comes right
      * after its commit, and this connection will hear it), or its chatd
      * died, which the watch finds out. */
-    if (!ended)
-        watch_add(q->user_id, q->session_id, e0_turn);
-    outbox_resumed(r->app->outbox, r->conn_id, q->user_id, q->session_id, frame, len, frames,
-                   lens, k, last, !ended);
+    if (!v.ended)
+        watch_add(q->user_id, q->session_id, v.turn);
+    outbox_resumed(r->app->outbox, r->conn_id, q->user_id, q->session_id, v.turn, frame, len,
+                   v.frames, v.lens, v.n, v.last, !v.ended, 0);
+}
+
+/* A refill: a connection resuming turn `turn` saw a delta index jump (a
+ * frame published while this chatd's subscriber was cut off from Redis)
+ * and holds what came since; this reads what it missed from the stream. */
+struct refill {
+    struct pool_job job; /* first */
+    struct app *app;
+    uint64_t conn;
+    char user[UUID_STR_LEN + 1], session[UUID_STR_LEN + 1], turn[UUID_STR_LEN + 1];
+    long long after;
+};
+
+/* The refill's answer: frames (stolen; an end among them ends the
+ * resume when !active). */
+static void refill_answer(struct refill *f, char **frames, size_t *lens, size_t n,
+                          long long last, int active)
+{
+    outbox_resumed(f->app->outbox, f->conn, f->user, f->session, f->turn, NULL, 0, frames, lens,
+                   n, last, active, 1);
+}
+
+/* Only the turn's end (stolen): a refill that cannot give the frames. */
+static void refill_end(struct refill *f, char *end, size_t len)
+{
+    char **frames = malloc(sizeof(*frames));
+    size_t *lens = malloc(sizeof(*lens));
+    if (end == NULL || frames == NULL || lens == NULL) {
+        free(end);
+        free(frames);
+        free(lens);
+        refill_answer(f, NULL, NULL, 0, f->after, 0);
+        return;
+    }
+    frames[0] = end;
+    lens[0] = len;
+    refill_answer(f, frames, lens, 1, f->after, 0);
+}
+
+static void refill_run(struct worker *w, struct pool_job *job)
+{
+    struct refill *f = (struct refill *)job;
+    struct live_entry *e = NULL;
+    size_t n = 0;
+    struct stream_view v;
+    memset(&v, 0, sizeof(v));
+    char *end = NULL;
+    size_t elen = 0;
+    int failed = live_stream_read(&w->cache, f->session, &e, &n) != 0 ||
+                 view_take(e, n, f->after, &v) != 0;
+    live_entries_free(e, n);
+    if (!failed && !v.gap && (!v.has_turn || strcmp(v.turn, f->turn) != 0)) {
+        /* The stream is another turn's now (or gone): this one has ended,
+         * and what it sent is no longer kept. Its end says how, with the
+         * whole reply. */
+        view_free(&v);
+        int st = turn_settle(w, f->user, f->session, f->turn, &end, &elen);
+        if (st > 0) {
+            refill_end(f, end, elen);
+            free(f);
+            return;
+        }
+        v.gap = 1; /* still running without its stream: lost */
+    }
+    if (failed || v.gap) {
+        view_free(&v);
+        end = proto_encode_error_code(PROTO_RESUME, PERR_LIVE_UNAVAILABLE, NULL,
+                                      failed ? "Redis is unreachable; try again"
+                                             : EVENTS_FRAMES_LOST,
+                                      &elen);
+        refill_end(f, end, elen);
+        free(f);
+        return;
+    }
+    refill_answer(f, v.frames, v.lens, v.n, v.last, !v.ended);
+    free(f);
+}
+
+void events_refill(struct app *app, uint64_t conn, const char *user, const char *session,
+                   const char *turn, long long after)
+{
+    struct refill *f = calloc(1, sizeof(*f));
+    if (f == NULL)
+        return; /* the connection waits for the turn's end, which the watch gives */
+    f->job.run = refill_run;
+    f->app = app;
+    f->conn = conn;
+    snprintf(f->user, sizeof(f->user), "%s", user);
+    snprintf(f->session, sizeof(f->session), "%s", session);
+    snprintf(f->turn, sizeof(f->turn), "%s", turn);
+    f->after = after;
+    pool_submit(app->pool, &f->job);
 }
 
 /* Code 8 for a turn this connection does not run: it may run on another
- * connection or another chatd. The one that runs it stops it when it hears
- * the stop; its final reply goes where the turn's frames go. */
+ * connection or another chatd. The turn's lease is marked first, under
+ * the lock its store takes (db_turn_stop): so "stopped" is answered only
+ * when the turn will be stored as stopped, wherever it runs, and a stop
+ * that comes after the store finds no turn (error 23). Then the chatd that
+ * runs it hears the stop and cuts the agent's call short; its final reply
+ * goes where the turn's frames go. */
 void events_stop(struct worker *w, struct work_request *r)
 {
     const struct proto_request *q = &r->req;
-    char running[UUID_STR_LEN + 1] = "";
-    long long next_seq;
-    int st = db_session_turn(&w->pg, q->user_id, q->session_id, &next_seq, running);
-    if (st != DB_OK || running[0] == '\0') {
+    if (!live_up(r->app->live)) {
+        /* Its chatd would not hear it: the reply would run to its end. */
+        reply_error(r, PERR_LIVE_UNAVAILABLE, "Redis is unreachable; try again");
+        return;
+    }
+    char turn[UUID_STR_LEN + 1] = "";
+    int st = db_turn_stop(&w->pg, q->user_id, q->session_id, turn);
+    if (st != DB_OK) {
         /* Someone else's session, or no turn: the same answer. */
         reply_error(r, st == DB_ERROR ? PERR_INTERNAL : PERR_NO_TURN, NULL);
         return;
     }
-    if (!live_up(r->app->live)) {
-        reply_error(r, PERR_LIVE_UNAVAILABLE, "Redis is unreachable; try again");
-        return;
+    if (!chat_stop_session(q->user_id, q->session_id, turn)) {
+        char msg[128];
+        int n = snprintf(msg, sizeof(msg), "S%s%s", q->session_id, turn);
+        publish(r->app, q->user_id, msg, (size_t)n);
     }
-    char msg[64];
-    int n = snprintf(msg, sizeof(msg), "S%s", q->session_id);
-    publish(r->app, q->user_id, msg, (size_t)n);
     outbox_reply(r->app->outbox, r->conn_id, PROTO_STOP,
                  json_pack("{s:s, s:s, s:b}", "user_id", q->user_id, "session_id", q->session_id,
                            "stopped", 1));

@@ -6,11 +6,12 @@
  * Messages, one letter then its fields. On a user's channel (every chatd
  * hears it):
  *   E<json>                    an event: the data of a type 15 frame
- *   S<session>                 stop the turn running on that session
+ *   S<session><turn>           stop that turn (whose lease the stop marked)
  * On a session's turn channel, after the user's id (heard only where a
  * connection resumes that session: events_watch_turn):
- *   D<session> <index> <frame> a running turn's type 7 frame
- *   F<session> <frame>         a turn's last frame (type 3, or its error)
+ *   D<session><turn> <index> <frame> a running turn's type 7 frame
+ *   F<session><turn> <last> <frame>  a turn's last frame (type 3, or its
+ *                                    error), after delta <last> (-1: none)
  * A chatd publishes what happened on it, once; every chatd delivers E, D
  * and F to its own connections (net/), and the one running the turn acts
  * on S. An admin's SQL is heard from PostgreSQL by every chatd instead
@@ -20,6 +21,7 @@
 
 #include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct app;
 struct worker;
@@ -32,12 +34,19 @@ void events_on_message(void *arg, const char *user_id, const char *msg, size_t l
  * every chatd. */
 void events_emit(struct app *app, const char *user_id, json_t *event);
 
-/* A running turn's frames: its stream for code 16, and the live copies. */
+/* A running turn's frames: its stream for code 16, and the live copies.
+ * The end names the last delta's index (-1: none). */
 void events_turn_begin(struct app *app, const char *session_id, const char *turn_id);
 void events_turn_frame(struct app *app, const char *user_id, const char *session_id,
-                       long long index, const char *frame, size_t len);
+                       const char *turn_id, long long index, const char *frame, size_t len);
 void events_turn_end(struct app *app, const char *user_id, const char *session_id,
-                     const char *frame, size_t len);
+                     const char *turn_id, long long last_index, const char *frame, size_t len);
+
+/* A connection here resuming turn_id missed frames after index after
+ * (service thread): a worker reads them from the stream and answers with
+ * outbox_resumed(..., refill 1). */
+void events_refill(struct app *app, uint64_t conn, const char *user, const char *session,
+                   const char *turn, long long after);
 
 /* A connection here starts or stops resuming session_id (service thread;
  * counted, so each watch needs its unwatch). */
@@ -49,8 +58,9 @@ void events_unwatch_turn(struct app *app, const char *session_id);
  * hears it, and delivers it to its own connections only. */
 void events_admin(void *arg, const char *payload);
 
-/* Once a second (the lease thread's tick): the turns resumed here whose
- * chatd died get their resumers told (error 29). */
+/* Once a second (the lease thread's tick): the turns resumed here that no
+ * longer run get their end to their resumers: the stored reply, or error
+ * 29 when their chatd died or stalled before storing them. */
 void events_tick(struct app *app);
 
 /* Code 14, code 16, and code 8 for a turn this connection did not start. */

@@ -122,7 +122,7 @@ void export_file_name(char *out, size_t cap, const char *name, const char *id, c
     while (n > 0 && base[n - 1] == '-')
         n--;
     base[n] = '\0';
-    snprintf(out, cap, "%s-%.8s.%s", n > 0 ? base : "chat", id, ext);
+    snprintf(out, cap, "%s-%s.%s", n > 0 ? base : "chat", id, ext);
 }
 
 /* A JSON value, compact; -1 when it cannot be encoded. */

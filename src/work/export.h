@@ -68,7 +68,7 @@ int export_csv_text(struct export_buf *b, const char *s);
 
 /* A file name for a download of the session named name: its ASCII letters
  * and digits, runs of anything else made one '-', at most 40 characters,
- * then "-<first 8 characters of id>" and ext ("chat" when the name has
+ * then "-<id>", the whole session id, and ext ("chat" when the name has
  * none of those). */
 void export_file_name(char *out, size_t cap, const char *name, const char *id, const char *ext);
 

@@ -197,13 +197,14 @@ void outbox_export(struct outbox *ob, uint64_t txn, unsigned status, char *piece
 }
 
 void outbox_live(struct outbox *ob, const char *user, char tag, const char *session,
-                 long long index, char *frame, size_t len)
+                 const char *turn, long long index, char *frame, size_t len)
 {
     struct outbox_post *p = post_new(OUTBOX_LIVE, 0, frame, len);
     if (p == NULL)
         return;
     snprintf(p->user, sizeof(p->user), "%s", user);
     snprintf(p->session, sizeof(p->session), "%s", session != NULL ? session : "");
+    snprintf(p->turn_id, sizeof(p->turn_id), "%s", turn != NULL ? turn : "");
     p->tag = tag;
     p->index = index;
     enqueue(ob, p);
@@ -221,8 +222,8 @@ void outbox_subscribed(struct outbox *ob, uint64_t conn, const char *user, int o
 }
 
 void outbox_resumed(struct outbox *ob, uint64_t conn, const char *user, const char *session,
-                    char *frame, size_t len, char **frames, size_t *lens, size_t n,
-                    long long last_index, int active)
+                    const char *turn, char *frame, size_t len, char **frames, size_t *lens,
+                    size_t n, long long last_index, int active, int refill)
 {
     struct outbox_post *p = post_new(OUTBOX_RESUME, conn, frame, len);
     if (p == NULL) {
@@ -234,11 +235,13 @@ void outbox_resumed(struct outbox *ob, uint64_t conn, const char *user, const ch
     }
     snprintf(p->user, sizeof(p->user), "%s", user);
     snprintf(p->session, sizeof(p->session), "%s", session);
+    snprintf(p->turn_id, sizeof(p->turn_id), "%s", turn != NULL ? turn : "");
     p->frames = frames;
     p->lens = lens;
     p->nframes = n;
     p->index = last_index;
     p->last = !active;
-    p->failed = frame == NULL;
+    p->refill = refill;
+    p->failed = !refill && frame == NULL;
     enqueue(ob, p);
 }

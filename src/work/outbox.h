@@ -47,8 +47,13 @@ struct outbox_post {
     /* LIVE, SUBSCRIBE, RESUME */
     char user[37];    /* the user the event or the subscription is for */
     char session[37]; /* LIVE frames, RESUME: the session */
+    char turn_id[37]; /* LIVE frames, RESUME: the turn they belong to ("" for none) */
     char tag;         /* LIVE: 'E' event, 'D' delta, 'F' a turn's last frame */
-    long long index;  /* LIVE 'D': the delta's index; RESUME: the last index replayed */
+    long long index;  /* LIVE 'D': the delta's index; 'F': the last delta's (-1: none, or
+                         not known: the reply holds the whole text); RESUME: the last
+                         index replayed */
+    int refill;       /* RESUME: frames a resuming connection missed (events_refill), not
+                         the answer to a request */
     char **frames;    /* RESUME: the frames to replay, in order (owned) */
     size_t *lens;
     size_t nframes;
@@ -83,18 +88,20 @@ void outbox_push(struct outbox *ob, uint64_t conn, char *frame, size_t len);
 void outbox_turn_done(struct outbox *ob, uint64_t conn, struct chat_turn *turn);
 /* Steals body. */
 void outbox_http(struct outbox *ob, uint64_t txn, unsigned status, char *body, size_t len);
-/* A message from the live bus for the connections of user (steals frame). */
+/* A message from the live bus for the connections of user (steals frame);
+ * session and turn NULL for an event. */
 void outbox_live(struct outbox *ob, const char *user, char tag, const char *session,
-                 long long index, char *frame, size_t len);
+                 const char *turn, long long index, char *frame, size_t len);
 /* Code 14's answer; ok: the connection now gets user's events. */
 void outbox_subscribed(struct outbox *ob, uint64_t conn, const char *user, int ok, char *frame,
                        size_t len);
-/* Code 16's answer (frame), then frames[0..n) (stolen with the arrays); active:
- * the turn is running, and its live frames after last_index follow; ended:
- * frames end with its last frame. */
+/* Code 16's answer (frame), then frames[0..n) (stolen with the arrays) of
+ * turn (NULL: none); active: the turn is running, and its live frames
+ * after last_index follow; ended: frames end with its last frame. refill:
+ * no answer, only the frames a resuming connection missed. */
 void outbox_resumed(struct outbox *ob, uint64_t conn, const char *user, const char *session,
-                    char *frame, size_t len, char **frames, size_t *lens, size_t n,
-                    long long last_index, int active);
+                    const char *turn, char *frame, size_t len, char **frames, size_t *lens,
+                    size_t n, long long last_index, int active, int refill);
 /* Steals piece and job (work/export.h). */
 void outbox_export(struct outbox *ob, uint64_t txn, unsigned status, char *piece, size_t len,
                    int last, struct export_job *job);

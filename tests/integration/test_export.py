@@ -101,7 +101,7 @@ class Export(StackCase):
         st, h, body = self.get("/sessions/%s/export?format=json" % self.sid)
         self.assertEqual(st, 200, body)
         self.assert_download(h, "application/json")
-        self.assertIn('filename="Trip-to-Rome-plans-ideas-%s.json"' % self.sid[:8], h["content-disposition"])
+        self.assertIn('filename="Trip-to-Rome-plans-ideas-%s.json"' % self.sid, h["content-disposition"])
         d = json.loads(body)
         self.assertEqual((d["session_id"], d["session_name"], d["model"], d["session_prompt"]),
                          (self.sid, "Trip to Rome: plans / ideas", "llama3.1:8b", "Be brief."))

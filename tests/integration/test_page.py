@@ -332,7 +332,7 @@ class Page(unittest.TestCase):
         d.find_element(By.CSS_SELECTOR, "#export summary").click()
         d.find_element(By.CSS_SELECTOR, "#export a[data-format='md']").click()
         path = self.wait(lambda: next((os.path.join(self.downloads, f) for f in os.listdir(self.downloads)
-                                       if f.endswith(".md") and sid[:8] in f), None), "the download", tries=400)
+                                       if f.endswith(".md") and sid in f), None), "the download", tries=400)
         self.wait(lambda: "answer 119" in open(path, encoding="utf-8").read(), "the whole export")
         text = open(path, encoding="utf-8").read()
         self.assertIn("Island trip", text)

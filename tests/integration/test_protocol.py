@@ -149,7 +149,7 @@ class Protocol(StackCase):
             ('{"type": null, "data": {}}', 17, "'type'"),
             ('{"type": 99, "data": {}}', 1, "Unknown Message"),
             ('{"type": -1, "data": {}}', 1, "Unknown Message"),
-            ('{"type": 1e400, "data": {}}', 0, "JSON Parsing Error"),
+            ('{"type": 1e400, "data": {}}', 17, "Invalid field 'type': number out of range"),
             ('{"type": 0}', 17, "'data': missing"),
             ('{"type": 0, "data": "x"}', 17, "'data': expected an object"),
             ('{"type": 0, "data": {}}', 17, "'user_id': missing"),

@@ -173,14 +173,14 @@ static void test_file_names(void **state)
     char out[96];
     const char *id = "0123abcd-0000-4000-8000-000000000000";
     export_file_name(out, sizeof(out), "Trip to Rome: plans!", id, "md");
-    assert_string_equal(out, "Trip-to-Rome-plans-0123abcd.md");
+    assert_string_equal(out, "Trip-to-Rome-plans-0123abcd-0000-4000-8000-000000000000.md");
     export_file_name(out, sizeof(out), "\"; rm -rf /; x=\"../..", id, "csv");
-    assert_string_equal(out, "rm-rf-x-0123abcd.csv");
+    assert_string_equal(out, "rm-rf-x-0123abcd-0000-4000-8000-000000000000.csv");
     export_file_name(out, sizeof(out), "Привет", id, "json");
-    assert_string_equal(out, "chat-0123abcd.json");
+    assert_string_equal(out, "chat-0123abcd-0000-4000-8000-000000000000.json");
     export_file_name(out, sizeof(out),
                      "a very long session name that goes on and on and on and on", id, "txt");
-    assert_string_equal(out, "a-very-long-session-name-that-goes-on-an-0123abcd.txt");
+    assert_string_equal(out, "a-very-long-session-name-that-goes-on-an-0123abcd-0000-4000-8000-000000000000.txt");
 }
 
 static void test_formats(void **state)

@@ -160,6 +160,38 @@ static void test_history_codes(void **state)
                  "\",\"session_name\":\"a\\nb\"}}", PERR_INVALID_FIELD, "one line");
     expect_error("{\"type\":10,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"" SID9
                  "\",\"session_name\":\"  \"}}", PERR_INVALID_FIELD, "must not be empty");
+    /* A number past 64 bits is a field out of range, not bad JSON. */
+    expect_error("{\"type\":9,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"" SID9
+                 "\",\"before\": 123456789012345678901234567890}}", PERR_INVALID_FIELD,
+                 "Invalid field 'before': integer out of range");
+    expect_error("{\"type\":99999999999999999999999}", PERR_INVALID_FIELD,
+                 "Invalid field 'type': integer out of range");
+    expect_error("[1, -99999999999999999999999]", PERR_INVALID_FIELD,
+                 "Invalid field 'frame': integer out of range");
+    /* Every Unicode space is trimmed; a name of U+3000 alone is empty. */
+    expect_error("{\"type\":10,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"" SID9
+                 "\",\"session_name\":\"\\u3000\\u00a0\"}}", PERR_INVALID_FIELD, "must not be empty");
+    assert_int_equal(decode("{\"type\":10,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"" SID9
+                            "\",\"session_name\":\"\\u3000Trip\\u2003\\u00a0\"}}", &req, &err), 0);
+    assert_string_equal(req.session_name, "Trip");
+    proto_request_free(&req);
+    /* Format characters: bidirectional overrides and isolates, zero-width
+     * ones, a BOM. A joiner between two characters (an emoji family) is
+     * kept. */
+    static const char *const hidden[] = {"abc\\u202efdp.exe", "a\\u202ab", "a\\u2066b\\u2069",
+                                         "a\\u200bb", "\\ufeffname", "a\\u2060b", "a\\u200d",
+                                         "\\u200da", "a \\u200d b", "a\\u00adb"};
+    for (size_t i = 0; i < sizeof(hidden) / sizeof(hidden[0]); i++) {
+        char frame[256];
+        snprintf(frame, sizeof(frame),
+                 "{\"type\":10,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"" SID9
+                 "\",\"session_name\":\"%s\"}}", hidden[i]);
+        expect_error(frame, PERR_INVALID_FIELD, "invisible or direction-changing");
+    }
+    assert_int_equal(decode("{\"type\":10,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"" SID9
+                            "\",\"session_name\":\"\\ud83d\\udc68\\u200d\\ud83d\\udc67\"}}", &req, &err), 0);
+    assert_string_equal(req.session_name, "\xf0\x9f\x91\xa8\xe2\x80\x8d\xf0\x9f\x91\xa7");
+    proto_request_free(&req);
 
     assert_int_equal(decode("{\"type\":12,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"" SID9
                             "\",\"seq\":3,\"rating\":-1}}", &req, &err), 0);

@@ -35,6 +35,9 @@ const S = {
   newerAgain: false,   // asked for newer messages while a load ran
   turn: null,          // the reply streaming into the open view (ours or resumed)
   models: [],
+  modelsLoaded: null,  // the promise of the model list's load
+  balance: null,       // the last balance heard (null: unknown)
+  spent: null,         // this month's spending, likewise
   attachment: null,    // {file, url}
   searchSeq: 0,
 };
@@ -116,10 +119,29 @@ function req(type, data) {
   return S.wire.request(type, Object.assign({ user_id: S.user }, data));
 }
 
-function money(v) {
+// Amounts shown side by side (the balance, this month's spending) share one
+// precision: cents, or 4 decimals as soon as one of them has more than
+// cents, so that "$10.00 · $0.0013 spent" never hides the spending from
+// the balance.
+function moneyDigits(...vs) {
+  const fine = vs.some((v) => {
+    const n = Number(v);
+    return Number.isFinite(n) && Math.abs(n * 100 - Math.round(n * 100)) > 1e-6;
+  });
+  return fine ? 4 : 2;
+}
+
+function money(v, digits) {
   const n = Number(v);
   if (!Number.isFinite(n)) return String(v);
-  return '$' + n.toFixed(n !== 0 && Math.abs(n) < 0.01 ? 4 : 2);
+  return '$' + n.toFixed(digits === undefined ? moneyDigits(n) : digits);
+}
+
+// Both figures again, from the last values heard.
+function showMoney() {
+  const d = moneyDigits(S.balance, S.spent);
+  $('balance').textContent = S.balance === null ? '' : money(S.balance, d);
+  $('spent').textContent = S.spent === null ? '' : `· ${money(S.spent, d)} spent this month`;
 }
 
 function authQuery() {
@@ -286,7 +308,7 @@ async function loaded() {
     notice(errorText(e));
   }
   subscribe();
-  loadModels();
+  S.modelsLoaded = loadModels();
   refreshMoney();
   await loadSessions(true);
   const open = sessionStorage.getItem('chatd.open');
@@ -903,11 +925,12 @@ function onEvent(ev) {
     dropSession(ev.session_id);
     break;
   case 'balance':
-    $('balance').textContent = money(ev.balance);
+    S.balance = ev.balance;
+    showMoney();
     refreshSpent();
     break;
   case 'models':
-    loadModels();
+    S.modelsLoaded = loadModels();
     break;
   case 'turn_started':
     // Another tab (or instance) began a reply in the chat we look at.
@@ -931,6 +954,10 @@ async function send(ev) {
     if (S.attachment) notice('Add a message to send with the file.');
     return;
   }
+  // Enter may come before the model list has arrived (a fast typist,
+  // a slow server): wait for it rather than refuse.
+  if (!$('model').value && S.modelsLoaded) await S.modelsLoaded;
+  if (S.turn || !S.wire || !S.wire.open) return;
   const model = $('model').value;
   if (!model) {
     notice('You have no model to chat with. Ask an administrator for access.');
@@ -1064,11 +1091,12 @@ async function loadModels() {
 async function refreshMoney() {
   try {
     const r = await req(CODE.BALANCE, {});
-    $('balance').textContent = money(r.balance);
+    S.balance = r.balance;
   } catch (e) {
     // shown as unknown; the next turn tries again
-    $('balance').textContent = '';
+    S.balance = null;
   }
+  showMoney();
   refreshSpent();
 }
 
@@ -1077,11 +1105,12 @@ async function refreshSpent() {
   const since = `${now.getUTCFullYear()}-${String(now.getUTCMonth() + 1).padStart(2, '0')}-01`;
   try {
     const r = await req(CODE.USAGE, { since });
-    $('spent').textContent = `· ${money(r.spent)} spent this month`;
+    S.spent = r.spent;
     $('spent').title = r.by_model.map((m) => `${m.model}: ${money(m.spent)} (${m.turns} turns)`).join('\n');
   } catch (e) {
-    $('spent').textContent = '';
+    S.spent = null;
   }
+  showMoney();
 }
 
 function setExportLinks() {
