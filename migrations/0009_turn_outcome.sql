@@ -6,8 +6,10 @@
 -- chatd that ran it killed right after its commit): the ledger row a
 -- stored turn writes names the turn, so "was turn T stored?" is one
 -- index probe, and error 29 (Turn Interrupted) is sent only when it was
--- not.
-alter table usage_ledger add column turn_id uuid;
+-- not. It also says how many deltas the turn streamed, so a resumer given
+-- the end from here knows whether it missed any.
+alter table usage_ledger add column turn_id uuid,
+                         add column turn_deltas integer; -- type 7 frames it streamed
 create index usage_ledger_turn on usage_ledger (turn_id) where turn_id is not null;
 
 -- A stop (code 8) from another connection or chatd marks the running

@@ -543,7 +543,7 @@ print(fill("lease_take", {1: user, 2: sid, 3: turn, 4: "10", 5: "false"}))
 print(fill("turn_store", {1: user, 2: sid, 3: turn, 4: "2", 5: "'bench message'",
                           6: "'echo: bench message [history=2 summary=0 files=0]'", 7: "''", 8: "''",
                           9: "'turn'", 10: "8", 11: "'llama3.1:8b'", 12: "'0.0001'", 13: "'0'",
-                          14: "null", 15: "null", 16: "false", 17: "false"}))
+                          14: "null", 15: "null", 16: "false", 17: "false", 18: "0"}))
 EOF
 pgbench_store() { # -> tps
     PGPASSWORD=chatd pgbench -n -h 127.0.0.1 -p "$PG_PORT" -U chatd -c 32 -j 2 -T "$SECS" -M prepared \
@@ -616,7 +616,7 @@ explain (analyze, buffers, costs off) execute session_ctx('$GROWTH_USER', '$1', 
 begin;
 insert into turn_leases values ('$1', '$GROWTH_USER', '$STORE_TURN', now() + interval '1 minute');
 \\echo @@ store
-explain (analyze, buffers, costs off) execute turn_store('$GROWTH_USER', '$1', '$STORE_TURN', 2, 'explain me', 'a reply', '', '', 'turn', 8, 'llama3.1:8b', '0.001', '0', null, null, false, false);
+explain (analyze, buffers, costs off) execute turn_store('$GROWTH_USER', '$1', '$STORE_TURN', 2, 'explain me', 'a reply', '', '', 'turn', 8, 'llama3.1:8b', '0.001', '0', null, null, false, false, 0);
 rollback;
 begin;
 insert into turn_leases values ('$1', '$GROWTH_USER', '$STORE_TURN', now() + interval '1 minute');

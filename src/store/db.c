@@ -446,9 +446,11 @@ int db_turn_stop(struct pg *pg, const char *user_id, const char *session_id,
 }
 
 enum db_outcome db_turn_outcome(struct pg *pg, const char *user_id, const char *session_id,
-                                const char *turn_id, char **reply, char **session_name)
+                                const char *turn_id, char **reply, char **session_name,
+                                long long *deltas)
 {
     *reply = *session_name = NULL;
+    *deltas = 0;
     /* First the lease, if it ran out: from then on the turn cannot be
      * stored, so what the next statement reads is final. */
     const char *e[2] = {session_id, turn_id};
@@ -471,6 +473,7 @@ enum db_outcome db_turn_outcome(struct pg *pg, const char *user_id, const char *
         *reply = NULL;
         out = DB_OUTCOME_ERROR;
     } else {
+        *deltas = atoll(PQgetvalue(r, 0, 4));
         out = DB_OUTCOME_STORED;
     }
     PQclear(r);
@@ -529,20 +532,23 @@ enum db_store db_turn_store(struct pg *pg, const struct db_turn_store *in, struc
     char n[8];
     struct charge_text t;
     snprintf(n, sizeof(n), "%d", in->n_messages);
-    const char *p[19] = {in->user_id, in->session_id, in->turn_id, n,
+    const char *p[20] = {in->user_id, in->session_id, in->turn_id, n,
                          in->message, in->reply,      in->file_name, in->summary};
     charge_params(c, &t, p + 8);
     const char *stopped = in->reply_stopped ? "true" : "false";
+    char deltas[24];
+    snprintf(deltas, sizeof(deltas), "%lld", in->deltas);
+    /* The new session's two come before these two. */
+    int k = in->session_new ? 18 : 16;
     if (in->session_new) {
         p[16] = in->session_name;
         p[17] = in->prompt;
-        p[18] = stopped;
-    } else {
-        p[16] = stopped;
     }
+    p[k] = stopped;
+    p[k + 1] = deltas;
     PGresult *r;
-    int st = in->session_new ? query_row(pg, PG_TURN_STORE_NEW, 19, p, &r)
-                             : query_row(pg, PG_TURN_STORE, 17, p, &r);
+    int st = in->session_new ? query_row(pg, PG_TURN_STORE_NEW, 20, p, &r)
+                             : query_row(pg, PG_TURN_STORE, 18, p, &r);
     if (st != DB_OK)
         return DB_STORE_ERROR; /* one row, always */
     enum db_store out;

@@ -201,13 +201,14 @@ int db_turn_stop(struct pg *pg, const char *user_id, const char *session_id,
  * can never be stored afterwards (its store is fenced on the lease). */
 enum db_outcome {
     DB_OUTCOME_RUNNING,      /* it holds its lease */
-    DB_OUTCOME_STORED,       /* *reply and *session_name set (malloc'd) */
+    DB_OUTCOME_STORED,       /* *reply, *session_name (malloc'd) and *deltas set */
     DB_OUTCOME_STORED_GONE,  /* stored, and the session deleted since */
     DB_OUTCOME_LOST,         /* not stored, and never will be */
     DB_OUTCOME_ERROR,
 };
 enum db_outcome db_turn_outcome(struct pg *pg, const char *user_id, const char *session_id,
-                                const char *turn_id, char **reply, char **session_name);
+                                const char *turn_id, char **reply, char **session_name,
+                                long long *deltas);
 
 /* A charge: its ledger row and the balance deducted, in one statement. */
 struct db_charge {
@@ -236,6 +237,7 @@ struct db_turn_store {
     int session_new; /* insert the session row with it */
     const char *session_name, *prompt;
     int reply_stopped; /* reply carries the stop marker already (a stop heard here) */
+    long long deltas;  /* type 7 frames the turn streamed */
 };
 enum db_store {
     DB_STORE_OK,

@@ -119,9 +119,17 @@ fail:
     cmd_free(c);
 }
 
-void live_stream_key(char *out, size_t cap, const char *session_id)
+/* The session's latest turn: its id; and each turn's own stream. One
+ * stream per turn, so that a turn whose chatd stalled and wakes up after
+ * the next turn began writes into its own stream, never into that one's. */
+static void pointer_key(char *out, size_t cap, const char *session_id)
 {
     snprintf(out, cap, "chatd:{s:%s}:turn", session_id);
+}
+
+static void stream_key(char *out, size_t cap, const char *session_id, const char *turn_id)
+{
+    snprintf(out, cap, "chatd:{s:%s}:turn:%s", session_id, turn_id);
 }
 
 /* Both kinds of channel are "chatd:{<kind>:<uuid>}:live": a user's ('u',
@@ -173,23 +181,24 @@ void live_publish_turn(struct live *lv, const char *session_id, const char *msg,
  * smaller" instead of stored twice: the publisher may resend. */
 void live_stream_begin(struct live *lv, const char *session_id, const char *turn_id)
 {
-    char key[80];
-    live_stream_key(key, sizeof(key), session_id);
-    const char *del[2] = {"DEL", key};
-    enqueue(lv, 2, del, NULL);
-    const char *add[5] = {"XADD", key, "0-1", "turn", turn_id};
-    enqueue(lv, 5, add, NULL);
+    char ptr[80], key[128];
+    pointer_key(ptr, sizeof(ptr), session_id);
+    stream_key(key, sizeof(key), session_id, turn_id);
     /* Until the end sets the retention: a chatd that dies mid-turn
      * leaves nothing behind for long. */
+    const char *set[5] = {"SET", ptr, turn_id, "EX", "3600"};
+    enqueue(lv, 5, set, NULL);
+    const char *add[5] = {"XADD", key, "0-1", "turn", turn_id};
+    enqueue(lv, 5, add, NULL);
     const char *exp[3] = {"EXPIRE", key, "3600"};
     enqueue(lv, 3, exp, NULL);
 }
 
-void live_stream_add(struct live *lv, const char *session_id, long long index, const char *frame,
-                     size_t len)
+void live_stream_add(struct live *lv, const char *session_id, const char *turn_id,
+                     long long index, const char *frame, size_t len)
 {
-    char key[80], max[16], id[32], idx[24];
-    live_stream_key(key, sizeof(key), session_id);
+    char key[128], max[16], id[32], idx[24];
+    stream_key(key, sizeof(key), session_id, turn_id);
     snprintf(max, sizeof(max), "%d", LIVE_STREAM_MAXLEN);
     snprintf(id, sizeof(id), "1-%lld", index);
     snprintf(idx, sizeof(idx), "%lld", index);
@@ -198,11 +207,11 @@ void live_stream_add(struct live *lv, const char *session_id, long long index, c
     enqueue(lv, 8, argv, argl);
 }
 
-void live_stream_end(struct live *lv, const char *session_id, long long last_index,
-                     const char *frame, size_t len, int retain_seconds)
+void live_stream_end(struct live *lv, const char *session_id, const char *turn_id,
+                     long long last_index, const char *frame, size_t len, int retain_seconds)
 {
-    char key[80], id[32], secs[16];
-    live_stream_key(key, sizeof(key), session_id);
+    char key[128], id[32], secs[16];
+    stream_key(key, sizeof(key), session_id, turn_id);
     snprintf(id, sizeof(id), "2-%lld", last_index + 1);
     const char *argv[5] = {"XADD", key, id, "end", frame};
     size_t argl[5] = {0, 0, 0, 0, len};
@@ -671,13 +680,27 @@ static int entry_id(const redisReply *id, char *kind, long long *num)
     return 0;
 }
 
-int live_stream_read(struct cache *c, const char *session_id, struct live_entry **out, size_t *n)
+/* The stream of the session's latest turn, in one round trip (the keys
+ * share the session's hash tag). */
+static const char latest_script[] =
+    "local t = redis.call('GET', KEYS[1]) "
+    "if not t then return {} end "
+    "return redis.call('XRANGE', KEYS[1] .. ':' .. t, '-', '+')";
+
+int live_stream_read(struct cache *c, const char *session_id, const char *turn_id,
+                     struct live_entry **out, size_t *n)
 {
     *out = NULL;
     *n = 0;
-    char key[80];
-    live_stream_key(key, sizeof(key), session_id);
-    redisReply *r = cache_command(c, "xrange", "XRANGE %s - +", key);
+    char key[128];
+    redisReply *r;
+    if (turn_id != NULL) {
+        stream_key(key, sizeof(key), session_id, turn_id);
+        r = cache_command(c, "xrange", "XRANGE %s - +", key);
+    } else {
+        pointer_key(key, sizeof(key), session_id);
+        r = cache_command(c, "xrange", "EVAL %s 1 %s", latest_script, key);
+    }
     if (r == NULL)
         return -1;
     if (r->type != REDIS_REPLY_ARRAY) {

@@ -19,7 +19,8 @@
  * Redis pub/sub is at most once: a message published while the subscriber
  * is cut off (a Redis restart, a failover) is lost. Clients re-read with
  * codes 1 and 9 after a reconnect; a running turn's frames are also kept
- * in a Redis Stream per session (chatd:{s:<session>}:turn), capped, for
+ * in a Redis Stream of its own (chatd:{s:<session>}:turn:<turn>, the
+ * session's latest turn named by chatd:{s:<session>}:turn), capped, for
  * STREAM_RETAIN_SECONDS after the turn ends, which code 16 replays. */
 #ifndef CHATD_LIVE_H
 #define CHATD_LIVE_H
@@ -58,20 +59,19 @@ void live_unwatch(struct live *lv, const char *session_id);
  * read can be missed. 0, or -1 after timeout_ms or if nothing watches it. */
 int live_watch_wait(struct live *lv, const char *session_id, int timeout_ms);
 
-/* The session's turn stream: begun afresh by a turn (turn_id), one entry
- * per delta (its index), then its end: the last frame, after delta
- * last_index (-1: none), kept retain_seconds. */
+/* A turn's stream, which code 16 replays: begun by the turn (which
+ * becomes the session's latest), one entry per delta (its index), then its
+ * end: the last frame, after delta last_index (-1: none), kept
+ * retain_seconds. Each turn has a stream of its own. */
 void live_stream_begin(struct live *lv, const char *session_id, const char *turn_id);
-void live_stream_add(struct live *lv, const char *session_id, long long index, const char *frame,
-                     size_t len);
-void live_stream_end(struct live *lv, const char *session_id, long long last_index,
-                     const char *frame, size_t len, int retain_seconds);
+void live_stream_add(struct live *lv, const char *session_id, const char *turn_id,
+                     long long index, const char *frame, size_t len);
+void live_stream_end(struct live *lv, const char *session_id, const char *turn_id,
+                     long long last_index, const char *frame, size_t len, int retain_seconds);
 
-void live_stream_key(char *out, size_t cap, const char *session_id);
-
-/* A worker's read of a turn stream (on its own cache connection): the
- * entries in order. 0, or -1 when Redis failed. A missing stream is 0
- * entries. */
+/* A worker's read of turn_id's stream, or with turn_id NULL of the
+ * session's latest turn's (on its own cache connection): the entries in
+ * order. 0, or -1 when Redis failed. A missing stream is 0 entries. */
 enum { LIVE_ENTRY_TURN = 't', LIVE_ENTRY_DELTA = 'd', LIVE_ENTRY_END = 'e' };
 struct live_entry {
     char kind;       /* LIVE_ENTRY_* */
@@ -79,7 +79,8 @@ struct live_entry {
     char *frame;     /* TURN: the turn's id */
     size_t len;
 };
-int live_stream_read(struct cache *c, const char *session_id, struct live_entry **out, size_t *n);
+int live_stream_read(struct cache *c, const char *session_id, const char *turn_id,
+                     struct live_entry **out, size_t *n);
 void live_entries_free(struct live_entry *e, size_t n);
 
 #endif

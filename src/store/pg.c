@@ -27,11 +27,12 @@
  * the parameter that says the reply carries the stop marker already. The
  * assistant's text gets the marker when a stop from elsewhere marked the
  * lease (d.stopped, db_turn_stop) and it does not have it; the last
- * column says so. The ledger row names the turn (db_turn_outcome). The columns are
+ * column says so. The ledger row names the turn and how many deltas it
+ * streamed (deltas), which db_turn_outcome reads. The columns are
  * evaluated left to right, and that is the order the steps run in: the
  * user's row (every turn of the user charges it) is locked last, so it is
  * held for the commit only, not while the messages are indexed. */
-#define PG_TURN_STORE_TAIL(found, reply_marked)                                                        \
+#define PG_TURN_STORE_TAIL(found, reply_marked, deltas)                                                        \
     "     m as (insert into chat_messages (session_id, seq, role, content)"                       \
     "           select $2::uuid, s.base + v.i, v.role, v.content"                                   \
     "             from s, (values (0, 'user', $5::text),"                                           \
@@ -46,7 +47,7 @@
     "           returning 1),"                                                                      \
     "     e as (insert into usage_ledger (user_id, session_id, seq, kind, model_id,"              \
     "                                     model_name, cost, prompt_tokens,"                         \
-    "                                     completion_tokens, estimated, turn_id)"                   \
+    "                                     completion_tokens, estimated, turn_id, turn_deltas)"      \
     "           select $1::uuid, $2::uuid, s.base + 1, $9, $10::int, $11,"                         \
     "                  coalesce($12::numeric,"                                                      \
     "                           (select trim_scale((coalesce($14::bigint, 0)"                      \
@@ -55,7 +56,7 @@
     "                                                 * mo.output_price_per_1k) / 1000)"            \
     "                              from model_details mo where mo.model_id = $10::int),"          \
     "                           0) + $13::numeric,"                                                \
-    "                  $14::bigint, $15::bigint, $16::boolean, $3::uuid"                            \
+    "                  $14::bigint, $15::bigint, $16::boolean, $3::uuid, " deltas "::int"          \
     "             from s"                                                                           \
     "           returning cost),"                                                                   \
     "     b as (update user_data set balance = balance - (select cost from e)"                     \
@@ -181,7 +182,7 @@ static const struct {
      * (lease_take locks the session row too, FOR KEY SHARE, which this
      * FOR UPDATE holds off until the commit: it then reads the new
      * next_seq, never an older one). */
-    [PG_TURN_STORE] = {"turn_store", 17,
+    [PG_TURN_STORE] = {"turn_store", 18,
         "with l as (select next_seq from chat_sessions"
         "            where user_id = $1::uuid and session_id = $2::uuid for update),"
         "     d as (delete from turn_leases"
@@ -192,17 +193,17 @@ static const struct {
         "                  updated_at = clock_timestamp()"
         "            where session_id = $2::uuid and exists (select 1 from d)"
         "           returning next_seq - $4::int as base)," PG_TURN_STORE_TAIL(
-        "exists (select 1 from l)", "$17")},
+        "exists (select 1 from l)", "$17", "$18")},
     /* The same for a new session's first turn: the session row is inserted
      * with the messages (foreign keys are checked at the statement's end).
      *   $17 session name, $18 session prompt */
-    [PG_TURN_STORE_NEW] = {"turn_store_new", 19,
+    [PG_TURN_STORE_NEW] = {"turn_store_new", 20,
         "with d as (delete from turn_leases"
         "            where session_id = $2::uuid and turn_id = $3::uuid returning stopped),"
         "     s as (insert into chat_sessions (session_id, user_id, session_name, model_id,"
         "                                      session_prompt, next_seq, summary)"
         "           select $2::uuid, $1::uuid, $17, $10::int, $18, $4::int, $8 from d"
-        "           returning 0::bigint as base)," PG_TURN_STORE_TAIL("true", "$19")},
+        "           returning 0::bigint as base)," PG_TURN_STORE_TAIL("true", "$19", "$20")},
     [PG_SESSION_LOCK] = {"session_lock", 2,
         "select s.next_seq, coalesce((select l.turn_id::text from turn_leases l"
         "                              where l.session_id = s.session_id for update), '')"
@@ -255,7 +256,7 @@ static const struct {
      * session's name (null when the session was deleted since). */
     [PG_TURN_OUTCOME] = {"turn_outcome", 3,
         "select exists (select 1 from turn_leases where session_id = $2::uuid and turn_id = $3::uuid),"
-        "       l.seq is not null, m.content, s.session_name"
+        "       l.seq is not null, m.content, s.session_name, coalesce(l.turn_deltas, 0)"
         "  from (select 1) one"
         "  left join usage_ledger l on l.turn_id = $3::uuid and l.session_id = $2::uuid"
         "                          and l.user_id = $1::uuid and l.kind = 'turn'"

@@ -34,7 +34,8 @@ enum pg_stmt {
     PG_SESSION_TURN,    /* $1 user, $2 session -> next_seq, running turn (both null: none) */
     PG_TURN_STOP,       /* $1 user, $2 session -> the turn marked stopped (no row: none runs) */
     PG_LEASE_EXPIRE,    /* $1 session, $2 turn: deleted when it ran out */
-    PG_TURN_OUTCOME,    /* $1 user, $2 session, $3 turn -> holds a lease, stored, reply, name */
+    PG_TURN_OUTCOME,    /* $1 user, $2 session, $3 turn -> holds a lease, stored, reply, name,
+                           deltas */
     PG_LEASE_DROP,      /* $1 session, $2 turn */
     PG_LEASE_RENEW,     /* $1 turns (uuid[] text), $2 seconds */
     PG_CHARGE,          /* $1 user, $2 session, $3 seq, $4 kind, $5 model id, $6 model name,

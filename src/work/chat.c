@@ -481,6 +481,7 @@ static enum turn_error turn_store(struct worker *w, struct chat_turn *t, const c
         .session_name = t->session_name,
         .prompt = t->prompt,
         .reply_stopped = reply_stopped,
+        .deltas = t->next_index,
     };
     charge->session_id = t->session_id;
     long long seq = 0;

@@ -85,7 +85,7 @@ void events_turn_frame(struct app *app, const char *user_id, const char *session
 {
     if (!streams_on(app))
         return;
-    live_stream_add(app->live, session_id, index, frame, len);
+    live_stream_add(app->live, session_id, turn_id, index, frame, len);
     char head[128];
     snprintf(head, sizeof(head), "D%s%s %lld ", session_id, turn_id, index);
     publish_turn(app, user_id, session_id, head, frame, len);
@@ -96,7 +96,7 @@ void events_turn_end(struct app *app, const char *user_id, const char *session_i
 {
     if (!streams_on(app))
         return;
-    live_stream_end(app->live, session_id, last_index, frame, len,
+    live_stream_end(app->live, session_id, turn_id, last_index, frame, len,
                     app->cfg->stream_retain_seconds);
     char head[128];
     snprintf(head, sizeof(head), "F%s%s %lld ", session_id, turn_id, last_index);
@@ -268,15 +268,18 @@ static int view_take(struct live_entry *e, size_t n, long long after, struct str
 /* A turn that no longer holds its lease and whose end is not in its
  * stream (its chatd died, stalled, or the end never reached Redis): its
  * end from PostgreSQL, the truth. 1 with *frame set: the stored reply as
- * its connection got it, or error 29 when it was not stored, which is then
- * final (db_turn_outcome); 0 while it still runs; -1 when PostgreSQL
- * cannot tell now. */
+ * its connection got it, after delta *last (how many it streamed is
+ * stored with it, so a resumer knows whether it missed any), or error 29
+ * when it was not stored, which is then final (db_turn_outcome); 0 while
+ * it still runs; -1 when PostgreSQL cannot tell now. */
 static int turn_settle(struct worker *w, const char *user, const char *session,
-                       const char *turn, char **frame, size_t *len)
+                       const char *turn, char **frame, size_t *len, long long *last)
 {
     char *reply = NULL, *name = NULL;
+    long long streamed = 0;
     *frame = NULL;
-    switch (db_turn_outcome(&w->pg, user, session, turn, &reply, &name)) {
+    *last = -1;
+    switch (db_turn_outcome(&w->pg, user, session, turn, &reply, &name, &streamed)) {
     case DB_OUTCOME_RUNNING:
         return 0;
     case DB_OUTCOME_ERROR:
@@ -294,6 +297,7 @@ static int turn_settle(struct worker *w, const char *user, const char *session,
                                               "session_id", session, "session_name", name,
                                               "message", reply),
                                     len);
+        *last = streamed - 1;
         break;
     }
     free(reply);
@@ -314,7 +318,13 @@ static int turn_settle(struct worker *w, const char *user, const char *session,
 struct watch {
     struct watch *next;
     char user[UUID_STR_LEN + 1], session[UUID_STR_LEN + 1], turn[UUID_STR_LEN + 1];
+    int redis_failed; /* ticks its stream could not be read, once it had ended */
 };
+
+/* An ended turn whose stream Redis cannot give now (stalled, restarting):
+ * its end waits this many ticks for Redis, then comes from PostgreSQL,
+ * and a resumer that lacks deltas is told error 30. */
+#define EVENTS_WATCH_REDIS_TICKS 10
 
 /* How long a resume waits for Redis to confirm its subscription. */
 #define EVENTS_WATCH_WAIT_MS 3000
@@ -355,20 +365,25 @@ static void watch_drop(struct watch *gone)
 
 /* The end of a watched turn that no longer runs: 1 and *frame, *last set;
  * 0 while it runs or nothing can be said yet. */
-static int watch_end(struct worker *w, const struct watch *x, char **frame, size_t *len,
+static int watch_end(struct worker *w, struct watch *x, char **frame, size_t *len,
                      long long *last)
 {
     char *settled = NULL;
     size_t slen = 0;
-    int st = turn_settle(w, x->user, x->session, x->turn, &settled, &slen);
-    if (st <= 0)
+    long long slast = -1;
+    if (turn_settle(w, x->user, x->session, x->turn, &settled, &slen, &slast) <= 0)
         return 0;
-    /* Its own last frame, if the stream has it: the same bytes the
-     * turn's connection got. */
+    /* Its own last frame, if the stream has it: the same bytes the turn's
+     * connection got. Else PostgreSQL's, after as many deltas as it
+     * streamed: a resumer that lacks some reads them from the stream. */
     struct live_entry *e = NULL;
     size_t n = 0;
-    if (live_stream_read(&w->cache, x->session, &e, &n) == 0 && n > 1 &&
-        e[0].kind == LIVE_ENTRY_TURN && strcmp(e[0].frame, x->turn) == 0 &&
+    if (live_stream_read(&w->cache, x->session, x->turn, &e, &n) != 0 &&
+        ++x->redis_failed < EVENTS_WATCH_REDIS_TICKS) {
+        free(settled);
+        return 0; /* Redis may be back in a moment, with the whole stream */
+    }
+    if (n > 1 && e[0].kind == LIVE_ENTRY_TURN && strcmp(e[0].frame, x->turn) == 0 &&
         e[n - 1].kind == LIVE_ENTRY_END) {
         free(settled);
         *frame = e[n - 1].frame;
@@ -378,7 +393,7 @@ static int watch_end(struct worker *w, const struct watch *x, char **frame, size
     } else {
         *frame = settled;
         *len = slen;
-        *last = -1; /* whatever deltas it has: the reply holds the whole text */
+        *last = slast;
     }
     live_entries_free(e, n);
     return 1;
@@ -483,16 +498,33 @@ void events_resume(struct worker *w, struct work_request *r)
         return;
     }
     /* The connection watches the session's channel (net/conn.c); reading
-     * the stream before Redis confirmed it could miss a frame. */
+     * the stream before Redis confirmed it could miss a frame. The turn
+     * that runs, PostgreSQL says which; with none, the latest one's
+     * stream, which may hold a turn that ended a moment ago. */
+    const char *turn = running[0] != '\0' ? running : NULL;
     if (!live_up(r->app->live) ||
         live_watch_wait(r->app->live, q->session_id, EVENTS_WATCH_WAIT_MS) != 0 ||
-        live_stream_read(&w->cache, q->session_id, &e, &n) != 0) {
+        live_stream_read(&w->cache, q->session_id, turn, &e, &n) != 0) {
         reply_error(r, PERR_LIVE_UNAVAILABLE, "Redis is unreachable; try again");
         return;
     }
     struct stream_view v;
     int oom = view_take(e, n, q->after, &v) != 0;
     live_entries_free(e, n);
+    if (!oom && !v.has_turn && turn != NULL) {
+        /* It runs, and its stream does not show it yet: its first
+         * commands are still on their way to Redis (or being sent again).
+         * Its frames come live; one after a gap is read from the stream
+         * then (a refill), and if Redis lost them the connection is told
+         * (error 30). */
+        view_free(&v);
+        v.has_turn = 1;
+        v.last = q->after;
+        snprintf(v.turn, sizeof(v.turn), "%s", turn);
+        v.frames = calloc(1, sizeof(*v.frames));
+        v.lens = calloc(1, sizeof(*v.lens));
+        oom = v.frames == NULL || v.lens == NULL;
+    }
     if (oom) {
         view_free(&v);
         reply_error(r, PERR_INTERNAL, NULL);
@@ -500,12 +532,6 @@ void events_resume(struct worker *w, struct work_request *r)
     }
     if (!v.has_turn) {
         view_free(&v);
-        if (running[0] != '\0') {
-            /* A turn runs, and Redis lost its stream (a flush, a restart):
-             * what it sent before cannot be replayed. */
-            reply_error(r, PERR_LIVE_UNAVAILABLE, EVENTS_FRAMES_LOST);
-            return;
-        }
         json_t *ack = json_pack("{s:s, s:s, s:b, s:I}", "user_id", q->user_id, "session_id",
                                 q->session_id, "active", 0, "last_seq", (json_int_t)(next_seq - 1));
         size_t len = 0;
@@ -524,10 +550,18 @@ void events_resume(struct worker *w, struct work_request *r)
          * or never comes. PostgreSQL says which. */
         char *end = NULL;
         size_t elen = 0;
-        int settled = turn_settle(w, q->user_id, q->session_id, v.turn, &end, &elen);
+        long long elast = -1;
+        int settled = turn_settle(w, q->user_id, q->session_id, v.turn, &end, &elen, &elast);
         if (settled < 0) {
             view_free(&v);
             reply_error(r, PERR_INTERNAL, NULL);
+            return;
+        }
+        if (settled > 0 && elast > v.last) {
+            /* It streamed deltas the stream does not hold: lost. */
+            free(end);
+            view_free(&v);
+            reply_error(r, PERR_LIVE_UNAVAILABLE, EVENTS_FRAMES_LOST);
             return;
         }
         if (settled > 0) {
@@ -602,21 +636,26 @@ static void refill_run(struct worker *w, struct pool_job *job)
     memset(&v, 0, sizeof(v));
     char *end = NULL;
     size_t elen = 0;
-    int failed = live_stream_read(&w->cache, f->session, &e, &n) != 0 ||
+    int failed = live_stream_read(&w->cache, f->session, f->turn, &e, &n) != 0 ||
                  view_take(e, n, f->after, &v) != 0;
     live_entries_free(e, n);
     if (!failed && !v.gap && (!v.has_turn || strcmp(v.turn, f->turn) != 0)) {
-        /* The stream is another turn's now (or gone): this one has ended,
-         * and what it sent is no longer kept. Its end says how, with the
+        /* Its stream is gone (Redis flushed or restarted, or its
+         * retention ran out): if it has ended, its end says how, with the
          * whole reply. */
         view_free(&v);
-        int st = turn_settle(w, f->user, f->session, f->turn, &end, &elen);
+        long long elast = -1;
+        int st = turn_settle(w, f->user, f->session, f->turn, &end, &elen, &elast);
+        if (st > 0 && elast > f->after) {
+            free(end); /* it streamed deltas that are gone with the stream */
+            st = 0;
+        }
         if (st > 0) {
             refill_end(f, end, elen);
             free(f);
             return;
         }
-        v.gap = 1; /* still running without its stream: lost */
+        v.gap = 1; /* running without its stream, or its deltas gone with it: lost */
     }
     if (failed || v.gap) {
         view_free(&v);
