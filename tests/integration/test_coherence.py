@@ -382,6 +382,298 @@ class Randomized(unittest.TestCase):
             s.stop()
 
 
+LIVE_DURATION = float(os.environ.get("COHERENCE_LIVE_SECONDS", "30"))
+LIVE_WORDS = 20
+
+
+class LiveRun:
+    """The shared state of RandomizedLive: three chatd instances, what each
+    client saw, and the faults."""
+
+    def __init__(self, s, rnd):
+        self.s, self.rnd = s, rnd
+        self.lock = threading.Lock()
+        self.down = set()      # instances killed or stopped now
+        self.resumes = []      # (session, ack, frames, how it ended)
+        self.stops = []        # (session, turn message, reply to the stop)
+        self.problems = []
+
+    def pick(self, rnd, other_than=None):
+        with self.lock:
+            up = [i for i in range(len(self.s.chatds)) if i not in self.down and i != other_than]
+        return rnd.choice(up) if up else None
+
+
+def live_frames(c, pred_end, limit=400):
+    """Frames until an end (type 3 or an error) or the connection fails:
+    (frames, "end" or "lost")."""
+    out = []
+    try:
+        for _ in range(limit):
+            m = c.recv()
+            out.append(m)
+            if pred_end(m):
+                return out, "end"
+    except Exception:  # noqa: BLE001 - its instance was killed: nothing to check
+        return out, "lost"
+    return out, "hung"
+
+
+def is_end(m):
+    return m.get("type") == 3 or "error" in m
+
+
+class LiveSession:
+    """One session's turns, one at a time, each started on a random
+    instance; now and then a resumer on another instance follows it, and
+    now and then a stop comes from another instance."""
+
+    def __init__(self, run, uid, sid, n, rnd, stop_evt):
+        self.run, self.uid, self.sid, self.n, self.rnd, self.stop_evt = run, uid, sid, n, rnd, stop_evt
+        self.turns = 0
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+
+    def loop(self):
+        while not self.stop_evt.is_set():
+            try:
+                self.one_turn()
+            except Exception as e:  # noqa: BLE001 - an instance went away under us
+                if not isinstance(e, (ConnectionError, OSError)) and "Connection" not in repr(e):
+                    with self.run.lock:
+                        self.run.problems.append("session %s: %r" % (self.sid, e))
+                time.sleep(0.1)
+
+    def one_turn(self):
+        run, rnd = self.run, self.rnd
+        i = run.pick(rnd)
+        if i is None:
+            time.sleep(0.2)
+            return
+        self.turns += 1
+        msg = "s%dt%d %s" % (self.n, self.turns, " ".join("w%d" % k for k in range(LIVE_WORDS)))
+        c = run.s.chatds[i].client(timeout=60)
+        helpers = []
+        try:
+            c.send(3, dict(user_id=self.uid, session_id=self.sid, model_name=MODEL, session_prompt="",
+                           file_name="", message=msg, stream=True))
+            first, how = live_frames(c, lambda m: m.get("type") == 7 or is_end(m))
+            if how != "end" or first[-1].get("type") != 7:
+                return
+            if rnd.random() < 0.6:
+                helpers.append(threading.Thread(target=self.resume, args=(i,), daemon=True))
+            if rnd.random() < 0.35:
+                helpers.append(threading.Thread(target=self.stop, args=(i, msg), daemon=True))
+            for h in helpers:
+                h.start()
+            live_frames(c, is_end)
+        finally:
+            for h in helpers:
+                h.join(90)
+                if h.is_alive():
+                    with run.lock:
+                        run.problems.append("session %s: a resumer or stop hung" % self.sid)
+            c.close()
+
+    def resume(self, starter):
+        run = self.run
+        j = run.pick(random.Random(self.rnd.random()), other_than=starter)
+        if j is None:
+            return
+        try:
+            c = run.s.chatds[j].client(timeout=60)
+        except Exception:  # noqa: BLE001 - it went down meanwhile
+            return
+        try:
+            c.send(16, {"user_id": self.uid, "session_id": self.sid})
+            frames, how = live_frames(c, lambda m: m.get("type") == 16 or "error" in m)
+            if how != "end":
+                return
+            ack = frames[-1]
+            if "error" in ack or not ack["data"].get("turn_id"):
+                with run.lock:
+                    run.resumes.append((self.sid, ack, [], "answered"))
+                return
+            frames, how = live_frames(c, is_end)
+            with run.lock:
+                run.resumes.append((self.sid, ack, frames, how))
+        finally:
+            c.close()
+
+    def stop(self, starter, msg):
+        run = self.run
+        rnd = random.Random(self.rnd.random())
+        j = run.pick(rnd, other_than=starter)
+        if j is None:
+            return
+        time.sleep(rnd.uniform(0, 1.8))  # somewhere in a 1.5 s reply, or after it
+        try:
+            c = run.s.chatds[j].client(timeout=60)
+            r = c.req(8, {"user_id": self.uid, "session_id": self.sid})
+            c.close()
+        except Exception:  # noqa: BLE001 - it went down meanwhile
+            return
+        with run.lock:
+            run.stops.append((self.sid, msg, r))
+
+
+class RandomizedLive(unittest.TestCase):
+    """Streamed turns on three instances, resumed and stopped from other
+    instances, while Redis stalls and drops its connections and instances
+    are killed or stopped past their leases. Every resumer's frames are
+    checked against what PostgreSQL stored for the turn it resumed, and
+    every stop against the reply it stopped."""
+
+    def test_resumes_and_stops_under_faults(self):
+        seed = SEED + 1
+        print("coherence(live): seed %d (COHERENCE_SEED - 1 to repeat), %.0f s" % (seed, LIVE_DURATION),
+              file=sys.stderr)
+        rnd = random.Random(seed)
+
+        class S:
+            pass
+        s = S()
+        s.rds = RedisServer()
+        s.agent = s.db = None
+        s.chatds = []
+        stop = threading.Event()
+        faults = dict(stall=0, kill_pubsub=0, kill_normal=0, sigstop=0, sigkill=0)
+        sessions = []
+        try:
+            s.agent = Agent(AGENT_DELAY_MS=1500, **PRICES)
+            s.db = Database("chatd_coh_live")
+            for _ in range(3):
+                s.chatds.append(Chatd(s.db, agent_port=s.agent.port, REDIS_PORT=s.rds.port,
+                                      TURN_LEASE_SECONDS=3, AI_TIMEOUT_SECONDS=30))
+            run = LiveRun(s, rnd)
+            uids = [s.db.add_user("Live%d" % i, balance=START_BALANCE) for i in range(2)]
+            for n in range(6):
+                uid = uids[n % 2]
+                sid = s.db.add_session(uid, messages=[("user", "q"), ("assistant", "r")])
+                sessions.append(LiveSession(run, uid, sid, n, random.Random(rnd.random()), stop))
+            for x in sessions:
+                x.thread.start()
+            end = time.monotonic() + LIVE_DURATION
+            while time.monotonic() < end:
+                time.sleep(rnd.uniform(0.5, 1.5))
+                kind = rnd.choice(("stall", "kill_pubsub", "kill_normal", "sigstop", "sigkill"))
+                faults[kind] += 1
+                try:
+                    if kind == "stall":
+                        s.rds.proc.send_signal(signal.SIGSTOP)
+                        time.sleep(rnd.uniform(0.2, 1.5))
+                        s.rds.proc.send_signal(signal.SIGCONT)
+                    elif kind.startswith("kill_"):
+                        s.rds.client().execute_command("CLIENT", "KILL", "TYPE", kind[5:])
+                    else:
+                        i = rnd.randrange(3)
+                        with run.lock:
+                            if run.down:
+                                faults[kind] -= 1
+                                continue
+                            run.down.add(i)
+                        inst = s.chatds[i]
+                        if kind == "sigstop":
+                            inst.proc.send_signal(signal.SIGSTOP)
+                            time.sleep(4)  # past its 3 s lease
+                            inst.proc.send_signal(signal.SIGCONT)
+                        else:
+                            inst.proc.kill()
+                            inst.proc.wait(10)
+                            inst.log.close()
+                            inst.start()
+                        with run.lock:
+                            run.down.discard(i)
+                except Exception as e:  # noqa: BLE001 - a fault that failed is not a wrong answer
+                    print("coherence(live): fault %s failed: %r" % (kind, e), file=sys.stderr)
+                    s.rds.proc.send_signal(signal.SIGCONT)
+            stop.set()
+            for x in sessions:
+                x.thread.join(120)
+                if x.thread.is_alive():
+                    run.problems.append("session %s hung" % x.sid)
+            wrong = list(run.problems)
+            checked_resumes, checked_stops, told_30 = 0, 0, 0
+            for sid, ack, frames, how in run.resumes:
+                if how == "answered":
+                    if "error" in ack and ack.get("code") not in (30,):
+                        wrong.append("resume answered %r" % ack)
+                    continue
+                if how == "lost":
+                    continue  # the resumer's own instance was killed
+                if how == "hung":
+                    wrong.append("resumer never got an end: %r" % frames[-3:])
+                    continue
+                checked_resumes += 1
+                turn = ack["data"]["turn_id"]
+                row = s.db.query("select m.content from usage_ledger l join chat_messages m"
+                                 " on m.session_id = l.session_id and m.seq = l.seq where l.turn_id = %s", (turn,))
+                stored = row[0][0] if row else None
+                ds = [m["data"] for m in frames if m.get("type") == 7]
+                idx = [d["index"] for d in ds]
+                if idx != list(range(len(idx))):
+                    wrong.append("resume of %s: deltas %r" % (turn, idx))
+                text = "".join(d["delta"] for d in ds)
+                if any(d["session_id"] != sid for d in ds):
+                    wrong.append("resume of %s: another session's delta" % turn)
+                last = frames[-1]
+                if "error" not in last:
+                    if stored is None:
+                        wrong.append("resume of %s: a reply %r for a turn not stored" % (turn, last))
+                    elif last["data"]["message"] != stored:
+                        wrong.append("resume of %s: reply %r, stored %r" % (turn, last["data"]["message"], stored))
+                    elif not stored.startswith(text) and not (stored.endswith("[stopped]")):
+                        wrong.append("resume of %s: deltas %r not of %r" % (turn, text, stored))
+                    elif not stored.endswith("[stopped]") and text != stored:
+                        wrong.append("resume of %s: deltas %r, reply %r" % (turn, text, stored))
+                elif last.get("code") == 29:
+                    if stored is not None:
+                        wrong.append("resume of %s: 29 for a stored turn" % turn)
+                elif last.get("code") == 30:
+                    told_30 += 1
+                    if "detail" not in last:
+                        wrong.append("resume of %s: 30 without a detail" % turn)
+                elif last.get("code") not in (6, 14):
+                    wrong.append("resume of %s: ended with %r" % (turn, last))
+                if stored is not None and not stored.endswith("[stopped]") and text and not stored.startswith(text):
+                    wrong.append("resume of %s: deltas %r are not the stored reply's" % (turn, text))
+            for sid, msg, r in run.stops:
+                rows = s.db.query("select content from chat_messages where session_id = %s and seq ="
+                                  " (select seq + 1 from chat_messages where session_id = %s and role = 'user'"
+                                  "  and content = %s)", (sid, sid, msg))
+                stored = rows[0][0] if rows else None
+                if "error" not in r:
+                    checked_stops += 1
+                    if stored is not None and not stored.endswith("[stopped]"):
+                        wrong.append("stop said stopped, but %r was stored" % stored)
+                elif r.get("code") == 23:
+                    checked_stops += 1
+                    if stored is not None and stored.endswith("[stopped]"):
+                        wrong.append("stop said 23, but %r was stored" % stored)
+                elif r.get("code") != 30:
+                    wrong.append("stop answered %r" % r)
+            for uid in uids:
+                bal, spent = s.db.query("select u.balance, coalesce((select sum(cost) from usage_ledger l"
+                                        " where l.user_id = u.user_id), 0) from user_data u where user_id = %s",
+                                        (uid,))[0]
+                if bal + spent != START_BALANCE:
+                    wrong.append("user %s: balance %s + charges %s != %s" % (uid, bal, spent, START_BALANCE))
+            turns = sum(x.turns for x in sessions)
+            print("coherence(live): %d turns, %d resumes checked (%d told 30), %d stops checked, %d faults %r,"
+                  " %d wrong answers" % (turns, checked_resumes, told_30, checked_stops, sum(faults.values()),
+                                         faults, len(wrong)), file=sys.stderr)
+            self.assertEqual(wrong, [], "\n  ".join(wrong[:20]))
+            self.assertGreater(checked_resumes, 10)
+            self.assertGreater(checked_stops, 3)
+        finally:
+            stop.set()
+            if s.rds.proc is not None:
+                s.rds.proc.send_signal(signal.SIGCONT)
+            for inst in s.chatds:
+                if inst.proc is not None and inst.proc.poll() is None:
+                    inst.proc.send_signal(signal.SIGCONT)
+            cleanup(*s.chatds, s.agent, s.db, s.rds)
+
+
 class ListChecker:
     """One client of uid that creates sessions, deletes them and reads the
     list (code 1) in a loop. Of the sessions it created, a list must hold
