@@ -17,6 +17,7 @@ the one test_a_sign_in_and_streamed_markdown saves there as page.png."""
 
 import json
 import os
+import re
 import shutil
 import struct
 import tempfile
@@ -54,6 +55,8 @@ def echo(message, history=0, files=0, summary=None):
     """The reply of the echo agent (src/chat-agent/echo.c)."""
     if summary is None:
         summary = 0
+    if "\n" in message:  # several lines: given back on lines of their own
+        return "echo:\n%s\n[history=%d summary=%d files=%d]" % (message, history, summary, files)
     return "echo: %s [history=%d summary=%d files=%d]" % (message, history, summary, files)
 
 
@@ -222,6 +225,12 @@ class Page(unittest.TestCase):
                   "the title in the sidebar")
         self.assertEqual(d.find_element(By.ID, "title").text, title)
         self.assertIn("$", d.find_element(By.ID, "balance").text)
+        # The balance and this month's spending side by side, at one
+        # precision: a spending below a cent shows the balance's too.
+        spent = self.wait(lambda: d.find_element(By.ID, "spent").text, "the spending")
+        balance = d.find_element(By.ID, "balance").text
+        decimals = lambda t: len(re.search(r"\$-?\d+\.(\d+)", t).group(1))  # noqa: E731
+        self.assertEqual(decimals(balance), decimals(spent), (balance, spent))
         os.makedirs(SHOTS, exist_ok=True)
         d.save_screenshot(os.path.join(SHOTS, "page.png"))
 
