@@ -262,38 +262,35 @@ static struct live_cmd *pub_send(struct cache *c, struct live_cmd *batch)
     return batch;
 }
 
-/* a, then b; the count of the whole in *n. */
-static struct live_cmd *cmds_append(struct live_cmd *a, struct live_cmd *b, size_t *n)
+/* The last command of list c (NULL for none), and their count in *n. */
+static struct live_cmd *cmds_last(struct live_cmd *c, size_t *n)
 {
     *n = 0;
-    struct live_cmd **pp = &a;
-    while (*pp != NULL) {
-        pp = &(*pp)->next;
-        (*n)++;
-    }
-    *pp = b;
-    for (; b != NULL; b = b->next)
-        (*n)++;
-    return a;
+    struct live_cmd *last = NULL;
+    for (; c != NULL; c = c->next, (*n)++)
+        last = c;
+    return last;
 }
 
 /* Publisher thread. What could not be sent is sent again, in order, once
  * Redis answers again, before anything queued after it: a turn stream
  * keeps every frame (the ids make a resend harmless, see
  * live_stream_begin), and a PUBLISH sent twice reaches a resumer that
- * skips the index it has. Only past LIVE_QUEUE_MAX unsent commands, or at
- * shutdown, is anything dropped: a resumer then finds the gap by the ids
- * and is told (error 30). */
+ * skips the index it has. After a failure it waits LIVE_RESEND_MS, however
+ * much is queued meanwhile, so a Redis that is down costs no spinning.
+ * Only past LIVE_QUEUE_MAX unsent commands, or at shutdown, is anything
+ * dropped: a resumer then finds the gap by the ids and is told (error
+ * 30). */
 static void *pub_main(void *arg)
 {
     struct live *lv = arg;
     struct cache c;
     cache_open(&c, lv->cfg, NULL);
-    struct live_cmd *unsent = NULL;
+    struct live_cmd *unsent = NULL, *unsent_last = NULL;
+    size_t n_unsent = 0;
     for (;;) {
         pthread_mutex_lock(&lv->mu);
-        if (unsent != NULL && lv->head == NULL && !atomic_load(&lv->stopping)) {
-            /* Redis failed: try again in a while (or when more comes). */
+        if (unsent != NULL) {
             struct timespec until;
             clock_gettime(CLOCK_REALTIME, &until);
             until.tv_nsec += LIVE_RESEND_MS * 1000000L;
@@ -301,25 +298,37 @@ static void *pub_main(void *arg)
                 until.tv_sec++;
                 until.tv_nsec -= 1000000000L;
             }
-            pthread_cond_timedwait(&lv->cv, &lv->mu, &until);
+            while (!atomic_load(&lv->stopping) &&
+                   pthread_cond_timedwait(&lv->cv, &lv->mu, &until) == 0)
+                ; /* more was queued: it waits behind the unsent anyway */
         }
         while (unsent == NULL && lv->head == NULL && !atomic_load(&lv->stopping))
             pthread_cond_wait(&lv->cv, &lv->mu);
-        struct live_cmd *queued = lv->head;
+        struct live_cmd *queued = lv->head, *queued_last = lv->tail;
+        size_t n_queued = lv->queued;
         lv->head = lv->tail = NULL;
         lv->queued = 0;
         int stopping = atomic_load(&lv->stopping);
         pthread_mutex_unlock(&lv->mu);
-        size_t n;
-        unsent = cmds_append(unsent, queued, &n);
+        if (unsent != NULL) { /* the unsent first, then what came since */
+            unsent_last->next = queued;
+            if (queued != NULL)
+                unsent_last = queued_last;
+        } else {
+            unsent = queued;
+            unsent_last = queued_last;
+        }
+        n_unsent += n_queued;
         if (unsent == NULL)
             break; /* stopping, and everything queued was sent */
         unsent = pub_send(&c, unsent);
-        if (unsent != NULL && (stopping || n > LIVE_QUEUE_MAX)) {
-            log_warn("event=live_dropped reason=\"%s\"",
+        unsent_last = cmds_last(unsent, &n_unsent);
+        if (unsent != NULL && (stopping || n_unsent > LIVE_QUEUE_MAX)) {
+            log_warn("event=live_dropped commands=%zu reason=\"%s\"", n_unsent,
                      stopping ? "shutdown" : "Redis unreachable too long");
             cmds_free(unsent);
-            unsent = NULL;
+            unsent = unsent_last = NULL;
+            n_unsent = 0;
             if (stopping)
                 break;
         }

@@ -32,12 +32,16 @@ from test_http import PNG, multipart, request
 from test_wire import file_sig, head_of
 
 
-def exchange(port, data, timeout=10):
-    """Sends data, then reads until the server closes the connection (or a
-    quiet `timeout`). Returns (everything answered, closed by the server)."""
+def exchange(port, data, timeout=10, hang_up=False):
+    """Sends data (then, with hang_up, shuts the sending side: the client
+    has said all it will), then reads until the server closes the
+    connection (or a quiet `timeout`). Returns (everything answered,
+    closed by the server)."""
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     try:
         s.sendall(data)
+        if hang_up:
+            s.shutdown(socket.SHUT_WR)
         out = b""
         while True:
             try:
@@ -88,18 +92,8 @@ class Framing(StackCase):
         files_before = set(os.listdir(self.chatd.env["PUBLIC_DIR"]))
         head = ("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n"
                 % (ctype, len(body) + 5000)).encode()
-        s = socket.create_connection(("127.0.0.1", self.chatd.port), timeout=10)
-        try:
-            s.sendall(head + body)
-            s.shutdown(socket.SHUT_WR)  # and no more: the client hung up
-            answer = b""
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                answer += chunk
-        finally:
-            s.close()
+        answer, closed = exchange(self.chatd.port, head + body, hang_up=True)
+        self.assertTrue(closed)
         self.assertNotIn(b" 202 ", answer.split(b"\r\n", 1)[0], answer)
         # nothing stored: no row, and no file (a whole upload afterwards works)
         self.assertEqual(self.db.one("select count(*) from uploaded_files where session_id = %s", (sid,)), 0)

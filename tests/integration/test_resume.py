@@ -115,15 +115,21 @@ class Identity(Case):
                 unpause(c.proc)
         cleanup(*self.chatds, self.agent, self.db)
 
-    def test_a_new_turn_after_a_kill_reaches_only_its_own_resumers(self):
-        a, b, c = self.chatds
+    def resumed_turn(self, resumer_at):
+        """A turn of "a" words on instance 0, resumed on resumer_at: (the
+        user, the session, the starter, the resumer)."""
         uid = self.db.add_user(balance=5)
         sid = self.db.add_session(uid, messages=[("user", "q"), ("assistant", "r")])
-        ca = a.client(timeout=60)
+        ca = self.chatds[0].client(timeout=60)
         ca.send(3, chat_frame(uid, sid, words("a")))
         drain_until(ca, lambda m: m.get("type") == 7 and m["data"]["index"] >= 2)
-        r1 = Resumer(self, b, uid, sid)
+        r1 = Resumer(self, resumer_at, uid, sid)
         self.assertEqual(r1.ack["data"]["active"], True, r1.ack)
+        return uid, sid, ca, r1
+
+    def test_a_new_turn_after_a_kill_reaches_only_its_own_resumers(self):
+        a, b, c = self.chatds
+        uid, sid, ca, r1 = self.resumed_turn(b)
         t1 = r1.ack["data"]["turn_id"]
         a.proc.kill()
         a.proc.wait(10)
@@ -149,13 +155,7 @@ class Identity(Case):
 
     def test_a_stalled_turn_and_the_turn_after_it_reach_only_their_own_resumers(self):
         a, b, c = self.chatds
-        uid = self.db.add_user(balance=5)
-        sid = self.db.add_session(uid, messages=[("user", "q"), ("assistant", "r")])
-        ca = a.client(timeout=60)
-        ca.send(3, chat_frame(uid, sid, words("a")))
-        drain_until(ca, lambda m: m.get("type") == 7 and m["data"]["index"] >= 2)
-        r1 = Resumer(self, c, uid, sid)
-        self.assertEqual(r1.ack["data"]["active"], True)
+        uid, sid, ca, r1 = self.resumed_turn(c)
         pause(a.proc)  # past its lease: another turn may run on the session
         cb = b.client(timeout=60)
         cb.send(3, chat_frame(uid, sid, words("b")))
