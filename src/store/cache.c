@@ -77,6 +77,8 @@ void cache_fail(struct cache *c, const char *what)
     c->retry_at = time(NULL) + CACHE_RETRY_SECONDS;
 }
 
+void cache_retry_now(struct cache *c) { c->retry_at = 0; }
+
 /* A usable context, or NULL while Redis is down. */
 redisContext *cache_conn(struct cache *c)
 {

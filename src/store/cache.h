@@ -47,6 +47,10 @@ struct redisContext *cache_conn(struct cache *c);
 /* Counts and logs a failure of op, drops the connection and starts the
  * back-off. */
 void cache_fail(struct cache *c, const char *op);
+/* Ends the back-off: the next use connects at once. For a caller that
+ * knows Redis answers again (the live subscriber hears it) and whose
+ * request would otherwise be refused for the rest of the back-off. */
+void cache_retry_now(struct cache *c);
 
 /* One command (redisCommand's format, or argv): its reply (the caller
  * frees it; an error reply is a reply), or NULL when Redis failed (counted

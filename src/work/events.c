@@ -13,6 +13,7 @@
 #include "lib/log.h"
 #include "lib/metrics.h"
 #include "lib/uuid.h"
+#include "store/cache.h"
 #include "store/db.h"
 #include "store/live.h"
 #include "wire/proto.h"
@@ -305,6 +306,21 @@ static int turn_settle(struct worker *w, const char *user, const char *session,
     return *frame != NULL ? 1 : -1;
 }
 
+/* A read of a turn stream for a resume or a refill, which come while the
+ * live subscriber hears Redis: a worker whose own connection is still in
+ * its back-off from an earlier failure (a stall that is over) connects
+ * again at once rather than answer error 30 while Redis is up. */
+static int stream_read(struct worker *w, const char *session, const char *turn,
+                       struct live_entry **e, size_t *n)
+{
+    if (live_stream_read(&w->cache, session, turn, e, n) == 0)
+        return 0;
+    if (!live_up(w->app->live))
+        return -1;
+    cache_retry_now(&w->cache);
+    return live_stream_read(&w->cache, session, turn, e, n);
+}
+
 /* ---------------------------------------------------------------- watch */
 
 /* Turns that connections here resume, watched in case their last frame
@@ -504,7 +520,7 @@ void events_resume(struct worker *w, struct work_request *r)
     const char *turn = running[0] != '\0' ? running : NULL;
     if (!live_up(r->app->live) ||
         live_watch_wait(r->app->live, q->session_id, EVENTS_WATCH_WAIT_MS) != 0 ||
-        live_stream_read(&w->cache, q->session_id, turn, &e, &n) != 0) {
+        stream_read(w, q->session_id, turn, &e, &n) != 0) {
         reply_error(r, PERR_LIVE_UNAVAILABLE, "Redis is unreachable; try again");
         return;
     }
@@ -636,7 +652,7 @@ static void refill_run(struct worker *w, struct pool_job *job)
     memset(&v, 0, sizeof(v));
     char *end = NULL;
     size_t elen = 0;
-    int failed = live_stream_read(&w->cache, f->session, f->turn, &e, &n) != 0 ||
+    int failed = stream_read(w, f->session, f->turn, &e, &n) != 0 ||
                  view_take(e, n, f->after, &v) != 0;
     live_entries_free(e, n);
     if (!failed && !v.gap && (!v.has_turn || strcmp(v.turn, f->turn) != 0)) {

@@ -1,7 +1,7 @@
 /* test_web.c - which file a page URL names (net/web.c), alone: the name
  * rules that keep requests inside WEB_DIR and the library mounts, content
  * types, validators and the Content-Security-Policy. The page served by a
- * real chatd is tested in tests/integration/test_web_http.py and, in a
+ * real chatd is tested in tests/integration/test_web.py and, in a
  * browser, test_page.py. */
 #include <setjmp.h>
 #include <stdarg.h>
