@@ -29,7 +29,7 @@ import urllib.parse
 from harness import MODEL, StackCase
 from test_auth import SECRET, token
 from test_http import PNG, multipart, request
-from test_wire import file_sig, head_of
+from test_wire import file_sig, head_of, raw_http, upgrade
 
 
 def exchange(port, data, timeout=10, hang_up=False):
@@ -139,6 +139,10 @@ class Tokens(StackCase):
             self.assertEqual(status, 401, path)
         status, _, _ = request(self.chatd.port, "GET", "/export?token=" + big)
         self.assertEqual(status, 401)
+        # the WebSocket upgrade too, by header or by ?token=
+        for path, extra in (("/ws?token=" + big, ""), ("/ws", "Authorization: Bearer %s\r\n" % big)):
+            status_line, _ = head_of(raw_http(self.chatd.port, upgrade(path=path, extra=extra)))
+            self.assertTrue(status_line.startswith("HTTP/1.1 401"), (path[:20], status_line))
 
     def test_file_links_have_one_spelling(self):
         uid = self.db.add_user()
