@@ -436,13 +436,12 @@ int db_turn_stop(struct pg *pg, const char *user_id, const char *session_id,
                  char turn_id[UUID_STR_LEN + 1])
 {
     const char *p[2] = {user_id, session_id};
-    PGresult *r;
-    int st = query_row(pg, PG_TURN_STOP, 2, p, &r);
-    if (st != DB_OK)
-        return st;
-    snprintf(turn_id, UUID_STR_LEN + 1, "%s", PQgetvalue(r, 0, 0));
-    PQclear(r);
-    return DB_OK;
+    char *t = NULL;
+    int st = text_row(pg, PG_TURN_STOP, 2, p, &t);
+    if (st == DB_OK)
+        snprintf(turn_id, UUID_STR_LEN + 1, "%s", t);
+    free(t);
+    return st;
 }
 
 enum db_outcome db_turn_outcome(struct pg *pg, const char *user_id, const char *session_id,
