@@ -47,9 +47,6 @@ static void raise_fd_limit(void)
     }
 }
 
-/* The layers, built bottom up and torn down top down: what PostgreSQL
- * announces, the agent client, the outbox and the workers (work/), then
- * the network edge (net/), which runs until SIGTERM. */
 /* store/lease.h's news: a lease given back (session_id), or a second gone
  * by (NULL). */
 static void lease_news(void *arg, const char *session_id)
@@ -59,6 +56,9 @@ static void lease_news(void *arg, const char *session_id)
         events_tick(arg);
 }
 
+/* The layers, built bottom up and torn down top down: what PostgreSQL
+ * announces, the agent client, the outbox and the workers (work/), then
+ * the network edge (net/), which runs until SIGTERM. */
 static int serve(const struct config *cfg)
 {
     int rc = 1;

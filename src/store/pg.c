@@ -165,8 +165,6 @@ static const struct {
     [PG_SESSION_INSERT] = {"session_insert", 5,
         "insert into chat_sessions (session_id, user_id, session_name, model_id, session_prompt)"
         " values ($1::uuid, $2::uuid, $3, $4::int, $5)"},
-    /* With the session row and its lease locked, who holds the lease: a
-     * turn stores only while it is still its own (migration 0007). */
     /* A turn stored in one statement (one round trip, atomic without a
      * BEGIN): lock the session row, give the lease back (fenced: only if it
      * is still this turn's), advance next_seq, insert the messages, the
@@ -204,6 +202,8 @@ static const struct {
         "                                      session_prompt, next_seq, summary)"
         "           select $2::uuid, $1::uuid, $17, $10::int, $18, $4::int, $8 from d"
         "           returning 0::bigint as base)," PG_TURN_STORE_TAIL("true", "$19", "$20")},
+    /* With the session row and its lease locked, who holds the lease: a
+     * turn stores only while it is still its own (migration 0007). */
     [PG_SESSION_LOCK] = {"session_lock", 2,
         "select s.next_seq, coalesce((select l.turn_id::text from turn_leases l"
         "                              where l.session_id = s.session_id for update), '')"

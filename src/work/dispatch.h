@@ -37,7 +37,8 @@ typedef void (*dispatch_fn)(struct worker *w, struct work_request *r);
 struct dispatch_row {
     int type;          /* enum proto_type */
     const char *name;  /* for logs and metrics */
-    dispatch_fn run;   /* NULL: answered on the service thread (code 8) */
+    dispatch_fn run;   /* never NULL (code 8 for a turn of the connection's own is
+                          answered on the service thread before it gets here) */
 };
 
 /* The row of a code, or NULL for one nobody answers. */

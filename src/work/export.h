@@ -50,7 +50,7 @@ void export_free(struct export_job *j);
 const char *export_content_type(const struct export_job *j);
 const char *export_filename(const struct export_job *j);
 
-/* ---- pure, for tests/unit/test_export.c */
+/* ---- pure, for tests/unit/test_ledger.c */
 
 /* A growable text buffer; free p. */
 struct export_buf {
