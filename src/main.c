@@ -25,6 +25,7 @@
 #include "store/migrate.h"
 #include "work/app.h"
 #include "work/chat.h"
+#include "work/dispatch.h"
 #include "work/events.h"
 #include "work/outbox.h"
 #include "work/pool.h"
@@ -142,6 +143,7 @@ int main(int argc, char **argv)
         goto out;
 
     raise_fd_limit();
+    dispatch_register_metrics(); /* before any thread records a request */
     grpc_init();
     rc = serve(&cfg);
     grpc_shutdown();

@@ -12,9 +12,11 @@
 #include <stdlib.h>
 #include <time.h>
 
-/* Request codes 0..8, then one slot for anything else (a frame that was
- * not JSON has no type). */
-#define METRICS_CODES 14 /* codes 0..12, then "other" */
+/* A slot per request code the server answers (metrics_request_codes says
+ * which), then one for anything else: an unknown code, or a frame that was
+ * not JSON and has no type. */
+#define METRICS_CODE_MAX 63
+#define METRICS_CODES (METRICS_CODE_MAX + 2)
 #define METRICS_OTHER (METRICS_CODES - 1)
 #define METRICS_HTTP_STATUSES 600
 
@@ -29,6 +31,9 @@ struct metrics_hist {
 };
 
 static _Atomic uint64_t metrics_requests[METRICS_CODES][2]; /* [code][ok] */
+/* Set once at start-up, before any thread records: which codes have a
+ * series of their own. */
+static unsigned char metrics_known[METRICS_CODE_MAX + 1];
 static struct metrics_hist metrics_request_hist[METRICS_CODES];
 static struct metrics_hist metrics_agent_hist;
 static _Atomic uint64_t metrics_agent_errors;
@@ -64,7 +69,17 @@ static void observe(struct metrics_hist *h, double seconds)
     add(&h->sum_us, (uint64_t)(seconds * 1e6));
 }
 
-static int code_slot(int code) { return code >= 0 && code < METRICS_OTHER ? code : METRICS_OTHER; }
+void metrics_request_codes(const int *codes, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (codes[i] >= 0 && codes[i] <= METRICS_CODE_MAX)
+            metrics_known[codes[i]] = 1;
+}
+
+static int code_slot(int code)
+{
+    return code >= 0 && code <= METRICS_CODE_MAX && metrics_known[code] ? code : METRICS_OTHER;
+}
 
 void metrics_request(int code, int ok, double seconds)
 {
@@ -155,6 +170,8 @@ char *metrics_render(int connections_open, int turns_in_flight, size_t *len)
     fprintf(f, "# HELP chatd_requests_total WebSocket requests answered, by request code and "
                "outcome.\n# TYPE chatd_requests_total counter\n");
     for (int c = 0; c < METRICS_CODES; c++) {
+        if (c != METRICS_OTHER && !metrics_known[c])
+            continue;
         code_label(code, c);
         fprintf(f, "chatd_requests_total{code=\"%s\",outcome=\"ok\"} %llu\n", code,
                 (unsigned long long)get(&metrics_requests[c][1]));
@@ -165,6 +182,8 @@ char *metrics_render(int connections_open, int turns_in_flight, size_t *len)
     fprintf(f, "# HELP chatd_request_duration_seconds Time from a request's start to its "
                "answer, by request code.\n# TYPE chatd_request_duration_seconds histogram\n");
     for (int c = 0; c < METRICS_CODES; c++) {
+        if (c != METRICS_OTHER && !metrics_known[c])
+            continue;
         code_label(code, c);
         snprintf(labels, sizeof(labels), "code=\"%s\"", code);
         render_hist(f, "chatd_request_duration_seconds", labels, &metrics_request_hist[c]);

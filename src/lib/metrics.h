@@ -15,8 +15,12 @@
 /* Monotonic clock in microseconds, for durations. */
 uint64_t metrics_now_us(void);
 
-/* A WebSocket request of type code (0..12; anything else counts as
- * "other") was answered, ok or with an error frame, after seconds. */
+/* The request codes the server answers (work/dispatch.c's table), once at
+ * start-up: each gets series of its own; anything else counts as "other". */
+void metrics_request_codes(const int *codes, size_t n);
+
+/* A WebSocket request of type code was answered, ok or with an error
+ * frame, after seconds. */
 void metrics_request(int code, int ok, double seconds);
 
 /* One agent call (Process/ProcessStream) ended after seconds. failed: it

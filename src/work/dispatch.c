@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 
+#include "lib/metrics.h"
 #include "work/app.h"
 #include "work/chat.h"
 #include "work/events.h"
@@ -36,6 +37,14 @@ const struct dispatch_row *dispatch_find(int type)
         if (dispatch_table[i].type == type)
             return &dispatch_table[i];
     return NULL;
+}
+
+void dispatch_register_metrics(void)
+{
+    int codes[sizeof(dispatch_table) / sizeof(dispatch_table[0])];
+    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
+        codes[i] = dispatch_table[i].type;
+    metrics_request_codes(codes, sizeof(codes) / sizeof(codes[0]));
 }
 
 void work_request_free(struct work_request *r)

@@ -44,6 +44,10 @@ struct dispatch_row {
 /* The row of a code, or NULL for one nobody answers. */
 const struct dispatch_row *dispatch_find(int type);
 
+/* Gives lib/metrics the table's codes, so that each has series of its own
+ * in chatd_requests_total (once, at start-up). */
+void dispatch_register_metrics(void);
+
 /* Sends r to a worker, which runs its row's handler. */
 void dispatch_submit(struct app *app, struct work_request *r);
 

@@ -465,6 +465,10 @@ class Http(StackCase):
                 self.assertEqual(c.req(6, {"user_id": str(uuid.uuid4())})["code"], 3)
             self.assertEqual(c.chat(uid, "NEW", "count me")["type"], 3)
             sid = self.db.add_session(uid)
+            # codes past 12 have series of their own, not "other"
+            self.assertEqual(c.req(13, {"user_id": uid})["type"], 13)
+            self.assertEqual(c.req(14, {"user_id": uid})["type"], 14)
+            self.assertEqual(c.req(16, {"user_id": uid, "session_id": sid})["type"], 16)
             status, reply, _ = self.upload(self.fields(uid, sid))
             self.assertEqual(status, 202)
             _, _, text = request(self.port, "GET", "/metrics")
@@ -481,6 +485,14 @@ class Http(StackCase):
         self.assertEqual(delta("chatd_request_duration_seconds_count", code="6"), ok + bad)
         self.assertEqual(delta("chatd_request_duration_seconds_bucket", code="6", le="+Inf"), ok + bad)
         self.assertEqual(delta("chatd_requests_total", code="3", outcome="ok"), 1)
+        for code in ("13", "14", "16"):
+            self.assertEqual(delta("chatd_requests_total", code=code, outcome="ok"), 1, code)
+            self.assertEqual(delta("chatd_request_duration_seconds_count", code=code), 1, code)
+        self.assertEqual(delta("chatd_requests_total", code="other", outcome="ok"), 0)
+        # every code the server answers has its series; the server's own
+        # frame types (7, 15) have none
+        codes = {dict(k[1])["code"] for k in after if k[0] == "chatd_requests_total"}
+        self.assertEqual(codes, {str(c) for c in (0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14, 16)} | {"other"})
         self.assertEqual(delta("chatd_agent_call_duration_seconds_count"), 1)
         self.assertEqual(delta("chatd_upload_bytes_total"), len(PNG))
         self.assertEqual(after[("chatd_turns_in_flight", frozenset())], 0)
