@@ -465,10 +465,14 @@ class Http(StackCase):
                 self.assertEqual(c.req(6, {"user_id": str(uuid.uuid4())})["code"], 3)
             self.assertEqual(c.chat(uid, "NEW", "count me")["type"], 3)
             sid = self.db.add_session(uid)
-            # codes past 12 have series of their own, not "other"
+            # codes past 12 have series of their own, not "other" (14 on a
+            # connection of its own: a subscribed one also gets the events
+            # of the turn above, its title's among them, whenever they come)
             self.assertEqual(c.req(13, {"user_id": uid})["type"], 13)
-            self.assertEqual(c.req(14, {"user_id": uid})["type"], 14)
             self.assertEqual(c.req(16, {"user_id": uid, "session_id": sid})["type"], 16)
+            sub = self.chatd.client()
+            self.assertEqual(sub.req(14, {"user_id": uid})["type"], 14)
+            sub.close()
             status, reply, _ = self.upload(self.fields(uid, sid))
             self.assertEqual(status, 202)
             _, _, text = request(self.port, "GET", "/metrics")
