@@ -15,6 +15,7 @@
 #include "lib/uuid.h"
 #include "wire/auth.h"
 #include "wire/proto.h"
+#include "work/dispatch.h"
 
 #define FUZZ_JWT_SECRET "fuzz-secret-fuzz-secret-fuzz-secret!"
 
@@ -49,7 +50,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t len;
 
     fuzz_token(data, size);
-    if (proto_decode((const char *)data, size, &lim, &req, &err) == 0) {
+    if (proto_decode((const char *)data, size, &lim, dispatch_decoder, &req, &err) == 0) {
         if (req.type < 0 || req.type > PROTO_RESUME || req.type == PROTO_CHAT_DELTA ||
             req.type == PROTO_EVENT)
             abort();

@@ -12,8 +12,11 @@
 # never one above or beside it. Project headers are named with their
 # directory ("store/pg.h"); a bare name must be a system or generated
 # header (<...>, or the protobuf-c output "*.pb-c.h"), or a header of the
-# same directory (chat-agent only). Prints every offending line as
-# file:line and exits 1 if there is one.
+# same directory (chat-agent only). Within a directory, modules (a .c and
+# its .h) may include each other only one way: a cycle between them (a.c
+# includes b.h, b.c includes a.h, or a longer ring) is refused too, since
+# neither can then be read, tested or replaced without the other. Prints
+# every offending line or cycle and exits 1 if there is one.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../src"
 
@@ -59,9 +62,32 @@ for dir in net work store agent wire lib chat-agent; do
         done <"$f"
     done < <(find "$dir" -name '*.[ch]' -print0)
 done
+# Cycles between the modules of one directory: tsort names a loop's members.
+for dir in net work store agent wire lib chat-agent; do
+    [[ -d $dir ]] || continue
+    edges=$(
+        for f in "$dir"/*.[ch]; do
+            from=$(basename "${f%.[ch]}")
+            echo "$from $from"
+            sed -n 's/^[[:space:]]*#[[:space:]]*include[[:space:]]*"\([^"]*\)".*/\1/p' "$f" |
+                while read -r inc; do
+                    [[ $inc == "$dir"/* ]] || [[ $dir == chat-agent && $inc != */* && -f $dir/$inc ]] ||
+                        continue
+                    to=$(basename "${inc%.h}")
+                    [[ $to != "$from" ]] && echo "$from $to"
+                done
+        done
+    )
+    loops=$(tsort <<<"$edges" 2>&1 >/dev/null) || true
+    if [[ -n $loops ]]; then
+        echo "src/$dir/: modules include each other in a cycle:" \
+            "$(sed -n 's/^tsort: \([^-][^:]*\)$/\1/p' <<<"$loops" | sort -u | tr '\n' ' ')"
+        bad=1
+    fi
+done
 # main.c wires the layers together and may include any of them.
 if [[ $bad -ne 0 ]]; then
     echo "check-layers: FAILED (the rule is at the top of scripts/check-layers.sh)"
     exit 1
 fi
-echo "check-layers: $checked files, every include looks down"
+echo "check-layers: $checked files, every include looks down, no module cycle"

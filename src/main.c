@@ -24,7 +24,8 @@
 #include "store/live.h"
 #include "store/migrate.h"
 #include "work/app.h"
-#include "work/chat.h"
+#include "work/slots.h"
+#include "work/turn.h"
 #include "work/dispatch.h"
 #include "work/events.h"
 #include "work/outbox.h"
@@ -52,7 +53,7 @@ static void raise_fd_limit(void)
  * by (NULL). */
 static void lease_news(void *arg, const char *session_id)
 {
-    chat_lease_freed(arg, session_id);
+    turn_lease_freed(arg, session_id);
     if (session_id == NULL)
         events_tick(arg);
 }
@@ -76,7 +77,7 @@ static int serve(const struct config *cfg)
         log_error("event=agent_client_failed target=%s", target);
         goto out;
     }
-    if ((app.outbox = outbox_create()) == NULL ||
+    if ((app.outbox = outbox_create()) == NULL || (app.slots = slots_create()) == NULL ||
         (app.pool = pool_create(&app, cfg->worker_threads)) == NULL ||
         (app.lease = lease_start(cfg, lease_news, &app)) == NULL ||
         (app.live = live_start(cfg, events_on_message, &app)) == NULL)
@@ -85,9 +86,9 @@ static int serve(const struct config *cfg)
 out:
     /* Turns cancelled when the connections closed end through the pool
      * and the agent client, so both must outlive them. */
-    for (int i = 0; chat_active_turns() > 0; i++) {
+    for (int i = 0; turn_active() > 0; i++) {
         if (i == 100) {
-            log_error("event=shutdown_stuck turns=%d", chat_active_turns());
+            log_error("event=shutdown_stuck turns=%d", turn_active());
             return 1; /* leave the rest to the kernel rather than free live state */
         }
         usleep(100 * 1000);
@@ -100,6 +101,7 @@ out:
     local_destroy(app.local);
     inval_stop(app.inval);
     outbox_destroy(app.outbox);
+    slots_destroy(app.slots);
     return rc;
 }
 

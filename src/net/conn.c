@@ -16,7 +16,7 @@
 #include "lib/metrics.h"
 #include "wire/proto.h"
 #include "work/app.h"
-#include "work/chat.h"
+#include "work/turn.h"
 #include "work/dispatch.h"
 #include "work/events.h"
 #include "work/handlers.h"
@@ -309,10 +309,10 @@ static int conn_stop_turn(struct conn *c, const struct proto_request *req, char 
                           size_t *len)
 {
     /* c->turns is newest first. */
-    for (struct turn_ref *t = c->turns; t != NULL; t = t->next) {
-        if (!chat_turn_matches(t->turn, req->user_id, req->session_id))
+    for (struct conn_turn *t = c->turns; t != NULL; t = t->next) {
+        if (!turn_matches(t->turn, req->user_id, req->session_id))
             continue;
-        if (!chat_turn_cancel(t->turn, 1)) {
+        if (!turn_cancel(t->turn, 1)) {
             /* too late: the full reply is on its way */
             struct proto_error err;
             proto_error_set(&err, PROTO_STOP, PERR_NO_TURN);
@@ -397,7 +397,8 @@ static void conn_on_message(struct conns *cs, struct conn *c, int binary)
     if (r == NULL)
         return;
     struct proto_error err;
-    if (proto_decode(c->rx != NULL ? c->rx : "", c->rx_len, &cs->app->limits, &r->req, &err) !=
+    if (proto_decode(c->rx != NULL ? c->rx : "", c->rx_len, &cs->app->limits, dispatch_decoder, &r->req,
+                     &err) !=
         0) {
         free(r);
         conn_error_now(cs, c, &err);
@@ -564,11 +565,11 @@ void conn_close(struct conns *cs, struct conn *c)
      * cancelled either way. */
     int finish = cs->app->cfg->detached_finish && !cs->draining;
     while (c->turns != NULL) {
-        struct turn_ref *t = c->turns;
+        struct conn_turn *t = c->turns;
         c->turns = t->next;
         if (!finish)
-            chat_turn_cancel(t->turn, 0);
-        chat_turn_unref(t->turn);
+            turn_cancel(t->turn, 0);
+        turn_unref(t->turn);
         free(t);
     }
     log_debug("event=ws_closed conn=%llu", (unsigned long long)c->id);
@@ -590,18 +591,18 @@ void conn_apply(struct conns *cs, struct outbox_post *p)
     case OUTBOX_DETACH:
         if (c == NULL) {
             /* The client left while its turn was being checked. */
-            chat_turn_cancel(p->turn, 0);
+            turn_cancel(p->held, 0);
             break;
         }
-        struct turn_ref *t = malloc(sizeof(*t));
+        struct conn_turn *t = malloc(sizeof(*t));
         if (t == NULL) {
-            chat_turn_cancel(p->turn, 0);
+            turn_cancel(p->held, 0);
         } else {
-            t->turn = p->turn;
+            t->turn = p->held; /* a struct turn (work/outbox.h) */
             t->next = c->turns;
             c->turns = t;
             c->nturns++;
-            p->turn = NULL; /* the connection holds the reference now */
+            p->held = NULL; /* the connection holds the reference now */
         }
         conn_effects(c, connq_answered(&c->q, NULL, 0));
         conn_pump(cs, c);
@@ -615,11 +616,11 @@ void conn_apply(struct conns *cs, struct outbox_post *p)
     case OUTBOX_TURN_DONE:
         if (c == NULL)
             break;
-        for (struct turn_ref **pp = &c->turns; *pp != NULL; pp = &(*pp)->next) {
-            if ((*pp)->turn == p->turn) {
-                struct turn_ref *dead = *pp;
+        for (struct conn_turn **pp = &c->turns; *pp != NULL; pp = &(*pp)->next) {
+            if ((*pp)->turn == p->held) {
+                struct conn_turn *dead = *pp;
                 *pp = dead->next;
-                chat_turn_unref(dead->turn);
+                turn_unref(dead->turn);
                 free(dead);
                 c->nturns--;
                 break;

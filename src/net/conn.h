@@ -16,14 +16,14 @@
 #include "net/peers.h"
 
 struct app;
-struct chat_turn;
+struct turn;
 struct outbox_post;
 
 #define CONN_BUCKETS 4096
 
-struct turn_ref {
-    struct turn_ref *next;
-    struct chat_turn *turn;
+struct conn_turn {
+    struct conn_turn *next;
+    struct turn *turn;
 };
 
 /* A live frame that came while code 16's replay (or a refill) was being
@@ -58,7 +58,7 @@ struct conn {
     int closing;            /* a close is queued: read nothing more */
     int close_status;       /* the close code it will carry */
 
-    struct turn_ref *turns; /* the chat turns this connection started */
+    struct conn_turn *turns; /* the chat turns this connection started */
     int nturns;
 
     char user[UUID_STR_LEN + 1]; /* AUTH_MODE=jwt: the token's sub; "" otherwise */

@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "lib/log.h"
-#include "work/dispatch.h"
+#include "work/request.h"
 
 void connq_init(struct connq *q, size_t pre, size_t out_limit, int max_inflight)
 {

@@ -38,22 +38,21 @@
 #include "lib/config.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
+#include "net/answer.h"
 #include "net/bearer.h"
 #include "net/multipart.h"
-#include "net/server.h"
+#include "net/route.h"
+#include "net/conn.h"
 #include "net/urlarg.h"
 #include "store/files.h"
 #include "wire/auth.h"
 #include "wire/proto.h"
-#include "work/chat.h"
+#include "work/app.h"
 #include "work/export.h"
+#include "work/turn.h"
 #include "work/ready.h"
 #include "work/upload.h"
 
-#define HTTP_ORIGIN_MAX 256
-#define HTTP_JSON "application/json"
-#define HTTP_STATUS_UPGRADE_REQUIRED 426 /* not among lws 4.1's names */
-#define HTTP_BEARER_CHALLENGE "Bearer realm=\"chatd\""
 /* After an early refusal (413 at the first byte too many) the client may
  * still be sending. Closing at once, with its bytes unread, would make the
  * kernel answer with a reset that can destroy our reply on its way, so we
@@ -69,7 +68,7 @@ struct http_txn {
     struct http_txn *prev, *next; /* hs->txns */
     uint64_t id;
     struct lws *wsi;
-    char origin[HTTP_ORIGIN_MAX]; /* Access-Control-Allow-Origin, "" for none */
+    char origin[ANSWER_ORIGIN_MAX]; /* Access-Control-Allow-Origin, "" for none */
     struct multipart *upload;     /* while its body arrives */
     unsigned long long body_declared, body_got; /* Content-Length, and what came */
     int refused;                  /* answered early: drop the rest, then close */
@@ -86,134 +85,6 @@ struct http_txn {
     int export_sent_headers, export_last, export_over;
 };
 
-
-/* ------------------------------------------------------------ responses */
-
-static int add_header(struct lws *wsi, const char *name, const char *value, unsigned char **p,
-                      unsigned char *end)
-{
-    return lws_add_http_header_by_name(wsi, (const unsigned char *)name,
-                                       (const unsigned char *)value, (int)strlen(value), p, end);
-}
-
-static int add_cors(struct lws *wsi, const char *origin, unsigned char **p, unsigned char *end)
-{
-    if (origin[0] == '\0')
-        return 0;
-    if (add_header(wsi, "access-control-allow-origin:", origin, p, end))
-        return 1;
-    /* The answer depends on the request's Origin: caches must know. */
-    return strcmp(origin, "*") != 0 && add_header(wsi, "vary:", "Origin", p, end);
-}
-
-/* Writes a whole answer. Returns -1 to close the connection, else 0 (the
- * transaction is then complete unless close_after, where the caller
- * decides when to close). */
-static int http_respond_with(struct lws *wsi, unsigned status, const char *ctype,
-                             const char *body, size_t len, const char *origin, int close_after,
-                             const char *extra_name, const char *extra_value)
-{
-    unsigned char hdr[LWS_PRE + 2048];
-    unsigned char *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof(hdr) - 1;
-    if (lws_add_http_common_headers(wsi, status, ctype, (lws_filepos_t)len, &p, end) ||
-        add_cors(wsi, origin, &p, end) ||
-        (close_after && add_header(wsi, "connection:", "close", &p, end)) ||
-        (extra_name != NULL && add_header(wsi, extra_name, extra_value, &p, end)) ||
-        lws_finalize_write_http_header(wsi, start, &p, end))
-        return -1;
-    metrics_http_response(status);
-    if (len > 0) {
-        /* lws may write framing in front of what it is given. */
-        unsigned char *buf = malloc(LWS_PRE + len);
-        if (buf == NULL)
-            return -1;
-        memcpy(buf + LWS_PRE, body, len);
-        int n = lws_write(wsi, buf + LWS_PRE, len, LWS_WRITE_HTTP_FINAL);
-        free(buf);
-        if (n < (int)len)
-            return -1;
-    }
-    if (close_after)
-        return 0;
-    return lws_http_transaction_completed(wsi) ? -1 : 0;
-}
-
-static int http_respond(struct lws *wsi, unsigned status, const char *ctype, const char *body,
-                        size_t len, const char *origin, int close_after)
-{
-    /* RFC 6750: every 401 names the scheme that would have been accepted. */
-    int unauthorized = status == HTTP_STATUS_UNAUTHORIZED;
-    return http_respond_with(wsi, status, ctype, body, len, origin, close_after,
-                             unauthorized ? "www-authenticate:" : NULL, HTTP_BEARER_CHALLENGE);
-}
-
-static const char *reason_phrase(unsigned status)
-{
-    switch (status) {
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 426: return "Upgrade Required";
-    case 503: return "Service Unavailable";
-    default: return "Error";
-    }
-}
-
-/* At the upgrade gate lws has not yet read the request's HTTP version, and
- * its status line would say HTTP/1.0, which RFC 6455 clients reject as an
- * invalid handshake answer without looking at the status. So the status
- * line is ours; the headers are lws's. */
-int http_refuse(struct lws *wsi, unsigned status, const char *message)
-{
-    size_t len;
-    char *body = proto_encode_http(message, NULL, &len);
-    unsigned char hdr[LWS_PRE + 1024];
-    unsigned char *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof(hdr) - 1;
-    char line[64];
-    snprintf(line, sizeof(line), "HTTP/1.1 %u %s\x0d\x0a", status, reason_phrase(status));
-    memcpy(p, line, strlen(line));
-    p += strlen(line);
-    char clen[24];
-    snprintf(clen, sizeof(clen), "%zu", len);
-    /* RFC 6750: a 401 names the scheme that would have been accepted;
-     * RFC 6455 4.4: a 426 names the version we speak. */
-    if (add_header(wsi, "content-type:", HTTP_JSON, &p, end) ||
-        add_header(wsi, "content-length:", clen, &p, end) ||
-        add_header(wsi, "connection:", "close", &p, end) ||
-        (status == HTTP_STATUS_UNAUTHORIZED &&
-         add_header(wsi, "www-authenticate:", HTTP_BEARER_CHALLENGE, &p, end)) ||
-        (status == HTTP_STATUS_UPGRADE_REQUIRED &&
-         add_header(wsi, "sec-websocket-version:", "13", &p, end)) ||
-        lws_finalize_write_http_header(wsi, start, &p, end)) {
-        free(body);
-        return 1;
-    }
-    metrics_http_response(status);
-    unsigned char *buf = malloc(LWS_PRE + len);
-    if (buf != NULL) {
-        memcpy(buf + LWS_PRE, body, len);
-        lws_write(wsi, buf + LWS_PRE, len, LWS_WRITE_HTTP_FINAL);
-        free(buf);
-    }
-    free(body);
-    return 1;
-}
-
-static int respond_json(struct lws *wsi, unsigned status, const char *json, const char *origin)
-{
-    return http_respond(wsi, status, HTTP_JSON, json, strlen(json), origin, 0);
-}
-
-static int respond_message(struct lws *wsi, unsigned status, const char *message,
-                           const char *origin, int close_after)
-{
-    size_t len;
-    char *body = proto_encode_http(message, NULL, &len);
-    int rc = http_respond(wsi, status, HTTP_JSON, body, len, origin, close_after);
-    free(body);
-    return rc;
-}
 
 /* --------------------------------------------------------- transactions */
 
@@ -270,9 +141,9 @@ void http_state_clear(struct http_state *hs)
     }
 }
 
-void http_deliver(struct server *srv, uint64_t txn_id, unsigned status, char *body, size_t len)
+void http_deliver(struct http_state *hs, uint64_t txn_id, unsigned status, char *body, size_t len)
 {
-    struct http_txn *t = server_http(srv)->txns;
+    struct http_txn *t = hs->txns;
     while (t != NULL && t->id != txn_id)
         t = t->next;
     if (t == NULL || t->ready) {
@@ -286,10 +157,10 @@ void http_deliver(struct server *srv, uint64_t txn_id, unsigned status, char *bo
     lws_callback_on_writable(t->wsi);
 }
 
-void http_deliver_export(struct server *srv, uint64_t txn_id, unsigned status, char *piece,
+void http_deliver_export(struct http_state *hs, uint64_t txn_id, unsigned status, char *piece,
                          size_t len, int last, struct export_job *job)
 {
-    struct http_txn *t = server_http(srv)->txns;
+    struct http_txn *t = hs->txns;
     while (t != NULL && t->id != txn_id)
         t = t->next;
     if (t == NULL || !t->exporting || t->export != NULL) {
@@ -316,7 +187,7 @@ static void txn_linger_over(lws_sorted_usec_list_t *sul)
 static int txn_refuse(struct lws *wsi, struct http_txn *t, unsigned status, const char *message)
 {
     log_info("event=upload_refused status=%u reason=\"%s\"", status, message);
-    int rc = respond_message(wsi, status, message, t->origin, 1);
+    int rc = answer_message(wsi, status, message, t->origin, 1);
     if (t->upload != NULL) { /* after: message may be the upload's */
         multipart_free(t->upload);
         t->upload = NULL;
@@ -340,14 +211,14 @@ static int txn_refuse(struct lws *wsi, struct http_txn *t, unsigned status, cons
 /* The Access-Control-Allow-Origin to send: "*" when CORS_ORIGINS is "*",
  * the request's own Origin when it is listed, else "" (no header, and the
  * browser keeps the answer from the page). */
-static void cors_origin(struct lws *wsi, const struct config *cfg, char out[HTTP_ORIGIN_MAX])
+static void cors_origin(struct lws *wsi, const struct config *cfg, char out[ANSWER_ORIGIN_MAX])
 {
     out[0] = '\0';
     if (cfg->cors_any) {
         strcpy(out, "*");
         return;
     }
-    char origin[HTTP_ORIGIN_MAX];
+    char origin[ANSWER_ORIGIN_MAX];
     if (lws_hdr_copy(wsi, origin, sizeof(origin), WSI_TOKEN_ORIGIN) <= 0)
         return;
     if (config_list_has(&cfg->cors_list, origin, strlen(origin), 0))
@@ -372,10 +243,10 @@ static int respond_preflight(struct lws *wsi, const char *origin)
     unsigned char hdr[LWS_PRE + 2048];
     unsigned char *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof(hdr) - 1;
     if (lws_add_http_common_headers(wsi, HTTP_STATUS_NO_CONTENT, NULL, 0, &p, end) ||
-        add_cors(wsi, origin, &p, end) ||
-        add_header(wsi, "access-control-allow-methods:", "GET, POST, OPTIONS", &p, end) ||
-        add_header(wsi, "access-control-allow-headers:", want, &p, end) ||
-        add_header(wsi, "access-control-max-age:", "600", &p, end) ||
+        answer_add_cors(wsi, origin, &p, end) ||
+        answer_add_header(wsi, "access-control-allow-methods:", "GET, POST, OPTIONS", &p, end) ||
+        answer_add_header(wsi, "access-control-allow-headers:", want, &p, end) ||
+        answer_add_header(wsi, "access-control-max-age:", "600", &p, end) ||
         lws_finalize_write_http_header(wsi, start, &p, end))
         return -1;
     metrics_http_response(HTTP_STATUS_NO_CONTENT);
@@ -384,14 +255,14 @@ static int respond_preflight(struct lws *wsi, const char *origin)
 
 /* --------------------------------------------------------------- /readyz */
 
-static int route_readyz(struct server *srv, struct lws *wsi, const char *origin)
+static int serve_readyz(struct http_state *hs, struct lws *wsi, const char *origin)
 {
-    if (server_draining(srv))
-        return respond_json(wsi, 503, "{\"status\":\"unavailable\",\"draining\":true}", origin);
-    struct http_txn *t = txn_new(server_http(srv), wsi, origin);
-    if (t == NULL || ready_probe(server_app(srv), t->id) != 0) {
+    if (hs->conns->draining)
+        return answer_json(wsi, 503, "{\"status\":\"unavailable\",\"draining\":true}", origin);
+    struct http_txn *t = txn_new(hs, wsi, origin);
+    if (t == NULL || ready_probe(hs->app, t->id) != 0) {
         txn_free(t);
-        return respond_message(wsi, 500, "Out of memory", origin, 0);
+        return answer_message(wsi, 500, "Out of memory", origin, 0);
     }
     lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, HTTP_WORKER_SECONDS);
     return 0;
@@ -399,13 +270,13 @@ static int route_readyz(struct server *srv, struct lws *wsi, const char *origin)
 
 /* -------------------------------------------------------- other routes */
 
-static int route_metrics(struct server *srv, struct lws *wsi, const char *origin)
+static int serve_metrics(struct http_state *hs, struct lws *wsi, const char *origin)
 {
     size_t len = 0;
-    char *text = metrics_render(server_connections(srv), chat_active_turns(), &len);
+    char *text = metrics_render(hs->conns->n, turn_active(), &len);
     if (text == NULL)
-        return respond_message(wsi, 500, "Out of memory", origin, 0);
-    int rc = http_respond(wsi, HTTP_STATUS_OK, "text/plain; version=0.0.4; charset=utf-8", text,
+        return answer_message(wsi, 500, "Out of memory", origin, 0);
+    int rc = answer(wsi, HTTP_STATUS_OK, "text/plain; version=0.0.4; charset=utf-8", text,
                           len, origin, 0);
     free(text);
     return rc;
@@ -423,42 +294,42 @@ static int serve_file(struct lws *wsi, const char *path, const char *ctype,
     return 0;
 }
 
-static int route_file(struct server *srv, struct lws *wsi, const char *name, const char *origin)
+static int serve_upload_file(struct http_state *hs, struct lws *wsi, const char *name, const char *origin)
 {
     /* Only names of the shape we store: "..", "%2f" (lws decodes it to a
      * slash), backslashes and anything else never reach the file system. */
     if (!files_name_valid(name))
-        return respond_message(wsi, HTTP_STATUS_NOT_FOUND, "Not Found", origin, 0);
+        return answer_message(wsi, HTTP_STATUS_NOT_FOUND, "Not Found", origin, 0);
     /* With AUTH_MODE=jwt the name alone is not enough: a link we signed,
      * unexpired. A refused one looks exactly like a missing file. */
     char exp[32], sig[80];
     const char *e = urlarg_get(wsi, "exp", exp, sizeof(exp)) == URLARG_FOUND ? exp : NULL;
     const char *g = urlarg_get(wsi, "sig", sig, sizeof(sig)) == URLARG_FOUND ? sig : NULL;
-    if (!auth_file_ref_ok(server_config(srv), name, e, g, time(NULL)))
-        return respond_message(wsi, HTTP_STATUS_NOT_FOUND, "Not Found", origin, 0);
+    if (!auth_file_ref_ok(hs->app->cfg, name, e, g, time(NULL)))
+        return answer_message(wsi, HTTP_STATUS_NOT_FOUND, "Not Found", origin, 0);
     char path[FILES_PATH_MAX];
     struct stat st;
-    if (files_path(server_config(srv), name, path) != 0 || stat(path, &st) != 0 ||
+    if (files_path(hs->app->cfg, name, path) != 0 || stat(path, &st) != 0 ||
         !S_ISREG(st.st_mode))
-        return respond_message(wsi, HTTP_STATUS_NOT_FOUND, "Not Found", origin, 0);
+        return answer_message(wsi, HTTP_STATUS_NOT_FOUND, "Not Found", origin, 0);
 
     unsigned char extra[512], *p = extra, *end = extra + sizeof(extra);
     /* Stored names are random and never reused: the content never
      * changes. */
-    if (add_cors(wsi, origin, &p, end) ||
-        add_header(wsi, "cache-control:", "public, max-age=31536000, immutable", &p, end))
+    if (answer_add_cors(wsi, origin, &p, end) ||
+        answer_add_header(wsi, "cache-control:", "public, max-age=31536000, immutable", &p, end))
         return -1;
     return serve_file(wsi, path, files_content_type(name), extra, p);
 }
 
-static int route_upload(struct server *srv, struct lws *wsi, const char *origin,
+static int serve_upload(struct http_state *hs, struct lws *wsi, const char *origin,
                         unsigned long long body_length)
 {
-    struct http_txn *t = txn_new(server_http(srv), wsi, origin);
+    struct http_txn *t = txn_new(hs, wsi, origin);
     if (t == NULL)
         return -1;
     t->body_declared = body_length;
-    const struct config *cfg = server_config(srv);
+    const struct config *cfg = hs->app->cfg;
     char user[UUID_STR_LEN + 1] = "";
     const char *why = "";
     /* Before the body: an anonymous client gets no disk written for it. */
@@ -484,15 +355,15 @@ static int route_upload(struct server *srv, struct lws *wsi, const char *origin,
  * a browser cannot read why a WebSocket upgrade was refused, so the page
  * asks here before connecting, and again when reconnecting keeps failing
  * (an expired token must send the person to sign in, not retry forever). */
-static int route_client_config(struct server *srv, struct lws *wsi, const char *origin)
+static int serve_client_config(struct http_state *hs, struct lws *wsi, const char *origin)
 {
-    const struct config *cfg = server_config(srv);
+    const struct config *cfg = hs->app->cfg;
     char user[UUID_STR_LEN + 1] = "";
     char probe[AUTH_TOKEN_MAX + 1];
     if (auth_required(cfg) && bearer_token(wsi, 0, probe, sizeof(probe)) != 0) {
         const char *why = "";
         if (bearer_check(cfg, wsi, 0, user, &why) != 0)
-            return respond_message(wsi, HTTP_STATUS_UNAUTHORIZED, "Unauthorized", origin, 0);
+            return answer_message(wsi, HTTP_STATUS_UNAUTHORIZED, "Unauthorized", origin, 0);
     }
     json_t *types = json_array();
     for (size_t i = 0; types != NULL && i < cfg->upload_types.n; i++)
@@ -506,8 +377,8 @@ static int route_client_config(struct server *srv, struct lws *wsi, const char *
     char *body = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     if (body == NULL)
-        return respond_message(wsi, 500, "Out of memory", origin, 0);
-    int rc = http_respond(wsi, HTTP_STATUS_OK, HTTP_JSON, body, strlen(body), origin, 0);
+        return answer_message(wsi, 500, "Out of memory", origin, 0);
+    int rc = answer(wsi, HTTP_STATUS_OK, ANSWER_JSON, body, strlen(body), origin, 0);
     free(body);
     return rc;
 }
@@ -527,19 +398,19 @@ static int add_page_headers(struct lws *wsi, const char *etag, const char *ctype
      * already puts nosniff, DENY framing, no-referrer and a generic policy
      * on every answer; a browser enforces every policy it is given, so
      * ours narrows that one to the page's own host. */
-    return add_header(wsi, "etag:", etag, p, end) ||
-           add_header(wsi, "cache-control:", "no-cache", p, end) ||
+    return answer_add_header(wsi, "etag:", etag, p, end) ||
+           answer_add_header(wsi, "cache-control:", "no-cache", p, end) ||
            (strncmp(ctype, "text/html", 9) == 0 &&
-            add_header(wsi, "content-security-policy:", csp, p, end));
+            answer_add_header(wsi, "content-security-policy:", csp, p, end));
 }
 
-static int route_page(struct server *srv, struct lws *wsi, const char *uri, const char *origin)
+static int serve_page(struct http_state *hs, struct lws *wsi, const char *uri, const char *origin)
 {
     char path[WEB_PATH_MAX], etag[WEB_ETAG_MAX];
     const char *ctype;
     struct stat st;
-    if (web_resolve(&server_http(srv)->web, uri, path, &ctype, &st) != 0)
-        return respond_message(wsi, HTTP_STATUS_NOT_FOUND, "Not Found", origin, 0);
+    if (web_resolve(&hs->web, uri, path, &ctype, &st) != 0)
+        return answer_message(wsi, HTTP_STATUS_NOT_FOUND, "Not Found", origin, 0);
     web_etag(&st, etag);
 
     char inm[256];
@@ -562,10 +433,10 @@ static int route_page(struct server *srv, struct lws *wsi, const char *uri, cons
 }
 
 /* GET /export and GET /sessions/<id>/export. */
-static int route_export(struct server *srv, struct lws *wsi, const char *session_id,
+static int serve_export(struct http_state *hs, struct lws *wsi, const char *session_id,
                         const char *origin)
 {
-    const struct config *cfg = server_config(srv);
+    const struct config *cfg = hs->app->cfg;
     char user[UUID_STR_LEN + 1] = "";
     const char *why = "";
     if (auth_required(cfg)) {
@@ -573,12 +444,12 @@ static int route_export(struct server *srv, struct lws *wsi, const char *session
          * link, which cannot carry a header (as a WebSocket cannot). */
         if (bearer_check(cfg, wsi, 1, user, &why) != 0) {
             log_info("event=auth_failed path=export reason=\"%s\"", why);
-            return respond_message(wsi, HTTP_STATUS_UNAUTHORIZED, "Unauthorized", origin, 0);
+            return answer_message(wsi, HTTP_STATUS_UNAUTHORIZED, "Unauthorized", origin, 0);
         }
     } else {
         char u[UUID_STR_LEN + 1];
         if (urlarg_get(wsi, "user_id", u, sizeof(u)) != URLARG_FOUND || !uuid_valid(u))
-            return respond_message(wsi, HTTP_STATUS_BAD_REQUEST,
+            return answer_message(wsi, HTTP_STATUS_BAD_REQUEST,
                                    "Missing or invalid user_id", origin, 0);
         uuid_normalize(u, user);
     }
@@ -586,7 +457,7 @@ static int route_export(struct server *srv, struct lws *wsi, const char *session
     if (session_id != NULL) {
         /* Not a session id: it names no session, like someone else's. */
         if (!uuid_valid(session_id))
-            return respond_message(wsi, HTTP_STATUS_NOT_FOUND, "Not Found", origin, 0);
+            return answer_message(wsi, HTTP_STATUS_NOT_FOUND, "Not Found", origin, 0);
         uuid_normalize(session_id, sid);
     }
     char fbuf[32];
@@ -594,18 +465,18 @@ static int route_export(struct server *srv, struct lws *wsi, const char *session
     const char *f = fr == URLARG_FOUND ? fbuf : session_id != NULL ? "json" : "jsonl";
     enum export_format format;
     if (fr == URLARG_INVALID || export_format_parse(f, session_id == NULL, &format) != 0)
-        return respond_message(wsi, HTTP_STATUS_BAD_REQUEST,
+        return answer_message(wsi, HTTP_STATUS_BAD_REQUEST,
                                session_id != NULL
                                    ? "Unknown format: use json, md, txt or csv"
                                    : "Unknown format: use jsonl",
                                origin, 0);
-    struct http_txn *t = txn_new(server_http(srv), wsi, origin);
+    struct http_txn *t = txn_new(hs, wsi, origin);
     if (t == NULL)
         return -1;
     t->exporting = 1;
-    if (export_start(server_app(srv), t->id, user, session_id != NULL ? sid : NULL, format) != 0) {
+    if (export_start(hs->app, t->id, user, session_id != NULL ? sid : NULL, format) != 0) {
         txn_free(t);
-        return respond_message(wsi, 500, "Out of memory", origin, 0);
+        return answer_message(wsi, 500, "Out of memory", origin, 0);
     }
     lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, HTTP_WORKER_SECONDS);
     return 0;
@@ -626,14 +497,14 @@ static int export_write(struct lws *wsi, struct http_txn *t)
     int rc = -1;
     if (!t->export_sent_headers && t->status != HTTP_STATUS_OK) {
         /* 404 (missing, or someone else's) or 500: a plain answer */
-        char origin[HTTP_ORIGIN_MAX];
+        char origin[ANSWER_ORIGIN_MAX];
         unsigned status = t->status;
         memcpy(origin, t->origin, sizeof(origin));
         txn_free(t);
         lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
         if (piece == NULL)
-            return respond_message(wsi, status, "Internal Server Error", origin, 0);
-        rc = http_respond(wsi, status, HTTP_JSON, piece, len, origin, 0);
+            return answer_message(wsi, status, "Internal Server Error", origin, 0);
+        rc = answer(wsi, status, ANSWER_JSON, piece, len, origin, 0);
         free(piece);
         return rc;
     }
@@ -646,12 +517,12 @@ static int export_write(struct lws *wsi, struct http_txn *t)
         unsigned char *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof(hdr) - 1;
         if (lws_add_http_common_headers(wsi, HTTP_STATUS_OK, export_content_type(t->export),
                                         LWS_ILLEGAL_HTTP_CONTENT_LEN, &p, end) ||
-            add_cors(wsi, t->origin, &p, end) ||
-            add_header(wsi, "transfer-encoding:", "chunked", &p, end) ||
-            add_header(wsi, "connection:", "close", &p, end) ||
-            add_header(wsi, "content-disposition:", disp, &p, end) ||
-            add_header(wsi, "cache-control:", "no-store", &p, end) ||
-            add_header(wsi, "x-content-type-options:", "nosniff", &p, end) ||
+            answer_add_cors(wsi, t->origin, &p, end) ||
+            answer_add_header(wsi, "transfer-encoding:", "chunked", &p, end) ||
+            answer_add_header(wsi, "connection:", "close", &p, end) ||
+            answer_add_header(wsi, "content-disposition:", disp, &p, end) ||
+            answer_add_header(wsi, "cache-control:", "no-store", &p, end) ||
+            answer_add_header(wsi, "x-content-type-options:", "nosniff", &p, end) ||
             lws_finalize_write_http_header(wsi, start, &p, end))
             goto out;
         metrics_http_response(HTTP_STATUS_OK);
@@ -697,18 +568,18 @@ out:
     return rc;
 }
 
-enum http_method { HTTP_GET, HTTP_POST, HTTP_OPTIONS, HTTP_OTHER };
-
-static enum http_method http_method(struct lws *wsi)
+static enum route_method http_method(struct lws *wsi)
 {
     if (lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0)
-        return HTTP_GET;
+        return ROUTE_GET;
     if (lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0)
-        return HTTP_POST;
+        return ROUTE_POST;
     if (lws_hdr_total_length(wsi, WSI_TOKEN_OPTIONS_URI) > 0)
-        return HTTP_OPTIONS;
-    return HTTP_OTHER;
+        return ROUTE_OPTIONS;
+    return ROUTE_OTHER;
 }
+
+static int page_claims(const void *web, const char *uri) { return web_claims(web, uri); }
 
 /* RFC 9112 6.3: a request's body is framed by one Content-Length of
  * digits, or by Transfer-Encoding alone. Anything else ("abc", "0x2f",
@@ -732,87 +603,68 @@ static int http_framing(struct lws *wsi, unsigned long long *length)
     return 0;
 }
 
-static int http_route(struct server *srv, struct lws *wsi, const char *uri)
+static int http_route(struct http_state *hs, struct lws *wsi, const char *uri)
 {
-    char origin[HTTP_ORIGIN_MAX];
-    cors_origin(wsi, server_config(srv), origin);
+    char origin[ANSWER_ORIGIN_MAX];
+    cors_origin(wsi, hs->app->cfg, origin);
     unsigned long long body_length;
     if (http_framing(wsi, &body_length) != 0) {
         log_info("event=http_refused status=400 reason=\"invalid Content-Length\"");
-        respond_message(wsi, HTTP_STATUS_BAD_REQUEST,
+        answer_message(wsi, HTTP_STATUS_BAD_REQUEST,
                         "Bad Request: invalid or conflicting Content-Length", origin, 1);
         return -1; /* closed: nothing after it is read as a request */
     }
-    enum http_method m = http_method(wsi);
-
-    static const char files[] = "/uploads/";
-    static const char sessions[] = "/sessions/", export_tail[] = "/export";
-    int is_file = strncmp(uri, files, sizeof(files) - 1) == 0;
-    int is_upload = strcmp(uri, "/upload") == 0;
-    /* /sessions/<anything without a slash>/export */
-    const char *sid = NULL;
-    char sid_buf[64];
-    size_t ulen = strlen(uri);
-    if (strncmp(uri, sessions, sizeof(sessions) - 1) == 0 && ulen > sizeof(sessions) - 1 +
-        sizeof(export_tail) - 1 && strcmp(uri + ulen - (sizeof(export_tail) - 1), export_tail) == 0) {
-        size_t n = ulen - (sizeof(sessions) - 1) - (sizeof(export_tail) - 1);
-        if (n < sizeof(sid_buf) && memchr(uri + sizeof(sessions) - 1, '/', n) == NULL) {
-            memcpy(sid_buf, uri + sizeof(sessions) - 1, n);
-            sid_buf[n] = '\0';
-            sid = sid_buf;
-        }
-    }
-    int is_export = sid != NULL || strcmp(uri, "/export") == 0;
-    int is_config = strcmp(uri, "/client-config") == 0;
-    int is_page = !is_file && !is_upload && !is_export && !is_config &&
-                  web_claims(&server_http(srv)->web, uri);
-    int known = is_file || is_upload || is_export || is_config || is_page ||
-                strcmp(uri, "/healthz") == 0 || strcmp(uri, "/readyz") == 0 ||
-                strcmp(uri, "/metrics") == 0;
+    enum route_method m = http_method(wsi);
+    struct route r;
+    route_find(uri, m, page_claims, &hs->web, &r);
+    int known = r.id != ROUTE_NONE;
     /* Any method but GET and OPTIONS may carry a body we will not read:
      * such answers close the connection rather than parse it as a request. */
-    int unread_body = m != HTTP_GET && m != HTTP_OPTIONS;
-    int allowed = m == HTTP_OPTIONS || (is_upload ? m == HTTP_POST : m == HTTP_GET);
-    if (!known || !allowed) {
+    int unread_body = m != ROUTE_GET && m != ROUTE_OPTIONS;
+    if (!known || !r.allowed) {
         size_t len;
         char *body = proto_encode_http(known ? "Method Not Allowed" : "Not Found", NULL, &len);
         /* RFC 9110 15.5.6: a 405 lists the methods the resource has. */
-        int rc = http_respond_with(wsi,
-                                   known ? HTTP_STATUS_METHOD_NOT_ALLOWED : HTTP_STATUS_NOT_FOUND,
-                                   HTTP_JSON, body, len, origin, unread_body,
-                                   known ? "allow:" : NULL,
-                                   is_upload ? "POST, OPTIONS" : "GET, OPTIONS");
+        int rc = answer_with(wsi, known ? HTTP_STATUS_METHOD_NOT_ALLOWED : HTTP_STATUS_NOT_FOUND,
+                             ANSWER_JSON, body, len, origin, unread_body,
+                             known ? "allow:" : NULL, r.allow);
         free(body);
         return rc != 0 || unread_body ? -1 : 0;
     }
-    if (m == HTTP_OPTIONS)
+    if (m == ROUTE_OPTIONS)
         return respond_preflight(wsi, origin);
-    if (is_upload)
-        return route_upload(srv, wsi, origin, body_length);
-    if (is_file)
-        return route_file(srv, wsi, uri + sizeof(files) - 1, origin);
-    if (is_export)
-        return route_export(srv, wsi, sid, origin);
-    if (is_config)
-        return route_client_config(srv, wsi, origin);
-    if (is_page)
-        return route_page(srv, wsi, uri, origin);
-    if (strcmp(uri, "/healthz") == 0)
-        return respond_json(wsi, HTTP_STATUS_OK, "{\"status\":\"ok\"}", origin);
-    if (strcmp(uri, "/readyz") == 0)
-        return route_readyz(srv, wsi, origin);
-    return route_metrics(srv, wsi, origin);
+    switch (r.id) {
+    case ROUTE_UPLOAD:
+        return serve_upload(hs, wsi, origin, body_length);
+    case ROUTE_FILE:
+        return serve_upload_file(hs, wsi, r.arg, origin);
+    case ROUTE_EXPORT:
+        return serve_export(hs, wsi, r.arg, origin);
+    case ROUTE_CLIENT_CONFIG:
+        return serve_client_config(hs, wsi, origin);
+    case ROUTE_PAGE:
+        return serve_page(hs, wsi, uri, origin);
+    case ROUTE_HEALTHZ:
+        return answer_json(wsi, HTTP_STATUS_OK, "{\"status\":\"ok\"}", origin);
+    case ROUTE_READYZ:
+        return serve_readyz(hs, wsi, origin);
+    case ROUTE_METRICS:
+        return serve_metrics(hs, wsi, origin);
+    case ROUTE_NONE:
+        break;
+    }
+    return -1; /* not reached: ROUTE_NONE is answered above */
 }
 
 /* ------------------------------------------------------------- callback */
 
-int http_configure(struct lws_context_creation_info *info, struct server *srv)
+int http_configure(struct lws_context_creation_info *info, struct http_state *hs)
 {
     (void)info;
-    const struct config *cfg = server_config(srv);
+    const struct config *cfg = hs->app->cfg;
     files_prepare_dir(cfg);
     char err[256];
-    struct web_site *web = &server_http(srv)->web;
+    struct web_site *web = &hs->web;
     if (web_site_init(web, cfg->web_dir, cfg->web_libs, err, sizeof(err)) != 0) {
         log_error("event=config_invalid reason=\"%s\"", err);
         return -1;
@@ -828,16 +680,15 @@ int http_configure(struct lws_context_creation_info *info, struct server *srv)
     return 0;
 }
 
-int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
-                  size_t len)
+int http_callback(struct http_state *hs, struct lws *wsi, enum lws_callback_reasons reason,
+                  void *user, void *in, size_t len)
 {
-    struct server *srv = lws_context_user(lws_get_context(wsi));
     struct http_txn *t = wsi != NULL ? txn_of(wsi) : NULL;
 
     switch (reason) {
     case LWS_CALLBACK_HTTP:
         txn_free(t); /* a keep-alive connection's previous request, if left */
-        return http_route(srv, wsi, in);
+        return http_route(hs, wsi, in);
 
     case LWS_CALLBACK_HTTP_BODY:
         if (t == NULL)
@@ -871,19 +722,19 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
                 struct upload_job *job = multipart_job(t->upload);
                 t->upload = NULL;
                 if (job == NULL)
-                    return respond_message(wsi, 500, "Out of memory", t->origin, 0);
-                upload_submit(server_app(srv), job, t->id); /* the worker's now */
+                    return answer_message(wsi, 500, "Out of memory", t->origin, 0);
+                upload_submit(hs->app, job, t->id); /* the worker's now */
                 lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, HTTP_WORKER_SECONDS);
                 return 0;
             }
-            char message[256], origin[HTTP_ORIGIN_MAX];
+            char message[256], origin[ANSWER_ORIGIN_MAX];
             snprintf(message, sizeof(message), "%s", multipart_message(t->upload));
             memcpy(origin, t->origin, sizeof(origin));
             /* Gone before the answer completes the transaction, so a next
              * request on this connection never meets it. */
             txn_free(t);
             log_info("event=upload_refused status=%u reason=\"%s\"", status, message);
-            return respond_message(wsi, status, message, origin, 0);
+            return answer_message(wsi, status, message, origin, 0);
         }
         return 0;
 
@@ -893,13 +744,13 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
         if (t == NULL || !t->ready)
             return 0;
         lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
-        char origin[HTTP_ORIGIN_MAX], *body = t->body;
+        char origin[ANSWER_ORIGIN_MAX], *body = t->body;
         size_t body_len = t->body_len;
         unsigned status = t->status;
         memcpy(origin, t->origin, sizeof(origin));
         t->body = NULL;
         txn_free(t); /* as above */
-        int rc = http_respond(wsi, status, HTTP_JSON, body, body_len, origin, 0);
+        int rc = answer(wsi, status, ANSWER_JSON, body, body_len, origin, 0);
         free(body);
         return rc;
     }

@@ -15,13 +15,16 @@
 
 #include "net/web.h"
 
+struct app;
+struct conns;
 struct export_job;
-struct server;
 struct http_txn;
 
 /* The HTTP transactions waiting for a worker (uploads, probes), per
  * server. Few wait at once, so a list is enough for the lookup by id. */
 struct http_state {
+    struct app *app;
+    const struct conns *conns; /* how many, and whether draining */
     struct http_txn *txns;
     uint64_t next_id;
     struct web_site web; /* the page at "/" (net/web.c) */
@@ -33,28 +36,22 @@ void http_state_clear(struct http_state *hs);
 /* Adds what the HTTP side needs to the context's creation info, prepares
  * PUBLIC_DIR and reads the page's settings. -1 when they are malformed
  * (logged): chatd then does not start. */
-int http_configure(struct lws_context_creation_info *info, struct server *srv);
+int http_configure(struct lws_context_creation_info *info, struct http_state *hs);
 
 /* The HTTP reasons of the server's one protocol callback. */
-int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
-                  size_t len);
+int http_callback(struct http_state *hs, struct lws *wsi, enum lws_callback_reasons reason,
+                  void *user, void *in, size_t len);
 
 /* The answer to HTTP transaction txn_id, posted by a worker: written when
  * the socket is writable, or dropped (body freed) when the transaction has
  * gone. Steals body. */
-void http_deliver(struct server *srv, uint64_t txn_id, unsigned status, char *body, size_t len);
+void http_deliver(struct http_state *hs, uint64_t txn_id, unsigned status, char *body, size_t len);
 
 /* A piece of export download txn_id (work/export.h), posted by a worker
  * with its job: written when the socket is writable, after which the job
  * goes back to a worker for the next piece; or dropped with the job when
  * the transaction has gone. Steals piece and job. */
-void http_deliver_export(struct server *srv, uint64_t txn_id, unsigned status, char *piece,
+void http_deliver_export(struct http_state *hs, uint64_t txn_id, unsigned status, char *piece,
                          size_t len, int last, struct export_job *job);
-
-/* Answers the request with status and {"message": message, "data": null}
- * and "connection: close". Returns 1, which is what
- * LWS_CALLBACK_HTTP_CONFIRM_UPGRADE wants after such an answer: the
- * refused WebSocket upgrades (401, 403, 404, 503) go out this way. */
-int http_refuse(struct lws *wsi, unsigned status, const char *message);
 
 #endif

@@ -23,7 +23,7 @@
 #include "net/peers.h"
 #include "wire/auth.h"
 #include "work/app.h"
-#include "work/chat.h"
+#include "work/turn.h"
 #include "work/outbox.h"
 
 /* What one request's headers may take, in all (see max_http_header_data). */
@@ -50,11 +50,6 @@ struct server {
 static volatile sig_atomic_t server_interrupted;
 static struct lws_context *server_signal_ctx;
 
-struct app *server_app(const struct server *srv) { return srv->app; }
-const struct config *server_config(const struct server *srv) { return srv->app->cfg; }
-struct http_state *server_http(struct server *srv) { return &srv->http; }
-int server_connections(const struct server *srv) { return srv->conns.n; }
-int server_draining(const struct server *srv) { return srv->conns.draining; }
 
 /* --------------------------------------------------------------- outbox */
 
@@ -68,12 +63,12 @@ static void server_drain(struct server *srv)
     while (p != NULL) {
         struct outbox_post *next = p->next;
         if (p->kind == OUTBOX_HTTP) {
-            http_deliver(srv, p->id, p->status, p->frame, p->len);
+            http_deliver(&srv->http, p->id, p->status, p->frame, p->len);
             p->frame = NULL;
         } else if (p->kind == OUTBOX_EXPORT) {
-            http_deliver_export(srv, p->id, p->status, p->frame, p->len, p->last, p->export);
+            http_deliver_export(&srv->http, p->id, p->status, p->frame, p->len, p->last, p->held);
             p->frame = NULL;
-            p->export = NULL;
+            p->held = NULL;
         } else {
             conn_apply(&srv->conns, p);
         }
@@ -142,7 +137,7 @@ static int server_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
         return 0;
 
     default:
-        return http_callback(wsi, reason, user, in, len);
+        return http_callback(&srv->http, wsi, reason, user, in, len);
     }
 }
 
@@ -185,14 +180,14 @@ static void server_tick(lws_sorted_usec_list_t *sul)
     time_t now = time(NULL);
 
     if (srv->phase == SERVER_DRAIN_TURNS &&
-        (chat_active_turns() == 0 || now >= srv->phase_deadline)) {
+        (turn_active() == 0 || now >= srv->phase_deadline)) {
         conn_close_all(&srv->conns, LWS_CLOSE_STATUS_GOINGAWAY);
         srv->phase = SERVER_DRAIN_CONNS;
         srv->phase_deadline = now + 3;
     }
     if (srv->phase == SERVER_DRAIN_CONNS && (srv->conns.n == 0 || now >= srv->phase_deadline)) {
         srv->phase = SERVER_STOPPED;
-        log_info("event=shutdown_done turns_left=%d conns_left=%d", chat_active_turns(),
+        log_info("event=shutdown_done turns_left=%d conns_left=%d", turn_active(),
                  srv->conns.n);
         lws_sul_schedule(srv->ctx, 0, &srv->keepalive, NULL, LWS_SET_TIMER_USEC_CANCEL);
         /* Workers must not wake a context that is going. */
@@ -222,7 +217,7 @@ static void server_begin_shutdown(struct server *srv)
     srv->conns.draining = 1;
     srv->phase = SERVER_DRAIN_TURNS;
     srv->phase_deadline = time(NULL) + srv->app->cfg->shutdown_grace_seconds;
-    log_info("event=shutting_down turns=%d conns=%d grace_s=%d", chat_active_turns(),
+    log_info("event=shutting_down turns=%d conns=%d grace_s=%d", turn_active(),
              srv->conns.n, srv->app->cfg->shutdown_grace_seconds);
     server_tick(&srv->tick);
 }
@@ -235,6 +230,8 @@ int server_run(struct app *app)
     if (srv == NULL)
         return 1;
     srv->app = app;
+    srv->http.app = app;
+    srv->http.conns = &srv->conns;
     srv->conns.app = app;
     if ((srv->conns.peers = peers_create()) == NULL)
         goto out;
@@ -267,7 +264,7 @@ int server_run(struct app *app)
      * the request unanswered: it has no way to send a 431. The buffer
      * lives only while a request's headers are parsed. */
     info.max_http_header_data = SERVER_HEADER_BYTES;
-    if (http_configure(&info, srv) != 0)
+    if (http_configure(&info, &srv->http) != 0)
         goto out;
 
     srv->ctx = lws_create_context(&info);

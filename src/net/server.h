@@ -8,22 +8,11 @@
 #define CHATD_SERVER_H
 
 struct app;
-struct config;
-struct http_state;
-struct server;
 
 /* Serves until SIGINT/SIGTERM, then drains (SHUTDOWN_GRACE_SECONDS) and
  * returns the exit status. Turns still running when it returns end
  * through the pool and the agent client, which the caller keeps until
- * chat_active_turns() is 0. */
+ * turn_active() is 0. */
 int server_run(struct app *app);
-
-/* Service thread only. */
-struct app *server_app(const struct server *srv);
-const struct config *server_config(const struct server *srv);
-struct http_state *server_http(struct server *srv);
-/* Open WebSocket connections; 1 while draining on SIGTERM. */
-int server_connections(const struct server *srv);
-int server_draining(const struct server *srv);
 
 #endif

@@ -437,8 +437,146 @@ static void overflow_field(const char *buf, int pos, char *out, size_t cap)
     out[n] = '\0';
 }
 
+/* ------------------------------------------------ the codes' data */
+
+int proto_data_user(json_t *data, const struct proto_limits *lim, struct proto_request *req,
+                    struct proto_error *err)
+{
+    (void)data, (void)lim, (void)req, (void)err;
+    return 0; /* user_id is all, and the envelope has read it */
+}
+
+int proto_data_session(json_t *data, const struct proto_limits *lim, struct proto_request *req,
+                       struct proto_error *err)
+{
+    (void)lim;
+    return get_uuid(data, "session_id", req->type, req->session_id, err);
+}
+
+int proto_data_list_sessions(json_t *data, const struct proto_limits *lim,
+                             struct proto_request *req, struct proto_error *err)
+{
+    (void)lim;
+    long long v;
+    /* Opt-in paging: without "limit" and "before", the whole list. */
+    json_t *jl = json_object_get(data, "limit"), *jb = json_object_get(data, "before");
+    req->paged = (jl != NULL && !json_is_null(jl)) || (jb != NULL && !json_is_null(jb));
+    if (!req->paged)
+        return 0;
+    if (get_opt_int(data, "limit", req->type, PROTO_PAGE_DEFAULT, 1, PROTO_PAGE_MAX, &v, err) !=
+        0)
+        return -1;
+    req->limit = (int)v;
+    if (get_opt_string(data, "before", req->type, "", &req->cursor, err) != 0)
+        return -1;
+    if (req->cursor[0] == '\0') {
+        req->cursor = NULL;
+        return 0;
+    }
+    /* The "next_before" of an earlier page: "<epoch us>:<uuid>". */
+    size_t n = strspn(req->cursor, "0123456789");
+    if (n == 0 || n > 18 || req->cursor[n] != ':' || !uuid_valid(req->cursor + n + 1))
+        return field_error(err, req->type, "before", "not a cursor from an earlier page");
+    return 0;
+}
+
+int proto_data_chat(json_t *data, const struct proto_limits *lim, struct proto_request *req,
+                    struct proto_error *err)
+{
+    return decode_chat(data, lim, req, err);
+}
+
+int proto_data_list_models(json_t *data, const struct proto_limits *lim,
+                           struct proto_request *req, struct proto_error *err)
+{
+    (void)lim;
+    /* Opt-in: "mine": true lists only the models the user may use. */
+    json_t *mine = json_object_get(data, "mine");
+    if (mine != NULL && !json_is_null(mine)) {
+        if (!json_is_boolean(mine))
+            return field_error(err, req->type, "mine", "expected true or false");
+        req->mine = json_is_true(mine);
+    }
+    return 0;
+}
+
+int proto_data_history(json_t *data, const struct proto_limits *lim, struct proto_request *req,
+                       struct proto_error *err)
+{
+    long long v;
+    if (proto_data_session(data, lim, req, err) != 0 ||
+        get_opt_int(data, "before", req->type, -1, 0, (long long)1 << 53, &v, err) != 0)
+        return -1;
+    req->before = v;
+    if (get_opt_int(data, "limit", req->type, PROTO_PAGE_DEFAULT, 1, PROTO_PAGE_MAX, &v, err) !=
+        0)
+        return -1;
+    req->limit = (int)v;
+    return 0;
+}
+
+int proto_data_rename(json_t *data, const struct proto_limits *lim, struct proto_request *req,
+                      struct proto_error *err)
+{
+    if (proto_data_session(data, lim, req, err) != 0)
+        return -1;
+    return decode_name(data, req, err);
+}
+
+int proto_data_search(json_t *data, const struct proto_limits *lim, struct proto_request *req,
+                      struct proto_error *err)
+{
+    (void)lim;
+    long long v;
+    if (get_string(data, "query", req->type, &req->query, err) != 0)
+        return -1;
+    if (req->query[strspn(req->query, " \t\r\n")] == '\0')
+        return field_error(err, req->type, "query", "must not be empty");
+    if (utf8_chars(req->query) > PROTO_QUERY_MAX_CHARS)
+        return field_error(err, req->type, "query", "longer than 500 characters");
+    if (get_opt_int(data, "limit", req->type, PROTO_SEARCH_DEFAULT, 1, PROTO_SEARCH_MAX, &v,
+                    err) != 0)
+        return -1;
+    req->limit = (int)v;
+    if (get_opt_int(data, "offset", req->type, 0, 0, PROTO_OFFSET_MAX, &v, err) != 0)
+        return -1;
+    req->offset = (int)v;
+    return 0;
+}
+
+int proto_data_feedback(json_t *data, const struct proto_limits *lim, struct proto_request *req,
+                        struct proto_error *err)
+{
+    if (proto_data_session(data, lim, req, err) != 0)
+        return -1;
+    return decode_feedback(data, req, err);
+}
+
+int proto_data_usage(json_t *data, const struct proto_limits *lim, struct proto_request *req,
+                     struct proto_error *err)
+{
+    (void)lim;
+    if (decode_time(data, "since", req->type, &req->since_us, err) != 0 ||
+        decode_time(data, "until", req->type, &req->until_us, err) != 0)
+        return -1;
+    if (req->since_us >= 0 && req->until_us >= 0 && req->until_us < req->since_us)
+        return field_error(err, req->type, "until", "before 'since'");
+    return 0;
+}
+
+int proto_data_resume(json_t *data, const struct proto_limits *lim, struct proto_request *req,
+                      struct proto_error *err)
+{
+    long long v;
+    if (proto_data_session(data, lim, req, err) != 0 ||
+        get_opt_int(data, "after", req->type, -1, -1, (long long)1 << 53, &v, err) != 0)
+        return -1;
+    req->after = v;
+    return 0;
+}
+
 int proto_decode(const char *buf, size_t len, const struct proto_limits *lim,
-                 struct proto_request *req, struct proto_error *err)
+                 proto_find_fn find, struct proto_request *req, struct proto_error *err)
 {
     memset(req, 0, sizeof(*req));
     req->model_id = -1;
@@ -481,24 +619,8 @@ int proto_decode(const char *buf, size_t len, const struct proto_limits *lim,
         goto fail;
     }
     json_int_t t = json_integer_value(type);
-    switch (t) {
-    case PROTO_USER_DETAILS:
-    case PROTO_LIST_SESSIONS:
-    case PROTO_CHATS:
-    case PROTO_CHAT:
-    case PROTO_DELETE_SESSION:
-    case PROTO_LIST_MODELS:
-    case PROTO_BALANCE:
-    case PROTO_STOP:
-    case PROTO_HISTORY:
-    case PROTO_RENAME:
-    case PROTO_SEARCH:
-    case PROTO_FEEDBACK:
-    case PROTO_USAGE:
-    case PROTO_SUBSCRIBE:
-    case PROTO_RESUME:
-        break;
-    default:
+    proto_data_fn decode = t >= 0 && t <= 1000 ? find((int)t) : NULL;
+    if (decode == NULL) {
         /* Echo the type only when it fits an int; anything else is noise. */
         proto_error_set(err, (t >= -1000000 && t <= 1000000) ? (int)t : -1,
                         PERR_UNKNOWN_MESSAGE);
@@ -511,119 +633,10 @@ int proto_decode(const char *buf, size_t len, const struct proto_limits *lim,
         field_error(err, req->type, "data", data == NULL ? "missing" : "expected an object");
         goto fail;
     }
-
-    if (get_uuid(data, "user_id", req->type, req->user_id, err) != 0)
+    /* Every request names its user first. */
+    if (get_uuid(data, "user_id", req->type, req->user_id, err) != 0 ||
+        decode(data, lim, req, err) != 0)
         goto fail;
-
-    switch (req->type) {
-    case PROTO_CHATS:
-    case PROTO_DELETE_SESSION:
-    case PROTO_STOP:
-    case PROTO_HISTORY:
-    case PROTO_RENAME:
-    case PROTO_FEEDBACK:
-    case PROTO_RESUME:
-        if (get_uuid(data, "session_id", req->type, req->session_id, err) != 0)
-            goto fail;
-        break;
-    case PROTO_CHAT:
-        if (decode_chat(data, lim, req, err) != 0)
-            goto fail;
-        break;
-    default:
-        break;
-    }
-    long long v;
-    switch (req->type) {
-    case PROTO_LIST_MODELS: {
-        /* Opt-in: "mine": true lists only the models the user may use. */
-        json_t *mine = json_object_get(data, "mine");
-        if (mine != NULL && !json_is_null(mine)) {
-            if (!json_is_boolean(mine)) {
-                field_error(err, req->type, "mine", "expected true or false");
-                goto fail;
-            }
-            req->mine = json_is_true(mine);
-        }
-        break;
-    }
-    case PROTO_LIST_SESSIONS: {
-        /* Opt-in paging: without "limit" and "before", the whole list. */
-        json_t *jl = json_object_get(data, "limit"), *jb = json_object_get(data, "before");
-        req->paged = (jl != NULL && !json_is_null(jl)) || (jb != NULL && !json_is_null(jb));
-        if (!req->paged)
-            break;
-        if (get_opt_int(data, "limit", req->type, PROTO_PAGE_DEFAULT, 1, PROTO_PAGE_MAX, &v,
-                        err) != 0)
-            goto fail;
-        req->limit = (int)v;
-        if (get_opt_string(data, "before", req->type, "", &req->cursor, err) != 0)
-            goto fail;
-        if (req->cursor[0] == '\0') {
-            req->cursor = NULL;
-            break;
-        }
-        /* The "next_before" of an earlier page: "<epoch us>:<uuid>". */
-        size_t n = strspn(req->cursor, "0123456789");
-        if (n == 0 || n > 18 || req->cursor[n] != ':' || !uuid_valid(req->cursor + n + 1)) {
-            field_error(err, req->type, "before", "not a cursor from an earlier page");
-            goto fail;
-        }
-        break;
-    }
-    case PROTO_HISTORY:
-        if (get_opt_int(data, "before", req->type, -1, 0, (long long)1 << 53, &v, err) != 0)
-            goto fail;
-        req->before = v;
-        if (get_opt_int(data, "limit", req->type, PROTO_PAGE_DEFAULT, 1, PROTO_PAGE_MAX, &v,
-                        err) != 0)
-            goto fail;
-        req->limit = (int)v;
-        break;
-    case PROTO_RENAME:
-        if (decode_name(data, req, err) != 0)
-            goto fail;
-        break;
-    case PROTO_SEARCH:
-        if (get_string(data, "query", req->type, &req->query, err) != 0)
-            goto fail;
-        if (req->query[strspn(req->query, " \t\r\n")] == '\0') {
-            field_error(err, req->type, "query", "must not be empty");
-            goto fail;
-        }
-        if (utf8_chars(req->query) > PROTO_QUERY_MAX_CHARS) {
-            field_error(err, req->type, "query", "longer than 500 characters");
-            goto fail;
-        }
-        if (get_opt_int(data, "limit", req->type, PROTO_SEARCH_DEFAULT, 1, PROTO_SEARCH_MAX, &v,
-                        err) != 0)
-            goto fail;
-        req->limit = (int)v;
-        if (get_opt_int(data, "offset", req->type, 0, 0, PROTO_OFFSET_MAX, &v, err) != 0)
-            goto fail;
-        req->offset = (int)v;
-        break;
-    case PROTO_FEEDBACK:
-        if (decode_feedback(data, req, err) != 0)
-            goto fail;
-        break;
-    case PROTO_RESUME:
-        if (get_opt_int(data, "after", req->type, -1, -1, (long long)1 << 53, &v, err) != 0)
-            goto fail;
-        req->after = v;
-        break;
-    case PROTO_USAGE:
-        if (decode_time(data, "since", req->type, &req->since_us, err) != 0 ||
-            decode_time(data, "until", req->type, &req->until_us, err) != 0)
-            goto fail;
-        if (req->since_us >= 0 && req->until_us >= 0 && req->until_us < req->since_us) {
-            field_error(err, req->type, "until", "before 'since'");
-            goto fail;
-        }
-        break;
-    default:
-        break;
-    }
     req->root = root;
     return 0;
 

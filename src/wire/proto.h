@@ -123,10 +123,45 @@ struct proto_error {
     char detail[256];
 };
 
-/* Decodes and validates one text frame. Returns 0 and fills req, or -1 and
- * fills err (req then owns nothing). */
+/* Decodes and validates the "data" of one code beyond its user_id, which
+ * every request has: 0, or -1 with err filled. */
+typedef int (*proto_data_fn)(json_t *data, const struct proto_limits *lim,
+                             struct proto_request *req, struct proto_error *err);
+
+/* The decoder of a code a client may send, or NULL for any other: the
+ * dispatch table (work/dispatch.c) answers it, so that the codes decoded
+ * are exactly the codes handled. */
+typedef proto_data_fn (*proto_find_fn)(int type);
+
+/* Decodes and validates one text frame: the envelope, its type (known to
+ * find), user_id, then the code's own fields. Returns 0 and fills req, or
+ * -1 and fills err (req then owns nothing). */
 int proto_decode(const char *buf, size_t len, const struct proto_limits *lim,
-                 struct proto_request *req, struct proto_error *err);
+                 proto_find_fn find, struct proto_request *req, struct proto_error *err);
+
+/* The codes' decoders, for the rows of the dispatch table. */
+int proto_data_user(json_t *data, const struct proto_limits *lim, struct proto_request *req,
+                    struct proto_error *err); /* nothing but user_id: 0, 6, 14 */
+int proto_data_session(json_t *data, const struct proto_limits *lim, struct proto_request *req,
+                       struct proto_error *err); /* and session_id: 2, 4, 8 */
+int proto_data_list_sessions(json_t *data, const struct proto_limits *lim,
+                             struct proto_request *req, struct proto_error *err); /* 1 */
+int proto_data_chat(json_t *data, const struct proto_limits *lim, struct proto_request *req,
+                    struct proto_error *err); /* 3 */
+int proto_data_list_models(json_t *data, const struct proto_limits *lim,
+                           struct proto_request *req, struct proto_error *err); /* 5 */
+int proto_data_history(json_t *data, const struct proto_limits *lim, struct proto_request *req,
+                       struct proto_error *err); /* 9 */
+int proto_data_rename(json_t *data, const struct proto_limits *lim, struct proto_request *req,
+                      struct proto_error *err); /* 10 */
+int proto_data_search(json_t *data, const struct proto_limits *lim, struct proto_request *req,
+                      struct proto_error *err); /* 11 */
+int proto_data_feedback(json_t *data, const struct proto_limits *lim, struct proto_request *req,
+                        struct proto_error *err); /* 12 */
+int proto_data_usage(json_t *data, const struct proto_limits *lim, struct proto_request *req,
+                     struct proto_error *err); /* 13 */
+int proto_data_resume(json_t *data, const struct proto_limits *lim, struct proto_request *req,
+                      struct proto_error *err); /* 16 */
 
 void proto_request_free(struct proto_request *req);
 

@@ -17,6 +17,7 @@ struct lease;
 struct live;
 struct outbox;
 struct pool;
+struct slots;
 
 struct app {
     const struct config *cfg;
@@ -28,6 +29,7 @@ struct app {
     struct lease *lease;  /* the turn leases this process holds */
     struct live *live;    /* events and turn frames across chatd instances */
     struct outbox *outbox; /* answers and frames to the service thread */
+    struct slots *slots;   /* each session's turn order here (work/slots.h) */
 };
 
 #endif

@@ -18,8 +18,8 @@
 #include "store/live.h"
 #include "wire/proto.h"
 #include "work/app.h"
-#include "work/chat.h"
-#include "work/dispatch.h"
+#include "work/slots.h"
+#include "work/request.h"
 #include "work/outbox.h"
 #include "work/pool.h"
 
@@ -174,7 +174,7 @@ void events_on_message(void *arg, const char *user_id, const char *msg, size_t l
         return;
     }
     case 'S':
-        if (chat_stop_session(user_id, session, turn))
+        if (slots_stop(app->slots, user_id, session, turn))
             log_info("event=turn_stop_heard session=%s turn=%s", session, turn);
         return;
     default:
@@ -725,7 +725,7 @@ void events_stop(struct worker *w, struct work_request *r)
         reply_error(r, st == DB_ERROR ? PERR_INTERNAL : PERR_NO_TURN, NULL);
         return;
     }
-    if (!chat_stop_session(q->user_id, q->session_id, turn)) {
+    if (!slots_stop(r->app->slots, q->user_id, q->session_id, turn)) {
         char msg[128];
         int n = snprintf(msg, sizeof(msg), "S%s%s", q->session_id, turn);
         publish(r->app, q->user_id, msg, (size_t)n);

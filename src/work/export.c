@@ -11,7 +11,7 @@
 #include "store/db.h"
 #include "wire/proto.h"
 #include "work/app.h"
-#include "work/chat.h"
+#include "work/links.h"
 #include "work/outbox.h"
 #include "work/pool.h"
 
@@ -330,7 +330,7 @@ static int put_page(struct worker *w, struct export_job *j, struct export_buf *b
     free(text);
     int rc = json_is_array(msgs) ? 0 : -1;
     if (rc == 0 && j->format != EXPORT_JSONL)
-        rc = chat_link_files(j->app->cfg, msgs, "url", chat_file_url);
+        rc = links_apply(j->app->cfg, msgs, "url", links_file_url);
     size_t i;
     json_t *m;
     json_array_foreach(msgs, i, m)
@@ -411,7 +411,7 @@ static void export_run(struct worker *w, struct pool_job *job)
             b.p = proto_encode_http(st == DB_NOT_FOUND ? "Not Found" : "Internal Server Error",
                                     NULL, &b.len);
             j->started = 1;
-            outbox_export(j->app->outbox, j->txn, status, b.p, b.len, 1, j);
+            outbox_export(j->app->outbox, j->txn, status, b.p, b.len, 1, j, export_release);
             return;
         }
         j->started = 1;
@@ -453,10 +453,10 @@ static void export_run(struct worker *w, struct pool_job *job)
         log_warn("event=export_failed user=%s session=%s", j->user_id,
                  j->session_id[0] ? j->session_id : "all");
         free(b.p);
-        outbox_export(j->app->outbox, j->txn, 500, NULL, 0, 1, j);
+        outbox_export(j->app->outbox, j->txn, 500, NULL, 0, 1, j, export_release);
         return;
     }
-    outbox_export(j->app->outbox, j->txn, status, b.p, b.len, last, j);
+    outbox_export(j->app->outbox, j->txn, status, b.p, b.len, last, j, export_release);
 }
 
 int export_start(struct app *app, uint64_t txn, const char *user_id, const char *session_id,
@@ -478,6 +478,8 @@ int export_start(struct app *app, uint64_t txn, const char *user_id, const char 
 }
 
 void export_next(struct export_job *j) { pool_submit(j->app->pool, &j->job); }
+
+void export_release(void *job) { export_free(job); }
 
 void export_free(struct export_job *j)
 {

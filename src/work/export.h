@@ -44,6 +44,8 @@ void export_next(struct export_job *j);
 
 /* NULL is fine. */
 void export_free(struct export_job *j);
+/* export_free for a job held without its type (work/outbox.h). */
+void export_release(void *job);
 
 /* The download's Content-Type and a file name that needs no quoting
  * (letters, digits, '-', '_', '.'): set once the first piece is posted. */

@@ -24,7 +24,7 @@
 #include "wire/proto.h"
 #include "work/app.h"
 #include "work/events.h"
-#include "work/chat.h"
+#include "work/links.h"
 #include "work/outbox.h"
 
 static void reply(struct work_request *r, json_t *data)
@@ -226,7 +226,7 @@ void handlers_chats(struct worker *w, struct work_request *r)
         return;
     }
     if (auth_required(cfg)) { /* file entries become signed references */
-        char *signed_chat = chat_sign_files(cfg, chat);
+        char *signed_chat = links_sign_chat(cfg, chat);
         free(chat);
         if ((chat = signed_chat) == NULL) {
             reply_error(r, PERR_INTERNAL);

@@ -4,7 +4,7 @@
 #ifndef CHATD_HANDLERS_H
 #define CHATD_HANDLERS_H
 
-#include "work/dispatch.h"
+#include "work/request.h"
 
 void handlers_user_details(struct worker *w, struct work_request *r);  /* 0 */
 void handlers_list_sessions(struct worker *w, struct work_request *r); /* 1 */

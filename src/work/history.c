@@ -16,7 +16,7 @@
 #include "store/db.h"
 #include "wire/proto.h"
 #include "work/app.h"
-#include "work/chat.h"
+#include "work/links.h"
 #include "work/events.h"
 #include "work/outbox.h"
 
@@ -43,7 +43,7 @@ void history_page(struct worker *w, struct work_request *r)
     json_t *msgs = json_loads(page.messages_json, 0, NULL);
     /* File entries get "url" (signed with AUTH_MODE=jwt) beside the bare
      * stored name in "content". */
-    if (!json_is_array(msgs) || chat_link_files(r->app->cfg, msgs, "url", chat_file_url) != 0) {
+    if (!json_is_array(msgs) || links_apply(r->app->cfg, msgs, "url", links_file_url) != 0) {
         json_decref(msgs);
         db_page_free(&page);
         reply_error(r, PERR_INTERNAL, NULL);

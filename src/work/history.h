@@ -4,7 +4,7 @@
 #ifndef CHATD_HISTORY_H
 #define CHATD_HISTORY_H
 
-#include "work/dispatch.h"
+#include "work/request.h"
 
 void history_page(struct worker *w, struct work_request *r);     /* 9 */
 void history_rename(struct worker *w, struct work_request *r);   /* 10 */

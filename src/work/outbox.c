@@ -8,8 +8,6 @@
 
 #include "lib/log.h"
 #include "wire/proto.h"
-#include "work/chat.h"
-#include "work/export.h"
 
 struct outbox {
     pthread_mutex_t mu; /* guards the list and wake */
@@ -32,9 +30,8 @@ void outbox_post_free(struct outbox_post *p)
     if (p == NULL)
         return;
     free(p->frame);
-    if (p->turn != NULL)
-        chat_turn_unref(p->turn);
-    export_free(p->export);
+    if (p->held != NULL)
+        p->release(p->held);
     for (size_t i = 0; i < p->nframes; i++)
         free(p->frames[i]);
     free(p->frames);
@@ -147,25 +144,27 @@ void outbox_reply_error(struct outbox *ob, uint64_t conn, int type, int code, co
     post_reply_frame(ob, conn, frame, len, 1);
 }
 
-static void post_turn(struct outbox *ob, enum outbox_kind kind, uint64_t conn,
-                      struct chat_turn *turn)
+static void post_held(struct outbox *ob, enum outbox_kind kind, uint64_t conn, void *held,
+                      outbox_release_fn release)
 {
     struct outbox_post *p = post_new(kind, conn, NULL, 0);
-    if (p == NULL)
+    if (p == NULL) {
+        release(held);
         return;
-    chat_turn_ref(turn);
-    p->turn = turn;
+    }
+    p->held = held;
+    p->release = release;
     enqueue(ob, p);
 }
 
-void outbox_detach(struct outbox *ob, uint64_t conn, struct chat_turn *turn)
+void outbox_detach(struct outbox *ob, uint64_t conn, void *turn, outbox_release_fn release)
 {
-    post_turn(ob, OUTBOX_DETACH, conn, turn);
+    post_held(ob, OUTBOX_DETACH, conn, turn, release);
 }
 
-void outbox_turn_done(struct outbox *ob, uint64_t conn, struct chat_turn *turn)
+void outbox_turn_done(struct outbox *ob, uint64_t conn, void *turn, outbox_release_fn release)
 {
-    post_turn(ob, OUTBOX_TURN_DONE, conn, turn);
+    post_held(ob, OUTBOX_TURN_DONE, conn, turn, release);
 }
 
 void outbox_push(struct outbox *ob, uint64_t conn, char *frame, size_t len)
@@ -183,16 +182,17 @@ void outbox_http(struct outbox *ob, uint64_t txn, unsigned status, char *body, s
 }
 
 void outbox_export(struct outbox *ob, uint64_t txn, unsigned status, char *piece, size_t len,
-                   int last, struct export_job *job)
+                   int last, void *job, outbox_release_fn release)
 {
     struct outbox_post *p = post_new(OUTBOX_EXPORT, txn, piece, len);
     if (p == NULL) { /* the transaction times out */
-        export_free(job);
+        release(job);
         return;
     }
     p->status = status;
     p->last = last;
-    p->export = job;
+    p->held = job;
+    p->release = release;
     enqueue(ob, p);
 }
 

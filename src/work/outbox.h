@@ -16,9 +16,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct chat_turn;
-struct export_job;
 struct outbox;
+
+/* What a post may hold besides its frame: a turn (a reference) or an
+ * export job, freed with the post unless the transport takes it. The
+ * outbox knows neither: it only calls release. */
+typedef void (*outbox_release_fn)(void *held);
 
 enum outbox_kind {
     OUTBOX_REPLY,     /* the answer to the request the connection has with a worker */
@@ -38,10 +41,13 @@ struct outbox_post {
     uint64_t id;      /* the connection's; OUTBOX_HTTP: the transaction's */
     char *frame;      /* malloc'd; OUTBOX_HTTP: the body */
     size_t len;
-    struct chat_turn *turn; /* DETACH, TURN_DONE: a reference this post holds */
+    /* DETACH, TURN_DONE: a reference to the turn (struct turn,
+     * work/turn.h); EXPORT: the job (struct export_job, work/export.h).
+     * The post owns it: a taker sets held NULL. */
+    void *held;
+    outbox_release_fn release;
     int failed;       /* REPLY: an error frame (for metrics) */
     unsigned status;  /* HTTP, EXPORT */
-    struct export_job *export; /* EXPORT: the job, which this post owns */
     int last;         /* EXPORT: the download ends with this piece; RESUME: the turn has ended */
 
     /* LIVE, SUBSCRIBE, RESUME */
@@ -67,7 +73,7 @@ void outbox_destroy(struct outbox *ob);
 void outbox_set_wake(struct outbox *ob, void (*wake)(void *arg), void *arg);
 
 /* Every post so far, oldest first; the caller frees each with
- * outbox_post_free after applying it (it may steal frame and turn, setting
+ * outbox_post_free after applying it (it may steal frame and held, setting
  * them NULL). */
 struct outbox_post *outbox_take(struct outbox *ob);
 void outbox_post_free(struct outbox_post *p);
@@ -80,12 +86,14 @@ void outbox_reply(struct outbox *ob, uint64_t conn, int type, json_t *data);
 void outbox_reply_text(struct outbox *ob, uint64_t conn, int type, const char *data_json);
 /* An error frame as that reply; text NULL: the code's standard text. */
 void outbox_reply_error(struct outbox *ob, uint64_t conn, int type, int code, const char *text);
-/* Takes a reference on turn for the connection. */
-void outbox_detach(struct outbox *ob, uint64_t conn, struct chat_turn *turn);
+/* Hands the connection a reference to its turn, which the caller took
+ * (release lets go of it if nobody takes it). */
+void outbox_detach(struct outbox *ob, uint64_t conn, void *turn, outbox_release_fn release);
 /* Steals frame. */
 void outbox_push(struct outbox *ob, uint64_t conn, char *frame, size_t len);
-/* Takes a reference on turn until the connection has let go of it. */
-void outbox_turn_done(struct outbox *ob, uint64_t conn, struct chat_turn *turn);
+/* The turn ended: the connection lets go of it. Steals a reference, as
+ * outbox_detach. */
+void outbox_turn_done(struct outbox *ob, uint64_t conn, void *turn, outbox_release_fn release);
 /* Steals body. */
 void outbox_http(struct outbox *ob, uint64_t txn, unsigned status, char *body, size_t len);
 /* A message from the live bus for the connections of user (steals frame);
@@ -102,8 +110,8 @@ void outbox_subscribed(struct outbox *ob, uint64_t conn, const char *user, int o
 void outbox_resumed(struct outbox *ob, uint64_t conn, const char *user, const char *session,
                     const char *turn, char *frame, size_t len, char **frames, size_t *lens,
                     size_t n, long long last_index, int active, int refill);
-/* Steals piece and job (work/export.h). */
+/* Steals piece and job (work/export.h), which release frees. */
 void outbox_export(struct outbox *ob, uint64_t txn, unsigned status, char *piece, size_t len,
-                   int last, struct export_job *job);
+                   int last, void *job, outbox_release_fn release);
 
 #endif

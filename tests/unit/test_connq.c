@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "net/connq.h"
-#include "work/dispatch.h"
+#include "work/request.h"
 
 #define PRE 16
 

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "wire/proto.h"
+#include "work/dispatch.h"
 
 #define UID "bdff475a-a7f7-4590-9595-15fd8e6c7d0c"
 #define SID "0e7c1f0a-1111-4222-8333-444455556666"
@@ -16,7 +17,7 @@ static const struct proto_limits lim = {.max_chat_message_bytes = 32};
 
 static int decode(const char *frame, struct proto_request *req, struct proto_error *err)
 {
-    return proto_decode(frame, strlen(frame), &lim, req, err);
+    return proto_decode(frame, strlen(frame), &lim, dispatch_decoder, req, err);
 }
 
 static void expect_error(const char *frame, int code, const char *text_part)
@@ -325,7 +326,7 @@ static void test_parse_error_with_invalid_utf8_still_encodes(void **state)
     const char frame[] = "{\"type\":3,\"data\":{\"message\":\"\\u4\xd2\x9a\xc6\xdd\"}}";
     struct proto_request req;
     struct proto_error err;
-    assert_int_equal(proto_decode(frame, sizeof(frame) - 1, &lim, &req, &err), -1);
+    assert_int_equal(proto_decode(frame, sizeof(frame) - 1, &lim, dispatch_decoder, &req, &err), -1);
     assert_int_equal(err.code, PERR_JSON_PARSE);
     size_t len;
     char *s = proto_encode_error(&err, &len);
@@ -354,7 +355,7 @@ static void test_deep_nesting_is_refused(void **state)
     frame[depth * 2] = '\0';
     struct proto_request req;
     struct proto_error err;
-    assert_int_equal(proto_decode(frame, depth * 2, &lim, &req, &err), -1);
+    assert_int_equal(proto_decode(frame, depth * 2, &lim, dispatch_decoder, &req, &err), -1);
     assert_int_equal(err.code, PERR_JSON_PARSE);
     free(frame);
 }

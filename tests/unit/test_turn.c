@@ -8,7 +8,7 @@
 #include <cmocka.h>
 
 #include "agent/agent.h"
-#include "work/chat.h"
+#include "work/turn.h"
 
 #define FAILED_STATUS 14 /* UNAVAILABLE: the agent is down */
 
@@ -16,33 +16,33 @@ static void test_who_may_stop_when(void **state)
 {
     (void)state;
     /* the user's stop: only while the agent is still answering */
-    assert_true(chat_stop_takes(0, 1));
-    assert_false(chat_stop_takes(1, 1)); /* too late: error 23, the reply is stored */
+    assert_true(turn_stop_takes(0, 1));
+    assert_false(turn_stop_takes(1, 1)); /* too late: error 23, the reply is stored */
     /* a dropped connection cancels at any time */
-    assert_true(chat_stop_takes(0, 0));
-    assert_true(chat_stop_takes(1, 0));
+    assert_true(turn_stop_takes(0, 0));
+    assert_true(turn_stop_takes(1, 0));
 }
 
 static void test_how_a_turn_ends(void **state)
 {
     (void)state;
     /* start -> deltas -> done */
-    assert_int_equal(chat_end_of(0, 0, AGENT_OK), CHAT_END_STORED);
+    assert_int_equal(turn_end_of(0, 0, AGENT_OK), TURN_END_STORED);
     /* start -> deltas -> stop (code 8) -> the call ends cancelled */
-    assert_int_equal(chat_end_of(1, 1, AGENT_CANCELLED), CHAT_END_STOPPED_ESTIMATE);
+    assert_int_equal(turn_end_of(1, 1, AGENT_CANCELLED), TURN_END_STOPPED_ESTIMATE);
     /* the stop crossed the agent's last message: still stored as stopped,
      * since the user was told so, at the agent's own cost */
-    assert_int_equal(chat_end_of(1, 1, AGENT_OK), CHAT_END_STOPPED);
+    assert_int_equal(turn_end_of(1, 1, AGENT_OK), TURN_END_STOPPED);
     /* the connection went (cancel, not a stop): nothing stored */
-    assert_int_equal(chat_end_of(1, 0, AGENT_CANCELLED), CHAT_END_DROPPED);
+    assert_int_equal(turn_end_of(1, 0, AGENT_CANCELLED), TURN_END_DROPPED);
     /* ...but a reply the agent had finished before the cancel is kept */
-    assert_int_equal(chat_end_of(1, 0, AGENT_OK), CHAT_END_STORED);
+    assert_int_equal(turn_end_of(1, 0, AGENT_OK), TURN_END_STORED);
     /* the agent failed: nothing stored, whether or not anyone cancelled */
-    assert_int_equal(chat_end_of(0, 0, FAILED_STATUS), CHAT_END_FAILED);
-    assert_int_equal(chat_end_of(1, 1, FAILED_STATUS), CHAT_END_FAILED);
-    assert_int_equal(chat_end_of(0, 0, AGENT_UNIMPLEMENTED), CHAT_END_FAILED);
+    assert_int_equal(turn_end_of(0, 0, FAILED_STATUS), TURN_END_FAILED);
+    assert_int_equal(turn_end_of(1, 1, FAILED_STATUS), TURN_END_FAILED);
+    assert_int_equal(turn_end_of(0, 0, AGENT_UNIMPLEMENTED), TURN_END_FAILED);
     /* a call that reads cancelled though nobody cancelled it is a failure */
-    assert_int_equal(chat_end_of(0, 0, AGENT_CANCELLED), CHAT_END_FAILED);
+    assert_int_equal(turn_end_of(0, 0, AGENT_CANCELLED), TURN_END_FAILED);
 }
 
 int main(void)

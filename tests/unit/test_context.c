@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "lib/uuid.h"
-#include "work/chat.h"
+#include "work/context.h"
 
 static json_t *history_of(int n, size_t bytes_each)
 {
@@ -26,18 +26,18 @@ static json_t *history_of(int n, size_t bytes_each)
 static void test_estimate(void **state)
 {
     (void)state;
-    assert_int_equal(chat_estimate_tokens(0), 0);
-    assert_int_equal(chat_estimate_tokens(1), 1);
-    assert_int_equal(chat_estimate_tokens(3), 1);
-    assert_int_equal(chat_estimate_tokens(4), 2);
-    assert_int_equal(chat_estimate_tokens(3000), 1000);
+    assert_int_equal(context_estimate_tokens(0), 0);
+    assert_int_equal(context_estimate_tokens(1), 1);
+    assert_int_equal(context_estimate_tokens(3), 1);
+    assert_int_equal(context_estimate_tokens(4), 2);
+    assert_int_equal(context_estimate_tokens(3000), 1000);
 }
 
 static void test_trim_keeps_all_when_it_fits(void **state)
 {
     (void)state;
     json_t *h = history_of(10, 100);
-    assert_int_equal(chat_trim_history(h, 300, 128000), 0);
+    assert_int_equal(context_trim(h, 300, 128000), 0);
     assert_int_equal(json_array_size(h), 10);
     json_decref(h);
 }
@@ -47,7 +47,7 @@ static void test_trim_drops_oldest_first(void **state)
     (void)state;
     json_t *h = history_of(10, 270); /* (270 + 32) bytes ~ 101 tokens each */
     /* 300 fixed bytes = 100 tokens; budget 500 leaves room for 3 entries */
-    size_t dropped = chat_trim_history(h, 300, 500);
+    size_t dropped = context_trim(h, 300, 500);
     assert_int_equal(dropped, 7);
     assert_int_equal(json_array_size(h), 3);
     /* the newest three remain, in order: entries 7, 8, 9 start h, i, j */
@@ -60,7 +60,7 @@ static void test_trim_to_nothing(void **state)
 {
     (void)state;
     json_t *h = history_of(4, 100);
-    assert_int_equal(chat_trim_history(h, 100000, 4096), 4);
+    assert_int_equal(context_trim(h, 100000, 4096), 4);
     assert_int_equal(json_array_size(h), 0);
     json_decref(h);
 }
