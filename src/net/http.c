@@ -19,7 +19,7 @@
  * /upload need blocking work, which the service thread never does: they
  * become a transaction (struct http_txn) named by a 64-bit id that is never
  * reused; a worker does the work and posts the answer to the outbox
- * (outbox_http); http_deliver() looks the id up (an answer for a
+ * (outbox_http); txn_deliver() (net/txn.c) looks the id up (an answer for a
  * closed connection finds nothing and is dropped, never written to freed
  * memory) and the answer is written from LWS_CALLBACK_HTTP_WRITEABLE.
  *
@@ -42,6 +42,7 @@
 #include "net/bearer.h"
 #include "net/multipart.h"
 #include "net/route.h"
+#include "net/txn.h"
 #include "net/conn.h"
 #include "net/urlarg.h"
 #include "store/files.h"
@@ -53,158 +54,9 @@
 #include "work/ready.h"
 #include "work/upload.h"
 
-/* After an early refusal (413 at the first byte too many) the client may
- * still be sending. Closing at once, with its bytes unread, would make the
- * kernel answer with a reset that can destroy our reply on its way, so we
- * read and drop a bounded amount, for a bounded time, before closing. */
-#define HTTP_LINGER_BYTES (1024 * 1024)
-#define HTTP_LINGER_SECONDS 2
 /* How long a transaction may wait for its worker (PostgreSQL connects
  * time out after 5 s, the agent probe after 1 s). */
 #define HTTP_WORKER_SECONDS 60
-
-struct http_txn {
-    struct http_state *hs;
-    struct http_txn *prev, *next; /* hs->txns */
-    uint64_t id;
-    struct lws *wsi;
-    char origin[ANSWER_ORIGIN_MAX]; /* Access-Control-Allow-Origin, "" for none */
-    struct multipart *upload;     /* while its body arrives */
-    unsigned long long body_declared, body_got; /* Content-Length, and what came */
-    int refused;                  /* answered early: drop the rest, then close */
-    size_t dropped;
-    lws_sorted_usec_list_t linger; /* closes a refused one after HTTP_LINGER_SECONDS */
-    int ready; /* a worker's answer is here */
-    unsigned status;
-    char *body;
-    size_t body_len;
-    /* exports: the job while the transport holds it (a piece waits to be
-     * written), the headers once sent, and how it ends */
-    int exporting;
-    struct export_job *export;
-    int export_sent_headers, export_last, export_over;
-};
-
-
-/* --------------------------------------------------------- transactions */
-
-static struct http_txn *txn_of(struct lws *wsi) { return lws_get_opaque_user_data(wsi); }
-
-static struct http_txn *txn_new(struct http_state *hs, struct lws *wsi, const char *origin)
-{
-    struct http_txn *t = calloc(1, sizeof(*t));
-    if (t == NULL)
-        return NULL;
-    t->hs = hs;
-    t->id = ++hs->next_id;
-    t->wsi = wsi;
-    snprintf(t->origin, sizeof(t->origin), "%s", origin);
-    t->next = hs->txns;
-    if (hs->txns != NULL)
-        hs->txns->prev = t;
-    hs->txns = t;
-    lws_set_opaque_user_data(wsi, t);
-    return t;
-}
-
-static void txn_free(struct http_txn *t)
-{
-    if (t == NULL)
-        return;
-    if (t->prev != NULL)
-        t->prev->next = t->next;
-    else
-        t->hs->txns = t->next;
-    if (t->next != NULL)
-        t->next->prev = t->prev;
-    lws_set_opaque_user_data(t->wsi, NULL);
-    lws_sul_schedule(lws_get_context(t->wsi), 0, &t->linger, NULL, LWS_SET_TIMER_USEC_CANCEL);
-    if (t->upload != NULL)
-        multipart_free(t->upload); /* cut off mid-body: no file stays */
-    export_free(t->export);
-    free(t->body);
-    free(t);
-}
-
-void http_state_clear(struct http_state *hs)
-{
-    /* lws has closed every connection by now, and each close freed its
-     * transaction (LWS_CALLBACK_CLOSED_HTTP); this is a backstop. */
-    while (hs->txns != NULL) {
-        struct http_txn *t = hs->txns;
-        hs->txns = t->next;
-        if (t->upload != NULL)
-            multipart_free(t->upload);
-        export_free(t->export);
-        free(t->body);
-        free(t);
-    }
-}
-
-void http_deliver(struct http_state *hs, uint64_t txn_id, unsigned status, char *body, size_t len)
-{
-    struct http_txn *t = hs->txns;
-    while (t != NULL && t->id != txn_id)
-        t = t->next;
-    if (t == NULL || t->ready) {
-        free(body);
-        return;
-    }
-    t->ready = 1;
-    t->status = status;
-    t->body = body;
-    t->body_len = len;
-    lws_callback_on_writable(t->wsi);
-}
-
-void http_deliver_export(struct http_state *hs, uint64_t txn_id, unsigned status, char *piece,
-                         size_t len, int last, struct export_job *job)
-{
-    struct http_txn *t = hs->txns;
-    while (t != NULL && t->id != txn_id)
-        t = t->next;
-    if (t == NULL || !t->exporting || t->export != NULL) {
-        free(piece);
-        export_free(job); /* the client has gone */
-        return;
-    }
-    t->export = job;
-    t->status = status;
-    t->body = piece;
-    t->body_len = len;
-    t->export_last = last;
-    lws_callback_on_writable(t->wsi);
-}
-
-static void txn_linger_over(lws_sorted_usec_list_t *sul)
-{
-    struct http_txn *t = lws_container_of(sul, struct http_txn, linger);
-    lws_set_timeout(t->wsi, PENDING_TIMEOUT_HTTP_CONTENT, LWS_TO_KILL_ASYNC);
-}
-
-/* A refusal before the body was read: answer now, then drop what the
- * client still sends for a little while and close (see HTTP_LINGER_*). */
-static int txn_refuse(struct lws *wsi, struct http_txn *t, unsigned status, const char *message)
-{
-    log_info("event=upload_refused status=%u reason=\"%s\"", status, message);
-    int rc = answer_message(wsi, status, message, t->origin, 1);
-    if (t->upload != NULL) { /* after: message may be the upload's */
-        multipart_free(t->upload);
-        t->upload = NULL;
-    }
-    if (rc != 0)
-        return -1;
-    t->refused = 1;
-    char clen[32] = "";
-    lws_hdr_copy(wsi, clen, sizeof(clen), WSI_TOKEN_HTTP_CONTENT_LENGTH);
-    if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) <= 0 &&
-        strtoull(clen, NULL, 10) == 0)
-        return -1; /* no body follows: close now */
-    /* Our own timer: lws re-arms its body timeout with every read. */
-    lws_sul_schedule(lws_get_context(wsi), 0, &t->linger, txn_linger_over,
-                     HTTP_LINGER_SECONDS * LWS_US_PER_SEC);
-    return 0;
-}
 
 /* ----------------------------------------------------------------- CORS */
 
@@ -259,7 +111,7 @@ static int serve_readyz(struct http_state *hs, struct lws *wsi, const char *orig
 {
     if (hs->conns->draining)
         return answer_json(wsi, 503, "{\"status\":\"unavailable\",\"draining\":true}", origin);
-    struct http_txn *t = txn_new(hs, wsi, origin);
+    struct http_txn *t = txn_new(&hs->txns, wsi, origin);
     if (t == NULL || ready_probe(hs->app, t->id) != 0) {
         txn_free(t);
         return answer_message(wsi, 500, "Out of memory", origin, 0);
@@ -325,7 +177,7 @@ static int serve_upload_file(struct http_state *hs, struct lws *wsi, const char 
 static int serve_upload(struct http_state *hs, struct lws *wsi, const char *origin,
                         unsigned long long body_length)
 {
-    struct http_txn *t = txn_new(hs, wsi, origin);
+    struct http_txn *t = txn_new(&hs->txns, wsi, origin);
     if (t == NULL)
         return -1;
     t->body_declared = body_length;
@@ -470,7 +322,7 @@ static int serve_export(struct http_state *hs, struct lws *wsi, const char *sess
                                    ? "Unknown format: use json, md, txt or csv"
                                    : "Unknown format: use jsonl",
                                origin, 0);
-    struct http_txn *t = txn_new(hs, wsi, origin);
+    struct http_txn *t = txn_new(&hs->txns, wsi, origin);
     if (t == NULL)
         return -1;
     t->exporting = 1;
@@ -695,7 +547,7 @@ int http_callback(struct http_state *hs, struct lws *wsi, enum lws_callback_reas
             return -1;
         if (t->refused) {
             t->dropped += len;
-            return t->dropped > HTTP_LINGER_BYTES ? -1 : 0;
+            return t->dropped > TXN_LINGER_BYTES ? -1 : 0;
         }
         t->body_got += len;
         if (t->upload != NULL) {

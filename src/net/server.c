@@ -63,10 +63,10 @@ static void server_drain(struct server *srv)
     while (p != NULL) {
         struct outbox_post *next = p->next;
         if (p->kind == OUTBOX_HTTP) {
-            http_deliver(&srv->http, p->id, p->status, p->frame, p->len);
+            txn_deliver(&srv->http.txns, p->id, p->outcome, p->frame, p->len);
             p->frame = NULL;
         } else if (p->kind == OUTBOX_EXPORT) {
-            http_deliver_export(&srv->http, p->id, p->status, p->frame, p->len, p->last, p->held);
+            txn_deliver_export(&srv->http.txns, p->id, p->outcome, p->frame, p->len, p->last, p->held);
             p->frame = NULL;
             p->held = NULL;
         } else {
@@ -311,7 +311,7 @@ out:
          * error paths it also closes what is left. */
         lws_context_destroy(srv->ctx);
     }
-    http_state_clear(&srv->http);
+    txn_clear_all(&srv->http.txns);
     peers_destroy(srv->conns.peers);
     free(srv);
     return rc;

@@ -13,7 +13,7 @@
 
 /* Runs stmt; DB_OK with *out set (a result with at least one row),
  * DB_NOT_FOUND (no row; nothing to free), or DB_ERROR. */
-static int query_row(struct pg *pg, enum pg_stmt stmt, int n, const char *const *p,
+static enum db_status query_row(struct pg *pg, enum pg_stmt stmt, int n, const char *const *p,
                      PGresult **out)
 {
     PGresult *r = pg_exec(pg, stmt, n, p);
@@ -28,7 +28,7 @@ static int query_row(struct pg *pg, enum pg_stmt stmt, int n, const char *const 
 }
 
 /* A write whose result has no rows to read. */
-static int command(struct pg *pg, enum pg_stmt stmt, int n, const char *const *p)
+static enum db_status command(struct pg *pg, enum pg_stmt stmt, int n, const char *const *p)
 {
     PGresult *r = pg_exec(pg, stmt, n, p);
     if (r == NULL)
@@ -54,10 +54,10 @@ static void snapshot(const PGresult *r, int c, struct db_snapshot *snap)
 }
 
 /* The one text column of a statement's one row (malloc'd into *out). */
-static int text_row(struct pg *pg, enum pg_stmt stmt, int n, const char *const *p, char **out)
+static enum db_status text_row(struct pg *pg, enum pg_stmt stmt, int n, const char *const *p, char **out)
 {
     PGresult *r;
-    int st = query_row(pg, stmt, n, p, &r);
+    enum db_status st = query_row(pg, stmt, n, p, &r);
     if (st != DB_OK)
         return st;
     *out = text(r, 0);
@@ -66,11 +66,11 @@ static int text_row(struct pg *pg, enum pg_stmt stmt, int n, const char *const *
 }
 
 /* One JSON text column (c) and the snapshot after it. */
-static int json_and_snapshot(struct pg *pg, enum pg_stmt stmt, int n, const char *const *p,
+static enum db_status json_and_snapshot(struct pg *pg, enum pg_stmt stmt, int n, const char *const *p,
                              char **json, struct db_snapshot *snap)
 {
     PGresult *r;
-    int st = query_row(pg, stmt, n, p, &r);
+    enum db_status st = query_row(pg, stmt, n, p, &r);
     if (st != DB_OK)
         return st;
     *json = text(r, 0);
@@ -120,7 +120,7 @@ enum db_access db_access(struct pg *pg, const char *user_id, const char *model_n
     snprintf(id, sizeof(id), "%d", model_id);
     const char *p[3] = {user_id, model_name, model_name == NULL && model_id >= 0 ? id : NULL};
     PGresult *r;
-    int st = query_row(pg, PG_ACCESS, 3, p, &r);
+    enum db_status st = query_row(pg, PG_ACCESS, 3, p, &r);
     if (st != DB_OK)
         return st == DB_NOT_FOUND ? DB_ACCESS_NO_USER : DB_ACCESS_ERROR;
     enum db_access a = access_columns(r, p[1] != NULL || p[2] != NULL, balance, model);
@@ -139,7 +139,7 @@ enum db_access db_turn_check(struct pg *pg, const char *user_id, const char *mod
                         session_id, file_name};
     memset(target, 0, sizeof(*target));
     PGresult *r;
-    int st = query_row(pg, PG_TURN_CHECK, 5, p, &r);
+    enum db_status st = query_row(pg, PG_TURN_CHECK, 5, p, &r);
     if (st != DB_OK)
         return st == DB_NOT_FOUND ? DB_ACCESS_NO_USER : DB_ACCESS_ERROR;
     enum db_access a = access_columns(r, p[1] != NULL || p[2] != NULL, balance, model);
@@ -156,12 +156,12 @@ enum db_access db_turn_check(struct pg *pg, const char *user_id, const char *mod
     return a;
 }
 
-int db_user_profile(struct pg *pg, const char *user_id, char **username, char **models_json,
+enum db_status db_user_profile(struct pg *pg, const char *user_id, char **username, char **models_json,
                     struct db_snapshot *snap)
 {
     const char *p[1] = {user_id};
     PGresult *r;
-    int st = query_row(pg, PG_USER_GET, 1, p, &r);
+    enum db_status st = query_row(pg, PG_USER_GET, 1, p, &r);
     if (st != DB_OK)
         return st;
     *username = text(r, 0);
@@ -175,11 +175,11 @@ int db_user_profile(struct pg *pg, const char *user_id, char **username, char **
     return DB_ERROR;
 }
 
-int db_balance(struct pg *pg, const char *user_id, double *balance)
+enum db_status db_balance(struct pg *pg, const char *user_id, double *balance)
 {
     const char *p[1] = {user_id};
     PGresult *r;
-    int st = query_row(pg, PG_BALANCE, 1, p, &r);
+    enum db_status st = query_row(pg, PG_BALANCE, 1, p, &r);
     if (st != DB_OK)
         return st;
     *balance = strtod(PQgetvalue(r, 0, 0), NULL);
@@ -187,13 +187,13 @@ int db_balance(struct pg *pg, const char *user_id, double *balance)
     return DB_OK;
 }
 
-int db_sessions_list(struct pg *pg, const char *user_id, char **json, struct db_snapshot *snap)
+enum db_status db_sessions_list(struct pg *pg, const char *user_id, char **json, struct db_snapshot *snap)
 {
     const char *p[1] = {user_id};
     return json_and_snapshot(pg, PG_SESSIONS_LIST, 1, p, json, snap);
 }
 
-int db_sessions_page(struct pg *pg, const char *user_id, const char *cursor, int limit,
+enum db_status db_sessions_page(struct pg *pg, const char *user_id, const char *cursor, int limit,
                      char **json, int *has_more, char **next)
 {
     char us[24] = "", id[40] = "", l[16];
@@ -205,7 +205,7 @@ int db_sessions_page(struct pg *pg, const char *user_id, const char *cursor, int
     snprintf(l, sizeof(l), "%d", limit);
     const char *p[4] = {user_id, cursor != NULL ? us : NULL, cursor != NULL ? id : NULL, l};
     PGresult *r;
-    int st = query_row(pg, PG_SESSIONS_PAGE, 4, p, &r);
+    enum db_status st = query_row(pg, PG_SESSIONS_PAGE, 4, p, &r);
     if (st != DB_OK)
         return st;
     *has_more = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
@@ -219,20 +219,20 @@ int db_sessions_page(struct pg *pg, const char *user_id, const char *cursor, int
     return DB_ERROR;
 }
 
-int db_user_models(struct pg *pg, const char *user_id, char **json)
+enum db_status db_user_models(struct pg *pg, const char *user_id, char **json)
 {
     const char *p[1] = {user_id};
     return text_row(pg, PG_USER_MODELS, 1, p, json);
 }
 
-int db_models_list(struct pg *pg, char **json, struct db_snapshot *snap)
+enum db_status db_models_list(struct pg *pg, char **json, struct db_snapshot *snap)
 {
     return json_and_snapshot(pg, PG_MODELS_LIST, 0, NULL, json, snap);
 }
 
 /* ------------------------------------------------------------- sessions */
 
-int db_chats(struct pg *pg, const char *user_id, const char *session_id, char **json)
+enum db_status db_chats(struct pg *pg, const char *user_id, const char *session_id, char **json)
 {
     const char *p[2] = {user_id, session_id};
     return text_row(pg, PG_CHATS_GET, 2, p, json);
@@ -246,14 +246,14 @@ void db_session_free(struct db_session *s)
     s->name = s->summary = s->recent_json = NULL;
 }
 
-int db_session_get(struct pg *pg, const char *user_id, const char *session_id, int recent,
+enum db_status db_session_get(struct pg *pg, const char *user_id, const char *session_id, int recent,
                    struct db_session *out)
 {
     char n[16];
     snprintf(n, sizeof(n), "%d", recent);
     const char *p[3] = {user_id, session_id, n};
     PGresult *r;
-    int st = query_row(pg, PG_SESSION_CTX, 3, p, &r);
+    enum db_status st = query_row(pg, PG_SESSION_CTX, 3, p, &r);
     if (st != DB_OK)
         return st;
     out->model_id = atoi(PQgetvalue(r, 0, 0));
@@ -268,12 +268,12 @@ int db_session_get(struct pg *pg, const char *user_id, const char *session_id, i
     return DB_ERROR;
 }
 
-int db_session_delete(struct pg *pg, const char *user_id, const char *session_id,
+enum db_status db_session_delete(struct pg *pg, const char *user_id, const char *session_id,
                       char **files_json, uint64_t *xid)
 {
     const char *p[2] = {user_id, session_id};
     PGresult *r;
-    int st = query_row(pg, PG_SESSION_DELETE, 2, p, &r);
+    enum db_status st = query_row(pg, PG_SESSION_DELETE, 2, p, &r);
     if (st != DB_OK)
         return st;
     *files_json = text(r, 0);
@@ -290,7 +290,7 @@ void db_page_free(struct db_page *p)
     p->name = p->messages_json = NULL;
 }
 
-int db_history_page(struct pg *pg, const char *user_id, const char *session_id, long long before,
+enum db_status db_history_page(struct pg *pg, const char *user_id, const char *session_id, long long before,
                     int limit, struct db_page *out)
 {
     char b[24], l[16];
@@ -298,7 +298,7 @@ int db_history_page(struct pg *pg, const char *user_id, const char *session_id, 
     snprintf(l, sizeof(l), "%d", limit);
     const char *p[4] = {user_id, session_id, before >= 0 ? b : NULL, l};
     PGresult *r;
-    int st = query_row(pg, PG_HISTORY_PAGE, 4, p, &r);
+    enum db_status st = query_row(pg, PG_HISTORY_PAGE, 4, p, &r);
     if (st != DB_OK)
         return st;
     out->name = text(r, 0);
@@ -312,7 +312,7 @@ int db_history_page(struct pg *pg, const char *user_id, const char *session_id, 
     return DB_ERROR;
 }
 
-int db_search(struct pg *pg, const char *user_id, const char *query, int limit, int offset,
+enum db_status db_search(struct pg *pg, const char *user_id, const char *query, int limit, int offset,
               char **hits_json, int *has_more)
 {
     char l[16], o[16];
@@ -320,7 +320,7 @@ int db_search(struct pg *pg, const char *user_id, const char *query, int limit, 
     snprintf(o, sizeof(o), "%d", offset);
     const char *p[4] = {user_id, query, l, o};
     PGresult *r;
-    int st = query_row(pg, PG_SEARCH, 4, p, &r);
+    enum db_status st = query_row(pg, PG_SEARCH, 4, p, &r);
     if (st != DB_OK)
         return st == DB_NOT_FOUND ? DB_ERROR : st; /* one row, always */
     *has_more = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
@@ -329,12 +329,12 @@ int db_search(struct pg *pg, const char *user_id, const char *query, int limit, 
     return *hits_json != NULL ? DB_OK : DB_ERROR;
 }
 
-int db_session_rename(struct pg *pg, const char *user_id, const char *session_id,
+enum db_status db_session_rename(struct pg *pg, const char *user_id, const char *session_id,
                       const char *name, uint64_t *xid)
 {
     const char *p[3] = {user_id, session_id, name};
     PGresult *r;
-    int st = query_row(pg, PG_SESSION_RENAME, 3, p, &r);
+    enum db_status st = query_row(pg, PG_SESSION_RENAME, 3, p, &r);
     if (st != DB_OK)
         return st;
     *xid = u64(r, 0);
@@ -342,14 +342,14 @@ int db_session_rename(struct pg *pg, const char *user_id, const char *session_id
     return DB_OK;
 }
 
-int db_message_role(struct pg *pg, const char *user_id, const char *session_id, long long seq,
+enum db_status db_message_role(struct pg *pg, const char *user_id, const char *session_id, long long seq,
                     char role[16])
 {
     char s[24];
     snprintf(s, sizeof(s), "%lld", seq);
     const char *p[3] = {user_id, session_id, s};
     PGresult *r;
-    int st = query_row(pg, PG_MESSAGE_ROLE, 3, p, &r);
+    enum db_status st = query_row(pg, PG_MESSAGE_ROLE, 3, p, &r);
     if (st != DB_OK)
         return st;
     snprintf(role, 16, "%s", PQgetisnull(r, 0, 0) ? "" : PQgetvalue(r, 0, 0));
@@ -357,7 +357,7 @@ int db_message_role(struct pg *pg, const char *user_id, const char *session_id, 
     return DB_OK;
 }
 
-int db_feedback(struct pg *pg, const char *user_id, const char *session_id, long long seq,
+enum db_status db_feedback(struct pg *pg, const char *user_id, const char *session_id, long long seq,
                 int rating, const char *comment)
 {
     char s[24], rt[8];
@@ -373,11 +373,11 @@ int db_feedback(struct pg *pg, const char *user_id, const char *session_id, long
 
 /* ----------------------------------------------------- one transaction */
 
-int db_begin(struct pg *pg) { return pg_command(pg, "begin") == 0 ? DB_OK : DB_ERROR; }
-int db_commit(struct pg *pg) { return pg_command(pg, "commit") == 0 ? DB_OK : DB_ERROR; }
+enum db_status db_begin(struct pg *pg) { return pg_command(pg, "begin") == 0 ? DB_OK : DB_ERROR; }
+enum db_status db_commit(struct pg *pg) { return pg_command(pg, "commit") == 0 ? DB_OK : DB_ERROR; }
 void db_rollback(struct pg *pg) { pg_command(pg, "rollback"); }
 
-int db_session_insert(struct pg *pg, const char *session_id, const char *user_id,
+enum db_status db_session_insert(struct pg *pg, const char *session_id, const char *user_id,
                       const char *name, int model_id, const char *prompt)
 {
     char model[16];
@@ -386,12 +386,12 @@ int db_session_insert(struct pg *pg, const char *session_id, const char *user_id
     return command(pg, PG_SESSION_INSERT, 5, p);
 }
 
-int db_session_lock(struct pg *pg, const char *user_id, const char *session_id,
+enum db_status db_session_lock(struct pg *pg, const char *user_id, const char *session_id,
                     long long *next_seq, char owner[UUID_STR_LEN + 1])
 {
     const char *p[2] = {user_id, session_id};
     PGresult *r;
-    int st = query_row(pg, PG_SESSION_LOCK, 2, p, &r);
+    enum db_status st = query_row(pg, PG_SESSION_LOCK, 2, p, &r);
     if (st != DB_OK)
         return st;
     *next_seq = atoll(PQgetvalue(r, 0, 0));
@@ -400,14 +400,14 @@ int db_session_lock(struct pg *pg, const char *user_id, const char *session_id,
     return DB_OK;
 }
 
-int db_lease_take(struct pg *pg, const char *user_id, const char *session_id, const char *turn_id,
+enum db_status db_lease_take(struct pg *pg, const char *user_id, const char *session_id, const char *turn_id,
                   int seconds, int session_new, long long *next_seq)
 {
     char s[16];
     snprintf(s, sizeof(s), "%d", seconds);
     const char *p[5] = {user_id, session_id, turn_id, s, session_new ? "true" : "false"};
     PGresult *r;
-    int st = query_row(pg, PG_LEASE_TAKE, 5, p, &r);
+    enum db_status st = query_row(pg, PG_LEASE_TAKE, 5, p, &r);
     if (st != DB_OK)
         return st == DB_NOT_FOUND ? DB_ERROR : st; /* one row, always */
     *next_seq = atoll(PQgetvalue(r, 0, 0));
@@ -417,12 +417,12 @@ int db_lease_take(struct pg *pg, const char *user_id, const char *session_id, co
     return taken ? DB_OK : exists ? DB_BUSY : DB_NOT_FOUND;
 }
 
-int db_session_turn(struct pg *pg, const char *user_id, const char *session_id,
+enum db_status db_session_turn(struct pg *pg, const char *user_id, const char *session_id,
                     long long *next_seq, char turn_id[UUID_STR_LEN + 1])
 {
     const char *p[2] = {user_id, session_id};
     PGresult *r;
-    int st = query_row(pg, PG_SESSION_TURN, 2, p, &r);
+    enum db_status st = query_row(pg, PG_SESSION_TURN, 2, p, &r);
     if (st != DB_OK)
         return st == DB_NOT_FOUND ? DB_ERROR : st; /* one row, always */
     int none = PQgetisnull(r, 0, 0) && PQgetisnull(r, 0, 1);
@@ -432,12 +432,12 @@ int db_session_turn(struct pg *pg, const char *user_id, const char *session_id,
     return none ? DB_NOT_FOUND : DB_OK;
 }
 
-int db_turn_stop(struct pg *pg, const char *user_id, const char *session_id,
+enum db_status db_turn_stop(struct pg *pg, const char *user_id, const char *session_id,
                  char turn_id[UUID_STR_LEN + 1])
 {
     const char *p[2] = {user_id, session_id};
     char *t = NULL;
-    int st = text_row(pg, PG_TURN_STOP, 2, p, &t);
+    enum db_status st = text_row(pg, PG_TURN_STOP, 2, p, &t);
     if (st == DB_OK)
         snprintf(turn_id, UUID_STR_LEN + 1, "%s", t);
     free(t);
@@ -479,7 +479,7 @@ enum db_outcome db_turn_outcome(struct pg *pg, const char *user_id, const char *
     return out;
 }
 
-int db_lease_drop(struct pg *pg, const char *session_id, const char *turn_id)
+enum db_status db_lease_drop(struct pg *pg, const char *session_id, const char *turn_id)
 {
     const char *p[2] = {session_id, turn_id};
     return command(pg, PG_LEASE_DROP, 2, p);
@@ -506,7 +506,7 @@ static void charge_params(const struct db_charge *c, struct charge_text *t, cons
     p[7] = c->estimated ? "true" : "false";
 }
 
-int db_charge(struct pg *pg, struct db_charge *c, uint64_t *xid)
+enum db_status db_charge(struct pg *pg, struct db_charge *c, uint64_t *xid)
 {
     char seq[24];
     struct charge_text t;
@@ -514,7 +514,7 @@ int db_charge(struct pg *pg, struct db_charge *c, uint64_t *xid)
     const char *p[11] = {c->user_id, c->session_id, seq};
     charge_params(c, &t, p + 3);
     PGresult *r;
-    int st = query_row(pg, PG_CHARGE, 11, p, &r);
+    enum db_status st = query_row(pg, PG_CHARGE, 11, p, &r);
     if (st != DB_OK)
         return st;
     snprintf(c->balance, sizeof(c->balance), "%s", PQgetvalue(r, 0, 0));
@@ -546,7 +546,7 @@ enum db_store db_turn_store(struct pg *pg, const struct db_turn_store *in, struc
     p[k] = stopped;
     p[k + 1] = deltas;
     PGresult *r;
-    int st = in->session_new ? query_row(pg, PG_TURN_STORE_NEW, 20, p, &r)
+    enum db_status st = in->session_new ? query_row(pg, PG_TURN_STORE_NEW, 20, p, &r)
                              : query_row(pg, PG_TURN_STORE, 18, p, &r);
     if (st != DB_OK)
         return DB_STORE_ERROR; /* one row, always */
@@ -570,7 +570,7 @@ enum db_store db_turn_store(struct pg *pg, const struct db_turn_store *in, struc
     return out;
 }
 
-int db_usage(struct pg *pg, const char *user_id, long long since_us, long long until_us,
+enum db_status db_usage(struct pg *pg, const char *user_id, long long since_us, long long until_us,
              char **json)
 {
     char a[24], b[24];
@@ -580,12 +580,12 @@ int db_usage(struct pg *pg, const char *user_id, long long since_us, long long u
     return text_row(pg, PG_USAGE, 3, p, json);
 }
 
-int db_title_set(struct pg *pg, const char *user_id, const char *session_id, const char *title,
+enum db_status db_title_set(struct pg *pg, const char *user_id, const char *session_id, const char *title,
                  uint64_t *xid)
 {
     const char *p[3] = {user_id, session_id, title};
     PGresult *r;
-    int st = query_row(pg, PG_TITLE_SET, 3, p, &r);
+    enum db_status st = query_row(pg, PG_TITLE_SET, 3, p, &r);
     if (st != DB_OK)
         return st;
     *xid = u64(r, 0);
@@ -605,13 +605,13 @@ void db_export_session_free(struct db_export_session *s)
     memset(s, 0, sizeof(*s));
 }
 
-int db_export_session(struct pg *pg, const char *user_id, const char *session_id,
+enum db_status db_export_session(struct pg *pg, const char *user_id, const char *session_id,
                       struct db_export_session *out)
 {
     const char *p[2] = {user_id, session_id};
     PGresult *r;
     memset(out, 0, sizeof(*out));
-    int st = query_row(pg, PG_EXPORT_SESSION, 2, p, &r);
+    enum db_status st = query_row(pg, PG_EXPORT_SESSION, 2, p, &r);
     if (st != DB_OK)
         return st;
     out->name = text(r, 0);
@@ -625,7 +625,7 @@ int db_export_session(struct pg *pg, const char *user_id, const char *session_id
     return DB_ERROR;
 }
 
-int db_export_sessions(struct pg *pg, const char *user_id, long long cursor_us,
+enum db_status db_export_sessions(struct pg *pg, const char *user_id, long long cursor_us,
                        const char *cursor_id, int limit, struct db_export_session **out,
                        int *n)
 {
@@ -665,7 +665,7 @@ fail:
     return DB_ERROR;
 }
 
-int db_export_page(struct pg *pg, const char *user_id, const char *session_id, long long after,
+enum db_status db_export_page(struct pg *pg, const char *user_id, const char *session_id, long long after,
                    int limit, char **json, long long *last_seq)
 {
     char a[24], l[16];
@@ -673,7 +673,7 @@ int db_export_page(struct pg *pg, const char *user_id, const char *session_id, l
     snprintf(l, sizeof(l), "%d", limit);
     const char *p[4] = {user_id, session_id, a, l};
     PGresult *r;
-    int st = query_row(pg, PG_EXPORT_PAGE, 4, p, &r);
+    enum db_status st = query_row(pg, PG_EXPORT_PAGE, 4, p, &r);
     if (st != DB_OK)
         return st == DB_NOT_FOUND ? DB_ERROR : st; /* one row, always */
     *json = text(r, 0);
@@ -684,7 +684,7 @@ int db_export_page(struct pg *pg, const char *user_id, const char *session_id, l
 
 /* ---------------------------------------------------------------- files */
 
-int db_file_insert(struct pg *pg, const char *session_id, const char *user_id, const char *name,
+enum db_status db_file_insert(struct pg *pg, const char *session_id, const char *user_id, const char *name,
                    const char *original_name, const char *content_type, uint64_t size,
                    uint64_t *xid)
 {
@@ -692,7 +692,7 @@ int db_file_insert(struct pg *pg, const char *session_id, const char *user_id, c
     snprintf(sz, sizeof(sz), "%llu", (unsigned long long)size);
     const char *p[6] = {session_id, user_id, name, original_name, content_type, sz};
     PGresult *r;
-    int st = query_row(pg, PG_FILE_INSERT, 6, p, &r);
+    enum db_status st = query_row(pg, PG_FILE_INSERT, 6, p, &r);
     if (st != DB_OK)
         return st == DB_NOT_FOUND ? DB_ERROR : st;
     *xid = u64(r, 0);
@@ -700,11 +700,11 @@ int db_file_insert(struct pg *pg, const char *session_id, const char *user_id, c
     return DB_OK;
 }
 
-int db_file_delete(struct pg *pg, const char *user_id, const char *session_id, const char *name)
+enum db_status db_file_delete(struct pg *pg, const char *user_id, const char *session_id, const char *name)
 {
     const char *p[3] = {user_id, session_id, name};
     PGresult *r;
-    int st = query_row(pg, PG_FILE_DELETE, 3, p, &r);
+    enum db_status st = query_row(pg, PG_FILE_DELETE, 3, p, &r);
     if (st == DB_OK)
         PQclear(r);
     return st;
@@ -712,7 +712,7 @@ int db_file_delete(struct pg *pg, const char *user_id, const char *session_id, c
 
 /* ---------------------------------------------------------------- other */
 
-int db_turns_since(struct pg *pg, const char *user_id, long long minute_start,
+enum db_status db_turns_since(struct pg *pg, const char *user_id, long long minute_start,
                    long long day_start, long long *minute, long long *day)
 {
     char ms[24], ds[24];
@@ -720,7 +720,7 @@ int db_turns_since(struct pg *pg, const char *user_id, long long minute_start,
     snprintf(ds, sizeof(ds), "%lld", day_start);
     const char *p[3] = {user_id, ms, ds};
     PGresult *r;
-    int st = query_row(pg, PG_TURNS_SINCE, 3, p, &r);
+    enum db_status st = query_row(pg, PG_TURNS_SINCE, 3, p, &r);
     if (st != DB_OK)
         return st == DB_NOT_FOUND ? DB_ERROR : st;
     *minute = atoll(PQgetvalue(r, 0, 0));
@@ -729,4 +729,4 @@ int db_turns_since(struct pg *pg, const char *user_id, long long minute_start,
     return DB_OK;
 }
 
-int db_ping(struct pg *pg) { return command(pg, PG_PING, 0, NULL); }
+enum db_status db_ping(struct pg *pg) { return command(pg, PG_PING, 0, NULL); }

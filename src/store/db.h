@@ -17,8 +17,14 @@
 #include "lib/uuid.h"
 #include "store/pg.h"
 
-/* DB_BUSY: only db_lease_take (another turn holds the lease). */
-enum db_status { DB_OK = 0, DB_NOT_FOUND = 1, DB_BUSY = 2, DB_ERROR = -1 };
+/* What every db_* function without an answer of its own returns, so that
+ * callers can switch over it (-Wswitch names a case they forgot). */
+enum db_status {
+    DB_OK = 0,
+    DB_NOT_FOUND, /* no such row, or not the user's: the same to a caller */
+    DB_BUSY,      /* only db_lease_take: another turn holds the lease */
+    DB_ERROR,     /* the database failed or is unreachable (logged) */
+};
 
 /* The snapshot a read ran in, which a cached copy records (store/inval.h). */
 struct db_snapshot {
@@ -67,26 +73,26 @@ enum db_access db_turn_check(struct pg *pg, const char *user_id, const char *mod
                              struct db_turn_target *target);
 
 /* Code 0: username and model ids (a JSON array). */
-int db_user_profile(struct pg *pg, const char *user_id, char **username, char **models_json,
+enum db_status db_user_profile(struct pg *pg, const char *user_id, char **username, char **models_json,
                     struct db_snapshot *snap);
-int db_balance(struct pg *pg, const char *user_id, double *balance);
+enum db_status db_balance(struct pg *pg, const char *user_id, double *balance);
 /* Code 5 with "mine": the names of the user's models, sorted, as a JSON
  * array. Straight from PostgreSQL, so never stale. DB_NOT_FOUND: no user. */
-int db_user_models(struct pg *pg, const char *user_id, char **json);
+enum db_status db_user_models(struct pg *pg, const char *user_id, char **json);
 /* Code 1: [{session_id, session_name}], newest first. DB_NOT_FOUND: no user. */
-int db_sessions_list(struct pg *pg, const char *user_id, char **json, struct db_snapshot *snap);
+enum db_status db_sessions_list(struct pg *pg, const char *user_id, char **json, struct db_snapshot *snap);
 /* Code 1 with "limit": a page of that list after cursor ("<epoch us>:<id>",
  * NULL: from the newest); *next is the cursor of the page's last session
  * (NULL at the end). DB_NOT_FOUND: no user. */
-int db_sessions_page(struct pg *pg, const char *user_id, const char *cursor, int limit,
+enum db_status db_sessions_page(struct pg *pg, const char *user_id, const char *cursor, int limit,
                      char **json, int *has_more, char **next);
 /* Code 5: model names, sorted. */
-int db_models_list(struct pg *pg, char **json, struct db_snapshot *snap);
+enum db_status db_models_list(struct pg *pg, char **json, struct db_snapshot *snap);
 
 /* ------------------------------------------------------------- sessions */
 
 /* Code 2: [{role, content}] in order. */
-int db_chats(struct pg *pg, const char *user_id, const char *session_id, char **json);
+enum db_status db_chats(struct pg *pg, const char *user_id, const char *session_id, char **json);
 
 struct db_session {
     int model_id;
@@ -96,12 +102,12 @@ struct db_session {
 };
 void db_session_free(struct db_session *s);
 /* The user's session with its newest `recent` messages (0: none). */
-int db_session_get(struct pg *pg, const char *user_id, const char *session_id, int recent,
+enum db_status db_session_get(struct pg *pg, const char *user_id, const char *session_id, int recent,
                    struct db_session *out);
 
 /* Code 4: deletes the user's session; *files_json lists its stored file
  * names (now to remove from disk), *xid the deleting transaction. */
-int db_session_delete(struct pg *pg, const char *user_id, const char *session_id,
+enum db_status db_session_delete(struct pg *pg, const char *user_id, const char *session_id,
                       char **files_json, uint64_t *xid);
 
 /* Code 9: a page of the user's session, newest first: up to limit
@@ -115,27 +121,27 @@ struct db_page {
     long long lowest_seq; /* -1 when the page is empty */
 };
 void db_page_free(struct db_page *p);
-int db_history_page(struct pg *pg, const char *user_id, const char *session_id, long long before,
+enum db_status db_history_page(struct pg *pg, const char *user_id, const char *session_id, long long before,
                     int limit, struct db_page *out);
 
 /* Code 11: the user's hits for query, best first, limit of them from
  * offset on: a JSON array of {session_id, session_name, seq, role,
  * snippet, created_at}, the snippet's matched words between U+E000 and
  * U+E001 (and no other such character in it). */
-int db_search(struct pg *pg, const char *user_id, const char *query, int limit, int offset,
+enum db_status db_search(struct pg *pg, const char *user_id, const char *query, int limit, int offset,
               char **hits_json, int *has_more);
 
 /* Code 10; *xid is the renaming transaction. */
-int db_session_rename(struct pg *pg, const char *user_id, const char *session_id,
+enum db_status db_session_rename(struct pg *pg, const char *user_id, const char *session_id,
                       const char *name, uint64_t *xid);
 
 /* Code 12: the role of message seq of the user's session: DB_OK with *role
  * ("" when the session has no such message), DB_NOT_FOUND: no such session
  * of the user's. */
-int db_message_role(struct pg *pg, const char *user_id, const char *session_id, long long seq,
+enum db_status db_message_role(struct pg *pg, const char *user_id, const char *session_id, long long seq,
                     char role[16]);
 /* Sets (rating 1 or -1) or clears (0) the rating of message seq. */
-int db_feedback(struct pg *pg, const char *user_id, const char *session_id, long long seq,
+enum db_status db_feedback(struct pg *pg, const char *user_id, const char *session_id, long long seq,
                 int rating, const char *comment);
 
 /* ---------------------------------------------------------------- export */
@@ -146,33 +152,33 @@ struct db_export_session {
 };
 void db_export_session_free(struct db_export_session *s);
 /* The user's session (model filled; session_id not). */
-int db_export_session(struct pg *pg, const char *user_id, const char *session_id,
+enum db_status db_export_session(struct pg *pg, const char *user_id, const char *session_id,
                       struct db_export_session *out);
 /* Up to limit of the user's sessions after the cursor (cursor_us < 0:
  * from the oldest), oldest first; *n set. The caller frees each and the
  * array. */
-int db_export_sessions(struct pg *pg, const char *user_id, long long cursor_us,
+enum db_status db_export_sessions(struct pg *pg, const char *user_id, long long cursor_us,
                        const char *cursor_id, int limit, struct db_export_session **out,
                        int *n);
 /* Up to limit messages of the user's session after seq after, ascending:
  * a JSON array ({seq, role, content, created_at} and, where they apply,
  * rating, comment, content_type, size, original_name); *last_seq the
  * highest (-1 when none). */
-int db_export_page(struct pg *pg, const char *user_id, const char *session_id, long long after,
+enum db_status db_export_page(struct pg *pg, const char *user_id, const char *session_id, long long after,
                    int limit, char **json, long long *last_seq);
 
 /* ----------------------------------------------------- one transaction */
 
-int db_begin(struct pg *pg);
-int db_commit(struct pg *pg);
+enum db_status db_begin(struct pg *pg);
+enum db_status db_commit(struct pg *pg);
 void db_rollback(struct pg *pg);
 
-int db_session_insert(struct pg *pg, const char *session_id, const char *user_id,
+enum db_status db_session_insert(struct pg *pg, const char *session_id, const char *user_id,
                       const char *name, int model_id, const char *prompt);
 /* Locks the user's session row until commit; *next_seq is its value and
  * owner the turn that holds its lease ("" for none). DB_NOT_FOUND:
  * missing, someone else's, or deleted meanwhile. */
-int db_session_lock(struct pg *pg, const char *user_id, const char *session_id,
+enum db_status db_session_lock(struct pg *pg, const char *user_id, const char *session_id,
                     long long *next_seq, char owner[UUID_STR_LEN + 1]);
 /* ------------------------------------------------------------ turn lease */
 
@@ -180,20 +186,20 @@ int db_session_lock(struct pg *pg, const char *user_id, const char *session_id,
  * session_new: the session has no row yet. DB_OK with *next_seq as it is
  * now; DB_BUSY while another turn holds it; DB_NOT_FOUND when the user has
  * no such session. */
-int db_lease_take(struct pg *pg, const char *user_id, const char *session_id, const char *turn_id,
+enum db_status db_lease_take(struct pg *pg, const char *user_id, const char *session_id, const char *turn_id,
                   int seconds, int session_new, long long *next_seq);
 /* The turn running on the user's session (its lease not run out), "" for
  * none; *next_seq as now (0 for a new session whose first turn runs).
  * DB_NOT_FOUND: no such session of the user's, and no turn creating it. */
-int db_session_turn(struct pg *pg, const char *user_id, const char *session_id,
+enum db_status db_session_turn(struct pg *pg, const char *user_id, const char *session_id,
                     long long *next_seq, char turn_id[UUID_STR_LEN + 1]);
 /* Gives it back unless it has passed to another turn already. */
-int db_lease_drop(struct pg *pg, const char *session_id, const char *turn_id);
+enum db_status db_lease_drop(struct pg *pg, const char *session_id, const char *turn_id);
 /* Code 8 for a turn running anywhere: marks the lease of the turn running
  * on the user's session (not run out) as stopped, which its store reads
  * (db_turn_store). DB_OK with turn_id set; DB_NOT_FOUND when no turn runs
  * there (or the session is not the user's). */
-int db_turn_stop(struct pg *pg, const char *user_id, const char *session_id,
+enum db_status db_turn_stop(struct pg *pg, const char *user_id, const char *session_id,
                  char turn_id[UUID_STR_LEN + 1]);
 
 /* What became of turn_id, a turn of the user's on session_id, for whoever
@@ -224,7 +230,7 @@ struct db_charge {
     char balance[64]; /* out: the balance after the charge, exact decimal text */
 };
 /* *xid is the transaction's id (xid may be NULL). */
-int db_charge(struct pg *pg, struct db_charge *c, uint64_t *xid);
+enum db_status db_charge(struct pg *pg, struct db_charge *c, uint64_t *xid);
 
 /* A chat turn, stored in one statement (one round trip): its messages,
  * next_seq and summary, the ledger row and the charge c (c->seq and
@@ -256,28 +262,28 @@ enum db_store db_turn_store(struct pg *pg, const struct db_turn_store *in, struc
  * spent}]} as JSON text that PostgreSQL wrote, its money the exact
  * decimals (JSON numbers of any length), for the ledger between since_us
  * and until_us (epoch microseconds; < 0: open). DB_NOT_FOUND: no user. */
-int db_usage(struct pg *pg, const char *user_id, long long since_us, long long until_us,
+enum db_status db_usage(struct pg *pg, const char *user_id, long long since_us, long long until_us,
              char **json);
 
 /* A title from the agent: DB_NOT_FOUND when the user renamed the session
  * meanwhile (or it is gone). */
-int db_title_set(struct pg *pg, const char *user_id, const char *session_id, const char *title,
+enum db_status db_title_set(struct pg *pg, const char *user_id, const char *session_id, const char *title,
                  uint64_t *xid);
 
 /* ---------------------------------------------------------------- files */
 
-int db_file_insert(struct pg *pg, const char *session_id, const char *user_id, const char *name,
+enum db_status db_file_insert(struct pg *pg, const char *session_id, const char *user_id, const char *name,
                    const char *original_name, const char *content_type, uint64_t size,
                    uint64_t *xid);
 /* Deletes the file's row unless a stored turn shows it: DB_OK when it was
  * deleted (remove it from disk), DB_NOT_FOUND when it stays or was gone. */
-int db_file_delete(struct pg *pg, const char *user_id, const char *session_id, const char *name);
+enum db_status db_file_delete(struct pg *pg, const char *user_id, const char *session_id, const char *name);
 
 /* ---------------------------------------------------------------- other */
 
 /* The user's chat turns since minute_start and since day_start (epoch s). */
-int db_turns_since(struct pg *pg, const char *user_id, long long minute_start,
+enum db_status db_turns_since(struct pg *pg, const char *user_id, long long minute_start,
                    long long day_start, long long *minute, long long *day);
-int db_ping(struct pg *pg);
+enum db_status db_ping(struct pg *pg);
 
 #endif

@@ -43,7 +43,7 @@ enum context_status context_load(struct worker *w, const struct config *cfg,
             return CONTEXT_OK;
     }
     struct db_session row;
-    int st = db_session_get(&w->pg, user_id, session_id, cfg->max_chat_history_context, &row);
+    enum db_status st = db_session_get(&w->pg, user_id, session_id, cfg->max_chat_history_context, &row);
     if (st != DB_OK)
         return st == DB_NOT_FOUND ? CONTEXT_NO_SESSION : CONTEXT_ERROR;
     json_t *h = json_loads(row.recent_json, 0, NULL);

@@ -20,6 +20,7 @@
 #include "work/app.h"
 #include "work/slots.h"
 #include "work/request.h"
+#include "work/stream.h"
 #include "work/outbox.h"
 #include "work/pool.h"
 
@@ -200,127 +201,6 @@ void events_admin(void *arg, const char *payload)
         outbox_live(app->outbox, user_id, 'E', NULL, NULL, -1, frame, flen);
 }
 
-/* ---------------------------------------------------------- turn stream */
-
-/* What a read of a session's turn stream holds for a resumer that has
- * every delta up to after: the deltas after it, in order, and the end if
- * it is there. The entries' ids number the deltas (store/live.c), so a
- * frame Redis lost shows as a gap, never as a shorter reply. */
-struct stream_view {
-    int has_turn;            /* the first entry names a turn */
-    char turn[UUID_STR_LEN + 1];
-    int ended;               /* the frames end with the turn's end */
-    int gap;                 /* a delta after `after` is missing */
-    long long last;          /* the highest delta index in frames (else after) */
-    char **frames;           /* malloc'd, with lens: deltas, then the end */
-    size_t *lens;
-    size_t n;
-};
-
-static void view_free(struct stream_view *v)
-{
-    for (size_t i = 0; i < v->n; i++)
-        free(v->frames[i]);
-    free(v->frames);
-    free(v->lens);
-    memset(v, 0, sizeof(*v));
-}
-
-/* Takes the frames out of e (their entries' frames become NULL). 0, or -1
- * when out of memory. */
-static int view_take(struct live_entry *e, size_t n, long long after, struct stream_view *v)
-{
-    memset(v, 0, sizeof(*v));
-    v->last = after;
-    if (n == 0 || e[0].kind != LIVE_ENTRY_TURN || !uuid_valid(e[0].frame))
-        return 0;
-    v->has_turn = 1;
-    snprintf(v->turn, sizeof(v->turn), "%s", e[0].frame);
-    v->frames = calloc(n + 1, sizeof(*v->frames));
-    v->lens = calloc(n + 1, sizeof(*v->lens));
-    if (v->frames == NULL || v->lens == NULL)
-        return -1;
-    for (size_t i = 1; i < n && !v->ended && !v->gap; i++) {
-        if (e[i].kind == LIVE_ENTRY_DELTA) {
-            if (e[i].index <= after)
-                continue;
-            if (e[i].index != v->last + 1) {
-                v->gap = 1;
-                break;
-            }
-            v->last = e[i].index;
-        } else if (e[i].kind == LIVE_ENTRY_END) {
-            if (e[i].index > v->last) {
-                v->gap = 1; /* deltas before the end are missing */
-                break;
-            }
-            v->ended = 1;
-        } else {
-            continue;
-        }
-        v->frames[v->n] = e[i].frame;
-        v->lens[v->n] = e[i].len;
-        e[i].frame = NULL;
-        v->n++;
-    }
-    return 0;
-}
-
-/* A turn that no longer holds its lease and whose end is not in its
- * stream (its chatd died, stalled, or the end never reached Redis): its
- * end from PostgreSQL, the truth. 1 with *frame set: the stored reply as
- * its connection got it, after delta *last (how many it streamed is
- * stored with it, so a resumer knows whether it missed any), or error 29
- * when it was not stored, which is then final (db_turn_outcome); 0 while
- * it still runs; -1 when PostgreSQL cannot tell now. */
-static int turn_settle(struct worker *w, const char *user, const char *session,
-                       const char *turn, char **frame, size_t *len, long long *last)
-{
-    char *reply = NULL, *name = NULL;
-    long long streamed = 0;
-    *frame = NULL;
-    *last = -1;
-    switch (db_turn_outcome(&w->pg, user, session, turn, &reply, &name, &streamed)) {
-    case DB_OUTCOME_RUNNING:
-        return 0;
-    case DB_OUTCOME_ERROR:
-        return -1;
-    case DB_OUTCOME_LOST:
-        log_info("event=turn_interrupted session=%s turn=%s", session, turn);
-        *frame = proto_encode_error_code(PROTO_CHAT, PERR_TURN_INTERRUPTED, NULL, NULL, len);
-        break;
-    case DB_OUTCOME_STORED_GONE:
-        *frame = proto_encode_error_code(PROTO_CHAT, PERR_NO_SESSION, NULL, NULL, len);
-        break;
-    case DB_OUTCOME_STORED:
-        *frame = proto_encode_reply(PROTO_CHAT,
-                                    json_pack("{s:s, s:s, s:s, s:s}", "user_id", user,
-                                              "session_id", session, "session_name", name,
-                                              "message", reply),
-                                    len);
-        *last = streamed - 1;
-        break;
-    }
-    free(reply);
-    free(name);
-    return *frame != NULL ? 1 : -1;
-}
-
-/* A read of a turn stream for a resume or a refill, which come while the
- * live subscriber hears Redis: a worker whose own connection is still in
- * its back-off from an earlier failure (a stall that is over) connects
- * again at once rather than answer error 30 while Redis is up. */
-static int stream_read(struct worker *w, const char *session, const char *turn,
-                       struct live_entry **e, size_t *n)
-{
-    if (live_stream_read(&w->cache, session, turn, e, n) == 0)
-        return 0;
-    if (!live_up(w->app->live))
-        return -1;
-    cache_retry_now(&w->cache);
-    return live_stream_read(&w->cache, session, turn, e, n);
-}
-
 /* ---------------------------------------------------------------- watch */
 
 /* Turns that connections here resume, watched in case their last frame
@@ -387,7 +267,7 @@ static int watch_end(struct worker *w, struct watch *x, char **frame, size_t *le
     char *settled = NULL;
     size_t slen = 0;
     long long slast = -1;
-    if (turn_settle(w, x->user, x->session, x->turn, &settled, &slen, &slast) <= 0)
+    if (stream_settle(w, x->user, x->session, x->turn, &settled, &slen, &slast) <= 0)
         return 0;
     /* Its own last frame, if the stream has it: the same bytes the turn's
      * connection got. Else PostgreSQL's, after as many deltas as it
@@ -470,7 +350,7 @@ void events_subscribe(struct worker *w, struct work_request *r)
 {
     const struct proto_request *q = &r->req;
     double balance;
-    int st = db_balance(&w->pg, q->user_id, &balance); /* the user exists */
+    enum db_status st = db_balance(&w->pg, q->user_id, &balance); /* the user exists */
     if (st != DB_OK) {
         reply_error(r, st == DB_NOT_FOUND ? PERR_NO_USER : PERR_INTERNAL, NULL);
         return;
@@ -504,7 +384,7 @@ void events_resume(struct worker *w, struct work_request *r)
     size_t n = 0;
     char running[UUID_STR_LEN + 1] = "";
     long long next_seq = 0;
-    int st = db_session_turn(&w->pg, q->user_id, q->session_id, &next_seq, running);
+    enum db_status st = db_session_turn(&w->pg, q->user_id, q->session_id, &next_seq, running);
     if (st != DB_OK) {
         reply_error(r, st == DB_NOT_FOUND ? PERR_NO_SESSION : PERR_INTERNAL, NULL);
         return;
@@ -525,7 +405,7 @@ void events_resume(struct worker *w, struct work_request *r)
         return;
     }
     struct stream_view v;
-    int oom = view_take(e, n, q->after, &v) != 0;
+    int oom = stream_view_take(e, n, q->after, &v) != 0;
     live_entries_free(e, n);
     if (!oom && !v.has_turn && turn != NULL) {
         /* It runs, and its stream does not show it yet: its first
@@ -533,7 +413,7 @@ void events_resume(struct worker *w, struct work_request *r)
          * Its frames come live; one after a gap is read from the stream
          * then (a refill), and if Redis lost them the connection is told
          * (error 30). */
-        view_free(&v);
+        stream_view_free(&v);
         v.has_turn = 1;
         v.last = q->after;
         snprintf(v.turn, sizeof(v.turn), "%s", turn);
@@ -542,12 +422,12 @@ void events_resume(struct worker *w, struct work_request *r)
         oom = v.frames == NULL || v.lens == NULL;
     }
     if (oom) {
-        view_free(&v);
+        stream_view_free(&v);
         reply_error(r, PERR_INTERNAL, NULL);
         return;
     }
     if (!v.has_turn) {
-        view_free(&v);
+        stream_view_free(&v);
         json_t *ack = json_pack("{s:s, s:s, s:b, s:I}", "user_id", q->user_id, "session_id",
                                 q->session_id, "active", 0, "last_seq", (json_int_t)(next_seq - 1));
         size_t len = 0;
@@ -557,7 +437,7 @@ void events_resume(struct worker *w, struct work_request *r)
         return;
     }
     if (v.gap) {
-        view_free(&v);
+        stream_view_free(&v);
         reply_error(r, PERR_LIVE_UNAVAILABLE, EVENTS_FRAMES_LOST);
         return;
     }
@@ -567,16 +447,16 @@ void events_resume(struct worker *w, struct work_request *r)
         char *end = NULL;
         size_t elen = 0;
         long long elast = -1;
-        int settled = turn_settle(w, q->user_id, q->session_id, v.turn, &end, &elen, &elast);
+        int settled = stream_settle(w, q->user_id, q->session_id, v.turn, &end, &elen, &elast);
         if (settled < 0) {
-            view_free(&v);
+            stream_view_free(&v);
             reply_error(r, PERR_INTERNAL, NULL);
             return;
         }
         if (settled > 0 && elast > v.last) {
             /* It streamed deltas the stream does not hold: lost. */
             free(end);
-            view_free(&v);
+            stream_view_free(&v);
             reply_error(r, PERR_LIVE_UNAVAILABLE, EVENTS_FRAMES_LOST);
             return;
         }
@@ -593,7 +473,7 @@ void events_resume(struct worker *w, struct work_request *r)
     size_t len = 0;
     char *frame = ack != NULL ? proto_encode_reply(PROTO_RESUME, ack, &len) : NULL;
     if (frame == NULL) {
-        view_free(&v);
+        stream_view_free(&v);
         reply_error(r, PERR_INTERNAL, NULL);
         return;
     }
@@ -653,15 +533,15 @@ static void refill_run(struct worker *w, struct pool_job *job)
     char *end = NULL;
     size_t elen = 0;
     int failed = stream_read(w, f->session, f->turn, &e, &n) != 0 ||
-                 view_take(e, n, f->after, &v) != 0;
+                 stream_view_take(e, n, f->after, &v) != 0;
     live_entries_free(e, n);
     if (!failed && !v.gap && (!v.has_turn || strcmp(v.turn, f->turn) != 0)) {
         /* Its stream is gone (Redis flushed or restarted, or its
          * retention ran out): if it has ended, its end says how, with the
          * whole reply. */
-        view_free(&v);
+        stream_view_free(&v);
         long long elast = -1;
-        int st = turn_settle(w, f->user, f->session, f->turn, &end, &elen, &elast);
+        int st = stream_settle(w, f->user, f->session, f->turn, &end, &elen, &elast);
         if (st > 0 && elast > f->after) {
             free(end); /* it streamed deltas that are gone with the stream */
             st = 0;
@@ -674,7 +554,7 @@ static void refill_run(struct worker *w, struct pool_job *job)
         v.gap = 1; /* running without its stream, or its deltas gone with it: lost */
     }
     if (failed || v.gap) {
-        view_free(&v);
+        stream_view_free(&v);
         end = proto_encode_error_code(PROTO_RESUME, PERR_LIVE_UNAVAILABLE, NULL,
                                       failed ? "Redis is unreachable; try again"
                                              : EVENTS_FRAMES_LOST,
@@ -719,7 +599,7 @@ void events_stop(struct worker *w, struct work_request *r)
         return;
     }
     char turn[UUID_STR_LEN + 1] = "";
-    int st = db_turn_stop(&w->pg, q->user_id, q->session_id, turn);
+    enum db_status st = db_turn_stop(&w->pg, q->user_id, q->session_id, turn);
     if (st != DB_OK) {
         /* Someone else's session, or no turn: the same answer. */
         reply_error(r, st == DB_ERROR ? PERR_INTERNAL : PERR_NO_TURN, NULL);

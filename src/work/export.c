@@ -385,7 +385,7 @@ static void export_run(struct worker *w, struct pool_job *job)
 {
     struct export_job *j = (struct export_job *)job;
     struct export_buf b = {0};
-    unsigned status = 200;
+    enum outbox_outcome outcome = OUTBOX_DONE;
     int last = 0, rc = 0;
 
     if (!j->started) {
@@ -406,12 +406,12 @@ static void export_run(struct worker *w, struct pool_job *job)
         }
         if (st != DB_OK) {
             /* Someone else's session answers exactly like a missing one. */
-            status = st == DB_NOT_FOUND ? 404 : 500;
+            outcome = st == DB_NOT_FOUND ? OUTBOX_NOT_FOUND : OUTBOX_FAILED;
             free(b.p);
             b.p = proto_encode_http(st == DB_NOT_FOUND ? "Not Found" : "Internal Server Error",
                                     NULL, &b.len);
             j->started = 1;
-            outbox_export(j->app->outbox, j->txn, status, b.p, b.len, 1, j, export_release);
+            outbox_export(j->app->outbox, j->txn, outcome, b.p, b.len, 1, j, export_release);
             return;
         }
         j->started = 1;
@@ -453,10 +453,10 @@ static void export_run(struct worker *w, struct pool_job *job)
         log_warn("event=export_failed user=%s session=%s", j->user_id,
                  j->session_id[0] ? j->session_id : "all");
         free(b.p);
-        outbox_export(j->app->outbox, j->txn, 500, NULL, 0, 1, j, export_release);
+        outbox_export(j->app->outbox, j->txn, OUTBOX_FAILED, NULL, 0, 1, j, export_release);
         return;
     }
-    outbox_export(j->app->outbox, j->txn, status, b.p, b.len, last, j, export_release);
+    outbox_export(j->app->outbox, j->txn, outcome, b.p, b.len, last, j, export_release);
 }
 
 int export_start(struct app *app, uint64_t txn, const char *user_id, const char *session_id,

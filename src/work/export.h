@@ -13,8 +13,9 @@
  * client that reads slowly slows the reading of the database instead of
  * filling chatd's memory.
  *
- * The first piece carries the status: 200, or 404 for a session (or user)
- * that does not exist or is someone else's (the same answer), or 500. */
+ * The first piece carries the outcome: OUTBOX_DONE, or OUTBOX_NOT_FOUND for
+ * a session (or user) that does not exist or is someone else's (the same
+ * answer), or OUTBOX_FAILED; net/http.c makes them 200, 404 and 500. */
 #ifndef CHATD_EXPORT_H
 #define CHATD_EXPORT_H
 

@@ -151,7 +151,7 @@ void handlers_user_details(struct worker *w, struct work_request *r)
     if (profile == NULL) {
         char *username = NULL, *models = NULL;
         struct db_snapshot snap;
-        int st = db_user_profile(&w->pg, q->user_id, &username, &models, &snap);
+        enum db_status st = db_user_profile(&w->pg, q->user_id, &username, &models, &snap);
         if (st != DB_OK) {
             reply_error(r, st == DB_NOT_FOUND ? PERR_NO_USER : PERR_INTERNAL);
             return;
@@ -175,7 +175,7 @@ static void list_sessions_page(struct worker *w, struct work_request *r)
     const struct proto_request *q = &r->req;
     char *json = NULL, *next = NULL;
     int has_more = 0;
-    int st = db_sessions_page(&w->pg, q->user_id, q->cursor, q->limit, &json, &has_more, &next);
+    enum db_status st = db_sessions_page(&w->pg, q->user_id, q->cursor, q->limit, &json, &has_more, &next);
     json_t *list = st == DB_OK ? json_loads(json, 0, NULL) : NULL;
     free(json);
     if (list == NULL) {
@@ -219,7 +219,7 @@ void handlers_chats(struct worker *w, struct work_request *r)
     const struct proto_request *q = &r->req;
     const struct config *cfg = r->app->cfg;
     char *chat = NULL;
-    int st = db_chats(&w->pg, q->user_id, q->session_id, &chat);
+    enum db_status st = db_chats(&w->pg, q->user_id, q->session_id, &chat);
     if (st != DB_OK) {
         /* Someone else's session answers exactly like a missing one. */
         reply_error(r, st == DB_NOT_FOUND ? PERR_NO_SESSION : PERR_LOAD_CHATS);
@@ -259,7 +259,7 @@ void handlers_delete_session(struct worker *w, struct work_request *r)
     const struct proto_request *q = &r->req;
     char *files = NULL;
     uint64_t xid = 0;
-    int st = db_session_delete(&w->pg, q->user_id, q->session_id, &files, &xid);
+    enum db_status st = db_session_delete(&w->pg, q->user_id, q->session_id, &files, &xid);
     if (st != DB_OK) {
         reply_error(r, st == DB_NOT_FOUND ? PERR_NO_SESSION : PERR_DELETE_SESSION);
         return;
@@ -285,7 +285,7 @@ void handlers_list_models(struct worker *w, struct work_request *r)
 {
     if (r->req.mine) {
         char *json = NULL;
-        int st = db_user_models(&w->pg, r->req.user_id, &json);
+        enum db_status st = db_user_models(&w->pg, r->req.user_id, &json);
         json_t *names = st == DB_OK ? json_loads(json, 0, NULL) : NULL;
         free(json);
         if (names == NULL) {
@@ -312,7 +312,7 @@ void handlers_list_models(struct worker *w, struct work_request *r)
 void handlers_balance(struct worker *w, struct work_request *r)
 {
     double b;
-    int st = db_balance(&w->pg, r->req.user_id, &b);
+    enum db_status st = db_balance(&w->pg, r->req.user_id, &b);
     if (st != DB_OK) {
         reply_error(r, st == DB_NOT_FOUND ? PERR_NO_USER : PERR_BALANCE);
         return;
@@ -326,7 +326,7 @@ void handlers_usage(struct worker *w, struct work_request *r)
 {
     const struct proto_request *q = &r->req;
     char *json = NULL;
-    int st = db_usage(&w->pg, q->user_id, q->since_us, q->until_us, &json);
+    enum db_status st = db_usage(&w->pg, q->user_id, q->since_us, q->until_us, &json);
     if (st != DB_OK) {
         reply_error(r, st == DB_NOT_FOUND ? PERR_NO_USER : PERR_BALANCE);
         return;

@@ -34,7 +34,7 @@ void history_page(struct worker *w, struct work_request *r)
 {
     const struct proto_request *q = &r->req;
     struct db_page page;
-    int st = db_history_page(&w->pg, q->user_id, q->session_id, q->before, q->limit, &page);
+    enum db_status st = db_history_page(&w->pg, q->user_id, q->session_id, q->before, q->limit, &page);
     if (st != DB_OK) {
         /* Someone else's session answers exactly like a missing one. */
         reply_error(r, st == DB_NOT_FOUND ? PERR_NO_SESSION : PERR_LOAD_CHATS, NULL);
@@ -118,7 +118,7 @@ void history_rename(struct worker *w, struct work_request *r)
 {
     const struct proto_request *q = &r->req;
     uint64_t xid;
-    int st = db_session_rename(&w->pg, q->user_id, q->session_id, q->session_name, &xid);
+    enum db_status st = db_session_rename(&w->pg, q->user_id, q->session_id, q->session_name, &xid);
     if (st != DB_OK) {
         reply_error(r, st == DB_NOT_FOUND ? PERR_NO_SESSION : PERR_INTERNAL, NULL);
         return;
@@ -136,7 +136,7 @@ void history_feedback(struct worker *w, struct work_request *r)
 {
     const struct proto_request *q = &r->req;
     char role[16];
-    int st = db_message_role(&w->pg, q->user_id, q->session_id, q->seq, role);
+    enum db_status st = db_message_role(&w->pg, q->user_id, q->session_id, q->seq, role);
     if (st != DB_OK) {
         reply_error(r, st == DB_NOT_FOUND ? PERR_NO_SESSION : PERR_INTERNAL, NULL);
         return;

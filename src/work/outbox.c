@@ -173,15 +173,17 @@ void outbox_push(struct outbox *ob, uint64_t conn, char *frame, size_t len)
         enqueue(ob, post_new(OUTBOX_PUSH, conn, frame, len));
 }
 
-void outbox_http(struct outbox *ob, uint64_t txn, unsigned status, char *body, size_t len)
+void outbox_http(struct outbox *ob, uint64_t txn, enum outbox_outcome outcome, char *body,
+                 size_t len)
 {
     struct outbox_post *p = post_new(OUTBOX_HTTP, txn, body, len);
     if (p != NULL)
-        p->status = status;
+        p->outcome = outcome;
     enqueue(ob, p);
 }
 
-void outbox_export(struct outbox *ob, uint64_t txn, unsigned status, char *piece, size_t len,
+void outbox_export(struct outbox *ob, uint64_t txn, enum outbox_outcome outcome, char *piece,
+                   size_t len,
                    int last, void *job, outbox_release_fn release)
 {
     struct outbox_post *p = post_new(OUTBOX_EXPORT, txn, piece, len);
@@ -189,7 +191,7 @@ void outbox_export(struct outbox *ob, uint64_t txn, unsigned status, char *piece
         release(job);
         return;
     }
-    p->status = status;
+    p->outcome = outcome;
     p->last = last;
     p->held = job;
     p->release = release;

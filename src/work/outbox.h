@@ -18,6 +18,18 @@
 
 struct outbox;
 
+/* How the work of an HTTP transaction ended. The transport chooses the
+ * HTTP status from it (net/http.c): work/ knows no HTTP. */
+enum outbox_outcome {
+    OUTBOX_DONE,        /* the answer (200) */
+    OUTBOX_ACCEPTED,    /* stored: an upload (202) */
+    OUTBOX_REFUSED,     /* the request names what is missing or not allowed (400) */
+    OUTBOX_NOT_FOUND,   /* what it names is not there, or not the user's (404) */
+    OUTBOX_UNAVAILABLE, /* a part chatd needs is down (503) */
+    OUTBOX_FAILED,      /* chatd failed (500) */
+    OUTBOX_NO_SPACE,    /* no room for the file (507) */
+};
+
 /* What a post may hold besides its frame: a turn (a reference) or an
  * export job, freed with the post unless the transport takes it. The
  * outbox knows neither: it only calls release. */
@@ -47,7 +59,7 @@ struct outbox_post {
     void *held;
     outbox_release_fn release;
     int failed;       /* REPLY: an error frame (for metrics) */
-    unsigned status;  /* HTTP, EXPORT */
+    enum outbox_outcome outcome; /* HTTP, EXPORT */
     int last;         /* EXPORT: the download ends with this piece; RESUME: the turn has ended */
 
     /* LIVE, SUBSCRIBE, RESUME */
@@ -95,7 +107,8 @@ void outbox_push(struct outbox *ob, uint64_t conn, char *frame, size_t len);
  * outbox_detach. */
 void outbox_turn_done(struct outbox *ob, uint64_t conn, void *turn, outbox_release_fn release);
 /* Steals body. */
-void outbox_http(struct outbox *ob, uint64_t txn, unsigned status, char *body, size_t len);
+void outbox_http(struct outbox *ob, uint64_t txn, enum outbox_outcome outcome, char *body,
+                 size_t len);
 /* A message from the live bus for the connections of user (steals frame);
  * session and turn NULL for an event. */
 void outbox_live(struct outbox *ob, const char *user, char tag, const char *session,
@@ -111,7 +124,8 @@ void outbox_resumed(struct outbox *ob, uint64_t conn, const char *user, const ch
                     const char *turn, char *frame, size_t len, char **frames, size_t *lens,
                     size_t n, long long last_index, int active, int refill);
 /* Steals piece and job (work/export.h), which release frees. */
-void outbox_export(struct outbox *ob, uint64_t txn, unsigned status, char *piece, size_t len,
+void outbox_export(struct outbox *ob, uint64_t txn, enum outbox_outcome outcome, char *piece,
+                   size_t len,
                    int last, void *job, outbox_release_fn release);
 
 #endif

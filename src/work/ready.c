@@ -26,7 +26,7 @@ static void ready_run(struct worker *w, struct pool_job *job)
     struct ready_job *j = (struct ready_job *)job;
     /* Twice: the first use of a connection PostgreSQL dropped fails, and
      * the second reconnects. */
-    int pg_ok = db_ping(&w->pg) == 0 || db_ping(&w->pg) == 0;
+    int pg_ok = db_ping(&w->pg) == DB_OK || db_ping(&w->pg) == DB_OK;
     w->cache.retry_at = 0; /* a probe looks now, past the cache's back-off */
     int redis_ok = cache_ping(&w->cache) == 0;
     int agent_ok = agent_ping(j->app->agent, READY_AGENT_PROBE_MS) == 0;
@@ -39,9 +39,10 @@ static void ready_run(struct worker *w, struct pool_job *job)
     if (!ok)
         log_warn("event=not_ready postgres=%d redis=%d agent=%d", pg_ok, redis_ok, agent_ok);
     if (body == NULL)
-        outbox_http(j->app->outbox, j->txn, 500, strdup("{\"status\":\"error\"}"), 18);
+        outbox_http(j->app->outbox, j->txn, OUTBOX_FAILED, strdup("{\"status\":\"error\"}"), 18);
     else
-        outbox_http(j->app->outbox, j->txn, ok ? 200 : 503, body, strlen(body));
+        outbox_http(j->app->outbox, j->txn, ok ? OUTBOX_DONE : OUTBOX_UNAVAILABLE, body,
+                    strlen(body));
     free(j);
 }
 

@@ -192,7 +192,7 @@ static void title_run(struct worker *w, struct pool_job *job)
     char title[TITLE_MAX_BYTES];
     if (j->raw != NULL && title_clean(j->raw, title, sizeof(title)) == 0) {
         uint64_t xid = 0;
-        int st = db_title_set(&w->pg, j->user_id, j->session_id, title, &xid);
+        enum db_status st = db_title_set(&w->pg, j->user_id, j->session_id, title, &xid);
         if (st == DB_OK) {
             cache_saw_write(&w->cache, j->user_id, xid);
             log_info("event=session_titled session=%s", j->session_id);

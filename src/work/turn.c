@@ -193,7 +193,7 @@ static enum lease_take turn_take_lease(struct worker *w, struct turn *t, enum tu
         return LEASE_FAILED;
     }
     long long next_seq;
-    int st = db_lease_take(&w->pg, t->user_id, t->session_id, t->turn_id,
+    enum db_status st = db_lease_take(&w->pg, t->user_id, t->session_id, t->turn_id,
                            t->app->cfg->turn_lease_seconds, t->session_new, &next_seq);
     switch (st) {
     case DB_OK:

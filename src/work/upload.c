@@ -21,8 +21,8 @@
 
 #define UPLOAD_SESSION_NAME "New Chat"
 
-/* How an upload ended, and what the client is told: the HTTP status is
- * chosen here, in this one table. */
+/* How an upload ended, and what the client is told: the outcome (whose
+ * HTTP status net/http.c chooses) and the message, in this one table. */
 enum upload_outcome {
     UPLOAD_STORED,
     UPLOAD_NO_USER,
@@ -36,19 +36,19 @@ enum upload_outcome {
 };
 
 static const struct {
-    unsigned status;
+    enum outbox_outcome outcome;
     const char *message;
 } upload_answers[] = {
-    [UPLOAD_STORED] = {202, "File uploaded successfully"},
-    [UPLOAD_NO_USER] = {400, "User Does Not Exists"},
+    [UPLOAD_STORED] = {OUTBOX_ACCEPTED, "File uploaded successfully"},
+    [UPLOAD_NO_USER] = {OUTBOX_REFUSED, "User Does Not Exists"},
     /* someone else's session answers like a missing one */
-    [UPLOAD_NO_SESSION] = {400, "Session Not Found"},
-    [UPLOAD_UNKNOWN_MODEL] = {400, "Unknown Model"},
-    [UPLOAD_NO_MODEL_ACCESS] = {400, "User Does Not Have Model Access"},
-    [UPLOAD_NO_SPACE] = {507, "Insufficient storage: no space left for the file"},
-    [UPLOAD_DB_ERROR] = {500, "Database error, try again"},
-    [UPLOAD_NO_CREATE] = {500, "Unable to Create Session"},
-    [UPLOAD_FAILED] = {500, "Unable to store the file"},
+    [UPLOAD_NO_SESSION] = {OUTBOX_REFUSED, "Session Not Found"},
+    [UPLOAD_UNKNOWN_MODEL] = {OUTBOX_REFUSED, "Unknown Model"},
+    [UPLOAD_NO_MODEL_ACCESS] = {OUTBOX_REFUSED, "User Does Not Have Model Access"},
+    [UPLOAD_NO_SPACE] = {OUTBOX_NO_SPACE, "Insufficient storage: no space left for the file"},
+    [UPLOAD_DB_ERROR] = {OUTBOX_FAILED, "Database error, try again"},
+    [UPLOAD_NO_CREATE] = {OUTBOX_FAILED, "Unable to Create Session"},
+    [UPLOAD_FAILED] = {OUTBOX_FAILED, "Unable to store the file"},
 };
 
 struct upload_job *upload_job_new(void)
@@ -109,7 +109,7 @@ static enum upload_outcome store_rows(struct worker *w, struct upload_job *j)
         /* Owned by this user, and kept from being deleted until commit. */
         long long next_seq;
         char owner[UUID_STR_LEN + 1]; /* (a file needs no turn lease) */
-        int st = db_session_lock(pg, j->user_id, j->session_id, &next_seq, owner);
+        enum db_status st = db_session_lock(pg, j->user_id, j->session_id, &next_seq, owner);
         if (st != DB_OK) {
             out = st == DB_NOT_FOUND ? UPLOAD_NO_SESSION : UPLOAD_DB_ERROR;
             goto rollback;
@@ -195,11 +195,11 @@ static void upload_run(struct worker *w, struct pool_job *job)
     if (out == UPLOAD_STORED && (data = stored_data(j)) == NULL)
         out = UPLOAD_FAILED; /* out of memory; the stored file stays */
     else if (out != UPLOAD_STORED)
-        log_info("event=upload_refused status=%u user=%s reason=\"%s\"",
-                 upload_answers[out].status, j->user_id, upload_answers[out].message);
+        log_info("event=upload_refused user=%s reason=\"%s\"", j->user_id,
+                 upload_answers[out].message);
     size_t len;
     char *body = proto_encode_http(upload_answers[out].message, data, &len);
-    outbox_http(j->app->outbox, j->txn, upload_answers[out].status, body, len);
+    outbox_http(j->app->outbox, j->txn, upload_answers[out].outcome, body, len);
     upload_job_free(j);
 }
 

@@ -31,7 +31,7 @@ static void test_posts_in_order_with_their_fields(void **state)
     outbox_reply_error(ob, 7, PROTO_CHATS, PERR_NO_SESSION, NULL);
     outbox_push(ob, 8, strdup("{\"type\":7}"), 10);
     outbox_push(ob, 8, NULL, 0); /* nothing to push: no post */
-    outbox_http(ob, 99, 202, strdup("{}"), 2);
+    outbox_http(ob, 99, OUTBOX_ACCEPTED, strdup("{}"), 2);
     /* The list already held the first reply, so a wake was owed by whoever
      * sets one (net/server.c wakes itself once when it starts). */
     assert_int_equal(atomic_load(&wakes), 0);
@@ -58,7 +58,7 @@ static void test_posts_in_order_with_their_fields(void **state)
     outbox_post_free(p);
     p = n;
     assert_int_equal(p->kind, OUTBOX_HTTP);
-    assert_int_equal(p->status, 202);
+    assert_int_equal(p->outcome, OUTBOX_ACCEPTED);
     assert_int_equal(p->id, 99);
     assert_null(p->next);
     outbox_post_free(p);
