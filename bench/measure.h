@@ -34,7 +34,10 @@ static inline int latency_cmp(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static inline void latency_sort(struct latency *l) { qsort(l->us, l->n, sizeof(*l->us), latency_cmp); }
+static inline void latency_sort(struct latency *l)
+{
+    qsort(l->us, l->n, sizeof(*l->us), latency_cmp);
+}
 
 /* Nearest-rank percentile p (0..100) of the sorted samples; 0 if none. */
 static inline uint32_t latency_pct(const struct latency *l, double p)

@@ -40,12 +40,12 @@
 
 struct conn {
     struct ws_conn ws;
-    int stage;        /* 0 nothing sent, 1 subscribe sent, 2 chat sent, 3 final reply */
+    int stage; /* 0 nothing sent, 1 subscribe sent, 2 chat sent, 3 final reply */
     int want_send;
     long long next_index; /* the index the next delta must have */
     long long deltas;
-    int next_word;        /* the piece of the reply the next stamped word must be */
-    int user;             /* index into S.users */
+    int next_word; /* the piece of the reply the next stamped word must be */
+    int user;      /* index into S.users */
 };
 
 static struct {
@@ -109,7 +109,8 @@ static void on_frame(struct ws_conn *wc, const char *frame, size_t len)
     if (json_object_get(root, "error") != NULL) {
         S.errors++;
         if (S.errors_shown++ < 3)
-            fprintf(stderr, "streambench: error reply: %.*s\n", (int)(len > 200 ? 200 : len), frame);
+            fprintf(stderr, "streambench: error reply: %.*s\n", (int)(len > 200 ? 200 : len),
+                    frame);
     } else if (type == 14 && c->stage == 1) {
         c->want_send = 1;
         lws_callback_on_writable(wc->wsi);
@@ -141,7 +142,9 @@ static void on_frame(struct ws_conn *wc, const char *frame, size_t len)
                 snprintf(want, sizeof(want), "w%d", k - 1);
             else
                 snprintf(want, sizeof(want), "%s",
-                         k == S.words + 1 ? "[history=0" : k == S.words + 2 ? "summary=0" : "?");
+                         k == S.words + 1   ? "[history=0"
+                         : k == S.words + 2 ? "summary=0"
+                                            : "?");
             if ((size_t)(at - p) != strlen(want) || memcmp(p, want, strlen(want)) != 0)
                 S.wrong_words++;
             char *end;
@@ -262,8 +265,8 @@ int main(int argc, char **argv)
             usage();
 #undef ARG
     }
-    if (url == NULL || (S.user == NULL) == (S.users_file == NULL) || S.pool.n < 1 ||
-        S.words < 1 || S.words > 100000)
+    if (url == NULL || (S.user == NULL) == (S.users_file == NULL) || S.pool.n < 1 || S.words < 1 ||
+        S.words > 100000)
         usage();
     /* --user: every connection is that user; --users FILE: connection k
      * is the file's user k % N (its events go to its own connections). */
@@ -313,10 +316,9 @@ int main(int argc, char **argv)
            " frames=%lld out_of_order=%lld duplicates=%lld wrong_words=%lld lag_p50_us=%u"
            " lag_p99_us=%u lag_max_us=%u steady_p50_us=%u steady_p99_us=%u errors=%lld"
            " elapsed_s=%.2f cpu_s=%.2f\n",
-           S.pool.n, S.n_users, S.pool.ever_open, S.finals,
-           stamped_per_turn * S.pool.ever_open, S.pieces, S.deltas, S.out_of_order,
-           S.duplicates, S.wrong_words, latency_pct(&S.lag, 50), latency_pct(&S.lag, 99),
-           latency_pct(&S.lag, 100), latency_pct(&S.lag_steady, 50),
+           S.pool.n, S.n_users, S.pool.ever_open, S.finals, stamped_per_turn * S.pool.ever_open,
+           S.pieces, S.deltas, S.out_of_order, S.duplicates, S.wrong_words, latency_pct(&S.lag, 50),
+           latency_pct(&S.lag, 99), latency_pct(&S.lag, 100), latency_pct(&S.lag_steady, 50),
            latency_pct(&S.lag_steady, 99), S.errors, elapsed, measure_cpu_seconds());
     free(S.users);
     ws_pool_free(&S.pool);

@@ -54,8 +54,8 @@ static struct {
     double seconds, warmup, hold, timeout;
     long long requests; /* 0: by time */
     const char *user, *session, *message, *model;
-    const char *extra;   /* --extra: JSON members added to "data" */
-    char **users;        /* --users FILE: each request is a random one's */
+    const char *extra; /* --extra: JSON members added to "data" */
+    char **users;      /* --users FILE: each request is a random one's */
     int n_users;
 
     struct ws_pool pool; /* the connections and their counts */
@@ -432,9 +432,9 @@ int main(int argc, char **argv)
     if (!B.idle) {
         if (B.n_users > 0 && B.user == NULL)
             B.user = B.users[0];
-        if (B.user == NULL || (B.code != 0 && B.code != 1 && B.code != 2 && B.code != 3 &&
-                               B.code != 5 && B.code != 6 && B.code != 9 && B.code != 11 &&
-                               B.code != 13))
+        if (B.user == NULL ||
+            (B.code != 0 && B.code != 1 && B.code != 2 && B.code != 3 && B.code != 5 &&
+             B.code != 6 && B.code != 9 && B.code != 11 && B.code != 13))
             usage();
         if (B.requests > 0 && seconds_given)
             die("--seconds and --requests exclude each other");

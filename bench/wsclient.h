@@ -385,8 +385,7 @@ static inline void ws_pool_connect_more(struct ws_pool *p)
         wc->state = WS_CONNECTING;
         p->connecting++;
         const struct ws_url *u = p->url_for != NULL ? p->url_for(p, p->next_conn - 1) : &p->url;
-        if (ws_connect(p->ctx, u, p->prog, wc, &wc->wsi) == NULL &&
-            wc->state == WS_CONNECTING) {
+        if (ws_connect(p->ctx, u, p->prog, wc, &wc->wsi) == NULL && wc->state == WS_CONNECTING) {
             /* Failed at once; the error callback may or may not have run. */
             ws_conn_dead(p, wc);
         }

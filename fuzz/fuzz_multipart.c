@@ -152,8 +152,7 @@ static void accepted(struct upload_job *j)
           "the temporary file does not hold size bytes");
     cur->file = malloc(j->size);
     int fd = open(j->tmp_path, O_RDONLY);
-    check(cur->file != NULL && fd >= 0 &&
-              read(fd, cur->file, j->size) == (ssize_t)j->size,
+    check(cur->file != NULL && fd >= 0 && read(fd, cur->file, j->size) == (ssize_t)j->size,
           "the temporary file cannot be read back");
     close(fd);
     cur->file_len = j->size;
@@ -243,9 +242,8 @@ static int run(const char *ctype, const uint8_t *body, size_t len, size_t piece,
           "socketpair");
     lws_sock_file_fd_type fd;
     fd.sockfd = sv[0];
-    struct lws *wsi = lws_adopt_descriptor_vhost(lws_get_vhost_by_name(ctx, "default"),
-                                                 LWS_ADOPT_HTTP | LWS_ADOPT_SOCKET, fd, "fuzz",
-                                                 NULL);
+    struct lws *wsi = lws_adopt_descriptor_vhost(
+        lws_get_vhost_by_name(ctx, "default"), LWS_ADOPT_HTTP | LWS_ADOPT_SOCKET, fd, "fuzz", NULL);
     check(wsi != NULL, "lws did not adopt the socket");
 
     char head[4200];
@@ -367,17 +365,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         /* Compared when both runs read the whole body; when lws stopped at
          * the closing delimiter, what followed it was read in one run and
          * not the other (see run()). */
-        if (whole_all && parts_all && (whole.done != parts.done || whole.status != parts.status ||
-            strcmp(whole.message, parts.message) != 0 || whole.size != parts.size ||
-            whole.file_len != parts.file_len ||
-            (whole.file_len > 0 && memcmp(whole.file, parts.file, whole.file_len) != 0) ||
-            strcmp(whole.user_id, parts.user_id) != 0 ||
-            strcmp(whole.session_id, parts.session_id) != 0 ||
-            whole.session_new != parts.session_new || !same(whole.model, parts.model) ||
-            !same(whole.prompt, parts.prompt) || !same(whole.original, parts.original))) {
-            fprintf(stderr,
-                    "fuzz_multipart: in pieces (%zu) and whole, bodies differ: %u '%s' vs %u '%s'\n",
-                    piece, parts.status, parts.message, whole.status, whole.message);
+        if (whole_all && parts_all &&
+            (whole.done != parts.done || whole.status != parts.status ||
+             strcmp(whole.message, parts.message) != 0 || whole.size != parts.size ||
+             whole.file_len != parts.file_len ||
+             (whole.file_len > 0 && memcmp(whole.file, parts.file, whole.file_len) != 0) ||
+             strcmp(whole.user_id, parts.user_id) != 0 ||
+             strcmp(whole.session_id, parts.session_id) != 0 ||
+             whole.session_new != parts.session_new || !same(whole.model, parts.model) ||
+             !same(whole.prompt, parts.prompt) || !same(whole.original, parts.original))) {
+            fprintf(
+                stderr,
+                "fuzz_multipart: in pieces (%zu) and whole, bodies differ: %u '%s' vs %u '%s'\n",
+                piece, parts.status, parts.message, whole.status, whole.message);
             abort();
         }
         outcome_free(&parts);

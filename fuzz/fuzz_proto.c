@@ -67,9 +67,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (req.type == PROTO_HISTORY &&
             (req.limit < 1 || req.limit > PROTO_PAGE_MAX || req.before < -1))
             abort();
-        if (req.type == PROTO_RENAME && (req.session_name[0] == '\0' ||
-                                         req.session_name[0] == ' ' ||
-                                         strpbrk(req.session_name, "\r\n\t") != NULL))
+        if (req.type == PROTO_RENAME &&
+            (req.session_name[0] == '\0' || req.session_name[0] == ' ' ||
+             strpbrk(req.session_name, "\r\n\t") != NULL))
             abort();
         if (req.type == PROTO_FEEDBACK && (req.rating < -1 || req.rating > 1 || req.seq < 0))
             abort();
@@ -93,7 +93,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         /* "error" is exactly the code's documented text (17 names its
          * field in it); anything that varies is in "detail". */
         if (err.code != PERR_INVALID_FIELD &&
-            strcmp(json_string_value(json_object_get(back, "error")), proto_err_text(err.code)) != 0)
+            strcmp(json_string_value(json_object_get(back, "error")), proto_err_text(err.code)) !=
+                0)
             abort();
         json_decref(back);
         free(s);

@@ -20,16 +20,16 @@
 #include "net/server.h"
 #include "store/inval.h"
 #include "store/lease.h"
-#include "store/local.h"
 #include "store/live.h"
+#include "store/local.h"
 #include "store/migrate.h"
 #include "work/app.h"
-#include "work/slots.h"
-#include "work/turn.h"
 #include "work/dispatch.h"
 #include "work/events.h"
 #include "work/outbox.h"
 #include "work/pool.h"
+#include "work/slots.h"
+#include "work/turn.h"
 
 /* Copies of codes 0, 1 and 5 held in memory (store/local.h): every user's
  * profile and session list of a busy instance, within 64 MiB. */
@@ -95,7 +95,7 @@ out:
     }
     if (app.agent != NULL)
         agent_client_destroy(app.agent);
-    lease_stop(app.lease); /* it resubmits parked turns to the pool */
+    lease_stop(app.lease);  /* it resubmits parked turns to the pool */
     pool_destroy(app.pool); /* its last jobs may still publish (titles) */
     live_stop(app.live);    /* both post to the outbox: before it goes */
     local_destroy(app.local);

@@ -215,8 +215,8 @@ int agent_client_supports_title(agent_client *c) { return !atomic_load(&c->no_ti
 
 int agent_ping(agent_client *c, int timeout_ms)
 {
-    gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
-                                         gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
+    gpr_timespec deadline =
+        gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
     grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
     int rc = -1;
     static int ping_tag;
@@ -394,8 +394,8 @@ static void agent_set_synth(agent_call *call, grpc_status_code status, const cha
 static void agent_wakeup(agent_call *call)
 {
     atomic_fetch_add(&call->pending, 1);
-    gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
-                                         gpr_time_from_millis(1000, GPR_TIMESPAN));
+    gpr_timespec deadline =
+        gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(1000, GPR_TIMESPAN));
     grpc_channel_watch_connectivity_state(call->client->channel, GRPC_CHANNEL_SHUTDOWN, deadline,
                                           call->client->cq, &call->tags[AGENT_OP_NOW]);
 }
@@ -431,11 +431,11 @@ static void agent_start(agent_call *call)
         goto out;
     }
     int timeout = call->timeout_seconds > 0 ? call->timeout_seconds : c->timeout_seconds;
-    gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
-                                         gpr_time_from_seconds(timeout, GPR_TIMESPAN));
-    call->grpc = grpc_channel_create_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, c->cq,
-                                          grpc_slice_from_static_string(method), NULL, deadline,
-                                          NULL);
+    gpr_timespec deadline =
+        gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_seconds(timeout, GPR_TIMESPAN));
+    call->grpc =
+        grpc_channel_create_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, c->cq,
+                                 grpc_slice_from_static_string(method), NULL, deadline, NULL);
     if (!call->grpc) {
         agent_set_synth(call, GRPC_STATUS_INTERNAL, "cannot create gRPC call");
         goto out;
@@ -479,7 +479,7 @@ static void agent_start(agent_call *call)
     for (int i = 0; i < nb; i++) {
         atomic_fetch_add(&call->pending, 1);
         grpc_call_error err = grpc_call_start_batch(call->grpc, batches[i].ops, batches[i].n,
-                                                   &call->tags[batches[i].tag], NULL);
+                                                    &call->tags[batches[i].tag], NULL);
         if (err != GRPC_CALL_OK) {
             /* Cannot happen with well-formed batches; those already started
              * complete once the call is cancelled. */
@@ -609,8 +609,8 @@ static int agent_on_chunk(agent_call *call, int success)
     }
     grpc_byte_buffer_destroy(bb);
     if (!ch) {
-        grpc_call_cancel_with_status(call->grpc, GRPC_STATUS_INTERNAL,
-                                     "malformed Chunk from agent", NULL);
+        grpc_call_cancel_with_status(call->grpc, GRPC_STATUS_INTERNAL, "malformed Chunk from agent",
+                                     NULL);
         return 0;
     }
     call->n_chunks++;
@@ -638,7 +638,8 @@ static int agent_on_chunk(agent_call *call, int success)
     memset(&op, 0, sizeof(op));
     op.op = GRPC_OP_RECV_MESSAGE;
     op.data.recv_message.recv_message = &call->recv_buf;
-    if (grpc_call_start_batch(call->grpc, &op, 1, &call->tags[AGENT_OP_MSG], NULL) != GRPC_CALL_OK) {
+    if (grpc_call_start_batch(call->grpc, &op, 1, &call->tags[AGENT_OP_MSG], NULL) !=
+        GRPC_CALL_OK) {
         grpc_call_cancel(call->grpc, NULL);
         return 0;
     }
@@ -733,7 +734,8 @@ static void agent_finish(agent_call *call)
     if (call->kind == AGENT_STREAM && !call->fallback && status == GRPC_STATUS_UNIMPLEMENTED &&
         call->n_chunks == 0 && !cancelled) {
         if (!atomic_exchange(&c->no_stream, 1))
-            log_info("agent: ProcessStream not implemented by the agent; using Process from now on");
+            log_info(
+                "agent: ProcessStream not implemented by the agent; using Process from now on");
         gpr_free(details);
         agent_reset_attempt(call);
         call->fallback = 1;
@@ -781,8 +783,8 @@ static void agent_finish(agent_call *call)
         log_warn("agent: %s reported a cost that is not a number >= 0 (%g, %g): charging 0",
                  agent_method_name(call), (double)call->cost, call->precise_cost);
     if (call->kind == AGENT_SUMMARY) {
-        struct agent_summary_result r = {status, why ? why : "", call->len ? text : "", call->len,
-                                         {0}};
+        struct agent_summary_result r = {
+            status, why ? why : "", call->len ? text : "", call->len, {0}};
         memcpy(r.cost, cost, sizeof(cost));
         if (call->on_summary)
             call->on_summary(call->ud, &r);
@@ -792,8 +794,13 @@ static void agent_finish(agent_call *call)
         if (call->on_title)
             call->on_title(call->ud, &r);
     } else {
-        struct agent_result r = {status, why ? why : "", text, call->len, {0},
-                                 call->prompt_tokens, call->completion_tokens};
+        struct agent_result r = {status,
+                                 why ? why : "",
+                                 text,
+                                 call->len,
+                                 {0},
+                                 call->prompt_tokens,
+                                 call->completion_tokens};
         memcpy(r.cost, cost, sizeof(cost));
         if (call->on_done)
             call->on_done(call->ud, &r);
@@ -818,7 +825,8 @@ static void *agent_cq_main(void *arg)
 {
     agent_client *c = arg;
     for (;;) {
-        grpc_event ev = grpc_completion_queue_next(c->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+        grpc_event ev =
+            grpc_completion_queue_next(c->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
         if (ev.type == GRPC_QUEUE_SHUTDOWN)
             break;
         if (ev.type != GRPC_OP_COMPLETE)

@@ -135,9 +135,8 @@ void agent_client_destroy(agent_client *c);
  * ProcessStream, on_delta (may be NULL) gets each piece of text in order.
  * Returns NULL (and never calls on_done) when the call cannot be started:
  * client shutting down, out of memory. */
-agent_call *agent_process(agent_client *c, const struct agent_request *req,
-                          int stream, agent_delta_fn on_delta,
-                          agent_done_fn on_done, void *ud);
+agent_call *agent_process(agent_client *c, const struct agent_request *req, int stream,
+                          agent_delta_fn on_delta, agent_done_fn on_done, void *ud);
 
 /* Thread-safe, at any time until agent_call_release(). If on_done has not
  * run yet, it will report CANCELLED with the text received so far. */

@@ -27,9 +27,9 @@ struct ca_call {
     grpc_call *grpc;
     enum ca_method method;
     atomic_int refs;
-    AiService__Request *req;            /* Process, ProcessStream */
-    AiService__SummaryRequest *sreq;    /* Summarize */
-    AiService__TitleRequest *treq;      /* Title */
+    AiService__Request *req;         /* Process, ProcessStream */
+    AiService__SummaryRequest *sreq; /* Summarize */
+    AiService__TitleRequest *treq;   /* Title */
 
     pthread_mutex_t lock; /* everything below */
     int dead;             /* cancelled, deadline passed or a send failed */
@@ -108,8 +108,8 @@ struct ca_call *ca_call_accept(grpc_call *grpc, enum ca_method m, grpc_byte_buff
             k->treq = ai_service__title_request__unpack(NULL, GRPC_SLICE_LENGTH(s),
                                                         GRPC_SLICE_START_PTR(s));
         else
-            k->req = ai_service__request__unpack(NULL, GRPC_SLICE_LENGTH(s),
-                                                 GRPC_SLICE_START_PTR(s));
+            k->req =
+                ai_service__request__unpack(NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
         grpc_slice_unref(s);
     }
 
@@ -156,10 +156,7 @@ static float ca_cost_float(double cost)
     return ca_cfg.cost_fields == CA_COST_DOUBLE ? 0 : (float)cost;
 }
 
-static double ca_cost_double(double cost)
-{
-    return ca_cfg.cost_fields == CA_COST_FLOAT ? 0 : cost;
-}
+static double ca_cost_double(double cost) { return ca_cfg.cost_fields == CA_COST_FLOAT ? 0 : cost; }
 
 int ca_call_is_dead(struct ca_call *k)
 {

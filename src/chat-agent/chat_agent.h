@@ -31,8 +31,8 @@ struct ca_config {
     int port;
     const char *backend; /* "echo" or "openai" */
     int delay_ms;
-    int delta_ms;      /* AGENT_DELTA_MS: > 0, one streamed piece every delta_ms instead */
-    int stamp_deltas;  /* AGENT_STAMP_DELTAS=1: each piece ends "@<unix us> " (benchmarks) */
+    int delta_ms;           /* AGENT_DELTA_MS: > 0, one streamed piece every delta_ms instead */
+    int stamp_deltas;       /* AGENT_STAMP_DELTAS=1: each piece ends "@<unix us> " (benchmarks) */
     int delta_phase_random; /* AGENT_DELTA_PHASE=random: each stream offset within delta_ms */
     const char *record_file;
     int disabled[CA_N_METHODS];
@@ -90,7 +90,13 @@ void ca_call_reject_unknown(grpc_call *grpc);
 void ca_reject_done(void *ptr); /* CA_TAG_UNKNOWN_DONE */
 
 /* Tags on the CQ start with their kind. */
-enum ca_tag_kind { CA_TAG_REQUEST, CA_TAG_SEND, CA_TAG_CLOSED, CA_TAG_UNKNOWN_DONE, CA_TAG_SHUTDOWN };
+enum ca_tag_kind {
+    CA_TAG_REQUEST,
+    CA_TAG_SEND,
+    CA_TAG_CLOSED,
+    CA_TAG_UNKNOWN_DONE,
+    CA_TAG_SHUTDOWN
+};
 struct ca_tag {
     enum ca_tag_kind kind;
     void *ptr;

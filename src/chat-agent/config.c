@@ -182,4 +182,3 @@ int ca_config_load(void)
         log_set_level(lvl);
     return 0;
 }
-

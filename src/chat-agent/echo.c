@@ -19,8 +19,8 @@
 #include "chat_agent.h"
 #include "lib/log.h"
 
-#define ECHO_SUMMARY_TAKE 40   /* bytes of the user message per turn */
-#define ECHO_SUMMARY_MAX 1000  /* bytes of the whole summary */
+#define ECHO_SUMMARY_TAKE 40  /* bytes of the user message per turn */
+#define ECHO_SUMMARY_MAX 1000 /* bytes of the whole summary */
 #define ECHO_TITLE_WORDS 6
 
 struct echo_job {
@@ -69,8 +69,9 @@ static char *echo_reply_text(const AiService__Request *r, int *status, const cha
      * paragraph. */
     int lines = strchr(r->chat_message, '\n') != NULL;
     char *out = NULL;
-    if (asprintf(&out, lines ? "echo:\n%s\n[history=%ld summary=%zu files=%zu]"
-                             : "echo: %s [history=%ld summary=%zu files=%zu]",
+    if (asprintf(&out,
+                 lines ? "echo:\n%s\n[history=%ld summary=%zu files=%zu]"
+                       : "echo: %s [history=%ld summary=%zu files=%zu]",
                  r->chat_message, hist, strlen(r->chat_summary), r->n_file_name) < 0) {
         *status = GRPC_STATUS_RESOURCE_EXHAUSTED;
         *details = "out of memory";
@@ -122,8 +123,8 @@ static void echo_job_free(struct echo_job *j)
  * the reply is complete. */
 static int echo_step(struct echo_job *j)
 {
-    size_t end = ca_call_method(j->k) == CA_STREAM ? echo_piece_end(j->reply, j->len, j->pos)
-                                                    : j->len;
+    size_t end =
+        ca_call_method(j->k) == CA_STREAM ? echo_piece_end(j->reply, j->len, j->pos) : j->len;
     const char *piece = j->reply + j->pos;
     size_t n = end - j->pos;
     j->pos = end;
@@ -178,8 +179,8 @@ static void echo_summarize(struct ca_call *k)
         ca_call_finish(k, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", 0);
         return;
     }
-    size_t in = strlen(r->previous_summary) + strlen(r->user_message) +
-                strlen(r->assistant_message);
+    size_t in =
+        strlen(r->previous_summary) + strlen(r->user_message) + strlen(r->assistant_message);
     ca_call_finish_text(k, s, strlen(s), GRPC_STATUS_OK, NULL, ca_cost(in, strlen(s)));
     free(s);
 }

@@ -22,15 +22,14 @@
 #include "chat_agent.h"
 #include "lib/log.h"
 
-#define CA_SLOTS_PER_METHOD 256  /* calls requested from gRPC ahead of time */
+#define CA_SLOTS_PER_METHOD 256 /* calls requested from gRPC ahead of time */
 #define CA_SLOTS_UNKNOWN 4
 #define CA_SHUTDOWN_GRACE_MS 2000 /* in-flight calls may finish, then cancel */
 #define CA_MAX_MESSAGE (64 * 1024 * 1024)
 
-static const char *const method_paths[CA_N_METHODS] = {"/ai_service.AIService/Process",
-                                                       "/ai_service.AIService/ProcessStream",
-                                                       "/ai_service.AIService/Summarize",
-                                                       "/ai_service.AIService/Title"};
+static const char *const method_paths[CA_N_METHODS] = {
+    "/ai_service.AIService/Process", "/ai_service.AIService/ProcessStream",
+    "/ai_service.AIService/Summarize", "/ai_service.AIService/Title"};
 
 /* One outstanding grpc_server_request_(registered_)call; re-posted after
  * each call it delivers. method == CA_N_METHODS: any unregistered method. */
@@ -61,9 +60,9 @@ static int ca_post(struct ca_slot *s)
         grpc_call_details_init(&s->details);
         err = grpc_server_request_call(server, &s->call, &s->details, &s->md, cq, cq, &s->tag);
     } else {
-        err = grpc_server_request_registered_call(server, registered[s->method], &s->call,
-                                                  &s->deadline, &s->md, &s->payload, cq, cq,
-                                                  &s->tag);
+        err =
+            grpc_server_request_registered_call(server, registered[s->method], &s->call,
+                                                &s->deadline, &s->md, &s->payload, cq, cq, &s->tag);
     }
     if (err != GRPC_CALL_OK) {
         log_error("chat-agent: request call: %s", grpc_call_error_to_string(err));
@@ -104,7 +103,9 @@ static void ca_dispatch(enum ca_method m, grpc_call *call, grpc_byte_buffer *pay
     else
         ca_record_request(m, r);
     log_debug("chat-agent: %s session=%s", ca_method_name(m),
-              m == CA_SUMMARIZE ? sr->session_id : m == CA_TITLE ? tr->session_id : r->session_id);
+              m == CA_SUMMARIZE ? sr->session_id
+              : m == CA_TITLE   ? tr->session_id
+                                : r->session_id);
     /* AGENT_FAIL_MODE fails the replies (and titles); summaries still work. */
     int fails = m != CA_SUMMARIZE;
 
@@ -243,8 +244,8 @@ int main(void)
     int shutting_down = 0, cancelled_all = 0, server_gone = 0;
     uint64_t shutdown_at = 0;
     for (;;) {
-        gpr_timespec dl = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
-                                       gpr_time_from_millis(200, GPR_TIMESPAN));
+        gpr_timespec dl =
+            gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(200, GPR_TIMESPAN));
         grpc_event ev = grpc_completion_queue_next(cq, dl, NULL);
         if (ev.type == GRPC_QUEUE_SHUTDOWN)
             break;

@@ -51,8 +51,8 @@ struct oa_ctx {
     size_t out_bytes;
     long prompt_tokens, completion_tokens;
     int have_usage;
-    int done;            /* saw data: [DONE] */
-    char error[256];     /* set by the event parser */
+    int done;        /* saw data: [DONE] */
+    char error[256]; /* set by the event parser */
 };
 
 /* ---------------------------------------------------------------- requests */
@@ -105,7 +105,8 @@ static json_t *oa_chat_body(const AiService__Request *r, size_t *in_bytes, const
 
     size_t i;
     json_t *e;
-    json_array_foreach(hist, i, e) {
+    json_array_foreach(hist, i, e)
+    {
         const char *role = json_string_value(json_object_get(e, "role"));
         const char *content = json_string_value(json_object_get(e, "content"));
         if (!role || !content)
@@ -135,8 +136,8 @@ static json_t *oa_chat_body(const AiService__Request *r, size_t *in_bytes, const
 
 /* A one-shot completion beside the conversation (Summarize, Title): a
  * system instruction and one user message, not streamed. Takes user. */
-static json_t *oa_side_body(const char *model_name, const char *system, char *user,
-                            int max_tokens, size_t *in_bytes, const char **err)
+static json_t *oa_side_body(const char *model_name, const char *system, char *user, int max_tokens,
+                            size_t *in_bytes, const char **err)
 {
     const char *model = oa_model(model_name);
     if (!model || !*model) {
@@ -240,8 +241,8 @@ static int oa_on_event(void *ud, const char *data, size_t len)
     }
     oa_take_error(x, o);
     json_t *choice = json_array_get(json_object_get(o, "choices"), 0);
-    const char *delta = json_string_value(json_object_get(json_object_get(choice, "delta"),
-                                                          "content"));
+    const char *delta =
+        json_string_value(json_object_get(json_object_get(choice, "delta"), "content"));
     if (delta)
         oa_push(x, delta);
     oa_take_usage(x, json_object_get(o, "usage"));
@@ -293,8 +294,8 @@ static void oa_take_plain(struct oa_ctx *x)
     }
     oa_take_error(x, o);
     json_t *choice = json_array_get(json_object_get(o, "choices"), 0);
-    const char *text = json_string_value(json_object_get(json_object_get(choice, "message"),
-                                                         "content"));
+    const char *text =
+        json_string_value(json_object_get(json_object_get(choice, "message"), "content"));
     if (text)
         oa_push(x, text);
     else if (!x->error[0])
@@ -329,8 +330,8 @@ static void oa_run(CURL *curl, struct ca_call *k)
     sse_init(&x.sse, oa_on_event, &x, OA_MAX_BODY);
     char errbuf[CURL_ERROR_SIZE] = "";
 
-    if (!body || asprintf(&url, "%s%schat/completions", ca_cfg.openai_base_url,
-                          slash ? "" : "/") < 0) {
+    if (!body ||
+        asprintf(&url, "%s%schat/completions", ca_cfg.openai_base_url, slash ? "" : "/") < 0) {
         url = NULL;
         ca_call_finish(k, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", 0);
         goto out;
@@ -380,10 +381,9 @@ static void oa_run(CURL *curl, struct ca_call *k)
         if (x.error[0]) {
             ca_call_finish(k, GRPC_STATUS_INTERNAL, x.error, 0);
         } else {
-            double cost = x.have_usage
-                              ? x.prompt_tokens / 1000.0 * ca_cfg.price_in_per_1k +
-                                    x.completion_tokens / 1000.0 * ca_cfg.price_out_per_1k
-                              : ca_cost(in_bytes, x.out_bytes);
+            double cost = x.have_usage ? x.prompt_tokens / 1000.0 * ca_cfg.price_in_per_1k +
+                                             x.completion_tokens / 1000.0 * ca_cfg.price_out_per_1k
+                                       : ca_cost(in_bytes, x.out_bytes);
             if (x.have_usage && x.prompt_tokens >= 0 && x.completion_tokens >= 0)
                 ca_call_set_tokens(k, (uint32_t)x.prompt_tokens, (uint32_t)x.completion_tokens);
             ca_call_finish(k, GRPC_STATUS_OK, NULL, cost);

@@ -24,12 +24,18 @@ struct cfg_row {
     const char *name;
     enum cfg_type type;
     size_t offset;
-    const char *def;  /* NULL: required */
-    long min, max;    /* CFG_INT only */
+    const char *def; /* NULL: required */
+    long min, max;   /* CFG_INT only */
 };
 
-#define S(name, field, def) {name, CFG_STR, offsetof(struct config, field), def, 0, 0}
-#define I(name, field, def, lo, hi) {name, CFG_INT, offsetof(struct config, field), def, lo, hi}
+#define S(name, field, def)                                                                        \
+    {                                                                                              \
+        name, CFG_STR, offsetof(struct config, field), def, 0, 0                                   \
+    }
+#define I(name, field, def, lo, hi)                                                                \
+    {                                                                                              \
+        name, CFG_INT, offsetof(struct config, field), def, lo, hi                                 \
+    }
 
 static const struct cfg_row config_table[] = {
     S("SERVER_HOST", server_host, "127.0.0.1"),
@@ -86,8 +92,7 @@ static const struct cfg_row config_table[] = {
     I("DAILY_MESSAGE_LIMIT", daily_message_limit, "1000", 0, 100000000),
     I("MAX_CONNECTIONS", max_connections, "10000", 1, 1000000),
     I("MAX_CONNECTIONS_PER_IP", max_connections_per_ip, "100", 1, 1000000),
-    I("MAX_OUTPUT_BYTES_PER_CONN", max_output_bytes_per_conn, "4194304", 65536,
-      1024 * 1024 * 1024),
+    I("MAX_OUTPUT_BYTES_PER_CONN", max_output_bytes_per_conn, "4194304", 65536, 1024 * 1024 * 1024),
     I("SLOW_READER_CLOSE_SECONDS", slow_reader_close_seconds, "30", 1, 3600),
 };
 
@@ -176,8 +181,8 @@ int config_from_env(struct config *cfg, char *errbuf, size_t errlen)
                 goto fail;
             }
             if (v < row->min || v > row->max) {
-                snprintf(errbuf, errlen, "config: %s=%ld is out of range [%ld, %ld]",
-                         row->name, v, row->min, row->max);
+                snprintf(errbuf, errlen, "config: %s=%ld is out of range [%ld, %ld]", row->name, v,
+                         row->min, row->max);
                 goto fail;
             }
             *(int *)field = (int)v;
@@ -186,8 +191,7 @@ int config_from_env(struct config *cfg, char *errbuf, size_t errlen)
         case CFG_LOGLEVEL: {
             enum log_level lvl;
             if (log_parse_level(val, &lvl) != 0) {
-                snprintf(errbuf, errlen,
-                         "config: %s=\"%s\" is not one of debug, info, warn, error",
+                snprintf(errbuf, errlen, "config: %s=\"%s\" is not one of debug, info, warn, error",
                          row->name, val);
                 goto fail;
             }
@@ -237,8 +241,7 @@ int config_from_env(struct config *cfg, char *errbuf, size_t errlen)
     }
     /* A short HS256 key can be brute-forced offline from any one token. */
     if (cfg->auth == CONFIG_AUTH_JWT && strlen(cfg->jwt_secret) < 32) {
-        snprintf(errbuf, errlen,
-                 "config: AUTH_MODE=jwt needs JWT_SECRET of at least 32 bytes");
+        snprintf(errbuf, errlen, "config: AUTH_MODE=jwt needs JWT_SECRET of at least 32 bytes");
         goto fail;
     }
     return 0;

@@ -46,44 +46,44 @@ struct config {
     char *upload_allowed_types; /* comma-separated file extensions */
     char *cors_origins;         /* "*" or comma-separated origins */
 
-    int max_message_bytes;     /* largest WebSocket frame (assembled message) */
-    int max_chat_message_bytes;/* largest chat text / session prompt */
-    int max_inflight_per_conn; /* requests queued or running per connection */
+    int max_message_bytes;      /* largest WebSocket frame (assembled message) */
+    int max_chat_message_bytes; /* largest chat text / session prompt */
+    int max_inflight_per_conn;  /* requests queued or running per connection */
     int worker_threads;
-    int ws_ping_seconds;       /* idle seconds before a keep-alive ping */
+    int ws_ping_seconds; /* idle seconds before a keep-alive ping */
     int shutdown_grace_seconds;
     char *log_level;
     char *migrations_dir;
 
-    char *auth_mode;       /* "none" or "jwt" */
-    char *detached_turns;  /* "finish" or "cancel" */
-    char *jwt_secret;      /* HS256 key, >= 32 bytes when auth_mode is jwt */
-    char *jwt_issuer;      /* "" = iss not checked */
-    char *jwt_audience;    /* "" = aud not checked */
-    char *allowed_origins; /* "" = any Origin; else comma-separated list */
-    char *trusted_proxies; /* "" = none; else addresses of proxies in front */
+    char *auth_mode;          /* "none" or "jwt" */
+    char *detached_turns;     /* "finish" or "cancel" */
+    char *jwt_secret;         /* HS256 key, >= 32 bytes when auth_mode is jwt */
+    char *jwt_issuer;         /* "" = iss not checked */
+    char *jwt_audience;       /* "" = aud not checked */
+    char *allowed_origins;    /* "" = any Origin; else comma-separated list */
+    char *trusted_proxies;    /* "" = none; else addresses of proxies in front */
     int file_url_ttl_seconds; /* life of a signed file reference (jwt) */
     char *search_language;    /* text-search configuration, at migration */
     char *web_dir;            /* the page's files, "" = no page */
     char *web_libs;           /* <name>=<dir>,... served at /lib/<name>/ */
     char *web_default_user;   /* user id the page offers with AUTH_MODE=none */
 
-    int rate_limit_per_minute;     /* chat turns per user per minute, 0 = off */
-    int daily_message_limit;       /* chat turns per user per UTC day, 0 = off */
-    int max_connections;           /* WebSocket connections in all */
+    int rate_limit_per_minute; /* chat turns per user per minute, 0 = off */
+    int daily_message_limit;   /* chat turns per user per UTC day, 0 = off */
+    int max_connections;       /* WebSocket connections in all */
     int max_connections_per_ip;
     int max_output_bytes_per_conn; /* unsent bytes before chatd stops reading */
     int slow_reader_close_seconds; /* ...and closes if it stays over that long */
 
     /* Parsed once at load from the strings above, for the hot paths. */
-    enum config_auth auth;            /* AUTH_MODE */
-    int detached_finish;              /* DETACHED_TURNS=finish */
-    enum log_level log_lvl;           /* LOG_LEVEL */
-    int cors_any;                     /* CORS_ORIGINS is "*" */
-    struct config_list cors_list;     /* CORS_ORIGINS otherwise */
-    struct config_list origin_list;   /* ALLOWED_ORIGINS; empty: any */
-    struct config_list proxy_list;    /* TRUSTED_PROXIES: addresses whose X-Forwarded-For counts */
-    struct config_list upload_types;  /* UPLOAD_ALLOWED_TYPES, lower case, no dots */
+    enum config_auth auth;           /* AUTH_MODE */
+    int detached_finish;             /* DETACHED_TURNS=finish */
+    enum log_level log_lvl;          /* LOG_LEVEL */
+    int cors_any;                    /* CORS_ORIGINS is "*" */
+    struct config_list cors_list;    /* CORS_ORIGINS otherwise */
+    struct config_list origin_list;  /* ALLOWED_ORIGINS; empty: any */
+    struct config_list proxy_list;   /* TRUSTED_PROXIES: addresses whose X-Forwarded-For counts */
+    struct config_list upload_types; /* UPLOAD_ALLOWED_TYPES, lower case, no dots */
 };
 
 /* 1 when list holds s (len bytes) exactly; ci: ignoring ASCII case. */

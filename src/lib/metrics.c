@@ -158,13 +158,15 @@ char *metrics_render(int connections_open, int turns_in_flight, size_t *len)
         return NULL;
     char code[8], labels[32];
 
-    fprintf(f, "# HELP chatd_connections_open WebSocket connections open now.\n"
-               "# TYPE chatd_connections_open gauge\n"
-               "chatd_connections_open %d\n",
+    fprintf(f,
+            "# HELP chatd_connections_open WebSocket connections open now.\n"
+            "# TYPE chatd_connections_open gauge\n"
+            "chatd_connections_open %d\n",
             connections_open);
-    fprintf(f, "# HELP chatd_turns_in_flight Chat turns past their checks and not yet answered.\n"
-               "# TYPE chatd_turns_in_flight gauge\n"
-               "chatd_turns_in_flight %d\n",
+    fprintf(f,
+            "# HELP chatd_turns_in_flight Chat turns past their checks and not yet answered.\n"
+            "# TYPE chatd_turns_in_flight gauge\n"
+            "chatd_turns_in_flight %d\n",
             turns_in_flight);
 
     fprintf(f, "# HELP chatd_requests_total WebSocket requests answered, by request code and "
@@ -206,11 +208,12 @@ char *metrics_render(int connections_open, int turns_in_flight, size_t *len)
     render_counter(f, "chatd_upload_bytes_total", "Bytes of uploaded files stored.",
                    get(&metrics_upload_bytes_total));
 
-    fprintf(f, "# HELP chatd_feedback_total Ratings of assistant messages (code 12), by rating.\n"
-               "# TYPE chatd_feedback_total counter\n"
-               "chatd_feedback_total{rating=\"good\"} %llu\n"
-               "chatd_feedback_total{rating=\"bad\"} %llu\n"
-               "chatd_feedback_total{rating=\"cleared\"} %llu\n",
+    fprintf(f,
+            "# HELP chatd_feedback_total Ratings of assistant messages (code 12), by rating.\n"
+            "# TYPE chatd_feedback_total counter\n"
+            "chatd_feedback_total{rating=\"good\"} %llu\n"
+            "chatd_feedback_total{rating=\"bad\"} %llu\n"
+            "chatd_feedback_total{rating=\"cleared\"} %llu\n",
             (unsigned long long)get(&metrics_ratings[2]),
             (unsigned long long)get(&metrics_ratings[0]),
             (unsigned long long)get(&metrics_ratings[1]));

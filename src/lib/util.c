@@ -69,8 +69,7 @@ int util_utf8_valid(const unsigned char *s, size_t n)
     return 1;
 }
 
-int util_list_each(const char *list, int (*fn)(const char *item, size_t len, void *arg),
-                   void *arg)
+int util_list_each(const char *list, int (*fn)(const char *item, size_t len, void *arg), void *arg)
 {
     for (const char *p = list; *p != '\0';) {
         while (*p == ',' || *p == ' ' || *p == '\t')

@@ -27,8 +27,7 @@ int util_utf8_valid(const unsigned char *s, size_t n);
  * (spaces around items are skipped, empty items ignored) until fn returns
  * non-zero, and returns that (0 when none did). config.c splits its list
  * settings with it once, at load. */
-int util_list_each(const char *list, int (*fn)(const char *item, size_t len, void *arg),
-                   void *arg);
+int util_list_each(const char *list, int (*fn)(const char *item, size_t len, void *arg), void *arg);
 
 /* The longest text util_money_text writes, with its NUL. */
 #define UTIL_MONEY_MAX 32

@@ -30,9 +30,9 @@ int answer_add_cors(struct lws *wsi, const char *origin, unsigned char **p, unsi
 /* Writes a whole answer. Returns -1 to close the connection, else 0 (the
  * transaction is then complete unless close_after, where the caller
  * decides when to close). */
-int answer_with(struct lws *wsi, unsigned status, const char *ctype,
-                             const char *body, size_t len, const char *origin, int close_after,
-                             const char *extra_name, const char *extra_value)
+int answer_with(struct lws *wsi, unsigned status, const char *ctype, const char *body, size_t len,
+                const char *origin, int close_after, const char *extra_name,
+                const char *extra_value)
 {
     unsigned char hdr[LWS_PRE + 2048];
     unsigned char *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof(hdr) - 1;
@@ -59,25 +59,32 @@ int answer_with(struct lws *wsi, unsigned status, const char *ctype,
     return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 
-int answer(struct lws *wsi, unsigned status, const char *ctype, const char *body,
-                        size_t len, const char *origin, int close_after)
+int answer(struct lws *wsi, unsigned status, const char *ctype, const char *body, size_t len,
+           const char *origin, int close_after)
 {
     /* RFC 6750: every 401 names the scheme that would have been accepted. */
     int unauthorized = status == HTTP_STATUS_UNAUTHORIZED;
     return answer_with(wsi, status, ctype, body, len, origin, close_after,
-                             unauthorized ? "www-authenticate:" : NULL, ANSWER_BEARER_CHALLENGE);
+                       unauthorized ? "www-authenticate:" : NULL, ANSWER_BEARER_CHALLENGE);
 }
 
 static const char *reason_phrase(unsigned status)
 {
     switch (status) {
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 426: return "Upgrade Required";
-    case 503: return "Service Unavailable";
-    default: return "Error";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 426:
+        return "Upgrade Required";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return "Error";
     }
 }
 
@@ -126,8 +133,8 @@ int answer_json(struct lws *wsi, unsigned status, const char *json, const char *
     return answer(wsi, status, ANSWER_JSON, json, strlen(json), origin, 0);
 }
 
-int answer_message(struct lws *wsi, unsigned status, const char *message,
-                           const char *origin, int close_after)
+int answer_message(struct lws *wsi, unsigned status, const char *message, const char *origin,
+                   int close_after)
 {
     size_t len;
     char *body = proto_encode_http(message, NULL, &len);
@@ -135,4 +142,3 @@ int answer_message(struct lws *wsi, unsigned status, const char *message,
     free(body);
     return rc;
 }
-

@@ -24,8 +24,8 @@ int answer_add_cors(struct lws *wsi, const char *origin, unsigned char **p, unsi
  * NULL. Returns -1 to close the connection, else 0 (the transaction is
  * then complete unless close_after, where the caller decides when to
  * close). */
-int answer_with(struct lws *wsi, unsigned status, const char *ctype, const char *body,
-                size_t len, const char *origin, int close_after, const char *extra_name,
+int answer_with(struct lws *wsi, unsigned status, const char *ctype, const char *body, size_t len,
+                const char *origin, int close_after, const char *extra_name,
                 const char *extra_value);
 /* The same; a 401 names the Bearer scheme. */
 int answer(struct lws *wsi, unsigned status, const char *ctype, const char *body, size_t len,

@@ -12,15 +12,15 @@
 
 #include "lib/config.h"
 #include "lib/log.h"
-#include "lib/util.h"
 #include "lib/metrics.h"
+#include "lib/util.h"
 #include "wire/proto.h"
 #include "work/app.h"
-#include "work/turn.h"
 #include "work/dispatch.h"
 #include "work/events.h"
 #include "work/handlers.h"
 #include "work/outbox.h"
+#include "work/turn.h"
 
 /* Idle connections keep no assembly buffer larger than this. */
 #define CONN_RX_KEEP (64 * 1024)
@@ -262,8 +262,9 @@ static void resume_answered(struct conns *cs, struct conn *c, struct outbox_post
         conn_effects(c, connq_answered(&c->q, p->frame, p->len));
         p->frame = NULL;
     }
-    int ours = p->refill ? c->resume == CONN_RESUME_REFILL && strcmp(c->resume_turn, p->turn_id) == 0
-                         : c->resume == CONN_RESUME_PENDING;
+    int ours = p->refill
+                   ? c->resume == CONN_RESUME_REFILL && strcmp(c->resume_turn, p->turn_id) == 0
+                   : c->resume == CONN_RESUME_PENDING;
     if (!ours || strcmp(c->resume_session, p->session) != 0) {
         if (!p->refill)
             conn_pump(cs, c);
@@ -397,9 +398,8 @@ static void conn_on_message(struct conns *cs, struct conn *c, int binary)
     if (r == NULL)
         return;
     struct proto_error err;
-    if (proto_decode(c->rx != NULL ? c->rx : "", c->rx_len, &cs->app->limits, dispatch_decoder, &r->req,
-                     &err) !=
-        0) {
+    if (proto_decode(c->rx != NULL ? c->rx : "", c->rx_len, &cs->app->limits, dispatch_decoder,
+                     &r->req, &err) != 0) {
         free(r);
         conn_error_now(cs, c, &err);
         return;
@@ -510,7 +510,7 @@ int conn_writeable(struct conns *cs, struct conn *c)
         return 0;
     if (m->is_close) {
         const char *why = c->close_status == LWS_CLOSE_STATUS_GOINGAWAY ? "server shutting down"
-                                                                         : "frame too large";
+                                                                        : "frame too large";
         lws_close_reason(c->wsi, (enum lws_close_status)c->close_status, (unsigned char *)why,
                          strlen(why));
         return -1;
@@ -531,8 +531,7 @@ int conn_open(struct conns *cs, struct lws *wsi, struct conn *c)
         return -1;
     c->wsi = wsi;
     c->id = ++cs->next_id;
-    connq_init(&c->q, LWS_PRE, (size_t)cfg->max_output_bytes_per_conn,
-               cfg->max_inflight_per_conn);
+    connq_init(&c->q, LWS_PRE, (size_t)cfg->max_output_bytes_per_conn, cfg->max_inflight_per_conn);
     c->slow_close_seconds = cfg->slow_reader_close_seconds;
     c->heard = conn_now_s();
     c->hnext = cs->buckets[c->id % CONN_BUCKETS];

@@ -72,10 +72,10 @@ struct conn {
     enum conn_resume resume;
     char resume_session[UUID_STR_LEN + 1];
     char resume_turn[UUID_STR_LEN + 1]; /* the turn it resumes, once the replay named it */
-    char watched[UUID_STR_LEN + 1]; /* the session whose turn channel it holds a watch on */
-    long long resume_last; /* the last delta index it was sent */
+    char watched[UUID_STR_LEN + 1];     /* the session whose turn channel it holds a watch on */
+    long long resume_last;              /* the last delta index it was sent */
     struct held_frame *held, *held_tail;
-    char addr[PEERS_ADDR_MAX];   /* the peer's address, counted in peers */
+    char addr[PEERS_ADDR_MAX]; /* the peer's address, counted in peers */
 
     /* Keep-alive (conn_keepalive): when the peer last sent anything (a
      * frame or a pong), monotonic seconds; a ping waits for WRITEABLE. */

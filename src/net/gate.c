@@ -5,9 +5,9 @@
 
 #include "lib/config.h"
 #include "lib/log.h"
+#include "net/answer.h"
 #include "net/bearer.h"
 #include "net/conn.h"
-#include "net/answer.h"
 #include "net/peers.h"
 #include "wire/auth.h"
 #include "work/app.h"
@@ -33,7 +33,8 @@ int gate_check(struct conns *cs, struct lws *wsi)
     if (lws_hdr_copy(wsi, version, sizeof(version), WSI_TOKEN_VERSION) <= 0 ||
         strcmp(version, "13") != 0) {
         log_info("event=ws_refused status=ANSWER_UPGRADE_REQUIRED addr=%s reason=version", addr);
-        return answer_refusal(wsi, ANSWER_UPGRADE_REQUIRED, "Upgrade Required: Sec-WebSocket-Version 13");
+        return answer_refusal(wsi, ANSWER_UPGRADE_REQUIRED,
+                              "Upgrade Required: Sec-WebSocket-Version 13");
     }
 
     char origin[256];
@@ -52,7 +53,7 @@ int gate_check(struct conns *cs, struct lws *wsi)
     if (peers_count(cs->peers, addr) >= cfg->max_connections_per_ip) {
         log_warn("event=ws_refused status=503 addr=%s reason=max_connections_per_ip", addr);
         return answer_refusal(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE,
-                           "Too Many Connections From This Address");
+                              "Too Many Connections From This Address");
     }
     if (auth_required(cfg)) {
         char sub[UUID_STR_LEN + 1];

@@ -40,18 +40,18 @@
 #include "lib/metrics.h"
 #include "net/answer.h"
 #include "net/bearer.h"
+#include "net/conn.h"
 #include "net/multipart.h"
 #include "net/route.h"
 #include "net/txn.h"
-#include "net/conn.h"
 #include "net/urlarg.h"
 #include "store/files.h"
 #include "wire/auth.h"
 #include "wire/proto.h"
 #include "work/app.h"
 #include "work/export.h"
-#include "work/turn.h"
 #include "work/ready.h"
+#include "work/turn.h"
 #include "work/upload.h"
 
 /* How long a transaction may wait for its worker (PostgreSQL connects
@@ -83,8 +83,7 @@ static int respond_preflight(struct lws *wsi, const char *origin)
      * the client sends none beyond the simple ones, so this is generous. */
     char want[256] = "content-type";
     char asked[256];
-    if (lws_hdr_custom_copy(wsi, asked, sizeof(asked), "access-control-request-headers:", 31) >
-        0) {
+    if (lws_hdr_custom_copy(wsi, asked, sizeof(asked), "access-control-request-headers:", 31) > 0) {
         int ok = 1;
         for (const char *c = asked; *c != '\0'; c++)
             if (!(isalnum((unsigned char)*c) || strchr("-_, ", *c) != NULL))
@@ -128,8 +127,8 @@ static int serve_metrics(struct http_state *hs, struct lws *wsi, const char *ori
     char *text = metrics_render(hs->conns->n, turn_active(), &len);
     if (text == NULL)
         return answer_message(wsi, 500, "Out of memory", origin, 0);
-    int rc = answer(wsi, HTTP_STATUS_OK, "text/plain; version=0.0.4; charset=utf-8", text,
-                          len, origin, 0);
+    int rc = answer(wsi, HTTP_STATUS_OK, "text/plain; version=0.0.4; charset=utf-8", text, len,
+                    origin, 0);
     free(text);
     return rc;
 }
@@ -146,7 +145,8 @@ static int serve_file(struct lws *wsi, const char *path, const char *ctype,
     return 0;
 }
 
-static int serve_upload_file(struct http_state *hs, struct lws *wsi, const char *name, const char *origin)
+static int serve_upload_file(struct http_state *hs, struct lws *wsi, const char *name,
+                             const char *origin)
 {
     /* Only names of the shape we store: "..", "%2f" (lws decodes it to a
      * slash), backslashes and anything else never reach the file system. */
@@ -161,8 +161,7 @@ static int serve_upload_file(struct http_state *hs, struct lws *wsi, const char 
         return answer_message(wsi, HTTP_STATUS_NOT_FOUND, "Not Found", origin, 0);
     char path[FILES_PATH_MAX];
     struct stat st;
-    if (files_path(hs->app->cfg, name, path) != 0 || stat(path, &st) != 0 ||
-        !S_ISREG(st.st_mode))
+    if (files_path(hs->app->cfg, name, path) != 0 || stat(path, &st) != 0 || !S_ISREG(st.st_mode))
         return answer_message(wsi, HTTP_STATUS_NOT_FOUND, "Not Found", origin, 0);
 
     unsigned char extra[512], *p = extra, *end = extra + sizeof(extra);
@@ -222,8 +221,7 @@ static int serve_client_config(struct http_state *hs, struct lws *wsi, const cha
         json_array_append_new(types, json_string(cfg->upload_types.item[i]));
     json_t *o = json_pack("{s:s, s:s, s:I, s:o?}", "auth_mode", cfg->auth_mode, "default_user",
                           auth_required(cfg) ? "" : cfg->web_default_user, "max_file_bytes",
-                          (json_int_t)cfg->max_file_size_mb * 1024 * 1024, "upload_types",
-                          types);
+                          (json_int_t)cfg->max_file_size_mb * 1024 * 1024, "upload_types", types);
     if (o != NULL && user[0] != '\0')
         json_object_set_new(o, "user_id", json_string(user));
     char *body = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
@@ -239,8 +237,8 @@ static int serve_client_config(struct http_state *hs, struct lws *wsi, const cha
  * libraries change only with a deployment, but a deployment must be seen
  * at the next load: "no-cache" (revalidate each time) with a validator
  * that makes the revalidation a 304 without a body. */
-static int add_page_headers(struct lws *wsi, const char *etag, const char *ctype,
-                            unsigned char **p, unsigned char *end)
+static int add_page_headers(struct lws *wsi, const char *etag, const char *ctype, unsigned char **p,
+                            unsigned char *end)
 {
     char host[256] = "", csp[WEB_CSP_MAX];
     if (lws_hdr_copy(wsi, host, sizeof(host), WSI_TOKEN_HOST) <= 0)
@@ -301,8 +299,8 @@ static int serve_export(struct http_state *hs, struct lws *wsi, const char *sess
     } else {
         char u[UUID_STR_LEN + 1];
         if (urlarg_get(wsi, "user_id", u, sizeof(u)) != URLARG_FOUND || !uuid_valid(u))
-            return answer_message(wsi, HTTP_STATUS_BAD_REQUEST,
-                                   "Missing or invalid user_id", origin, 0);
+            return answer_message(wsi, HTTP_STATUS_BAD_REQUEST, "Missing or invalid user_id",
+                                  origin, 0);
         uuid_normalize(u, user);
     }
     char sid[UUID_STR_LEN + 1] = "";
@@ -318,10 +316,9 @@ static int serve_export(struct http_state *hs, struct lws *wsi, const char *sess
     enum export_format format;
     if (fr == URLARG_INVALID || export_format_parse(f, session_id == NULL, &format) != 0)
         return answer_message(wsi, HTTP_STATUS_BAD_REQUEST,
-                               session_id != NULL
-                                   ? "Unknown format: use json, md, txt or csv"
-                                   : "Unknown format: use jsonl",
-                               origin, 0);
+                              session_id != NULL ? "Unknown format: use json, md, txt or csv"
+                                                 : "Unknown format: use jsonl",
+                              origin, 0);
     struct http_txn *t = txn_new(&hs->txns, wsi, origin);
     if (t == NULL)
         return -1;
@@ -463,7 +460,7 @@ static int http_route(struct http_state *hs, struct lws *wsi, const char *uri)
     if (http_framing(wsi, &body_length) != 0) {
         log_info("event=http_refused status=400 reason=\"invalid Content-Length\"");
         answer_message(wsi, HTTP_STATUS_BAD_REQUEST,
-                        "Bad Request: invalid or conflicting Content-Length", origin, 1);
+                       "Bad Request: invalid or conflicting Content-Length", origin, 1);
         return -1; /* closed: nothing after it is read as a request */
     }
     enum route_method m = http_method(wsi);
@@ -478,8 +475,8 @@ static int http_route(struct http_state *hs, struct lws *wsi, const char *uri)
         char *body = proto_encode_http(known ? "Method Not Allowed" : "Not Found", NULL, &len);
         /* RFC 9110 15.5.6: a 405 lists the methods the resource has. */
         int rc = answer_with(wsi, known ? HTTP_STATUS_METHOD_NOT_ALLOWED : HTTP_STATUS_NOT_FOUND,
-                             ANSWER_JSON, body, len, origin, unread_body,
-                             known ? "allow:" : NULL, r.allow);
+                             ANSWER_JSON, body, len, origin, unread_body, known ? "allow:" : NULL,
+                             r.allow);
         free(body);
         return rc != 0 || unread_body ? -1 : 0;
     }

@@ -39,13 +39,13 @@
 #define MULTIPART_NO_SPACE_MSG "Insufficient storage: no space left for the file"
 
 enum { F_FILE, F_USER, F_SESSION, F_MODEL, F_PROMPT, F_COUNT };
-static const char *const multipart_fields[F_COUNT] = {"file", "user_id", "session_id",
-                                                      "model_name", "session_prompt"};
+static const char *const multipart_fields[F_COUNT] = {"file", "user_id", "session_id", "model_name",
+                                                      "session_prompt"};
 
 struct multipart {
     const struct config *cfg;
     struct lws_spa *spa;
-    struct upload_job *job; /* the file and, at the end, the fields */
+    struct upload_job *job;        /* the file and, at the end, the fields */
     const struct files_type *type; /* NULL: an unchecked extension */
     uint64_t max_size;
     int file_done;
@@ -166,8 +166,10 @@ static int file_open(struct multipart *m, const char *name, const char *filename
         ext[i] = (char)tolower(c);
     }
     if (!ok)
-        return refuse(m, 415, "File type not allowed: the name has no usable extension;"
-                              " allowed: %s", cfg->upload_allowed_types);
+        return refuse(m, 415,
+                      "File type not allowed: the name has no usable extension;"
+                      " allowed: %s",
+                      cfg->upload_allowed_types);
     ext[el] = '\0';
     if (!config_list_has(&cfg->upload_types, ext, el, 0))
         return refuse(m, 415, "File type '.%s' is not allowed; allowed: %s", ext,
@@ -235,8 +237,7 @@ static int spa_file_cb(void *data, const char *name, const char *filename, char 
             if (m->job->size == 0)
                 return refuse(m, 400, "Invalid field 'file': the file is empty");
             if (!files_sniff_ok(m->type, m->head, m->head_len))
-                return refuse(m, 415, "File content does not match its type '.%s'",
-                              m->type->ext);
+                return refuse(m, 415, "File content does not match its type '.%s'", m->type->ext);
             m->file_done = 1;
         }
         return 0;

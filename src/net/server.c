@@ -23,8 +23,8 @@
 #include "net/peers.h"
 #include "wire/auth.h"
 #include "work/app.h"
-#include "work/turn.h"
 #include "work/outbox.h"
+#include "work/turn.h"
 
 /* What one request's headers may take, in all (see max_http_header_data). */
 #define SERVER_HEADER_BYTES 16384
@@ -38,9 +38,9 @@ enum server_phase {
 
 struct server {
     struct app *app;
-    struct lws_context *ctx;   /* NULLed by lws when it frees the context */
-    struct conns conns;        /* the WebSocket connections (net/conn.c) */
-    struct http_state http;    /* HTTP transactions waiting for a worker */
+    struct lws_context *ctx; /* NULLed by lws when it frees the context */
+    struct conns conns;      /* the WebSocket connections (net/conn.c) */
+    struct http_state http;  /* HTTP transactions waiting for a worker */
     lws_sorted_usec_list_t tick;
     lws_sorted_usec_list_t keepalive;
     enum server_phase phase;
@@ -49,7 +49,6 @@ struct server {
 
 static volatile sig_atomic_t server_interrupted;
 static struct lws_context *server_signal_ctx;
-
 
 /* --------------------------------------------------------------- outbox */
 
@@ -66,7 +65,8 @@ static void server_drain(struct server *srv)
             txn_deliver(&srv->http.txns, p->id, p->outcome, p->frame, p->len);
             p->frame = NULL;
         } else if (p->kind == OUTBOX_EXPORT) {
-            txn_deliver_export(&srv->http.txns, p->id, p->outcome, p->frame, p->len, p->last, p->held);
+            txn_deliver_export(&srv->http.txns, p->id, p->outcome, p->frame, p->len, p->last,
+                               p->held);
             p->frame = NULL;
             p->held = NULL;
         } else {
@@ -97,8 +97,8 @@ static int server_established(struct server *srv, struct lws *wsi, struct conn *
     return conn_open(&srv->conns, wsi, c);
 }
 
-static int server_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
-                           void *in, size_t len)
+static int server_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                           size_t len)
 {
     struct server *srv = lws_context_user(lws_get_context(wsi));
     struct conn *c = user;
@@ -179,16 +179,14 @@ static void server_tick(lws_sorted_usec_list_t *sul)
     struct server *srv = lws_container_of(sul, struct server, tick);
     time_t now = time(NULL);
 
-    if (srv->phase == SERVER_DRAIN_TURNS &&
-        (turn_active() == 0 || now >= srv->phase_deadline)) {
+    if (srv->phase == SERVER_DRAIN_TURNS && (turn_active() == 0 || now >= srv->phase_deadline)) {
         conn_close_all(&srv->conns, LWS_CLOSE_STATUS_GOINGAWAY);
         srv->phase = SERVER_DRAIN_CONNS;
         srv->phase_deadline = now + 3;
     }
     if (srv->phase == SERVER_DRAIN_CONNS && (srv->conns.n == 0 || now >= srv->phase_deadline)) {
         srv->phase = SERVER_STOPPED;
-        log_info("event=shutdown_done turns_left=%d conns_left=%d", turn_active(),
-                 srv->conns.n);
+        log_info("event=shutdown_done turns_left=%d conns_left=%d", turn_active(), srv->conns.n);
         lws_sul_schedule(srv->ctx, 0, &srv->keepalive, NULL, LWS_SET_TIMER_USEC_CANCEL);
         /* Workers must not wake a context that is going. */
         server_signal_ctx = NULL;
@@ -217,8 +215,8 @@ static void server_begin_shutdown(struct server *srv)
     srv->conns.draining = 1;
     srv->phase = SERVER_DRAIN_TURNS;
     srv->phase_deadline = time(NULL) + srv->app->cfg->shutdown_grace_seconds;
-    log_info("event=shutting_down turns=%d conns=%d grace_s=%d", turn_active(),
-             srv->conns.n, srv->app->cfg->shutdown_grace_seconds);
+    log_info("event=shutting_down turns=%d conns=%d grace_s=%d", turn_active(), srv->conns.n,
+             srv->app->cfg->shutdown_grace_seconds);
     server_tick(&srv->tick);
 }
 

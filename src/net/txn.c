@@ -93,7 +93,7 @@ static unsigned status_of(enum outbox_outcome o)
 }
 
 void txn_deliver(struct txn_list *l, uint64_t txn_id, enum outbox_outcome outcome, char *body,
-                  size_t len)
+                 size_t len)
 {
     struct http_txn *t = l->head;
     while (t != NULL && t->id != txn_id)
@@ -110,8 +110,7 @@ void txn_deliver(struct txn_list *l, uint64_t txn_id, enum outbox_outcome outcom
 }
 
 void txn_deliver_export(struct txn_list *l, uint64_t txn_id, enum outbox_outcome outcome,
-                         char *piece,
-                         size_t len, int last, struct export_job *job)
+                        char *piece, size_t len, int last, struct export_job *job)
 {
     struct http_txn *t = l->head;
     while (t != NULL && t->id != txn_id)
@@ -158,4 +157,3 @@ int txn_refuse(struct lws *wsi, struct http_txn *t, unsigned status, const char 
                      TXN_LINGER_SECONDS * LWS_US_PER_SEC);
     return 0;
 }
-

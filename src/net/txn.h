@@ -30,13 +30,13 @@ struct http_txn {
     struct http_txn *prev, *next; /* list */
     uint64_t id;
     struct lws *wsi;
-    char origin[ANSWER_ORIGIN_MAX]; /* Access-Control-Allow-Origin, "" for none */
-    struct multipart *upload;     /* while its body arrives */
+    char origin[ANSWER_ORIGIN_MAX];             /* Access-Control-Allow-Origin, "" for none */
+    struct multipart *upload;                   /* while its body arrives */
     unsigned long long body_declared, body_got; /* Content-Length, and what came */
-    int refused;                  /* answered early: drop the rest, then close */
+    int refused;                                /* answered early: drop the rest, then close */
     size_t dropped;
     lws_sorted_usec_list_t linger; /* closes a refused one after a while (txn.c) */
-    int ready; /* a worker's answer is here */
+    int ready;                     /* a worker's answer is here */
     unsigned status;
     char *body;
     size_t body_len;

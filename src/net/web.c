@@ -214,8 +214,8 @@ void web_csp(const char *host, char out[WEB_CSP_MAX])
     int host_ok = host != NULL && host[0] != '\0' && strlen(host) < 200;
     for (const char *c = host; host_ok && *c; c++)
         host_ok = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
-                  (*c >= '0' && *c <= '9') || *c == '.' || *c == '-' || *c == ':' ||
-                  *c == '[' || *c == ']';
+                  (*c >= '0' && *c <= '9') || *c == '.' || *c == '-' || *c == ':' || *c == '[' ||
+                  *c == ']';
     char ws[448] = "";
     if (host_ok)
         snprintf(ws, sizeof(ws), " ws://%s wss://%s", host, host);

@@ -26,7 +26,7 @@ struct web_mount {
 };
 
 struct web_site {
-    int on;                 /* WEB_DIR set: the page is served */
+    int on;                  /* WEB_DIR set: the page is served */
     char root[WEB_PATH_MAX]; /* WEB_DIR */
     struct web_mount mount[WEB_MOUNTS_MAX];
     size_t n_mounts;

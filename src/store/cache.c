@@ -258,14 +258,13 @@ bad:
 
 /* KEYS[1] the key; ARGV[1] the version, ARGV[2] the whole value, ARGV[3]
  * the TTL. A stored copy of a higher version wins. */
-static const char cache_put_script[] =
-    "local cur = redis.call('GET', KEYS[1]) "
-    "if cur then "
-    "  local v = tonumber(string.match(cur, '^(%d+):')) "
-    "  if v and v > tonumber(ARGV[1]) then return 0 end "
-    "end "
-    "redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) "
-    "return 1";
+static const char cache_put_script[] = "local cur = redis.call('GET', KEYS[1]) "
+                                       "if cur then "
+                                       "  local v = tonumber(string.match(cur, '^(%d+):')) "
+                                       "  if v and v > tonumber(ARGV[1]) then return 0 end "
+                                       "end "
+                                       "redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) "
+                                       "return 1";
 
 void cache_put_copy(struct cache *c, const char *key, uint64_t version, uint64_t aux,
                     const char *payload, size_t len, int ttl_seconds)
@@ -281,16 +280,16 @@ void cache_put_copy(struct cache *c, const char *key, uint64_t version, uint64_t
     memcpy(val, head, (size_t)hl);
     memcpy(val + hl, payload, len);
     const char *argv[7] = {"EVAL", cache_put_script, "1", key, ver, val, ttl};
-    size_t argl[7] = {4, sizeof(cache_put_script) - 1, 1, strlen(key), strlen(ver),
-                      (size_t)hl + len, strlen(ttl)};
+    size_t argl[7] = {
+        4,          sizeof(cache_put_script) - 1, 1, strlen(key), strlen(ver), (size_t)hl + len,
+        strlen(ttl)};
     redisReply *r = cache_command_argv(c, "put_copy", 7, argv, argl);
     free(val);
     if (r == NULL)
         return;
     if (r->type != REDIS_REPLY_INTEGER) {
         if (r != NULL && r->type == REDIS_REPLY_ERROR)
-            log_warn("event=redis_script_error error=\"%.*s\"", (int)strcspn(r->str, "\n"),
-                     r->str);
+            log_warn("event=redis_script_error error=\"%.*s\"", (int)strcspn(r->str, "\n"), r->str);
         freeReplyObject(r);
         cache_fail(c, "put_copy");
         return;

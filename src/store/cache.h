@@ -58,8 +58,8 @@ void cache_retry_now(struct cache *c);
  * Redis closed since its last use is replaced and the command sent again
  * once, at once. */
 struct redisReply *cache_command(struct cache *c, const char *op, const char *fmt, ...);
-struct redisReply *cache_command_argv(struct cache *c, const char *op, int argc,
-                                      const char **argv, const size_t *argl);
+struct redisReply *cache_command_argv(struct cache *c, const char *op, int argc, const char **argv,
+                                      const size_t *argl);
 
 /* Value of key (malloc'd, NUL-terminated, *len set), or NULL on a miss or
  * any error. */

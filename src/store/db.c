@@ -14,7 +14,7 @@
 /* Runs stmt; DB_OK with *out set (a result with at least one row),
  * DB_NOT_FOUND (no row; nothing to free), or DB_ERROR. */
 static enum db_status query_row(struct pg *pg, enum pg_stmt stmt, int n, const char *const *p,
-                     PGresult **out)
+                                PGresult **out)
 {
     PGresult *r = pg_exec(pg, stmt, n, p);
     if (r == NULL)
@@ -54,7 +54,8 @@ static void snapshot(const PGresult *r, int c, struct db_snapshot *snap)
 }
 
 /* The one text column of a statement's one row (malloc'd into *out). */
-static enum db_status text_row(struct pg *pg, enum pg_stmt stmt, int n, const char *const *p, char **out)
+static enum db_status text_row(struct pg *pg, enum pg_stmt stmt, int n, const char *const *p,
+                               char **out)
 {
     PGresult *r;
     enum db_status st = query_row(pg, stmt, n, p, &r);
@@ -66,8 +67,8 @@ static enum db_status text_row(struct pg *pg, enum pg_stmt stmt, int n, const ch
 }
 
 /* One JSON text column (c) and the snapshot after it. */
-static enum db_status json_and_snapshot(struct pg *pg, enum pg_stmt stmt, int n, const char *const *p,
-                             char **json, struct db_snapshot *snap)
+static enum db_status json_and_snapshot(struct pg *pg, enum pg_stmt stmt, int n,
+                                        const char *const *p, char **json, struct db_snapshot *snap)
 {
     PGresult *r;
     enum db_status st = query_row(pg, stmt, n, p, &r);
@@ -113,8 +114,8 @@ static enum db_access access_columns(PGresult *r, int model_asked, double *balan
     return DB_ACCESS_OK;
 }
 
-enum db_access db_access(struct pg *pg, const char *user_id, const char *model_name,
-                         int model_id, double *balance, struct db_model *model)
+enum db_access db_access(struct pg *pg, const char *user_id, const char *model_name, int model_id,
+                         double *balance, struct db_model *model)
 {
     char id[16];
     snprintf(id, sizeof(id), "%d", model_id);
@@ -130,8 +131,7 @@ enum db_access db_access(struct pg *pg, const char *user_id, const char *model_n
 
 enum db_access db_turn_check(struct pg *pg, const char *user_id, const char *model_name,
                              int model_id, const char *session_id, const char *file_name,
-                             double *balance, struct db_model *model,
-                             struct db_turn_target *target)
+                             double *balance, struct db_model *model, struct db_turn_target *target)
 {
     char id[16];
     snprintf(id, sizeof(id), "%d", model_id);
@@ -156,8 +156,8 @@ enum db_access db_turn_check(struct pg *pg, const char *user_id, const char *mod
     return a;
 }
 
-enum db_status db_user_profile(struct pg *pg, const char *user_id, char **username, char **models_json,
-                    struct db_snapshot *snap)
+enum db_status db_user_profile(struct pg *pg, const char *user_id, char **username,
+                               char **models_json, struct db_snapshot *snap)
 {
     const char *p[1] = {user_id};
     PGresult *r;
@@ -187,14 +187,15 @@ enum db_status db_balance(struct pg *pg, const char *user_id, double *balance)
     return DB_OK;
 }
 
-enum db_status db_sessions_list(struct pg *pg, const char *user_id, char **json, struct db_snapshot *snap)
+enum db_status db_sessions_list(struct pg *pg, const char *user_id, char **json,
+                                struct db_snapshot *snap)
 {
     const char *p[1] = {user_id};
     return json_and_snapshot(pg, PG_SESSIONS_LIST, 1, p, json, snap);
 }
 
 enum db_status db_sessions_page(struct pg *pg, const char *user_id, const char *cursor, int limit,
-                     char **json, int *has_more, char **next)
+                                char **json, int *has_more, char **next)
 {
     char us[24] = "", id[40] = "", l[16];
     if (cursor != NULL) { /* "<digits>:<uuid>", checked by wire/proto.c */
@@ -246,8 +247,8 @@ void db_session_free(struct db_session *s)
     s->name = s->summary = s->recent_json = NULL;
 }
 
-enum db_status db_session_get(struct pg *pg, const char *user_id, const char *session_id, int recent,
-                   struct db_session *out)
+enum db_status db_session_get(struct pg *pg, const char *user_id, const char *session_id,
+                              int recent, struct db_session *out)
 {
     char n[16];
     snprintf(n, sizeof(n), "%d", recent);
@@ -269,7 +270,7 @@ enum db_status db_session_get(struct pg *pg, const char *user_id, const char *se
 }
 
 enum db_status db_session_delete(struct pg *pg, const char *user_id, const char *session_id,
-                      char **files_json, uint64_t *xid)
+                                 char **files_json, uint64_t *xid)
 {
     const char *p[2] = {user_id, session_id};
     PGresult *r;
@@ -290,8 +291,8 @@ void db_page_free(struct db_page *p)
     p->name = p->messages_json = NULL;
 }
 
-enum db_status db_history_page(struct pg *pg, const char *user_id, const char *session_id, long long before,
-                    int limit, struct db_page *out)
+enum db_status db_history_page(struct pg *pg, const char *user_id, const char *session_id,
+                               long long before, int limit, struct db_page *out)
 {
     char b[24], l[16];
     snprintf(b, sizeof(b), "%lld", before);
@@ -312,8 +313,8 @@ enum db_status db_history_page(struct pg *pg, const char *user_id, const char *s
     return DB_ERROR;
 }
 
-enum db_status db_search(struct pg *pg, const char *user_id, const char *query, int limit, int offset,
-              char **hits_json, int *has_more)
+enum db_status db_search(struct pg *pg, const char *user_id, const char *query, int limit,
+                         int offset, char **hits_json, int *has_more)
 {
     char l[16], o[16];
     snprintf(l, sizeof(l), "%d", limit);
@@ -330,7 +331,7 @@ enum db_status db_search(struct pg *pg, const char *user_id, const char *query, 
 }
 
 enum db_status db_session_rename(struct pg *pg, const char *user_id, const char *session_id,
-                      const char *name, uint64_t *xid)
+                                 const char *name, uint64_t *xid)
 {
     const char *p[3] = {user_id, session_id, name};
     PGresult *r;
@@ -342,8 +343,8 @@ enum db_status db_session_rename(struct pg *pg, const char *user_id, const char 
     return DB_OK;
 }
 
-enum db_status db_message_role(struct pg *pg, const char *user_id, const char *session_id, long long seq,
-                    char role[16])
+enum db_status db_message_role(struct pg *pg, const char *user_id, const char *session_id,
+                               long long seq, char role[16])
 {
     char s[24];
     snprintf(s, sizeof(s), "%lld", seq);
@@ -357,8 +358,8 @@ enum db_status db_message_role(struct pg *pg, const char *user_id, const char *s
     return DB_OK;
 }
 
-enum db_status db_feedback(struct pg *pg, const char *user_id, const char *session_id, long long seq,
-                int rating, const char *comment)
+enum db_status db_feedback(struct pg *pg, const char *user_id, const char *session_id,
+                           long long seq, int rating, const char *comment)
 {
     char s[24], rt[8];
     snprintf(s, sizeof(s), "%lld", seq);
@@ -378,7 +379,7 @@ enum db_status db_commit(struct pg *pg) { return pg_command(pg, "commit") == 0 ?
 void db_rollback(struct pg *pg) { pg_command(pg, "rollback"); }
 
 enum db_status db_session_insert(struct pg *pg, const char *session_id, const char *user_id,
-                      const char *name, int model_id, const char *prompt)
+                                 const char *name, int model_id, const char *prompt)
 {
     char model[16];
     snprintf(model, sizeof(model), "%d", model_id);
@@ -387,7 +388,7 @@ enum db_status db_session_insert(struct pg *pg, const char *session_id, const ch
 }
 
 enum db_status db_session_lock(struct pg *pg, const char *user_id, const char *session_id,
-                    long long *next_seq, char owner[UUID_STR_LEN + 1])
+                               long long *next_seq, char owner[UUID_STR_LEN + 1])
 {
     const char *p[2] = {user_id, session_id};
     PGresult *r;
@@ -400,8 +401,8 @@ enum db_status db_session_lock(struct pg *pg, const char *user_id, const char *s
     return DB_OK;
 }
 
-enum db_status db_lease_take(struct pg *pg, const char *user_id, const char *session_id, const char *turn_id,
-                  int seconds, int session_new, long long *next_seq)
+enum db_status db_lease_take(struct pg *pg, const char *user_id, const char *session_id,
+                             const char *turn_id, int seconds, int session_new, long long *next_seq)
 {
     char s[16];
     snprintf(s, sizeof(s), "%d", seconds);
@@ -418,7 +419,7 @@ enum db_status db_lease_take(struct pg *pg, const char *user_id, const char *ses
 }
 
 enum db_status db_session_turn(struct pg *pg, const char *user_id, const char *session_id,
-                    long long *next_seq, char turn_id[UUID_STR_LEN + 1])
+                               long long *next_seq, char turn_id[UUID_STR_LEN + 1])
 {
     const char *p[2] = {user_id, session_id};
     PGresult *r;
@@ -433,7 +434,7 @@ enum db_status db_session_turn(struct pg *pg, const char *user_id, const char *s
 }
 
 enum db_status db_turn_stop(struct pg *pg, const char *user_id, const char *session_id,
-                 char turn_id[UUID_STR_LEN + 1])
+                            char turn_id[UUID_STR_LEN + 1])
 {
     const char *p[2] = {user_id, session_id};
     char *t = NULL;
@@ -531,7 +532,7 @@ enum db_store db_turn_store(struct pg *pg, const struct db_turn_store *in, struc
     char n[8];
     struct charge_text t;
     snprintf(n, sizeof(n), "%d", in->n_messages);
-    const char *p[20] = {in->user_id, in->session_id, in->turn_id, n,
+    const char *p[20] = {in->user_id, in->session_id, in->turn_id,   n,
                          in->message, in->reply,      in->file_name, in->summary};
     charge_params(c, &t, p + 8);
     const char *stopped = in->reply_stopped ? "true" : "false";
@@ -547,7 +548,7 @@ enum db_store db_turn_store(struct pg *pg, const struct db_turn_store *in, struc
     p[k + 1] = deltas;
     PGresult *r;
     enum db_status st = in->session_new ? query_row(pg, PG_TURN_STORE_NEW, 20, p, &r)
-                             : query_row(pg, PG_TURN_STORE, 18, p, &r);
+                                        : query_row(pg, PG_TURN_STORE, 18, p, &r);
     if (st != DB_OK)
         return DB_STORE_ERROR; /* one row, always */
     enum db_store out;
@@ -571,7 +572,7 @@ enum db_store db_turn_store(struct pg *pg, const struct db_turn_store *in, struc
 }
 
 enum db_status db_usage(struct pg *pg, const char *user_id, long long since_us, long long until_us,
-             char **json)
+                        char **json)
 {
     char a[24], b[24];
     snprintf(a, sizeof(a), "%lld", since_us);
@@ -580,8 +581,8 @@ enum db_status db_usage(struct pg *pg, const char *user_id, long long since_us, 
     return text_row(pg, PG_USAGE, 3, p, json);
 }
 
-enum db_status db_title_set(struct pg *pg, const char *user_id, const char *session_id, const char *title,
-                 uint64_t *xid)
+enum db_status db_title_set(struct pg *pg, const char *user_id, const char *session_id,
+                            const char *title, uint64_t *xid)
 {
     const char *p[3] = {user_id, session_id, title};
     PGresult *r;
@@ -606,7 +607,7 @@ void db_export_session_free(struct db_export_session *s)
 }
 
 enum db_status db_export_session(struct pg *pg, const char *user_id, const char *session_id,
-                      struct db_export_session *out)
+                                 struct db_export_session *out)
 {
     const char *p[2] = {user_id, session_id};
     PGresult *r;
@@ -626,8 +627,8 @@ enum db_status db_export_session(struct pg *pg, const char *user_id, const char 
 }
 
 enum db_status db_export_sessions(struct pg *pg, const char *user_id, long long cursor_us,
-                       const char *cursor_id, int limit, struct db_export_session **out,
-                       int *n)
+                                  const char *cursor_id, int limit, struct db_export_session **out,
+                                  int *n)
 {
     char c[24], l[16];
     snprintf(c, sizeof(c), "%lld", cursor_us);
@@ -665,8 +666,8 @@ fail:
     return DB_ERROR;
 }
 
-enum db_status db_export_page(struct pg *pg, const char *user_id, const char *session_id, long long after,
-                   int limit, char **json, long long *last_seq)
+enum db_status db_export_page(struct pg *pg, const char *user_id, const char *session_id,
+                              long long after, int limit, char **json, long long *last_seq)
 {
     char a[24], l[16];
     snprintf(a, sizeof(a), "%lld", after);
@@ -684,9 +685,9 @@ enum db_status db_export_page(struct pg *pg, const char *user_id, const char *se
 
 /* ---------------------------------------------------------------- files */
 
-enum db_status db_file_insert(struct pg *pg, const char *session_id, const char *user_id, const char *name,
-                   const char *original_name, const char *content_type, uint64_t size,
-                   uint64_t *xid)
+enum db_status db_file_insert(struct pg *pg, const char *session_id, const char *user_id,
+                              const char *name, const char *original_name, const char *content_type,
+                              uint64_t size, uint64_t *xid)
 {
     char sz[24];
     snprintf(sz, sizeof(sz), "%llu", (unsigned long long)size);
@@ -700,7 +701,8 @@ enum db_status db_file_insert(struct pg *pg, const char *session_id, const char 
     return DB_OK;
 }
 
-enum db_status db_file_delete(struct pg *pg, const char *user_id, const char *session_id, const char *name)
+enum db_status db_file_delete(struct pg *pg, const char *user_id, const char *session_id,
+                              const char *name)
 {
     const char *p[3] = {user_id, session_id, name};
     PGresult *r;
@@ -713,7 +715,7 @@ enum db_status db_file_delete(struct pg *pg, const char *user_id, const char *se
 /* ---------------------------------------------------------------- other */
 
 enum db_status db_turns_since(struct pg *pg, const char *user_id, long long minute_start,
-                   long long day_start, long long *minute, long long *day)
+                              long long day_start, long long *minute, long long *day)
 {
     char ms[24], ds[24];
     snprintf(ms, sizeof(ms), "%lld", minute_start);

@@ -54,8 +54,8 @@ enum db_access {
  * with model_name (or, when it is NULL, model_id >= 0) the model exists
  * and is one of the user's, and *model is filled (free with
  * db_model_free). With neither, only the user is checked. */
-enum db_access db_access(struct pg *pg, const char *user_id, const char *model_name,
-                         int model_id, double *balance, struct db_model *model);
+enum db_access db_access(struct pg *pg, const char *user_id, const char *model_name, int model_id,
+                         double *balance, struct db_model *model);
 
 /* A chat turn's checks in one round trip: db_access's, and the session
  * session_id (NULL for a new one) and the file file_name (NULL for none)
@@ -73,19 +73,20 @@ enum db_access db_turn_check(struct pg *pg, const char *user_id, const char *mod
                              struct db_turn_target *target);
 
 /* Code 0: username and model ids (a JSON array). */
-enum db_status db_user_profile(struct pg *pg, const char *user_id, char **username, char **models_json,
-                    struct db_snapshot *snap);
+enum db_status db_user_profile(struct pg *pg, const char *user_id, char **username,
+                               char **models_json, struct db_snapshot *snap);
 enum db_status db_balance(struct pg *pg, const char *user_id, double *balance);
 /* Code 5 with "mine": the names of the user's models, sorted, as a JSON
  * array. Straight from PostgreSQL, so never stale. DB_NOT_FOUND: no user. */
 enum db_status db_user_models(struct pg *pg, const char *user_id, char **json);
 /* Code 1: [{session_id, session_name}], newest first. DB_NOT_FOUND: no user. */
-enum db_status db_sessions_list(struct pg *pg, const char *user_id, char **json, struct db_snapshot *snap);
+enum db_status db_sessions_list(struct pg *pg, const char *user_id, char **json,
+                                struct db_snapshot *snap);
 /* Code 1 with "limit": a page of that list after cursor ("<epoch us>:<id>",
  * NULL: from the newest); *next is the cursor of the page's last session
  * (NULL at the end). DB_NOT_FOUND: no user. */
 enum db_status db_sessions_page(struct pg *pg, const char *user_id, const char *cursor, int limit,
-                     char **json, int *has_more, char **next);
+                                char **json, int *has_more, char **next);
 /* Code 5: model names, sorted. */
 enum db_status db_models_list(struct pg *pg, char **json, struct db_snapshot *snap);
 
@@ -102,13 +103,13 @@ struct db_session {
 };
 void db_session_free(struct db_session *s);
 /* The user's session with its newest `recent` messages (0: none). */
-enum db_status db_session_get(struct pg *pg, const char *user_id, const char *session_id, int recent,
-                   struct db_session *out);
+enum db_status db_session_get(struct pg *pg, const char *user_id, const char *session_id,
+                              int recent, struct db_session *out);
 
 /* Code 4: deletes the user's session; *files_json lists its stored file
  * names (now to remove from disk), *xid the deleting transaction. */
 enum db_status db_session_delete(struct pg *pg, const char *user_id, const char *session_id,
-                      char **files_json, uint64_t *xid);
+                                 char **files_json, uint64_t *xid);
 
 /* Code 9: a page of the user's session, newest first: up to limit
  * messages with seq < before (before < 0: the newest), as a JSON array in
@@ -121,28 +122,28 @@ struct db_page {
     long long lowest_seq; /* -1 when the page is empty */
 };
 void db_page_free(struct db_page *p);
-enum db_status db_history_page(struct pg *pg, const char *user_id, const char *session_id, long long before,
-                    int limit, struct db_page *out);
+enum db_status db_history_page(struct pg *pg, const char *user_id, const char *session_id,
+                               long long before, int limit, struct db_page *out);
 
 /* Code 11: the user's hits for query, best first, limit of them from
  * offset on: a JSON array of {session_id, session_name, seq, role,
  * snippet, created_at}, the snippet's matched words between U+E000 and
  * U+E001 (and no other such character in it). */
-enum db_status db_search(struct pg *pg, const char *user_id, const char *query, int limit, int offset,
-              char **hits_json, int *has_more);
+enum db_status db_search(struct pg *pg, const char *user_id, const char *query, int limit,
+                         int offset, char **hits_json, int *has_more);
 
 /* Code 10; *xid is the renaming transaction. */
 enum db_status db_session_rename(struct pg *pg, const char *user_id, const char *session_id,
-                      const char *name, uint64_t *xid);
+                                 const char *name, uint64_t *xid);
 
 /* Code 12: the role of message seq of the user's session: DB_OK with *role
  * ("" when the session has no such message), DB_NOT_FOUND: no such session
  * of the user's. */
-enum db_status db_message_role(struct pg *pg, const char *user_id, const char *session_id, long long seq,
-                    char role[16]);
+enum db_status db_message_role(struct pg *pg, const char *user_id, const char *session_id,
+                               long long seq, char role[16]);
 /* Sets (rating 1 or -1) or clears (0) the rating of message seq. */
-enum db_status db_feedback(struct pg *pg, const char *user_id, const char *session_id, long long seq,
-                int rating, const char *comment);
+enum db_status db_feedback(struct pg *pg, const char *user_id, const char *session_id,
+                           long long seq, int rating, const char *comment);
 
 /* ---------------------------------------------------------------- export */
 
@@ -153,19 +154,19 @@ struct db_export_session {
 void db_export_session_free(struct db_export_session *s);
 /* The user's session (model filled; session_id not). */
 enum db_status db_export_session(struct pg *pg, const char *user_id, const char *session_id,
-                      struct db_export_session *out);
+                                 struct db_export_session *out);
 /* Up to limit of the user's sessions after the cursor (cursor_us < 0:
  * from the oldest), oldest first; *n set. The caller frees each and the
  * array. */
 enum db_status db_export_sessions(struct pg *pg, const char *user_id, long long cursor_us,
-                       const char *cursor_id, int limit, struct db_export_session **out,
-                       int *n);
+                                  const char *cursor_id, int limit, struct db_export_session **out,
+                                  int *n);
 /* Up to limit messages of the user's session after seq after, ascending:
  * a JSON array ({seq, role, content, created_at} and, where they apply,
  * rating, comment, content_type, size, original_name); *last_seq the
  * highest (-1 when none). */
-enum db_status db_export_page(struct pg *pg, const char *user_id, const char *session_id, long long after,
-                   int limit, char **json, long long *last_seq);
+enum db_status db_export_page(struct pg *pg, const char *user_id, const char *session_id,
+                              long long after, int limit, char **json, long long *last_seq);
 
 /* ----------------------------------------------------- one transaction */
 
@@ -174,25 +175,26 @@ enum db_status db_commit(struct pg *pg);
 void db_rollback(struct pg *pg);
 
 enum db_status db_session_insert(struct pg *pg, const char *session_id, const char *user_id,
-                      const char *name, int model_id, const char *prompt);
+                                 const char *name, int model_id, const char *prompt);
 /* Locks the user's session row until commit; *next_seq is its value and
  * owner the turn that holds its lease ("" for none). DB_NOT_FOUND:
  * missing, someone else's, or deleted meanwhile. */
 enum db_status db_session_lock(struct pg *pg, const char *user_id, const char *session_id,
-                    long long *next_seq, char owner[UUID_STR_LEN + 1]);
+                               long long *next_seq, char owner[UUID_STR_LEN + 1]);
 /* ------------------------------------------------------------ turn lease */
 
 /* The session's turn lease for turn_id, for seconds (migration 0007);
  * session_new: the session has no row yet. DB_OK with *next_seq as it is
  * now; DB_BUSY while another turn holds it; DB_NOT_FOUND when the user has
  * no such session. */
-enum db_status db_lease_take(struct pg *pg, const char *user_id, const char *session_id, const char *turn_id,
-                  int seconds, int session_new, long long *next_seq);
+enum db_status db_lease_take(struct pg *pg, const char *user_id, const char *session_id,
+                             const char *turn_id, int seconds, int session_new,
+                             long long *next_seq);
 /* The turn running on the user's session (its lease not run out), "" for
  * none; *next_seq as now (0 for a new session whose first turn runs).
  * DB_NOT_FOUND: no such session of the user's, and no turn creating it. */
 enum db_status db_session_turn(struct pg *pg, const char *user_id, const char *session_id,
-                    long long *next_seq, char turn_id[UUID_STR_LEN + 1]);
+                               long long *next_seq, char turn_id[UUID_STR_LEN + 1]);
 /* Gives it back unless it has passed to another turn already. */
 enum db_status db_lease_drop(struct pg *pg, const char *session_id, const char *turn_id);
 /* Code 8 for a turn running anywhere: marks the lease of the turn running
@@ -200,16 +202,16 @@ enum db_status db_lease_drop(struct pg *pg, const char *session_id, const char *
  * (db_turn_store). DB_OK with turn_id set; DB_NOT_FOUND when no turn runs
  * there (or the session is not the user's). */
 enum db_status db_turn_stop(struct pg *pg, const char *user_id, const char *session_id,
-                 char turn_id[UUID_STR_LEN + 1]);
+                            char turn_id[UUID_STR_LEN + 1]);
 
 /* What became of turn_id, a turn of the user's on session_id, for whoever
  * resumes it. A lease that ran out is deleted first, so a turn found LOST
  * can never be stored afterwards (its store is fenced on the lease). */
 enum db_outcome {
-    DB_OUTCOME_RUNNING,      /* it holds its lease */
-    DB_OUTCOME_STORED,       /* *reply, *session_name (malloc'd) and *deltas set */
-    DB_OUTCOME_STORED_GONE,  /* stored, and the session deleted since */
-    DB_OUTCOME_LOST,         /* not stored, and never will be */
+    DB_OUTCOME_RUNNING,     /* it holds its lease */
+    DB_OUTCOME_STORED,      /* *reply, *session_name (malloc'd) and *deltas set */
+    DB_OUTCOME_STORED_GONE, /* stored, and the session deleted since */
+    DB_OUTCOME_LOST,        /* not stored, and never will be */
     DB_OUTCOME_ERROR,
 };
 enum db_outcome db_turn_outcome(struct pg *pg, const char *user_id, const char *session_id,
@@ -263,27 +265,28 @@ enum db_store db_turn_store(struct pg *pg, const struct db_turn_store *in, struc
  * decimals (JSON numbers of any length), for the ledger between since_us
  * and until_us (epoch microseconds; < 0: open). DB_NOT_FOUND: no user. */
 enum db_status db_usage(struct pg *pg, const char *user_id, long long since_us, long long until_us,
-             char **json);
+                        char **json);
 
 /* A title from the agent: DB_NOT_FOUND when the user renamed the session
  * meanwhile (or it is gone). */
-enum db_status db_title_set(struct pg *pg, const char *user_id, const char *session_id, const char *title,
-                 uint64_t *xid);
+enum db_status db_title_set(struct pg *pg, const char *user_id, const char *session_id,
+                            const char *title, uint64_t *xid);
 
 /* ---------------------------------------------------------------- files */
 
-enum db_status db_file_insert(struct pg *pg, const char *session_id, const char *user_id, const char *name,
-                   const char *original_name, const char *content_type, uint64_t size,
-                   uint64_t *xid);
+enum db_status db_file_insert(struct pg *pg, const char *session_id, const char *user_id,
+                              const char *name, const char *original_name, const char *content_type,
+                              uint64_t size, uint64_t *xid);
 /* Deletes the file's row unless a stored turn shows it: DB_OK when it was
  * deleted (remove it from disk), DB_NOT_FOUND when it stays or was gone. */
-enum db_status db_file_delete(struct pg *pg, const char *user_id, const char *session_id, const char *name);
+enum db_status db_file_delete(struct pg *pg, const char *user_id, const char *session_id,
+                              const char *name);
 
 /* ---------------------------------------------------------------- other */
 
 /* The user's chat turns since minute_start and since day_start (epoch s). */
 enum db_status db_turns_since(struct pg *pg, const char *user_id, long long minute_start,
-                   long long day_start, long long *minute, long long *day);
+                              long long day_start, long long *minute, long long *day);
 enum db_status db_ping(struct pg *pg);
 
 #endif

@@ -159,8 +159,7 @@ int files_commit(const struct config *cfg, const char *tmp_path, const char *nam
 void files_remove_temp(const char *tmp_path)
 {
     if (tmp_path[0] != '\0' && unlink(tmp_path) != 0 && errno != ENOENT)
-        log_warn("event=upload_tmp_remove_failed path=%s error=\"%s\"", tmp_path,
-                 strerror(errno));
+        log_warn("event=upload_tmp_remove_failed path=%s error=\"%s\"", tmp_path, strerror(errno));
 }
 
 void files_remove(const struct config *cfg, const char *name)

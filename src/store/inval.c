@@ -120,8 +120,8 @@ static PGconn *listen_connect(struct inval *iv)
     PGconn *c = PQconnectdb(ci);
     free(ci);
     if (PQstatus(c) != CONNECTION_OK) {
-        log_warn("event=inval_connect_failed error=\"%.*s\"",
-                 (int)strcspn(PQerrorMessage(c), "\n"), PQerrorMessage(c));
+        log_warn("event=inval_connect_failed error=\"%.*s\"", (int)strcspn(PQerrorMessage(c), "\n"),
+                 PQerrorMessage(c));
         PQfinish(c);
         return NULL;
     }

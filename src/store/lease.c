@@ -102,8 +102,8 @@ static int renew(struct lease *ls, PGconn *c)
     PGresult *r = PQexecParams(c, pg_sql(PG_LEASE_RENEW), 2, NULL, p, NULL, NULL, 0);
     int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
     if (!ok)
-        log_warn("event=lease_renew_failed error=\"%.*s\"",
-                 (int)strcspn(PQerrorMessage(c), "\n"), PQerrorMessage(c));
+        log_warn("event=lease_renew_failed error=\"%.*s\"", (int)strcspn(PQerrorMessage(c), "\n"),
+                 PQerrorMessage(c));
     PQclear(r);
     free(ids);
     return ok || PQstatus(c) == CONNECTION_OK ? 0 : -1;

@@ -22,7 +22,7 @@
 #define LIVE_CHANNEL_PATTERN "chatd:{u:*}:live"
 #define LIVE_RETRY_MS 1000
 #define LIVE_QUEUE_MAX 100000 /* commands; past it, new ones are dropped */
-#define LIVE_RESEND_MS 200     /* how often unsent commands are tried again */
+#define LIVE_RESEND_MS 200    /* how often unsent commands are tried again */
 
 /* One queued command, already in Redis's wire form: formatting it here,
  * on the caller's thread, is one allocation where copying each argument
@@ -39,9 +39,9 @@ struct live_cmd {
 struct live_watch {
     struct live_watch *next;
     char session[UUID_STR_LEN + 1];
-    int refs;         /* connections here that resume the session */
-    int sent;         /* SUBSCRIBE written on the current connection */
-    int confirmed;    /* ... and Redis answered it */
+    int refs;          /* connections here that resume the session */
+    int sent;          /* SUBSCRIBE written on the current connection */
+    int confirmed;     /* ... and Redis answered it */
     time_t idle_since; /* refs went to 0 */
 };
 
@@ -69,8 +69,8 @@ struct live {
     pthread_mutex_t wmu;
     pthread_cond_t wcv; /* a subscription was confirmed */
     struct live_watch *watch[LIVE_WATCH_BUCKETS];
-    int watch_dirty;  /* an entry needs a SUBSCRIBE or may be done with */
-    int watch_idle;   /* entries with no watcher left, lingering */
+    int watch_dirty; /* an entry needs a SUBSCRIBE or may be done with */
+    int watch_idle;  /* entries with no watcher left, lingering */
     time_t watch_swept;
 };
 
@@ -194,8 +194,8 @@ void live_stream_begin(struct live *lv, const char *session_id, const char *turn
     enqueue(lv, 3, exp, NULL);
 }
 
-void live_stream_add(struct live *lv, const char *session_id, const char *turn_id,
-                     long long index, const char *frame, size_t len)
+void live_stream_add(struct live *lv, const char *session_id, const char *turn_id, long long index,
+                     const char *frame, size_t len)
 {
     char key[128], max[16], id[32], idx[24];
     stream_key(key, sizeof(key), session_id, turn_id);
@@ -513,8 +513,8 @@ static void deliver(struct live *lv, redisReply *r)
     if (reply_is(r, 3, "message")) {
         char session[UUID_STR_LEN + 1], user[UUID_STR_LEN + 1];
         const redisReply *msg = r->element[2];
-        if (channel_id(r->element[1], LIVE_TURN, session) != 0 ||
-            msg->type != REDIS_REPLY_STRING || msg->len <= UUID_STR_LEN)
+        if (channel_id(r->element[1], LIVE_TURN, session) != 0 || msg->type != REDIS_REPLY_STRING ||
+            msg->len <= UUID_STR_LEN)
             return;
         memcpy(user, msg->str, UUID_STR_LEN);
         user[UUID_STR_LEN] = '\0';
@@ -691,10 +691,9 @@ static int entry_id(const redisReply *id, char *kind, long long *num)
 
 /* The stream of the session's latest turn, in one round trip (the keys
  * share the session's hash tag). */
-static const char latest_script[] =
-    "local t = redis.call('GET', KEYS[1]) "
-    "if not t then return {} end "
-    "return redis.call('XRANGE', KEYS[1] .. ':' .. t, '-', '+')";
+static const char latest_script[] = "local t = redis.call('GET', KEYS[1]) "
+                                    "if not t then return {} end "
+                                    "return redis.call('XRANGE', KEYS[1] .. ':' .. t, '-', '+')";
 
 int live_stream_read(struct cache *c, const char *session_id, const char *turn_id,
                      struct live_entry **out, size_t *n)

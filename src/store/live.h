@@ -64,8 +64,8 @@ int live_watch_wait(struct live *lv, const char *session_id, int timeout_ms);
  * end: the last frame, after delta last_index (-1: none), kept
  * retain_seconds. Each turn has a stream of its own. */
 void live_stream_begin(struct live *lv, const char *session_id, const char *turn_id);
-void live_stream_add(struct live *lv, const char *session_id, const char *turn_id,
-                     long long index, const char *frame, size_t len);
+void live_stream_add(struct live *lv, const char *session_id, const char *turn_id, long long index,
+                     const char *frame, size_t len);
 void live_stream_end(struct live *lv, const char *session_id, const char *turn_id,
                      long long last_index, const char *frame, size_t len, int retain_seconds);
 

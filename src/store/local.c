@@ -12,7 +12,7 @@
 #define LOCAL_BUCKETS 16384 /* a power of two */
 
 struct local_entry {
-    struct local_entry *chain;       /* same bucket */
+    struct local_entry *chain;         /* same bucket */
     struct local_entry *newer, *older; /* use order */
     uint64_t xmin, xmax;
     char *payload;
@@ -119,8 +119,8 @@ char *local_get(struct local *l, const char *key, const char *user_id, size_t *l
     return out;
 }
 
-void local_put(struct local *l, const char *key, uint64_t xmin, uint64_t xmax,
-               const char *payload, size_t len)
+void local_put(struct local *l, const char *key, uint64_t xmin, uint64_t xmax, const char *payload,
+               size_t len)
 {
     if (len > l->max_bytes / 4)
         return;

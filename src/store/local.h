@@ -33,8 +33,8 @@ char *local_get(struct local *l, const char *key, const char *user_id, size_t *l
 /* Stores a copy read in snapshot (xmin, xmax), unless one read in a newer
  * snapshot is there already. Payloads over a quarter of max_bytes are not
  * kept. Best effort: out of memory, nothing is stored. */
-void local_put(struct local *l, const char *key, uint64_t xmin, uint64_t xmax,
-               const char *payload, size_t len);
+void local_put(struct local *l, const char *key, uint64_t xmin, uint64_t xmax, const char *payload,
+               size_t len);
 
 /* Entries and payload bytes held (for tests and /metrics). */
 void local_stats(struct local *l, size_t *entries, size_t *bytes);

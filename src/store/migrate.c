@@ -157,8 +157,8 @@ int migrate_run(const struct config *cfg)
     }
     /* What a migration may read with current_setting() (0005: search). */
     const char *lang[1] = {cfg->search_language};
-    PGresult *sr = PQexecParams(c, "select set_config('chatd.search_language', $1, false)", 1,
-                                NULL, lang, NULL, NULL, 0);
+    PGresult *sr = PQexecParams(c, "select set_config('chatd.search_language', $1, false)", 1, NULL,
+                                lang, NULL, NULL, 0);
     int set_ok = PQresultStatus(sr) == PGRES_TUPLES_OK;
     PQclear(sr);
     if (!set_ok || exec_ok(c, "set client_min_messages = warning", "settings") != 0 ||

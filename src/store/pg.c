@@ -32,37 +32,37 @@
  * evaluated left to right, and that is the order the steps run in: the
  * user's row (every turn of the user charges it) is locked last, so it is
  * held for the commit only, not while the messages are indexed. */
-#define PG_TURN_STORE_TAIL(found, reply_marked, deltas)                                                        \
-    "     m as (insert into chat_messages (session_id, seq, role, content)"                       \
-    "           select $2::uuid, s.base + v.i, v.role, v.content"                                   \
-    "             from s, (values (0, 'user', $5::text),"                                           \
-    "                             (1, 'assistant',"                                                 \
-    "                              case when coalesce((select stopped from d), false)"              \
-    "                                        and not " reply_marked "::boolean"                          \
-    "                                   then case when $6::text = '' then '[stopped]'"              \
-    "                                             else $6::text || ' [stopped]' end"                \
-    "                                   else $6::text end),"                                        \
-    "                             (2, 'file', $7::text)) v(i, role, content)"                       \
-    "            where v.i < $4::int"                                                               \
-    "           returning 1),"                                                                      \
-    "     e as (insert into usage_ledger (user_id, session_id, seq, kind, model_id,"              \
-    "                                     model_name, cost, prompt_tokens,"                         \
-    "                                     completion_tokens, estimated, turn_id, turn_deltas)"      \
+#define PG_TURN_STORE_TAIL(found, reply_marked, deltas)                                            \
+    "     m as (insert into chat_messages (session_id, seq, role, content)"                        \
+    "           select $2::uuid, s.base + v.i, v.role, v.content"                                  \
+    "             from s, (values (0, 'user', $5::text),"                                          \
+    "                             (1, 'assistant',"                                                \
+    "                              case when coalesce((select stopped from d), false)"             \
+    "                                        and not " reply_marked "::boolean"                    \
+    "                                   then case when $6::text = '' then '[stopped]'"             \
+    "                                             else $6::text || ' [stopped]' end"               \
+    "                                   else $6::text end),"                                       \
+    "                             (2, 'file', $7::text)) v(i, role, content)"                      \
+    "            where v.i < $4::int"                                                              \
+    "           returning 1),"                                                                     \
+    "     e as (insert into usage_ledger (user_id, session_id, seq, kind, model_id,"               \
+    "                                     model_name, cost, prompt_tokens,"                        \
+    "                                     completion_tokens, estimated, turn_id, turn_deltas)"     \
     "           select $1::uuid, $2::uuid, s.base + 1, $9, $10::int, $11,"                         \
-    "                  coalesce($12::numeric,"                                                      \
+    "                  coalesce($12::numeric,"                                                     \
     "                           (select trim_scale((coalesce($14::bigint, 0)"                      \
-    "                                                 * mo.input_price_per_1k"                      \
+    "                                                 * mo.input_price_per_1k"                     \
     "                                               + coalesce($15::bigint, 0)"                    \
-    "                                                 * mo.output_price_per_1k) / 1000)"            \
-    "                              from model_details mo where mo.model_id = $10::int),"          \
+    "                                                 * mo.output_price_per_1k) / 1000)"           \
+    "                              from model_details mo where mo.model_id = $10::int),"           \
     "                           0) + $13::numeric,"                                                \
     "                  $14::bigint, $15::bigint, $16::boolean, $3::uuid, " deltas "::int"          \
-    "             from s"                                                                           \
-    "           returning cost),"                                                                   \
+    "             from s"                                                                          \
+    "           returning cost),"                                                                  \
     "     b as (update user_data set balance = balance - (select cost from e)"                     \
     "            where user_id = $1::uuid and exists (select 1 from e)"                            \
-    "           returning balance)"                                                                 \
-    " select " found ", exists (select 1 from d), (select base from s),"                            \
+    "           returning balance)"                                                                \
+    " select " found ", exists (select 1 from d), (select base from s),"                           \
     "        (select count(*) from m), (select balance from b), pg_current_xact_id()::text,"       \
     "        coalesce((select stopped from d), false) and not " reply_marked "::boolean"
 
@@ -72,55 +72,64 @@ static const struct {
     const char *sql;
 } pg_statements[PG_STMT_COUNT] = {
     [PG_USER_GET] = {"user_get", 1,
-        "select username, array_to_json(models)::text, " PG_SNAPSHOT_COLS
-        "  from user_data where user_id = $1::uuid"},
-    [PG_USER_MODELS] = {"user_models", 1,
-        "select coalesce((select json_agg(m.model_name order by m.model_name)"
-        "                   from model_details m where m.model_id = any(u.models)), '[]')::text"
-        "  from user_data u where u.user_id = $1::uuid"},
-    [PG_BALANCE] = {"balance", 1,
-        "select balance from user_data where user_id = $1::uuid"},
-    [PG_SESSIONS_LIST] = {"sessions_list", 1,
-        "select coalesce((select json_agg(json_build_object('session_id', s.session_id,"
-        "                                                   'session_name', s.session_name)"
-        "                            order by s.created_at desc, s.session_id)"
-        "                   from chat_sessions s where s.user_id = u.user_id), '[]')::text, "
-        PG_SNAPSHOT_COLS "  from user_data u where u.user_id = $1::uuid"},
+                     "select username, array_to_json(models)::text, " PG_SNAPSHOT_COLS
+                     "  from user_data where user_id = $1::uuid"},
+    [PG_USER_MODELS] =
+        {"user_models", 1,
+         "select coalesce((select json_agg(m.model_name order by m.model_name)"
+         "                   from model_details m where m.model_id = any(u.models)), '[]')::text"
+         "  from user_data u where u.user_id = $1::uuid"},
+    [PG_BALANCE] = {"balance", 1, "select balance from user_data where user_id = $1::uuid"},
+    [PG_SESSIONS_LIST] =
+        {"sessions_list", 1,
+         "select coalesce((select json_agg(json_build_object('session_id', s.session_id,"
+         "                                                   'session_name', s.session_name)"
+         "                            order by s.created_at desc, s.session_id)"
+         "                   from chat_sessions s where s.user_id = u.user_id), "
+         "'[]')::text, " PG_SNAPSHOT_COLS "  from user_data u where u.user_id = $1::uuid"},
     /* Code 1 paged: the page after cursor ($2 created_at in epoch
      * microseconds, $3 session id; null: from the newest) in the list's
      * order, $4 of them, plus whether more follow and the next cursor. A
      * range of chat_sessions_user_created, whatever the list's length. */
-    [PG_SESSIONS_PAGE] = {"sessions_page", 4,
-        "with page as (select s.session_id, s.session_name, s.created_at from chat_sessions s"
-        "               where s.user_id = $1::uuid"
-        "                 and ($2::bigint is null"
-        "                      or s.created_at < timestamptz 'epoch' + $2::bigint * interval '1 microsecond'"
-        "                      or (s.created_at = timestamptz 'epoch' + $2::bigint * interval '1 microsecond'"
-        "                          and s.session_id > $3::uuid))"
-        "               order by s.created_at desc, s.session_id limit $4::int + 1),"
-        "     shown as (select * from page order by created_at desc, session_id limit $4::int)"
-        " select (select count(*) from page) > $4::int,"
-        "        coalesce((select json_agg(json_build_object('session_id', p.session_id,"
-        "                                                    'session_name', p.session_name)"
-        "                                  order by p.created_at desc, p.session_id) from shown p),"
-        "                 '[]')::text,"
-        "        (select ((extract(epoch from created_at - timestamptz 'epoch') * 1000000)::numeric)::bigint"
-        "                || ':' || session_id"
-        "           from shown order by created_at, session_id desc limit 1)"
-        "   from user_data u where u.user_id = $1::uuid"},
-    [PG_CHATS_GET] = {"chats_get", 2,
-        "select coalesce((select json_agg(json_build_object('role', m.role, 'content', m.content)"
-        "                            order by m.seq)"
-        "                   from chat_messages m where m.session_id = s.session_id), '[]')::text"
-        "  from chat_sessions s where s.user_id = $1::uuid and s.session_id = $2::uuid"},
-    [PG_SESSION_DELETE] = {"session_delete", 2,
-        "delete from chat_sessions s where s.user_id = $1::uuid and s.session_id = $2::uuid"
-        " returning coalesce((select json_agg(f.stored_name) from uploaded_files f"
-        "                      where f.session_id = s.session_id), '[]')::text,"
-        "           pg_current_xact_id()::text"},
-    [PG_MODELS_LIST] = {"models_list", 0,
-        "select coalesce(json_agg(model_name order by model_name), '[]')::text, " PG_SNAPSHOT_COLS
-        "  from model_details"},
+    [PG_SESSIONS_PAGE] =
+        {"sessions_page", 4,
+         "with page as (select s.session_id, s.session_name, s.created_at from chat_sessions s"
+         "               where s.user_id = $1::uuid"
+         "                 and ($2::bigint is null"
+         "                      or s.created_at < timestamptz 'epoch' + $2::bigint * interval '1 "
+         "microsecond'"
+         "                      or (s.created_at = timestamptz 'epoch' + $2::bigint * interval '1 "
+         "microsecond'"
+         "                          and s.session_id > $3::uuid))"
+         "               order by s.created_at desc, s.session_id limit $4::int + 1),"
+         "     shown as (select * from page order by created_at desc, session_id limit $4::int)"
+         " select (select count(*) from page) > $4::int,"
+         "        coalesce((select json_agg(json_build_object('session_id', p.session_id,"
+         "                                                    'session_name', p.session_name)"
+         "                                  order by p.created_at desc, p.session_id) from shown "
+         "p),"
+         "                 '[]')::text,"
+         "        (select ((extract(epoch from created_at - timestamptz 'epoch') * "
+         "1000000)::numeric)::bigint"
+         "                || ':' || session_id"
+         "           from shown order by created_at, session_id desc limit 1)"
+         "   from user_data u where u.user_id = $1::uuid"},
+    [PG_CHATS_GET] =
+        {"chats_get", 2,
+         "select coalesce((select json_agg(json_build_object('role', m.role, 'content', m.content)"
+         "                            order by m.seq)"
+         "                   from chat_messages m where m.session_id = s.session_id), '[]')::text"
+         "  from chat_sessions s where s.user_id = $1::uuid and s.session_id = $2::uuid"},
+    [PG_SESSION_DELETE] =
+        {"session_delete", 2,
+         "delete from chat_sessions s where s.user_id = $1::uuid and s.session_id = $2::uuid"
+         " returning coalesce((select json_agg(f.stored_name) from uploaded_files f"
+         "                      where f.session_id = s.session_id), '[]')::text,"
+         "           pg_current_xact_id()::text"},
+    [PG_MODELS_LIST] =
+        {"models_list", 0,
+         "select coalesce(json_agg(model_name order by model_name), '[]')::text, " PG_SNAPSHOT_COLS
+         "  from model_details"},
     /* Who may use what, in one round trip: the user's balance, and the
      * model named by $2 (or, when $2 is null, numbered $3) with whether it
      * is among the user's. No row: no user; null model columns: no such
@@ -129,42 +138,45 @@ static const struct {
      * then the session ($4, null for a new one) if it is the user's, and
      * whether file $5 (null for none) was uploaded into it by the user.
      *   -> ..., session name, next_seq (both null: not found), file found */
-    [PG_TURN_CHECK] = {"turn_check", 5,
-        "select u.balance, m.model_id, m.model_name, m.provider, m.context_length,"
-        "       m.input_price_per_1k, m.output_price_per_1k, m.model_id = any(u.models),"
-        "       s.session_name, s.next_seq,"
-        "       exists (select 1 from uploaded_files f"
-        "                where f.user_id = u.user_id and f.session_id = $4::uuid"
-        "                  and f.stored_name = $5::text)"
-        "  from user_data u left join model_details m"
-        "    on case when $2::text is not null then m.model_name = $2::text"
-        "            else m.model_id = $3::int end"
-        "  left join chat_sessions s on s.user_id = u.user_id and s.session_id = $4::uuid"
-        " where u.user_id = $1::uuid"},
+    [PG_TURN_CHECK] =
+        {"turn_check", 5,
+         "select u.balance, m.model_id, m.model_name, m.provider, m.context_length,"
+         "       m.input_price_per_1k, m.output_price_per_1k, m.model_id = any(u.models),"
+         "       s.session_name, s.next_seq,"
+         "       exists (select 1 from uploaded_files f"
+         "                where f.user_id = u.user_id and f.session_id = $4::uuid"
+         "                  and f.stored_name = $5::text)"
+         "  from user_data u left join model_details m"
+         "    on case when $2::text is not null then m.model_name = $2::text"
+         "            else m.model_id = $3::int end"
+         "  left join chat_sessions s on s.user_id = u.user_id and s.session_id = $4::uuid"
+         " where u.user_id = $1::uuid"},
     [PG_ACCESS] = {"access", 3,
-        "select u.balance, m.model_id, m.model_name, m.provider, m.context_length,"
-        "       m.input_price_per_1k, m.output_price_per_1k, m.model_id = any(u.models)"
-        "  from user_data u left join model_details m"
-        "    on case when $2::text is not null then m.model_name = $2::text"
-        "            else m.model_id = $3::int end"
-        " where u.user_id = $1::uuid"},
+                   "select u.balance, m.model_id, m.model_name, m.provider, m.context_length,"
+                   "       m.input_price_per_1k, m.output_price_per_1k, m.model_id = any(u.models)"
+                   "  from user_data u left join model_details m"
+                   "    on case when $2::text is not null then m.model_name = $2::text"
+                   "            else m.model_id = $3::int end"
+                   " where u.user_id = $1::uuid"},
     /* The newest $3 messages, in order: the (session_id, seq) primary key
      * makes this cost the same in a session of any length. The subquery
      * names $2 rather than s.session_id so that a generic plan still walks
      * the index backwards from the newest row (with the correlated form the
      * planner, sizing for an average session, sometimes read them all). */
-    [PG_SESSION_CTX] = {"session_ctx", 3,
-        "select s.model_id, s.session_name, s.summary,"
-        "       coalesce((select json_agg(json_build_object('role', r.role, 'content', r.content)"
-        "                                  order by r.seq)"
-        "                   from (select m.role, m.content, m.seq from chat_messages m"
-        "                          where m.session_id = $2::uuid"
-        "                          order by m.seq desc limit $3::int) r), '[]')::text,"
-        "       s.next_seq"
-        "  from chat_sessions s where s.user_id = $1::uuid and s.session_id = $2::uuid"},
-    [PG_SESSION_INSERT] = {"session_insert", 5,
-        "insert into chat_sessions (session_id, user_id, session_name, model_id, session_prompt)"
-        " values ($1::uuid, $2::uuid, $3, $4::int, $5)"},
+    [PG_SESSION_CTX] =
+        {"session_ctx", 3,
+         "select s.model_id, s.session_name, s.summary,"
+         "       coalesce((select json_agg(json_build_object('role', r.role, 'content', r.content)"
+         "                                  order by r.seq)"
+         "                   from (select m.role, m.content, m.seq from chat_messages m"
+         "                          where m.session_id = $2::uuid"
+         "                          order by m.seq desc limit $3::int) r), '[]')::text,"
+         "       s.next_seq"
+         "  from chat_sessions s where s.user_id = $1::uuid and s.session_id = $2::uuid"},
+    [PG_SESSION_INSERT] =
+        {"session_insert", 5,
+         "insert into chat_sessions (session_id, user_id, session_name, model_id, session_prompt)"
+         " values ($1::uuid, $2::uuid, $3, $4::int, $5)"},
     /* A turn stored in one statement (one round trip, atomic without a
      * BEGIN): lock the session row, give the lease back (fenced: only if it
      * is still this turn's), advance next_seq, insert the messages, the
@@ -180,276 +192,307 @@ static const struct {
      * (lease_take locks the session row too, FOR KEY SHARE, which this
      * FOR UPDATE holds off until the commit: it then reads the new
      * next_seq, never an older one). */
-    [PG_TURN_STORE] = {"turn_store", 18,
-        "with l as (select next_seq from chat_sessions"
-        "            where user_id = $1::uuid and session_id = $2::uuid for update),"
-        "     d as (delete from turn_leases"
-        "            where session_id = $2::uuid and turn_id = $3::uuid"
-        "              and exists (select 1 from l)"
-        "           returning stopped),"
-        "     s as (update chat_sessions set next_seq = next_seq + $4::int, summary = $8,"
-        "                  updated_at = clock_timestamp()"
-        "            where session_id = $2::uuid and exists (select 1 from d)"
-        "           returning next_seq - $4::int as base)," PG_TURN_STORE_TAIL(
-        "exists (select 1 from l)", "$17", "$18")},
+    [PG_TURN_STORE] =
+        {"turn_store", 18,
+         "with l as (select next_seq from chat_sessions"
+         "            where user_id = $1::uuid and session_id = $2::uuid for update),"
+         "     d as (delete from turn_leases"
+         "            where session_id = $2::uuid and turn_id = $3::uuid"
+         "              and exists (select 1 from l)"
+         "           returning stopped),"
+         "     s as (update chat_sessions set next_seq = next_seq + $4::int, summary = $8,"
+         "                  updated_at = clock_timestamp()"
+         "            where session_id = $2::uuid and exists (select 1 from d)"
+         "           returning next_seq - $4::int as base)," PG_TURN_STORE_TAIL(
+             "exists (select 1 from l)", "$17", "$18")},
     /* The same for a new session's first turn: the session row is inserted
      * with the messages (foreign keys are checked at the statement's end).
      *   $17 session name, $18 session prompt */
-    [PG_TURN_STORE_NEW] = {"turn_store_new", 20,
-        "with d as (delete from turn_leases"
-        "            where session_id = $2::uuid and turn_id = $3::uuid returning stopped),"
-        "     s as (insert into chat_sessions (session_id, user_id, session_name, model_id,"
-        "                                      session_prompt, next_seq, summary)"
-        "           select $2::uuid, $1::uuid, $17, $10::int, $18, $4::int, $8 from d"
-        "           returning 0::bigint as base)," PG_TURN_STORE_TAIL("true", "$19", "$20")},
+    [PG_TURN_STORE_NEW] =
+        {"turn_store_new", 20,
+         "with d as (delete from turn_leases"
+         "            where session_id = $2::uuid and turn_id = $3::uuid returning stopped),"
+         "     s as (insert into chat_sessions (session_id, user_id, session_name, model_id,"
+         "                                      session_prompt, next_seq, summary)"
+         "           select $2::uuid, $1::uuid, $17, $10::int, $18, $4::int, $8 from d"
+         "           returning 0::bigint as base)," PG_TURN_STORE_TAIL("true", "$19", "$20")},
     /* With the session row and its lease locked, who holds the lease: a
      * turn stores only while it is still its own (migration 0007). */
-    [PG_SESSION_LOCK] = {"session_lock", 2,
-        "select s.next_seq, coalesce((select l.turn_id::text from turn_leases l"
-        "                              where l.session_id = s.session_id for update), '')"
-        "  from chat_sessions s"
-        " where s.user_id = $1::uuid and s.session_id = $2::uuid for update"},
+    [PG_SESSION_LOCK] =
+        {"session_lock", 2,
+         "select s.next_seq, coalesce((select l.turn_id::text from turn_leases l"
+         "                              where l.session_id = s.session_id for update), '')"
+         "  from chat_sessions s"
+         " where s.user_id = $1::uuid and s.session_id = $2::uuid for update"},
     /* The session's turn lease for turn $3 ($5: a new session, which has
      * no row yet), when nobody holds it or the holder's ran out; with the
      * session's next_seq, whether it was taken, and whether the session
      * is the user's. */
-    [PG_LEASE_TAKE] = {"lease_take", 5,
-        /* A locking read: when the previous turn is storing, it waits for
-         * that commit and then reads the row as committed, so next_seq is
-         * never older than the lease (a plain read would see the
-         * statement's snapshot, from before the wait). */
-        "with s as (select next_seq from chat_sessions"
-        "            where user_id = $1::uuid and session_id = $2::uuid for key share),"
-        "     l as (insert into turn_leases (session_id, user_id, turn_id, lease_until)"
-        "           select $2::uuid, $1::uuid, $3::uuid,"
-        "                  clock_timestamp() + $4::int * interval '1 second'"
-        "            where $5::boolean or exists (select 1 from s)"
-        "           on conflict (session_id) do update"
-        "              set user_id = excluded.user_id, turn_id = excluded.turn_id,"
-        "                  lease_until = excluded.lease_until, stopped = false"
-        "            where turn_leases.lease_until < clock_timestamp()"
-        "           returning 1)"
-        " select coalesce((select next_seq from s), 0), (select count(*) from l) > 0,"
-        "        $5::boolean or exists (select 1 from s)"},
+    [PG_LEASE_TAKE] =
+        {"lease_take", 5,
+         /* A locking read: when the previous turn is storing, it waits for
+          * that commit and then reads the row as committed, so next_seq is
+          * never older than the lease (a plain read would see the
+          * statement's snapshot, from before the wait). */
+         "with s as (select next_seq from chat_sessions"
+         "            where user_id = $1::uuid and session_id = $2::uuid for key share),"
+         "     l as (insert into turn_leases (session_id, user_id, turn_id, lease_until)"
+         "           select $2::uuid, $1::uuid, $3::uuid,"
+         "                  clock_timestamp() + $4::int * interval '1 second'"
+         "            where $5::boolean or exists (select 1 from s)"
+         "           on conflict (session_id) do update"
+         "              set user_id = excluded.user_id, turn_id = excluded.turn_id,"
+         "                  lease_until = excluded.lease_until, stopped = false"
+         "            where turn_leases.lease_until < clock_timestamp()"
+         "           returning 1)"
+         " select coalesce((select next_seq from s), 0), (select count(*) from l) > 0,"
+         "        $5::boolean or exists (select 1 from s)"},
     /* Who runs a turn on the user's session now (its lease not run out),
      * and the next seq; both null: no such session of the user's. */
     [PG_SESSION_TURN] = {"session_turn", 2,
-        "select (select next_seq from chat_sessions"
-        "         where user_id = $1::uuid and session_id = $2::uuid),"
-        "       (select turn_id::text from turn_leases"
-        "         where session_id = $2::uuid and user_id = $1::uuid"
-        "           and lease_until > clock_timestamp())"},
+                         "select (select next_seq from chat_sessions"
+                         "         where user_id = $1::uuid and session_id = $2::uuid),"
+                         "       (select turn_id::text from turn_leases"
+                         "         where session_id = $2::uuid and user_id = $1::uuid"
+                         "           and lease_until > clock_timestamp())"},
     /* Code 8 from elsewhere: marks the turn running on the user's
      * session (its lease not run out) as stopped; no row: none runs. */
     [PG_TURN_STOP] = {"turn_stop", 2,
-        "update turn_leases set stopped = true"
-        " where session_id = $2::uuid and user_id = $1::uuid"
-        "   and lease_until > clock_timestamp()"
-        " returning turn_id::text"},
+                      "update turn_leases set stopped = true"
+                      " where session_id = $2::uuid and user_id = $1::uuid"
+                      "   and lease_until > clock_timestamp()"
+                      " returning turn_id::text"},
     /* A turn whose lease ran out can no longer be stored: its lease is
      * deleted (waiting, under the row lock, for a store under way). */
-    [PG_LEASE_EXPIRE] = {"lease_expire", 2,
-        "delete from turn_leases"
-        " where session_id = $1::uuid and turn_id = $2::uuid and lease_until < clock_timestamp()"},
+    [PG_LEASE_EXPIRE] =
+        {"lease_expire", 2,
+         "delete from turn_leases"
+         " where session_id = $1::uuid and turn_id = $2::uuid and lease_until < clock_timestamp()"},
     /* After that, what became of turn $3 of user $1 on session $2: whether
      * it still holds its lease; if it was stored, its reply and the
      * session's name (null when the session was deleted since). */
-    [PG_TURN_OUTCOME] = {"turn_outcome", 3,
-        "select exists (select 1 from turn_leases where session_id = $2::uuid and turn_id = $3::uuid),"
-        "       l.seq is not null, m.content, s.session_name, coalesce(l.turn_deltas, 0)"
-        "  from (select 1) one"
-        "  left join usage_ledger l on l.turn_id = $3::uuid and l.session_id = $2::uuid"
-        "                          and l.user_id = $1::uuid and l.kind = 'turn'"
-        "  left join chat_messages m on m.session_id = l.session_id and m.seq = l.seq"
-        "  left join chat_sessions s on s.session_id = l.session_id"},
-    [PG_LEASE_DROP] = {"lease_drop", 2,
-        "delete from turn_leases where session_id = $1::uuid and turn_id = $2::uuid"},
+    [PG_TURN_OUTCOME] =
+        {"turn_outcome", 3,
+         "select exists (select 1 from turn_leases where session_id = $2::uuid and turn_id = "
+         "$3::uuid),"
+         "       l.seq is not null, m.content, s.session_name, coalesce(l.turn_deltas, 0)"
+         "  from (select 1) one"
+         "  left join usage_ledger l on l.turn_id = $3::uuid and l.session_id = $2::uuid"
+         "                          and l.user_id = $1::uuid and l.kind = 'turn'"
+         "  left join chat_messages m on m.session_id = l.session_id and m.seq = l.seq"
+         "  left join chat_sessions s on s.session_id = l.session_id"},
+    [PG_LEASE_DROP] =
+        {"lease_drop", 2,
+         "delete from turn_leases where session_id = $1::uuid and turn_id = $2::uuid"},
     /* Every lease this chatd holds, kept alive in one statement. */
-    [PG_LEASE_RENEW] = {"lease_renew", 2,
-        "update turn_leases set lease_until = clock_timestamp() + $2::int * interval '1 second'"
-        " where turn_id = any($1::uuid[])"},
+    [PG_LEASE_RENEW] =
+        {"lease_renew", 2,
+         "update turn_leases set lease_until = clock_timestamp() + $2::int * interval '1 second'"
+         " where turn_id = any($1::uuid[])"},
     /* A charge and its ledger row in one statement, so that the balance
      * is the starting balance minus the ledger at every moment. A cost
      * the agent did not report ($7 null: a stopped turn) is the token
      * estimate at the model's prices, computed here in exact decimals. */
-    [PG_CHARGE] = {"charge", 11,
-        "with e as (insert into usage_ledger (user_id, session_id, seq, kind, model_id,"
-        "                                     model_name, cost, prompt_tokens,"
-        "                                     completion_tokens, estimated)"
-        "   values ($1::uuid, $2::uuid, $3::bigint, $4, $5::int, $6,"
-        "           coalesce($7::numeric,"
-        "                    (select trim_scale((coalesce($9::bigint, 0) * m.input_price_per_1k"
-        "                                        + coalesce($10::bigint, 0) * m.output_price_per_1k)"
-        "                                       / 1000)"
-        "                       from model_details m where m.model_id = $5::int),"
-        "                    0) + $8::numeric,"
-        "           $9::bigint, $10::bigint, $11::boolean)"
-        "   returning cost)"
-        " update user_data set balance = balance - (select cost from e) where user_id = $1::uuid"
-        " returning balance, pg_current_xact_id()::text"},
-    [PG_FILE_INSERT] = {"file_insert", 6,
-        "insert into uploaded_files (session_id, user_id, stored_name, original_name,"
-        "                            content_type, size_bytes)"
-        " values ($1::uuid, $2::uuid, $3, $4, $5, $6::bigint) returning pg_current_xact_id()::text"},
+    [PG_CHARGE] =
+        {"charge", 11,
+         "with e as (insert into usage_ledger (user_id, session_id, seq, kind, model_id,"
+         "                                     model_name, cost, prompt_tokens,"
+         "                                     completion_tokens, estimated)"
+         "   values ($1::uuid, $2::uuid, $3::bigint, $4, $5::int, $6,"
+         "           coalesce($7::numeric,"
+         "                    (select trim_scale((coalesce($9::bigint, 0) * m.input_price_per_1k"
+         "                                        + coalesce($10::bigint, 0) * "
+         "m.output_price_per_1k)"
+         "                                       / 1000)"
+         "                       from model_details m where m.model_id = $5::int),"
+         "                    0) + $8::numeric,"
+         "           $9::bigint, $10::bigint, $11::boolean)"
+         "   returning cost)"
+         " update user_data set balance = balance - (select cost from e) where user_id = $1::uuid"
+         " returning balance, pg_current_xact_id()::text"},
+    [PG_FILE_INSERT] =
+        {"file_insert", 6,
+         "insert into uploaded_files (session_id, user_id, stored_name, original_name,"
+         "                            content_type, size_bytes)"
+         " values ($1::uuid, $2::uuid, $3, $4, $5, $6::bigint) returning "
+         "pg_current_xact_id()::text"},
     /* A file some stored turn shows (its "file" message holds the stored
      * name) is never deleted by a later failing turn. */
-    [PG_FILE_DELETE] = {"file_delete", 3,
-        "delete from uploaded_files f"
-        " where f.user_id = $1::uuid and f.session_id = $2::uuid and f.stored_name = $3"
-        "   and not exists (select 1 from chat_messages m"
-        "                    where m.session_id = f.session_id and m.role = 'file'"
-        "                      and m.content = f.stored_name)"
-        " returning f.stored_name"},
+    [PG_FILE_DELETE] =
+        {"file_delete", 3,
+         "delete from uploaded_files f"
+         " where f.user_id = $1::uuid and f.session_id = $2::uuid and f.stored_name = $3"
+         "   and not exists (select 1 from chat_messages m"
+         "                    where m.session_id = f.session_id and m.role = 'file'"
+         "                      and m.content = f.stored_name)"
+         " returning f.stored_name"},
     /* The user's chat turns (user-role messages) since the start of the
      * rate-limit windows, to re-seed a Redis counter that is missing (a new
      * window, or a flushed Redis). The partial index of 0002 makes it one
      * index range per session of the user, holding only that day's turns,
      * whatever the sessions' length. */
-    [PG_TURNS_SINCE] = {"turns_since", 3,
-        "select count(*) filter (where m.created_at >= to_timestamp($2::float8)), count(*)"
-        "  from chat_sessions s join chat_messages m on m.session_id = s.session_id"
-        " where s.user_id = $1::uuid and m.role = 'user'"
-        "   and m.created_at >= to_timestamp($3::float8)"},
+    [PG_TURNS_SINCE] =
+        {"turns_since", 3,
+         "select count(*) filter (where m.created_at >= to_timestamp($2::float8)), count(*)"
+         "  from chat_sessions s join chat_messages m on m.session_id = s.session_id"
+         " where s.user_id = $1::uuid and m.role = 'user'"
+         "   and m.created_at >= to_timestamp($3::float8)"},
     /* Code 9: up to $4 messages before seq $3 (all when null), newest page
      * first, as one JSON array in ascending seq, with the page's has_more
      * and lowest seq. One backward range of the (session_id, seq) key: a
      * page costs the same in a session of any length. Ratings and file
      * metadata are joined to the page's rows only. */
-    [PG_HISTORY_PAGE] = {"history_page", 4,
-        "with page as (select m.seq, m.role, m.content, m.created_at from chat_messages m"
-        "               where m.session_id = $2::uuid"
-        "                 and m.seq < coalesce($3::bigint, 9223372036854775807)"
-        "               order by m.seq desc limit $4::int + 1),"
-        "     shown as (select * from page order by seq desc limit $4::int)"
-        " select s.session_name, (select count(*) from page) > $4::int,"
-        "        coalesce((select json_agg(json_strip_nulls(json_build_object("
-        "                   'seq', p.seq, 'role', p.role, 'content', p.content,"
-        "                   'created_at', to_char(p.created_at at time zone 'UTC',"
-        "                                         'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
-        "                   'rating', fb.rating, 'content_type', f.content_type,"
-        "                   'size', f.size_bytes, 'original_name', f.original_name))"
-        "                   order by p.seq)"
-        "                   from shown p"
-        "                   left join message_feedback fb"
-        "                     on p.role = 'assistant' and fb.session_id = $2::uuid and fb.seq = p.seq"
-        "                   left join uploaded_files f"
-        "                     on p.role = 'file' and f.session_id = $2::uuid"
-        "                    and f.stored_name = p.content), '[]')::text,"
-        "        (select min(seq) from shown)"
-        "   from chat_sessions s where s.user_id = $1::uuid and s.session_id = $2::uuid"},
+    [PG_HISTORY_PAGE] =
+        {"history_page", 4,
+         "with page as (select m.seq, m.role, m.content, m.created_at from chat_messages m"
+         "               where m.session_id = $2::uuid"
+         "                 and m.seq < coalesce($3::bigint, 9223372036854775807)"
+         "               order by m.seq desc limit $4::int + 1),"
+         "     shown as (select * from page order by seq desc limit $4::int)"
+         " select s.session_name, (select count(*) from page) > $4::int,"
+         "        coalesce((select json_agg(json_strip_nulls(json_build_object("
+         "                   'seq', p.seq, 'role', p.role, 'content', p.content,"
+         "                   'created_at', to_char(p.created_at at time zone 'UTC',"
+         "                                         'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
+         "                   'rating', fb.rating, 'content_type', f.content_type,"
+         "                   'size', f.size_bytes, 'original_name', f.original_name))"
+         "                   order by p.seq)"
+         "                   from shown p"
+         "                   left join message_feedback fb"
+         "                     on p.role = 'assistant' and fb.session_id = $2::uuid and fb.seq = "
+         "p.seq"
+         "                   left join uploaded_files f"
+         "                     on p.role = 'file' and f.session_id = $2::uuid"
+         "                    and f.stored_name = p.content), '[]')::text,"
+         "        (select min(seq) from shown)"
+         "   from chat_sessions s where s.user_id = $1::uuid and s.session_id = $2::uuid"},
     [PG_SESSION_RENAME] = {"session_rename", 3,
-        "update chat_sessions set session_name = $3, named_by_user = true,"
-        "       updated_at = clock_timestamp()"
-        " where user_id = $1::uuid and session_id = $2::uuid"
-        " returning pg_current_xact_id()::text"},
+                           "update chat_sessions set session_name = $3, named_by_user = true,"
+                           "       updated_at = clock_timestamp()"
+                           " where user_id = $1::uuid and session_id = $2::uuid"
+                           " returning pg_current_xact_id()::text"},
     /* The role of message $3 of the user's session: no row, no such
      * session (or someone else's); null, no such message. */
-    [PG_MESSAGE_ROLE] = {"message_role", 3,
-        "select (select m.role from chat_messages m"
-        "         where m.session_id = s.session_id and m.seq = $3::bigint)"
-        "  from chat_sessions s where s.user_id = $1::uuid and s.session_id = $2::uuid"},
+    [PG_MESSAGE_ROLE] =
+        {"message_role", 3,
+         "select (select m.role from chat_messages m"
+         "         where m.session_id = s.session_id and m.seq = $3::bigint)"
+         "  from chat_sessions s where s.user_id = $1::uuid and s.session_id = $2::uuid"},
     [PG_FEEDBACK_SET] = {"feedback_set", 5,
-        "insert into message_feedback (session_id, seq, user_id, rating, comment)"
-        " values ($1::uuid, $2::bigint, $3::uuid, $4::smallint, $5)"
-        " on conflict (session_id, seq) do update"
-        "   set rating = excluded.rating, comment = excluded.comment,"
-        "       updated_at = clock_timestamp()"},
-    [PG_FEEDBACK_CLEAR] = {"feedback_clear", 2,
-        "delete from message_feedback where session_id = $1::uuid and seq = $2::bigint"},
+                         "insert into message_feedback (session_id, seq, user_id, rating, comment)"
+                         " values ($1::uuid, $2::bigint, $3::uuid, $4::smallint, $5)"
+                         " on conflict (session_id, seq) do update"
+                         "   set rating = excluded.rating, comment = excluded.comment,"
+                         "       updated_at = clock_timestamp()"},
+    [PG_FEEDBACK_CLEAR] =
+        {"feedback_clear", 2,
+         "delete from message_feedback where session_id = $1::uuid and seq = $2::bigint"},
     /* Code 11: the user's messages (files aside) and session names that
      * match $2 (websearch_to_tsquery: any user syntax parses), best first,
      * page $4..$4+$3 (and whether more follow). The configuration is the
      * one the index was built with (chatd_search). ts_headline runs on the
      * page only; the matched words come between U+E000 and U+E001, which
      * are first removed from the text, so no message can forge a mark. */
-    [PG_SEARCH] = {"search", 4,
-        "with q as (select websearch_to_tsquery(c.config, $2) as q, c.config from chatd_search c),"
-        " hits as ("
-        "   (select m.session_id, s.session_name, m.seq, m.role, m.content, m.created_at,"
-        "           ts_rank(m.search, q.q) as rank"
-        "      from q, chat_sessions s join chat_messages m on m.session_id = s.session_id"
-        "     where s.user_id = $1::uuid and m.role <> 'file' and m.search @@ q.q)"
-        "   union all"
-        "   (select s.session_id, s.session_name, null::bigint, 'session', s.session_name,"
-        "           s.created_at, ts_rank(s.name_search, q.q) * 2"
-        "      from q, chat_sessions s where s.user_id = $1::uuid and s.name_search @@ q.q)),"
-        " page as (select * from hits order by rank desc, created_at desc, session_id, seq nulls first"
-        "           limit $3::int + 1 offset $4::int),"
-        " shown as (select * from page order by rank desc, created_at desc, session_id, seq nulls first"
-        "            limit $3::int)"
-        " select (select count(*) from page) > $3::int,"
-        "        coalesce((select json_agg(json_build_object("
-        "                   'session_id', p.session_id, 'session_name', p.session_name,"
-        "                   'seq', p.seq, 'role', p.role,"
-        "                   'snippet', ts_headline(q.config, translate(p.content, U&'\\E000\\E001', ''), q.q,"
-        "                       'StartSel=' || U&'\\E000' || ', StopSel=' || U&'\\E001' ||"
-        "                       ', MaxFragments=2, MaxWords=18, MinWords=6, FragmentDelimiter=\" … \"'),"
-        "                   'created_at', to_char(p.created_at at time zone 'UTC',"
-        "                                         'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'))"
-        "                   order by p.rank desc, p.created_at desc, p.session_id, p.seq nulls first)"
-        "                   from shown p, q), '[]')::text"},
+    [PG_SEARCH] =
+        {"search", 4,
+         "with q as (select websearch_to_tsquery(c.config, $2) as q, c.config from chatd_search c),"
+         " hits as ("
+         "   (select m.session_id, s.session_name, m.seq, m.role, m.content, m.created_at,"
+         "           ts_rank(m.search, q.q) as rank"
+         "      from q, chat_sessions s join chat_messages m on m.session_id = s.session_id"
+         "     where s.user_id = $1::uuid and m.role <> 'file' and m.search @@ q.q)"
+         "   union all"
+         "   (select s.session_id, s.session_name, null::bigint, 'session', s.session_name,"
+         "           s.created_at, ts_rank(s.name_search, q.q) * 2"
+         "      from q, chat_sessions s where s.user_id = $1::uuid and s.name_search @@ q.q)),"
+         " page as (select * from hits order by rank desc, created_at desc, session_id, seq nulls "
+         "first"
+         "           limit $3::int + 1 offset $4::int),"
+         " shown as (select * from page order by rank desc, created_at desc, session_id, seq nulls "
+         "first"
+         "            limit $3::int)"
+         " select (select count(*) from page) > $3::int,"
+         "        coalesce((select json_agg(json_build_object("
+         "                   'session_id', p.session_id, 'session_name', p.session_name,"
+         "                   'seq', p.seq, 'role', p.role,"
+         "                   'snippet', ts_headline(q.config, translate(p.content, "
+         "U&'\\E000\\E001', ''), q.q,"
+         "                       'StartSel=' || U&'\\E000' || ', StopSel=' || U&'\\E001' ||"
+         "                       ', MaxFragments=2, MaxWords=18, MinWords=6, FragmentDelimiter=\" "
+         "… \"'),"
+         "                   'created_at', to_char(p.created_at at time zone 'UTC',"
+         "                                         'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'))"
+         "                   order by p.rank desc, p.created_at desc, p.session_id, p.seq nulls "
+         "first)"
+         "                   from shown p, q), '[]')::text"},
     /* A title replaces the first-turn name only while the user has not
      * named the session (code 10). */
     [PG_TITLE_SET] = {"title_set", 3,
-        "update chat_sessions set session_name = $3"
-        " where user_id = $1::uuid and session_id = $2::uuid and not named_by_user"
-        " returning pg_current_xact_id()::text"},
+                      "update chat_sessions set session_name = $3"
+                      " where user_id = $1::uuid and session_id = $2::uuid and not named_by_user"
+                      " returning pg_current_xact_id()::text"},
     /* Code 13: one index range of the user's ledger; sums in numeric. */
-    [PG_USAGE] = {"usage", 3,
-        "with l as (select model_name, kind, cost from usage_ledger"
-        "            where user_id = $1::uuid"
-        "              and created_at >= coalesce(timestamptz 'epoch' + $2::bigint * interval '1 microsecond', '-infinity')"
-        "              and created_at < coalesce(timestamptz 'epoch' + $3::bigint * interval '1 microsecond', 'infinity')),"
-        "     m as (select model_name, count(*) filter (where kind = 'turn') as turns,"
-        "                  sum(cost) as spent from l group by model_name)"
-        " select json_build_object("
-        "          'user_id', u.user_id, 'balance', u.balance,"
-        "          'spent', (select coalesce(sum(spent), 0) from m),"
-        "          'turns', (select coalesce(sum(turns), 0) from m)::bigint,"
-        "          'by_model', (select coalesce(json_agg(json_build_object("
-        "                                 'model', model_name, 'turns', turns, 'spent', spent)"
-        "                               order by spent desc, model_name), '[]') from m))::text"
-        "   from user_data u where u.user_id = $1::uuid"},
-    [PG_EXPORT_SESSION] = {"export_session", 2,
-        "select s.session_name,"
-        "       to_char(s.created_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
-        "       s.session_prompt, coalesce(md.model_name, '')"
-        "  from chat_sessions s left join model_details md using (model_id)"
-        " where s.user_id = $1::uuid and s.session_id = $2::uuid"},
+    [PG_USAGE] =
+        {"usage", 3,
+         "with l as (select model_name, kind, cost from usage_ledger"
+         "            where user_id = $1::uuid"
+         "              and created_at >= coalesce(timestamptz 'epoch' + $2::bigint * interval '1 "
+         "microsecond', '-infinity')"
+         "              and created_at < coalesce(timestamptz 'epoch' + $3::bigint * interval '1 "
+         "microsecond', 'infinity')),"
+         "     m as (select model_name, count(*) filter (where kind = 'turn') as turns,"
+         "                  sum(cost) as spent from l group by model_name)"
+         " select json_build_object("
+         "          'user_id', u.user_id, 'balance', u.balance,"
+         "          'spent', (select coalesce(sum(spent), 0) from m),"
+         "          'turns', (select coalesce(sum(turns), 0) from m)::bigint,"
+         "          'by_model', (select coalesce(json_agg(json_build_object("
+         "                                 'model', model_name, 'turns', turns, 'spent', spent)"
+         "                               order by spent desc, model_name), '[]') from m))::text"
+         "   from user_data u where u.user_id = $1::uuid"},
+    [PG_EXPORT_SESSION] =
+        {"export_session", 2,
+         "select s.session_name,"
+         "       to_char(s.created_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
+         "       s.session_prompt, coalesce(md.model_name, '')"
+         "  from chat_sessions s left join model_details md using (model_id)"
+         " where s.user_id = $1::uuid and s.session_id = $2::uuid"},
     /* Oldest first, after the cursor: one forward range of the index. */
-    [PG_EXPORT_SESSIONS] = {"export_sessions", 4,
-        "select s.session_id::text, s.session_name,"
-        "       to_char(s.created_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
-        "       s.session_prompt,"
-        "       (extract(epoch from s.created_at) * 1000000)::bigint::text"
-        "  from chat_sessions s"
-        " where s.user_id = $1::uuid"
-        "   and ($2::bigint is null"
-        "        or s.created_at > timestamptz 'epoch' + $2::bigint * interval '1 microsecond'"
-        "        or (s.created_at = timestamptz 'epoch' + $2::bigint * interval '1 microsecond'"
-        "            and s.session_id < $3::uuid))"
-        /* the index (user_id, created_at desc, session_id) read backwards */
-        " order by s.created_at, s.session_id desc limit $4::int"},
+    [PG_EXPORT_SESSIONS] =
+        {"export_sessions", 4,
+         "select s.session_id::text, s.session_name,"
+         "       to_char(s.created_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
+         "       s.session_prompt,"
+         "       (extract(epoch from s.created_at) * 1000000)::bigint::text"
+         "  from chat_sessions s"
+         " where s.user_id = $1::uuid"
+         "   and ($2::bigint is null"
+         "        or s.created_at > timestamptz 'epoch' + $2::bigint * interval '1 microsecond'"
+         "        or (s.created_at = timestamptz 'epoch' + $2::bigint * interval '1 microsecond'"
+         "            and s.session_id < $3::uuid))"
+         /* the index (user_id, created_at desc, session_id) read backwards */
+         " order by s.created_at, s.session_id desc limit $4::int"},
     /* A page of a session being exported: up to $4 messages after seq
      * $3, ascending, with ratings, comments and file metadata. */
-    [PG_EXPORT_PAGE] = {"export_page", 4,
-        "with page as (select m.seq, m.role, m.content, m.created_at"
-        "                from chat_sessions s join chat_messages m using (session_id)"
-        "               where s.user_id = $1::uuid and s.session_id = $2::uuid"
-        "                 and m.seq > $3::bigint order by m.seq limit $4::int)"
-        " select coalesce(json_agg(json_strip_nulls(json_build_object("
-        "          'seq', p.seq, 'role', p.role, 'content', p.content,"
-        "          'created_at', to_char(p.created_at at time zone 'UTC',"
-        "                                'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
-        "          'rating', fb.rating, 'comment', nullif(fb.comment, ''),"
-        "          'content_type', f.content_type, 'size', f.size_bytes,"
-        "          'original_name', f.original_name)) order by p.seq), '[]')::text,"
-        "        max(p.seq)::text"
-        "   from page p"
-        "   left join message_feedback fb"
-        "     on p.role = 'assistant' and fb.session_id = $2::uuid and fb.seq = p.seq"
-        "   left join uploaded_files f"
-        "     on p.role = 'file' and f.session_id = $2::uuid and f.stored_name = p.content"},
+    [PG_EXPORT_PAGE] =
+        {"export_page", 4,
+         "with page as (select m.seq, m.role, m.content, m.created_at"
+         "                from chat_sessions s join chat_messages m using (session_id)"
+         "               where s.user_id = $1::uuid and s.session_id = $2::uuid"
+         "                 and m.seq > $3::bigint order by m.seq limit $4::int)"
+         " select coalesce(json_agg(json_strip_nulls(json_build_object("
+         "          'seq', p.seq, 'role', p.role, 'content', p.content,"
+         "          'created_at', to_char(p.created_at at time zone 'UTC',"
+         "                                'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
+         "          'rating', fb.rating, 'comment', nullif(fb.comment, ''),"
+         "          'content_type', f.content_type, 'size', f.size_bytes,"
+         "          'original_name', f.original_name)) order by p.seq), '[]')::text,"
+         "        max(p.seq)::text"
+         "   from page p"
+         "   left join message_feedback fb"
+         "     on p.role = 'assistant' and fb.session_id = $2::uuid and fb.seq = p.seq"
+         "   left join uploaded_files f"
+         "     on p.role = 'file' and f.session_id = $2::uuid and f.stored_name = p.content"},
     [PG_PING] = {"ping", 0, "select 1"},
 };
 
@@ -581,8 +624,8 @@ PGresult *pg_exec(struct pg *pg, enum pg_stmt stmt, int nparams, const char *con
     if (pg_ensure(pg) != 0)
         return NULL;
     metrics_pg_roundtrip();
-    PGresult *r = PQexecPrepared(pg->conn, pg_statements[stmt].name, nparams, params, NULL,
-                                 NULL, 0);
+    PGresult *r =
+        PQexecPrepared(pg->conn, pg_statements[stmt].name, nparams, params, NULL, NULL, 0);
     ExecStatusType st = PQresultStatus(r);
     if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
         return r;
@@ -604,8 +647,7 @@ int pg_command(struct pg *pg, const char *sql)
     int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
     if (!ok) {
         metrics_pg_error();
-        log_error("event=pg_command_failed sql=\"%s\" error=\"%.*s\"", sql,
-                  PG_ERRMSG(pg->conn));
+        log_error("event=pg_command_failed sql=\"%s\" error=\"%.*s\"", sql, PG_ERRMSG(pg->conn));
         if (PQstatus(pg->conn) != CONNECTION_OK)
             pg->prepared = 0;
     }

@@ -12,42 +12,42 @@
 struct config;
 
 enum pg_stmt {
-    PG_USER_MODELS,     /* $1 user -> json array of the names of its models */
-    PG_USER_GET,        /* $1 user -> username, models json, xmin, xmax */
-    PG_BALANCE,         /* $1 user -> balance */
-    PG_SESSIONS_LIST,   /* $1 user -> session_info json, xmin, xmax (no row: no user) */
-    PG_SESSIONS_PAGE,   /* $1 user, $2 cursor time (us), $3 cursor id, $4 limit -> has_more,
-                           session_info json, next cursor (no row: no user) */
-    PG_CHATS_GET,       /* $1 user, $2 session -> chat json (no row: not found) */
-    PG_SESSION_DELETE,  /* $1 user, $2 session -> stored file names json, xid */
-    PG_MODELS_LIST,     /* -> names json (sorted), xmin, xmax */
-    PG_TURN_CHECK,      /* access's columns + the session's name, next_seq, whether the file is in it */
-    PG_ACCESS,          /* $1 user, $2 model name, $3 model id -> balance, model row, allowed */
-    PG_SESSION_CTX,     /* $1 user, $2 session, $3 n -> model_id, name, summary, recent json,
-                           next_seq */
-    PG_SESSION_INSERT,  /* $1 session, $2 user, $3 name, $4 model, $5 prompt */
-    PG_TURN_STORE,      /* a whole turn in one statement: see db_turn_store */
-    PG_TURN_STORE_NEW,  /* the same for a new session */
-    PG_SESSION_LOCK,    /* $1 user, $2 session -> next_seq, lease's turn ('' for none) (FOR UPDATE) */
-    PG_LEASE_TAKE,      /* $1 user, $2 session, $3 turn, $4 seconds, $5 new -> next_seq,
-                           taken, session is the user's */
-    PG_SESSION_TURN,    /* $1 user, $2 session -> next_seq, running turn (both null: none) */
-    PG_TURN_STOP,       /* $1 user, $2 session -> the turn marked stopped (no row: none runs) */
-    PG_LEASE_EXPIRE,    /* $1 session, $2 turn: deleted when it ran out */
-    PG_TURN_OUTCOME,    /* $1 user, $2 session, $3 turn -> holds a lease, stored, reply, name,
-                           deltas */
-    PG_LEASE_DROP,      /* $1 session, $2 turn */
-    PG_LEASE_RENEW,     /* $1 turns (uuid[] text), $2 seconds */
-    PG_CHARGE,          /* $1 user, $2 session, $3 seq, $4 kind, $5 model id, $6 model name,
-                           $7 cost (null: estimate from tokens), $8 summary cost,
-                           $9 prompt tokens, $10 completion tokens, $11 estimated
-                           -> new balance, xid */
-    PG_FILE_INSERT,     /* $1 session, $2 user, $3 stored, $4 original, $5 type, $6 size
-                           -> xid */
-    PG_FILE_DELETE,     /* $1 user, $2 session, $3 stored name -> it, unless a turn shows it */
-    PG_TURNS_SINCE,     /* $1 user, $2 minute start, $3 day start (epoch s) -> 2 counts */
-    PG_HISTORY_PAGE,    /* $1 user, $2 session, $3 before, $4 limit -> name, has_more,
-                           messages json, lowest seq */
+    PG_USER_MODELS,    /* $1 user -> json array of the names of its models */
+    PG_USER_GET,       /* $1 user -> username, models json, xmin, xmax */
+    PG_BALANCE,        /* $1 user -> balance */
+    PG_SESSIONS_LIST,  /* $1 user -> session_info json, xmin, xmax (no row: no user) */
+    PG_SESSIONS_PAGE,  /* $1 user, $2 cursor time (us), $3 cursor id, $4 limit -> has_more,
+                          session_info json, next cursor (no row: no user) */
+    PG_CHATS_GET,      /* $1 user, $2 session -> chat json (no row: not found) */
+    PG_SESSION_DELETE, /* $1 user, $2 session -> stored file names json, xid */
+    PG_MODELS_LIST,    /* -> names json (sorted), xmin, xmax */
+    PG_TURN_CHECK,  /* access's columns + the session's name, next_seq, whether the file is in it */
+    PG_ACCESS,      /* $1 user, $2 model name, $3 model id -> balance, model row, allowed */
+    PG_SESSION_CTX, /* $1 user, $2 session, $3 n -> model_id, name, summary, recent json,
+                       next_seq */
+    PG_SESSION_INSERT, /* $1 session, $2 user, $3 name, $4 model, $5 prompt */
+    PG_TURN_STORE,     /* a whole turn in one statement: see db_turn_store */
+    PG_TURN_STORE_NEW, /* the same for a new session */
+    PG_SESSION_LOCK, /* $1 user, $2 session -> next_seq, lease's turn ('' for none) (FOR UPDATE) */
+    PG_LEASE_TAKE,   /* $1 user, $2 session, $3 turn, $4 seconds, $5 new -> next_seq,
+                        taken, session is the user's */
+    PG_SESSION_TURN, /* $1 user, $2 session -> next_seq, running turn (both null: none) */
+    PG_TURN_STOP,    /* $1 user, $2 session -> the turn marked stopped (no row: none runs) */
+    PG_LEASE_EXPIRE, /* $1 session, $2 turn: deleted when it ran out */
+    PG_TURN_OUTCOME, /* $1 user, $2 session, $3 turn -> holds a lease, stored, reply, name,
+                        deltas */
+    PG_LEASE_DROP,   /* $1 session, $2 turn */
+    PG_LEASE_RENEW,  /* $1 turns (uuid[] text), $2 seconds */
+    PG_CHARGE,       /* $1 user, $2 session, $3 seq, $4 kind, $5 model id, $6 model name,
+                        $7 cost (null: estimate from tokens), $8 summary cost,
+                        $9 prompt tokens, $10 completion tokens, $11 estimated
+                        -> new balance, xid */
+    PG_FILE_INSERT,  /* $1 session, $2 user, $3 stored, $4 original, $5 type, $6 size
+                        -> xid */
+    PG_FILE_DELETE,  /* $1 user, $2 session, $3 stored name -> it, unless a turn shows it */
+    PG_TURNS_SINCE,  /* $1 user, $2 minute start, $3 day start (epoch s) -> 2 counts */
+    PG_HISTORY_PAGE, /* $1 user, $2 session, $3 before, $4 limit -> name, has_more,
+                        messages json, lowest seq */
     PG_SESSION_RENAME,  /* $1 user, $2 session, $3 name -> xid */
     PG_MESSAGE_ROLE,    /* $1 user, $2 session, $3 seq -> role (null: no message) */
     PG_FEEDBACK_SET,    /* $1 session, $2 seq, $3 user, $4 rating, $5 comment */

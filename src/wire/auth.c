@@ -123,7 +123,8 @@ int auth_verify_token(const struct config *cfg, const char *token, size_t len, t
         goto out;
     }
     const char *dot1 = memchr(token, '.', len);
-    const char *dot2 = dot1 != NULL ? memchr(dot1 + 1, '.', len - (size_t)(dot1 + 1 - token)) : NULL;
+    const char *dot2 =
+        dot1 != NULL ? memchr(dot1 + 1, '.', len - (size_t)(dot1 + 1 - token)) : NULL;
     if (dot2 == NULL || memchr(dot2 + 1, '.', len - (size_t)(dot2 + 1 - token)) != NULL) {
         *why = "not three parts";
         goto out;
@@ -237,7 +238,8 @@ static int file_sig(const struct config *cfg, const char *name, long long exp, c
     if (n < 0 || (size_t)n >= sizeof(msg))
         return -1;
     if (HMAC(EVP_sha256(), key, (int)key_len, (const unsigned char *)msg, (size_t)n, mac,
-             &mac_len) == NULL || mac_len != AUTH_HS256_LEN)
+             &mac_len) == NULL ||
+        mac_len != AUTH_HS256_LEN)
         return -1;
     for (unsigned i = 0; i < mac_len; i++)
         snprintf(out + 2 * i, 3, "%02x", mac[i]);
@@ -259,8 +261,8 @@ char *auth_file_ref(const struct config *cfg, const char *name, time_t now)
     return out;
 }
 
-int auth_file_ref_ok(const struct config *cfg, const char *name, const char *exp,
-                     const char *sig, time_t now)
+int auth_file_ref_ok(const struct config *cfg, const char *name, const char *exp, const char *sig,
+                     time_t now)
 {
     if (!auth_required(cfg))
         return 1;

@@ -58,8 +58,8 @@ char *auth_file_ref(const struct config *cfg, const char *name, time_t now);
 /* 1 when a request for name with query arguments exp and sig (NULL when
  * absent) may read the file at time now: always with AUTH_MODE=none,
  * else only with an unexpired signature we made. */
-int auth_file_ref_ok(const struct config *cfg, const char *name, const char *exp,
-                     const char *sig, time_t now);
+int auth_file_ref_ok(const struct config *cfg, const char *name, const char *exp, const char *sig,
+                     time_t now);
 
 /* The stored name inside a reference: ref up to a '?', copied into out.
  * -1 when it does not fit. */

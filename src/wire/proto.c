@@ -182,8 +182,8 @@ static unsigned utf8_next(const unsigned char **p)
 /* Unicode's spaces (category Zs), which a name is trimmed of at both ends. */
 static int is_space(unsigned c)
 {
-    return c == 0x20 || c == 0xa0 || c == 0x1680 || (c >= 0x2000 && c <= 0x200a) ||
-           c == 0x202f || c == 0x205f || c == 0x3000;
+    return c == 0x20 || c == 0xa0 || c == 0x1680 || (c >= 0x2000 && c <= 0x200a) || c == 0x202f ||
+           c == 0x205f || c == 0x3000;
 }
 
 /* Format characters (category Cf): invisible, and the bidirectional ones
@@ -191,13 +191,13 @@ static int is_space(unsigned c)
  * The two joiners are apart: emoji sequences and Persian need them. */
 static int is_format(unsigned c)
 {
-    return c == 0xad || (c >= 0x600 && c <= 0x605) || c == 0x61c || c == 0x6dd ||
-           c == 0x70f || c == 0x8e2 || c == 0x180e || c == 0x200b ||
-           (c >= 0x200e && c <= 0x200f) || (c >= 0x202a && c <= 0x202e) ||
-           (c >= 0x2060 && c <= 0x2064) || (c >= 0x2066 && c <= 0x206f) || c == 0xfeff ||
-           (c >= 0xfff9 && c <= 0xfffb) || c == 0x110bd || c == 0x110cd ||
-           (c >= 0x13430 && c <= 0x1343f) || (c >= 0x1bca0 && c <= 0x1bca3) ||
-           (c >= 0x1d173 && c <= 0x1d17a) || c == 0xe0001 || (c >= 0xe0020 && c <= 0xe007f);
+    return c == 0xad || (c >= 0x600 && c <= 0x605) || c == 0x61c || c == 0x6dd || c == 0x70f ||
+           c == 0x8e2 || c == 0x180e || c == 0x200b || (c >= 0x200e && c <= 0x200f) ||
+           (c >= 0x202a && c <= 0x202e) || (c >= 0x2060 && c <= 0x2064) ||
+           (c >= 0x2066 && c <= 0x206f) || c == 0xfeff || (c >= 0xfff9 && c <= 0xfffb) ||
+           c == 0x110bd || c == 0x110cd || (c >= 0x13430 && c <= 0x1343f) ||
+           (c >= 0x1bca0 && c <= 0x1bca3) || (c >= 0x1d173 && c <= 0x1d17a) || c == 0xe0001 ||
+           (c >= 0xe0020 && c <= 0xe007f);
 }
 
 static int is_joiner(unsigned c) { return c == 0x200c || c == 0x200d; }
@@ -463,8 +463,7 @@ int proto_data_list_sessions(json_t *data, const struct proto_limits *lim,
     req->paged = (jl != NULL && !json_is_null(jl)) || (jb != NULL && !json_is_null(jb));
     if (!req->paged)
         return 0;
-    if (get_opt_int(data, "limit", req->type, PROTO_PAGE_DEFAULT, 1, PROTO_PAGE_MAX, &v, err) !=
-        0)
+    if (get_opt_int(data, "limit", req->type, PROTO_PAGE_DEFAULT, 1, PROTO_PAGE_MAX, &v, err) != 0)
         return -1;
     req->limit = (int)v;
     if (get_opt_string(data, "before", req->type, "", &req->cursor, err) != 0)
@@ -486,8 +485,8 @@ int proto_data_chat(json_t *data, const struct proto_limits *lim, struct proto_r
     return decode_chat(data, lim, req, err);
 }
 
-int proto_data_list_models(json_t *data, const struct proto_limits *lim,
-                           struct proto_request *req, struct proto_error *err)
+int proto_data_list_models(json_t *data, const struct proto_limits *lim, struct proto_request *req,
+                           struct proto_error *err)
 {
     (void)lim;
     /* Opt-in: "mine": true lists only the models the user may use. */
@@ -508,8 +507,7 @@ int proto_data_history(json_t *data, const struct proto_limits *lim, struct prot
         get_opt_int(data, "before", req->type, -1, 0, (long long)1 << 53, &v, err) != 0)
         return -1;
     req->before = v;
-    if (get_opt_int(data, "limit", req->type, PROTO_PAGE_DEFAULT, 1, PROTO_PAGE_MAX, &v, err) !=
-        0)
+    if (get_opt_int(data, "limit", req->type, PROTO_PAGE_DEFAULT, 1, PROTO_PAGE_MAX, &v, err) != 0)
         return -1;
     req->limit = (int)v;
     return 0;
@@ -534,8 +532,8 @@ int proto_data_search(json_t *data, const struct proto_limits *lim, struct proto
         return field_error(err, req->type, "query", "must not be empty");
     if (utf8_chars(req->query) > PROTO_QUERY_MAX_CHARS)
         return field_error(err, req->type, "query", "longer than 500 characters");
-    if (get_opt_int(data, "limit", req->type, PROTO_SEARCH_DEFAULT, 1, PROTO_SEARCH_MAX, &v,
-                    err) != 0)
+    if (get_opt_int(data, "limit", req->type, PROTO_SEARCH_DEFAULT, 1, PROTO_SEARCH_MAX, &v, err) !=
+        0)
         return -1;
     req->limit = (int)v;
     if (get_opt_int(data, "offset", req->type, 0, 0, PROTO_OFFSET_MAX, &v, err) != 0)
@@ -575,8 +573,8 @@ int proto_data_resume(json_t *data, const struct proto_limits *lim, struct proto
     return 0;
 }
 
-int proto_decode(const char *buf, size_t len, const struct proto_limits *lim,
-                 proto_find_fn find, struct proto_request *req, struct proto_error *err)
+int proto_decode(const char *buf, size_t len, const struct proto_limits *lim, proto_find_fn find,
+                 struct proto_request *req, struct proto_error *err)
 {
     memset(req, 0, sizeof(*req));
     req->model_id = -1;
@@ -595,8 +593,7 @@ int proto_decode(const char *buf, size_t len, const struct proto_limits *lim,
     }
     if (root == NULL) {
         proto_error_set(err, -1, PERR_JSON_PARSE);
-        snprintf(err->detail, sizeof(err->detail), "%s at position %d", jerr.text,
-                 jerr.position);
+        snprintf(err->detail, sizeof(err->detail), "%s at position %d", jerr.text, jerr.position);
         /* jansson quotes the offending input, which may be invalid UTF-8
          * that no JSON reply can carry: keep printable ASCII only. */
         for (char *p = err->detail; *p; p++)
@@ -622,8 +619,7 @@ int proto_decode(const char *buf, size_t len, const struct proto_limits *lim,
     proto_data_fn decode = t >= 0 && t <= 1000 ? find((int)t) : NULL;
     if (decode == NULL) {
         /* Echo the type only when it fits an int; anything else is noise. */
-        proto_error_set(err, (t >= -1000000 && t <= 1000000) ? (int)t : -1,
-                        PERR_UNKNOWN_MESSAGE);
+        proto_error_set(err, (t >= -1000000 && t <= 1000000) ? (int)t : -1, PERR_UNKNOWN_MESSAGE);
         goto fail;
     }
     req->type = (int)t;
@@ -704,8 +700,7 @@ char *proto_encode_error(const struct proto_error *err, size_t *len)
     return s;
 }
 
-char *proto_encode_error_code(int type, int code, const char *text, const char *detail,
-                              size_t *len)
+char *proto_encode_error_code(int type, int code, const char *text, const char *detail, size_t *len)
 {
     struct proto_error err;
     proto_error_set(&err, type, code);
@@ -721,7 +716,11 @@ size_t proto_utf8_prefix(const char *s, size_t max_chars)
     size_t i = 0, chars = 0;
     while (s[i] != '\0' && chars < max_chars) {
         unsigned char c = (unsigned char)s[i];
-        size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 1;
+        size_t n = c < 0x80           ? 1
+                   : (c >> 5) == 0x6  ? 2
+                   : (c >> 4) == 0xe  ? 3
+                   : (c >> 3) == 0x1e ? 4
+                                      : 1;
         /* Never step over a NUL inside a truncated sequence. */
         size_t k = 1;
         while (k < n && s[i + k] != '\0')

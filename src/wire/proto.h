@@ -26,11 +26,11 @@ enum proto_type {
     PROTO_BALANCE = 6,
     PROTO_CHAT_DELTA = 7, /* server -> client only: a streamed piece of a reply */
     PROTO_STOP = 8,
-    PROTO_HISTORY = 9,   /* a page of a session's messages */
-    PROTO_RENAME = 10,   /* a session's name */
-    PROTO_SEARCH = 11,   /* full-text search of the user's history */
-    PROTO_FEEDBACK = 12, /* a rating of an assistant message */
-    PROTO_USAGE = 13,    /* balance and spending from the ledger */
+    PROTO_HISTORY = 9,    /* a page of a session's messages */
+    PROTO_RENAME = 10,    /* a session's name */
+    PROTO_SEARCH = 11,    /* full-text search of the user's history */
+    PROTO_FEEDBACK = 12,  /* a rating of an assistant message */
+    PROTO_USAGE = 13,     /* balance and spending from the ledger */
     PROTO_SUBSCRIBE = 14, /* the user's events to this connection */
     PROTO_EVENT = 15,     /* server -> client only: an event of a subscribed user */
     PROTO_RESUME = 16,    /* a running turn's frames, from where the client is */
@@ -88,28 +88,28 @@ struct proto_limits {
  * request owns: release with proto_request_free. */
 struct proto_request {
     int type;
-    char user_id[UUID_STR_LEN + 1];    /* lower-case */
-    char session_id[UUID_STR_LEN + 1]; /* lower-case; "" when session_new */
-    int session_new;                   /* code 3 with session_id "NEW" */
-    const char *model_name;            /* code 3: NULL when model_id given */
-    int model_id;                      /* code 3: -1 when model_name given */
-    const char *message;               /* code 3 */
-    const char *session_prompt;        /* code 3, "" by default */
-    const char *file_name;             /* code 3, "" when none */
-    int stream;                        /* code 3: "stream": true */
-    int mine;                          /* code 5: "mine": true */
-    long long before;                  /* code 9: seq cursor, -1 when absent */
-    int limit;                         /* code 9: 1..PROTO_PAGE_MAX */
+    char user_id[UUID_STR_LEN + 1];                  /* lower-case */
+    char session_id[UUID_STR_LEN + 1];               /* lower-case; "" when session_new */
+    int session_new;                                 /* code 3 with session_id "NEW" */
+    const char *model_name;                          /* code 3: NULL when model_id given */
+    int model_id;                                    /* code 3: -1 when model_name given */
+    const char *message;                             /* code 3 */
+    const char *session_prompt;                      /* code 3, "" by default */
+    const char *file_name;                           /* code 3, "" when none */
+    int stream;                                      /* code 3: "stream": true */
+    int mine;                                        /* code 5: "mine": true */
+    long long before;                                /* code 9: seq cursor, -1 when absent */
+    int limit;                                       /* code 9: 1..PROTO_PAGE_MAX */
     char session_name[PROTO_NAME_MAX_CHARS * 4 + 1]; /* code 10, trimmed */
-    long long seq;                     /* code 12 */
-    int rating;                        /* code 12: 1, -1, or 0 to clear */
-    const char *comment;               /* code 12, "" when none */
-    const char *query;                 /* code 11 */
-    int paged;                         /* code 1: "limit" or "before" given */
-    const char *cursor;                /* code 1: "before", NULL from the newest */
-    int offset;                        /* code 11 */
-    long long since_us, until_us;      /* code 13: epoch microseconds, -1 when absent */
-    long long after;                   /* code 16: the last delta index seen, -1 when absent */
+    long long seq;                                   /* code 12 */
+    int rating;                                      /* code 12: 1, -1, or 0 to clear */
+    const char *comment;                             /* code 12, "" when none */
+    const char *query;                               /* code 11 */
+    int paged;                                       /* code 1: "limit" or "before" given */
+    const char *cursor;                              /* code 1: "before", NULL from the newest */
+    int offset;                                      /* code 11 */
+    long long since_us, until_us; /* code 13: epoch microseconds, -1 when absent */
+    long long after;              /* code 16: the last delta index seen, -1 when absent */
     json_t *root;
 };
 
@@ -117,8 +117,8 @@ struct proto_request {
  * inherited ones exactly); what varies (a parser's position, a limit) goes
  * into "detail", sent only when not empty. */
 struct proto_error {
-    int code;       /* enum proto_err */
-    int type;       /* the request's type, -1 when unknown */
+    int code; /* enum proto_err */
+    int type; /* the request's type, -1 when unknown */
     char text[256];
     char detail[256];
 };
@@ -136,8 +136,8 @@ typedef proto_data_fn (*proto_find_fn)(int type);
 /* Decodes and validates one text frame: the envelope, its type (known to
  * find), user_id, then the code's own fields. Returns 0 and fills req, or
  * -1 and fills err (req then owns nothing). */
-int proto_decode(const char *buf, size_t len, const struct proto_limits *lim,
-                 proto_find_fn find, struct proto_request *req, struct proto_error *err);
+int proto_decode(const char *buf, size_t len, const struct proto_limits *lim, proto_find_fn find,
+                 struct proto_request *req, struct proto_error *err);
 
 /* The codes' decoders, for the rows of the dispatch table. */
 int proto_data_user(json_t *data, const struct proto_limits *lim, struct proto_request *req,
@@ -148,8 +148,8 @@ int proto_data_list_sessions(json_t *data, const struct proto_limits *lim,
                              struct proto_request *req, struct proto_error *err); /* 1 */
 int proto_data_chat(json_t *data, const struct proto_limits *lim, struct proto_request *req,
                     struct proto_error *err); /* 3 */
-int proto_data_list_models(json_t *data, const struct proto_limits *lim,
-                           struct proto_request *req, struct proto_error *err); /* 5 */
+int proto_data_list_models(json_t *data, const struct proto_limits *lim, struct proto_request *req,
+                           struct proto_error *err); /* 5 */
 int proto_data_history(json_t *data, const struct proto_limits *lim, struct proto_request *req,
                        struct proto_error *err); /* 9 */
 int proto_data_rename(json_t *data, const struct proto_limits *lim, struct proto_request *req,

@@ -25,9 +25,9 @@ struct app {
     struct pool *pool;
     struct agent_client *agent;
     struct inval *inval;
-    struct local *local;  /* fresh copies in memory (store/local.h) */
-    struct lease *lease;  /* the turn leases this process holds */
-    struct live *live;    /* events and turn frames across chatd instances */
+    struct local *local;   /* fresh copies in memory (store/local.h) */
+    struct lease *lease;   /* the turn leases this process holds */
+    struct live *live;     /* events and turn frames across chatd instances */
     struct outbox *outbox; /* answers and frames to the service thread */
     struct slots *slots;   /* each session's turn order here (work/slots.h) */
 };

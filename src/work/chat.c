@@ -25,8 +25,8 @@
 /* --------------------------------------------------------------- checks */
 
 /* The checks of code 3, in the documented order. */
-static enum turn_error chat_check(struct worker *w, struct turn *t,
-                                  const struct proto_request *q, int *wait_seconds)
+static enum turn_error chat_check(struct worker *w, struct turn *t, const struct proto_request *q,
+                                  int *wait_seconds)
 {
     const struct config *cfg = t->app->cfg;
     struct db_model model = {0};
@@ -37,10 +37,9 @@ static enum turn_error chat_check(struct worker *w, struct turn *t,
     if (has_file && !q->session_new &&
         auth_file_ref_name(q->file_name, t->file_name, strlen(t->file_name) + 1) != 0)
         t->file_name[0] = '\0'; /* matches no stored file */
-    switch (db_turn_check(&w->pg, q->user_id, q->model_name, q->model_id,
-                          q->session_new ? NULL : q->session_id,
-                          has_file && !q->session_new ? t->file_name : NULL, &t->balance, &model,
-                          &target)) {
+    switch (db_turn_check(
+        &w->pg, q->user_id, q->model_name, q->model_id, q->session_new ? NULL : q->session_id,
+        has_file && !q->session_new ? t->file_name : NULL, &t->balance, &model, &target)) {
     case DB_ACCESS_OK:
         break;
     case DB_ACCESS_NO_USER:
@@ -64,7 +63,8 @@ static enum turn_error chat_check(struct worker *w, struct turn *t,
         if (uuid_generate(t->session_id) != 0)
             return TURN_CREATE_SESSION;
         t->session_new = 1;
-        t->session_name = strndup(q->message, proto_utf8_prefix(q->message, CHAT_SESSION_NAME_CHARS));
+        t->session_name =
+            strndup(q->message, proto_utf8_prefix(q->message, CHAT_SESSION_NAME_CHARS));
     } else {
         memcpy(t->session_id, q->session_id, sizeof(t->session_id));
         if (!target.session_found)

@@ -12,10 +12,9 @@
 
 size_t context_estimate_tokens(size_t bytes) { return (bytes + 2) / 3; }
 
-enum context_status context_load(struct worker *w, const struct config *cfg,
-                                 const char *user_id, const char *session_id,
-                                 long long seen_seq, char **summary, json_t **history,
-                                 long long *ctx_seq)
+enum context_status context_load(struct worker *w, const struct config *cfg, const char *user_id,
+                                 const char *session_id, long long seen_seq, char **summary,
+                                 json_t **history, long long *ctx_seq)
 {
     /* A copy is this session's context only at the version the turn knows
      * to be current. */
@@ -29,8 +28,8 @@ enum context_status context_load(struct worker *w, const struct config *cfg,
         free(cp.payload);
         json_t *msgs = json_object_get(ctx, "messages");
         json_t *sum = json_object_get(ctx, "summary");
-        char *s = json_is_array(msgs) && json_is_string(sum) ? strdup(json_string_value(sum))
-                                                             : NULL;
+        char *s =
+            json_is_array(msgs) && json_is_string(sum) ? strdup(json_string_value(sum)) : NULL;
         if (s != NULL) {
             while (json_array_size(msgs) > (size_t)cfg->max_chat_history_context)
                 json_array_remove(msgs, 0);
@@ -43,7 +42,8 @@ enum context_status context_load(struct worker *w, const struct config *cfg,
             return CONTEXT_OK;
     }
     struct db_session row;
-    enum db_status st = db_session_get(&w->pg, user_id, session_id, cfg->max_chat_history_context, &row);
+    enum db_status st =
+        db_session_get(&w->pg, user_id, session_id, cfg->max_chat_history_context, &row);
     if (st != DB_OK)
         return st == DB_NOT_FOUND ? CONTEXT_NO_SESSION : CONTEXT_ERROR;
     json_t *h = json_loads(row.recent_json, 0, NULL);

@@ -26,10 +26,9 @@ enum context_status {
  * MAX_CHAT_HISTORY_CONTEXT entries, a reference the caller owns), and
  * *ctx_seq, the next_seq they were read at. Nothing set unless
  * CONTEXT_OK. */
-enum context_status context_load(struct worker *w, const struct config *cfg,
-                                 const char *user_id, const char *session_id,
-                                 long long seen_seq, char **summary, json_t **history,
-                                 long long *ctx_seq);
+enum context_status context_load(struct worker *w, const struct config *cfg, const char *user_id,
+                                 const char *session_id, long long seen_seq, char **summary,
+                                 json_t **history, long long *ctx_seq);
 
 /* One stored turn of a session, as the next turn's context. */
 struct context_turn {

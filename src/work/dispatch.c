@@ -7,11 +7,11 @@
 #include "lib/metrics.h"
 #include "work/app.h"
 #include "work/chat.h"
-#include "work/request.h"
 #include "work/events.h"
 #include "work/handlers.h"
 #include "work/history.h"
 #include "work/outbox.h"
+#include "work/request.h"
 
 /* One row per code a client may send: its name (metrics, logs), the
  * decoder of its data (wire/proto.h) and the handler that answers it. */
@@ -34,7 +34,6 @@ static const struct dispatch_row dispatch_table[] = {
     {PROTO_SUBSCRIBE, "subscribe", proto_data_user, events_subscribe},
     {PROTO_RESUME, "resume", proto_data_resume, events_resume},
 };
-
 
 proto_data_fn dispatch_decoder(int type)
 {

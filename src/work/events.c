@@ -18,11 +18,11 @@
 #include "store/live.h"
 #include "wire/proto.h"
 #include "work/app.h"
-#include "work/slots.h"
-#include "work/request.h"
-#include "work/stream.h"
 #include "work/outbox.h"
 #include "work/pool.h"
+#include "work/request.h"
+#include "work/slots.h"
+#include "work/stream.h"
 
 /* --------------------------------------------------------------- publish */
 
@@ -261,8 +261,7 @@ static void watch_drop(struct watch *gone)
 
 /* The end of a watched turn that no longer runs: 1 and *frame, *last set;
  * 0 while it runs or nothing can be said yet. */
-static int watch_end(struct worker *w, struct watch *x, char **frame, size_t *len,
-                     long long *last)
+static int watch_end(struct worker *w, struct watch *x, char **frame, size_t *len, long long *last)
 {
     char *settled = NULL;
     size_t slen = 0;
@@ -337,8 +336,8 @@ static void reply_error(struct work_request *r, int code, const char *detail)
     if (r->req.type == PROTO_SUBSCRIBE)
         outbox_subscribed(r->app->outbox, r->conn_id, r->req.user_id, 0, frame, len);
     else if (r->req.type == PROTO_RESUME)
-        outbox_resumed(r->app->outbox, r->conn_id, r->req.user_id, r->req.session_id, NULL,
-                       frame, len, NULL, NULL, 0, -1, 0, 0);
+        outbox_resumed(r->app->outbox, r->conn_id, r->req.user_id, r->req.session_id, NULL, frame,
+                       len, NULL, NULL, 0, -1, 0, 0);
     else
         outbox_reply_error(r->app->outbox, r->conn_id, r->req.type, code, NULL);
     if (r->req.type != PROTO_SUBSCRIBE && r->req.type != PROTO_RESUME)
@@ -390,7 +389,8 @@ void events_resume(struct worker *w, struct work_request *r)
         return;
     }
     if (!r->app->cfg->resumable_streams) {
-        reply_error(r, PERR_LIVE_UNAVAILABLE, "RESUMABLE_STREAMS=0: turns are not kept for resuming");
+        reply_error(r, PERR_LIVE_UNAVAILABLE,
+                    "RESUMABLE_STREAMS=0: turns are not kept for resuming");
         return;
     }
     /* The connection watches the session's channel (net/conn.c); reading
@@ -467,9 +467,9 @@ void events_resume(struct worker *w, struct work_request *r)
             v.ended = 1;
         }
     }
-    json_t *ack = json_pack("{s:s, s:s, s:b, s:s, s:I}", "user_id", q->user_id, "session_id",
-                            q->session_id, "active", !v.ended, "turn_id", v.turn, "after",
-                            (json_int_t)q->after);
+    json_t *ack =
+        json_pack("{s:s, s:s, s:b, s:s, s:I}", "user_id", q->user_id, "session_id", q->session_id,
+                  "active", !v.ended, "turn_id", v.turn, "after", (json_int_t)q->after);
     size_t len = 0;
     char *frame = ack != NULL ? proto_encode_reply(PROTO_RESUME, ack, &len) : NULL;
     if (frame == NULL) {
@@ -499,11 +499,11 @@ struct refill {
 
 /* The refill's answer: frames (stolen; an end among them ends the
  * resume when !active). */
-static void refill_answer(struct refill *f, char **frames, size_t *lens, size_t n,
-                          long long last, int active)
+static void refill_answer(struct refill *f, char **frames, size_t *lens, size_t n, long long last,
+                          int active)
 {
-    outbox_resumed(f->app->outbox, f->conn, f->user, f->session, f->turn, NULL, 0, frames, lens,
-                   n, last, active, 1);
+    outbox_resumed(f->app->outbox, f->conn, f->user, f->session, f->turn, NULL, 0, frames, lens, n,
+                   last, active, 1);
 }
 
 /* Only the turn's end (stolen): a refill that cannot give the frames. */
@@ -555,10 +555,9 @@ static void refill_run(struct worker *w, struct pool_job *job)
     }
     if (failed || v.gap) {
         stream_view_free(&v);
-        end = proto_encode_error_code(PROTO_RESUME, PERR_LIVE_UNAVAILABLE, NULL,
-                                      failed ? "Redis is unreachable; try again"
-                                             : EVENTS_FRAMES_LOST,
-                                      &elen);
+        end = proto_encode_error_code(
+            PROTO_RESUME, PERR_LIVE_UNAVAILABLE, NULL,
+            failed ? "Redis is unreachable; try again" : EVENTS_FRAMES_LOST, &elen);
         refill_end(f, end, elen);
         free(f);
         return;

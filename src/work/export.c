@@ -176,8 +176,8 @@ static int head_single(struct export_job *j, struct export_buf *b)
     case EXPORT_TXT:
         rc = export_puts(b, s->name) | export_puts(b, "\nSession ") |
              export_puts(b, j->session_id) | export_puts(b, ", created ") |
-             export_puts(b, s->created_at) | export_puts(b, ", model ") |
-             export_puts(b, s->model) | export_puts(b, "\n");
+             export_puts(b, s->created_at) | export_puts(b, ", model ") | export_puts(b, s->model) |
+             export_puts(b, "\n");
         if (s->prompt[0] != '\0')
             rc |= export_puts(b, "System prompt: ") | export_puts(b, s->prompt) |
                   export_puts(b, "\n");
@@ -195,8 +195,8 @@ static int head_single(struct export_job *j, struct export_buf *b)
 static int head_jsonl(struct export_job *j, struct export_buf *b)
 {
     const struct db_export_session *s = &j->cur;
-    json_t *o = json_pack("{s:s, s:s, s:s}", "session_id", s->session_id, "session_name",
-                          s->name, "created_at", s->created_at);
+    json_t *o = json_pack("{s:s, s:s, s:s}", "session_id", s->session_id, "session_name", s->name,
+                          "created_at", s->created_at);
     char *t = o != NULL ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(o);
     int rc = t != NULL ? export_put(b, t, strlen(t) - 1) | export_puts(b, ",\"messages\":[") : -1;
@@ -256,8 +256,8 @@ static int put_message(struct export_job *j, struct export_buf *b, json_t *m)
         break;
     }
     case EXPORT_MD:
-        rc = export_puts(b, "\n### ") | export_puts(b, role_title(role)) |
-             export_puts(b, " · ") | export_puts(b, created);
+        rc = export_puts(b, "\n### ") | export_puts(b, role_title(role)) | export_puts(b, " · ") |
+             export_puts(b, created);
         if (json_is_integer(rating))
             rc |= export_puts(b, " · rated ") |
                   export_puts(b, rating_word(json_integer_value(rating)));
@@ -293,7 +293,8 @@ static int put_message(struct export_job *j, struct export_buf *b, json_t *m)
             rc |= export_puts(b, content) | export_puts(b, "\n");
         break;
     case EXPORT_CSV:
-        snprintf(num, sizeof(num), "%lld", (long long)json_integer_value(json_object_get(m, "seq")));
+        snprintf(num, sizeof(num), "%lld",
+                 (long long)json_integer_value(json_object_get(m, "seq")));
         rc = export_puts(b, j->session_id) | export_puts(b, ",") | export_puts(b, num) |
              export_puts(b, ",") | export_puts(b, created) | export_puts(b, ",") |
              export_puts(b, role) | export_puts(b, ",") | export_csv_text(b, content) |

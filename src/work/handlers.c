@@ -53,8 +53,7 @@ static void keep_local(struct app *app, const char *key, uint64_t xmin, uint64_t
  * or else from Redis (then kept in memory too): its JSON as a new
  * reference, or NULL (missing, unreadable or stale). user_id names the
  * user whose writes the copy depends on; NULL: the catalogue. */
-static json_t *copy_lookup(struct worker *w, struct app *app, const char *key,
-                           const char *user_id)
+static json_t *copy_lookup(struct worker *w, struct app *app, const char *key, const char *user_id)
 {
     size_t len;
     char *mine = local_get(app->local, key, user_id, &len);
@@ -77,8 +76,8 @@ static json_t *copy_lookup(struct worker *w, struct app *app, const char *key,
 
 /* Stores v, read in snap, as the copy at key, in Redis and in memory: one
  * text, in the form a reply holds it, serves both. */
-static void copy_store(struct worker *w, struct app *app, const char *key, int ttl,
-                       const json_t *v, const struct db_snapshot *snap)
+static void copy_store(struct worker *w, struct app *app, const char *key, int ttl, const json_t *v,
+                       const struct db_snapshot *snap)
 {
     size_t len;
     char *text = proto_encode_value(v, &len);
@@ -129,8 +128,7 @@ static json_t *cached_list(struct worker *w, struct app *app, const char *key, i
     return v;
 }
 
-static int read_sessions(struct pg *pg, const char *user_id, char **json,
-                         struct db_snapshot *snap)
+static int read_sessions(struct pg *pg, const char *user_id, char **json, struct db_snapshot *snap)
 {
     return db_sessions_list(pg, user_id, json, snap);
 }
@@ -156,8 +154,8 @@ void handlers_user_details(struct worker *w, struct work_request *r)
             reply_error(r, st == DB_NOT_FOUND ? PERR_NO_USER : PERR_INTERNAL);
             return;
         }
-        profile = json_pack("{s:s, s:o}", "username", username, "models",
-                            json_loads(models, 0, NULL));
+        profile =
+            json_pack("{s:s, s:o}", "username", username, "models", json_loads(models, 0, NULL));
         if (profile != NULL)
             copy_store(w, r->app, key, CACHE_TTL_PROFILE, profile, &snap);
         free(username);
@@ -175,7 +173,8 @@ static void list_sessions_page(struct worker *w, struct work_request *r)
     const struct proto_request *q = &r->req;
     char *json = NULL, *next = NULL;
     int has_more = 0;
-    enum db_status st = db_sessions_page(&w->pg, q->user_id, q->cursor, q->limit, &json, &has_more, &next);
+    enum db_status st =
+        db_sessions_page(&w->pg, q->user_id, q->cursor, q->limit, &json, &has_more, &next);
     json_t *list = st == DB_OK ? json_loads(json, 0, NULL) : NULL;
     free(json);
     if (list == NULL) {
@@ -202,8 +201,7 @@ void handlers_list_sessions(struct worker *w, struct work_request *r)
     char key[CACHE_KEY_MAX];
     cache_key_sessions(key, q->user_id);
     int st;
-    json_t *list = cached_list(w, r->app, key, CACHE_TTL_SESSIONS, q->user_id, read_sessions,
-                               &st);
+    json_t *list = cached_list(w, r->app, key, CACHE_TTL_SESSIONS, q->user_id, read_sessions, &st);
     if (list == NULL) {
         reply_error(r, st == DB_NOT_FOUND ? PERR_NO_USER : PERR_LOAD_SESSION);
         return;
@@ -376,7 +374,8 @@ char *handlers_inline(struct app *app, const struct proto_request *q, size_t *le
          * would write (test_coherence.py's InMemory compares them). The
          * user id was checked as a UUID: nothing in it needs escaping. */
         int k = q->type == PROTO_LIST_SESSIONS
-                    ? asprintf(&frame, "{\"type\":%d,\"data\":{\"user_id\":\"%s\",\"session_info\":%s}}",
+                    ? asprintf(&frame,
+                               "{\"type\":%d,\"data\":{\"user_id\":\"%s\",\"session_info\":%s}}",
                                q->type, q->user_id, text)
                     : asprintf(&frame, "{\"type\":%d,\"data\":{\"models\":%s}}", q->type, text);
         if (k < 0)

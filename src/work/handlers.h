@@ -6,13 +6,13 @@
 
 #include "work/request.h"
 
-void handlers_user_details(struct worker *w, struct work_request *r);  /* 0 */
-void handlers_list_sessions(struct worker *w, struct work_request *r); /* 1 */
-void handlers_chats(struct worker *w, struct work_request *r);         /* 2 */
-void handlers_delete_session(struct worker *w, struct work_request *r);/* 4 */
-void handlers_list_models(struct worker *w, struct work_request *r);   /* 5 */
-void handlers_balance(struct worker *w, struct work_request *r);       /* 6 */
-void handlers_usage(struct worker *w, struct work_request *r);         /* 13 */
+void handlers_user_details(struct worker *w, struct work_request *r);   /* 0 */
+void handlers_list_sessions(struct worker *w, struct work_request *r);  /* 1 */
+void handlers_chats(struct worker *w, struct work_request *r);          /* 2 */
+void handlers_delete_session(struct worker *w, struct work_request *r); /* 4 */
+void handlers_list_models(struct worker *w, struct work_request *r);    /* 5 */
+void handlers_balance(struct worker *w, struct work_request *r);        /* 6 */
+void handlers_usage(struct worker *w, struct work_request *r);          /* 13 */
 
 /* Codes 0, 1 (the whole list) and 5 (the catalogue) answered on the
  * calling thread, without a worker, when this process holds a fresh copy

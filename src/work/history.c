@@ -16,8 +16,8 @@
 #include "store/db.h"
 #include "wire/proto.h"
 #include "work/app.h"
-#include "work/links.h"
 #include "work/events.h"
+#include "work/links.h"
 #include "work/outbox.h"
 
 static void reply(struct work_request *r, json_t *data)
@@ -34,7 +34,8 @@ void history_page(struct worker *w, struct work_request *r)
 {
     const struct proto_request *q = &r->req;
     struct db_page page;
-    enum db_status st = db_history_page(&w->pg, q->user_id, q->session_id, q->before, q->limit, &page);
+    enum db_status st =
+        db_history_page(&w->pg, q->user_id, q->session_id, q->before, q->limit, &page);
     if (st != DB_OK) {
         /* Someone else's session answers exactly like a missing one. */
         reply_error(r, st == DB_NOT_FOUND ? PERR_NO_SESSION : PERR_LOAD_CHATS, NULL);
@@ -49,9 +50,9 @@ void history_page(struct worker *w, struct work_request *r)
         reply_error(r, PERR_INTERNAL, NULL);
         return;
     }
-    json_t *data = json_pack("{s:s, s:s, s:s, s:o, s:b}", "user_id", q->user_id, "session_id",
-                             q->session_id, "session_name", page.name, "messages", msgs,
-                             "has_more", page.has_more);
+    json_t *data =
+        json_pack("{s:s, s:s, s:s, s:o, s:b}", "user_id", q->user_id, "session_id", q->session_id,
+                  "session_name", page.name, "messages", msgs, "has_more", page.has_more);
     if (data != NULL)
         json_object_set_new(data, "next_before",
                             page.has_more ? json_integer(page.lowest_seq) : json_null());
@@ -71,8 +72,8 @@ static json_t *snippet_parts(const char *s)
     while (parts != NULL && *s != '\0') {
         const char *mark = strstr(s, hit ? stop : start);
         size_t n = mark != NULL ? (size_t)(mark - s) : strlen(s);
-        if (n > 0 && json_array_append_new(parts, json_pack("{s:s%, s:b}", "text", s, n, "hit",
-                                                            hit)) != 0) {
+        if (n > 0 &&
+            json_array_append_new(parts, json_pack("{s:s%, s:b}", "text", s, n, "hit", hit)) != 0) {
             json_decref(parts);
             return NULL;
         }
@@ -126,8 +127,8 @@ void history_rename(struct worker *w, struct work_request *r)
     /* Before the answer: this chatd shows the new name in code 1 at once. */
     cache_saw_write(&w->cache, q->user_id, xid);
     events_emit(r->app, q->user_id,
-                json_pack("{s:s, s:s, s:s}", "kind", "session_renamed", "session_id",
-                          q->session_id, "session_name", q->session_name));
+                json_pack("{s:s, s:s, s:s}", "kind", "session_renamed", "session_id", q->session_id,
+                          "session_name", q->session_name));
     reply(r, json_pack("{s:s, s:s, s:s}", "user_id", q->user_id, "session_id", q->session_id,
                        "session_name", q->session_name));
 }

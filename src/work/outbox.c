@@ -108,8 +108,7 @@ static void enqueue(struct outbox *ob, struct outbox_post *p)
     pthread_mutex_unlock(&ob->mu);
 }
 
-static void post_reply_frame(struct outbox *ob, uint64_t conn, char *frame, size_t len,
-                             int failed)
+static void post_reply_frame(struct outbox *ob, uint64_t conn, char *frame, size_t len, int failed)
 {
     struct outbox_post *p = post_new(OUTBOX_REPLY, conn, frame, len);
     if (p != NULL)
@@ -183,8 +182,7 @@ void outbox_http(struct outbox *ob, uint64_t txn, enum outbox_outcome outcome, c
 }
 
 void outbox_export(struct outbox *ob, uint64_t txn, enum outbox_outcome outcome, char *piece,
-                   size_t len,
-                   int last, void *job, outbox_release_fn release)
+                   size_t len, int last, void *job, outbox_release_fn release)
 {
     struct outbox_post *p = post_new(OUTBOX_EXPORT, txn, piece, len);
     if (p == NULL) { /* the transaction times out */

@@ -50,17 +50,17 @@ enum outbox_kind {
 struct outbox_post {
     struct outbox_post *next;
     enum outbox_kind kind;
-    uint64_t id;      /* the connection's; OUTBOX_HTTP: the transaction's */
-    char *frame;      /* malloc'd; OUTBOX_HTTP: the body */
+    uint64_t id; /* the connection's; OUTBOX_HTTP: the transaction's */
+    char *frame; /* malloc'd; OUTBOX_HTTP: the body */
     size_t len;
     /* DETACH, TURN_DONE: a reference to the turn (struct turn,
      * work/turn.h); EXPORT: the job (struct export_job, work/export.h).
      * The post owns it: a taker sets held NULL. */
     void *held;
     outbox_release_fn release;
-    int failed;       /* REPLY: an error frame (for metrics) */
+    int failed;                  /* REPLY: an error frame (for metrics) */
     enum outbox_outcome outcome; /* HTTP, EXPORT */
-    int last;         /* EXPORT: the download ends with this piece; RESUME: the turn has ended */
+    int last; /* EXPORT: the download ends with this piece; RESUME: the turn has ended */
 
     /* LIVE, SUBSCRIBE, RESUME */
     char user[37];    /* the user the event or the subscription is for */
@@ -125,7 +125,6 @@ void outbox_resumed(struct outbox *ob, uint64_t conn, const char *user, const ch
                     size_t n, long long last_index, int active, int refill);
 /* Steals piece and job (work/export.h), which release frees. */
 void outbox_export(struct outbox *ob, uint64_t txn, enum outbox_outcome outcome, char *piece,
-                   size_t len,
-                   int last, void *job, outbox_release_fn release);
+                   size_t len, int last, void *job, outbox_release_fn release);
 
 #endif

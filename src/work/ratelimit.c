@@ -133,8 +133,8 @@ static void ratelimit_warn_open(const char *user_id, const char *why)
     log_warn("event=rate_limit_not_enforced reason=%s user=%s", why, user_id);
 }
 
-enum ratelimit_result ratelimit_check(struct cache *c, struct pg *pg, const struct config *cfg, const char *user_id,
-                    int *wait_seconds)
+enum ratelimit_result ratelimit_check(struct cache *c, struct pg *pg, const struct config *cfg,
+                                      const char *user_id, int *wait_seconds)
 {
     int lim_m = cfg->rate_limit_per_minute, lim_d = cfg->daily_message_limit;
     if (lim_m <= 0 && lim_d <= 0)

@@ -28,7 +28,7 @@ void ratelimit_windows(const char *user_id, double now, struct ratelimit_window 
 int ratelimit_wait_seconds(double now, long long end);
 
 enum ratelimit_result {
-    RATELIMIT_OK = 0, /* go ahead (counted) */
+    RATELIMIT_OK = 0,      /* go ahead (counted) */
     RATELIMIT_OVER_DAY,    /* over DAILY_MESSAGE_LIMIT (checked first) */
     RATELIMIT_OVER_MINUTE, /* over RATE_LIMIT_PER_MINUTE */
 };
@@ -36,7 +36,7 @@ enum ratelimit_result {
 /* Checks the limits for one chat turn of user_id and, when it may go
  * ahead, counts it. Over a limit, *wait_seconds is set and nothing is
  * counted. Both limits 0: RATELIMIT_OK without touching Redis. */
-enum ratelimit_result ratelimit_check(struct cache *c, struct pg *pg, const struct config *cfg, const char *user_id,
-                    int *wait_seconds);
+enum ratelimit_result ratelimit_check(struct cache *c, struct pg *pg, const struct config *cfg,
+                                      const char *user_id, int *wait_seconds);
 
 #endif

@@ -31,9 +31,9 @@ static void ready_run(struct worker *w, struct pool_job *job)
     int redis_ok = cache_ping(&w->cache) == 0;
     int agent_ok = agent_ping(j->app->agent, READY_AGENT_PROBE_MS) == 0;
     int ok = pg_ok && redis_ok && agent_ok;
-    json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "status", ok ? "ok" : "unavailable",
-                          "postgres", pg_ok ? "ok" : "down", "redis", redis_ok ? "ok" : "down",
-                          "agent", agent_ok ? "ok" : "down");
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "status", ok ? "ok" : "unavailable", "postgres",
+                          pg_ok ? "ok" : "down", "redis", redis_ok ? "ok" : "down", "agent",
+                          agent_ok ? "ok" : "down");
     char *body = o != NULL ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(o);
     if (!ok)

@@ -108,8 +108,7 @@ struct slot_turn *slots_release(struct slots *s, const struct slot_turn *st)
     return next;
 }
 
-int slots_stop(struct slots *s, const char *user_id, const char *session_id,
-               const char *turn_id)
+int slots_stop(struct slots *s, const char *user_id, const char *session_id, const char *turn_id)
 {
     int took = 0;
     pthread_mutex_lock(&s->mu);

@@ -14,7 +14,6 @@
 #ifndef CHATD_SLOTS_H
 #define CHATD_SLOTS_H
 
-
 struct slot_turn {
     /* The turn's own strings, set before slots_acquire and unchanged
      * while it is here. */
@@ -43,8 +42,7 @@ struct slot_turn *slots_release(struct slots *s, const struct slot_turn *st);
 /* Calls the stop of the turn that owns session's slot, if it is user's
  * turn turn_id (not one that started since the stop was asked). 1 when it
  * took. */
-int slots_stop(struct slots *s, const char *user_id, const char *session_id,
-               const char *turn_id);
+int slots_stop(struct slots *s, const char *user_id, const char *session_id, const char *turn_id);
 
 /* Parks st, which owns its slot, until slots_unpark names its session. */
 void slots_park(struct slots *s, struct slot_turn *st);

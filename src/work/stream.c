@@ -13,7 +13,6 @@
 #include "work/app.h"
 #include "work/pool.h"
 
-
 void stream_view_free(struct stream_view *v)
 {
     for (size_t i = 0; i < v->n; i++)
@@ -70,8 +69,8 @@ int stream_view_take(struct live_entry *e, size_t n, long long after, struct str
  * stored with it, so a resumer knows whether it missed any), or error 29
  * when it was not stored, which is then final (db_turn_outcome); 0 while
  * it still runs; -1 when PostgreSQL cannot tell now. */
-int stream_settle(struct worker *w, const char *user, const char *session,
-                       const char *turn, char **frame, size_t *len, long long *last)
+int stream_settle(struct worker *w, const char *user, const char *session, const char *turn,
+                  char **frame, size_t *len, long long *last)
 {
     char *reply = NULL, *name = NULL;
     long long streamed = 0;
@@ -91,9 +90,8 @@ int stream_settle(struct worker *w, const char *user, const char *session,
         break;
     case DB_OUTCOME_STORED:
         *frame = proto_encode_reply(PROTO_CHAT,
-                                    json_pack("{s:s, s:s, s:s, s:s}", "user_id", user,
-                                              "session_id", session, "session_name", name,
-                                              "message", reply),
+                                    json_pack("{s:s, s:s, s:s, s:s}", "user_id", user, "session_id",
+                                              session, "session_name", name, "message", reply),
                                     len);
         *last = streamed - 1;
         break;
@@ -107,8 +105,8 @@ int stream_settle(struct worker *w, const char *user, const char *session,
  * live subscriber hears Redis: a worker whose own connection is still in
  * its back-off from an earlier failure (a stall that is over) connects
  * again at once rather than answer error 30 while Redis is up. */
-int stream_read(struct worker *w, const char *session, const char *turn,
-                       struct live_entry **e, size_t *n)
+int stream_read(struct worker *w, const char *session, const char *turn, struct live_entry **e,
+                size_t *n)
 {
     if (live_stream_read(&w->cache, session, turn, e, n) == 0)
         return 0;
@@ -117,4 +115,3 @@ int stream_read(struct worker *w, const char *session, const char *turn,
     cache_retry_now(&w->cache);
     return live_stream_read(&w->cache, session, turn, e, n);
 }
-

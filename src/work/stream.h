@@ -17,12 +17,12 @@ struct worker;
  * it is there. The entries' ids number the deltas (store/live.c), so a
  * frame Redis lost shows as a gap, never as a shorter reply. */
 struct stream_view {
-    int has_turn;            /* the first entry names a turn */
+    int has_turn; /* the first entry names a turn */
     char turn[UUID_STR_LEN + 1];
-    int ended;               /* the frames end with the turn's end */
-    int gap;                 /* a delta after `after` is missing */
-    long long last;          /* the highest delta index in frames (else after) */
-    char **frames;           /* malloc'd, with lens: deltas, then the end */
+    int ended;      /* the frames end with the turn's end */
+    int gap;        /* a delta after `after` is missing */
+    long long last; /* the highest delta index in frames (else after) */
+    char **frames;  /* malloc'd, with lens: deltas, then the end */
     size_t *lens;
     size_t n;
 };

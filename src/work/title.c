@@ -72,7 +72,11 @@ static void strip_reasoning(char *s)
 static int unwrap(char *s, size_t *n)
 {
     static const char *const pairs[][2] = {
-        {"\"", "\""}, {"'", "'"}, {"`", "`"}, {"*", "*"}, {"_", "_"},
+        {"\"", "\""},
+        {"'", "'"},
+        {"`", "`"},
+        {"*", "*"},
+        {"_", "_"},
         {"\xe2\x80\x9c", "\xe2\x80\x9d"}, /* “ ” */
         {"\xe2\x80\x98", "\xe2\x80\x99"}, /* ‘ ’ */
         {"\xc2\xab", "\xc2\xbb"},         /* « » */
@@ -219,9 +223,9 @@ static void title_run(struct worker *w, struct pool_job *job)
         if (db_charge(&w->pg, &c, NULL) != DB_OK)
             log_warn("event=title_charge_failed session=%s cost=%s", j->session_id, j->cost);
         else
-            events_emit(j->app, j->user_id,
-                        json_pack("{s:s, s:f}", "kind", "balance", "balance",
-                                  strtod(c.balance, NULL)));
+            events_emit(
+                j->app, j->user_id,
+                json_pack("{s:s, s:f}", "kind", "balance", "balance", strtod(c.balance, NULL)));
     }
     title_job_free(j);
 }

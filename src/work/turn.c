@@ -194,7 +194,7 @@ static enum lease_take turn_take_lease(struct worker *w, struct turn *t, enum tu
     }
     long long next_seq;
     enum db_status st = db_lease_take(&w->pg, t->user_id, t->session_id, t->turn_id,
-                           t->app->cfg->turn_lease_seconds, t->session_new, &next_seq);
+                                      t->app->cfg->turn_lease_seconds, t->session_new, &next_seq);
     switch (st) {
     case DB_OK:
         t->lease_held = 1;
@@ -292,8 +292,8 @@ static void turn_end(struct worker *w, struct turn *t)
  * under the row lock), and tells the cache of this process about a new
  * session before anyone is told. */
 static enum turn_error turn_store(struct worker *w, struct turn *t, const char *reply,
-                                  int reply_stopped, struct db_charge *charge,
-                                  long long *lock_seq, int *stopped_here)
+                                  int reply_stopped, struct db_charge *charge, long long *lock_seq,
+                                  int *stopped_here)
 {
     /* The file entry holds the bare stored name: the existing client links
      * it as .../uploads/<content>. */
@@ -351,8 +351,8 @@ static void turn_refresh_cache(struct worker *w, struct turn *t, const char *rep
     if (lock_seq != t->ctx_seq) {
         /* The session's lease keeps every other turn out between its take
          * (which read ctx_seq) and this store: this would be a bug. */
-        log_warn("event=turn_context_stale session=%s read_at=%lld stored_at=%lld",
-                 t->session_id, t->ctx_seq, lock_seq);
+        log_warn("event=turn_context_stale session=%s read_at=%lld stored_at=%lld", t->session_id,
+                 t->ctx_seq, lock_seq);
         return;
     }
     struct context_turn ct = {
@@ -381,9 +381,9 @@ static void turn_announce(struct turn *t, const struct db_charge *charge, long l
     events_emit(app, t->user_id,
                 json_pack("{s:s, s:s, s:b, s:o}", "kind", "turn_finished", "session_id",
                           t->session_id, "stored", 1, "seqs", seqs));
-    events_emit(app, t->user_id,
-                json_pack("{s:s, s:f}", "kind", "balance", "balance",
-                          strtod(charge->balance, NULL)));
+    events_emit(
+        app, t->user_id,
+        json_pack("{s:s, s:f}", "kind", "balance", "balance", strtod(charge->balance, NULL)));
 }
 
 static char *build_stopped_reply(const char *partial)
@@ -426,8 +426,8 @@ static void turn_finish(struct worker *w, struct turn *t)
         turn_fail(w, t, TURN_AGENT);
         goto out;
     case TURN_END_FAILED:
-        log_warn("event=agent_call_failed session=%s grpc_status=%d details=\"%s\"",
-                 t->session_id, t->status, t->status_details ? t->status_details : "");
+        log_warn("event=agent_call_failed session=%s grpc_status=%d details=\"%s\"", t->session_id,
+                 t->status, t->status_details ? t->status_details : "");
         turn_fail(w, t, TURN_AGENT);
         goto out;
     case TURN_END_STOPPED:
@@ -456,8 +456,8 @@ static void turn_finish(struct worker *w, struct turn *t)
 
     long long lock_seq = -1;
     int stopped_here = 0;
-    enum turn_error err = turn_store(w, t, reply, stopped != NULL, &charge, &lock_seq,
-                                     &stopped_here);
+    enum turn_error err =
+        turn_store(w, t, reply, stopped != NULL, &charge, &lock_seq, &stopped_here);
     if (err != TURN_OK) {
         turn_fail(w, t, err);
         goto out;
@@ -474,9 +474,8 @@ static void turn_finish(struct worker *w, struct turn *t)
     }
     turn_refresh_cache(w, t, reply, lock_seq);
     turn_announce(t, &charge, lock_seq);
-    log_info("event=turn_stored session=%s bytes_in=%zu bytes_out=%zu cost=%s%s%s",
-             t->session_id, strlen(t->message), strlen(reply),
-             charge.cost != NULL ? charge.cost : "estimated",
+    log_info("event=turn_stored session=%s bytes_in=%zu bytes_out=%zu cost=%s%s%s", t->session_id,
+             strlen(t->message), strlen(reply), charge.cost != NULL ? charge.cost : "estimated",
              strcmp(t->summary_cost, "0") != 0 ? "+summary" : "", stopped ? " stopped=1" : "");
 
     json_t *data = json_pack("{s:s, s:s, s:s, s:s}", "user_id", t->user_id, "session_id",
@@ -577,7 +576,6 @@ static void on_done(void *ud, const struct agent_result *res)
     pool_submit(t->app->pool, &t->job);
 }
 
-
 /* ------------------------------------------------------------ turn start */
 
 static void turn_start(struct worker *w, struct turn *t)
@@ -593,8 +591,8 @@ static void turn_start(struct worker *w, struct turn *t)
             err = t->summary != NULL && t->history != NULL ? TURN_OK : TURN_INTERNAL;
             break;
         }
-        switch (context_load(w, t->app->cfg, t->user_id, t->session_id, t->seen_seq,
-                             &t->summary, &t->history, &t->ctx_seq)) {
+        switch (context_load(w, t->app->cfg, t->user_id, t->session_id, t->seen_seq, &t->summary,
+                             &t->history, &t->ctx_seq)) {
         case CONTEXT_OK:
             break;
         case CONTEXT_NO_SESSION:

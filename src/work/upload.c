@@ -77,8 +77,8 @@ static enum upload_outcome store_rows(struct worker *w, struct upload_job *j)
 {
     struct pg *pg = &w->pg;
     struct db_model model = {0};
-    enum db_access a = db_access(pg, j->user_id, j->session_new ? j->model_name : NULL, -1,
-                                 NULL, &model);
+    enum db_access a =
+        db_access(pg, j->user_id, j->session_new ? j->model_name : NULL, -1, NULL, &model);
     switch (a) {
     case DB_ACCESS_OK:
         break;
@@ -116,8 +116,8 @@ static enum upload_outcome store_rows(struct worker *w, struct upload_job *j)
         }
     }
     uint64_t xid = 0;
-    if (db_file_insert(pg, j->session_id, j->user_id, j->name, j->original_name,
-                       j->content_type, j->size, &xid) != DB_OK)
+    if (db_file_insert(pg, j->session_id, j->user_id, j->name, j->original_name, j->content_type,
+                       j->size, &xid) != DB_OK)
         goto rollback;
     if (db_commit(pg) != DB_OK)
         return UPLOAD_DB_ERROR;
@@ -178,10 +178,10 @@ static json_t *stored_data(const struct upload_job *j)
     const struct config *cfg = j->app->cfg;
     char *ref = auth_file_ref(cfg, j->name, time(NULL));
     char *url = ref != NULL ? files_url(cfg, ref) : NULL;
-    json_t *data = url != NULL ? json_pack("{s:s, s:s, s:s, s:I}", "fileName", ref, "sessionId",
-                                           j->session_id, "imageUrl", url, "size",
-                                           (json_int_t)j->size)
-                               : NULL;
+    json_t *data = url != NULL
+                       ? json_pack("{s:s, s:s, s:s, s:I}", "fileName", ref, "sessionId",
+                                   j->session_id, "imageUrl", url, "size", (json_int_t)j->size)
+                       : NULL;
     free(url);
     free(ref);
     return data;

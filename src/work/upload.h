@@ -25,8 +25,8 @@ struct app;
 struct upload_job {
     struct pool_job job; /* first: the pool runs it */
     struct app *app;
-    uint64_t txn;        /* the HTTP transaction to answer */
-    int fd;              /* the temporary file, open; -1 once closed */
+    uint64_t txn;                  /* the HTTP transaction to answer */
+    int fd;                        /* the temporary file, open; -1 once closed */
     char tmp_path[FILES_PATH_MAX]; /* "" once renamed or removed */
     char name[FILES_NAME_MAX];     /* the stored name it will get */
     char *original_name;           /* the client's, cleaned: metadata only */

@@ -806,7 +806,7 @@ static void test_cancel_mid_stream(void **state)
     assert_true(w.text_len < strlen(want));
     assert_memory_equal(w.text, want, w.text_len); /* a prefix of the reply */
     assert_string_equal(w.text, w.deltas);         /* exactly what was shown */
-    agent_call_cancel(call); /* harmless after completion */
+    agent_call_cancel(call);                       /* harmless after completion */
     agent_call_release(call);
     assert_int_equal(w.n_done, 1);
     waiter_free(&w);

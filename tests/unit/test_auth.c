@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,19 +21,55 @@
 #define NOW 1800000000
 #define EXP 2000000000
 
-#define TOK_GOOD "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJCREZGNDc1QS0xMTExLTQyMjItODMzMy00NDQ0NTU1NTY2NjYiLCJleHAiOjIwMDAwMDAwMDB9.jETDm1XRodK9onG_DSOW7Mc735Cf3ujWTsozEp-7iCI"
-#define TOK_GOOD_ISS_AUD "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJCREZGNDc1QS0xMTExLTQyMjItODMzMy00NDQ0NTU1NTY2NjYiLCJleHAiOjIwMDAwMDAwMDAsImlzcyI6ImNoYXRkLXRlc3QiLCJhdWQiOlsieCIsImNoYXRkIl19.hVgG6NGmzoZzfWEeN943Y8wif4fXgz00bWjnEKD2T4E"
-#define TOK_AUD_STRING "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJCREZGNDc1QS0xMTExLTQyMjItODMzMy00NDQ0NTU1NTY2NjYiLCJleHAiOjIwMDAwMDAwMDAsImlzcyI6ImNoYXRkLXRlc3QiLCJhdWQiOiJjaGF0ZCJ9.DQTQPzuQN_hXL0qAxXNuhrPskh8mkWz34IuCtxuHpzA"
-#define TOK_NBF_FUTURE "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJCREZGNDc1QS0xMTExLTQyMjItODMzMy00NDQ0NTU1NTY2NjYiLCJleHAiOjIwMDAwMDAwMDAsIm5iZiI6MTkwMDAwMDAwMH0.2_coDBYzzWyu0visG9xrMmQPBqIuSs2l-Ovsj7vBOeM"
-#define TOK_NO_EXP "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJCREZGNDc1QS0xMTExLTQyMjItODMzMy00NDQ0NTU1NTY2NjYifQ.Qs5usVMFHy17MB2r4zecYn7bHBCKdkQJPt-UL84WYog"
-#define TOK_EXP_STRING "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJCREZGNDc1QS0xMTExLTQyMjItODMzMy00NDQ0NTU1NTY2NjYiLCJleHAiOiIyMDAwMDAwMDAwIn0.-aF7fOpmW8IuhVQLKVHbAMsct43aYVIPCWpPRlI8wEs"
-#define TOK_WRONG_KEY "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJCREZGNDc1QS0xMTExLTQyMjItODMzMy00NDQ0NTU1NTY2NjYiLCJleHAiOjIwMDAwMDAwMDB9.EU2P0h92RmcFuawREFxkFbn__ey0zG99LR6dA7IOzao"
-#define TOK_HS512 "eyJhbGciOiJIUzUxMiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJCREZGNDc1QS0xMTExLTQyMjItODMzMy00NDQ0NTU1NTY2NjYiLCJleHAiOjIwMDAwMDAwMDB9.KnmSl2ajgeWWyzKwUYmcijrgyXghHhgSE6p-WETYrKnL3onWPn8FT-sTLm7DowJqfnDQNyekPWU9LiJo0ki0BA"
-#define TOK_SUB_NOT_UUID "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhZG1pbiIsImV4cCI6MjAwMDAwMDAwMH0.jXXUHDSj24vNjV5LOH53pWqW0a9Gn9YLMZf514xgBM8"
-#define TOK_NO_SUB "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJleHAiOjIwMDAwMDAwMDB9.JyeMOIk3pPg8ibbNDAi5zrdf7FdBvBPLc_4JbDEvRNc"
-#define TOK_ALG_NONE "eyJhbGciOiAibm9uZSIsICJ0eXAiOiAiSldUIn0.eyJzdWIiOiAiQkRGRjQ3NUEtMTExMS00MjIyLTgzMzMtNDQ0NDU1NTU2NjY2IiwgImV4cCI6IDIwMDAwMDAwMDB9."
-#define TOK_CRIT "eyJhbGciOiJIUzI1NiIsImNyaXQiOlsiZXhwIl0sInR5cCI6IkpXVCJ9.eyJzdWIiOiJCREZGNDc1QS0xMTExLTQyMjItODMzMy00NDQ0NTU1NTY2NjYiLCJleHAiOjIwMDAwMDAwMDB9.o5oIaeuljWBqqB-KtCccdxoFli9hmAKmyqgJt0hPEB0"
-#define TOK_TAMPERED "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiAiMDAwMDAwMDAtMDAwMC00MDAwLTgwMDAtMDAwMDAwMDAwMDAwIiwgImV4cCI6IDIwMDAwMDAwMDB9.jETDm1XRodK9onG_DSOW7Mc735Cf3ujWTsozEp-7iCI"
+#define TOK_GOOD                                                                                   \
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9."                                                        \
+    "eyJzdWIiOiJCREZGNDc1QS0xMTExLTQyMjItODMzMy00NDQ0NTU1NTY2NjYiLCJleHAiOjIwMDAwMDAwMDB9."        \
+    "jETDm1XRodK9onG_DSOW7Mc735Cf3ujWTsozEp-7iCI"
+#define TOK_GOOD_ISS_AUD                                                                           \
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9."                                                        \
+    "eyJzdWIiOiJCREZGNDc1QS0xMTExLTQyMjItODMzMy00NDQ0NTU1NTY2NjYiLCJleHAiOjIwMDAwMDAwMDAsImlzcyI6" \
+    "ImNoYXRkLXRlc3QiLCJhdWQiOlsieCIsImNoYXRkIl19.hVgG6NGmzoZzfWEeN943Y8wif4fXgz00bWjnEKD2T4E"
+#define TOK_AUD_STRING                                                                             \
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9."                                                        \
+    "eyJzdWIiOiJCREZGNDc1QS0xMTExLTQyMjItODMzMy00NDQ0NTU1NTY2NjYiLCJleHAiOjIwMDAwMDAwMDAsImlzcyI6" \
+    "ImNoYXRkLXRlc3QiLCJhdWQiOiJjaGF0ZCJ9.DQTQPzuQN_hXL0qAxXNuhrPskh8mkWz34IuCtxuHpzA"
+#define TOK_NBF_FUTURE                                                                             \
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9."                                                        \
+    "eyJzdWIiOiJCREZGNDc1QS0xMTExLTQyMjItODMzMy00NDQ0NTU1NTY2NjYiLCJleHAiOjIwMDAwMDAwMDAsIm5iZiI6" \
+    "MTkwMDAwMDAwMH0.2_coDBYzzWyu0visG9xrMmQPBqIuSs2l-Ovsj7vBOeM"
+#define TOK_NO_EXP                                                                                 \
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9."                                                        \
+    "eyJzdWIiOiJCREZGNDc1QS0xMTExLTQyMjItODMzMy00NDQ0NTU1NTY2NjYifQ."                              \
+    "Qs5usVMFHy17MB2r4zecYn7bHBCKdkQJPt-UL84WYog"
+#define TOK_EXP_STRING                                                                             \
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9."                                                        \
+    "eyJzdWIiOiJCREZGNDc1QS0xMTExLTQyMjItODMzMy00NDQ0NTU1NTY2NjYiLCJleHAiOiIyMDAwMDAwMDAwIn0.-"    \
+    "aF7fOpmW8IuhVQLKVHbAMsct43aYVIPCWpPRlI8wEs"
+#define TOK_WRONG_KEY                                                                              \
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9."                                                        \
+    "eyJzdWIiOiJCREZGNDc1QS0xMTExLTQyMjItODMzMy00NDQ0NTU1NTY2NjYiLCJleHAiOjIwMDAwMDAwMDB9."        \
+    "EU2P0h92RmcFuawREFxkFbn__ey0zG99LR6dA7IOzao"
+#define TOK_HS512                                                                                  \
+    "eyJhbGciOiJIUzUxMiIsInR5cCI6IkpXVCJ9."                                                        \
+    "eyJzdWIiOiJCREZGNDc1QS0xMTExLTQyMjItODMzMy00NDQ0NTU1NTY2NjYiLCJleHAiOjIwMDAwMDAwMDB9."        \
+    "KnmSl2ajgeWWyzKwUYmcijrgyXghHhgSE6p-WETYrKnL3onWPn8FT-sTLm7DowJqfnDQNyekPWU9LiJo0ki0BA"
+#define TOK_SUB_NOT_UUID                                                                           \
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhZG1pbiIsImV4cCI6MjAwMDAwMDAwMH0."            \
+    "jXXUHDSj24vNjV5LOH53pWqW0a9Gn9YLMZf514xgBM8"
+#define TOK_NO_SUB                                                                                 \
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJleHAiOjIwMDAwMDAwMDB9."                               \
+    "JyeMOIk3pPg8ibbNDAi5zrdf7FdBvBPLc_4JbDEvRNc"
+#define TOK_ALG_NONE                                                                               \
+    "eyJhbGciOiAibm9uZSIsICJ0eXAiOiAiSldUIn0."                                                     \
+    "eyJzdWIiOiAiQkRGRjQ3NUEtMTExMS00MjIyLTgzMzMtNDQ0NDU1NTU2NjY2IiwgImV4cCI6IDIwMDAwMDAwMDB9."
+#define TOK_CRIT                                                                                   \
+    "eyJhbGciOiJIUzI1NiIsImNyaXQiOlsiZXhwIl0sInR5cCI6IkpXVCJ9."                                    \
+    "eyJzdWIiOiJCREZGNDc1QS0xMTExLTQyMjItODMzMy00NDQ0NTU1NTY2NjYiLCJleHAiOjIwMDAwMDAwMDB9."        \
+    "o5oIaeuljWBqqB-KtCccdxoFli9hmAKmyqgJt0hPEB0"
+#define TOK_TAMPERED                                                                               \
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9."                                                        \
+    "eyJzdWIiOiAiMDAwMDAwMDAtMDAwMC00MDAwLTgwMDAtMDAwMDAwMDAwMDAwIiwgImV4cCI6IDIwMDAwMDAwMDB9."    \
+    "jETDm1XRodK9onG_DSOW7Mc735Cf3ujWTsozEp-7iCI"
 
 /* ALLOWED_ORIGINS as config.c splits it at load: here the one list the
  * origin test uses (or none). */
@@ -232,10 +269,14 @@ static void test_file_references(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_good_token),  cmocka_unit_test(test_expiry_is_exact),
-        cmocka_unit_test(test_forgeries),   cmocka_unit_test(test_claims),
-        cmocka_unit_test(test_issuer_and_audience), cmocka_unit_test(test_malformed),
-        cmocka_unit_test(test_origins),     cmocka_unit_test(test_loopback),
+        cmocka_unit_test(test_good_token),
+        cmocka_unit_test(test_expiry_is_exact),
+        cmocka_unit_test(test_forgeries),
+        cmocka_unit_test(test_claims),
+        cmocka_unit_test(test_issuer_and_audience),
+        cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_origins),
+        cmocka_unit_test(test_loopback),
         cmocka_unit_test(test_file_references),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

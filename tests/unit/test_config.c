@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,11 +12,10 @@
 
 #include "lib/config.h"
 
-static const char *vars[] = {"SERVER_PORT",   "DB_PORT",         "LOG_LEVEL",
-                             "WORKER_THREADS", "SERVER_HOST",    "CHATD_TEST_A",
-                             "CHATD_TEST_B",  "ALLOWED_ORIGINS", "UPLOAD_ALLOWED_TYPES",
-                             "CORS_ORIGINS",  "AUTH_MODE",       "JWT_SECRET",
-                             "SEARCH_LANGUAGE"};
+static const char *vars[] = {
+    "SERVER_PORT",  "DB_PORT",      "LOG_LEVEL",       "WORKER_THREADS",       "SERVER_HOST",
+    "CHATD_TEST_A", "CHATD_TEST_B", "ALLOWED_ORIGINS", "UPLOAD_ALLOWED_TYPES", "CORS_ORIGINS",
+    "AUTH_MODE",    "JWT_SECRET",   "SEARCH_LANGUAGE"};
 
 static int clear_env(void **state)
 {

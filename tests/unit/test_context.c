@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
 #include <string.h>
 
@@ -17,8 +18,8 @@ static json_t *history_of(int n, size_t bytes_each)
     buf[bytes_each] = '\0';
     for (int i = 0; i < n; i++) {
         buf[0] = (char)('a' + i % 26); /* tell entries apart */
-        json_array_append_new(h, json_pack("{s:s, s:s}", "role", i % 2 ? "assistant" : "user",
-                                           "content", buf));
+        json_array_append_new(
+            h, json_pack("{s:s, s:s}", "role", i % 2 ? "assistant" : "user", "content", buf));
     }
     return h;
 }

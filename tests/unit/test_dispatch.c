@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -83,8 +84,7 @@ static void test_every_code_has_its_own_metrics_series(void **state)
         if ((strstr(text, series) != NULL) != (dispatch_find(code) != NULL))
             fail_msg("code %d: series %s, row %s", code, strstr(text, series) ? "yes" : "no",
                      dispatch_find(code) ? "yes" : "no");
-        snprintf(series, sizeof(series), "chatd_request_duration_seconds_count{code=\"%d\"}",
-                 code);
+        snprintf(series, sizeof(series), "chatd_request_duration_seconds_count{code=\"%d\"}", code);
         assert_true((strstr(text, series) != NULL) == (dispatch_find(code) != NULL));
     }
     assert_non_null(strstr(text, "chatd_requests_total{code=\"other\",outcome=\"ok\"}"));

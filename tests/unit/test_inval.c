@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
 #include <stdlib.h>
 
@@ -47,8 +48,16 @@ static void test_bad_payloads(void **state)
 {
     (void)state;
     struct inval *iv = inval_new_detached();
-    const char *bad[] = {"", "u:", "m:", "m:-1", "m:12x", "x:1", "u:" U1, "u:" U1 ":",
-                         "u:" U1 "1:5", "u:not-a-uuid-not-a-uuid-not-a-uuid-xx:5",
+    const char *bad[] = {"",
+                         "u:",
+                         "m:",
+                         "m:-1",
+                         "m:12x",
+                         "x:1",
+                         "u:" U1,
+                         "u:" U1 ":",
+                         "u:" U1 "1:5",
+                         "u:not-a-uuid-not-a-uuid-not-a-uuid-xx:5",
                          "m:99999999999999999999999"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         assert_int_equal(inval_apply(iv, bad[i]), -1);

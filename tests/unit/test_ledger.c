@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
 #include <math.h>
 #include <stdlib.h>
@@ -91,14 +92,20 @@ static void test_title_clean(void **state)
     expect_title("\xe2\x80\x9cTrip to Rome\xe2\x80\x9d", "Trip to Rome");
     expect_title("Title: Trip to Rome", "Trip to Rome");
     expect_title("## Trip to Rome", "Trip to Rome");
-    expect_title("<think>The user wants a title.\nMaybe Rome?</think>\n\nTrip to Rome", "Trip to Rome");
+    expect_title("<think>The user wants a title.\nMaybe Rome?</think>\n\nTrip to Rome",
+                 "Trip to Rome");
     expect_title("<THINK>x</THINK>Trip to Rome", "Trip to Rome");
     expect_title("reasoning without an opening tag</think>Trip to Rome", "Trip to Rome");
     expect_title("Trip to Rome<think>never closed", "Trip to Rome");
     expect_title("<thinking>a</thinking><reasoning>b</reasoning>Trip", "Trip");
     expect_title("\n\n  \nFirst line\nSecond line", "First line");
-    expect_title("tab\there\x01" "and\x7fthere", "tab here and there");
-    expect_title("a\xc2\x85" "b\xe2\x80\xa8" "c", "a b c");
+    expect_title("tab\there\x01"
+                 "and\x7fthere",
+                 "tab here and there");
+    expect_title("a\xc2\x85"
+                 "b\xe2\x80\xa8"
+                 "c",
+                 "a b c");
     expect_title("\"\"", NULL);
     expect_title("<think>only reasoning</think>", NULL);
     expect_title("   \n\t", NULL);
@@ -135,11 +142,22 @@ static void test_parse_time(void **state)
     assert_int_equal(proto_parse_time("2026-11-30T07:30:00.123456789-00:30", &us), 0);
     assert_int_equal(us, 1796025600LL * 1000000 + 123456);
     assert_int_equal(proto_parse_time("2024-02-29T12:00:00z", &us), 0);
-    const char *bad[] = {"", "2026-11-30T08:00:00", "2026-13-01", "2026-02-30", "2025-02-29",
-                         "2026-11-30T24:00:00Z", "2026-11-30T08:00Z", "+026-11-30",
-                         "2026-1-30", "1969-12-31T23:59:59Z", "2026-11-30T08:00:00.Z",
-                         "2026-11-30T08:00:00Z trailing", "2026-11-30T08:00:00+1:00",
-                         " 2026-11-30", "2026-11-30x", "yesterday"};
+    const char *bad[] = {"",
+                         "2026-11-30T08:00:00",
+                         "2026-13-01",
+                         "2026-02-30",
+                         "2025-02-29",
+                         "2026-11-30T24:00:00Z",
+                         "2026-11-30T08:00Z",
+                         "+026-11-30",
+                         "2026-1-30",
+                         "1969-12-31T23:59:59Z",
+                         "2026-11-30T08:00:00.Z",
+                         "2026-11-30T08:00:00Z trailing",
+                         "2026-11-30T08:00:00+1:00",
+                         " 2026-11-30",
+                         "2026-11-30x",
+                         "yesterday"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         assert_int_equal(proto_parse_time(bad[i], &us), -1);
 }
@@ -178,9 +196,10 @@ static void test_file_names(void **state)
     assert_string_equal(out, "rm-rf-x-0123abcd-0000-4000-8000-000000000000.csv");
     export_file_name(out, sizeof(out), "Привет", id, "json");
     assert_string_equal(out, "chat-0123abcd-0000-4000-8000-000000000000.json");
-    export_file_name(out, sizeof(out),
-                     "a very long session name that goes on and on and on and on", id, "txt");
-    assert_string_equal(out, "a-very-long-session-name-that-goes-on-an-0123abcd-0000-4000-8000-000000000000.txt");
+    export_file_name(out, sizeof(out), "a very long session name that goes on and on and on and on",
+                     id, "txt");
+    assert_string_equal(
+        out, "a-very-long-session-name-that-goes-on-an-0123abcd-0000-4000-8000-000000000000.txt");
 }
 
 static void test_formats(void **state)

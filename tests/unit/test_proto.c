@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,8 +31,8 @@ static void expect_error(const char *frame, int code, const char *text_part)
      * the detail (everything else), never both. */
     if (text_part != NULL && strstr(err.text, text_part) == NULL &&
         strstr(err.detail, text_part) == NULL)
-        fail_msg("error \"%s\" / \"%s\" lacks \"%s\" (frame %s)", err.text, err.detail,
-                 text_part, frame);
+        fail_msg("error \"%s\" / \"%s\" lacks \"%s\" (frame %s)", err.text, err.detail, text_part,
+                 frame);
     if (code != PERR_INVALID_FIELD)
         assert_string_equal(err.text, proto_err_text(code));
     assert_null(req.root);
@@ -137,88 +138,113 @@ static void test_history_codes(void **state)
     (void)state;
     struct proto_request req;
     struct proto_error err;
-    assert_int_equal(decode("{\"type\":9,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"" SID9 "\"}}",
-                            &req, &err), 0);
+    assert_int_equal(decode("{\"type\":9,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"" SID9
+                            "\"}}",
+                            &req, &err),
+                     0);
     assert_int_equal(req.limit, PROTO_PAGE_DEFAULT);
     assert_int_equal(req.before, -1);
     proto_request_free(&req);
     assert_int_equal(decode("{\"type\":9,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"" SID9
-                            "\",\"before\":7,\"limit\":200}}", &req, &err), 0);
+                            "\",\"before\":7,\"limit\":200}}",
+                            &req, &err),
+                     0);
     assert_int_equal(req.limit, 200);
     assert_int_equal(req.before, 7);
     proto_request_free(&req);
-    expect_error("{\"type\":9,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"" SID9 "\",\"limit\":0}}",
+    expect_error("{\"type\":9,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"" SID9
+                 "\",\"limit\":0}}",
                  PERR_INVALID_FIELD, "'limit': out of range [1, 200]");
-    expect_error("{\"type\":9,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"" SID9 "\",\"before\":-2}}",
+    expect_error("{\"type\":9,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"" SID9
+                 "\",\"before\":-2}}",
                  PERR_INVALID_FIELD, "'before'");
-    expect_error("{\"type\":9,\"data\":{\"user_id\":\"" UID "\"}}", PERR_INVALID_FIELD, "'session_id'");
+    expect_error("{\"type\":9,\"data\":{\"user_id\":\"" UID "\"}}", PERR_INVALID_FIELD,
+                 "'session_id'");
 
     assert_int_equal(decode("{\"type\":10,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"" SID9
-                            "\",\"session_name\":\"  My  trip \"}}", &req, &err), 0);
+                            "\",\"session_name\":\"  My  trip \"}}",
+                            &req, &err),
+                     0);
     assert_string_equal(req.session_name, "My  trip"); /* trimmed, inner spaces kept */
     proto_request_free(&req);
     expect_error("{\"type\":10,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"" SID9
-                 "\",\"session_name\":\"a\\nb\"}}", PERR_INVALID_FIELD, "one line");
+                 "\",\"session_name\":\"a\\nb\"}}",
+                 PERR_INVALID_FIELD, "one line");
     expect_error("{\"type\":10,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"" SID9
-                 "\",\"session_name\":\"  \"}}", PERR_INVALID_FIELD, "must not be empty");
+                 "\",\"session_name\":\"  \"}}",
+                 PERR_INVALID_FIELD, "must not be empty");
     /* A number past 64 bits is a field out of range, not bad JSON. */
     expect_error("{\"type\":9,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"" SID9
-                 "\",\"before\": 123456789012345678901234567890}}", PERR_INVALID_FIELD,
-                 "Invalid field 'before': integer out of range");
+                 "\",\"before\": 123456789012345678901234567890}}",
+                 PERR_INVALID_FIELD, "Invalid field 'before': integer out of range");
     expect_error("{\"type\":99999999999999999999999}", PERR_INVALID_FIELD,
                  "Invalid field 'type': integer out of range");
     expect_error("[1, -99999999999999999999999]", PERR_INVALID_FIELD,
                  "Invalid field 'frame': integer out of range");
     /* Every Unicode space is trimmed; a name of U+3000 alone is empty. */
     expect_error("{\"type\":10,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"" SID9
-                 "\",\"session_name\":\"\\u3000\\u00a0\"}}", PERR_INVALID_FIELD, "must not be empty");
+                 "\",\"session_name\":\"\\u3000\\u00a0\"}}",
+                 PERR_INVALID_FIELD, "must not be empty");
     assert_int_equal(decode("{\"type\":10,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"" SID9
-                            "\",\"session_name\":\"\\u3000Trip\\u2003\\u00a0\"}}", &req, &err), 0);
+                            "\",\"session_name\":\"\\u3000Trip\\u2003\\u00a0\"}}",
+                            &req, &err),
+                     0);
     assert_string_equal(req.session_name, "Trip");
     proto_request_free(&req);
     /* Format characters: bidirectional overrides and isolates, zero-width
      * ones, a BOM. A joiner between two characters (an emoji family) is
      * kept. */
-    static const char *const hidden[] = {"abc\\u202efdp.exe", "a\\u202ab", "a\\u2066b\\u2069",
-                                         "a\\u200bb", "\\ufeffname", "a\\u2060b", "a\\u200d",
-                                         "\\u200da", "a \\u200d b", "a\\u00adb"};
+    static const char *const hidden[] = {
+        "abc\\u202efdp.exe", "a\\u202ab", "a\\u2066b\\u2069", "a\\u200bb",   "\\ufeffname",
+        "a\\u2060b",         "a\\u200d",  "\\u200da",         "a \\u200d b", "a\\u00adb"};
     for (size_t i = 0; i < sizeof(hidden) / sizeof(hidden[0]); i++) {
         char frame[256];
         snprintf(frame, sizeof(frame),
                  "{\"type\":10,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"" SID9
-                 "\",\"session_name\":\"%s\"}}", hidden[i]);
+                 "\",\"session_name\":\"%s\"}}",
+                 hidden[i]);
         expect_error(frame, PERR_INVALID_FIELD, "invisible or direction-changing");
     }
     assert_int_equal(decode("{\"type\":10,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"" SID9
-                            "\",\"session_name\":\"\\ud83d\\udc68\\u200d\\ud83d\\udc67\"}}", &req, &err), 0);
+                            "\",\"session_name\":\"\\ud83d\\udc68\\u200d\\ud83d\\udc67\"}}",
+                            &req, &err),
+                     0);
     assert_string_equal(req.session_name, "\xf0\x9f\x91\xa8\xe2\x80\x8d\xf0\x9f\x91\xa7");
     proto_request_free(&req);
 
     assert_int_equal(decode("{\"type\":12,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"" SID9
-                            "\",\"seq\":3,\"rating\":-1}}", &req, &err), 0);
+                            "\",\"seq\":3,\"rating\":-1}}",
+                            &req, &err),
+                     0);
     assert_int_equal(req.seq, 3);
     assert_int_equal(req.rating, -1);
     assert_string_equal(req.comment, "");
     proto_request_free(&req);
     expect_error("{\"type\":12,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"" SID9
-                 "\",\"seq\":3}}", PERR_INVALID_FIELD, "'rating': missing");
+                 "\",\"seq\":3}}",
+                 PERR_INVALID_FIELD, "'rating': missing");
     expect_error("{\"type\":12,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"" SID9
-                 "\",\"seq\":3,\"rating\":5}}", PERR_INVALID_FIELD, "'rating': out of range");
-    assert_int_equal(decode("{\"type\":11,\"data\":{\"user_id\":\"" UID "\",\"query\":\"a b\"}}",
-                            &req, &err), 0);
+                 "\",\"seq\":3,\"rating\":5}}",
+                 PERR_INVALID_FIELD, "'rating': out of range");
+    assert_int_equal(
+        decode("{\"type\":11,\"data\":{\"user_id\":\"" UID "\",\"query\":\"a b\"}}", &req, &err),
+        0);
     assert_int_equal(req.limit, PROTO_SEARCH_DEFAULT);
     assert_int_equal(req.offset, 0);
     proto_request_free(&req);
     expect_error("{\"type\":11,\"data\":{\"user_id\":\"" UID "\",\"query\":\"  \"}}",
                  PERR_INVALID_FIELD, "'query': must not be empty");
-    expect_error("{\"type\":11,\"data\":{\"user_id\":\"" UID "\",\"query\":\"x\",\"offset\":10001}}",
+    expect_error("{\"type\":11,\"data\":{\"user_id\":\"" UID
+                 "\",\"query\":\"x\",\"offset\":10001}}",
                  PERR_INVALID_FIELD, "'offset': out of range");
     /* code 1: whole without limit/before, a page with them */
     assert_int_equal(decode("{\"type\":1,\"data\":{\"user_id\":\"" UID "\"}}", &req, &err), 0);
     assert_false(req.paged);
     proto_request_free(&req);
     assert_int_equal(decode("{\"type\":1,\"data\":{\"user_id\":\"" UID "\",\"before\":\"17:" SID9
-                            "\"}}", &req, &err), 0);
+                            "\"}}",
+                            &req, &err),
+                     0);
     assert_true(req.paged);
     assert_int_equal(req.limit, PROTO_PAGE_DEFAULT);
     assert_string_equal(req.cursor, "17:" SID9);
@@ -229,8 +255,11 @@ static void test_history_codes(void **state)
     assert_int_equal(decode("{\"type\":13,\"data\":{\"user_id\":\"" UID "\"}}", &req, &err), 0);
     assert_true(req.since_us == -1 && req.until_us == -1);
     proto_request_free(&req);
-    assert_int_equal(decode("{\"type\":13,\"data\":{\"user_id\":\"" UID "\",\"since\":\"2026-11-30\","
-                            "\"until\":\"2026-12-01T00:00:00Z\"}}", &req, &err), 0);
+    assert_int_equal(decode("{\"type\":13,\"data\":{\"user_id\":\"" UID
+                            "\",\"since\":\"2026-11-30\","
+                            "\"until\":\"2026-12-01T00:00:00Z\"}}",
+                            &req, &err),
+                     0);
     assert_int_equal(req.since_us, 1795996800LL * 1000000);
     assert_int_equal(req.until_us, 1796083200LL * 1000000);
     proto_request_free(&req);
@@ -239,22 +268,29 @@ static void test_history_codes(void **state)
     expect_error("{\"type\":13,\"data\":{\"user_id\":\"" UID "\",\"until\":\"tomorrow\"}}",
                  PERR_INVALID_FIELD, "'until': not an RFC 3339");
     expect_error("{\"type\":13,\"data\":{\"user_id\":\"" UID "\",\"since\":\"2026-12-02\","
-                 "\"until\":\"2026-12-01\"}}", PERR_INVALID_FIELD, "'until': before 'since'");
+                 "\"until\":\"2026-12-01\"}}",
+                 PERR_INVALID_FIELD, "'until': before 'since'");
     /* 14 subscribe; 15 is the server's only; 16 resume (after >= -1) */
     assert_int_equal(decode("{\"type\":14,\"data\":{\"user_id\":\"" UID "\"}}", &req, &err), 0);
     proto_request_free(&req);
     expect_error("{\"type\":15,\"data\":{\"user_id\":\"" UID "\"}}", PERR_UNKNOWN_MESSAGE, NULL);
     assert_int_equal(decode("{\"type\":16,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"" SID9
-                            "\"}}", &req, &err), 0);
+                            "\"}}",
+                            &req, &err),
+                     0);
     assert_int_equal(req.after, -1);
     proto_request_free(&req);
     assert_int_equal(decode("{\"type\":16,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"" SID9
-                            "\",\"after\":41}}", &req, &err), 0);
+                            "\",\"after\":41}}",
+                            &req, &err),
+                     0);
     assert_int_equal(req.after, 41);
     proto_request_free(&req);
     expect_error("{\"type\":16,\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"" SID9
-                 "\",\"after\":-2}}", PERR_INVALID_FIELD, "'after'");
-    expect_error("{\"type\":16,\"data\":{\"user_id\":\"" UID "\"}}", PERR_INVALID_FIELD, "'session_id'");
+                 "\",\"after\":-2}}",
+                 PERR_INVALID_FIELD, "'after'");
+    expect_error("{\"type\":16,\"data\":{\"user_id\":\"" UID "\"}}", PERR_INVALID_FIELD,
+                 "'session_id'");
     expect_error("{\"type\":17,\"data\":{\"user_id\":\"" UID "\"}}", PERR_UNKNOWN_MESSAGE, NULL);
 }
 
@@ -326,7 +362,8 @@ static void test_parse_error_with_invalid_utf8_still_encodes(void **state)
     const char frame[] = "{\"type\":3,\"data\":{\"message\":\"\\u4\xd2\x9a\xc6\xdd\"}}";
     struct proto_request req;
     struct proto_error err;
-    assert_int_equal(proto_decode(frame, sizeof(frame) - 1, &lim, dispatch_decoder, &req, &err), -1);
+    assert_int_equal(proto_decode(frame, sizeof(frame) - 1, &lim, dispatch_decoder, &req, &err),
+                     -1);
     assert_int_equal(err.code, PERR_JSON_PARSE);
     size_t len;
     char *s = proto_encode_error(&err, &len);

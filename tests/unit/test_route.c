@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
 #include <string.h>
 
@@ -14,8 +15,8 @@
 static int page(const void *arg, const char *uri)
 {
     int claim_healthz = arg != NULL;
-    return strcmp(uri, "/") == 0 || strcmp(uri, "/app.js") == 0 ||
-           strncmp(uri, "/lib/", 5) == 0 || (claim_healthz && strcmp(uri, "/healthz") == 0);
+    return strcmp(uri, "/") == 0 || strcmp(uri, "/app.js") == 0 || strncmp(uri, "/lib/", 5) == 0 ||
+           (claim_healthz && strcmp(uri, "/healthz") == 0);
 }
 
 static struct route find(const char *uri, enum route_method m)
@@ -48,7 +49,7 @@ static void test_each_resource_by_its_path(void **state)
         {"/uploadx", ROUTE_NONE},
         {"/Upload", ROUTE_NONE},
         {"/export/", ROUTE_NONE},
-        {"/sessions//export", ROUTE_NONE},   /* an empty id */
+        {"/sessions//export", ROUTE_NONE},    /* an empty id */
         {"/sessions/a/b/export", ROUTE_NONE}, /* a slash in it */
         {"/sessions/export", ROUTE_NONE},
         {"/healthz/", ROUTE_NONE},

@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
 #include <string.h>
 
@@ -17,8 +18,8 @@
 
 struct fake_turn {
     struct slot_turn slot;
-    int stops;    /* how often its stop was called */
-    int stop_rc;  /* what its stop answers */
+    int stops;   /* how often its stop was called */
+    int stop_rc; /* what its stop answers */
 };
 
 static int fake_stop(struct slot_turn *st)

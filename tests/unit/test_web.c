@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,17 +92,35 @@ static void test_refusals(void **state)
 {
     (void)state;
     const char *bad[] = {
-        "/../secret.txt", "/js/../index.html", "/./index.html", "/.hidden.js", "//index.html",
-        "/js//app.js", "/js/", "/js", "/sub.css", "/notes.exe", "/missing.js", "index.html",
-        "", "/lib/marked/", "/lib/marked/../../secret.txt", "/lib/other/marked.min.js",
-        "/lib/marked", "/lib/marked/.x.js", "/js\\app.js", "/js/app.js%00", "/-x.js",
-        "/index.html ", "/index.html\n",
+        "/../secret.txt",
+        "/js/../index.html",
+        "/./index.html",
+        "/.hidden.js",
+        "//index.html",
+        "/js//app.js",
+        "/js/",
+        "/js",
+        "/sub.css",
+        "/notes.exe",
+        "/missing.js",
+        "index.html",
+        "",
+        "/lib/marked/",
+        "/lib/marked/../../secret.txt",
+        "/lib/other/marked.min.js",
+        "/lib/marked",
+        "/lib/marked/.x.js",
+        "/js\\app.js",
+        "/js/app.js%00",
+        "/-x.js",
+        "/index.html ",
+        "/index.html\n",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         if (found(bad[i]))
             fail_msg("served %s", bad[i]);
     }
-    assert_false(web_claims(&site, "/metrics"));  /* no extension: an API path */
+    assert_false(web_claims(&site, "/metrics")); /* no extension: an API path */
     assert_false(web_claims(&site, "/ws"));
     assert_true(web_claims(&site, "/missing.js")); /* ours to answer, with 404 */
 }
@@ -173,9 +192,8 @@ static void test_csp(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_resolve), cmocka_unit_test(test_refusals),
-        cmocka_unit_test(test_off),     cmocka_unit_test(test_types),
-        cmocka_unit_test(test_etags),   cmocka_unit_test(test_csp),
+        cmocka_unit_test(test_resolve), cmocka_unit_test(test_refusals), cmocka_unit_test(test_off),
+        cmocka_unit_test(test_types),   cmocka_unit_test(test_etags),    cmocka_unit_test(test_csp),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
