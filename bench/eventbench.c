@@ -24,6 +24,7 @@
 #include <time.h>
 
 #include "measure.h"
+#include "opts.h"
 #include "wsclient.h"
 
 #define EB_TICK_US (2 * 1000)
@@ -133,8 +134,7 @@ static int step(void)
 {
     if (ws_interrupted && E.phase < 4) {
         E.phase = 4;
-        E.t_phase = ws_now_ns();
-        ws_pool_close_all(&E.pool);
+        ws_pool_close_begin(&E.pool, &E.t_phase);
     }
     switch (E.phase) {
     case 0:
@@ -182,12 +182,11 @@ static int step(void)
     case 3: /* the last events arrive */
         if (ws_secs_since(E.t_phase) >= 3) {
             E.phase = 4;
-            E.t_phase = ws_now_ns();
-            ws_pool_close_all(&E.pool);
+            ws_pool_close_begin(&E.pool, &E.t_phase);
         }
         break;
     case 4:
-        if (E.pool.open == 0 || ws_secs_since(E.t_phase) >= 5)
+        if (ws_pool_close_done(&E.pool, E.t_phase))
             E.phase = 5;
         break;
     }
@@ -207,26 +206,13 @@ int main(int argc, char **argv)
     E.conns = 1000;
     E.rate = 200;
     E.seconds = 10;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-#define ARG(name) (strcmp(a, name) == 0 && (v != NULL ? (i++, 1) : (usage(), 0)))
-        if (ARG("--url"))
-            url = v;
-        else if (ARG("--url2"))
-            url2 = v;
-        else if (ARG("--users"))
-            users = v;
-        else if (ARG("--conns"))
-            E.conns = atoi(v);
-        else if (ARG("--rate"))
-            E.rate = atof(v);
-        else if (ARG("--seconds"))
-            E.seconds = atof(v);
-        else
-            usage();
-#undef ARG
-    }
+    const struct opt opts[] = {
+        {"--url", OPT_STR, &url, NULL},        {"--url2", OPT_STR, &url2, NULL},
+        {"--users", OPT_STR, &users, NULL},    {"--conns", OPT_INT, &E.conns, NULL},
+        {"--rate", OPT_DOUBLE, &E.rate, NULL}, {"--seconds", OPT_DOUBLE, &E.seconds, NULL},
+        {NULL, OPT_FLAG, NULL, NULL},
+    };
+    opts_parse(argc, argv, opts, usage);
     if (url == NULL || url2 == NULL || users == NULL || E.conns < 2 || E.rate <= 0)
         usage();
     FILE *f = fopen(users, "r");

@@ -24,6 +24,7 @@
 
 #include "agent/agent.h"
 #include "measure.h"
+#include "opts.h"
 
 struct slot {
     uint64_t t_start; /* ns */
@@ -150,31 +151,13 @@ int main(int argc, char **argv)
     G.conc = 1;
     G.message = "hello from grpcbench";
     G.model = "llama3.1:8b";
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--summarize") == 0) {
-            G.summarize = 1;
-            continue;
-        }
-        if (v == NULL)
-            usage();
-        i++;
-        if (strcmp(a, "--target") == 0)
-            target = v;
-        else if (strcmp(a, "--conc") == 0)
-            G.conc = atoi(v);
-        else if (strcmp(a, "--seconds") == 0)
-            seconds = atof(v);
-        else if (strcmp(a, "--warmup") == 0)
-            warmup = atof(v);
-        else if (strcmp(a, "--message") == 0)
-            G.message = v;
-        else if (strcmp(a, "--model") == 0)
-            G.model = v;
-        else
-            usage();
-    }
+    const struct opt opts[] = {
+        {"--target", OPT_STR, &target, NULL},          {"--conc", OPT_INT, &G.conc, NULL},
+        {"--seconds", OPT_DOUBLE, &seconds, NULL},     {"--warmup", OPT_DOUBLE, &warmup, NULL},
+        {"--message", OPT_STR, &G.message, NULL},      {"--model", OPT_STR, &G.model, NULL},
+        {"--summarize", OPT_FLAG, &G.summarize, NULL}, {NULL, OPT_FLAG, NULL, NULL},
+    };
+    opts_parse(argc, argv, opts, usage);
     if (target == NULL || G.conc < 1 || seconds <= 0)
         usage();
 

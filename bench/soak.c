@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include "measure.h"
+#include "opts.h"
 #include "wsclient.h"
 
 #define SOAK_MAX_FRAME (16u * 1024 * 1024)
@@ -849,6 +850,9 @@ static void rss_summary(void)
            S.s[S.ns - 1].rss_kb - S.s[r].rss_kb, slope);
 }
 
+/* --seed: mixed into the generator, so a run can be repeated. */
+static void seed_opt(const char *v) { S.rng ^= (uint64_t)atoll(v) * 0xD6E8FEB86659FD93ull; }
+
 int main(int argc, char **argv)
 {
     const char *url = NULL, *users = NULL;
@@ -866,46 +870,25 @@ int main(int argc, char **argv)
     S.pool.ramp = 64;
     S.model = "llama3.1:8b";
     S.rng = 0x9E3779B97F4A7C15ull;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        /* An option with a value: matches, then consumes the value. The
-         * flags are this program's own, so wsbench.c has its own loop. */
-#define ARG(name) (strcmp(a, name) == 0 && (v != NULL ? (i++, 1) : (usage(), 0)))
-        if (ARG("--url"))
-            url = v;
-        else if (ARG("--users"))
-            users = v;
-        else if (ARG("--pid"))
-            S.pid = (pid_t)atoi(v);
-        else if (ARG("--clients"))
-            S.pool.n = atoi(v);
-        else if (ARG("--seconds"))
-            S.seconds = atof(v);
-        else if (ARG("--think-min"))
-            S.think_min = atof(v);
-        else if (ARG("--think-max"))
-            S.think_max = atof(v);
-        else if (ARG("--timeout"))
-            S.timeout = atof(v);
-        else if (ARG("--sample"))
-            S.sample_every = atof(v);
-        else if (ARG("--settle"))
-            S.settle = atof(v);
-        else if (ARG("--max-sessions"))
-            S.max_sessions = atoi(v);
-        else if (ARG("--model"))
-            S.model = v;
-        else if (ARG("--ramp"))
-            S.pool.ramp = atoi(v);
-        else if (ARG("--seed"))
-            S.rng ^= (uint64_t)atoll(v) * 0xD6E8FEB86659FD93ull;
-        else if (strcmp(a, "--verbose") == 0)
-            S.pool.verbose = 1;
-        else
-            usage();
-#undef ARG
-    }
+    const struct opt opts[] = {
+        {"--url", OPT_STR, &url, NULL},
+        {"--users", OPT_STR, &users, NULL},
+        {"--pid", OPT_INT, &S.pid, NULL},
+        {"--clients", OPT_INT, &S.pool.n, NULL},
+        {"--seconds", OPT_DOUBLE, &S.seconds, NULL},
+        {"--think-min", OPT_DOUBLE, &S.think_min, NULL},
+        {"--think-max", OPT_DOUBLE, &S.think_max, NULL},
+        {"--timeout", OPT_DOUBLE, &S.timeout, NULL},
+        {"--sample", OPT_DOUBLE, &S.sample_every, NULL},
+        {"--settle", OPT_DOUBLE, &S.settle, NULL},
+        {"--max-sessions", OPT_INT, &S.max_sessions, NULL},
+        {"--model", OPT_STR, &S.model, NULL},
+        {"--ramp", OPT_INT, &S.pool.ramp, NULL},
+        {"--seed", OPT_CALL, NULL, seed_opt},
+        {"--verbose", OPT_FLAG, &S.pool.verbose, NULL},
+        {NULL, OPT_FLAG, NULL, NULL},
+    };
+    opts_parse(argc, argv, opts, usage);
     if (url == NULL || users == NULL || S.pool.n < 1 || S.seconds <= 0 || S.think_min < 0 ||
         S.think_max < S.think_min || S.timeout <= 0 || S.sample_every <= 0 || S.pool.ramp < 1 ||
         S.max_sessions < 1 || S.max_sessions > SOAK_MAX_SESSIONS)

@@ -33,6 +33,7 @@
 #include <time.h>
 
 #include "measure.h"
+#include "opts.h"
 #include "wsclient.h"
 
 #define SB_MAX_FRAME (1u << 20)
@@ -188,8 +189,7 @@ static int step(void)
 {
     if (ws_interrupted && S.phase < 2) {
         S.phase = 2;
-        S.t_phase = ws_now_ns();
-        ws_pool_close_all(&S.pool);
+        ws_pool_close_begin(&S.pool, &S.t_phase);
     }
     switch (S.phase) {
     case 0:
@@ -211,13 +211,12 @@ static int step(void)
             running = S.c[k].ws.state == WS_OPEN && S.c[k].stage < 3;
         if (!running || ws_secs_since(S.t_phase) >= S.timeout) {
             S.phase = 2;
-            S.t_phase = ws_now_ns();
-            ws_pool_close_all(&S.pool);
+            ws_pool_close_begin(&S.pool, &S.t_phase);
         }
         break;
     }
     case 2:
-        if (S.pool.open == 0 || ws_secs_since(S.t_phase) >= 5)
+        if (ws_pool_close_done(&S.pool, S.t_phase))
             S.phase = 3;
         break;
     }
@@ -241,30 +240,18 @@ int main(int argc, char **argv)
     S.pool.ramp = 128;
     S.words = 200;
     S.timeout = 120;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-#define ARG(name) (strcmp(a, name) == 0 && (v != NULL ? (i++, 1) : (usage(), 0)))
-        if (ARG("--url"))
-            url = v;
-        else if (ARG("--user"))
-            S.user = v;
-        else if (ARG("--users"))
-            S.users_file = v;
-        else if (ARG("--conns"))
-            S.pool.n = atoi(v);
-        else if (ARG("--words"))
-            S.words = atoi(v);
-        else if (ARG("--timeout"))
-            S.timeout = atof(v);
-        else if (ARG("--ramp"))
-            S.pool.ramp = atoi(v);
-        else if (strcmp(a, "--resume") == 0)
-            S.resume = 1;
-        else
-            usage();
-#undef ARG
-    }
+    const struct opt opts[] = {
+        {"--url", OPT_STR, &url, NULL},
+        {"--user", OPT_STR, &S.user, NULL},
+        {"--users", OPT_STR, &S.users_file, NULL},
+        {"--conns", OPT_INT, &S.pool.n, NULL},
+        {"--words", OPT_INT, &S.words, NULL},
+        {"--timeout", OPT_DOUBLE, &S.timeout, NULL},
+        {"--ramp", OPT_INT, &S.pool.ramp, NULL},
+        {"--resume", OPT_FLAG, &S.resume, NULL},
+        {NULL, OPT_FLAG, NULL, NULL},
+    };
+    opts_parse(argc, argv, opts, usage);
     if (url == NULL || (S.user == NULL) == (S.users_file == NULL) || S.pool.n < 1 || S.words < 1 ||
         S.words > 100000)
         usage();

@@ -30,6 +30,7 @@
 #include <string.h>
 
 #include "measure.h"
+#include "opts.h"
 #include "wsclient.h"
 
 #define WSB_MAX_FRAME (16u * 1024 * 1024) /* larger replies are counted, not kept */
@@ -334,7 +335,7 @@ static int step(void)
         }
         break;
     case PH_CLOSE:
-        if (B.pool.open == 0 || ws_secs_since(B.t_phase) >= 5)
+        if (ws_pool_close_done(&B.pool, B.t_phase))
             B.phase = PH_DONE;
         break;
     case PH_DONE:
@@ -365,6 +366,21 @@ static void load_users(const char *path)
     fclose(f);
 }
 
+/* --seconds: the window, and that it was given (it excludes --requests). */
+static int seconds_given;
+static void seconds_opt(const char *v)
+{
+    B.seconds = atof(v);
+    seconds_given = 1;
+}
+
+/* --idle N: N connections that only hold open. */
+static void idle_opt(const char *v)
+{
+    B.idle = 1;
+    B.pool.n = atoi(v);
+}
+
 int main(int argc, char **argv)
 {
     const char *url = NULL;
@@ -380,53 +396,28 @@ int main(int argc, char **argv)
     B.session = "NEW";
     B.message = "hello from wsbench";
     B.model = "llama3.1:8b";
-    int seconds_given = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        /* An option with a value: matches, then consumes the value. The
-         * flags are this program's own, so soak.c has its own loop. */
-#define ARG(name) (strcmp(a, name) == 0 && (v != NULL ? (i++, 1) : (usage(), 0)))
-        if (ARG("--url"))
-            url = v;
-        else if (ARG("--conns"))
-            B.pool.n = atoi(v);
-        else if (ARG("--code"))
-            B.code = atoi(v);
-        else if (ARG("--user"))
-            B.user = v;
-        else if (ARG("--seconds"))
-            B.seconds = atof(v), seconds_given = 1;
-        else if (ARG("--requests"))
-            B.requests = atoll(v);
-        else if (ARG("--warmup"))
-            B.warmup = atof(v);
-        else if (ARG("--session"))
-            B.session = v;
-        else if (ARG("--message"))
-            B.message = v;
-        else if (ARG("--model"))
-            B.model = v;
-        else if (ARG("--extra"))
-            B.extra = v;
-        else if (ARG("--users"))
-            load_users(v);
-        else if (ARG("--timeout"))
-            B.timeout = atof(v);
-        else if (ARG("--ramp"))
-            B.pool.ramp = atoi(v);
-        else if (ARG("--idle"))
-            B.idle = 1, B.pool.n = atoi(v);
-        else if (ARG("--hold"))
-            B.hold = atof(v);
-        else if (strcmp(a, "--once") == 0)
-            B.once = 1;
-        else if (strcmp(a, "--verbose") == 0)
-            B.pool.verbose = 1;
-        else
-            usage();
-#undef ARG
-    }
+    const struct opt opts[] = {
+        {"--url", OPT_STR, &url, NULL},
+        {"--conns", OPT_INT, &B.pool.n, NULL},
+        {"--code", OPT_INT, &B.code, NULL},
+        {"--user", OPT_STR, &B.user, NULL},
+        {"--seconds", OPT_CALL, NULL, seconds_opt},
+        {"--requests", OPT_LLONG, &B.requests, NULL},
+        {"--warmup", OPT_DOUBLE, &B.warmup, NULL},
+        {"--session", OPT_STR, &B.session, NULL},
+        {"--message", OPT_STR, &B.message, NULL},
+        {"--model", OPT_STR, &B.model, NULL},
+        {"--extra", OPT_STR, &B.extra, NULL},
+        {"--users", OPT_CALL, NULL, load_users},
+        {"--timeout", OPT_DOUBLE, &B.timeout, NULL},
+        {"--ramp", OPT_INT, &B.pool.ramp, NULL},
+        {"--idle", OPT_CALL, NULL, idle_opt},
+        {"--hold", OPT_DOUBLE, &B.hold, NULL},
+        {"--once", OPT_FLAG, &B.once, NULL},
+        {"--verbose", OPT_FLAG, &B.pool.verbose, NULL},
+        {NULL, OPT_FLAG, NULL, NULL},
+    };
+    opts_parse(argc, argv, opts, usage);
     if (url == NULL || B.pool.n < 1 || B.pool.ramp < 1)
         usage();
     if (!B.idle) {

@@ -411,6 +411,20 @@ static inline void ws_pool_close_all(struct ws_pool *p)
 }
 
 /* The client context, with the pool's one protocol (named p->prog). */
+/* The close of a run: asks every connection to close, noting when. */
+#define WS_CLOSE_WAIT_S 5
+static inline void ws_pool_close_begin(struct ws_pool *p, uint64_t *asked_ns)
+{
+    *asked_ns = ws_now_ns();
+    ws_pool_close_all(p);
+}
+
+/* 1 once every connection has closed, or WS_CLOSE_WAIT_S after asking. */
+static inline int ws_pool_close_done(const struct ws_pool *p, uint64_t asked_ns)
+{
+    return p->open == 0 || ws_secs_since(asked_ns) >= WS_CLOSE_WAIT_S;
+}
+
 static inline void ws_pool_start(struct ws_pool *p)
 {
     p->protocols[0].name = p->prog;

@@ -11,7 +11,7 @@ set -euo pipefail
 # (postgresql, redis) and WEB_LIBS (the page's Markdown, sanitizing and
 # highlighting libraries, served by chatd from where Debian puts them).
 PACKAGES=(
-    build-essential pkg-config cmake clang libclang-rt-14-dev
+    build-essential pkg-config cmake clang libclang-rt-14-dev clang-format-14
     libgrpc-dev protobuf-c-compiler libprotobuf-c-dev libprotobuf-dev protobuf-compiler
     libpq-dev libhiredis-dev libwebsockets-dev libwebsockets-evlib-ev libjansson-dev
     libcurl4-openssl-dev libssl-dev libcmocka-dev

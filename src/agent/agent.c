@@ -10,7 +10,12 @@
  * Threads: everything below the "CQ thread" marker runs on the CQ thread
  * only; agent_process()/agent_summarize() run on the caller's thread until
  * the first batch is started; agent_call_cancel() runs anywhere and takes
- * call->lock to read call->grpc. Lock order: client->lock, then call->lock. */
+ * call->lock to read call->grpc. Lock order: client->lock, then call->lock.
+ *
+ * Longer than most files on purpose: the call state machine, its batches
+ * and the completion-queue thread that drives them share private state
+ * that no other module should see; the RPCs (Process, Summarize, Title)
+ * are the parts, marked below. */
 #include "agent/agent.h"
 
 #include <grpc/byte_buffer.h>
@@ -29,6 +34,7 @@
 #include <time.h>
 
 #include "ai_service.pb-c.h"
+#include "lib/buf.h"
 #include "lib/log.h"
 
 _Static_assert((int)AGENT_OK == (int)GRPC_STATUS_OK &&
@@ -94,8 +100,7 @@ struct agent_call {
     grpc_status_code synth_status;
     const char *synth_details;
     int n_chunks;
-    char *text;
-    size_t len, cap;
+    struct buf text;     /* the reply so far */
     float cost;          /* as reported: the float field... */
     double precise_cost; /* ...and the double one, preferred when non-zero */
     unsigned prompt_tokens, completion_tokens;
@@ -317,7 +322,7 @@ static uint8_t *agent_pack_title(const struct agent_title_request *r, size_t *le
 static void agent_call_free(agent_call *call)
 {
     free(call->req);
-    free(call->text);
+    buf_free(&call->text);
     pthread_mutex_destroy(&call->lock);
     free(call);
 }
@@ -565,24 +570,6 @@ int agent_title(agent_client *c, const struct agent_title_request *req, int time
 
 /* ---------------------------------------------------------------- CQ thread */
 
-static int agent_append(agent_call *call, const char *s, size_t n)
-{
-    if (call->len + n + 1 > call->cap) {
-        size_t cap = call->cap ? call->cap : 256;
-        while (cap < call->len + n + 1)
-            cap *= 2;
-        char *p = realloc(call->text, cap);
-        if (!p)
-            return -1;
-        call->text = p;
-        call->cap = cap;
-    }
-    memcpy(call->text + call->len, s, n);
-    call->len += n;
-    call->text[call->len] = '\0';
-    return 0;
-}
-
 /* Flattens a received message; the caller unrefs the slice. */
 static int agent_read_buffer(grpc_byte_buffer *bb, grpc_slice *out)
 {
@@ -618,7 +605,7 @@ static int agent_on_chunk(agent_call *call, int success)
      * exactly what it was shown. */
     size_t n = strlen(ch->delta);
     if (n > 0 && !atomic_load(&call->cancelled)) {
-        if (agent_append(call, ch->delta, n) == 0) {
+        if (buf_append(&call->text, ch->delta, n) == 0) {
             if (call->on_delta)
                 call->on_delta(call->ud, ch->delta, n);
         } else {
@@ -658,7 +645,7 @@ static int agent_decode_unary(agent_call *call)
     if (call->kind == AGENT_SUMMARY) {
         AiService__SummaryResponse *r = ai_service__summary_response__unpack(NULL, n, p);
         if (r) {
-            rc = agent_append(call, r->summary, strlen(r->summary));
+            rc = buf_append(&call->text, r->summary, strlen(r->summary));
             call->cost = r->cost;
             call->precise_cost = r->precise_cost;
             ai_service__summary_response__free_unpacked(r, NULL);
@@ -666,7 +653,7 @@ static int agent_decode_unary(agent_call *call)
     } else if (call->kind == AGENT_TITLE) {
         AiService__TitleResponse *r = ai_service__title_response__unpack(NULL, n, p);
         if (r) {
-            rc = agent_append(call, r->title, strlen(r->title));
+            rc = buf_append(&call->text, r->title, strlen(r->title));
             call->cost = r->cost;
             call->precise_cost = r->precise_cost;
             ai_service__title_response__free_unpacked(r, NULL);
@@ -674,7 +661,7 @@ static int agent_decode_unary(agent_call *call)
     } else {
         AiService__Response *r = ai_service__response__unpack(NULL, n, p);
         if (r) {
-            rc = agent_append(call, r->response_text, strlen(r->response_text));
+            rc = buf_append(&call->text, r->response_text, strlen(r->response_text));
             call->cost = r->cost;
             call->precise_cost = r->precise_cost;
             call->prompt_tokens = r->prompt_tokens;
@@ -754,8 +741,8 @@ static void agent_finish(agent_call *call)
         if (agent_decode_unary(call) != 0) {
             status = GRPC_STATUS_INTERNAL;
             why = "malformed or missing reply from agent";
-        } else if (call->len > 0 && call->on_delta) {
-            call->on_delta(call->ud, call->text, call->len);
+        } else if (call->text.len > 0 && call->on_delta) {
+            call->on_delta(call->ud, call->text.p, call->text.len);
         }
     }
     if (cancelled && status != GRPC_STATUS_CANCELLED) {
@@ -776,20 +763,20 @@ static void agent_finish(agent_call *call)
                  why ? why : "");
 
     if (status != GRPC_STATUS_OK && (call->kind == AGENT_SUMMARY || call->kind == AGENT_TITLE))
-        call->len = 0; /* a failed summary or title has no text */
-    const char *text = call->text ? call->text : "";
+        call->text.len = 0; /* a failed summary or title has no text */
+    const char *text = call->text.p ? call->text.p : "";
     char cost[UTIL_MONEY_MAX];
     if (util_money_text(cost, call->cost, call->precise_cost) != 0)
         log_warn("agent: %s reported a cost that is not a number >= 0 (%g, %g): charging 0",
                  agent_method_name(call), (double)call->cost, call->precise_cost);
     if (call->kind == AGENT_SUMMARY) {
         struct agent_summary_result r = {
-            status, why ? why : "", call->len ? text : "", call->len, {0}};
+            status, why ? why : "", call->text.len ? text : "", call->text.len, {0}};
         memcpy(r.cost, cost, sizeof(cost));
         if (call->on_summary)
             call->on_summary(call->ud, &r);
     } else if (call->kind == AGENT_TITLE) {
-        struct agent_title_result r = {status, why ? why : "", call->len ? text : "", {0}};
+        struct agent_title_result r = {status, why ? why : "", call->text.len ? text : "", {0}};
         memcpy(r.cost, cost, sizeof(cost));
         if (call->on_title)
             call->on_title(call->ud, &r);
@@ -797,7 +784,7 @@ static void agent_finish(agent_call *call)
         struct agent_result r = {status,
                                  why ? why : "",
                                  text,
-                                 call->len,
+                                 call->text.len,
                                  {0},
                                  call->prompt_tokens,
                                  call->completion_tokens};

@@ -21,6 +21,7 @@
 #include <time.h>
 
 #include "chat_agent.h"
+#include "lib/buf.h"
 #include "lib/log.h"
 
 struct ca_call {
@@ -37,8 +38,7 @@ struct ca_call {
     int sent_md;
     int finished; /* the back end has called ca_call_finish() */
     int status_sent;
-    char *out; /* stream: not sent yet; unary: the whole reply */
-    size_t out_len, out_cap;
+    struct buf out; /* stream: not sent yet; unary: the whole reply */
     grpc_status_code status;
     char *details;
     double cost;
@@ -69,7 +69,7 @@ static void ca_call_free(struct ca_call *k)
         ai_service__summary_request__free_unpacked(k->sreq, NULL);
     if (k->treq)
         ai_service__title_request__free_unpacked(k->treq, NULL);
-    free(k->out);
+    buf_free(&k->out);
     free(k->details);
     pthread_mutex_destroy(&k->lock);
     free(k);
@@ -179,7 +179,7 @@ static grpc_byte_buffer *ca_call_pack_locked(struct ca_call *k, int done)
 {
     Google__Protobuf__Timestamp ts = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
     ca_timestamp_now(&ts);
-    char *text = k->out ? k->out : "";
+    char *text = k->out.p ? k->out.p : "";
     size_t len;
     uint8_t *buf = NULL;
 
@@ -240,7 +240,7 @@ static void ca_call_pump_locked(struct ca_call *k)
         return;
     int send_msg, send_status = k->finished;
     if (k->method == CA_STREAM) {
-        send_msg = k->out_len > 0 || (k->finished && k->status == GRPC_STATUS_OK);
+        send_msg = k->out.len > 0 || (k->finished && k->status == GRPC_STATUS_OK);
     } else {
         if (!k->finished)
             return;
@@ -264,9 +264,9 @@ static void ca_call_pump_locked(struct ca_call *k)
             ops[n].data.send_message.send_message = k->send_buf;
             n++;
         }
-        k->out_len = 0;
-        if (k->out)
-            k->out[0] = '\0';
+        k->out.len = 0;
+        if (k->out.p)
+            k->out.p[0] = '\0';
     }
     if (send_status) {
         k->status_slice = grpc_slice_from_copied_string(k->details ? k->details : "");
@@ -327,22 +327,11 @@ void ca_call_on_closed(struct ca_call *k)
 /* Appends to 'out'; returns -1 (and kills the call) when out of memory. */
 static int ca_call_append_locked(struct ca_call *k, const char *text, size_t len)
 {
-    if (k->out_len + len + 1 > k->out_cap) {
-        size_t cap = k->out_cap ? k->out_cap : 256;
-        while (cap < k->out_len + len + 1)
-            cap *= 2;
-        char *p = realloc(k->out, cap);
-        if (!p) {
-            k->dead = 1;
-            grpc_call_cancel(k->grpc, NULL);
-            return -1;
-        }
-        k->out = p;
-        k->out_cap = cap;
+    if (buf_append(&k->out, text, len) != 0) {
+        k->dead = 1;
+        grpc_call_cancel(k->grpc, NULL);
+        return -1;
     }
-    memcpy(k->out + k->out_len, text, len);
-    k->out_len += len;
-    k->out[k->out_len] = '\0';
     return 0;
 }
 

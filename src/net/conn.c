@@ -398,7 +398,7 @@ static void conn_on_message(struct conns *cs, struct conn *c, int binary)
     if (r == NULL)
         return;
     struct proto_error err;
-    if (proto_decode(c->rx != NULL ? c->rx : "", c->rx_len, &cs->app->limits, dispatch_decoder,
+    if (proto_decode(c->rx.p != NULL ? c->rx.p : "", c->rx.len, &cs->app->limits, dispatch_decoder,
                      &r->req, &err) != 0) {
         free(r);
         conn_error_now(cs, c, &err);
@@ -437,13 +437,13 @@ int conn_receive(struct conns *cs, struct conn *c, const void *in, size_t len)
 {
     conn_heard(c);
     if (lws_is_first_fragment(c->wsi)) {
-        c->rx_len = 0;
+        c->rx.len = 0;
         c->rx_discard = 0;
     }
     if (c->rx_discard || c->closing)
         return 0;
     size_t max = (size_t)cs->app->cfg->max_message_bytes;
-    size_t want = c->rx_len + len;
+    size_t want = c->rx.len + len;
     if (want > max || lws_remaining_packet_payload(c->wsi) > max - want) {
         /* Refuse early: we never buffer more than the limit. */
         c->rx_discard = 1;
@@ -457,32 +457,19 @@ int conn_receive(struct conns *cs, struct conn *c, const void *in, size_t len)
         conn_close_after_flush(c, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE);
         return 0;
     }
-    if (want > c->rx_cap) {
-        size_t cap = c->rx_cap ? c->rx_cap : 1024;
-        while (cap < want)
-            cap *= 2;
-        if (cap > max)
-            cap = max;
-        char *grown = realloc(c->rx, cap);
-        if (grown == NULL)
-            return -1;
-        c->rx = grown;
-        c->rx_cap = cap;
-    }
+    if (buf_grow(&c->rx, want, max) != 0)
+        return -1;
     /* An empty frame (or continuation) arrives with len 0 and, before any
      * buffer exists, rx == NULL: memcpy(NULL, .., 0) is undefined. */
     if (len > 0) {
-        memcpy(c->rx + c->rx_len, in, len);
-        c->rx_len += len;
+        memcpy(c->rx.p + c->rx.len, in, len);
+        c->rx.len += len;
     }
     if (lws_is_final_fragment(c->wsi)) {
         conn_on_message(cs, c, lws_frame_is_binary(c->wsi));
-        c->rx_len = 0;
-        if (c->rx_cap > CONN_RX_KEEP) {
-            free(c->rx);
-            c->rx = NULL;
-            c->rx_cap = 0;
-        }
+        c->rx.len = 0;
+        if (c->rx.cap > CONN_RX_KEEP)
+            buf_free(&c->rx);
     }
     return 0;
 }
@@ -552,8 +539,7 @@ void conn_close(struct conns *cs, struct conn *c)
     conn_unlink(cs, c);
     cs->n--;
     peers_remove(cs->peers, c->addr);
-    free(c->rx);
-    c->rx = NULL;
+    buf_free(&c->rx);
     connq_clear(&c->q);
     live_unlink(cs, c);
     c->resume = CONN_RESUME_NONE;

@@ -11,6 +11,7 @@
 #include <libwebsockets.h>
 #include <stdint.h>
 
+#include "lib/buf.h"
 #include "lib/uuid.h"
 #include "net/connq.h"
 #include "net/peers.h"
@@ -47,8 +48,7 @@ struct conn {
     uint64_t id; /* 0: refused before it was counted */
     struct conn *hnext;
 
-    char *rx; /* the message being assembled */
-    size_t rx_len, rx_cap;
+    struct buf rx;  /* the message being assembled */
     int rx_discard; /* oversized: drop the rest, then close */
 
     struct connq q;

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "lib/log.h"
+#include "lib/queue.h"
 #include "work/request.h"
 
 void connq_init(struct connq *q, size_t pre, size_t out_limit, int max_inflight)
@@ -53,12 +54,7 @@ int connq_idle(const struct connq *q) { return q->q_head == NULL && !q->busy; }
 
 int connq_push(struct connq *q, struct work_request *r)
 {
-    r->next = NULL;
-    if (q->q_tail != NULL)
-        q->q_tail->next = r;
-    else
-        q->q_head = r;
-    q->q_tail = r;
+    QUEUE_APPEND(q->q_head, q->q_tail, r, next);
     q->q_len++;
     return 0;
 }

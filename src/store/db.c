@@ -2,7 +2,11 @@
  *
  * The only file that reads result columns (besides pg.c's connection code
  * and inval.c's own connection): each function names its statement's
- * columns once, here, next to the C value it becomes. */
+ * columns once, here, next to the C value it becomes.
+ *
+ * Longer than most files on purpose: it is one short function per
+ * statement of pg.h, in the same order, and splitting them by table would
+ * put the statements of one turn's transaction in several places. */
 #include "store/db.h"
 
 #include <stdio.h>

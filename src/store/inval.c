@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "lib/bg.h"
 #include "lib/config.h"
 #include "lib/log.h"
 #include "lib/util.h"
@@ -32,9 +33,7 @@ struct inval {
     const struct config *cfg;
     inval_admin_fn admin; /* set before the thread starts */
     void *admin_arg;
-    pthread_t thread;
-    int running;
-    int wake[2]; /* a byte here stops the thread */
+    struct bg bg; /* the listener */
     _Atomic uint64_t floor;
     _Atomic uint64_t models;
     _Atomic uint64_t users[INVAL_BUCKETS];
@@ -148,13 +147,12 @@ fail:
     return NULL;
 }
 
-/* Waits for input on fd (or -1: none) or the stop byte, at most ms.
- * Returns 1 to stop, 0 otherwise. */
+/* Waits for input on fd (or -1: none), at most ms. Returns 1 to stop, 0
+ * otherwise. */
 static int wait_for(struct inval *iv, int fd, int ms)
 {
-    struct pollfd p[2] = {{.fd = iv->wake[0], .events = POLLIN}, {.fd = fd, .events = POLLIN}};
-    poll(p, fd >= 0 ? 2 : 1, ms);
-    return (p[0].revents & POLLIN) != 0;
+    bg_wait(&iv->bg, fd, ms);
+    return bg_stopping(&iv->bg);
 }
 
 static void *inval_main(void *arg)
@@ -199,7 +197,7 @@ struct inval *inval_new_detached(void)
     struct inval *iv = calloc(1, sizeof(*iv));
     if (iv == NULL)
         return NULL;
-    iv->wake[0] = iv->wake[1] = -1;
+    iv->bg.wake[0] = iv->bg.wake[1] = -1;
     atomic_store(&iv->floor, 0);
     return iv;
 }
@@ -213,11 +211,8 @@ struct inval *inval_start(const struct config *cfg, inval_admin_fn admin, void *
     iv->admin = admin;
     iv->admin_arg = admin_arg;
     atomic_store(&iv->floor, INVAL_NOT_LISTENING);
-    if (pipe(iv->wake) != 0)
+    if (bg_start(&iv->bg, inval_main, iv) != 0)
         goto fail;
-    if (pthread_create(&iv->thread, NULL, inval_main, iv) != 0)
-        goto fail;
-    iv->running = 1;
     return iv;
 fail:
     log_error("event=inval_start_failed");
@@ -229,14 +224,6 @@ void inval_stop(struct inval *iv)
 {
     if (iv == NULL)
         return;
-    if (iv->running) {
-        ssize_t n = write(iv->wake[1], "x", 1);
-        (void)n;
-        pthread_join(iv->thread, NULL);
-    }
-    if (iv->wake[0] >= 0)
-        close(iv->wake[0]);
-    if (iv->wake[1] >= 0)
-        close(iv->wake[1]);
+    bg_stop(&iv->bg);
     free(iv);
 }

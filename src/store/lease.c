@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lib/bg.h"
 #include "lib/config.h"
 #include "lib/log.h"
 #include "lib/uuid.h"
@@ -23,9 +24,7 @@ struct lease {
     const struct config *cfg;
     lease_free_fn on_free;
     void *arg;
-    pthread_t thread;
-    int running;
-    int wake[2]; /* a byte here stops the thread */
+    struct bg bg; /* the keeper */
 
     pthread_mutex_t mu; /* guards ids */
     char (*ids)[UUID_STR_LEN + 1];
@@ -129,12 +128,11 @@ static PGconn *lease_connect(struct lease *ls)
     return NULL;
 }
 
-/* Waits for fd (or -1) or the stop byte, at most ms; 1 to stop. */
+/* Waits for fd (or -1), at most ms; 1 to stop. */
 static int wait_for(struct lease *ls, int fd, int ms)
 {
-    struct pollfd p[2] = {{.fd = ls->wake[0], .events = POLLIN}, {.fd = fd, .events = POLLIN}};
-    poll(p, fd >= 0 ? 2 : 1, ms);
-    return (p[0].revents & POLLIN) != 0;
+    bg_wait(&ls->bg, fd, ms);
+    return bg_stopping(&ls->bg);
 }
 
 static void *lease_main(void *arg)
@@ -193,13 +191,8 @@ struct lease *lease_start(const struct config *cfg, lease_free_fn on_free, void 
     ls->on_free = on_free;
     ls->arg = arg;
     pthread_mutex_init(&ls->mu, NULL);
-    if (pipe(ls->wake) != 0) {
-        ls->wake[0] = ls->wake[1] = -1;
+    if (bg_start(&ls->bg, lease_main, ls) != 0)
         goto fail;
-    }
-    if (pthread_create(&ls->thread, NULL, lease_main, ls) != 0)
-        goto fail;
-    ls->running = 1;
     return ls;
 fail:
     log_error("event=lease_start_failed");
@@ -211,15 +204,7 @@ void lease_stop(struct lease *ls)
 {
     if (ls == NULL)
         return;
-    if (ls->running) {
-        ssize_t w = write(ls->wake[1], "x", 1);
-        (void)w;
-        pthread_join(ls->thread, NULL);
-    }
-    if (ls->wake[0] >= 0) {
-        close(ls->wake[0]);
-        close(ls->wake[1]);
-    }
+    bg_stop(&ls->bg);
     pthread_mutex_destroy(&ls->mu);
     free(ls->ids);
     free(ls);

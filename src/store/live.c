@@ -1,4 +1,9 @@
-/* live.c - see live.h. */
+/* live.c - see live.h.
+ *
+ * Longer than most files on purpose: the publisher thread, its resend
+ * queue and the subscriber thread share one Redis connection state and one
+ * set of channels, and the turn streams' key and id rules are written
+ * once, next to the code that writes them; the parts are marked. */
 #include "store/live.h"
 
 #include <errno.h>
@@ -13,8 +18,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lib/bg.h"
 #include "lib/config.h"
 #include "lib/log.h"
+#include "lib/queue.h"
 #include "lib/util.h"
 #include "lib/uuid.h"
 #include "store/cache.h"
@@ -58,9 +65,9 @@ struct live {
     size_t queued;
     time_t dropped_logged;
 
-    pthread_t pub, sub;
-    int pub_running, sub_running;
-    int wake[2]; /* a byte here wakes the subscriber: to stop, or to (un)subscribe */
+    pthread_t pub;
+    int pub_running;
+    struct bg sub; /* the subscriber, woken to stop or to (un)subscribe */
 
     /* The sessions whose turn channel the subscriber listens to: those a
      * connection here resumes (live_watch), and for LIVE_WATCH_LINGER_S
@@ -106,11 +113,7 @@ static void enqueue(struct live *lv, int argc, const char *const *argv, const si
         pthread_mutex_unlock(&lv->mu);
         goto fail;
     }
-    if (lv->tail != NULL)
-        lv->tail->next = c;
-    else
-        lv->head = c;
-    lv->tail = c;
+    QUEUE_APPEND(lv->head, lv->tail, c, next);
     lv->queued++;
     pthread_cond_signal(&lv->cv);
     pthread_mutex_unlock(&lv->mu);
@@ -341,24 +344,7 @@ static void *pub_main(void *arg)
 /* Waits for fd or the wake pipe at most ms: 2 when fd is readable (or
  * closed), 1 when only woken (the pipe is emptied), 0 when the time ran
  * out. */
-static int wait_for(struct live *lv, int fd, int ms)
-{
-    struct pollfd p[2] = {{.fd = lv->wake[0], .events = POLLIN}, {.fd = fd, .events = POLLIN}};
-    poll(p, fd >= 0 ? 2 : 1, ms);
-    int woken = (p[0].revents & POLLIN) != 0;
-    if (woken) {
-        char buf[64];
-        ssize_t r = read(lv->wake[0], buf, sizeof(buf));
-        (void)r;
-    }
-    return fd >= 0 && p[1].revents != 0 ? 2 : woken;
-}
-
-static void wake_subscriber(struct live *lv)
-{
-    ssize_t w = write(lv->wake[1], "w", 1);
-    (void)w; /* full: a wake is pending anyway */
-}
+static void wake_subscriber(struct live *lv) { bg_wake(&lv->sub); }
 
 /* --------------------------------------------------------------- watches */
 
@@ -544,7 +530,7 @@ static void *sub_main(void *arg)
         if (!ok) {
             if (rc != NULL)
                 cache_fail(&c, "live_subscribe");
-            wait_for(lv, -1, LIVE_RETRY_MS);
+            bg_wait(&lv->sub, -1, LIVE_RETRY_MS);
             continue;
         }
         atomic_store(&lv->up, 1);
@@ -552,10 +538,10 @@ static void *sub_main(void *arg)
         for (;;) {
             if (watch_sync(lv, rc) != 0)
                 break;
-            int w = wait_for(lv, rc->fd, LIVE_RETRY_MS);
+            enum bg_wait w = bg_wait(&lv->sub, rc->fd, LIVE_RETRY_MS);
             if (atomic_load(&lv->stopping))
                 goto out;
-            if (w != 2)
+            if (w != BG_READY)
                 continue; /* woken to (un)subscribe, or a quiet second */
             if (redisBufferRead(rc) != REDIS_OK)
                 break;
@@ -591,20 +577,16 @@ struct live *live_start(const struct config *cfg, live_msg_fn on_message, void *
     lv->cfg = cfg;
     lv->on_message = on_message;
     lv->arg = arg;
-    lv->wake[0] = lv->wake[1] = -1;
+    lv->sub.wake[0] = lv->sub.wake[1] = -1;
     pthread_mutex_init(&lv->mu, NULL);
     pthread_cond_init(&lv->cv, NULL);
     pthread_mutex_init(&lv->wmu, NULL);
     pthread_cond_init(&lv->wcv, NULL);
-    if (pipe(lv->wake) != 0 || fcntl(lv->wake[0], F_SETFL, O_NONBLOCK) != 0 ||
-        fcntl(lv->wake[1], F_SETFL, O_NONBLOCK) != 0)
-        goto fail;
     if (pthread_create(&lv->pub, NULL, pub_main, lv) != 0)
         goto fail;
     lv->pub_running = 1;
-    if (pthread_create(&lv->sub, NULL, sub_main, lv) != 0)
+    if (bg_start(&lv->sub, sub_main, lv) != 0)
         goto fail;
-    lv->sub_running = 1;
     return lv;
 fail:
     log_error("event=live_start_failed error=\"%s\"", strerror(errno));
@@ -617,11 +599,7 @@ void live_stop(struct live *lv)
     if (lv == NULL)
         return;
     atomic_store(&lv->stopping, 1);
-    if (lv->sub_running) {
-        ssize_t w = write(lv->wake[1], "x", 1);
-        (void)w;
-        pthread_join(lv->sub, NULL);
-    }
+    bg_stop(&lv->sub);
     if (lv->pub_running) {
         pthread_mutex_lock(&lv->mu);
         pthread_cond_broadcast(&lv->cv);
@@ -633,10 +611,6 @@ void live_stop(struct live *lv)
         cmd_free(lv->head);
         lv->head = n;
     }
-    if (lv->wake[0] >= 0)
-        close(lv->wake[0]);
-    if (lv->wake[1] >= 0)
-        close(lv->wake[1]);
     for (int b = 0; b < LIVE_WATCH_BUCKETS; b++)
         while (lv->watch[b] != NULL) {
             struct live_watch *n = lv->watch[b]->next;

@@ -3,7 +3,11 @@
  * jansson does the parsing: it rejects invalid UTF-8, NUL characters inside
  * strings and nesting deeper than its compile-time limit, so what reaches
  * the checks below is well-formed JSON. The checks then name the offending
- * field in the error text, because the client shows that text to a person. */
+ * field in the error text, because the client shows that text to a person.
+ *
+ * Longer than most files on purpose: every rule a client frame must pass,
+ * with the field helpers they share, is here, so that the fuzz target and
+ * the unit tests drive all of them through one entry (proto_decode). */
 #include "wire/proto.h"
 
 #include <stdio.h>

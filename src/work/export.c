@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/buf.h"
 #include "lib/log.h"
 #include "lib/uuid.h"
 #include "store/db.h"
@@ -76,36 +77,16 @@ const char *export_filename(const struct export_job *j) { return j->filename; }
 
 /* ---------------------------------------------------------------- text */
 
-int export_put(struct export_buf *b, const char *s, size_t n)
+int export_csv_text(struct buf *b, const char *s)
 {
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (p == NULL)
-            return -1;
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-    return 0;
-}
-
-int export_puts(struct export_buf *b, const char *s) { return export_put(b, s, strlen(s)); }
-
-int export_csv_text(struct export_buf *b, const char *s)
-{
-    if (export_puts(b, "\"") != 0)
+    if (buf_puts(b, "\"") != 0)
         return -1;
-    if (strchr("=+-@\t\r", s[0]) != NULL && s[0] != '\0' && export_puts(b, "'") != 0)
+    if (strchr("=+-@\t\r", s[0]) != NULL && s[0] != '\0' && buf_puts(b, "'") != 0)
         return -1;
     for (const char *q; (q = strchr(s, '"')) != NULL; s = q + 1)
-        if (export_put(b, s, (size_t)(q - s)) != 0 || export_puts(b, "\"\"") != 0)
+        if (buf_append(b, s, (size_t)(q - s)) != 0 || buf_puts(b, "\"\"") != 0)
             return -1;
-    return export_puts(b, s) != 0 || export_puts(b, "\"") != 0 ? -1 : 0;
+    return buf_puts(b, s) != 0 || buf_puts(b, "\"") != 0 ? -1 : 0;
 }
 
 void export_file_name(char *out, size_t cap, const char *name, const char *id, const char *ext)
@@ -126,10 +107,10 @@ void export_file_name(char *out, size_t cap, const char *name, const char *id, c
 }
 
 /* A JSON value, compact; -1 when it cannot be encoded. */
-static int put_json(struct export_buf *b, json_t *v)
+static int put_json(struct buf *b, json_t *v)
 {
     char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-    int rc = s != NULL ? export_puts(b, s) : -1;
+    int rc = s != NULL ? buf_puts(b, s) : -1;
     free(s);
     return rc;
 }
@@ -147,7 +128,7 @@ static const char *rating_word(json_int_t r) { return r > 0 ? "good" : "bad"; }
 
 /* ---------------------------------------------------- heads and tails */
 
-static int head_single(struct export_job *j, struct export_buf *b)
+static int head_single(struct export_job *j, struct buf *b)
 {
     const struct db_export_session *s = &j->cur;
     int rc = 0;
@@ -159,32 +140,29 @@ static int head_single(struct export_job *j, struct export_buf *b)
         char *t = o != NULL ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
         json_decref(o);
         /* {"session_id":...,"session_prompt":"..."} minus its '}' */
-        rc = t != NULL ? export_put(b, t, strlen(t) - 1) | export_puts(b, ",\"messages\":[") : -1;
+        rc = t != NULL ? buf_append(b, t, strlen(t) - 1) | buf_puts(b, ",\"messages\":[") : -1;
         free(t);
         break;
     }
     case EXPORT_MD:
-        rc = export_puts(b, "# ") | export_puts(b, s->name) | export_puts(b, "\n\n- Session: ") |
-             export_puts(b, j->session_id) | export_puts(b, "\n- Created: ") |
-             export_puts(b, s->created_at) | export_puts(b, "\n- Model: ") |
-             export_puts(b, s->model) | export_puts(b, "\n");
+        rc = buf_puts(b, "# ") | buf_puts(b, s->name) | buf_puts(b, "\n\n- Session: ") |
+             buf_puts(b, j->session_id) | buf_puts(b, "\n- Created: ") |
+             buf_puts(b, s->created_at) | buf_puts(b, "\n- Model: ") | buf_puts(b, s->model) |
+             buf_puts(b, "\n");
         if (s->prompt[0] != '\0')
-            rc |= export_puts(b, "- System prompt: ") | export_puts(b, s->prompt) |
-                  export_puts(b, "\n");
-        rc |= export_puts(b, "\n---\n");
+            rc |= buf_puts(b, "- System prompt: ") | buf_puts(b, s->prompt) | buf_puts(b, "\n");
+        rc |= buf_puts(b, "\n---\n");
         break;
     case EXPORT_TXT:
-        rc = export_puts(b, s->name) | export_puts(b, "\nSession ") |
-             export_puts(b, j->session_id) | export_puts(b, ", created ") |
-             export_puts(b, s->created_at) | export_puts(b, ", model ") | export_puts(b, s->model) |
-             export_puts(b, "\n");
+        rc = buf_puts(b, s->name) | buf_puts(b, "\nSession ") | buf_puts(b, j->session_id) |
+             buf_puts(b, ", created ") | buf_puts(b, s->created_at) | buf_puts(b, ", model ") |
+             buf_puts(b, s->model) | buf_puts(b, "\n");
         if (s->prompt[0] != '\0')
-            rc |= export_puts(b, "System prompt: ") | export_puts(b, s->prompt) |
-                  export_puts(b, "\n");
+            rc |= buf_puts(b, "System prompt: ") | buf_puts(b, s->prompt) | buf_puts(b, "\n");
         break;
     case EXPORT_CSV:
-        rc = export_puts(b, "session_id,seq,created_at,role,content,rating,comment,file_url,"
-                            "file_name,file_type,file_size\r\n");
+        rc = buf_puts(b, "session_id,seq,created_at,role,content,rating,comment,file_url,"
+                         "file_name,file_type,file_size\r\n");
         break;
     case EXPORT_JSONL:
         break;
@@ -192,14 +170,14 @@ static int head_single(struct export_job *j, struct export_buf *b)
     return rc != 0 ? -1 : 0;
 }
 
-static int head_jsonl(struct export_job *j, struct export_buf *b)
+static int head_jsonl(struct export_job *j, struct buf *b)
 {
     const struct db_export_session *s = &j->cur;
     json_t *o = json_pack("{s:s, s:s, s:s}", "session_id", s->session_id, "session_name", s->name,
                           "created_at", s->created_at);
     char *t = o != NULL ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(o);
-    int rc = t != NULL ? export_put(b, t, strlen(t) - 1) | export_puts(b, ",\"messages\":[") : -1;
+    int rc = t != NULL ? buf_append(b, t, strlen(t) - 1) | buf_puts(b, ",\"messages\":[") : -1;
     free(t);
     /* The session prompt is the conversation's system message. */
     if (rc == 0 && s->prompt[0] != '\0') {
@@ -211,13 +189,13 @@ static int head_jsonl(struct export_job *j, struct export_buf *b)
     return rc;
 }
 
-static int tail(struct export_job *j, struct export_buf *b)
+static int tail(struct export_job *j, struct buf *b)
 {
     switch (j->format) {
     case EXPORT_JSON:
-        return export_puts(b, "]}\n");
+        return buf_puts(b, "]}\n");
     case EXPORT_JSONL:
-        return export_puts(b, "]}\n");
+        return buf_puts(b, "]}\n");
     default:
         return 0;
     }
@@ -225,7 +203,7 @@ static int tail(struct export_job *j, struct export_buf *b)
 
 /* ------------------------------------------------------------ messages */
 
-static int put_message(struct export_job *j, struct export_buf *b, json_t *m)
+static int put_message(struct export_job *j, struct buf *b, json_t *m)
 {
     const char *role = json_string_value(json_object_get(m, "role"));
     const char *content = json_string_value(json_object_get(m, "content"));
@@ -244,74 +222,71 @@ static int put_message(struct export_job *j, struct export_buf *b, json_t *m)
 
     switch (j->format) {
     case EXPORT_JSON:
-        rc = (j->n_written > 0 ? export_puts(b, ",") : 0) | put_json(b, m);
+        rc = (j->n_written > 0 ? buf_puts(b, ",") : 0) | put_json(b, m);
         break;
     case EXPORT_JSONL: {
         /* {role, content} for fine-tuning tools: files are not turns. */
         if (file)
             return 0;
         json_t *o = json_pack("{s:s, s:s}", "role", role, "content", content);
-        rc = o != NULL ? (j->n_written > 0 ? export_puts(b, ",") : 0) | put_json(b, o) : -1;
+        rc = o != NULL ? (j->n_written > 0 ? buf_puts(b, ",") : 0) | put_json(b, o) : -1;
         json_decref(o);
         break;
     }
     case EXPORT_MD:
-        rc = export_puts(b, "\n### ") | export_puts(b, role_title(role)) | export_puts(b, " · ") |
-             export_puts(b, created);
+        rc = buf_puts(b, "\n### ") | buf_puts(b, role_title(role)) | buf_puts(b, " · ") |
+             buf_puts(b, created);
         if (json_is_integer(rating))
-            rc |= export_puts(b, " · rated ") |
-                  export_puts(b, rating_word(json_integer_value(rating)));
-        rc |= export_puts(b, "\n\n");
+            rc |= buf_puts(b, " · rated ") | buf_puts(b, rating_word(json_integer_value(rating)));
+        rc |= buf_puts(b, "\n\n");
         if (file) {
-            rc |= export_puts(b, "[") | export_puts(b, fname && *fname ? fname : content) |
-                  export_puts(b, "](") | export_puts(b, url ? url : content) | export_puts(b, ")");
+            rc |= buf_puts(b, "[") | buf_puts(b, fname && *fname ? fname : content) |
+                  buf_puts(b, "](") | buf_puts(b, url ? url : content) | buf_puts(b, ")");
             if (ftype != NULL && json_is_integer(fsize)) {
                 snprintf(num, sizeof(num), "%lld", (long long)json_integer_value(fsize));
-                rc |= export_puts(b, " (") | export_puts(b, ftype) | export_puts(b, ", ") |
-                      export_puts(b, num) | export_puts(b, " bytes)");
+                rc |= buf_puts(b, " (") | buf_puts(b, ftype) | buf_puts(b, ", ") |
+                      buf_puts(b, num) | buf_puts(b, " bytes)");
             }
-            rc |= export_puts(b, "\n");
+            rc |= buf_puts(b, "\n");
         } else {
-            rc |= export_puts(b, content) | export_puts(b, "\n");
+            rc |= buf_puts(b, content) | buf_puts(b, "\n");
         }
         if (comment != NULL)
-            rc |= export_puts(b, "\n> Comment: ") | export_puts(b, comment) | export_puts(b, "\n");
+            rc |= buf_puts(b, "\n> Comment: ") | buf_puts(b, comment) | buf_puts(b, "\n");
         break;
     case EXPORT_TXT:
-        rc = export_puts(b, "\n[") | export_puts(b, created) | export_puts(b, "] ") |
-             export_puts(b, role_title(role));
+        rc = buf_puts(b, "\n[") | buf_puts(b, created) | buf_puts(b, "] ") |
+             buf_puts(b, role_title(role));
         if (json_is_integer(rating))
-            rc |= export_puts(b, " (rated ") |
-                  export_puts(b, rating_word(json_integer_value(rating))) |
-                  (comment != NULL ? export_puts(b, ": ") | export_puts(b, comment) : 0) |
-                  export_puts(b, ")");
-        rc |= export_puts(b, ":\n");
+            rc |= buf_puts(b, " (rated ") | buf_puts(b, rating_word(json_integer_value(rating))) |
+                  (comment != NULL ? buf_puts(b, ": ") | buf_puts(b, comment) : 0) |
+                  buf_puts(b, ")");
+        rc |= buf_puts(b, ":\n");
         if (file)
-            rc |= export_puts(b, fname && *fname ? fname : content) | export_puts(b, " <") |
-                  export_puts(b, url ? url : content) | export_puts(b, ">\n");
+            rc |= buf_puts(b, fname && *fname ? fname : content) | buf_puts(b, " <") |
+                  buf_puts(b, url ? url : content) | buf_puts(b, ">\n");
         else
-            rc |= export_puts(b, content) | export_puts(b, "\n");
+            rc |= buf_puts(b, content) | buf_puts(b, "\n");
         break;
     case EXPORT_CSV:
         snprintf(num, sizeof(num), "%lld",
                  (long long)json_integer_value(json_object_get(m, "seq")));
-        rc = export_puts(b, j->session_id) | export_puts(b, ",") | export_puts(b, num) |
-             export_puts(b, ",") | export_puts(b, created) | export_puts(b, ",") |
-             export_puts(b, role) | export_puts(b, ",") | export_csv_text(b, content) |
-             export_puts(b, ",");
+        rc = buf_puts(b, j->session_id) | buf_puts(b, ",") | buf_puts(b, num) | buf_puts(b, ",") |
+             buf_puts(b, created) | buf_puts(b, ",") | buf_puts(b, role) | buf_puts(b, ",") |
+             export_csv_text(b, content) | buf_puts(b, ",");
         if (json_is_integer(rating)) {
             snprintf(num, sizeof(num), "%lld", (long long)json_integer_value(rating));
-            rc |= export_puts(b, num);
+            rc |= buf_puts(b, num);
         }
-        rc |= export_puts(b, ",") | (comment ? export_csv_text(b, comment) : 0) |
-              export_puts(b, ",") | (url ? export_csv_text(b, url) : 0) | export_puts(b, ",") |
-              (fname ? export_csv_text(b, fname) : 0) | export_puts(b, ",") |
-              (ftype ? export_csv_text(b, ftype) : 0) | export_puts(b, ",");
+        rc |= buf_puts(b, ",") | (comment ? export_csv_text(b, comment) : 0) | buf_puts(b, ",") |
+              (url ? export_csv_text(b, url) : 0) | buf_puts(b, ",") |
+              (fname ? export_csv_text(b, fname) : 0) | buf_puts(b, ",") |
+              (ftype ? export_csv_text(b, ftype) : 0) | buf_puts(b, ",");
         if (json_is_integer(fsize)) {
             snprintf(num, sizeof(num), "%lld", (long long)json_integer_value(fsize));
-            rc |= export_puts(b, num);
+            rc |= buf_puts(b, num);
         }
-        rc |= export_puts(b, "\r\n");
+        rc |= buf_puts(b, "\r\n");
         break;
     }
     j->n_written++;
@@ -320,7 +295,7 @@ static int put_message(struct export_job *j, struct export_buf *b, json_t *m)
 
 /* One page of the current session into b. 1 when it was the last page,
  * 0 when more may follow, -1 on error. */
-static int put_page(struct worker *w, struct export_job *j, struct export_buf *b)
+static int put_page(struct worker *w, struct export_job *j, struct buf *b)
 {
     const char *sid = j->format == EXPORT_JSONL ? j->cur.session_id : j->session_id;
     char *text = NULL;
@@ -385,7 +360,7 @@ static int next_session(struct worker *w, struct export_job *j)
 static void export_run(struct worker *w, struct pool_job *job)
 {
     struct export_job *j = (struct export_job *)job;
-    struct export_buf b = {0};
+    struct buf b = {0};
     enum outbox_outcome outcome = OUTBOX_DONE;
     int last = 0, rc = 0;
 

@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 struct app;
+struct buf;
 struct export_job;
 
 #define EXPORT_PAGE 250         /* messages read per piece */
@@ -55,19 +56,11 @@ const char *export_filename(const struct export_job *j);
 
 /* ---- pure, for tests/unit/test_ledger.c */
 
-/* A growable text buffer; free p. */
-struct export_buf {
-    char *p;
-    size_t len, cap;
-};
-int export_put(struct export_buf *b, const char *s, size_t n);
-int export_puts(struct export_buf *b, const char *s);
-
 /* s as one RFC 4180 field, always quoted; a text that a spreadsheet would
  * take for a formula (it starts with '=', '+', '-', '@', a tab or a
  * carriage return) gets a leading apostrophe, which spreadsheets show as
  * text. */
-int export_csv_text(struct export_buf *b, const char *s);
+int export_csv_text(struct buf *b, const char *s);
 
 /* A file name for a download of the session named name: its ASCII letters
  * and digits, runs of anything else made one '-', at most 40 characters,

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 
 #include "lib/log.h"
+#include "lib/queue.h"
 #include "wire/proto.h"
 
 struct outbox {
@@ -98,11 +99,7 @@ static void enqueue(struct outbox *ob, struct outbox_post *p)
      * already on its way. At thousands of streamed deltas a second this
      * saves a write to lws's wake pipe, and a wake-up, per post. */
     int first = ob->head == NULL;
-    if (ob->tail != NULL)
-        ob->tail->next = p;
-    else
-        ob->head = p;
-    ob->tail = p;
+    QUEUE_APPEND(ob->head, ob->tail, p, next);
     if (first && ob->wake != NULL)
         ob->wake(ob->arg);
     pthread_mutex_unlock(&ob->mu);

@@ -5,6 +5,7 @@
 
 #include "lib/config.h"
 #include "lib/log.h"
+#include "lib/queue.h"
 #include "work/app.h"
 
 struct pool {
@@ -26,17 +27,11 @@ static void *pool_main(void *arg)
         pthread_mutex_lock(&p->mu);
         while (p->head == NULL && !p->stopping)
             pthread_cond_wait(&p->cv, &p->mu);
-        struct pool_job *job = p->head;
-        if (job == NULL) { /* stopping and drained */
-            pthread_mutex_unlock(&p->mu);
-            break;
-        }
-        p->head = job->next;
-        if (p->head == NULL)
-            p->tail = NULL;
+        struct pool_job *job;
+        QUEUE_POP(p->head, p->tail, job, next);
         pthread_mutex_unlock(&p->mu);
-
-        job->next = NULL;
+        if (job == NULL) /* stopping and drained */
+            break;
         job->run(w, job);
 
         pthread_mutex_lock(&p->mu);
@@ -84,13 +79,8 @@ fail:
 
 void pool_submit(struct pool *p, struct pool_job *job)
 {
-    job->next = NULL;
     pthread_mutex_lock(&p->mu);
-    if (p->tail != NULL)
-        p->tail->next = job;
-    else
-        p->head = job;
-    p->tail = job;
+    QUEUE_APPEND(p->head, p->tail, job, next);
     p->pending++;
     pthread_cond_signal(&p->cv);
     pthread_mutex_unlock(&p->mu);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/queue.h"
 #include "lib/util.h"
 #include "lib/uuid.h"
 
@@ -64,12 +65,7 @@ int slots_acquire(struct slots *s, struct slot_turn *st)
     pthread_mutex_lock(&s->mu);
     struct slot **pp = find(s, st->session_id);
     if (*pp != NULL) {
-        st->wait_next = NULL;
-        if ((*pp)->wait_tail != NULL)
-            (*pp)->wait_tail->wait_next = st;
-        else
-            (*pp)->wait_head = st;
-        (*pp)->wait_tail = st;
+        QUEUE_APPEND((*pp)->wait_head, (*pp)->wait_tail, st, wait_next);
         owned = 0;
     } else {
         struct slot *n = calloc(1, sizeof(*n));
@@ -92,13 +88,9 @@ struct slot_turn *slots_release(struct slots *s, const struct slot_turn *st)
     /* A turn that ran unordered (out of memory) owns no slot: it must not
      * release the one another turn took since. */
     if (slot != NULL && slot->owner == st) {
-        next = slot->wait_head;
+        QUEUE_POP(slot->wait_head, slot->wait_tail, next, wait_next);
         if (next != NULL) {
             slot->owner = next;
-            slot->wait_head = next->wait_next;
-            if (slot->wait_head == NULL)
-                slot->wait_tail = NULL;
-            next->wait_next = NULL;
         } else {
             *pp = slot->next;
             free(slot);

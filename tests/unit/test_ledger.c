@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/buf.h"
 #include "lib/util.h"
 #include "wire/proto.h"
 #include "work/export.h"
@@ -164,7 +165,7 @@ static void test_parse_time(void **state)
 
 static void expect_csv(const char *in, const char *want)
 {
-    struct export_buf b = {0};
+    struct buf b = {0};
     assert_int_equal(export_csv_text(&b, in), 0);
     assert_string_equal(b.p, want);
     free(b.p);
