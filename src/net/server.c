@@ -21,6 +21,7 @@
 #include "net/gate.h"
 #include "net/http.h"
 #include "net/peers.h"
+#include "net/shutdown.h"
 #include "wire/auth.h"
 #include "work/app.h"
 #include "work/outbox.h"
@@ -29,13 +30,6 @@
 /* What one request's headers may take, in all (see max_http_header_data). */
 #define SERVER_HEADER_BYTES 16384
 
-enum server_phase {
-    SERVER_RUNNING,
-    SERVER_DRAIN_TURNS, /* refusing new work, turns in flight finishing */
-    SERVER_DRAIN_CONNS, /* connections closing after their last replies */
-    SERVER_STOPPED,
-};
-
 struct server {
     struct app *app;
     struct lws_context *ctx; /* NULLed by lws when it frees the context */
@@ -43,8 +37,7 @@ struct server {
     struct http_state http;  /* HTTP transactions waiting for a worker */
     lws_sorted_usec_list_t tick;
     lws_sorted_usec_list_t keepalive;
-    enum server_phase phase;
-    time_t phase_deadline;
+    struct shutdown stop; /* its phases (net/shutdown.h) */
 };
 
 static volatile sig_atomic_t server_interrupted;
@@ -129,7 +122,7 @@ static int server_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
         return 0;
 
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
-        if (srv != NULL && srv->phase != SERVER_STOPPED) {
+        if (srv != NULL && srv->stop.phase != SHUTDOWN_STOPPED) {
             server_drain(srv);
             if (server_interrupted)
                 server_begin_shutdown(srv);
@@ -177,27 +170,33 @@ static void lws_log_to_ours(int level, const char *line)
 static void server_tick(lws_sorted_usec_list_t *sul)
 {
     struct server *srv = lws_container_of(sul, struct server, tick);
-    time_t now = time(NULL);
-
-    if (srv->phase == SERVER_DRAIN_TURNS && (turn_active() == 0 || now >= srv->phase_deadline)) {
-        conn_close_all(&srv->conns, LWS_CLOSE_STATUS_GOINGAWAY);
-        srv->phase = SERVER_DRAIN_CONNS;
-        srv->phase_deadline = now + 3;
+    /* Counted before the outbox is drained: a turn posts its last frame
+     * before it stops counting, so once it is not counted here its frame
+     * is delivered below, before any close. */
+    int turns = turn_active();
+    server_drain(srv);
+    for (;;) {
+        switch (shutdown_step(&srv->stop, time(NULL), turns, srv->conns.n)) {
+        case SHUTDOWN_WAIT:
+            lws_sul_schedule(srv->ctx, 0, &srv->tick, server_tick, 100 * LWS_US_PER_MS);
+            return;
+        case SHUTDOWN_CLOSE_ALL:
+            conn_close_all(&srv->conns, LWS_CLOSE_STATUS_GOINGAWAY);
+            continue;
+        case SHUTDOWN_STOP:
+            log_info("event=shutdown_done turns_left=%d conns_left=%d", turn_active(),
+                     srv->conns.n);
+            lws_sul_schedule(srv->ctx, 0, &srv->keepalive, NULL, LWS_SET_TIMER_USEC_CANCEL);
+            /* Workers must not wake a context that is going. */
+            server_signal_ctx = NULL;
+            outbox_set_wake(srv->app->outbox, NULL, NULL);
+            /* lws's way to end an event-library loop from inside it: the
+             * first destroy closes what is left (cancelling turns) and
+             * breaks the loop; server_run's second one frees the context. */
+            lws_context_destroy(srv->ctx);
+            return;
+        }
     }
-    if (srv->phase == SERVER_DRAIN_CONNS && (srv->conns.n == 0 || now >= srv->phase_deadline)) {
-        srv->phase = SERVER_STOPPED;
-        log_info("event=shutdown_done turns_left=%d conns_left=%d", turn_active(), srv->conns.n);
-        lws_sul_schedule(srv->ctx, 0, &srv->keepalive, NULL, LWS_SET_TIMER_USEC_CANCEL);
-        /* Workers must not wake a context that is going. */
-        server_signal_ctx = NULL;
-        outbox_set_wake(srv->app->outbox, NULL, NULL);
-        /* lws's way to end an event-library loop from inside it: the first
-         * destroy closes what is left (cancelling turns) and breaks the
-         * loop; server_run's second one frees the context. */
-        lws_context_destroy(srv->ctx);
-        return;
-    }
-    lws_sul_schedule(srv->ctx, 0, &srv->tick, server_tick, 100 * LWS_US_PER_MS);
 }
 
 /* Once a second, for as long as the loop runs (conn.h says why not lws's). */
@@ -210,11 +209,9 @@ static void server_keepalive(lws_sorted_usec_list_t *sul)
 
 static void server_begin_shutdown(struct server *srv)
 {
-    if (srv->phase != SERVER_RUNNING)
+    if (!shutdown_begin(&srv->stop, time(NULL), srv->app->cfg->shutdown_grace_seconds))
         return;
     srv->conns.draining = 1;
-    srv->phase = SERVER_DRAIN_TURNS;
-    srv->phase_deadline = time(NULL) + srv->app->cfg->shutdown_grace_seconds;
     log_info("event=shutting_down turns=%d conns=%d grace_s=%d", turn_active(), srv->conns.n,
              srv->app->cfg->shutdown_grace_seconds);
     server_tick(&srv->tick);
@@ -296,7 +293,7 @@ int server_run(struct app *app)
 
     /* With libev, one call runs the loop until server_tick ends it; the
      * loop around it only matters if something else breaks the loop. */
-    while (srv->phase != SERVER_STOPPED && srv->ctx != NULL)
+    while (srv->stop.phase != SHUTDOWN_STOPPED && srv->ctx != NULL)
         if (lws_service(srv->ctx, 0) < 0)
             break;
     rc = 0;
