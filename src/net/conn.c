@@ -102,24 +102,13 @@ static void live_unlink(struct conns *cs, struct conn *c)
     c->live_user[0] = '\0';
 }
 
-static void held_clear(struct conn *c)
-{
-    while (c->held != NULL) {
-        struct held_frame *h = c->held;
-        c->held = h->next;
-        free(h->frame);
-        free(h);
-    }
-    c->held_tail = NULL;
-}
-
 /* This chatd hears a session's turn frames only while one of its
  * connections resumes it (work/events.h): keeps the connection's watch on
  * the session it resumes now, if any. Called after every change of
  * c->resume. */
 static void resume_watch(struct conns *cs, struct conn *c)
 {
-    const char *want = c->resume != CONN_RESUME_NONE ? c->resume_session : "";
+    const char *want = c->resume.state != RESUME_NONE ? c->resume.session : "";
     if (strcmp(c->watched, want) == 0)
         return;
     if (c->watched[0] != '\0')
@@ -137,9 +126,8 @@ static void live_link(struct conns *cs, struct conn *c, const char *user)
         return;
     live_unlink(cs, c);
     c->subscribed = 0;
-    c->resume = CONN_RESUME_NONE;
+    resume_end(&c->resume);
     resume_watch(cs, c);
-    held_clear(c);
     snprintf(c->live_user, sizeof(c->live_user), "%s", user);
     unsigned b = live_bucket(user);
     c->live_next = cs->live[b];
@@ -149,7 +137,7 @@ static void live_link(struct conns *cs, struct conn *c, const char *user)
 /* Neither subscribed nor resuming: off the list. */
 static void live_maybe_unlink(struct conns *cs, struct conn *c)
 {
-    if (!c->subscribed && c->resume == CONN_RESUME_NONE)
+    if (!c->subscribed && c->resume.state == RESUME_NONE)
         live_unlink(cs, c);
 }
 
@@ -160,80 +148,47 @@ static void conn_send_copy(struct conn *c, const char *frame, size_t len)
         conn_send(c, copy, len);
 }
 
-static void live_hold(struct conn *c, const struct outbox_post *p)
+/* What a resume (net/resume.h) does to its connection. */
+struct resume_ctx {
+    struct conns *cs;
+    struct conn *c;
+};
+
+static void resume_send(void *ctx, const char *frame, size_t len)
 {
-    struct held_frame *h = calloc(1, sizeof(*h));
-    if (h == NULL || (h->frame = util_memdup(p->frame, p->len)) == NULL) {
-        free(h);
-        return;
-    }
-    h->len = p->len;
-    h->tag = p->tag;
-    h->index = p->index;
-    snprintf(h->turn, sizeof(h->turn), "%s", p->turn_id);
-    if (c->held_tail != NULL)
-        c->held_tail->next = h;
-    else
-        c->held = h;
-    c->held_tail = h;
+    conn_send_copy(((struct resume_ctx *)ctx)->c, frame, len);
 }
 
-/* The resume is over: its last frame was sent. */
-static void resume_done(struct conns *cs, struct conn *c)
+static void resume_refill(void *ctx, const char *session, const char *turn, long long after)
 {
-    c->resume = CONN_RESUME_NONE;
-    c->resume_turn[0] = '\0';
+    struct resume_ctx *x = ctx;
+    events_refill(x->cs->app, x->c->id, x->c->live_user, session, turn, after);
+}
+
+/* After every step of a resume: a resume that ended lets go of its watch
+ * and, unless subscribed, of the user's live messages. */
+static void resume_settle(struct conns *cs, struct conn *c)
+{
     resume_watch(cs, c);
-    held_clear(c);
     live_maybe_unlink(cs, c);
-}
-
-/* A turn's live frame for a connection that resumes that turn: sent when
- * it is the next one; one that comes after a gap (frames published while
- * this chatd's subscriber was cut off from Redis, or a last frame after
- * deltas it never got) is held, and the missing ones are read from the
- * stream first (events_refill). The last frame ends the resume. */
-static void resume_deliver(struct conns *cs, struct conn *c, const struct outbox_post *p)
-{
-    if (c->resume == CONN_RESUME_REFILL) {
-        live_hold(c, p);
-        return;
-    }
-    if (p->tag == 'D' && p->index <= c->resume_last)
-        return; /* replayed already, or sent twice by a publisher that resent */
-    long long before = p->tag == 'D' ? p->index - 1 : p->index;
-    if (before > c->resume_last) {
-        live_hold(c, p);
-        c->resume = CONN_RESUME_REFILL;
-        events_refill(cs->app, c->id, c->live_user, c->resume_session, c->resume_turn,
-                      c->resume_last);
-        return;
-    }
-    conn_send_copy(c, p->frame, p->len);
-    if (p->tag == 'D')
-        c->resume_last = p->index;
-    else
-        resume_done(cs, c);
 }
 
 /* A message from the live bus for p->user's connections. */
 static void live_apply(struct conns *cs, struct outbox_post *p)
 {
+    struct resume_frame f = {p->session, p->tag, p->turn_id, p->index, p->frame, p->len};
     struct conn *c = cs->live[live_bucket(p->user)];
     while (c != NULL) {
-        struct conn *next = c->live_next; /* resume_deliver may unlink c */
+        struct conn *next = c->live_next; /* resume_settle may unlink c */
         if (strcmp(c->live_user, p->user) == 0) {
             if (p->tag == 'E') {
                 if (c->subscribed)
                     conn_send_copy(c, p->frame, p->len);
-            } else if (c->resume != CONN_RESUME_NONE &&
-                       strcmp(c->resume_session, p->session) == 0) {
-                /* While the replay is read, its turn is not known yet:
-                 * kept, and sorted out with the replay. */
-                if (c->resume == CONN_RESUME_PENDING)
-                    live_hold(c, p);
-                else if (strcmp(c->resume_turn, p->turn_id) == 0)
-                    resume_deliver(cs, c, p);
+            } else if (c->resume.state != RESUME_NONE) {
+                struct resume_ctx x = {cs, c};
+                struct resume_io io = {resume_send, resume_refill, &x};
+                resume_live(&c->resume, &f, &io);
+                resume_settle(cs, c);
             }
         }
         c = next;
@@ -243,14 +198,10 @@ static void live_apply(struct conns *cs, struct outbox_post *p)
 /* Code 16 arrived: from now on the session's live frames are kept for the
  * connection until the replay is read (no frame published meanwhile can
  * be missed). */
-static void resume_begin(struct conns *cs, struct conn *c, const struct proto_request *req)
+static void resume_start(struct conns *cs, struct conn *c, const struct proto_request *req)
 {
     live_link(cs, c, req->user_id);
-    held_clear(c);
-    c->resume = CONN_RESUME_PENDING;
-    snprintf(c->resume_session, sizeof(c->resume_session), "%s", req->session_id);
-    c->resume_turn[0] = '\0';
-    c->resume_last = req->after;
+    resume_begin(&c->resume, req->session_id, req->after);
     resume_watch(cs, c);
 }
 
@@ -262,41 +213,16 @@ static void resume_answered(struct conns *cs, struct conn *c, struct outbox_post
         conn_effects(c, connq_answered(&c->q, p->frame, p->len));
         p->frame = NULL;
     }
-    int ours = p->refill
-                   ? c->resume == CONN_RESUME_REFILL && strcmp(c->resume_turn, p->turn_id) == 0
-                   : c->resume == CONN_RESUME_PENDING;
-    if (!ours || strcmp(c->resume_session, p->session) != 0) {
-        if (!p->refill)
-            conn_pump(cs, c);
-        return; /* replaced by a later code 16 meanwhile */
-    }
-    for (size_t i = 0; i < p->nframes; i++) {
-        conn_send(c, p->frames[i], p->lens[i]);
-        p->frames[i] = NULL;
-    }
-    if (p->failed || p->last) {
-        resume_done(cs, c);
-    } else {
-        if (p->index > c->resume_last)
-            c->resume_last = p->index;
-        if (!p->refill)
-            snprintf(c->resume_turn, sizeof(c->resume_turn), "%s", p->turn_id);
-        c->resume = CONN_RESUME_LIVE;
-        struct held_frame *h = c->held;
-        c->held = c->held_tail = NULL;
-        while (h != NULL) {
-            struct held_frame *next = h->next;
-            if (c->resume != CONN_RESUME_NONE && strcmp(h->turn, c->resume_turn) == 0) {
-                struct outbox_post held = {
-                    .tag = h->tag, .index = h->index, .frame = h->frame, .len = h->len};
-                snprintf(held.turn_id, sizeof(held.turn_id), "%s", h->turn);
-                resume_deliver(cs, c, &held);
-            }
-            free(h->frame);
-            free(h);
-            h = next;
+    if (resume_owns(&c->resume, p->refill, p->session, p->turn_id)) {
+        for (size_t i = 0; i < p->nframes; i++) {
+            conn_send(c, p->frames[i], p->lens[i]);
+            p->frames[i] = NULL;
         }
-    }
+        struct resume_ctx x = {cs, c};
+        struct resume_io io = {resume_send, resume_refill, &x};
+        resume_replayed(&c->resume, p->refill, p->turn_id, p->index, p->failed || p->last, &io);
+        resume_settle(cs, c);
+    } /* else: replaced by a later code 16 meanwhile */
     if (!p->refill)
         conn_pump(cs, c);
 }
@@ -417,7 +343,7 @@ static void conn_on_message(struct conns *cs, struct conn *c, int binary)
         return;
     }
     if (type == PROTO_RESUME)
-        resume_begin(cs, c, &r->req);
+        resume_start(cs, c, &r->req);
     /* Codes 0, 1 and 5 from a fresh copy in memory need no worker: answered
      * here, but only when nothing of this connection waits before them (its
      * replies keep their order, and it sees its own writes). */
@@ -542,9 +468,8 @@ void conn_close(struct conns *cs, struct conn *c)
     buf_free(&c->rx);
     connq_clear(&c->q);
     live_unlink(cs, c);
-    c->resume = CONN_RESUME_NONE;
+    resume_end(&c->resume);
     resume_watch(cs, c);
-    held_clear(c);
     /* A dropped client's turns go on, to be stored and resumed
      * (DETACHED_TURNS=finish), or are cancelled; at shutdown they are
      * cancelled either way. */

@@ -15,6 +15,7 @@
 #include "lib/uuid.h"
 #include "net/connq.h"
 #include "net/peers.h"
+#include "net/resume.h"
 
 struct app;
 struct turn;
@@ -26,22 +27,6 @@ struct conn_turn {
     struct conn_turn *next;
     struct turn *turn;
 };
-
-/* A live frame that came while code 16's replay (or a refill) was being
- * read. */
-struct held_frame {
-    struct held_frame *next;
-    char tag; /* 'D' or 'F' */
-    char turn[UUID_STR_LEN + 1];
-    long long index;
-    char *frame;
-    size_t len;
-};
-
-/* A resume: its replay being read (PENDING), then live; or, live, the
- * frames it missed being read from the stream (REFILL: what comes
- * meanwhile is held, as while PENDING). */
-enum conn_resume { CONN_RESUME_NONE, CONN_RESUME_PENDING, CONN_RESUME_LIVE, CONN_RESUME_REFILL };
 
 struct conn {
     struct lws *wsi;
@@ -69,13 +54,9 @@ struct conn {
     char live_user[UUID_STR_LEN + 1];
     struct conn *live_next;
     int subscribed;
-    enum conn_resume resume;
-    char resume_session[UUID_STR_LEN + 1];
-    char resume_turn[UUID_STR_LEN + 1]; /* the turn it resumes, once the replay named it */
-    char watched[UUID_STR_LEN + 1];     /* the session whose turn channel it holds a watch on */
-    long long resume_last;              /* the last delta index it was sent */
-    struct held_frame *held, *held_tail;
-    char addr[PEERS_ADDR_MAX]; /* the peer's address, counted in peers */
+    struct resume resume;           /* code 16 (net/resume.h) */
+    char watched[UUID_STR_LEN + 1]; /* the session whose turn channel it holds a watch on */
+    char addr[PEERS_ADDR_MAX];      /* the peer's address, counted in peers */
 
     /* Keep-alive (conn_keepalive): when the peer last sent anything (a
      * frame or a pong), monotonic seconds; a ping waits for WRITEABLE. */

@@ -1,4 +1,5 @@
-/* test_chat.c - history trimming, token estimate and UUID helpers. */
+/* test_context.c - work/context.c's pure parts: the token estimate and
+ * trimming a history to a model's context window. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -7,7 +8,6 @@
 #include <cmocka.h>
 #include <string.h>
 
-#include "lib/uuid.h"
 #include "work/context.h"
 
 static json_t *history_of(int n, size_t bytes_each)
@@ -66,23 +66,6 @@ static void test_trim_to_nothing(void **state)
     json_decref(h);
 }
 
-static void test_uuid(void **state)
-{
-    (void)state;
-    char a[UUID_STR_LEN + 1], b[UUID_STR_LEN + 1];
-    assert_int_equal(uuid_generate(a), 0);
-    assert_int_equal(uuid_generate(b), 0);
-    assert_true(uuid_valid(a));
-    assert_string_not_equal(a, b);
-    assert_int_equal(a[14], '4'); /* version 4 */
-    assert_true(uuid_valid("BDFF475A-a7f7-4590-9595-15fd8e6c7d0c"));
-    assert_false(uuid_valid("bdff475a-a7f7-4590-9595-15fd8e6c7d0"));
-    assert_false(uuid_valid("bdff475a-a7f7-4590-9595-15fd8e6c7d0cc"));
-    assert_false(uuid_valid("bdff475aa-7f7-4590-9595-15fd8e6c7d0c"));
-    assert_false(uuid_valid("gdff475a-a7f7-4590-9595-15fd8e6c7d0c"));
-    assert_false(uuid_valid(""));
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -90,7 +73,6 @@ int main(void)
         cmocka_unit_test(test_trim_keeps_all_when_it_fits),
         cmocka_unit_test(test_trim_drops_oldest_first),
         cmocka_unit_test(test_trim_to_nothing),
-        cmocka_unit_test(test_uuid),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

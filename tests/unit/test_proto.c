@@ -439,6 +439,41 @@ static void test_utf8_prefix(void **state)
     assert_int_equal(proto_utf8_prefix("ab\xe2\x82", 20), 2);
 }
 
+static void test_parse_time(void **state)
+{
+    (void)state;
+    long long us;
+    assert_int_equal(proto_parse_time("1970-01-01T00:00:00Z", &us), 0);
+    assert_int_equal(us, 0);
+    assert_int_equal(proto_parse_time("2026-11-30T08:00:00Z", &us), 0);
+    assert_int_equal(us, 1796025600LL * 1000000);
+    assert_int_equal(proto_parse_time("2026-11-30", &us), 0);
+    assert_int_equal(us, 1795996800LL * 1000000);
+    assert_int_equal(proto_parse_time("2026-11-30T09:00:00.5+01:00", &us), 0);
+    assert_int_equal(us, 1796025600LL * 1000000 + 500000);
+    assert_int_equal(proto_parse_time("2026-11-30T07:30:00.123456789-00:30", &us), 0);
+    assert_int_equal(us, 1796025600LL * 1000000 + 123456);
+    assert_int_equal(proto_parse_time("2024-02-29T12:00:00z", &us), 0);
+    const char *bad[] = {"",
+                         "2026-11-30T08:00:00",
+                         "2026-13-01",
+                         "2026-02-30",
+                         "2025-02-29",
+                         "2026-11-30T24:00:00Z",
+                         "2026-11-30T08:00Z",
+                         "+026-11-30",
+                         "2026-1-30",
+                         "1969-12-31T23:59:59Z",
+                         "2026-11-30T08:00:00.Z",
+                         "2026-11-30T08:00:00Z trailing",
+                         "2026-11-30T08:00:00+1:00",
+                         " 2026-11-30",
+                         "2026-11-30x",
+                         "yesterday"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_int_equal(proto_parse_time(bad[i], &us), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -454,6 +489,7 @@ int main(void)
         cmocka_unit_test(test_encode),
         cmocka_unit_test(test_inherited_error_texts),
         cmocka_unit_test(test_utf8_prefix),
+        cmocka_unit_test(test_parse_time),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
