@@ -45,7 +45,10 @@ export function renderInto(el, text) {
   el.innerHTML = markdownHTML(text);
   for (const code of el.querySelectorAll('pre > code')) {
     try {
-      hljs.highlightBlock(code);
+      // highlightElement since highlight.js 10.7, where highlightBlock is
+      // deprecated; Debian bookworm's 9.18 has only highlightBlock.
+      if (hljs.highlightElement) hljs.highlightElement(code);
+      else hljs.highlightBlock(code);
     } catch (e) {
       // an unknown language stays plain
     }

@@ -14,6 +14,21 @@ export const CODE = {
   EVENT: 15, RESUME: 16,
 };
 
+// The error codes the page acts on, as the protocol table names them
+// (README.md, "Error codes"); LOST is the page's own: no connection.
+export const ERR = {
+  LOST: -1,
+  NO_USER: 3,
+  INVALID_FIELD: 17,
+  NO_SESSION: 18,
+  NO_TURN: 23,
+  FORBIDDEN_USER: 26,
+  TURN_INTERRUPTED: 29,
+};
+
+// The session_id of a chat turn that starts a new session (code 3).
+export const NEW_SESSION = 'NEW';
+
 export class WireError extends Error {
   constructor(frame) {
     super(frame.error);
@@ -103,7 +118,7 @@ export class Wire {
 
   failAll(why) {
     for (const q of this.waiting.values())
-      for (const w of q) w.reject(new WireError({ error: why, code: -1 }));
+      for (const w of q) w.reject(new WireError({ error: why, code: ERR.LOST }));
     this.waiting.clear();
   }
 
@@ -111,7 +126,7 @@ export class Wire {
   // WireError). Code 3 resolves at once: its reply is pushed.
   request(type, data) {
     if (!this.open)
-      return Promise.reject(new WireError({ error: 'Not connected to chatd', code: -1, type }));
+      return Promise.reject(new WireError({ error: 'Not connected to chatd', code: ERR.LOST, type }));
     this.ws.send(JSON.stringify({ type, data }));
     if (type === CODE.CHAT) return Promise.resolve(null);
     return new Promise((resolve, reject) => {

@@ -1,0 +1,203 @@
+// turn.js - a reply being written: its stream of deltas, its end or
+// failure, resuming it after a lost connection or a reload, and the live
+// events of the user's other tabs and instances.
+
+import { CODE, ERR, NEW_SESSION } from './wire.js';
+import { renderInto } from './render.js';
+import { $, S, el, errorText, nearBottom, notice, pendingTurn, req, setOpen, setPendingTurn, showMoney, toBottom } from './state.js';
+import { loadModels, refreshMoney, refreshSpent } from './session.js';
+import { dropSession, upsertSession } from './sidebar.js';
+import { fileBody, loadNewer } from './conversation.js';
+
+export function newTurn(session, own, userText, fileRef, fileName, previewURL) {
+  return { session, own, index: -1, text: '', userText, fileRef, fileName, previewURL, nodes: [], body: null, frame: 0 };
+}
+
+export function attachTurn(t) {
+  const box = $('messages');
+  t.nodes = [];
+  if (t.userText !== null && t.userText !== undefined) {
+    const u = el('div', 'msg user pending');
+    u.append(el('div', 'body', t.userText));
+    t.nodes.push(u);
+  }
+  if (t.fileRef || t.previewURL) {
+    const f = el('div', 'msg file pending');
+    if (t.previewURL) {
+      const body = el('div', 'body');
+      const img = el('img');
+      img.src = t.previewURL;
+      img.alt = t.fileName || 'attached image';
+      body.append(img);
+      f.append(body);
+    } else {
+      f.append(fileBody(t.fileRef, t.fileName));
+    }
+    t.nodes.push(f);
+  }
+  const a = el('div', 'msg assistant streaming pending');
+  t.body = el('div', 'body');
+  a.append(t.body);
+  t.nodes.push(a);
+  box.append(...t.nodes);
+  $('empty').hidden = true;
+  paintTurn(t);
+}
+
+export function dropPending() {
+  for (const n of document.querySelectorAll('#messages .pending')) n.remove();
+}
+
+function paintTurn(t) {
+  if (!t.body || t.frame) return;
+  t.frame = requestAnimationFrame(() => {
+    t.frame = 0;
+    if (!t.body || !t.body.isConnected) return;
+    const bottom = nearBottom();
+    renderInto(t.body, t.text);
+    if (bottom) toBottom();
+  });
+}
+
+export function setBusy(busy) {
+  $('send').hidden = busy;
+  $('stop').hidden = !busy;
+  $('send').disabled = busy || !(S.wire && S.wire.open);
+}
+
+export function endTurn() {
+  const t = S.turn;
+  S.turn = null;
+  if (t && t.frame) cancelAnimationFrame(t.frame);
+  sessionStorage.removeItem('chatd.pending');
+  setBusy(false);
+  return t;
+}
+
+export async function resume(session, after) {
+  const data = { session_id: session };
+  if (after >= 0) data.after = after;
+  let r;
+  try {
+    r = await req(CODE.RESUME, data);
+  } catch (e) {
+    // A lost connection is not the turn's end: the reconnect resumes it.
+    if (e.code !== ERR.LOST && S.turn && S.turn.session === session) failTurn(e);
+    return;
+  }
+  if (r.active) {
+    if (!S.turn && session === S.open) {
+      const pending = pendingTurn();
+      const text = pending && pending.session === session ? pending.text : null;
+      S.turn = newTurn(session, false, text, null, null, null);
+      attachTurn(S.turn);
+      setBusy(true);
+    }
+  } else if (S.turn && S.turn.session === session) {
+    // It ended while we were away: what it stored is in the history.
+    endTurn();
+    if (session === S.open) await loadNewer(true);
+  }
+}
+
+function onDelta(d) {
+  const t = S.turn;
+  if (!t || (t.session !== d.session_id && t.session !== NEW_SESSION)) return;
+  if (t.session === NEW_SESSION) adoptSession(t, d.session_id);
+  if (typeof d.index === 'number') {
+    if (d.index <= t.index) return; // a repeat, after a resume
+    t.index = d.index;
+  }
+  t.text += d.delta;
+  if (t.session === S.open) paintTurn(t);
+}
+
+// A NEW chat learns its id from its first frame.
+function adoptSession(t, id) {
+  t.session = id;
+  if (S.open === null) {
+    setOpen(id);
+    $('export').hidden = false;
+  }
+  const p = pendingTurn();
+  if (p) setPendingTurn(id, p.text);
+}
+
+async function onChatReply(d) {
+  const t = S.turn;
+  if (!t) return;
+  if (t.session === NEW_SESSION) adoptSession(t, d.session_id);
+  if (t.session !== d.session_id) return;
+  if (d.session_name) upsertSession(d.session_id, d.session_name, true);
+  t.text = d.message;
+  if (t.body) {
+    cancelAnimationFrame(t.frame);
+    t.frame = 0;
+    renderInto(t.body, t.text);
+    t.body.parentElement.classList.remove('streaming');
+  }
+  endTurn();
+  refreshMoney();
+  // The stored messages, with their seqs (for ratings) and file links.
+  if (d.session_id === S.open) await loadNewer(true);
+}
+
+export function failTurn(e) {
+  const t = endTurn();
+  if (t && t.own && t.userText && $('input').value === '') $('input').value = t.userText;
+  if (t && t.nodes.length) {
+    const last = t.nodes[t.nodes.length - 1];
+    last.classList.remove('streaming');
+    for (const n of t.nodes) n.remove();
+  }
+  if (e.code === ERR.TURN_INTERRUPTED) notice('The reply was interrupted before it was saved. Send it again.');
+  else notice(errorText(e));
+}
+
+export function onPush(f) {
+  if (f.error !== undefined) {
+    if (f.type === CODE.CHAT || f.type === CODE.RESUME) {
+      if (S.turn) failTurn({ message: f.error, code: f.code, detail: f.detail });
+      else if (f.type === CODE.CHAT) notice(f.error);
+    } else {
+      notice(f.detail ? `${f.error} (${f.detail})` : f.error);
+    }
+    return;
+  }
+  if (f.type === CODE.DELTA) onDelta(f.data);
+  else if (f.type === CODE.CHAT) onChatReply(f.data);
+  else if (f.type === CODE.EVENT) onEvent(f.data);
+}
+
+function onEvent(ev) {
+  switch (ev.kind) {
+  case 'session_created':
+    upsertSession(ev.session_id, ev.session_name, true);
+    break;
+  case 'session_renamed':
+    upsertSession(ev.session_id, ev.session_name, false);
+    break;
+  case 'session_deleted':
+    dropSession(ev.session_id);
+    break;
+  case 'balance':
+    S.balance = ev.balance;
+    showMoney();
+    refreshSpent();
+    break;
+  case 'models':
+    S.modelsLoaded = loadModels();
+    break;
+  case 'turn_started':
+    // Another tab (or instance) began a reply in the chat we look at.
+    if (ev.session_id === S.open && !S.turn) resume(ev.session_id, -1);
+    break;
+  case 'turn_finished':
+    if (ev.session_id === S.open && !S.turn) loadNewer(true);
+    break;
+  default:
+    break;
+  }
+}
+
+// ------------------------------------------------------------- sending
