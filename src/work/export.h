@@ -54,7 +54,7 @@ void export_release(void *job);
 const char *export_content_type(const struct export_job *j);
 const char *export_filename(const struct export_job *j);
 
-/* ---- pure, for tests/unit/test_ledger.c */
+/* ---- pure, for tests/unit/test_export.c */
 
 /* s as one RFC 4180 field, always quoted; a text that a spreadsheet would
  * take for a formula (it starts with '=', '+', '-', '@', a tab or a

@@ -30,7 +30,7 @@ struct title_source {
  * thread. */
 void title_request(struct app *app, const struct title_source *src);
 
-/* Pure (tests/unit/test_ledger.c): the raw title made one clean line of at
+/* Pure (tests/unit/test_title.c): the raw title made one clean line of at
  * most TITLE_MAX_CHARS characters into out (cap >= TITLE_MAX_BYTES):
  * reasoning blocks (<think>...</think> and the like) removed, the first
  * non-empty line, a "Title:" prefix, surrounding quotes, backticks,
