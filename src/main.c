@@ -30,6 +30,7 @@
 #include "work/pool.h"
 #include "work/slots.h"
 #include "work/turn.h"
+#include "work/watch.h"
 
 /* Copies of codes 0, 1 and 5 held in memory (store/local.h): every user's
  * profile and session list of a busy instance, within 64 MiB. */
@@ -78,6 +79,7 @@ static int serve(const struct config *cfg)
         goto out;
     }
     if ((app.outbox = outbox_create()) == NULL || (app.slots = slots_create()) == NULL ||
+        (app.watches = watches_create()) == NULL ||
         (app.pool = pool_create(&app, cfg->worker_threads)) == NULL ||
         (app.lease = lease_start(cfg, lease_news, &app)) == NULL ||
         (app.live = live_start(cfg, events_on_message, &app)) == NULL)
@@ -102,6 +104,7 @@ out:
     inval_stop(app.inval);
     outbox_destroy(app.outbox);
     slots_destroy(app.slots);
+    watches_destroy(app.watches);
     return rc;
 }
 

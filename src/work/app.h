@@ -18,6 +18,7 @@ struct live;
 struct outbox;
 struct pool;
 struct slots;
+struct watches;
 
 struct app {
     const struct config *cfg;
@@ -25,11 +26,12 @@ struct app {
     struct pool *pool;
     struct agent_client *agent;
     struct inval *inval;
-    struct local *local;   /* fresh copies in memory (store/local.h) */
-    struct lease *lease;   /* the turn leases this process holds */
-    struct live *live;     /* events and turn frames across chatd instances */
-    struct outbox *outbox; /* answers and frames to the service thread */
-    struct slots *slots;   /* each session's turn order here (work/slots.h) */
+    struct local *local;     /* fresh copies in memory (store/local.h) */
+    struct lease *lease;     /* the turn leases this process holds */
+    struct live *live;       /* events and turn frames across chatd instances */
+    struct outbox *outbox;   /* answers and frames to the service thread */
+    struct slots *slots;     /* each session's turn order here (work/slots.h) */
+    struct watches *watches; /* resumed turns watched for their end (work/watch.h) */
 };
 
 #endif

@@ -23,6 +23,10 @@
 #include "work/request.h"
 #include "work/slots.h"
 #include "work/stream.h"
+#include "work/watch.h"
+
+/* How long a resume waits for Redis to confirm its subscription. */
+#define EVENTS_WATCH_WAIT_MS 3000
 
 /* --------------------------------------------------------------- publish */
 
@@ -203,64 +207,8 @@ void events_admin(void *arg, const char *payload)
 
 /* ---------------------------------------------------------------- watch */
 
-/* Turns that connections here resume, watched in case their last frame
- * never reaches them: their chatd died or stalled past its lease (nobody
- * sends it), or it was published while this chatd's subscriber was
- * reconnecting (pub/sub is at most once). Once a second a worker asks
- * PostgreSQL about each; one that no longer runs gets its end to its
- * resumers here: from the stream when it is there (the very frame), else
- * from PostgreSQL (turn_settle). A connection that had it already is no
- * longer resuming that turn and ignores it. */
-struct watch {
-    struct watch *next;
-    char user[UUID_STR_LEN + 1], session[UUID_STR_LEN + 1], turn[UUID_STR_LEN + 1];
-    int redis_failed; /* ticks its stream could not be read, once it had ended */
-};
-
-/* An ended turn whose stream Redis cannot give now (stalled, restarting):
- * its end waits this many ticks for Redis, then comes from PostgreSQL,
- * and a resumer that lacks deltas is told error 30. */
-#define EVENTS_WATCH_REDIS_TICKS 10
-
-/* How long a resume waits for Redis to confirm its subscription. */
-#define EVENTS_WATCH_WAIT_MS 3000
-
-static pthread_mutex_t watch_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct watch *watches;
-static atomic_int watch_busy;
-static struct pool_job watch_job;
-
-static void watch_add(const char *user, const char *session, const char *turn)
-{
-    pthread_mutex_lock(&watch_mu);
-    struct watch *x = watches;
-    while (x != NULL && !(strcmp(x->session, session) == 0 && strcmp(x->turn, turn) == 0))
-        x = x->next;
-    if (x == NULL && (x = calloc(1, sizeof(*x))) != NULL) {
-        snprintf(x->user, sizeof(x->user), "%s", user);
-        snprintf(x->session, sizeof(x->session), "%s", session);
-        snprintf(x->turn, sizeof(x->turn), "%s", turn);
-        x->next = watches;
-        watches = x;
-    }
-    pthread_mutex_unlock(&watch_mu);
-}
-
-static void watch_drop(struct watch *gone)
-{
-    pthread_mutex_lock(&watch_mu);
-    for (struct watch **pp = &watches; *pp != NULL; pp = &(*pp)->next) {
-        if (*pp == gone) {
-            *pp = gone->next;
-            free(gone);
-            break;
-        }
-    }
-    pthread_mutex_unlock(&watch_mu);
-}
-
-/* The end of a watched turn that no longer runs: 1 and *frame, *last set;
- * 0 while it runs or nothing can be said yet. */
+/* The end of a watched turn that no longer runs (work/watch.h): 1 and
+ * *frame, *last set; 0 while it runs or nothing can be said yet. */
 static int watch_end(struct worker *w, struct watch *x, char **frame, size_t *len, long long *last)
 {
     char *settled = NULL;
@@ -268,63 +216,60 @@ static int watch_end(struct worker *w, struct watch *x, char **frame, size_t *le
     long long slast = -1;
     if (stream_settle(w, x->user, x->session, x->turn, &settled, &slen, &slast) <= 0)
         return 0;
-    /* Its own last frame, if the stream has it: the same bytes the turn's
-     * connection got. Else PostgreSQL's, after as many deltas as it
-     * streamed: a resumer that lacks some reads them from the stream. */
     struct live_entry *e = NULL;
     size_t n = 0;
-    if (live_stream_read(&w->cache, x->session, x->turn, &e, &n) != 0 &&
-        ++x->redis_failed < EVENTS_WATCH_REDIS_TICKS) {
+    int read = live_stream_read(&w->cache, x->session, x->turn, &e, &n) == 0;
+    int has_end = read && n > 1 && e[0].kind == LIVE_ENTRY_TURN &&
+                  strcmp(e[0].frame, x->turn) == 0 && e[n - 1].kind == LIVE_ENTRY_END;
+    switch (watch_source(x, read, has_end)) {
+    case WATCH_WAIT:
         free(settled);
-        return 0; /* Redis may be back in a moment, with the whole stream */
-    }
-    if (n > 1 && e[0].kind == LIVE_ENTRY_TURN && strcmp(e[0].frame, x->turn) == 0 &&
-        e[n - 1].kind == LIVE_ENTRY_END) {
+        live_entries_free(e, n);
+        return 0;
+    case WATCH_FROM_STREAM:
         free(settled);
         *frame = e[n - 1].frame;
         *len = e[n - 1].len;
         *last = e[n - 1].index;
         e[n - 1].frame = NULL;
-    } else {
+        break;
+    case WATCH_FROM_PG:
+        /* After as many deltas as it streamed: a resumer that lacks some
+         * reads them from the stream. */
         *frame = settled;
         *len = slen;
         *last = slast;
+        break;
     }
     live_entries_free(e, n);
+    return 1;
+}
+
+static int watch_ended(void *ctx, struct watch *x)
+{
+    struct worker *w = ctx;
+    char *frame = NULL;
+    size_t len = 0;
+    long long last = -1;
+    if (!watch_end(w, x, &frame, &len, &last))
+        return 0;
+    outbox_live(w->app->outbox, x->user, 'F', x->session, x->turn, last, frame, len);
     return 1;
 }
 
 static void watch_run(struct worker *w, struct pool_job *job)
 {
     (void)job;
-    /* Entries are freed only here (one job at a time), so walking the
-     * list outside the lock is safe; new ones are added at its head. */
-    pthread_mutex_lock(&watch_mu);
-    struct watch *x = watches;
-    pthread_mutex_unlock(&watch_mu);
-    while (x != NULL) {
-        struct watch *next = x->next;
-        char *frame = NULL;
-        size_t len = 0;
-        long long last = -1;
-        if (watch_end(w, x, &frame, &len, &last)) {
-            outbox_live(w->app->outbox, x->user, 'F', x->session, x->turn, last, frame, len);
-            watch_drop(x);
-        }
-        x = next;
-    }
-    atomic_store(&watch_busy, 0);
+    watches_sweep(w->app->watches, watch_ended, w);
 }
 
 void events_tick(struct app *app)
 {
-    pthread_mutex_lock(&watch_mu);
-    int any = watches != NULL;
-    pthread_mutex_unlock(&watch_mu);
-    if (!any || atomic_exchange(&watch_busy, 1))
+    struct pool_job *job = watches_due(app->watches);
+    if (job == NULL)
         return;
-    watch_job.run = watch_run;
-    pool_submit(app->pool, &watch_job);
+    job->run = watch_run;
+    pool_submit(app->pool, job);
 }
 
 /* -------------------------------------------------------------- handlers */
@@ -481,7 +426,7 @@ void events_resume(struct worker *w, struct work_request *r)
      * after its commit, and this connection will hear it), or its chatd
      * died, which the watch finds out. */
     if (!v.ended)
-        watch_add(q->user_id, q->session_id, v.turn);
+        watches_add(r->app->watches, q->user_id, q->session_id, v.turn);
     outbox_resumed(r->app->outbox, r->conn_id, q->user_id, q->session_id, v.turn, frame, len,
                    v.frames, v.lens, v.n, v.last, !v.ended, 0);
 }

@@ -295,12 +295,12 @@ static int put_message(struct export_job *j, struct buf *b, json_t *m)
 
 /* One page of the current session into b. 1 when it was the last page,
  * 0 when more may follow, -1 on error. */
-static int put_page(struct worker *w, struct export_job *j, struct buf *b)
+static int put_page(const struct export_source *src, struct export_job *j, struct buf *b)
 {
     const char *sid = j->format == EXPORT_JSONL ? j->cur.session_id : j->session_id;
     char *text = NULL;
     long long last = -1;
-    if (db_export_page(&w->pg, j->user_id, sid, j->after, EXPORT_PAGE, &text, &last) != DB_OK)
+    if (src->page(src->ctx, j->user_id, sid, j->after, EXPORT_PAGE, &text, &last) != DB_OK)
         return -1;
     json_t *msgs = json_loads(text, 0, NULL);
     free(text);
@@ -325,7 +325,7 @@ static int put_page(struct worker *w, struct export_job *j, struct buf *b)
 
 /* jsonl: the next session to write into j->cur; 0, 1 when none is left,
  * -1 on error. */
-static int next_session(struct worker *w, struct export_job *j)
+static int next_session(const struct export_source *src, struct export_job *j)
 {
     if (j->i_list == j->n_list) {
         for (int i = 0; i < j->n_list; i++)
@@ -335,8 +335,8 @@ static int next_session(struct worker *w, struct export_job *j)
         j->n_list = j->i_list = 0;
         if (j->list_done)
             return 1;
-        if (db_export_sessions(&w->pg, j->user_id, j->list_cursor_us, j->list_cursor_id,
-                               EXPORT_SESSIONS_PAGE, &j->list, &j->n_list) != DB_OK)
+        if (src->sessions(src->ctx, j->user_id, j->list_cursor_us, j->list_cursor_id,
+                          EXPORT_SESSIONS_PAGE, &j->list, &j->n_list) != DB_OK)
             return -1;
         if (j->n_list < EXPORT_SESSIONS_PAGE)
             j->list_done = 1;
@@ -357,61 +357,49 @@ static int next_session(struct worker *w, struct export_job *j)
 
 /* ----------------------------------------------------------------- job */
 
-static void export_run(struct worker *w, struct pool_job *job)
+enum export_piece export_piece(struct export_job *j, const struct export_source *src, struct buf *b)
 {
-    struct export_job *j = (struct export_job *)job;
-    struct buf b = {0};
-    enum outbox_outcome outcome = OUTBOX_DONE;
     int last = 0, rc = 0;
-
     if (!j->started) {
-        int st;
+        enum db_status st;
+        j->started = 1;
         if (j->format == EXPORT_JSONL) {
-            double balance;
-            st = db_balance(&w->pg, j->user_id, &balance); /* the user exists */
+            st = src->user(src->ctx, j->user_id); /* the user exists */
             snprintf(j->filename, sizeof(j->filename), "chatd-export.jsonl");
         } else {
-            st = db_export_session(&w->pg, j->user_id, j->session_id, &j->cur);
+            st = src->session(src->ctx, j->user_id, j->session_id, &j->cur);
             if (st == DB_OK) {
                 j->have_cur = 1;
                 j->after = -1;
                 export_file_name(j->filename, sizeof(j->filename), j->cur.name, j->session_id,
                                  formats[j->format].ext);
-                rc = head_single(j, &b);
+                rc = head_single(j, b);
             }
         }
-        if (st != DB_OK) {
-            /* Someone else's session answers exactly like a missing one. */
-            outcome = st == DB_NOT_FOUND ? OUTBOX_NOT_FOUND : OUTBOX_FAILED;
-            free(b.p);
-            b.p = proto_encode_http(st == DB_NOT_FOUND ? "Not Found" : "Internal Server Error",
-                                    NULL, &b.len);
-            j->started = 1;
-            outbox_export(j->app->outbox, j->txn, outcome, b.p, b.len, 1, j, export_release);
-            return;
-        }
-        j->started = 1;
+        /* Someone else's session answers exactly like a missing one. */
+        if (st != DB_OK)
+            return st == DB_NOT_FOUND ? EXPORT_PIECE_NOT_FOUND : EXPORT_PIECE_UNREADABLE;
     }
 
-    while (rc == 0 && !last && b.len < EXPORT_PIECE_BYTES) {
+    while (rc == 0 && !last && b->len < EXPORT_PIECE_BYTES) {
         if (j->format == EXPORT_JSONL && !j->have_cur) {
-            int n = next_session(w, j);
+            int n = next_session(src, j);
             if (n != 0) {
                 rc = n < 0 ? -1 : 0;
                 last = 1;
                 break;
             }
-            rc = head_jsonl(j, &b);
+            rc = head_jsonl(j, b);
             if (rc != 0)
                 break;
         }
-        int end = put_page(w, j, &b);
+        int end = put_page(src, j, b);
         if (end < 0) {
             rc = -1;
             break;
         }
         if (end == 1) {
-            rc = tail(j, &b);
+            rc = tail(j, b);
             if (j->format == EXPORT_JSONL) {
                 db_export_session_free(&j->cur);
                 j->have_cur = 0;
@@ -422,25 +410,79 @@ static void export_run(struct worker *w, struct pool_job *job)
             break; /* one page per piece */
         }
     }
-    if (rc != 0) {
-        /* The headers are out: the download ends without its last
-         * chunk, which every HTTP client reports as an incomplete
-         * transfer, never as a complete file. */
-        log_warn("event=export_failed user=%s session=%s", j->user_id,
-                 j->session_id[0] ? j->session_id : "all");
-        free(b.p);
-        outbox_export(j->app->outbox, j->txn, OUTBOX_FAILED, NULL, 0, 1, j, export_release);
-        return;
-    }
-    outbox_export(j->app->outbox, j->txn, outcome, b.p, b.len, last, j, export_release);
+    if (rc != 0)
+        return EXPORT_PIECE_FAILED;
+    return last ? EXPORT_PIECE_LAST : EXPORT_PIECE_MORE;
 }
 
-int export_start(struct app *app, uint64_t txn, const char *user_id, const char *session_id,
-                 enum export_format format)
+/* ------------------------------------------------- PostgreSQL, on a worker */
+
+static enum db_status pg_user(void *pg, const char *user_id)
+{
+    double balance;
+    return db_balance(pg, user_id, &balance);
+}
+
+static enum db_status pg_session(void *pg, const char *user_id, const char *session_id,
+                                 struct db_export_session *out)
+{
+    return db_export_session(pg, user_id, session_id, out);
+}
+
+static enum db_status pg_sessions(void *pg, const char *user_id, long long cursor_us,
+                                  const char *cursor_id, int limit, struct db_export_session **out,
+                                  int *n)
+{
+    return db_export_sessions(pg, user_id, cursor_us, cursor_id, limit, out, n);
+}
+
+static enum db_status pg_page(void *pg, const char *user_id, const char *session_id,
+                              long long after, int limit, char **json, long long *last)
+{
+    return db_export_page(pg, user_id, session_id, after, limit, json, last);
+}
+
+static void export_run(struct worker *w, struct pool_job *job)
+{
+    struct export_job *j = (struct export_job *)job;
+    const struct export_source src = {pg_user, pg_session, pg_sessions, pg_page, &w->pg};
+    struct buf b = {0};
+    enum export_piece e = export_piece(j, &src, &b);
+    switch (e) {
+    case EXPORT_PIECE_MORE:
+    case EXPORT_PIECE_LAST:
+        outbox_export(j->app->outbox, j->txn, OUTBOX_DONE, b.p, b.len, e == EXPORT_PIECE_LAST, j,
+                      export_release);
+        return;
+    case EXPORT_PIECE_NOT_FOUND:
+    case EXPORT_PIECE_UNREADABLE:
+    case EXPORT_PIECE_FAILED:
+        break;
+    }
+    free(b.p);
+    if (e != EXPORT_PIECE_FAILED) {
+        /* Before anything was sent: an answer of its own. */
+        int found = e != EXPORT_PIECE_NOT_FOUND;
+        size_t len = 0;
+        char *body = proto_encode_http(found ? "Internal Server Error" : "Not Found", NULL, &len);
+        outbox_export(j->app->outbox, j->txn, found ? OUTBOX_FAILED : OUTBOX_NOT_FOUND, body, len,
+                      1, j, export_release);
+        return;
+    }
+    /* The headers are out: the download ends without its last chunk,
+     * which every HTTP client reports as an incomplete transfer, never as
+     * a complete file. */
+    log_warn("event=export_failed user=%s session=%s", j->user_id,
+             j->session_id[0] ? j->session_id : "all");
+    outbox_export(j->app->outbox, j->txn, OUTBOX_FAILED, NULL, 0, 1, j, export_release);
+}
+
+struct export_job *export_job_new(struct app *app, uint64_t txn, const char *user_id,
+                                  const char *session_id, enum export_format format)
 {
     struct export_job *j = calloc(1, sizeof(*j));
     if (j == NULL)
-        return -1;
+        return NULL;
     j->job.run = export_run;
     j->app = app;
     j->txn = txn;
@@ -449,6 +491,15 @@ int export_start(struct app *app, uint64_t txn, const char *user_id, const char 
     j->list_cursor_us = -1;
     snprintf(j->user_id, sizeof(j->user_id), "%s", user_id);
     snprintf(j->session_id, sizeof(j->session_id), "%s", session_id != NULL ? session_id : "");
+    return j;
+}
+
+int export_start(struct app *app, uint64_t txn, const char *user_id, const char *session_id,
+                 enum export_format format)
+{
+    struct export_job *j = export_job_new(app, txn, user_id, session_id, format);
+    if (j == NULL)
+        return -1;
     pool_submit(app->pool, &j->job);
     return 0;
 }

@@ -22,6 +22,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "store/db.h"
+
 struct app;
 struct buf;
 struct export_job;
@@ -54,7 +56,43 @@ void export_release(void *job);
 const char *export_content_type(const struct export_job *j);
 const char *export_filename(const struct export_job *j);
 
-/* ---- pure, for tests/unit/test_export.c */
+/* ---- the paging, alone (tests/unit/test_export.c) */
+
+/* Where an export reads: PostgreSQL on a worker (db_balance for the user,
+ * db_export_session, db_export_sessions, db_export_page), or pages in
+ * memory in a test. */
+struct db_export_session;
+struct export_source {
+    enum db_status (*user)(void *ctx, const char *user_id);
+    enum db_status (*session)(void *ctx, const char *user_id, const char *session_id,
+                              struct db_export_session *out);
+    enum db_status (*sessions)(void *ctx, const char *user_id, long long cursor_us,
+                               const char *cursor_id, int limit, struct db_export_session **out,
+                               int *n);
+    enum db_status (*page)(void *ctx, const char *user_id, const char *session_id, long long after,
+                           int limit, char **json, long long *last);
+    void *ctx;
+};
+
+/* A job as export_start makes it, not yet submitted. NULL when out of
+ * memory. */
+struct export_job *export_job_new(struct app *app, uint64_t txn, const char *user_id,
+                                  const char *session_id, enum export_format format);
+
+enum export_piece {
+    EXPORT_PIECE_MORE,       /* b holds a piece; more follow */
+    EXPORT_PIECE_LAST,       /* b holds the last piece */
+    EXPORT_PIECE_NOT_FOUND,  /* first piece: no such session (or user), or not theirs */
+    EXPORT_PIECE_UNREADABLE, /* first piece: the database failed */
+    EXPORT_PIECE_FAILED,     /* later: the download ends incomplete */
+};
+
+/* Appends the job's next piece to b (a page of messages for one session,
+ * up to EXPORT_PIECE_BYTES for all of them), reading from src. */
+enum export_piece export_piece(struct export_job *j, const struct export_source *src,
+                               struct buf *b);
+
+/* ---- pure */
 
 /* s as one RFC 4180 field, always quoted; a text that a spreadsheet would
  * take for a formula (it starts with '=', '+', '-', '@', a tab or a
