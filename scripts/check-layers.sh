@@ -18,7 +18,8 @@
 # neither can then be read, tested or replaced without the other. Prints
 # every offending line or cycle and exits 1 if there is one.
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/../src"
+# CHECK_LAYERS_SRC: another tree to check (tests/lint/layers_selftest.sh).
+cd "${CHECK_LAYERS_SRC:-$(dirname "${BASH_SOURCE[0]}")/../src}"
 
 allowed() {
     case $1 in
@@ -63,6 +64,7 @@ for dir in net work store agent wire lib chat-agent; do
     done < <(find "$dir" -name '*.[ch]' -print0)
 done
 # Cycles between the modules of one directory: tsort names a loop's members.
+shopt -s nullglob
 for dir in net work store agent wire lib chat-agent; do
     [[ -d $dir ]] || continue
     edges=$(

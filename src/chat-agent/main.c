@@ -159,29 +159,10 @@ static void *ca_signal_main(void *arg)
 
 /* ---------------------------------------------------------------- main */
 
-int main(void)
+/* The server and its completion queue, listening on HOST:PORT: the port,
+ * or 0 (logged; everything undone). */
+static int ca_listen(void)
 {
-    static sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    /* Blocked before any thread exists, so only ca_signal_main sees them. */
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-    signal(SIGPIPE, SIG_IGN);
-
-    if (ca_config_load() != 0)
-        return 2;
-    if (ca_cfg.record_file && ca_record_open(ca_cfg.record_file) != 0) {
-        fprintf(stderr, "chat-agent: cannot open AGENT_RECORD_FILE %s\n", ca_cfg.record_file);
-        return 2;
-    }
-    int openai = strcmp(ca_cfg.backend, "openai") == 0;
-    if (openai && curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        fprintf(stderr, "chat-agent: curl_global_init failed\n");
-        return 1;
-    }
-
-    grpc_init();
     grpc_arg args[1];
     memset(args, 0, sizeof(args));
     args[0].type = GRPC_ARG_INTEGER;
@@ -210,36 +191,45 @@ int main(void)
                GRPC_QUEUE_SHUTDOWN)
             ;
         grpc_completion_queue_destroy(cq);
-        grpc_shutdown();
-        return 1;
+        return 0;
     }
     grpc_server_start(server);
+    return port;
+}
 
-    if (ca_timer_start() != 0 || (openai && openai_start(ca_cfg.workers) != 0)) {
-        fprintf(stderr, "chat-agent: cannot start threads\n");
-        return 1;
-    }
+/* Requests waiting for calls: CA_SLOTS_PER_METHOD per method, and some
+ * for unknown methods. 0, or -1 when out of memory. */
+static int ca_post_slots(void)
+{
     for (int m = 0; m <= CA_N_METHODS; m++) {
         int n = m == CA_N_METHODS ? CA_SLOTS_UNKNOWN : CA_SLOTS_PER_METHOD;
         for (int i = 0; i < n; i++) {
             struct ca_slot *s = calloc(1, sizeof(*s));
             if (!s)
-                return 1;
+                return -1;
             s->tag.kind = CA_TAG_REQUEST;
             s->tag.ptr = s;
             s->method = (enum ca_method)m;
             if (ca_post(s) != 0)
-                return 1;
+                return -1;
         }
     }
-    pthread_t sig_thread;
-    pthread_create(&sig_thread, NULL, ca_signal_main, &set);
-    pthread_detach(sig_thread);
+    return 0;
+}
 
-    fprintf(stderr, "chat-agent listening on %s:%d backend=%s\n", ca_cfg.host, port,
-            ca_cfg.backend);
-    fflush(stderr);
+/* Stops the back ends' work (the echo timers, the OpenAI workers). */
+static void ca_stop_backends(int openai)
+{
+    ca_timer_stop();
+    if (openai)
+        openai_stop();
+}
 
+/* The completion queue until the server has shut down: calls, then on
+ * SIGTERM a graceful shutdown, cut short after CA_SHUTDOWN_GRACE_MS or at
+ * a second signal. */
+static void ca_serve(int openai)
+{
     struct ca_tag shutdown_tag = {CA_TAG_SHUTDOWN, NULL};
     int shutting_down = 0, cancelled_all = 0, server_gone = 0;
     uint64_t shutdown_at = 0;
@@ -281,15 +271,11 @@ int main(void)
         if (shutting_down && !cancelled_all && !server_gone &&
             (stops > 1 || ca_now_ms() - shutdown_at > CA_SHUTDOWN_GRACE_MS)) {
             grpc_server_cancel_all_calls(server);
-            ca_timer_stop();
-            if (openai)
-                openai_stop();
+            ca_stop_backends(openai);
             cancelled_all = 1;
         }
         if (server_gone) {
-            ca_timer_stop();
-            if (openai)
-                openai_stop();
+            ca_stop_backends(openai);
             grpc_server_destroy(server);
             server = NULL;
             grpc_completion_queue_shutdown(cq);
@@ -297,6 +283,51 @@ int main(void)
             cancelled_all = 1;
         }
     }
+}
+
+int main(void)
+{
+    static sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    /* Blocked before any thread exists, so only ca_signal_main sees them. */
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (ca_config_load() != 0)
+        return 2;
+    if (ca_cfg.record_file && ca_record_open(ca_cfg.record_file) != 0) {
+        fprintf(stderr, "chat-agent: cannot open AGENT_RECORD_FILE %s\n", ca_cfg.record_file);
+        return 2;
+    }
+    int openai = strcmp(ca_cfg.backend, "openai") == 0;
+    if (openai && curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fprintf(stderr, "chat-agent: curl_global_init failed\n");
+        return 1;
+    }
+
+    grpc_init();
+    int port = ca_listen();
+    if (port == 0) {
+        grpc_shutdown();
+        return 1;
+    }
+    if (ca_timer_start() != 0 || (openai && openai_start(ca_cfg.workers) != 0)) {
+        fprintf(stderr, "chat-agent: cannot start threads\n");
+        return 1;
+    }
+    if (ca_post_slots() != 0)
+        return 1;
+    pthread_t sig_thread;
+    pthread_create(&sig_thread, NULL, ca_signal_main, &set);
+    pthread_detach(sig_thread);
+
+    fprintf(stderr, "chat-agent listening on %s:%d backend=%s\n", ca_cfg.host, port,
+            ca_cfg.backend);
+    fflush(stderr);
+
+    ca_serve(openai);
     grpc_completion_queue_destroy(cq);
     ca_record_close();
     grpc_shutdown();

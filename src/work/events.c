@@ -321,6 +321,42 @@ void events_subscribe(struct worker *w, struct work_request *r)
  * those it buffered with a higher index. Whether the turn still runs is
  * PostgreSQL's to say: one that does not, and whose end the stream lacks,
  * is settled there (turn_settle), so that a later resume hears the same. */
+/* Code 16's answer when the session has no turn to resume: the last seq
+ * stored, so the client reads what it lacks with code 9. */
+static void resume_no_turn(struct work_request *r, long long next_seq)
+{
+    const struct proto_request *q = &r->req;
+    json_t *ack = json_pack("{s:s, s:s, s:b, s:I}", "user_id", q->user_id, "session_id",
+                            q->session_id, "active", 0, "last_seq", (json_int_t)(next_seq - 1));
+    size_t len = 0;
+    char *frame = ack != NULL ? proto_encode_reply(PROTO_RESUME, ack, &len) : NULL;
+    outbox_resumed(r->app->outbox, r->conn_id, q->user_id, q->session_id, NULL, frame, len, NULL,
+                   NULL, 0, -1, 0, 0);
+}
+
+/* A turn that no longer runs and whose end is not in its stream: its end
+ * is on its way, or never comes; PostgreSQL says which. 0 (v ends with
+ * it, or it is still on its way), 1 when deltas it streamed are not in the
+ * stream (lost), -1 when PostgreSQL cannot tell now. */
+static int resume_settle(struct worker *w, const struct proto_request *q, struct stream_view *v)
+{
+    char *end = NULL;
+    size_t elen = 0;
+    long long elast = -1;
+    int settled = stream_settle(w, q->user_id, q->session_id, v->turn, &end, &elen, &elast);
+    if (settled <= 0)
+        return settled;
+    if (elast > v->last) {
+        free(end);
+        return 1;
+    }
+    v->frames[v->n] = end;
+    v->lens[v->n] = elen;
+    v->n++;
+    v->ended = 1;
+    return 0;
+}
+
 void events_resume(struct worker *w, struct work_request *r)
 {
     const struct proto_request *q = &r->req;
@@ -373,12 +409,7 @@ void events_resume(struct worker *w, struct work_request *r)
     }
     if (!v.has_turn) {
         stream_view_free(&v);
-        json_t *ack = json_pack("{s:s, s:s, s:b, s:I}", "user_id", q->user_id, "session_id",
-                                q->session_id, "active", 0, "last_seq", (json_int_t)(next_seq - 1));
-        size_t len = 0;
-        char *frame = ack != NULL ? proto_encode_reply(PROTO_RESUME, ack, &len) : NULL;
-        outbox_resumed(r->app->outbox, r->conn_id, q->user_id, q->session_id, NULL, frame, len,
-                       NULL, NULL, 0, -1, 0, 0);
+        resume_no_turn(r, next_seq);
         return;
     }
     if (v.gap) {
@@ -387,29 +418,12 @@ void events_resume(struct worker *w, struct work_request *r)
         return;
     }
     if (!v.ended && strcmp(running, v.turn) != 0) {
-        /* Not running, and no end in the stream: its end is on its way,
-         * or never comes. PostgreSQL says which. */
-        char *end = NULL;
-        size_t elen = 0;
-        long long elast = -1;
-        int settled = stream_settle(w, q->user_id, q->session_id, v.turn, &end, &elen, &elast);
-        if (settled < 0) {
+        int settled = resume_settle(w, q, &v);
+        if (settled != 0) {
             stream_view_free(&v);
-            reply_error(r, PERR_INTERNAL, NULL);
+            reply_error(r, settled < 0 ? PERR_INTERNAL : PERR_LIVE_UNAVAILABLE,
+                        settled < 0 ? NULL : EVENTS_FRAMES_LOST);
             return;
-        }
-        if (settled > 0 && elast > v.last) {
-            /* It streamed deltas the stream does not hold: lost. */
-            free(end);
-            stream_view_free(&v);
-            reply_error(r, PERR_LIVE_UNAVAILABLE, EVENTS_FRAMES_LOST);
-            return;
-        }
-        if (settled > 0) {
-            v.frames[v.n] = end;
-            v.lens[v.n] = elen;
-            v.n++;
-            v.ended = 1;
         }
     }
     json_t *ack =

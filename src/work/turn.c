@@ -398,6 +398,37 @@ static char *build_stopped_reply(const char *partial)
         sprintf(out, "%s " TURN_STOP_MARKER, partial);
     return out;
 }
+/* The stored turn's final reply, to its connection and its resumers,
+ * then a title for a new session. */
+static void turn_reply(struct turn *t, const char *reply, long long lock_seq)
+{
+    json_t *data = json_pack("{s:s, s:s, s:s, s:s}", "user_id", t->user_id, "session_id",
+                             t->session_id, "session_name", t->session_name, "message", reply);
+    size_t len = 0;
+    char *frame = data != NULL ? proto_encode_reply(PROTO_CHAT, data, &len) : NULL;
+    if (frame != NULL) {
+        metrics_request(PROTO_CHAT, 1, (double)(metrics_now_us() - t->start_us) / 1e6);
+        turn_push_last(t, frame, len);
+    } else {
+        turn_push_error(t, TURN_MARSHAL); /* stored: the file stays */
+    }
+    /* After the reply, which keeps the 20-character name the existing
+     * client shows: a title for a new session, when the agent gives one. */
+    if (t->session_new) {
+        struct title_source src = {
+            .user_id = t->user_id,
+            .session_id = t->session_id,
+            .model_id = t->model_id,
+            .model_name = t->model_name,
+            .provider = t->provider,
+            .user_message = t->message,
+            .assistant_message = reply,
+            .seq = lock_seq + 1,
+        };
+        title_request(t->app, &src);
+    }
+}
+
 /* Runs on a worker after the agent (and Summarize) answered. */
 static void turn_finish(struct worker *w, struct turn *t)
 {
@@ -478,31 +509,7 @@ static void turn_finish(struct worker *w, struct turn *t)
              strlen(t->message), strlen(reply), charge.cost != NULL ? charge.cost : "estimated",
              strcmp(t->summary_cost, "0") != 0 ? "+summary" : "", stopped ? " stopped=1" : "");
 
-    json_t *data = json_pack("{s:s, s:s, s:s, s:s}", "user_id", t->user_id, "session_id",
-                             t->session_id, "session_name", t->session_name, "message", reply);
-    size_t len = 0;
-    char *frame = data != NULL ? proto_encode_reply(PROTO_CHAT, data, &len) : NULL;
-    if (frame != NULL) {
-        metrics_request(PROTO_CHAT, 1, (double)(metrics_now_us() - t->start_us) / 1e6);
-        turn_push_last(t, frame, len);
-    } else {
-        turn_push_error(t, TURN_MARSHAL); /* stored: the file stays */
-    }
-    /* After the reply, which keeps the 20-character name the existing
-     * client shows: a title for a new session, when the agent gives one. */
-    if (t->session_new) {
-        struct title_source src = {
-            .user_id = t->user_id,
-            .session_id = t->session_id,
-            .model_id = t->model_id,
-            .model_name = t->model_name,
-            .provider = t->provider,
-            .user_message = t->message,
-            .assistant_message = reply,
-            .seq = lock_seq + 1,
-        };
-        title_request(t->app, &src);
-    }
+    turn_reply(t, reply, lock_seq);
 out:
     free(stopped);
     turn_end(w, t);
