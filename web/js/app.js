@@ -13,7 +13,6 @@
 // Every reply from chatd is plain text or Markdown made safe by render.js;
 // nothing from the server is ever assigned to innerHTML without it.
 
-
 import { $, S, clearNotice, icon } from './state.js';
 import { UUID, setExportLinks, showSignin, signin, signinWithToken, signout, start } from './session.js';
 import { closeSidebar, loadSessions, onSearchInput } from './sidebar.js';

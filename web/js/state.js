@@ -1,13 +1,9 @@
 // state.js - the page's one state (S) and the helpers every part of the page
 // uses: DOM helpers, icons, notices, money, requests to chatd.
 
-
 export const $ = (id) => document.getElementById(id);
-
 export const PAGE = 50;          // messages per history page (code 9)
-
 export const SESSION_PAGE = 30;  // sessions per list page (code 1)
-
 const NEAR_BOTTOM = 80;   // px: closer than this and streaming keeps us at the bottom
 
 export const S = {
