@@ -653,7 +653,7 @@ class Faults(unittest.TestCase):
         # This found a real bug: the context in Redis was rewritten only
         # after the commit, so a crash in between left the previous one
         # there, and the next turn got a history without the stored turn
-        # (check_store: "stale history", "stale summary"). chat.c now drops
+        # (check_store: "stale history", "stale summary"). The turn now drops
         # the context (or, for NEW, the session list) before the commit.
         self.sigkill_at("turn_refresh_cache", ["SID", "NEW"], expect_stored=True)
 

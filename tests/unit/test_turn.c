@@ -1,4 +1,4 @@
-/* test_turn.c - the rules of a chat turn's end (work/chat.c), alone: who
+/* test_turn.c - the rules of a chat turn's end (work/turn.c), alone: who
  * may stop it when, and what is stored and charged for each way it ends.
  * The same rules run end to end in tests/integration/test_chat.py. */
 #include <setjmp.h>
