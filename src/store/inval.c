@@ -8,12 +8,10 @@
 #include "store/inval.h"
 
 #include <libpq-fe.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "lib/bg.h"
 #include "lib/config.h"

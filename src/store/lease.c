@@ -2,14 +2,12 @@
 #include "store/lease.h"
 
 #include <libpq-fe.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "lib/bg.h"
 #include "lib/config.h"
