@@ -11,6 +11,8 @@
  *   wsbench --url ws://127.0.0.1:8000/ws --user UUID --code 0 --conns 16 --seconds 5
  *   wsbench ... --code 3 --session NEW|PERCONN|<uuid> [--message TEXT]
  *   wsbench ... --code 3 --session NEW --conns 2000 --once      (one turn each)
+ *   wsbench ... --code 17 --session <uuid> --extra '"seq":4,"message":"x"'  (codes 9, 17..20
+ *                                                               name a session)
  *   wsbench --url ... --idle 1000 --hold 10                    (memory figure)
  *
  * PERCONN: each connection's first turn opens a session (NEW) and the rest
@@ -116,7 +118,7 @@ static size_t build_request(struct conn *c)
                      B.session);
     } else {
         const char *user = B.n_users > 0 ? B.users[rand() % B.n_users] : B.user;
-        int sess = B.code == 9;
+        int sess = B.code == 9 || B.code == 17 || B.code == 18 || B.code == 19 || B.code == 20;
         n = snprintf(out, WSB_SCRATCH, "{\"type\":%d,\"data\":{\"user_id\":\"%s\"%s%s%s%s%s}}",
                      B.code, user, sess ? ",\"session_id\":\"" : "", sess ? B.session : "",
                      sess ? "\"" : "", B.extra ? "," : "", B.extra ? B.extra : "");

@@ -11,6 +11,9 @@
 #      1,000 subscribers of 100 users over two instances
 #   h. code 9 pages of a 10 vs 100,000-message session, code 11 over
 #      1,000,000 messages of 1,000 users, export of 100,000 messages
+#   h2. codes 9 and 2 and a turn's round trips (codes 3, 17, 18) in a
+#      session of 100,000 messages on 1,000 branches vs a linear one
+#      (`scripts/bench.sh tree` runs only this)
 #   c2. a turn's PostgreSQL round trips, and the store beside pgbench
 #   d. 2,000 turns in flight at once against an agent that takes 2 s
 #   k. start-up time with 100,000 sessions vs an empty database
@@ -49,8 +52,8 @@ die() { say "$*"; exit 1; }
 
 SCENARIO=${1:-all}
 case $SCENARIO in
-all | soak | streams) ;;
-*) die "usage: scripts/bench.sh [soak | streams]" ;;
+all | soak | streams | tree) ;;
+*) die "usage: scripts/bench.sh [soak | streams | tree]" ;;
 esac
 SOAK_CLIENTS=${SOAK_CLIENTS:-1000}
 SOAK_SECONDS=${SOAK_SECONDS:-600}
@@ -423,8 +426,86 @@ if grep -q 'level=warn\|level=error' "$DATA/chatd.log"; then
 fi
 }
 
+# --------------------------------- h2. the conversation tree (issue 22)
+# A session of 100,000 messages on 1,000 branches: branch b holds messages
+# 100b..100b+99, each under the one before, and every branch after the
+# first starts under message 49; the active path (to message 99,999) is
+# 150 messages. Beside it a linear session of 150 messages. Codes 9 and 2
+# read the active path of each, and turns on each (codes 3, 17 on a user
+# message of the path, 18 on an answer of it) are counted in PostgreSQL
+# round trips.
+section_tree() {
+echo
+echo "## h2. the conversation tree: a session of 100,000 messages on 1,000 branches vs a linear one"
+local user bushy linear
+tree_row() { # label
+    printf '%-52s %5s %8s %8s %8s %6s %6s %4s\n' "$1" "$(field "$OUT" conns)" "$(field "$OUT" rps)" \
+        "$(field "$OUT" p50_us)" "$(field "$OUT" p99_us)" "$(field "$OUT" errors)" "$CHATD_CPU" "$PG_CPU"
+}
+tree_metric() { # exact metric name with labels -> value (0 when absent)
+    curl -s "http://127.0.0.1:$CHATD_PORT/metrics" | awk -v n="$1" '$1 == n { v = $2 } END { print v + 0 }'
+}
+user=$(psql_q -tAc "insert into user_data(username, models, balance) values ('Tree', array[4,5,8], 1000000) returning user_id" | head -n 1)
+bushy=$(psql_q -tAc "insert into chat_sessions(user_id, session_name, model_id, next_seq, active_leaf)
+                     values ('$user', 'bushy', 8, 100000, 99999) returning session_id" | head -n 1)
+psql_q -c "insert into chat_messages(session_id, seq, parent_seq, role, content)
+           select '$bushy', g, case when g = 0 then -1 when g % 100 = 0 then 49 else g - 1 end,
+                  case when g % 2 = 0 then 'user' else 'assistant' end,
+                  'message ' || g || ' ' || repeat('lorem ipsum ', 10)
+             from generate_series(0, 99999) g" >/dev/null
+linear=$(psql_q -tAc "insert into chat_sessions(user_id, session_name, model_id, next_seq)
+                      values ('$user', 'linear', 8, 150) returning session_id" | head -n 1)
+psql_q -c "insert into chat_messages(session_id, seq, role, content)
+           select '$linear', g, case when g % 2 = 0 then 'user' else 'assistant' end,
+                  'message ' || g || ' ' || repeat('lorem ipsum ', 10)
+             from generate_series(0, 149) g" >/dev/null
+psql_q -c "vacuum analyze chat_messages" -c "vacuum analyze chat_sessions" >/dev/null
+echo "active path: $(psql_q -tAc "select count(*) from chat_messages where session_id = '$bushy' and (seq < 50 or seq >= 99900)") messages of $(psql_q -tAc "select count(*) from chat_messages where session_id = '$bushy'") in the bushy session, 150 in the linear one"
+printf '%-52s %5s %8s %8s %8s %6s %6s %4s\n' "read the active path" conns per_s p50_us p99_us errors chatd% pg%
+for c in 1 16; do
+    for s in linear bushy; do
+        sid=$linear
+        [[ $s == bushy ]] && sid=$bushy
+        run_cpu timeout -k 5 120 "$BUILD/wsbench" --url "$URL" --user "$user" --code 9 --session "$sid" \
+            --extra '"limit":50' --conns "$c" --seconds "$SECS" --warmup "$WARM" --timeout 20
+        tree_row "code 9 newest page of 50, $s"
+        run_cpu timeout -k 5 120 "$BUILD/wsbench" --url "$URL" --user "$user" --code 2 --session "$sid" \
+            --conns "$c" --seconds "$SECS" --warmup "$WARM" --timeout 20
+        tree_row "code 2, the 150-message path, $s"
+    done
+done
+printf '%-52s %s\n' "PostgreSQL round trips per turn (one connection)" "linear / bushy"
+local code extra line
+for code in 3 17 18; do
+    line=""
+    for s in linear bushy; do
+        sid=$linear
+        [[ $s == bushy ]] && sid=$bushy
+        case $code in
+        3) extra="" ;;
+        17) extra='"seq":148,"message":"bench edit"' ;;  # a user message of both paths
+        18) extra='"seq":149,"model_name":"llama3.1:8b"' ;;
+        esac
+        [[ $s == bushy && $code == 17 ]] && extra='"seq":99998,"message":"bench edit"'
+        [[ $s == bushy && $code == 18 ]] && extra='"seq":99999,"model_name":"llama3.1:8b"'
+        local ok_name="chatd_requests_total{code=\"$code\",outcome=\"ok\"}" rt0 ok0 rt1 ok1
+        rt0=$(tree_metric chatd_pg_roundtrips_total) ok0=$(tree_metric "$ok_name")
+        timeout -k 5 120 "$BUILD/wsbench" --url "$URL" --user "$user" --code "$code" --session "$sid" \
+            ${extra:+--extra "$extra"} --conns 1 --seconds "$SECS" --warmup 0 --timeout 20 >>"$DATA/tree_rt.out" 2>>"$DATA/client.err" || true
+        rt1=$(tree_metric chatd_pg_roundtrips_total) ok1=$(tree_metric "$ok_name")
+        line+="$(awk -v r=$((rt1 - rt0)) -v t=$((ok1 - ok0)) 'BEGIN { printf "%.2f (%d turns)", (t > 0 ? r / t : 0), t }')  "
+    done
+    printf '%-52s %s\n' "code $code" "$line"
+done
+}
+
 if [[ $SCENARIO == streams ]]; then
     section_streams
+    report_tail
+    exit 0
+fi
+if [[ $SCENARIO == tree ]]; then
+    section_tree
     report_tail
     exit 0
 fi
@@ -543,7 +624,9 @@ print(fill("lease_take", {1: user, 2: sid, 3: turn, 4: "10", 5: "false"}))
 print(fill("turn_store", {1: user, 2: sid, 3: turn, 4: "2", 5: "'bench message'",
                           6: "'echo: bench message [history=2 summary=0 files=0]'", 7: "''", 8: "''",
                           9: "'turn'", 10: "8", 11: "'llama3.1:8b'", 12: "'0.0001'", 13: "'0'",
-                          14: "null", 15: "null", 16: "false", 17: "false", 18: "0"}))
+                          14: "null", 15: "null", 16: "false", 17: "false", 18: "0",
+                          19: "(select coalesce(active_leaf, next_seq - 1) from chat_sessions"
+                              " where session_id = %s::uuid)" % sid, 20: "0"}))
 EOF
 pgbench_store() { # -> tps
     PGPASSWORD=chatd pgbench -n -h 127.0.0.1 -p "$PG_PORT" -U chatd -c 32 -j 2 -T "$SECS" -M prepared \
@@ -776,6 +859,8 @@ for fmt in json csv md; do
         "$(awk -v b="$bytes" -v s="$secs" 'BEGIN { printf "%.1f", (s > 0 ? b / 1048576 / s : 0) }')" \
         "$rss_idle KiB" "$rss_max KiB"
 done
+
+section_tree
 
 # ------------------------------------------------ i. events across instances
 echo

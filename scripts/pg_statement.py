@@ -1,17 +1,18 @@
 #!/usr/bin/python3
 """pg_statement.py NAME - prints the SQL of statement NAME of
 src/store/pg.c's table, as chatd prepares it: the string pieces joined,
-comments dropped, PG_TURN_STORE_TAIL(...) expanded. The benchmark
+its macros expanded. The benchmark
 (scripts/bench.sh) and the tests that drive chatd's own statements by hand
 (tests/integration/test_instances.py) read them here, so they can never
 drift from what chatd runs."""
 
 import os
 import re
+import subprocess
 import sys
 
-LIT = r'"(?:[^"\\]|\\.)*"'
-PG_C = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src", "store", "pg.c")
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+PG_C = os.path.join(ROOT, "src", "store", "pg.c")
 
 
 def strings(text):
@@ -20,28 +21,15 @@ def strings(text):
 
 
 def statement_sql(name, path=PG_C):
-    with open(path) as f:
-        src = f.read()
-    args = r"%s(?:\s*,\s*%s)*" % (LIT, LIT)
-    m = re.search(r'\{"%s",\s*\d+,\s*((?:/\*.*?\*/\s*|%s\s*|PG_TURN_STORE_TAIL\(\s*%s\s*\)\s*)+)\}'
-                  % (re.escape(name), LIT, args), src, re.S)
+    # The C preprocessor expands the macros the statements are built
+    # with (PG_PATH, PG_TURN_STORE_TAIL, ...) exactly as the compiler does.
+    flags = subprocess.run(["pkg-config", "--cflags", "libpq"], capture_output=True, text=True).stdout.split()
+    src = subprocess.run(["cc", "-E", "-P", "-I", os.path.join(ROOT, "src")] + flags + [path],
+                         check=True, capture_output=True, text=True).stdout
+    m = re.search(r'\{"%s",\s*\d+,\s*((?:"(?:[^"\\]|\\.)*"\s*)+)\}' % re.escape(name), src)
     if m is None:
         raise KeyError("statement %s not found in src/store/pg.c" % name)
-    body = re.sub(r"/\*.*?\*/", "", m.group(1), flags=re.S)
-    # The one macro the statements use: its pieces, with its arguments
-    # (strings) where its body names its parameters.
-    tail = re.search(r"#define PG_TURN_STORE_TAIL\(([^)]*)\)((?:.*\\\n)*.*\n)", src)
-    if tail is not None:
-        params = [p.strip() for p in tail.group(1).split(",")]
-        pieces = tail.group(2).replace("\\\n", "\n")
-
-        def expand(call):
-            out = pieces
-            for param, arg in zip(params, re.findall(LIT, call.group(1))):
-                out = out.replace(" %s " % param, " " + arg + " ")
-            return out
-        body = re.sub(r"PG_TURN_STORE_TAIL\(\s*(%s)\s*\)" % args, expand, body)
-    return strings(body)
+    return strings(m.group(1))
 
 
 if __name__ == "__main__":

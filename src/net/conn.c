@@ -333,9 +333,9 @@ static void conn_on_message(struct conns *cs, struct conn *c, int binary)
     int type = r->req.type, refused = -1;
     if (c->user[0] != '\0' && strcmp(r->req.user_id, c->user) != 0)
         refused = PERR_FORBIDDEN_USER; /* the token names who this is; nothing happens */
-    else if (type == PROTO_CHAT && cs->draining)
+    else if (PROTO_IS_TURN(type) && cs->draining)
         refused = PERR_SHUTTING_DOWN;
-    else if (type == PROTO_CHAT && c->nturns >= cfg->max_inflight_per_conn)
+    else if (PROTO_IS_TURN(type) && c->nturns >= cfg->max_inflight_per_conn)
         refused = PERR_TOO_MANY_REQUESTS;
     if (refused >= 0) {
         work_request_free(r);

@@ -319,11 +319,20 @@ static int serve_export(struct http_state *hs, struct lws *wsi, const char *sess
                               session_id != NULL ? "Unknown format: use json, md, txt or csv"
                                                  : "Unknown format: use jsonl",
                               origin, 0);
+    /* A session's whole tree, in the one format that can say where each
+     * message hangs. */
+    char bbuf[16];
+    enum urlarg_result br = urlarg_get(wsi, "branches", bbuf, sizeof(bbuf));
+    int all = br == URLARG_FOUND && strcmp(bbuf, "all") == 0;
+    if (br == URLARG_INVALID || (br == URLARG_FOUND && !all && strcmp(bbuf, "active") != 0) ||
+        (all && format != EXPORT_JSON))
+        return answer_message(wsi, HTTP_STATUS_BAD_REQUEST,
+                              "Unknown branches: use active, or all with format=json", origin, 0);
     struct http_txn *t = txn_new(&hs->txns, wsi, origin);
     if (t == NULL)
         return -1;
     t->exporting = 1;
-    if (export_start(hs->app, t->id, user, session_id != NULL ? sid : NULL, format) != 0) {
+    if (export_start(hs->app, t->id, user, session_id != NULL ? sid : NULL, format, all) != 0) {
         txn_free(t);
         return answer_message(wsi, 500, "Out of memory", origin, 0);
     }

@@ -160,6 +160,66 @@ enum db_access db_turn_check(struct pg *pg, const char *user_id, const char *mod
     return a;
 }
 
+void db_branch_target_free(struct db_branch_target *t)
+{
+    free(t->session_name);
+    free(t->content);
+    free(t->parent_content);
+    free(t->file_name);
+    free(t->prompt);
+    t->session_name = t->content = t->parent_content = t->file_name = t->prompt = NULL;
+}
+
+/* text(), NULL for a null column. */
+static char *text_or_null(const PGresult *r, int c)
+{
+    return PQgetisnull(r, 0, c) ? NULL : text(r, c);
+}
+
+enum db_access db_branch_check(struct pg *pg, const char *user_id, const char *model_name,
+                               const char *session_id, long long seq, double *balance,
+                               struct db_model *model, struct db_branch_target *target)
+{
+    char sq[24];
+    snprintf(sq, sizeof(sq), "%lld", seq);
+    const char *p[4] = {user_id, model_name, session_id, sq};
+    memset(target, 0, sizeof(*target));
+    PGresult *r;
+    enum db_status st = query_row(pg, PG_BRANCH_CHECK, 4, p, &r);
+    if (st != DB_OK)
+        return st == DB_NOT_FOUND ? DB_ACCESS_NO_USER : DB_ACCESS_ERROR;
+    /* No session and no model named: the caller says "no session". */
+    target->session_found = !PQgetisnull(r, 0, 9);
+    enum db_access a =
+        access_columns(r, model_name != NULL || target->session_found, balance, model);
+    if (a == DB_ACCESS_OK && target->session_found) {
+        int oom = 0;
+        target->next_seq = atoll(PQgetvalue(r, 0, 9));
+        oom |= (target->session_name = text(r, 8)) == NULL;
+        if (!PQgetisnull(r, 0, 10)) {
+            snprintf(target->role, sizeof(target->role), "%s", PQgetvalue(r, 0, 10));
+            target->parent = atoll(PQgetvalue(r, 0, 11));
+            oom |= (target->content = text(r, 12)) == NULL;
+        }
+        if (!PQgetisnull(r, 0, 13)) {
+            snprintf(target->parent_role, sizeof(target->parent_role), "%s", PQgetvalue(r, 0, 13));
+            target->grandparent = atoll(PQgetvalue(r, 0, 14));
+            oom |= (target->parent_content = text(r, 15)) == NULL;
+        }
+        target->file_name = text_or_null(r, 16);
+        oom |= !PQgetisnull(r, 0, 16) && target->file_name == NULL;
+        oom |= (target->prompt = text(r, 17)) == NULL;
+        if (oom) {
+            db_branch_target_free(target);
+            if (model_name != NULL || target->session_found)
+                db_model_free(model);
+            a = DB_ACCESS_ERROR;
+        }
+    }
+    PQclear(r);
+    return a;
+}
+
 enum db_status db_user_profile(struct pg *pg, const char *user_id, char **username,
                                char **models_json, struct db_snapshot *snap)
 {
@@ -252,13 +312,14 @@ void db_session_free(struct db_session *s)
 }
 
 enum db_status db_session_get(struct pg *pg, const char *user_id, const char *session_id,
-                              int recent, struct db_session *out)
+                              long long end, int recent, struct db_session *out)
 {
-    char n[16];
+    char n[16], e[24];
     snprintf(n, sizeof(n), "%d", recent);
-    const char *p[3] = {user_id, session_id, n};
+    snprintf(e, sizeof(e), "%lld", end);
+    const char *p[4] = {user_id, session_id, n, e};
     PGresult *r;
-    enum db_status st = query_row(pg, PG_SESSION_CTX, 3, p, &r);
+    enum db_status st = query_row(pg, PG_SESSION_CTX, 4, p, &r);
     if (st != DB_OK)
         return st;
     out->model_id = atoi(PQgetvalue(r, 0, 0));
@@ -271,6 +332,61 @@ enum db_status db_session_get(struct pg *pg, const char *user_id, const char *se
         return DB_OK;
     db_session_free(out);
     return DB_ERROR;
+}
+
+enum db_status db_switch(struct pg *pg, const char *user_id, const char *session_id, long long seq,
+                         long long *leaf, uint64_t *xid)
+{
+    char sq[24];
+    snprintf(sq, sizeof(sq), "%lld", seq);
+    const char *p[3] = {user_id, session_id, sq};
+    PGresult *r;
+    enum db_status st = query_row(pg, PG_SWITCH, 3, p, &r);
+    if (st != DB_OK)
+        return st == DB_NOT_FOUND ? DB_ERROR : st; /* one row, always */
+    int found = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+    *leaf = PQgetisnull(r, 0, 1) ? -1 : atoll(PQgetvalue(r, 0, 1));
+    *xid = u64(r, 2);
+    PQclear(r);
+    return found ? DB_OK : DB_NOT_FOUND;
+}
+
+enum db_status db_fork_files(struct pg *pg, const char *user_id, const char *session_id,
+                             long long seq, char **json)
+{
+    char sq[24];
+    snprintf(sq, sizeof(sq), "%lld", seq);
+    const char *p[3] = {user_id, session_id, sq};
+    PGresult *r;
+    enum db_status st = query_row(pg, PG_FORK_FILES, 3, p, &r);
+    if (st != DB_OK)
+        return st;
+    *json = text_or_null(r, 0);
+    st = PQgetisnull(r, 0, 0) || *json != NULL ? DB_OK : DB_ERROR;
+    PQclear(r);
+    return st;
+}
+
+enum db_status db_fork(struct pg *pg, const char *user_id, const char *session_id, long long seq,
+                       const char *new_id, const char *name, const char *from_names,
+                       const char *to_names, char **fork_name, uint64_t *xid)
+{
+    char sq[24];
+    snprintf(sq, sizeof(sq), "%lld", seq);
+    const char *p[7] = {user_id, session_id, sq, new_id, name, from_names, to_names};
+    PGresult *r;
+    enum db_status st = query_row(pg, PG_FORK, 7, p, &r);
+    if (st != DB_OK)
+        return st == DB_NOT_FOUND ? DB_ERROR : st; /* one row, always */
+    if (strcmp(PQgetvalue(r, 0, 0), "t") != 0 || PQgetisnull(r, 0, 2)) {
+        st = DB_NOT_FOUND;
+    } else {
+        *fork_name = text(r, 2);
+        *xid = u64(r, 4);
+        st = *fork_name != NULL ? DB_OK : DB_ERROR;
+    }
+    PQclear(r);
+    return st;
 }
 
 enum db_status db_session_delete(struct pg *pg, const char *user_id, const char *session_id,
@@ -406,7 +522,8 @@ enum db_status db_session_lock(struct pg *pg, const char *user_id, const char *s
 }
 
 enum db_status db_lease_take(struct pg *pg, const char *user_id, const char *session_id,
-                             const char *turn_id, int seconds, int session_new, long long *next_seq)
+                             const char *turn_id, int seconds, int session_new, long long *next_seq,
+                             long long *leaf)
 {
     char s[16];
     snprintf(s, sizeof(s), "%d", seconds);
@@ -416,6 +533,7 @@ enum db_status db_lease_take(struct pg *pg, const char *user_id, const char *ses
     if (st != DB_OK)
         return st == DB_NOT_FOUND ? DB_ERROR : st; /* one row, always */
     *next_seq = atoll(PQgetvalue(r, 0, 0));
+    *leaf = atoll(PQgetvalue(r, 0, 3));
     int taken = strcmp(PQgetvalue(r, 0, 1), "t") == 0;
     int exists = strcmp(PQgetvalue(r, 0, 2), "t") == 0;
     PQclear(r);
@@ -533,26 +651,31 @@ enum db_store db_turn_store(struct pg *pg, const struct db_turn_store *in, struc
                             long long *base, uint64_t *xid, int *stopped_here)
 {
     *stopped_here = 0;
-    char n[8];
+    char n[8], parent[24], first[8];
     struct charge_text t;
     snprintf(n, sizeof(n), "%d", in->n_messages);
+    snprintf(parent, sizeof(parent), "%lld", in->parent);
+    snprintf(first, sizeof(first), "%d", in->first);
     const char *p[20] = {in->user_id, in->session_id, in->turn_id,   n,
                          in->message, in->reply,      in->file_name, in->summary};
     charge_params(c, &t, p + 8);
     const char *stopped = in->reply_stopped ? "true" : "false";
     char deltas[24];
     snprintf(deltas, sizeof(deltas), "%lld", in->deltas);
-    /* The new session's two come before these two. */
-    int k = in->session_new ? 18 : 16;
-    if (in->session_new) {
+    if (in->session_new) { /* its name and prompt come before these two */
         p[16] = in->session_name;
         p[17] = in->prompt;
+        p[18] = stopped;
+        p[19] = deltas;
+    } else { /* and the chain's place after them */
+        p[16] = stopped;
+        p[17] = deltas;
+        p[18] = parent;
+        p[19] = first;
     }
-    p[k] = stopped;
-    p[k + 1] = deltas;
     PGresult *r;
-    enum db_status st = in->session_new ? query_row(pg, PG_TURN_STORE_NEW, 20, p, &r)
-                                        : query_row(pg, PG_TURN_STORE, 18, p, &r);
+    enum db_status st =
+        query_row(pg, in->session_new ? PG_TURN_STORE_NEW : PG_TURN_STORE, 20, p, &r);
     if (st != DB_OK)
         return DB_STORE_ERROR; /* one row, always */
     enum db_store out;
@@ -565,7 +688,7 @@ enum db_store db_turn_store(struct pg *pg, const struct db_turn_store *in, struc
         out = DB_STORE_ERROR; /* cannot happen: each step follows the last */
     } else {
         *base = atoll(PQgetvalue(r, 0, 2));
-        c->seq = *base + 1;
+        c->seq = *base + 1 - in->first; /* the answer's */
         snprintf(c->balance, sizeof(c->balance), "%s", PQgetvalue(r, 0, 4));
         *xid = u64(r, 5);
         *stopped_here = strcmp(PQgetvalue(r, 0, 6), "t") == 0;
@@ -671,14 +794,15 @@ fail:
 }
 
 enum db_status db_export_page(struct pg *pg, const char *user_id, const char *session_id,
-                              long long after, int limit, char **json, long long *last_seq)
+                              long long after, int limit, int all_branches, char **json,
+                              long long *last_seq)
 {
     char a[24], l[16];
     snprintf(a, sizeof(a), "%lld", after);
     snprintf(l, sizeof(l), "%d", limit);
-    const char *p[4] = {user_id, session_id, a, l};
+    const char *p[5] = {user_id, session_id, a, l, all_branches ? "true" : "false"};
     PGresult *r;
-    enum db_status st = query_row(pg, PG_EXPORT_PAGE, 4, p, &r);
+    enum db_status st = query_row(pg, PG_EXPORT_PAGE, 5, p, &r);
     if (st != DB_OK)
         return st == DB_NOT_FOUND ? DB_ERROR : st; /* one row, always */
     *json = text(r, 0);

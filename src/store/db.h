@@ -72,6 +72,28 @@ enum db_access db_turn_check(struct pg *pg, const char *user_id, const char *mod
                              double *balance, struct db_model *model,
                              struct db_turn_target *target);
 
+/* Codes 17 (edit) and 18 (regenerate): db_turn_check's for message seq of
+ * the session. With model_name NULL the model is the session's. On
+ * DB_ACCESS_OK, *target says what was found; free with
+ * db_branch_target_free. */
+struct db_branch_target {
+    int session_found;
+    char *session_name;
+    long long next_seq;
+    char role[16];    /* of message seq; "" when the session has none */
+    long long parent; /* its parent; -1: none */
+    char *content;    /* its text */
+    char parent_role[16];
+    long long grandparent; /* the parent's parent; -1: none */
+    char *parent_content;  /* NULL when it has no parent */
+    char *file_name;       /* the file its turn showed; NULL: none */
+    char *prompt;          /* the session's prompt */
+};
+void db_branch_target_free(struct db_branch_target *t);
+enum db_access db_branch_check(struct pg *pg, const char *user_id, const char *model_name,
+                               const char *session_id, long long seq, double *balance,
+                               struct db_model *model, struct db_branch_target *target);
+
 /* Code 0: username and model ids (a JSON array). */
 enum db_status db_user_profile(struct pg *pg, const char *user_id, char **username,
                                char **models_json, struct db_snapshot *snap);
@@ -92,7 +114,7 @@ enum db_status db_models_list(struct pg *pg, char **json, struct db_snapshot *sn
 
 /* ------------------------------------------------------------- sessions */
 
-/* Code 2: [{role, content}] in order. */
+/* Code 2: [{role, content}] of the active path, in order. */
 enum db_status db_chats(struct pg *pg, const char *user_id, const char *session_id, char **json);
 
 struct db_session {
@@ -102,19 +124,22 @@ struct db_session {
     long long next_seq;
 };
 void db_session_free(struct db_session *s);
-/* The user's session with its newest `recent` messages (0: none). */
+/* The user's session with the newest `recent` messages (0: none) of the
+ * path that ends at message end (-1: none), oldest first, and that path's
+ * running summary. */
 enum db_status db_session_get(struct pg *pg, const char *user_id, const char *session_id,
-                              int recent, struct db_session *out);
+                              long long end, int recent, struct db_session *out);
 
 /* Code 4: deletes the user's session; *files_json lists its stored file
  * names (now to remove from disk), *xid the deleting transaction. */
 enum db_status db_session_delete(struct pg *pg, const char *user_id, const char *session_id,
                                  char **files_json, uint64_t *xid);
 
-/* Code 9: a page of the user's session, newest first: up to limit
- * messages with seq < before (before < 0: the newest), as a JSON array in
- * ascending seq ({seq, role, content, created_at} and, where they apply,
- * rating, content_type, size, original_name). */
+/* Code 9: a page of the active path of the user's session, newest first:
+ * up to limit messages before message before (before < 0: the newest), as
+ * a JSON array in ascending seq ({seq, role, content, created_at,
+ * parent_seq, siblings, sibling_index} and, where they apply, rating,
+ * content_type, size, original_name). */
 struct db_page {
     char *name;
     char *messages_json;
@@ -125,10 +150,10 @@ void db_page_free(struct db_page *p);
 enum db_status db_history_page(struct pg *pg, const char *user_id, const char *session_id,
                                long long before, int limit, struct db_page *out);
 
-/* Code 11: the user's hits for query, best first, limit of them from
- * offset on: a JSON array of {session_id, session_name, seq, role,
- * snippet, created_at}, the snippet's matched words between U+E000 and
- * U+E001 (and no other such character in it). */
+/* Code 11: the user's hits for query on every branch, best first, limit
+ * of them from offset on: a JSON array of {session_id, session_name, seq,
+ * role, snippet, created_at, on_active_path}, the snippet's matched words
+ * between U+E000 and U+E001 (and no other such character in it). */
 enum db_status db_search(struct pg *pg, const char *user_id, const char *query, int limit,
                          int offset, char **hits_json, int *has_more);
 
@@ -144,6 +169,24 @@ enum db_status db_message_role(struct pg *pg, const char *user_id, const char *s
 /* Sets (rating 1 or -1) or clears (0) the rating of message seq. */
 enum db_status db_feedback(struct pg *pg, const char *user_id, const char *session_id,
                            long long seq, int rating, const char *comment);
+
+/* Code 19: the active leaf of the user's session becomes the newest
+ * message under message seq. DB_OK with *leaf and *xid; DB_NOT_FOUND: no
+ * such session of the user's; *leaf = -1 with DB_OK: no such message. */
+enum db_status db_switch(struct pg *pg, const char *user_id, const char *session_id, long long seq,
+                         long long *leaf, uint64_t *xid);
+/* Code 20, first step: the stored names of the files on the path to
+ * message seq (a JSON array). DB_NOT_FOUND: no such session of the
+ * user's; DB_OK with *json NULL: no such message. */
+enum db_status db_fork_files(struct pg *pg, const char *user_id, const char *session_id,
+                             long long seq, char **json);
+/* Code 20: the fork (see pg.c's PG_FORK): new_id, named name (NULL: the
+ * original's with " (fork)"), its files the copies to_names[i] of
+ * from_names[i] (Postgres array literals). *name is the fork's name
+ * (malloc'd). DB_NOT_FOUND: the session or the message is gone. */
+enum db_status db_fork(struct pg *pg, const char *user_id, const char *session_id, long long seq,
+                       const char *new_id, const char *name, const char *from_names,
+                       const char *to_names, char **fork_name, uint64_t *xid);
 
 /* ---------------------------------------------------------------- export */
 
@@ -161,12 +204,15 @@ enum db_status db_export_session(struct pg *pg, const char *user_id, const char 
 enum db_status db_export_sessions(struct pg *pg, const char *user_id, long long cursor_us,
                                   const char *cursor_id, int limit, struct db_export_session **out,
                                   int *n);
-/* Up to limit messages of the user's session after seq after, ascending:
- * a JSON array ({seq, role, content, created_at} and, where they apply,
- * rating, comment, content_type, size, original_name); *last_seq the
- * highest (-1 when none). */
+/* Up to limit messages of the user's session after seq after, ascending,
+ * of its active path (all_branches: of the whole tree): a JSON array
+ * ({seq, role, content, created_at} and, where they apply, rating,
+ * comment, content_type, size, original_name; with all_branches
+ * parent_seq, null for a first message); *last_seq the highest (-1 when
+ * none). */
 enum db_status db_export_page(struct pg *pg, const char *user_id, const char *session_id,
-                              long long after, int limit, char **json, long long *last_seq);
+                              long long after, int limit, int all_branches, char **json,
+                              long long *last_seq);
 
 /* ----------------------------------------------------- one transaction */
 
@@ -184,12 +230,12 @@ enum db_status db_session_lock(struct pg *pg, const char *user_id, const char *s
 /* ------------------------------------------------------------ turn lease */
 
 /* The session's turn lease for turn_id, for seconds (migration 0007);
- * session_new: the session has no row yet. DB_OK with *next_seq as it is
- * now; DB_BUSY while another turn holds it; DB_NOT_FOUND when the user has
- * no such session. */
+ * session_new: the session has no row yet. DB_OK with *next_seq and the
+ * active leaf *leaf (-1: no message yet) as they are now; DB_BUSY while
+ * another turn holds it; DB_NOT_FOUND when the user has no such session. */
 enum db_status db_lease_take(struct pg *pg, const char *user_id, const char *session_id,
-                             const char *turn_id, int seconds, int session_new,
-                             long long *next_seq);
+                             const char *turn_id, int seconds, int session_new, long long *next_seq,
+                             long long *leaf);
 /* The turn running on the user's session (its lease not run out), "" for
  * none; *next_seq as now (0 for a new session whose first turn runs).
  * DB_NOT_FOUND: no such session of the user's, and no turn creating it. */
@@ -235,12 +281,19 @@ struct db_charge {
 enum db_status db_charge(struct pg *pg, struct db_charge *c, uint64_t *xid);
 
 /* A chat turn, stored in one statement (one round trip): its messages,
- * next_seq and summary, the ledger row and the charge c (c->seq and
- * c->balance are set), and its lease given back. Fenced: nothing at all
- * is written unless the session's lease is still turn_id's. */
+ * next_seq, the active leaf and summary, the ledger row and the charge c
+ * (c->seq and c->balance are set), and its lease given back. Fenced:
+ * nothing at all is written unless the session's lease is still
+ * turn_id's. The messages are the rows user (message), assistant (reply,
+ * with the path's summary), file (file_name) from row first on,
+ * n_messages of them, each under the one before and the first under
+ * parent: a turn 0 and 2 (3 with a file); a regenerated answer 1 and 1
+ * (2 with its question's file). */
 struct db_turn_store {
     const char *user_id, *session_id, *turn_id;
-    int n_messages; /* 2: user, assistant; 3: and the file entry */
+    int first;        /* 0, or 1: the question is stored already */
+    int n_messages;   /* rows inserted */
+    long long parent; /* of the first row; -1: none (a first message) */
     const char *message, *reply, *file_name, *summary;
     int session_new; /* insert the session row with it */
     const char *session_name, *prompt;
@@ -253,7 +306,7 @@ enum db_store {
     DB_STORE_FENCED,     /* the lease is another turn's (or gone) */
     DB_STORE_ERROR,
 };
-/* *base: next_seq before the turn (the user message's seq); *xid the
+/* *base: next_seq before the turn (the first new message's seq); *xid the
  * transaction's id; *stopped_here 1 when a stop from elsewhere had marked
  * the lease (db_turn_stop) and the reply was stored with the marker
  * " [stopped]" appended (an empty reply: "[stopped]"). */

@@ -156,6 +156,26 @@ int files_commit(const struct config *cfg, const char *tmp_path, const char *nam
     return 0;
 }
 
+int files_link(const struct config *cfg, const char *name, char out[FILES_NAME_MAX])
+{
+    char from[FILES_PATH_MAX], to[FILES_PATH_MAX];
+    unsigned char b[FILES_HEX_LEN / 2];
+    const char *dot = strrchr(name, '.');
+    if (!files_name_valid(name) || dot == NULL || util_random(b, sizeof(b)) != 0)
+        return -1;
+    for (size_t i = 0; i < sizeof(b); i++)
+        snprintf(out + 2 * i, 3, "%02x", b[i]);
+    snprintf(out + FILES_HEX_LEN, FILES_NAME_MAX - FILES_HEX_LEN, "%s", dot);
+    if (files_path(cfg, name, from) != 0 || files_path(cfg, out, to) != 0)
+        return -1;
+    if (link(from, to) != 0) {
+        log_warn("event=file_link_failed file=%s error=\"%s\"", name, strerror(errno));
+        return -1;
+    }
+    fsync_dir(cfg->public_dir);
+    return 0;
+}
+
 void files_remove_temp(const char *tmp_path)
 {
     if (tmp_path[0] != '\0' && unlink(tmp_path) != 0 && errno != ENOENT)

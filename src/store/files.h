@@ -58,6 +58,11 @@ int files_write(int fd, const void *buf, size_t len);
 int files_sync_close(int fd);
 /* Gives the temporary file its name and makes that durable. 0, or -1. */
 int files_commit(const struct config *cfg, const char *tmp_path, const char *name);
+/* A second name for the stored file name, made in out (the same
+ * extension): a copy that stays when name is removed, and costs no space
+ * (a hard link; the files are never written after they are stored). 0,
+ * or -1 (logged). */
+int files_link(const struct config *cfg, const char *name, char out[FILES_NAME_MAX]);
 /* Removes a temporary file (logged when that fails). */
 void files_remove_temp(const char *tmp_path);
 /* Removes a stored file; names not of the stored shape are ignored. */

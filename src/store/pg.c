@@ -22,19 +22,46 @@
 #define PG_SNAPSHOT_COLS                                                                           \
     "pg_snapshot_xmin(pg_current_snapshot())::text, pg_snapshot_xmax(pg_current_snapshot())::text"
 
+/* A path of the conversation tree (migration 0010), walked from the
+ * message start of session $2 up through its parents, one index probe of
+ * the (session_id, seq) key per message, while go (over p, the message
+ * below, and m) holds: what it costs depends on how far it walks, never on
+ * the session's size or its branches. depth is 1 at start; n counts
+ * what counts ("1" for every message, or only those of a page). */
+#define PG_PATH(start, n, go)                                                                      \
+    "path(seq, parent_seq, role, content, summary, created_at, depth, n) as ("                     \
+    "  select m.seq, m.parent_seq, m.role, m.content, m.summary, m.created_at, 1, " n              \
+    "    from chat_messages m where m.session_id = $2::uuid and m.seq = " start "  union all"      \
+    "  select m.seq, m.parent_seq, m.role, m.content, m.summary, m.created_at, p.depth + 1,"       \
+    "         p.n + " n                                                                            \
+    "    from path p join chat_messages m on m.session_id = $2::uuid and m.seq = p.parent_seq"     \
+    "   where " go ")"
+
+/* The session's active leaf: null (a session written before migration
+ * 0010, or by plain SQL) is its newest message. */
+#define PG_LEAF "coalesce(active_leaf, next_seq - 1)"
+
 /* What both turn-store statements do once s (the session, returning the
  * base seq) has run; found is the "session found" column, reply_marked
  * the parameter that says the reply carries the stop marker already. The
  * assistant's text gets the marker when a stop from elsewhere marked the
  * lease (d.stopped, db_turn_stop) and it does not have it; the last
  * column says so. The ledger row names the turn and how many deltas it
- * streamed (deltas), which db_turn_outcome reads. The columns are
+ * streamed (deltas), which db_turn_outcome reads. The messages are a
+ * chain: the first of them hangs under parent (-1: none), each next one
+ * under the one before; first is the first of the three rows inserted (1
+ * for a regenerated answer, whose question is stored already), and the
+ * assistant's row carries the summary of its path. The columns are
  * evaluated left to right, and that is the order the steps run in: the
  * user's row (every turn of the user charges it) is locked last, so it is
  * held for the commit only, not while the messages are indexed. */
-#define PG_TURN_STORE_TAIL(found, reply_marked, deltas)                                            \
-    "     m as (insert into chat_messages (session_id, seq, role, content)"                        \
-    "           select $2::uuid, s.base + v.i, v.role, v.content"                                  \
+#define PG_TURN_STORE_TAIL(found, reply_marked, deltas, parent, first)                             \
+    "     m as (insert into chat_messages (session_id, seq, parent_seq, role, content, summary)"   \
+    "           select $2::uuid, s.base + v.i - " first ","                                        \
+    "                  case when v.i = " first " then " parent " else s.base + v.i - " first       \
+    " - 1"                                                                                         \
+    "                  end,"                                                                       \
+    "                  v.role, v.content, case when v.role = 'assistant' then $8::text end"        \
     "             from s, (values (0, 'user', $5::text),"                                          \
     "                             (1, 'assistant',"                                                \
     "                              case when coalesce((select stopped from d), false)"             \
@@ -43,12 +70,12 @@
     "                                             else $6::text || ' [stopped]' end"               \
     "                                   else $6::text end),"                                       \
     "                             (2, 'file', $7::text)) v(i, role, content)"                      \
-    "            where v.i < $4::int"                                                              \
+    "            where v.i >= " first " and v.i < " first " + $4::int"                             \
     "           returning 1),"                                                                     \
     "     e as (insert into usage_ledger (user_id, session_id, seq, kind, model_id,"               \
     "                                     model_name, cost, prompt_tokens,"                        \
     "                                     completion_tokens, estimated, turn_id, turn_deltas)"     \
-    "           select $1::uuid, $2::uuid, s.base + 1, $9, $10::int, $11,"                         \
+    "           select $1::uuid, $2::uuid, s.base + 1 - " first ", $9, $10::int, $11,"             \
     "                  coalesce($12::numeric,"                                                     \
     "                           (select trim_scale((coalesce($14::bigint, 0)"                      \
     "                                                 * mo.input_price_per_1k"                     \
@@ -114,12 +141,17 @@ static const struct {
          "                || ':' || session_id"
          "           from shown order by created_at, session_id desc limit 1)"
          "   from user_data u where u.user_id = $1::uuid"},
-    [PG_CHATS_GET] =
-        {"chats_get", 2,
-         "select coalesce((select json_agg(json_build_object('role', m.role, 'content', m.content)"
-         "                            order by m.seq)"
-         "                   from chat_messages m where m.session_id = s.session_id), '[]')::text"
-         "  from chat_sessions s where s.user_id = $1::uuid and s.session_id = $2::uuid"},
+    /* Code 2: the active path, first message first, in the shape the
+     * existing client reads. */
+    [PG_CHATS_GET] = {"chats_get", 2,
+                      "with recursive s as (select " PG_LEAF " as leaf from chat_sessions"
+                      "                      where user_id = $1::uuid and session_id = $2::uuid),"
+                      "  " PG_PATH("(select leaf from s)", "1",
+                                   "true") " select coalesce("
+                                           "(select json_agg(json_build_object('role', p.role, "
+                                           "'content', p.content) order by p.seq)"
+                                           "   from path p), '[]')::text"
+                                           "  from s"},
     [PG_SESSION_DELETE] =
         {"session_delete", 2,
          "delete from chat_sessions s where s.user_id = $1::uuid and s.session_id = $2::uuid"
@@ -151,6 +183,128 @@ static const struct {
          "            else m.model_id = $3::int end"
          "  left join chat_sessions s on s.user_id = u.user_id and s.session_id = $4::uuid"
          " where u.user_id = $1::uuid"},
+    /* Codes 17 and 18, every check in one round trip: access's columns
+     * for the model named $2 (null: the session's), then session $3 if
+     * it is the user's, its message $4 and that message's parent (the
+     * question of an answer), and the file the turn of $4 showed: a file
+     * entry under $4 itself (an answer), or under an answer to it (a
+     * question). Edits and new answers carry it on.
+     *   -> ..., session name, next_seq (both null: not found), role, parent
+     *      (-1: none), content (all null: no such message), the parent's
+     *      role, parent and content, file name (null: none), prompt */
+    [PG_BRANCH_CHECK] =
+        {"branch_check", 4,
+         "select u.balance, mo.model_id, mo.model_name, mo.provider, mo.context_length,"
+         "       mo.input_price_per_1k, mo.output_price_per_1k, mo.model_id = any(u.models),"
+         "       s.session_name, s.next_seq,"
+         "       m.role, coalesce(m.parent_seq, -1), m.content,"
+         "       q.role, coalesce(q.parent_seq, -1), q.content,"
+         "       case m.role"
+         "         when 'assistant' then"
+         "           (select f.content from chat_messages f"
+         "             where f.session_id = m.session_id and coalesce(f.parent_seq, -1) = m.seq"
+         "               and f.role = 'file' order by f.seq desc limit 1)"
+         "         when 'user' then"
+         "           (select f.content from chat_messages a join chat_messages f"
+         "                on f.session_id = a.session_id and coalesce(f.parent_seq, -1) = a.seq"
+         "             where a.session_id = m.session_id and coalesce(a.parent_seq, -1) = m.seq"
+         "               and a.role = 'assistant' and f.role = 'file'"
+         "             order by f.seq desc limit 1)"
+         "       end,"
+         "       s.session_prompt"
+         "  from user_data u"
+         "  left join chat_sessions s on s.user_id = u.user_id and s.session_id = $3::uuid"
+         "  left join model_details mo"
+         "    on case when $2::text is not null then mo.model_name = $2::text"
+         "            else mo.model_id = s.model_id end"
+         "  left join chat_messages m on m.session_id = s.session_id and m.seq = $4::bigint"
+         "  left join chat_messages q on q.session_id = m.session_id and q.seq = m.parent_seq"
+         " where u.user_id = $1::uuid"},
+    /* Code 19: the active leaf of the user's session $2 becomes the newest
+     * message under its message $3 (itself when it has none): a child is
+     * always newer than its parent, so the newest message of a subtree is
+     * one of its leaves. Under the session row's lock, like a turn's
+     * store. Walks $3's subtree through the children index.
+     *   -> session found, new leaf (null: no such message), xid */
+    [PG_SWITCH] =
+        {"switch", 3,
+         "with recursive s as (select session_id from chat_sessions"
+         "                      where user_id = $1::uuid and session_id = $2::uuid for update),"
+         "  sub(seq) as (select m.seq from s join chat_messages m"
+         "                 on m.session_id = s.session_id and m.seq = $3::bigint"
+         "               union all"
+         "               select c.seq from sub join chat_messages c"
+         "                 on c.session_id = $2::uuid and coalesce(c.parent_seq, -1) = sub.seq),"
+         "  u as (update chat_sessions set active_leaf = (select max(seq) from sub)"
+         "         where session_id = $2::uuid and exists (select 1 from sub)"
+         "        returning active_leaf)"
+         " select exists (select 1 from s), (select active_leaf from u),"
+         "        pg_current_xact_id()::text"},
+    /* Code 20, first step: the stored names of the files on the path to
+     * message $3 of the user's session $2 (no row: no such session; null
+     * json: no such message). */
+    [PG_FORK_FILES] =
+        {"fork_files", 3,
+         "with recursive s as (select session_id from chat_sessions"
+         "                      where user_id = $1::uuid and session_id = $2::uuid),"
+         "  " PG_PATH("$3::bigint and exists (select 1 from s)", "1",
+                      "true") " select"
+                              "  case when exists (select 1 from path) then"
+                              "    coalesce((select json_agg(p.content order by p.seq) from path p"
+                              "               where p.role = 'file'), '[]')::text end"
+                              "  from s"},
+    /* Code 20: session $4 of the same user, named $5 (null: "<name>
+     * (fork)"), holding a copy of the path from the first message to
+     * message $3 of session $2, renumbered 0.. as one path, with its
+     * summaries; file entries name the copies $7 of the files $6 (new
+     * rows, the originals' metadata), so the fork keeps them when the
+     * original goes. Foreign keys are checked at the statement's end.
+     *   -> source found, messages copied, name, xid */
+    [PG_FORK] =
+        {"fork", 7,
+         "with recursive src as (select session_id, session_name, model_id, session_prompt"
+         "                         from chat_sessions"
+         "                        where user_id = $1::uuid and session_id = $2::uuid),"
+         "  " PG_PATH(
+             "$3::bigint and exists (select 1 from src)", "1",
+             "true") ","
+                     "  n as (select row_number() over (order by seq) - 1 as nseq, * from path),"
+                     "  ns as (insert into chat_sessions (session_id, user_id, session_name, "
+                     "model_id,"
+                     "                                    session_prompt, summary, next_seq)"
+                     "         select $4::uuid, $1::uuid, coalesce($5, src.session_name || ' "
+                     "(fork)'),"
+                     "                src.model_id, src.session_prompt,"
+                     "                coalesce((select n.summary from n where n.role = 'assistant'"
+                     "                           order by n.nseq desc limit 1), ''),"
+                     "                (select count(*) from n)"
+                     "           from src where exists (select 1 from n)"
+                     "         returning session_name),"
+                     "  nm as (insert into chat_messages (session_id, seq, parent_seq, role, "
+                     "content, summary,"
+                     "                                    created_at)"
+                     "         select $4::uuid, n.nseq, n.nseq - 1, n.role,"
+                     "                case when n.role = 'file'"
+                     "                     then coalesce(($7::text[])[array_position($6::text[], "
+                     "n.content)],"
+                     "                                   n.content)"
+                     "                     else n.content end,"
+                     "                n.summary, n.created_at"
+                     "           from n where exists (select 1 from ns)"
+                     "         returning 1),"
+                     "  nf as (insert into uploaded_files (session_id, user_id, stored_name, "
+                     "original_name,"
+                     "                                     content_type, size_bytes)"
+                     "         select $4::uuid, $1::uuid, c.new, f.original_name, f.content_type, "
+                     "f.size_bytes"
+                     "           from unnest($6::text[], $7::text[]) c(old, new)"
+                     "           join uploaded_files f on f.stored_name = c.old and f.session_id = "
+                     "$2::uuid"
+                     "          where exists (select 1 from ns)"
+                     "         returning 1)"
+                     " select exists (select 1 from src), (select count(*) from nm), (select "
+                     "session_name from ns),"
+                     "        (select count(*) from nf), pg_current_xact_id()::text"},
     [PG_ACCESS] = {"access", 3,
                    "select u.balance, m.model_id, m.model_name, m.provider, m.context_length,"
                    "       m.input_price_per_1k, m.output_price_per_1k, m.model_id = any(u.models)"
@@ -158,64 +312,78 @@ static const struct {
                    "    on case when $2::text is not null then m.model_name = $2::text"
                    "            else m.model_id = $3::int end"
                    " where u.user_id = $1::uuid"},
-    /* The newest $3 messages, in order: the (session_id, seq) primary key
-     * makes this cost the same in a session of any length. The subquery
-     * names $2 rather than s.session_id so that a generic plan still walks
-     * the index backwards from the newest row (with the correlated form the
-     * planner, sizing for an average session, sometimes read them all). */
+    /* A turn's context: the newest $3 messages of the path that ends at
+     * message $4 (-1: none), in order, and the summary on the nearest
+     * assistant message of that path (each stored turn writes its path's
+     * summary there; none, or one written before migration 0010: ""). A
+     * turn continues after an assistant (or its file entry), so that one
+     * is within three steps. */
     [PG_SESSION_CTX] =
-        {"session_ctx", 3,
-         "select s.model_id, s.session_name, s.summary,"
-         "       coalesce((select json_agg(json_build_object('role', r.role, 'content', r.content)"
-         "                                  order by r.seq)"
-         "                   from (select m.role, m.content, m.seq from chat_messages m"
-         "                          where m.session_id = $2::uuid"
-         "                          order by m.seq desc limit $3::int) r), '[]')::text,"
-         "       s.next_seq"
-         "  from chat_sessions s where s.user_id = $1::uuid and s.session_id = $2::uuid"},
+        {"session_ctx", 4,
+         "with recursive s as (select model_id, session_name, next_seq from chat_sessions"
+         "                      where user_id = $1::uuid and session_id = $2::uuid),"
+         "  " PG_PATH(
+             "$4::bigint and exists (select 1 from s)", "1",
+             "p.depth < greatest($3::int, 3)") " select s.model_id, s.session_name,"
+                                               "       coalesce((select p.summary from path p "
+                                               "where p.role = 'assistant'"
+                                               "                  order by p.depth limit 1), ''),"
+                                               "       coalesce((select "
+                                               "json_agg(json_build_object('role', p.role, "
+                                               "'content', p.content)"
+                                               "                                  order by p.seq)"
+                                               "                   from path p where p.depth <= "
+                                               "$3::int), '[]')::text,"
+                                               "       s.next_seq"
+                                               "  from s"},
     [PG_SESSION_INSERT] =
         {"session_insert", 5,
          "insert into chat_sessions (session_id, user_id, session_name, model_id, session_prompt)"
          " values ($1::uuid, $2::uuid, $3, $4::int, $5)"},
     /* A turn stored in one statement (one round trip, atomic without a
      * BEGIN): lock the session row, give the lease back (fenced: only if it
-     * is still this turn's), advance next_seq, insert the messages, the
-     * ledger row and the charge. Each step runs only if the one before did,
-     * so a fenced turn or a deleted session writes nothing.
-     *   $1 user, $2 session, $3 turn, $4 messages (2, or 3 with a file),
+     * is still this turn's), advance next_seq and the active leaf, insert
+     * the messages, the ledger row and the charge. Each step runs only if
+     * the one before did, so a fenced turn or a deleted session writes
+     * nothing.
+     *   $1 user, $2 session, $3 turn, $4 messages inserted (1..3),
      *   $5 message, $6 reply, $7 file name, $8 summary,
      *   $9 kind, $10 model id, $11 model name, $12 cost (null: estimate),
      *   $13 cost added (the summary's), $14 prompt tokens,
-     *   $15 completion tokens, $16 estimated
+     *   $15 completion tokens, $16 estimated, $17 reply marked, $18 deltas,
+     *   $19 parent of the first message (-1: none), $20 first row (0, or 1
+     *   for a regenerated answer)
      *   -> session found, lease was ours, base seq, messages, balance, xid
      * The lock comes first, as in every statement that touches both rows
      * (lease_take locks the session row too, FOR KEY SHARE, which this
      * FOR UPDATE holds off until the commit: it then reads the new
      * next_seq, never an older one). */
-    [PG_TURN_STORE] =
-        {"turn_store", 18,
-         "with l as (select next_seq from chat_sessions"
-         "            where user_id = $1::uuid and session_id = $2::uuid for update),"
-         "     d as (delete from turn_leases"
-         "            where session_id = $2::uuid and turn_id = $3::uuid"
-         "              and exists (select 1 from l)"
-         "           returning stopped),"
-         "     s as (update chat_sessions set next_seq = next_seq + $4::int, summary = $8,"
-         "                  updated_at = clock_timestamp()"
-         "            where session_id = $2::uuid and exists (select 1 from d)"
-         "           returning next_seq - $4::int as base)," PG_TURN_STORE_TAIL(
-             "exists (select 1 from l)", "$17", "$18")},
+    [PG_TURN_STORE] = {"turn_store", 20,
+                       "with l as (select next_seq from chat_sessions"
+                       "            where user_id = $1::uuid and session_id = $2::uuid for update),"
+                       "     d as (delete from turn_leases"
+                       "            where session_id = $2::uuid and turn_id = $3::uuid"
+                       "              and exists (select 1 from l)"
+                       "           returning stopped),"
+                       "     s as (update chat_sessions set next_seq = next_seq + $4::int,"
+                       "                  active_leaf = next_seq + $4::int - 1, summary = $8,"
+                       "                  updated_at = clock_timestamp()"
+                       "            where session_id = $2::uuid and exists (select 1 from d)"
+                       "           returning next_seq - $4::int as base)," PG_TURN_STORE_TAIL(
+                           "exists (select 1 from l)", "$17", "$18", "$19::bigint", "$20::int")},
     /* The same for a new session's first turn: the session row is inserted
      * with the messages (foreign keys are checked at the statement's end).
-     *   $17 session name, $18 session prompt */
+     *   $17 session name, $18 session prompt, $19 reply marked, $20 deltas */
     [PG_TURN_STORE_NEW] =
         {"turn_store_new", 20,
          "with d as (delete from turn_leases"
          "            where session_id = $2::uuid and turn_id = $3::uuid returning stopped),"
          "     s as (insert into chat_sessions (session_id, user_id, session_name, model_id,"
-         "                                      session_prompt, next_seq, summary)"
-         "           select $2::uuid, $1::uuid, $17, $10::int, $18, $4::int, $8 from d"
-         "           returning 0::bigint as base)," PG_TURN_STORE_TAIL("true", "$19", "$20")},
+         "                                      session_prompt, next_seq, active_leaf, summary)"
+         "           select $2::uuid, $1::uuid, $17, $10::int, $18, $4::int, $4::int - 1, $8"
+         "             from d"
+         "           returning 0::bigint as base)," PG_TURN_STORE_TAIL("true", "$19", "$20",
+                                                                       "-1::bigint", "0")},
     /* With the session row and its lease locked, who holds the lease: a
      * turn stores only while it is still its own (migration 0007). */
     [PG_SESSION_LOCK] =
@@ -234,7 +402,8 @@ static const struct {
           * that commit and then reads the row as committed, so next_seq is
           * never older than the lease (a plain read would see the
           * statement's snapshot, from before the wait). */
-         "with s as (select next_seq from chat_sessions"
+         "with s as (select next_seq, coalesce(active_leaf, next_seq - 1) as leaf"
+         "             from chat_sessions"
          "            where user_id = $1::uuid and session_id = $2::uuid for key share),"
          "     l as (insert into turn_leases (session_id, user_id, turn_id, lease_until)"
          "           select $2::uuid, $1::uuid, $3::uuid,"
@@ -246,7 +415,7 @@ static const struct {
          "            where turn_leases.lease_until < clock_timestamp()"
          "           returning 1)"
          " select coalesce((select next_seq from s), 0), (select count(*) from l) > 0,"
-         "        $5::boolean or exists (select 1 from s)"},
+         "        $5::boolean or exists (select 1 from s), coalesce((select leaf from s), -1)"},
     /* Who runs a turn on the user's session now (its lease not run out),
      * and the next seq; both null: no such session of the user's. */
     [PG_SESSION_TURN] = {"session_turn", 2,
@@ -326,46 +495,77 @@ static const struct {
          "                    where m.session_id = f.session_id and m.role = 'file'"
          "                      and m.content = f.stored_name)"
          " returning f.stored_name"},
-    /* The user's chat turns (user-role messages) since the start of the
-     * rate-limit windows, to re-seed a Redis counter that is missing (a new
-     * window, or a flushed Redis). The partial index of 0002 makes it one
-     * index range per session of the user, holding only that day's turns,
-     * whatever the sessions' length. */
+    /* The user's chat turns since the start of the rate-limit windows, to
+     * re-seed a Redis counter that is missing (a new window, or a flushed
+     * Redis): the ledger rows of kind 'turn', one per stored turn (an
+     * edit's, and each answer of a regenerate, which adds no user
+     * message). One range of the ledger's (user_id, created_at) index,
+     * which holds kind, whatever the user's history. */
     [PG_TURNS_SINCE] =
         {"turns_since", 3,
-         "select count(*) filter (where m.created_at >= to_timestamp($2::float8)), count(*)"
-         "  from chat_sessions s join chat_messages m on m.session_id = s.session_id"
-         " where s.user_id = $1::uuid and m.role = 'user'"
-         "   and m.created_at >= to_timestamp($3::float8)"},
-    /* Code 9: up to $4 messages before seq $3 (all when null), newest page
-     * first, as one JSON array in ascending seq, with the page's has_more
-     * and lowest seq. One backward range of the (session_id, seq) key: a
-     * page costs the same in a session of any length. Ratings and file
-     * metadata are joined to the page's rows only. */
+         "select count(*) filter (where l.created_at >= to_timestamp($2::float8)), count(*)"
+         "  from usage_ledger l"
+         " where l.user_id = $1::uuid and l.kind = 'turn'"
+         "   and l.created_at >= to_timestamp($3::float8)"},
+    /* Code 9: up to $4 messages of the active path before message $3
+     * (the newest when null), newest page first, as one JSON array in
+     * ascending seq, with the page's has_more and lowest seq. The walk
+     * starts at $3's parent (at the active leaf when $3 is no message, and
+     * then skips what is not before it): a page costs $4 + 1 probes of the
+     * key, whatever the session's length or branches. Each message says
+     * where it hangs (parent_seq), how many alternatives its place has,
+     * itself included (siblings, one short range of the children index),
+     * and which of them it is (sibling_index, 0-based by seq); ratings and
+     * file metadata are joined to the page's rows only. */
     [PG_HISTORY_PAGE] =
         {"history_page", 4,
-         "with page as (select m.seq, m.role, m.content, m.created_at from chat_messages m"
-         "               where m.session_id = $2::uuid"
-         "                 and m.seq < coalesce($3::bigint, 9223372036854775807)"
-         "               order by m.seq desc limit $4::int + 1),"
-         "     shown as (select * from page order by seq desc limit $4::int)"
-         " select s.session_name, (select count(*) from page) > $4::int,"
-         "        coalesce((select json_agg(json_strip_nulls(json_build_object("
-         "                   'seq', p.seq, 'role', p.role, 'content', p.content,"
-         "                   'created_at', to_char(p.created_at at time zone 'UTC',"
-         "                                         'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
-         "                   'rating', fb.rating, 'content_type', f.content_type,"
-         "                   'size', f.size_bytes, 'original_name', f.original_name))"
-         "                   order by p.seq)"
-         "                   from shown p"
-         "                   left join message_feedback fb"
-         "                     on p.role = 'assistant' and fb.session_id = $2::uuid and fb.seq = "
-         "p.seq"
-         "                   left join uploaded_files f"
-         "                     on p.role = 'file' and f.session_id = $2::uuid"
-         "                    and f.stored_name = p.content), '[]')::text,"
-         "        (select min(seq) from shown)"
-         "   from chat_sessions s where s.user_id = $1::uuid and s.session_id = $2::uuid"},
+         "with recursive s as (select session_name, " PG_LEAF " as leaf from chat_sessions"
+         "                      where user_id = $1::uuid and session_id = $2::uuid),"
+         "  b as (select m.parent_seq from chat_messages m"
+         "         where m.session_id = $2::uuid and m.seq = $3::bigint),"
+         "  " PG_PATH(
+             "case when exists (select 1 from b) then (select parent_seq from b)"
+             " else (select leaf from s) end and exists (select 1 from s)",
+             "(m.seq < coalesce($3::bigint, 9223372036854775807))::int",
+             "p.n <= $4::int") ","
+                               "  page as (select * from path where seq < coalesce($3::bigint, "
+                               "9223372036854775807)),"
+                               "  shown as (select * from page order by seq desc limit $4::int)"
+                               " select s.session_name, (select count(*) from page) > $4::int,"
+                               "        coalesce((select "
+                               "json_agg(jsonb_strip_nulls(jsonb_build_object("
+                               "                   'seq', p.seq, 'role', p.role, 'content', "
+                               "p.content,"
+                               "                   'created_at', to_char(p.created_at at time zone "
+                               "'UTC',"
+                               "                                         "
+                               "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
+                               "                   'rating', fb.rating, 'content_type', "
+                               "f.content_type,"
+                               "                   'size', f.size_bytes, 'original_name', "
+                               "f.original_name))"
+                               "                   || jsonb_build_object('parent_seq', "
+                               "p.parent_seq,"
+                               "                                         'siblings', sib.n, "
+                               "'sibling_index', sib.i)"
+                               "                   order by p.seq)"
+                               "                   from shown p"
+                               "                   cross join lateral"
+                               "                     (select count(*) as n, count(*) filter (where "
+                               "c.seq < p.seq) as i"
+                               "                        from chat_messages c"
+                               "                       where c.session_id = $2::uuid"
+                               "                         and coalesce(c.parent_seq, -1) = "
+                               "coalesce(p.parent_seq, -1)) sib"
+                               "                   left join message_feedback fb"
+                               "                     on p.role = 'assistant' and fb.session_id = "
+                               "$2::uuid"
+                               "                    and fb.seq = p.seq"
+                               "                   left join uploaded_files f"
+                               "                     on p.role = 'file' and f.session_id = $2::uuid"
+                               "                    and f.stored_name = p.content), '[]')::text,"
+                               "        (select min(seq) from shown)"
+                               "   from s"},
     [PG_SESSION_RENAME] = {"session_rename", 3,
                            "update chat_sessions set session_name = $3, named_by_user = true,"
                            "       updated_at = clock_timestamp()"
@@ -392,10 +592,13 @@ static const struct {
      * page $4..$4+$3 (and whether more follow). The configuration is the
      * one the index was built with (chatd_search). ts_headline runs on the
      * page only; the matched words come between U+E000 and U+E001, which
-     * are first removed from the text, so no message can forge a mark. */
+     * are first removed from the text, so no message can forge a mark.
+     * Every branch is searched; on_active_path says whether a message is
+     * on its session's active path (a session name always is). */
     [PG_SEARCH] =
         {"search", 4,
-         "with q as (select websearch_to_tsquery(c.config, $2) as q, c.config from chatd_search c),"
+         "with recursive"
+         " q as (select websearch_to_tsquery(c.config, $2) as q, c.config from chatd_search c),"
          " hits as ("
          "   (select m.session_id, s.session_name, m.seq, m.role, m.content, m.created_at,"
          "           ts_rank(m.search, q.q) as rank"
@@ -410,11 +613,26 @@ static const struct {
          "           limit $3::int + 1 offset $4::int),"
          " shown as (select * from page order by rank desc, created_at desc, session_id, seq nulls "
          "first"
-         "            limit $3::int)"
+         "            limit $3::int),"
+         /* each session's active path, walked up from its leaf only as far
+          * as its oldest hit on the page */
+         " ap(session_id, seq, parent_seq, stop) as ("
+         "   select s.session_id, m.seq, m.parent_seq, h.stop"
+         "     from (select session_id, min(seq) as stop from shown where seq is not null"
+         "            group by session_id) h"
+         "     join chat_sessions s on s.session_id = h.session_id"
+         "     join chat_messages m on m.session_id = s.session_id"
+         "                         and m.seq = coalesce(s.active_leaf, s.next_seq - 1)"
+         "   union all"
+         "   select ap.session_id, m.seq, m.parent_seq, ap.stop from ap"
+         "     join chat_messages m on m.session_id = ap.session_id and m.seq = ap.parent_seq"
+         "    where ap.seq > ap.stop)"
          " select (select count(*) from page) > $3::int,"
          "        coalesce((select json_agg(json_build_object("
          "                   'session_id', p.session_id, 'session_name', p.session_name,"
          "                   'seq', p.seq, 'role', p.role,"
+         "                   'on_active_path', p.seq is null or exists (select 1 from ap"
+         "                        where ap.session_id = p.session_id and ap.seq = p.seq),"
          "                   'snippet', ts_headline(q.config, translate(p.content, "
          "U&'\\E000\\E001', ''), q.q,"
          "                       'StartSel=' || U&'\\E000' || ', StopSel=' || U&'\\E001' ||"
@@ -473,26 +691,47 @@ static const struct {
          /* the index (user_id, created_at desc, session_id) read backwards */
          " order by s.created_at, s.session_id desc limit $4::int"},
     /* A page of a session being exported: up to $4 messages after seq
-     * $3, ascending, with ratings, comments and file metadata. */
+     * $3, ascending, with ratings, comments and file metadata: of the
+     * active path (walked up from the leaf down to $3), or with $5 of the
+     * whole tree, each message then naming its parent (null: none). */
     [PG_EXPORT_PAGE] =
-        {"export_page", 4,
-         "with page as (select m.seq, m.role, m.content, m.created_at"
-         "                from chat_sessions s join chat_messages m using (session_id)"
-         "               where s.user_id = $1::uuid and s.session_id = $2::uuid"
-         "                 and m.seq > $3::bigint order by m.seq limit $4::int)"
-         " select coalesce(json_agg(json_strip_nulls(json_build_object("
-         "          'seq', p.seq, 'role', p.role, 'content', p.content,"
-         "          'created_at', to_char(p.created_at at time zone 'UTC',"
-         "                                'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
-         "          'rating', fb.rating, 'comment', nullif(fb.comment, ''),"
-         "          'content_type', f.content_type, 'size', f.size_bytes,"
-         "          'original_name', f.original_name)) order by p.seq), '[]')::text,"
-         "        max(p.seq)::text"
-         "   from page p"
-         "   left join message_feedback fb"
-         "     on p.role = 'assistant' and fb.session_id = $2::uuid and fb.seq = p.seq"
-         "   left join uploaded_files f"
-         "     on p.role = 'file' and f.session_id = $2::uuid and f.stored_name = p.content"},
+        {"export_page", 5,
+         "with recursive s as (select session_id, " PG_LEAF " as leaf from chat_sessions"
+         "                      where user_id = $1::uuid and session_id = $2::uuid),"
+         "  " PG_PATH(
+             "(select leaf from s) and not $5::boolean", "1",
+             "p.seq > $3::bigint") ","
+                                   "  page as ((select p.seq, p.role, p.content, p.created_at, "
+                                   "p.parent_seq from path p"
+                                   "             where p.seq > $3::bigint order by p.seq limit "
+                                   "$4::int)"
+                                   "           union all"
+                                   "           (select m.seq, m.role, m.content, m.created_at, "
+                                   "m.parent_seq"
+                                   "              from s join chat_messages m using (session_id)"
+                                   "             where $5::boolean and m.seq > $3::bigint order by "
+                                   "m.seq limit $4::int))"
+                                   " select coalesce(json_agg(jsonb_strip_nulls(jsonb_build_object("
+                                   "          'seq', p.seq, 'role', p.role, 'content', p.content,"
+                                   "          'created_at', to_char(p.created_at at time zone "
+                                   "'UTC',"
+                                   "                                "
+                                   "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
+                                   "          'rating', fb.rating, 'comment', nullif(fb.comment, "
+                                   "''),"
+                                   "          'content_type', f.content_type, 'size', f.size_bytes,"
+                                   "          'original_name', f.original_name))"
+                                   "          || case when $5::boolean then "
+                                   "jsonb_build_object('parent_seq', p.parent_seq)"
+                                   "                  else '{}' end order by p.seq), '[]')::text,"
+                                   "        max(p.seq)::text"
+                                   "   from page p"
+                                   "   left join message_feedback fb"
+                                   "     on p.role = 'assistant' and fb.session_id = $2::uuid and "
+                                   "fb.seq = p.seq"
+                                   "   left join uploaded_files f"
+                                   "     on p.role = 'file' and f.session_id = $2::uuid and "
+                                   "f.stored_name = p.content"},
     [PG_PING] = {"ping", 0, "select 1"},
 };
 

@@ -21,10 +21,14 @@ enum pg_stmt {
     PG_CHATS_GET,      /* $1 user, $2 session -> chat json (no row: not found) */
     PG_SESSION_DELETE, /* $1 user, $2 session -> stored file names json, xid */
     PG_MODELS_LIST,    /* -> names json (sorted), xmin, xmax */
-    PG_TURN_CHECK,  /* access's columns + the session's name, next_seq, whether the file is in it */
-    PG_ACCESS,      /* $1 user, $2 model name, $3 model id -> balance, model row, allowed */
-    PG_SESSION_CTX, /* $1 user, $2 session, $3 n -> model_id, name, summary, recent json,
-                       next_seq */
+    PG_TURN_CHECK, /* access's columns + the session's name, next_seq, whether the file is in it */
+    PG_BRANCH_CHECK,   /* codes 17, 18: see db_branch_check */
+    PG_SWITCH,         /* $1 user, $2 session, $3 seq -> found, new leaf, xid */
+    PG_FORK_FILES,     /* $1 user, $2 session, $3 seq -> file names json on the path */
+    PG_FORK,           /* code 20: see db_fork */
+    PG_ACCESS,         /* $1 user, $2 model name, $3 model id -> balance, model row, allowed */
+    PG_SESSION_CTX,    /* $1 user, $2 session, $3 n -> model_id, name, summary, recent json,
+                          next_seq */
     PG_SESSION_INSERT, /* $1 session, $2 user, $3 name, $4 model, $5 prompt */
     PG_TURN_STORE,     /* a whole turn in one statement: see db_turn_store */
     PG_TURN_STORE_NEW, /* the same for a new session */

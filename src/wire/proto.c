@@ -206,6 +206,8 @@ static int is_format(unsigned c)
 
 static int is_joiner(unsigned c) { return c == 0x200c || c == 0x200d; }
 
+static int check_name(const char *name, struct proto_request *req, struct proto_error *err);
+
 /* Code 10: the name trimmed of Unicode spaces, 1..PROTO_NAME_MAX_CHARS
  * characters, one line, no control or format characters (a joiner only
  * between two characters that show). */
@@ -215,6 +217,13 @@ static int decode_name(json_t *data, struct proto_request *req, struct proto_err
     const char *name;
     if (get_string(data, "session_name", t, &name, err) != 0)
         return -1;
+    return check_name(name, req, err);
+}
+
+/* The checks of decode_name, on name. */
+static int check_name(const char *name, struct proto_request *req, struct proto_error *err)
+{
+    const int t = req->type;
     if (has_control(name))
         return field_error(err, t, "session_name", "must be one line without control characters");
     const unsigned char *p = (const unsigned char *)name, *start = NULL, *stop = NULL;
@@ -575,6 +584,102 @@ int proto_data_resume(json_t *data, const struct proto_limits *lim, struct proto
         return -1;
     req->after = v;
     return 0;
+}
+
+/* A message's seq: required, 0..2^53. */
+static int decode_seq(json_t *data, struct proto_request *req, struct proto_error *err)
+{
+    json_t *seq = json_object_get(data, "seq");
+    if (seq == NULL || json_is_null(seq))
+        return field_error(err, req->type, "seq", "missing");
+    return get_opt_int(data, "seq", req->type, 0, 0, (long long)1 << 53, &req->seq, err);
+}
+
+/* An optional, non-empty model_name; NULL when absent (the session's). */
+static int decode_opt_model(json_t *data, struct proto_request *req, struct proto_error *err)
+{
+    req->model_id = -1;
+    if (get_opt_string(data, "model_name", req->type, NULL, &req->model_name, err) != 0)
+        return -1;
+    if (req->model_name != NULL && req->model_name[0] == '\0')
+        return field_error(err, req->type, "model_name", "must not be empty");
+    return 0;
+}
+
+static int decode_stream(json_t *data, struct proto_request *req, struct proto_error *err)
+{
+    json_t *stream = json_object_get(data, "stream");
+    if (stream != NULL && !json_is_null(stream)) {
+        if (!json_is_boolean(stream))
+            return field_error(err, req->type, "stream", "expected true or false");
+        req->stream = json_is_true(stream);
+    }
+    return 0;
+}
+
+int proto_data_seq(json_t *data, const struct proto_limits *lim, struct proto_request *req,
+                   struct proto_error *err)
+{
+    if (proto_data_session(data, lim, req, err) != 0)
+        return -1;
+    return decode_seq(data, req, err);
+}
+
+int proto_data_edit(json_t *data, const struct proto_limits *lim, struct proto_request *req,
+                    struct proto_error *err)
+{
+    const int t = req->type;
+    if (proto_data_seq(data, lim, req, err) != 0 || decode_opt_model(data, req, err) != 0)
+        return -1;
+    if (get_string(data, "message", t, &req->message, err) != 0)
+        return -1;
+    if (req->message[0] == '\0')
+        return field_error(err, t, "message", "must not be empty");
+    if (check_length("message", req->message, t, lim, err) != 0)
+        return -1;
+    return decode_stream(data, req, err);
+}
+
+int proto_data_regenerate(json_t *data, const struct proto_limits *lim, struct proto_request *req,
+                          struct proto_error *err)
+{
+    const int t = req->type;
+    if (proto_data_seq(data, lim, req, err) != 0 || decode_opt_model(data, req, err) != 0)
+        return -1;
+    json_t *names = json_object_get(data, "model_names");
+    if (names != NULL && !json_is_null(names)) {
+        if (req->model_name != NULL)
+            return field_error(err, t, "model_names", "give either model_name or model_names");
+        if (!json_is_array(names) || json_array_size(names) < PROTO_COMPARE_MIN ||
+            json_array_size(names) > PROTO_COMPARE_MAX)
+            return field_error(err, t, "model_names", "expected 2 to 4 model names");
+        size_t i;
+        json_t *v;
+        json_array_foreach(names, i, v)
+        {
+            if (!json_is_string(v) || json_string_length(v) == 0)
+                return field_error(err, t, "model_names", "expected non-empty strings");
+            for (size_t k = 0; k < i; k++)
+                if (strcmp(req->model_names[k], json_string_value(v)) == 0)
+                    return field_error(err, t, "model_names", "names a model twice");
+            req->model_names[i] = json_string_value(v);
+        }
+        req->n_models = (int)json_array_size(names);
+    }
+    return decode_stream(data, req, err);
+}
+
+int proto_data_fork(json_t *data, const struct proto_limits *lim, struct proto_request *req,
+                    struct proto_error *err)
+{
+    if (proto_data_seq(data, lim, req, err) != 0)
+        return -1;
+    json_t *name = json_object_get(data, "session_name");
+    if (name == NULL || json_is_null(name))
+        return 0; /* "" : the original's name with " (fork)" */
+    if (!json_is_string(name))
+        return field_error(err, req->type, "session_name", "expected a string");
+    return check_name(json_string_value(name), req, err);
 }
 
 int proto_decode(const char *buf, size_t len, const struct proto_limits *lim, proto_find_fn find,

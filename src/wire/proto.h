@@ -26,15 +26,26 @@ enum proto_type {
     PROTO_BALANCE = 6,
     PROTO_CHAT_DELTA = 7, /* server -> client only: a streamed piece of a reply */
     PROTO_STOP = 8,
-    PROTO_HISTORY = 9,    /* a page of a session's messages */
-    PROTO_RENAME = 10,    /* a session's name */
-    PROTO_SEARCH = 11,    /* full-text search of the user's history */
-    PROTO_FEEDBACK = 12,  /* a rating of an assistant message */
-    PROTO_USAGE = 13,     /* balance and spending from the ledger */
-    PROTO_SUBSCRIBE = 14, /* the user's events to this connection */
-    PROTO_EVENT = 15,     /* server -> client only: an event of a subscribed user */
-    PROTO_RESUME = 16,    /* a running turn's frames, from where the client is */
+    PROTO_HISTORY = 9,     /* a page of a session's messages */
+    PROTO_RENAME = 10,     /* a session's name */
+    PROTO_SEARCH = 11,     /* full-text search of the user's history */
+    PROTO_FEEDBACK = 12,   /* a rating of an assistant message */
+    PROTO_USAGE = 13,      /* balance and spending from the ledger */
+    PROTO_SUBSCRIBE = 14,  /* the user's events to this connection */
+    PROTO_EVENT = 15,      /* server -> client only: an event of a subscribed user */
+    PROTO_RESUME = 16,     /* a running turn's frames, from where the client is */
+    PROTO_EDIT = 17,       /* a new version of a user message, answered */
+    PROTO_REGENERATE = 18, /* a new answer to a question (or one per model) */
+    PROTO_SWITCH = 19,     /* the active path goes through another message */
+    PROTO_FORK = 20,       /* a new session from a path */
 };
+
+/* Codes that run a chat turn (the in-flight limit, draining). */
+#define PROTO_IS_TURN(type)                                                                        \
+    ((type) == PROTO_CHAT || (type) == PROTO_EDIT || (type) == PROTO_REGENERATE)
+
+#define PROTO_COMPARE_MIN 2
+#define PROTO_COMPARE_MAX 4
 
 #define PROTO_PAGE_DEFAULT 50
 #define PROTO_PAGE_MAX 200
@@ -91,17 +102,20 @@ struct proto_request {
     char user_id[UUID_STR_LEN + 1];                  /* lower-case */
     char session_id[UUID_STR_LEN + 1];               /* lower-case; "" when session_new */
     int session_new;                                 /* code 3 with session_id "NEW" */
-    const char *model_name;                          /* code 3: NULL when model_id given */
+    const char *model_name;                          /* code 3: NULL when model_id given;
+                                                        17, 18: NULL for the session's */
     int model_id;                                    /* code 3: -1 when model_name given */
-    const char *message;                             /* code 3 */
+    const char *message;                             /* codes 3, 17 */
     const char *session_prompt;                      /* code 3, "" by default */
     const char *file_name;                           /* code 3, "" when none */
-    int stream;                                      /* code 3: "stream": true */
+    int stream;                                      /* codes 3, 17, 18: "stream": true */
     int mine;                                        /* code 5: "mine": true */
     long long before;                                /* code 9: seq cursor, -1 when absent */
     int limit;                                       /* code 9: 1..PROTO_PAGE_MAX */
-    char session_name[PROTO_NAME_MAX_CHARS * 4 + 1]; /* code 10, trimmed */
-    long long seq;                                   /* code 12 */
+    char session_name[PROTO_NAME_MAX_CHARS * 4 + 1]; /* codes 10, 20 ("" none), trimmed */
+    long long seq;                                   /* codes 12, 17..20 */
+    const char *model_names[PROTO_COMPARE_MAX];      /* code 18: side by side */
+    int n_models;                                    /* code 18: 0, or 2..4 of them */
     int rating;                                      /* code 12: 1, -1, or 0 to clear */
     const char *comment;                             /* code 12, "" when none */
     const char *query;                               /* code 11 */
@@ -162,6 +176,14 @@ int proto_data_usage(json_t *data, const struct proto_limits *lim, struct proto_
                      struct proto_error *err); /* 13 */
 int proto_data_resume(json_t *data, const struct proto_limits *lim, struct proto_request *req,
                       struct proto_error *err); /* 16 */
+int proto_data_edit(json_t *data, const struct proto_limits *lim, struct proto_request *req,
+                    struct proto_error *err); /* 17 */
+int proto_data_regenerate(json_t *data, const struct proto_limits *lim, struct proto_request *req,
+                          struct proto_error *err); /* 18 */
+int proto_data_seq(json_t *data, const struct proto_limits *lim, struct proto_request *req,
+                   struct proto_error *err); /* session_id and seq: 19 */
+int proto_data_fork(json_t *data, const struct proto_limits *lim, struct proto_request *req,
+                    struct proto_error *err); /* 20 */
 
 void proto_request_free(struct proto_request *req);
 

@@ -115,18 +115,16 @@ void chat_handle(struct worker *w, struct work_request *r)
                               ? chat_check(w, t, &r->req, &wait_seconds)
                               : TURN_INTERNAL;
     if (err != TURN_OK) {
-        int code = turn_wire_code(err);
         char text[128];
         const char *custom = NULL;
         if (err == TURN_BAD_FILE) {
             custom = "Invalid field 'file_name': no such file in this session";
         } else if (err == TURN_DAY_LIMIT || err == TURN_MINUTE_LIMIT) {
-            snprintf(text, sizeof(text), "%s: try again in %d seconds", proto_err_text(code),
-                     wait_seconds);
+            snprintf(text, sizeof(text), "%s: try again in %d seconds",
+                     proto_err_text(turn_wire_code(err)), wait_seconds);
             custom = text;
         }
-        outbox_reply_error(app->outbox, r->conn_id, PROTO_CHAT, code, custom);
-        turn_unref(t);
+        turn_refuse(t, err, custom);
         return;
     }
     turn_begin(w, t); /* takes our reference */

@@ -13,16 +13,29 @@
 size_t context_estimate_tokens(size_t bytes) { return (bytes + 2) / 3; }
 
 enum context_status context_load(struct worker *w, const struct config *cfg, const char *user_id,
-                                 const char *session_id, long long seen_seq, char **summary,
-                                 json_t **history, long long *ctx_seq)
+                                 const char *session_id, long long seen_seq, long long end,
+                                 char **summary, json_t **history, long long *ctx_seq)
 {
+    if (end < 0) { /* a first message, or a new version of one */
+        *summary = strdup("");
+        *history = json_array();
+        if (*summary == NULL || *history == NULL) {
+            free(*summary);
+            json_decref(*history);
+            return CONTEXT_ERROR;
+        }
+        *ctx_seq = seen_seq;
+        return CONTEXT_OK;
+    }
     /* A copy is this session's context only at the version the turn knows
-     * to be current. */
+     * to be current, and only for the path the turn continues (aux: its
+     * last message + 1, so that 0, which copies from before the tree
+     * carry, never matches). */
     char key[CACHE_KEY_MAX];
     cache_key_context(key, session_id);
     struct cache_copy cp;
     if (cache_get_copy(&w->cache, key, &cp) == 0) {
-        json_t *ctx = cp.version == (uint64_t)seen_seq && cp.aux == 0
+        json_t *ctx = cp.version == (uint64_t)seen_seq && cp.aux == (uint64_t)end + 1
                           ? json_loadb(cp.payload, cp.len, 0, NULL)
                           : NULL;
         free(cp.payload);
@@ -43,7 +56,7 @@ enum context_status context_load(struct worker *w, const struct config *cfg, con
     }
     struct db_session row;
     enum db_status st =
-        db_session_get(&w->pg, user_id, session_id, cfg->max_chat_history_context, &row);
+        db_session_get(&w->pg, user_id, session_id, end, cfg->max_chat_history_context, &row);
     if (st != DB_OK)
         return st == DB_NOT_FOUND ? CONTEXT_NO_SESSION : CONTEXT_ERROR;
     json_t *h = json_loads(row.recent_json, 0, NULL);
@@ -78,7 +91,8 @@ void context_store(struct worker *w, const struct config *cfg, const struct cont
     char *s = ctx != NULL ? json_dumps(ctx, JSON_COMPACT) : NULL;
     json_decref(ctx);
     if (s != NULL)
-        cache_put_copy(&w->cache, key, (uint64_t)ct->next_seq, 0, s, strlen(s), CACHE_TTL_CONTEXT);
+        cache_put_copy(&w->cache, key, (uint64_t)ct->next_seq, (uint64_t)ct->leaf + 1, s, strlen(s),
+                       CACHE_TTL_CONTEXT);
     free(s);
 }
 

@@ -6,6 +6,7 @@
 #include "lib/log.h"
 #include "lib/metrics.h"
 #include "work/app.h"
+#include "work/branch.h"
 #include "work/chat.h"
 #include "work/events.h"
 #include "work/handlers.h"
@@ -33,6 +34,10 @@ static const struct dispatch_row dispatch_table[] = {
     {PROTO_USAGE, "usage", proto_data_usage, handlers_usage},
     {PROTO_SUBSCRIBE, "subscribe", proto_data_user, events_subscribe},
     {PROTO_RESUME, "resume", proto_data_resume, events_resume},
+    {PROTO_EDIT, "edit", proto_data_edit, branch_edit},
+    {PROTO_REGENERATE, "regenerate", proto_data_regenerate, branch_regenerate},
+    {PROTO_SWITCH, "switch", proto_data_seq, branch_switch},
+    {PROTO_FORK, "fork", proto_data_fork, branch_fork},
 };
 
 proto_data_fn dispatch_decoder(int type)

@@ -24,6 +24,7 @@ struct export_job {
     struct app *app;
     uint64_t txn;
     enum export_format format;
+    int all_branches;
     char user_id[UUID_STR_LEN + 1];
     char session_id[UUID_STR_LEN + 1]; /* "" for every session (jsonl) */
     int started;                       /* the first piece was posted */
@@ -300,7 +301,8 @@ static int put_page(const struct export_source *src, struct export_job *j, struc
     const char *sid = j->format == EXPORT_JSONL ? j->cur.session_id : j->session_id;
     char *text = NULL;
     long long last = -1;
-    if (src->page(src->ctx, j->user_id, sid, j->after, EXPORT_PAGE, &text, &last) != DB_OK)
+    if (src->page(src->ctx, j->user_id, sid, j->after, EXPORT_PAGE, j->all_branches, &text,
+                  &last) != DB_OK)
         return -1;
     json_t *msgs = json_loads(text, 0, NULL);
     free(text);
@@ -437,9 +439,10 @@ static enum db_status pg_sessions(void *pg, const char *user_id, long long curso
 }
 
 static enum db_status pg_page(void *pg, const char *user_id, const char *session_id,
-                              long long after, int limit, char **json, long long *last)
+                              long long after, int limit, int all_branches, char **json,
+                              long long *last)
 {
-    return db_export_page(pg, user_id, session_id, after, limit, json, last);
+    return db_export_page(pg, user_id, session_id, after, limit, all_branches, json, last);
 }
 
 static void export_run(struct worker *w, struct pool_job *job)
@@ -495,11 +498,12 @@ struct export_job *export_job_new(struct app *app, uint64_t txn, const char *use
 }
 
 int export_start(struct app *app, uint64_t txn, const char *user_id, const char *session_id,
-                 enum export_format format)
+                 enum export_format format, int all_branches)
 {
     struct export_job *j = export_job_new(app, txn, user_id, session_id, format);
     if (j == NULL)
         return -1;
+    j->all_branches = all_branches;
     pool_submit(app->pool, &j->job);
     return 0;
 }

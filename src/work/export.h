@@ -1,8 +1,12 @@
 /* export.h - downloads of a user's history, the worker's half.
  *
  *   GET /sessions/<id>/export?format=json|md|txt|csv   one session
+ *   GET /sessions/<id>/export?format=json&branches=all its whole tree
  *   GET /export?format=jsonl                           every session, one
  *                                                       line each
+ *
+ * A session is its active path (what code 2 shows) unless the whole tree
+ * is asked for, where each message names its parent.
  *
  * An export is a job that produces its download one piece at a time: a
  * piece is at most one page of EXPORT_PAGE messages read from PostgreSQL
@@ -38,10 +42,11 @@ enum export_format { EXPORT_JSON, EXPORT_MD, EXPORT_TXT, EXPORT_CSV, EXPORT_JSON
 int export_format_parse(const char *name, int all_sessions, enum export_format *out);
 
 /* Starts an export for the HTTP transaction txn: user_id's session
- * session_id, or every session of the user when session_id is NULL. The
- * first piece arrives through the outbox. 0, or -1 when out of memory. */
+ * session_id, or every session of the user when session_id is NULL; of
+ * each its active path, or with all_branches its whole tree. The first
+ * piece arrives through the outbox. 0, or -1 when out of memory. */
 int export_start(struct app *app, uint64_t txn, const char *user_id, const char *session_id,
-                 enum export_format format);
+                 enum export_format format, int all_branches);
 
 /* The transport has written the last piece: read and post the next. */
 void export_next(struct export_job *j);
@@ -70,7 +75,7 @@ struct export_source {
                                const char *cursor_id, int limit, struct db_export_session **out,
                                int *n);
     enum db_status (*page)(void *ctx, const char *user_id, const char *session_id, long long after,
-                           int limit, char **json, long long *last);
+                           int limit, int all_branches, char **json, long long *last);
     void *ctx;
 };
 

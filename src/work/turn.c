@@ -35,6 +35,7 @@ int turn_wire_code(enum turn_error e)
         [TURN_NO_BALANCE] = PERR_NO_BALANCE,
         [TURN_NO_SESSION] = PERR_NO_SESSION,
         [TURN_BAD_FILE] = PERR_INVALID_FIELD,
+        [TURN_BAD_SEQ] = PERR_INVALID_FIELD,
         [TURN_DAY_LIMIT] = PERR_DAILY_LIMIT,
         [TURN_MINUTE_LIMIT] = PERR_RATE_LIMITED,
         [TURN_LOAD_SESSION] = PERR_LOAD_SESSION,
@@ -75,6 +76,9 @@ struct turn *turn_new(struct app *app, uint64_t conn_id)
     t->app = app;
     t->conn_id = conn_id;
     t->stored_seq = -1;
+    t->code = PROTO_CHAT;
+    t->follow_leaf = 1;
+    t->parent = t->ctx_end = -1;
     t->start_us = metrics_now_us();
     t->job.run = turn_run;
     strcpy(t->cost, "0");
@@ -87,6 +91,12 @@ struct turn *turn_new(struct app *app, uint64_t conn_id)
 }
 
 void turn_ref(struct turn *t) { atomic_fetch_add(&t->refs, 1); }
+
+void turn_refuse(struct turn *t, enum turn_error err, const char *custom)
+{
+    outbox_reply_error(t->app->outbox, t->conn_id, t->code, turn_wire_code(err), custom);
+    turn_unref(t);
+}
 
 void turn_unref(struct turn *t)
 {
@@ -192,15 +202,20 @@ static enum lease_take turn_take_lease(struct worker *w, struct turn *t, enum tu
         *err = TURN_AGENT;
         return LEASE_FAILED;
     }
-    long long next_seq;
-    enum db_status st = db_lease_take(&w->pg, t->user_id, t->session_id, t->turn_id,
-                                      t->app->cfg->turn_lease_seconds, t->session_new, &next_seq);
+    long long next_seq, leaf;
+    enum db_status st =
+        db_lease_take(&w->pg, t->user_id, t->session_id, t->turn_id,
+                      t->app->cfg->turn_lease_seconds, t->session_new, &next_seq, &leaf);
     switch (st) {
     case DB_OK:
         t->lease_held = 1;
         lease_hold(t->app->lease, t->turn_id);
         if (!t->session_new)
             t->seen_seq = next_seq;
+        /* Read under the lease: no other turn moves it until this one
+         * stores (a switch may, and this turn's store then wins). */
+        if (t->follow_leaf && !t->session_new)
+            t->parent = t->ctx_end = leaf;
         return LEASE_HELD;
     case DB_BUSY:
         log_debug("event=turn_waits_for_lease session=%s", t->session_id);
@@ -240,8 +255,8 @@ static void turn_push_last(struct turn *t, char *frame, size_t len)
 static void turn_push_error(struct turn *t, enum turn_error e)
 {
     size_t len = 0;
-    char *frame = proto_encode_error_code(PROTO_CHAT, turn_wire_code(e), NULL, NULL, &len);
-    metrics_request(PROTO_CHAT, 0, (double)(metrics_now_us() - t->start_us) / 1e6);
+    char *frame = proto_encode_error_code(t->code, turn_wire_code(e), NULL, NULL, &len);
+    metrics_request(t->code, 0, (double)(metrics_now_us() - t->start_us) / 1e6);
     if (frame != NULL)
         turn_push_last(t, frame, len);
     if (t->streamed) /* a turn other tabs saw start, that stored nothing */
@@ -301,7 +316,9 @@ static enum turn_error turn_store(struct worker *w, struct turn *t, const char *
         .user_id = t->user_id,
         .session_id = t->session_id,
         .turn_id = t->turn_id,
-        .n_messages = t->file_url != NULL ? 3 : 2,
+        .first = t->first,
+        .n_messages = (t->file_url != NULL ? 3 : 2) - t->first,
+        .parent = t->parent,
         .message = t->message,
         .reply = reply,
         .file_name = t->file_name,
@@ -358,6 +375,7 @@ static void turn_refresh_cache(struct worker *w, struct turn *t, const char *rep
     struct context_turn ct = {
         .session_id = t->session_id,
         .next_seq = t->stored_seq,
+        .leaf = t->stored_seq - 1, /* the last message it stored */
         .before = t->history,
         .message = t->message,
         .reply = reply,
@@ -404,10 +422,21 @@ static void turn_reply(struct turn *t, const char *reply, long long lock_seq)
 {
     json_t *data = json_pack("{s:s, s:s, s:s, s:s}", "user_id", t->user_id, "session_id",
                              t->session_id, "session_name", t->session_name, "message", reply);
+    if (data != NULL && t->code != PROTO_CHAT) {
+        /* Codes 17 and 18 also say where the new messages are: the
+         * existing client's code 3 reply stays as it was. */
+        json_t *seqs = json_array();
+        for (long long s = lock_seq; s < t->stored_seq; s++)
+            json_array_append_new(seqs, json_integer(s));
+        json_object_set_new(data, "seqs", seqs);
+        json_object_set_new(data, "parent_seq",
+                            t->parent >= 0 ? json_integer(t->parent) : json_null());
+        json_object_set_new(data, "active_leaf", json_integer(t->stored_seq - 1));
+    }
     size_t len = 0;
-    char *frame = data != NULL ? proto_encode_reply(PROTO_CHAT, data, &len) : NULL;
+    char *frame = data != NULL ? proto_encode_reply(t->code, data, &len) : NULL;
     if (frame != NULL) {
-        metrics_request(PROTO_CHAT, 1, (double)(metrics_now_us() - t->start_us) / 1e6);
+        metrics_request(t->code, 1, (double)(metrics_now_us() - t->start_us) / 1e6);
         turn_push_last(t, frame, len);
     } else {
         turn_push_error(t, TURN_MARSHAL); /* stored: the file stays */
@@ -598,8 +627,8 @@ static void turn_start(struct worker *w, struct turn *t)
             err = t->summary != NULL && t->history != NULL ? TURN_OK : TURN_INTERNAL;
             break;
         }
-        switch (context_load(w, t->app->cfg, t->user_id, t->session_id, t->seen_seq, &t->summary,
-                             &t->history, &t->ctx_seq)) {
+        switch (context_load(w, t->app->cfg, t->user_id, t->session_id, t->seen_seq, t->ctx_end,
+                             &t->summary, &t->history, &t->ctx_seq)) {
         case CONTEXT_OK:
             break;
         case CONTEXT_NO_SESSION:

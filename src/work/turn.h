@@ -46,6 +46,7 @@ enum turn_error {
     TURN_NO_BALANCE,
     TURN_NO_SESSION,
     TURN_BAD_FILE, /* file_name is not a file of this session */
+    TURN_BAD_SEQ,  /* codes 17, 18: seq is not a message of the kind asked for */
     TURN_DAY_LIMIT,
     TURN_MINUTE_LIMIT,
     TURN_LOAD_SESSION,
@@ -68,7 +69,16 @@ struct turn {
     char user_id[UUID_STR_LEN + 1];
     char session_id[UUID_STR_LEN + 1];
     char turn_id[UUID_STR_LEN + 1];
+    int code; /* the request's, 3, 17 or 18: its replies' type */
     int session_new;
+    /* Where its messages go in the session's tree (migration 0010). A
+     * code 3 turn continues the active leaf as its lease finds it; an edit
+     * hangs beside the message it edits, a new answer beside the one it
+     * replaces (its question is stored: first = 1). */
+    int follow_leaf;
+    int first;         /* the first of the rows user, assistant, file it stores */
+    long long parent;  /* the first new message's parent; -1: none */
+    long long ctx_end; /* the message its context ends at; -1: none */
     char *session_name;
     int model_id;
     char *model_name, *provider;
@@ -116,8 +126,14 @@ struct turn {
 };
 
 /* A new turn for a request of conn, with one reference (the caller's) and
- * a fresh turn_id; NULL when out of memory. */
+ * a fresh turn_id; NULL when out of memory. It continues the active leaf
+ * and answers as code 3 until told otherwise. */
 struct turn *turn_new(struct app *app, uint64_t conn_id);
+
+/* Answers t's request with the error of err (custom: a text instead of
+ * the code's, NULL for none) and lets go of the caller's reference: a
+ * turn refused by its checks. */
+void turn_refuse(struct turn *t, enum turn_error err, const char *custom);
 
 /* Runs t, whose checks passed, on worker w: takes the caller's reference
  * over as the pipeline's. The request is answered by the turn's last

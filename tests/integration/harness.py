@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -23,6 +24,9 @@ import redis
 import websocket
 
 SOURCE_DIR = os.environ.get("CHATD_SOURCE_DIR", os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
+sys.path.insert(0, os.path.join(SOURCE_DIR, "scripts"))
+import pg_statement  # noqa: E402  (scripts/pg_statement.py: chatd's statements, for EXPLAIN)
+
 CHATD_BIN = os.environ.get("CHATD_BIN", os.path.join(SOURCE_DIR, "build", "chatd"))
 AGENT_BIN = os.environ.get("CHAT_AGENT_BIN", os.path.join(SOURCE_DIR, "build", "chat-agent"))
 
@@ -96,6 +100,15 @@ def check_sanitizers(log_path):
     for mark in SANITIZER_MARKS:
         if mark in text:
             raise AssertionError("sanitizer report in %s:\n%s" % (log_path, text[text.index(mark) - 200:][:4000]))
+
+
+def explain(db, name, params):
+    """EXPLAIN ANALYZE of chatd's statement name (scripts/pg_statement.py
+    reads it) with params ($1.. as SQL literals)."""
+    sql = pg_statement.statement_sql(name)
+    for i in range(len(params), 0, -1):  # $10 before $1
+        sql = sql.replace("$%d" % i, params[i - 1])
+    return "\n".join(row[0] for row in db.query("explain (analyze, costs off) " + sql))
 
 
 class Database:

@@ -220,6 +220,7 @@ class Export(StackCase):
         sid = self.db.add_session(uid, name="slow")
         self.db.query("insert into chat_messages (session_id, seq, role, content)"
                       " select %s, g, 'user', repeat('x', 2000) from generate_series(0, 999) g", (sid,))
+        self.db.query("update chat_sessions set next_seq = 1000 where session_id = %s", (sid,))
         path = "/sessions/%s/export?format=txt&user_id=%s" % (sid, uid)
         fast = dechunk(raw_get(self.chatd.port, path).partition(b"\r\n\r\n")[2])[0]
         slow = dechunk(raw_get(self.chatd.port, path, read_delay=0.004, rcvbuf=4096,

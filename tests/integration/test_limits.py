@@ -45,6 +45,22 @@ def rl_keys(r, uid, kind):
     return [k.decode() for k in r.keys("chatd:{u:%s}:rl:%s:*" % (uid, kind))]
 
 
+
+def ledger_turns(db, uid, sid, seqs, kind="turn", age=None, since_midnight=None):
+    """Stored turns as the ledger holds them (what the rate limits are
+    re-seeded from): one row per seq, now, age ago, or at UTC midnight
+    plus since_midnight."""
+    when = "clock_timestamp()"
+    if age is not None:
+        when = "clock_timestamp() - interval '%s'" % age
+    if since_midnight is not None:
+        when = ("date_trunc('day', now() at time zone 'utc') at time zone 'utc' + interval '%s'"
+                % since_midnight)
+    for seq in seqs:
+        db.query("insert into usage_ledger (user_id, session_id, seq, kind, model_id, model_name, cost,"
+                 " created_at) values (%%s, %%s, %%s, %%s, 8, 'llama3.1:8b', 0, %s)" % when,
+                 (uid, sid, seq, kind))
+
 class LimitCase(StackCase):
     """A StackCase whose chatd uses a private Redis (cls.redis, cls.r) and
     the limits in LIMITS."""
@@ -148,14 +164,14 @@ class MinuteLimit(LimitCase):
 
     def test_turns_stored_earlier_in_the_minute_count(self):
         # e.g. a counter evicted or flushed before this instance saw the user:
-        # PostgreSQL's user messages since the minute began are the count.
+        # the turns the ledger holds since the minute began are the count.
         uid = self.db.add_user(balance=1)
         sid = self.db.add_session(uid, messages=[("user", "q1"), ("assistant", "a1"),
                                                  ("user", "q2"), ("assistant", "a2")])
-        # ...but not those of an earlier minute
-        old = self.db.add_session(uid, messages=[("user", "old")])
-        self.db.query("update chat_messages set created_at = now() - interval '61 seconds'"
-                      " where session_id = %s", (old,))
+        ledger_turns(self.db, uid, sid, [1, 3])
+        # ...but not those of an earlier minute, nor a title's charge
+        ledger_turns(self.db, uid, sid, [5], age="61 seconds")
+        ledger_turns(self.db, uid, sid, [1], kind="title")
         self.assertEqual(self.c.chat(uid, sid, "third")["type"], 3)
         self.assert_limited(self.c.chat(uid, sid, "fourth"))
 
@@ -205,10 +221,10 @@ class DailyLimit(LimitCase):
         uid = self.db.add_user(balance=1)
         today = self.db.add_session(uid, messages=[("user", "t1"), ("assistant", "a1"), ("file", "f")])
         yesterday = self.db.add_session(uid, messages=[("user", "y1"), ("user", "y2")])
-        self.db.query("update chat_messages set created_at = date_trunc('day', now() at time zone 'utc')"
-                      " at time zone 'utc' - interval '1 second' where session_id = %s", (yesterday,))
+        ledger_turns(self.db, uid, today, [1])
+        ledger_turns(self.db, uid, yesterday, [1, 2], since_midnight="-1 second")
         self.r.flushall()
-        # 1 user message today (file and assistant rows and yesterday's do not count)
+        # 1 turn today (yesterday's do not count)
         self.assertEqual(self.c.chat(uid, today, "t2")["type"], 3)
         self.r.flushall()
         self.assertEqual(self.c.chat(uid, today, "t3")["type"], 3)

@@ -291,7 +291,72 @@ static void test_history_codes(void **state)
                  PERR_INVALID_FIELD, "'after'");
     expect_error("{\"type\":16,\"data\":{\"user_id\":\"" UID "\"}}", PERR_INVALID_FIELD,
                  "'session_id'");
-    expect_error("{\"type\":17,\"data\":{\"user_id\":\"" UID "\"}}", PERR_UNKNOWN_MESSAGE, NULL);
+    expect_error("{\"type\":21,\"data\":{\"user_id\":\"" UID "\"}}", PERR_UNKNOWN_MESSAGE, NULL);
+}
+
+#define TREE(type, rest)                                                                           \
+    "{\"type\":" #type ",\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"" SID9 "\"" rest "}}"
+
+/* Codes 17..20: a session and a message's seq, and each code's own. */
+static void test_tree_codes(void **state)
+{
+    (void)state;
+    struct proto_request req;
+    struct proto_error err;
+    /* 17: seq, message; model_name (NULL: the session's) and stream optional */
+    assert_int_equal(
+        decode(TREE(17, ",\"seq\":4,\"message\":\"again\",\"stream\":true"), &req, &err), 0);
+    assert_int_equal(req.seq, 4);
+    assert_string_equal(req.message, "again");
+    assert_null(req.model_name);
+    assert_int_equal(req.stream, 1);
+    proto_request_free(&req);
+    expect_error(TREE(17, ",\"message\":\"x\""), PERR_INVALID_FIELD, "'seq': missing");
+    expect_error(TREE(17, ",\"seq\":-1,\"message\":\"x\""), PERR_INVALID_FIELD, "'seq'");
+    expect_error(TREE(17, ",\"seq\":\"1\",\"message\":\"x\""), PERR_INVALID_FIELD, "'seq'");
+    expect_error(TREE(17, ",\"seq\":1"), PERR_INVALID_FIELD, "'message': missing");
+    expect_error(TREE(17, ",\"seq\":1,\"message\":\"\""), PERR_INVALID_FIELD, "'message'");
+    expect_error(TREE(17, ",\"seq\":1,\"message\":\"x\",\"model_name\":\"\""), PERR_INVALID_FIELD,
+                 "'model_name'");
+    expect_error(TREE(17, ",\"seq\":1,\"message\":\"x\",\"stream\":1"), PERR_INVALID_FIELD,
+                 "'stream'");
+    expect_error("{\"type\":17,\"data\":{\"user_id\":\"" UID "\",\"seq\":1,\"message\":\"x\"}}",
+                 PERR_INVALID_FIELD, "'session_id'");
+
+    /* 18: one model, or 2..4 distinct ones side by side */
+    assert_int_equal(decode(TREE(18, ",\"seq\":1,\"model_name\":\"m\""), &req, &err), 0);
+    assert_string_equal(req.model_name, "m");
+    assert_int_equal(req.n_models, 0);
+    proto_request_free(&req);
+    assert_int_equal(decode(TREE(18, ",\"seq\":1,\"model_names\":[\"a\",\"b\",\"c\"]"), &req, &err),
+                     0);
+    assert_int_equal(req.n_models, 3);
+    assert_string_equal(req.model_names[2], "c");
+    proto_request_free(&req);
+    expect_error(TREE(18, ",\"seq\":1,\"model_names\":[\"a\"]"), PERR_INVALID_FIELD,
+                 "'model_names'");
+    expect_error(TREE(18, ",\"seq\":1,\"model_names\":[\"a\",\"b\",\"c\",\"d\",\"e\"]"),
+                 PERR_INVALID_FIELD, "'model_names'");
+    expect_error(TREE(18, ",\"seq\":1,\"model_names\":[\"a\",\"a\"]"), PERR_INVALID_FIELD, "twice");
+    expect_error(TREE(18, ",\"seq\":1,\"model_names\":[\"a\",2]"), PERR_INVALID_FIELD,
+                 "'model_names'");
+    expect_error(TREE(18, ",\"seq\":1,\"model_name\":\"a\",\"model_names\":[\"a\",\"b\"]"),
+                 PERR_INVALID_FIELD, "either");
+
+    /* 19: seq only; 20: seq and an optional name, checked as code 10's */
+    assert_int_equal(decode(TREE(19, ",\"seq\":0"), &req, &err), 0);
+    assert_int_equal(req.seq, 0);
+    proto_request_free(&req);
+    expect_error(TREE(19, ""), PERR_INVALID_FIELD, "'seq': missing");
+    assert_int_equal(decode(TREE(20, ",\"seq\":3"), &req, &err), 0);
+    assert_string_equal(req.session_name, "");
+    proto_request_free(&req);
+    assert_int_equal(decode(TREE(20, ",\"seq\":3,\"session_name\":\"  Plan B \""), &req, &err), 0);
+    assert_string_equal(req.session_name, "Plan B");
+    proto_request_free(&req);
+    expect_error(TREE(20, ",\"seq\":3,\"session_name\":\" \""), PERR_INVALID_FIELD,
+                 "'session_name'");
+    expect_error(TREE(20, ",\"seq\":3,\"session_name\":7"), PERR_INVALID_FIELD, "'session_name'");
 }
 
 /* Clients match on "error": it is exactly the documented text, and what
@@ -484,6 +549,7 @@ int main(void)
         cmocka_unit_test(test_envelope_errors),
         cmocka_unit_test(test_error_text_is_exact_detail_separate),
         cmocka_unit_test(test_history_codes),
+        cmocka_unit_test(test_tree_codes),
         cmocka_unit_test(test_parse_error_with_invalid_utf8_still_encodes),
         cmocka_unit_test(test_deep_nesting_is_refused),
         cmocka_unit_test(test_encode),
