@@ -41,6 +41,24 @@
  * 0010, or by plain SQL) is its newest message. */
 #define PG_LEAF "coalesce(active_leaf, next_seq - 1)"
 
+/* The walks of the statements below, named so that each statement reads
+ * as one string: from the active leaf (s.leaf) to the first message; from
+ * message $4 (a turn's context: a few steps, for the summary); from
+ * message $3 (a fork, and the files it copies); code 9's, from $3's
+ * parent b (or the leaf), counting only what is before $3, one more than
+ * a page; an export's, from the leaf down to the page's start $3 (none
+ * when the whole tree, $5, is asked for). */
+#define PG_PATH_ALL PG_PATH("(select leaf from s)", "1", "true")
+#define PG_PATH_CTX                                                                                \
+    PG_PATH("$4::bigint and exists (select 1 from s)", "1", "p.depth < greatest($3::int, 3)")
+#define PG_PATH_TO_SEQ(src) PG_PATH("$3::bigint and exists (select 1 from " src ")", "1", "true")
+#define PG_PATH_PAGE                                                                               \
+    PG_PATH("case when exists (select 1 from b) then (select parent_seq from b)"                   \
+            " else (select leaf from s) end and exists (select 1 from s)",                         \
+            "(m.seq < coalesce($3::bigint, 9223372036854775807))::int", "p.n <= $4::int")
+#define PG_PATH_EXPORT                                                                             \
+    PG_PATH("(select leaf from s) and not $5::boolean", "1", "p.seq > $3::bigint")
+
 /* What both turn-store statements do once s (the session, returning the
  * base seq) has run; found is the "session found" column, reply_marked
  * the parameter that says the reply carries the stop marker already. The
@@ -143,15 +161,14 @@ static const struct {
          "   from user_data u where u.user_id = $1::uuid"},
     /* Code 2: the active path, first message first, in the shape the
      * existing client reads. */
-    [PG_CHATS_GET] = {"chats_get", 2,
-                      "with recursive s as (select " PG_LEAF " as leaf from chat_sessions"
-                      "                      where user_id = $1::uuid and session_id = $2::uuid),"
-                      "  " PG_PATH("(select leaf from s)", "1",
-                                   "true") " select coalesce("
-                                           "(select json_agg(json_build_object('role', p.role, "
-                                           "'content', p.content) order by p.seq)"
-                                           "   from path p), '[]')::text"
-                                           "  from s"},
+    [PG_CHATS_GET] =
+        {"chats_get", 2,
+         "with recursive s as (select " PG_LEAF " as leaf from chat_sessions"
+         "                      where user_id = $1::uuid and session_id = $2::uuid),"
+         "  " PG_PATH_ALL
+         " select coalesce((select json_agg(json_build_object('role', p.role, 'content', p.content)"
+         "                                  order by p.seq) from path p), '[]')::text"
+         "  from s"},
     [PG_SESSION_DELETE] =
         {"session_delete", 2,
          "delete from chat_sessions s where s.user_id = $1::uuid and s.session_id = $2::uuid"
@@ -247,12 +264,11 @@ static const struct {
         {"fork_files", 3,
          "with recursive s as (select session_id from chat_sessions"
          "                      where user_id = $1::uuid and session_id = $2::uuid),"
-         "  " PG_PATH("$3::bigint and exists (select 1 from s)", "1",
-                      "true") " select"
-                              "  case when exists (select 1 from path) then"
-                              "    coalesce((select json_agg(p.content order by p.seq) from path p"
-                              "               where p.role = 'file'), '[]')::text end"
-                              "  from s"},
+         "  " PG_PATH_TO_SEQ(
+             "s") " select case when exists (select 1 from path) then"
+                  "          coalesce((select json_agg(p.content order by p.seq) from path p"
+                  "                     where p.role = 'file'), '[]')::text end"
+                  "   from s"},
     /* Code 20: session $4 of the same user, named $5 (null: "<name>
      * (fork)"), holding a copy of the path from the first message to
      * message $3 of session $2, renumbered 0.. as one path, with its
@@ -265,46 +281,45 @@ static const struct {
          "with recursive src as (select session_id, session_name, model_id, session_prompt"
          "                         from chat_sessions"
          "                        where user_id = $1::uuid and session_id = $2::uuid),"
-         "  " PG_PATH(
-             "$3::bigint and exists (select 1 from src)", "1",
-             "true") ","
-                     "  n as (select row_number() over (order by seq) - 1 as nseq, * from path),"
-                     "  ns as (insert into chat_sessions (session_id, user_id, session_name, "
-                     "model_id,"
-                     "                                    session_prompt, summary, next_seq)"
-                     "         select $4::uuid, $1::uuid, coalesce($5, src.session_name || ' "
-                     "(fork)'),"
-                     "                src.model_id, src.session_prompt,"
-                     "                coalesce((select n.summary from n where n.role = 'assistant'"
-                     "                           order by n.nseq desc limit 1), ''),"
-                     "                (select count(*) from n)"
-                     "           from src where exists (select 1 from n)"
-                     "         returning session_name),"
-                     "  nm as (insert into chat_messages (session_id, seq, parent_seq, role, "
-                     "content, summary,"
-                     "                                    created_at)"
-                     "         select $4::uuid, n.nseq, n.nseq - 1, n.role,"
-                     "                case when n.role = 'file'"
-                     "                     then coalesce(($7::text[])[array_position($6::text[], "
-                     "n.content)],"
-                     "                                   n.content)"
-                     "                     else n.content end,"
-                     "                n.summary, n.created_at"
-                     "           from n where exists (select 1 from ns)"
-                     "         returning 1),"
-                     "  nf as (insert into uploaded_files (session_id, user_id, stored_name, "
-                     "original_name,"
-                     "                                     content_type, size_bytes)"
-                     "         select $4::uuid, $1::uuid, c.new, f.original_name, f.content_type, "
-                     "f.size_bytes"
-                     "           from unnest($6::text[], $7::text[]) c(old, new)"
-                     "           join uploaded_files f on f.stored_name = c.old and f.session_id = "
-                     "$2::uuid"
-                     "          where exists (select 1 from ns)"
-                     "         returning 1)"
-                     " select exists (select 1 from src), (select count(*) from nm), (select "
-                     "session_name from ns),"
-                     "        (select count(*) from nf), pg_current_xact_id()::text"},
+         "  " PG_PATH_TO_SEQ(
+             "src") ","
+                    "  n as (select row_number() over (order by seq) - 1 as nseq, * from path),"
+                    "  ns as (insert into chat_sessions (session_id, user_id, session_name, "
+                    "model_id,"
+                    "                                    session_prompt, summary, next_seq)"
+                    "         select $4::uuid, $1::uuid, coalesce($5, src.session_name || ' "
+                    "(fork)'),"
+                    "                src.model_id, src.session_prompt,"
+                    "                coalesce((select n.summary from n where n.role = 'assistant'"
+                    "                           order by n.nseq desc limit 1), ''),"
+                    "                (select count(*) from n)"
+                    "           from src where exists (select 1 from n)"
+                    "         returning session_name),"
+                    "  nm as (insert into chat_messages (session_id, seq, parent_seq, role, "
+                    "content,"
+                    "                                    summary, created_at)"
+                    "         select $4::uuid, n.nseq, n.nseq - 1, n.role,"
+                    "                case when n.role = 'file'"
+                    "                     then coalesce(($7::text[])[array_position($6::text[], "
+                    "n.content)],"
+                    "                                   n.content)"
+                    "                     else n.content end,"
+                    "                n.summary, n.created_at"
+                    "           from n where exists (select 1 from ns)"
+                    "         returning 1),"
+                    "  nf as (insert into uploaded_files (session_id, user_id, stored_name, "
+                    "original_name,"
+                    "                                     content_type, size_bytes)"
+                    "         select $4::uuid, $1::uuid, c.new, f.original_name, f.content_type,"
+                    "                f.size_bytes"
+                    "           from unnest($6::text[], $7::text[]) c(old, new)"
+                    "           join uploaded_files f on f.stored_name = c.old and f.session_id = "
+                    "$2::uuid"
+                    "          where exists (select 1 from ns)"
+                    "         returning 1)"
+                    " select exists (select 1 from src), (select count(*) from nm),"
+                    "        (select session_name from ns), (select count(*) from nf),"
+                    "        pg_current_xact_id()::text"},
     [PG_ACCESS] = {"access", 3,
                    "select u.balance, m.model_id, m.model_name, m.provider, m.context_length,"
                    "       m.input_price_per_1k, m.output_price_per_1k, m.model_id = any(u.models)"
@@ -322,20 +337,14 @@ static const struct {
         {"session_ctx", 4,
          "with recursive s as (select model_id, session_name, next_seq from chat_sessions"
          "                      where user_id = $1::uuid and session_id = $2::uuid),"
-         "  " PG_PATH(
-             "$4::bigint and exists (select 1 from s)", "1",
-             "p.depth < greatest($3::int, 3)") " select s.model_id, s.session_name,"
-                                               "       coalesce((select p.summary from path p "
-                                               "where p.role = 'assistant'"
-                                               "                  order by p.depth limit 1), ''),"
-                                               "       coalesce((select "
-                                               "json_agg(json_build_object('role', p.role, "
-                                               "'content', p.content)"
-                                               "                                  order by p.seq)"
-                                               "                   from path p where p.depth <= "
-                                               "$3::int), '[]')::text,"
-                                               "       s.next_seq"
-                                               "  from s"},
+         "  " PG_PATH_CTX " select s.model_id, s.session_name,"
+         "        coalesce((select p.summary from path p where p.role = 'assistant'"
+         "                   order by p.depth limit 1), ''),"
+         "        coalesce((select json_agg(json_build_object('role', p.role, 'content', p.content)"
+         "                                   order by p.seq)"
+         "                    from path p where p.depth <= $3::int), '[]')::text,"
+         "        s.next_seq"
+         "   from s"},
     [PG_SESSION_INSERT] =
         {"session_insert", 5,
          "insert into chat_sessions (session_id, user_id, session_name, model_id, session_prompt)"
@@ -515,7 +524,9 @@ static const struct {
      * key, whatever the session's length or branches. Each message says
      * where it hangs (parent_seq), how many alternatives its place has,
      * itself included (siblings, one short range of the children index),
-     * and which of them it is (sibling_index, 0-based by seq); ratings and
+     * which of them it is (sibling_index, 0-based by seq) and, where there
+     * are, the seqs of the ones before and after it (prev_sibling,
+     * next_sibling: what a "‹ ›" switches to); ratings and
      * file metadata are joined to the page's rows only. */
     [PG_HISTORY_PAGE] =
         {"history_page", 4,
@@ -523,49 +534,36 @@ static const struct {
          "                      where user_id = $1::uuid and session_id = $2::uuid),"
          "  b as (select m.parent_seq from chat_messages m"
          "         where m.session_id = $2::uuid and m.seq = $3::bigint),"
-         "  " PG_PATH(
-             "case when exists (select 1 from b) then (select parent_seq from b)"
-             " else (select leaf from s) end and exists (select 1 from s)",
-             "(m.seq < coalesce($3::bigint, 9223372036854775807))::int",
-             "p.n <= $4::int") ","
-                               "  page as (select * from path where seq < coalesce($3::bigint, "
-                               "9223372036854775807)),"
-                               "  shown as (select * from page order by seq desc limit $4::int)"
-                               " select s.session_name, (select count(*) from page) > $4::int,"
-                               "        coalesce((select "
-                               "json_agg(jsonb_strip_nulls(jsonb_build_object("
-                               "                   'seq', p.seq, 'role', p.role, 'content', "
-                               "p.content,"
-                               "                   'created_at', to_char(p.created_at at time zone "
-                               "'UTC',"
-                               "                                         "
-                               "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
-                               "                   'rating', fb.rating, 'content_type', "
-                               "f.content_type,"
-                               "                   'size', f.size_bytes, 'original_name', "
-                               "f.original_name))"
-                               "                   || jsonb_build_object('parent_seq', "
-                               "p.parent_seq,"
-                               "                                         'siblings', sib.n, "
-                               "'sibling_index', sib.i)"
-                               "                   order by p.seq)"
-                               "                   from shown p"
-                               "                   cross join lateral"
-                               "                     (select count(*) as n, count(*) filter (where "
-                               "c.seq < p.seq) as i"
-                               "                        from chat_messages c"
-                               "                       where c.session_id = $2::uuid"
-                               "                         and coalesce(c.parent_seq, -1) = "
-                               "coalesce(p.parent_seq, -1)) sib"
-                               "                   left join message_feedback fb"
-                               "                     on p.role = 'assistant' and fb.session_id = "
-                               "$2::uuid"
-                               "                    and fb.seq = p.seq"
-                               "                   left join uploaded_files f"
-                               "                     on p.role = 'file' and f.session_id = $2::uuid"
-                               "                    and f.stored_name = p.content), '[]')::text,"
-                               "        (select min(seq) from shown)"
-                               "   from s"},
+         "  " PG_PATH_PAGE ","
+         "  page as (select * from path where seq < coalesce($3::bigint, 9223372036854775807)),"
+         "  shown as (select * from page order by seq desc limit $4::int)"
+         " select s.session_name, (select count(*) from page) > $4::int,"
+         "        coalesce((select json_agg(jsonb_strip_nulls(jsonb_build_object("
+         "                   'seq', p.seq, 'role', p.role, 'content', p.content,"
+         "                   'created_at', to_char(p.created_at at time zone 'UTC',"
+         "                                         'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
+         "                   'rating', fb.rating, 'content_type', f.content_type,"
+         "                   'size', f.size_bytes, 'original_name', f.original_name,"
+         "                   'prev_sibling', sib.prev, 'next_sibling', sib.next))"
+         "                   || jsonb_build_object('parent_seq', p.parent_seq,"
+         "                                         'siblings', sib.n, 'sibling_index', sib.i)"
+         "                   order by p.seq)"
+         "                   from shown p"
+         "                   cross join lateral"
+         "                     (select count(*) as n, count(*) filter (where c.seq < p.seq) as i,"
+         "                             max(c.seq) filter (where c.seq < p.seq) as prev,"
+         "                             min(c.seq) filter (where c.seq > p.seq) as next"
+         "                        from chat_messages c"
+         "                       where c.session_id = $2::uuid"
+         "                         and coalesce(c.parent_seq, -1) = coalesce(p.parent_seq, -1)) sib"
+         "                   left join message_feedback fb"
+         "                     on p.role = 'assistant' and fb.session_id = $2::uuid"
+         "                    and fb.seq = p.seq"
+         "                   left join uploaded_files f"
+         "                     on p.role = 'file' and f.session_id = $2::uuid"
+         "                    and f.stored_name = p.content), '[]')::text,"
+         "        (select min(seq) from shown)"
+         "   from s"},
     [PG_SESSION_RENAME] = {"session_rename", 3,
                            "update chat_sessions set session_name = $3, named_by_user = true,"
                            "       updated_at = clock_timestamp()"
@@ -698,40 +696,28 @@ static const struct {
         {"export_page", 5,
          "with recursive s as (select session_id, " PG_LEAF " as leaf from chat_sessions"
          "                      where user_id = $1::uuid and session_id = $2::uuid),"
-         "  " PG_PATH(
-             "(select leaf from s) and not $5::boolean", "1",
-             "p.seq > $3::bigint") ","
-                                   "  page as ((select p.seq, p.role, p.content, p.created_at, "
-                                   "p.parent_seq from path p"
-                                   "             where p.seq > $3::bigint order by p.seq limit "
-                                   "$4::int)"
-                                   "           union all"
-                                   "           (select m.seq, m.role, m.content, m.created_at, "
-                                   "m.parent_seq"
-                                   "              from s join chat_messages m using (session_id)"
-                                   "             where $5::boolean and m.seq > $3::bigint order by "
-                                   "m.seq limit $4::int))"
-                                   " select coalesce(json_agg(jsonb_strip_nulls(jsonb_build_object("
-                                   "          'seq', p.seq, 'role', p.role, 'content', p.content,"
-                                   "          'created_at', to_char(p.created_at at time zone "
-                                   "'UTC',"
-                                   "                                "
-                                   "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
-                                   "          'rating', fb.rating, 'comment', nullif(fb.comment, "
-                                   "''),"
-                                   "          'content_type', f.content_type, 'size', f.size_bytes,"
-                                   "          'original_name', f.original_name))"
-                                   "          || case when $5::boolean then "
-                                   "jsonb_build_object('parent_seq', p.parent_seq)"
-                                   "                  else '{}' end order by p.seq), '[]')::text,"
-                                   "        max(p.seq)::text"
-                                   "   from page p"
-                                   "   left join message_feedback fb"
-                                   "     on p.role = 'assistant' and fb.session_id = $2::uuid and "
-                                   "fb.seq = p.seq"
-                                   "   left join uploaded_files f"
-                                   "     on p.role = 'file' and f.session_id = $2::uuid and "
-                                   "f.stored_name = p.content"},
+         "  " PG_PATH_EXPORT ","
+         "  page as ((select p.seq, p.role, p.content, p.created_at, p.parent_seq from path p"
+         "             where p.seq > $3::bigint order by p.seq limit $4::int)"
+         "           union all"
+         "           (select m.seq, m.role, m.content, m.created_at, m.parent_seq"
+         "              from s join chat_messages m using (session_id)"
+         "             where $5::boolean and m.seq > $3::bigint order by m.seq limit $4::int))"
+         " select coalesce(json_agg(jsonb_strip_nulls(jsonb_build_object("
+         "          'seq', p.seq, 'role', p.role, 'content', p.content,"
+         "          'created_at', to_char(p.created_at at time zone 'UTC',"
+         "                                'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
+         "          'rating', fb.rating, 'comment', nullif(fb.comment, ''),"
+         "          'content_type', f.content_type, 'size', f.size_bytes,"
+         "          'original_name', f.original_name))"
+         "          || case when $5::boolean then jsonb_build_object('parent_seq', p.parent_seq)"
+         "                  else '{}' end order by p.seq), '[]')::text,"
+         "        max(p.seq)::text"
+         "   from page p"
+         "   left join message_feedback fb"
+         "     on p.role = 'assistant' and fb.session_id = $2::uuid and fb.seq = p.seq"
+         "   left join uploaded_files f"
+         "     on p.role = 'file' and f.session_id = $2::uuid and f.stored_name = p.content"},
     [PG_PING] = {"ping", 0, "select 1"},
 };
 

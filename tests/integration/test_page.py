@@ -467,6 +467,51 @@ class Page(unittest.TestCase):
             box.send_keys("Renamed elsewhere", Keys.ENTER)
             self.wait(lambda: self.b.find_element(By.ID, "title").text == "Renamed elsewhere", "the rename in tab one")
 
+    def test_versions_edit_regenerate_switch_fork(self):
+        uid = self.db.add_user()
+        d = self.b
+        self.open_as(self.http(self.fast), uid)
+        self.send("alpha question")
+        self.wait(lambda: self.done() and self.stored_reply(), "the first reply")
+        sid = self.db.one("select session_id::text from chat_sessions where user_id = %s", (uid,))
+
+        def users():
+            return [e.text for e in d.find_elements(By.CSS_SELECTOR, "#messages .msg.user .body")]
+
+        def versions(role):
+            return [e.text for e in d.find_elements(By.CSS_SELECTOR, "#messages .msg.%s .versions" % role)]
+
+        # edit the question: its new version is answered in its place
+        d.find_element(By.CSS_SELECTOR, "#messages .msg.user[data-seq='0'] button.edit").click()
+        box = self.wait(lambda: d.find_element(By.CSS_SELECTOR, "#messages .edit-form textarea"), "the edit box")
+        box.send_keys(Keys.CONTROL, "a")
+        box.send_keys("beta question", Keys.ENTER)
+        self.wait(lambda: self.done() and users() == ["beta question"] and versions("user") == ["2/2"],
+                  "the edited version, 2/2")
+        self.assertEqual(self.assistant_texts(), [echo("beta question")])
+        # back to the first version, which a reload keeps (PostgreSQL has it)
+        d.find_element(By.CSS_SELECTOR, "#messages .msg.user button.sibling[aria-label='Previous version']").click()
+        self.wait(lambda: users() == ["alpha question"] and versions("user") == ["1/2"], "version 1/2")
+        d.refresh()
+        self.wait(lambda: users() == ["alpha question"] and versions("user") == ["1/2"], "1/2 after a reload")
+        # another tab (here a plain client) switches: this one follows at once
+        c = self.fast.client()
+        self.assertEqual(c.req(19, {"user_id": uid, "session_id": sid, "seq": 2})["type"], 19)
+        c.close()
+        self.wait(lambda: users() == ["beta question"] and versions("user") == ["2/2"], "the other tab's switch")
+        # a new answer to it
+        d.find_element(By.CSS_SELECTOR, "#messages .msg.assistant button.regenerate").click()
+        self.wait(lambda: self.done() and versions("assistant") == ["2/2"], "the new answer, 2/2")
+        self.assertEqual(self.db.one("select count(*) from chat_messages where session_id = %s", (sid,)), 5)
+        # a fork from the answer: a chat of its own, opened
+        d.find_element(By.CSS_SELECTOR, "#messages .msg.assistant button.fork").click()
+        self.wait(lambda: d.find_element(By.ID, "title").text.endswith("(fork)"), "the fork opened")
+        fork = self.db.one("select session_id::text from chat_sessions where user_id = %s and session_id <> %s",
+                           (uid, sid))
+        self.wait(lambda: d.find_element(By.CSS_SELECTOR, "#sessions li[data-id='%s']" % fork), "the fork listed")
+        self.assertEqual(users(), ["beta question"])
+        self.assertEqual(versions("user"), [])  # one version in the fork
+
     def _check_resumed(self, words, what):
         d = self.b
         reply = self.wait(lambda: self.done() and self.stored_reply(), what, tries=1200)

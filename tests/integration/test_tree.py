@@ -123,6 +123,8 @@ class Tree(TreeCase):
         self.assertEqual([m["seq"] for m in msgs], [0, 1, 4, 5])
         self.assertEqual([(m.get("parent_seq"), m["siblings"], m["sibling_index"]) for m in msgs],
                          [(None, 1, 0), (0, 1, 0), (1, 2, 1), (4, 1, 0)])
+        self.assertEqual((msgs[2]["prev_sibling"], msgs[2].get("next_sibling")), (2, None))
+        self.assertNotIn("prev_sibling", msgs[1])
         # code 3 continues the new path
         r = self.c.chat(uid, sid, "third")
         self.assertEqual(r["type"], 3)

@@ -8,6 +8,7 @@
 //   sidebar.js       the session list and search
 //   conversation.js  the open session, paged
 //   turn.js          a reply streaming, stopped, resumed; live events
+//   branch.js        versions of a message: switch, edit, new answer, fork
 //   composer.js      sending, stopping, attaching a file
 //
 // Every reply from chatd is plain text or Markdown made safe by render.js;

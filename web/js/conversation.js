@@ -7,6 +7,7 @@ import { $, PAGE, S, clearNotice, el, errorText, fileURL, icon, iconButton, isIm
 import { setExportLinks } from './session.js';
 import { dropSession } from './sidebar.js';
 import { attachTurn, dropPending, resume } from './turn.js';
+import { branchControls } from './branch.js';
 
 export function setTitle(name) {
   S.openName = name;
@@ -131,7 +132,10 @@ export async function loadNewer(all) {
       const r = await req(CODE.HISTORY, data);
       if (id !== S.open) return;
       const fresh = r.messages.filter((m) => m.seq > last);
-      if (!S.hasNewer && fresh.length === r.messages.length && r.has_more && last >= 0) {
+      // The path went another way (an edit, a new answer, from here or
+      // another tab): what is on screen is not on it. Read it again.
+      const turned = last >= 0 && fresh.length > 0 && fresh[0].parent_seq !== last;
+      if (!S.hasNewer && (turned || (fresh.length === r.messages.length && r.has_more && last >= 0))) {
         // More than a page arrived while we were away: start again from the newest.
         await openSession(id, {});
         return;
@@ -225,9 +229,13 @@ function messageEl(m) {
   } else if (m.role === 'assistant') {
     const body = el('div', 'body');
     renderInto(body, m.content);
-    d.append(body, rateButtons(m));
+    const meta = rateButtons(m);
+    meta.append(branchControls(m, d));
+    d.append(body, meta);
   } else {
-    d.append(el('div', 'body', m.content));
+    const meta = el('div', 'meta');
+    meta.append(branchControls(m, d));
+    d.append(el('div', 'body', m.content), meta);
   }
   return d;
 }

@@ -52,6 +52,8 @@ const ICONS = {
   trash: 'M4 7h16M9 7V4h6v3M6 7l1 13h10l1-13',
   menu: 'M4 6h16M4 12h16M4 18h16',
   file: 'M14 3H6v18h12V7l-4-4zM14 3v4h4',
+  regenerate: 'M20 12a8 8 0 1 1-2.3-5.7M20 4v5h-5',
+  fork: 'M7 3v18M7 9c0 4 10 3 10 8v4M17 3v3',
 };
 
 export function icon(name) {

@@ -2,13 +2,15 @@
 // failure, resuming it after a lost connection or a reload, and the live
 // events of the user's other tabs and instances.
 
-import { CODE, ERR, NEW_SESSION } from './wire.js';
+import { CODE, ERR, NEW_SESSION, isTurn } from './wire.js';
 import { renderInto } from './render.js';
 import { $, S, el, errorText, nearBottom, notice, pendingTurn, req, setOpen, setPendingTurn, showMoney, toBottom } from './state.js';
 import { loadModels, refreshMoney, refreshSpent } from './session.js';
 import { dropSession, upsertSession } from './sidebar.js';
-import { fileBody, loadNewer } from './conversation.js';
+import { fileBody, loadNewer, openSession } from './conversation.js';
 
+// A turn of code 17 or 18 (own or resumed) hangs beside other messages:
+// when it ends the active path is read again.
 export function newTurn(session, own, userText, fileRef, fileName, previewURL) {
   return { session, own, index: -1, text: '', userText, fileRef, fileName, previewURL, nodes: [], body: null, frame: 0 };
 }
@@ -142,6 +144,20 @@ async function onChatReply(d) {
   if (d.session_id === S.open) await loadNewer(true);
 }
 
+// The end of an edit or a new answer: the session's active path now ends
+// with it. What the screen kept (the path up to where it branched) is on
+// it, so the rest is read as after any reply; a tab that still shows the
+// old branch reads the whole path (loadNewer sees the path turned). Only
+// for the turn on screen: a resume replays the end of a turn that ended a
+// moment ago too.
+async function onBranchReply(d) {
+  const t = S.turn;
+  if (!t || t.session !== d.session_id) return;
+  endTurn();
+  refreshMoney();
+  if (d.session_id === S.open) await loadNewer(true);
+}
+
 export function failTurn(e) {
   const t = endTurn();
   if (t && t.own && t.userText && $('input').value === '') $('input').value = t.userText;
@@ -156,9 +172,12 @@ export function failTurn(e) {
 
 export function onPush(f) {
   if (f.error !== undefined) {
-    if (f.type === CODE.CHAT || f.type === CODE.RESUME) {
+    if (isTurn(f.type) || f.type === CODE.RESUME) {
+      const branch = f.type === CODE.EDIT || f.type === CODE.REGENERATE;
       if (S.turn) failTurn({ message: f.error, code: f.code, detail: f.detail });
-      else if (f.type === CODE.CHAT) notice(f.error);
+      else if (isTurn(f.type)) notice(f.error);
+      // what an edit or a new answer took off the screen comes back
+      if (branch && S.open) openSession(S.open, {});
     } else {
       notice(f.detail ? `${f.error} (${f.detail})` : f.error);
     }
@@ -166,6 +185,7 @@ export function onPush(f) {
   }
   if (f.type === CODE.DELTA) onDelta(f.data);
   else if (f.type === CODE.CHAT) onChatReply(f.data);
+  else if (f.type === CODE.EDIT || f.type === CODE.REGENERATE) onBranchReply(f.data);
   else if (f.type === CODE.EVENT) onEvent(f.data);
 }
 
@@ -194,6 +214,10 @@ function onEvent(ev) {
     break;
   case 'turn_finished':
     if (ev.session_id === S.open && !S.turn) loadNewer(true);
+    break;
+  case 'branch_switched':
+    // Another tab chose another version: show the same path.
+    if (ev.session_id === S.open && !S.turn) openSession(S.open, {});
     break;
   default:
     break;

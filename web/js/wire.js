@@ -8,10 +8,15 @@
 // reply or error of that type; code 3 replies, type 7 deltas, type 15
 // events and anything a resumed turn sends are handed to onPush.
 
+// The codes whose reply ends a turn: pushed, never waited for.
+export function isTurn(type) {
+  return type === CODE.CHAT || type === CODE.EDIT || type === CODE.REGENERATE;
+}
+
 export const CODE = {
   USER: 0, SESSIONS: 1, CHATS: 2, CHAT: 3, DELETE: 4, MODELS: 5, BALANCE: 6, DELTA: 7,
   STOP: 8, HISTORY: 9, RENAME: 10, SEARCH: 11, RATE: 12, USAGE: 13, SUBSCRIBE: 14,
-  EVENT: 15, RESUME: 16,
+  EVENT: 15, RESUME: 16, EDIT: 17, REGENERATE: 18, SWITCH: 19, FORK: 20,
 };
 
 // The error codes the page acts on, as the protocol table names them
@@ -123,12 +128,13 @@ export class Wire {
   }
 
   // Sends a request and resolves with its reply's data (rejects with a
-  // WireError). Code 3 resolves at once: its reply is pushed.
+  // WireError). A turn (codes 3, 17, 18) resolves at once: its reply is
+  // pushed, after its deltas, to this tab and to any resuming it.
   request(type, data) {
     if (!this.open)
       return Promise.reject(new WireError({ error: 'Not connected to chatd', code: ERR.LOST, type }));
     this.ws.send(JSON.stringify({ type, data }));
-    if (type === CODE.CHAT) return Promise.resolve(null);
+    if (isTurn(type)) return Promise.resolve(null);
     return new Promise((resolve, reject) => {
       if (!this.waiting.has(type)) this.waiting.set(type, []);
       this.waiting.get(type).push({ resolve, reject });
@@ -144,7 +150,7 @@ export class Wire {
     }
     const type = f.type;
     const q = this.waiting.get(type);
-    const isPush = type === CODE.CHAT || type === CODE.DELTA || type === CODE.EVENT;
+    const isPush = isTurn(type) || type === CODE.DELTA || type === CODE.EVENT;
     if (!isPush && q && q.length > 0) {
       const w = q.shift();
       if (f.error !== undefined) w.reject(new WireError(f));
