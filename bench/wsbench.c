@@ -11,8 +11,8 @@
  *   wsbench --url ws://127.0.0.1:8000/ws --user UUID --code 0 --conns 16 --seconds 5
  *   wsbench ... --code 3 --session NEW|PERCONN|<uuid> [--message TEXT]
  *   wsbench ... --code 3 --session NEW --conns 2000 --once      (one turn each)
- *   wsbench ... --code 17 --session <uuid> --extra '"seq":4,"message":"x"'  (codes 9, 17..20
- *                                                               name a session)
+ *   wsbench ... --code 17 --session <uuid> --extra '"seq":4,"message":"x"'  (codes 9, 17,
+ *                                                               18 name a session)
  *   wsbench --url ... --idle 1000 --hold 10                    (memory figure)
  *
  * PERCONN: each connection's first turn opens a session (NEW) and the rest
@@ -80,14 +80,15 @@ static void die(const char *msg) { ws_die("wsbench", msg); }
 
 __attribute__((noreturn)) static void usage(void)
 {
-    fprintf(stderr,
-            "usage: wsbench --url ws://HOST:PORT/PATH --user UUID --code 0|1|2|3|5|6|9|11|13\n"
-            "               [--conns N] [--seconds S | --requests N | --once] [--warmup S]\n"
-            "               [--session NEW|PERCONN|UUID] [--message TEXT] [--model NAME]\n"
-            "               [--extra '\"limit\":50' (JSON members for \"data\")]\n"
-            "               [--users FILE (one uuid a line; each request picks one)]\n"
-            "               [--timeout S] [--ramp N] [--verbose]\n"
-            "       wsbench --url ... --idle N --hold S\n");
+    fprintf(
+        stderr,
+        "usage: wsbench --url ws://HOST:PORT/PATH --user UUID --code 0|1|2|3|5|6|9|11|13|17|18\n"
+        "               [--conns N] [--seconds S | --requests N | --once] [--warmup S]\n"
+        "               [--session NEW|PERCONN|UUID] [--message TEXT] [--model NAME]\n"
+        "               [--extra '\"limit\":50' (JSON members for \"data\")]\n"
+        "               [--users FILE (one uuid a line; each request picks one)]\n"
+        "               [--timeout S] [--ramp N] [--verbose]\n"
+        "       wsbench --url ... --idle N --hold S\n");
     exit(2);
 }
 
@@ -118,7 +119,7 @@ static size_t build_request(struct conn *c)
                      B.session);
     } else {
         const char *user = B.n_users > 0 ? B.users[rand() % B.n_users] : B.user;
-        int sess = B.code == 9 || B.code == 17 || B.code == 18 || B.code == 19 || B.code == 20;
+        int sess = B.code == 9 || B.code == 17 || B.code == 18;
         n = snprintf(out, WSB_SCRATCH, "{\"type\":%d,\"data\":{\"user_id\":\"%s\"%s%s%s%s%s}}",
                      B.code, user, sess ? ",\"session_id\":\"" : "", sess ? B.session : "",
                      sess ? "\"" : "", B.extra ? "," : "", B.extra ? B.extra : "");
@@ -425,9 +426,9 @@ int main(int argc, char **argv)
     if (!B.idle) {
         if (B.n_users > 0 && B.user == NULL)
             B.user = B.users[0];
-        if (B.user == NULL ||
-            (B.code != 0 && B.code != 1 && B.code != 2 && B.code != 3 && B.code != 5 &&
-             B.code != 6 && B.code != 9 && B.code != 11 && B.code != 13))
+        if (B.user == NULL || (B.code != 0 && B.code != 1 && B.code != 2 && B.code != 3 &&
+                               B.code != 5 && B.code != 6 && B.code != 9 && B.code != 11 &&
+                               B.code != 13 && B.code != 17 && B.code != 18))
             usage();
         if (B.requests > 0 && seconds_given)
             die("--seconds and --requests exclude each other");

@@ -626,7 +626,7 @@ print(fill("turn_store", {1: user, 2: sid, 3: turn, 4: "2", 5: "'bench message'"
                           9: "'turn'", 10: "8", 11: "'llama3.1:8b'", 12: "'0.0001'", 13: "'0'",
                           14: "null", 15: "null", 16: "false", 17: "false", 18: "0",
                           19: "(select coalesce(active_leaf, next_seq - 1) from chat_sessions"
-                              " where session_id = %s::uuid)" % sid, 20: "0"}))
+                              " where session_id = %s::uuid)" % sid, 20: "0", 21: "false"}))
 EOF
 pgbench_store() { # -> tps
     PGPASSWORD=chatd pgbench -n -h 127.0.0.1 -p "$PG_PORT" -U chatd -c 32 -j 2 -T "$SECS" -M prepared \

@@ -656,7 +656,7 @@ enum db_store db_turn_store(struct pg *pg, const struct db_turn_store *in, struc
     snprintf(n, sizeof(n), "%d", in->n_messages);
     snprintf(parent, sizeof(parent), "%lld", in->parent);
     snprintf(first, sizeof(first), "%d", in->first);
-    const char *p[20] = {in->user_id, in->session_id, in->turn_id,   n,
+    const char *p[21] = {in->user_id, in->session_id, in->turn_id,   n,
                          in->message, in->reply,      in->file_name, in->summary};
     charge_params(c, &t, p + 8);
     const char *stopped = in->reply_stopped ? "true" : "false";
@@ -672,10 +672,11 @@ enum db_store db_turn_store(struct pg *pg, const struct db_turn_store *in, struc
         p[17] = deltas;
         p[18] = parent;
         p[19] = first;
+        p[20] = in->keep_lease ? "true" : "false";
     }
     PGresult *r;
-    enum db_status st =
-        query_row(pg, in->session_new ? PG_TURN_STORE_NEW : PG_TURN_STORE, 20, p, &r);
+    enum db_status st = in->session_new ? query_row(pg, PG_TURN_STORE_NEW, 20, p, &r)
+                                        : query_row(pg, PG_TURN_STORE, 21, p, &r);
     if (st != DB_OK)
         return DB_STORE_ERROR; /* one row, always */
     enum db_store out;

@@ -299,6 +299,7 @@ struct db_turn_store {
     const char *session_name, *prompt;
     int reply_stopped; /* reply carries the stop marker already (a stop heard here) */
     long long deltas;  /* type 7 frames the turn streamed */
+    int keep_lease;    /* one of several answers, not the last: the lease stays */
 };
 enum db_store {
     DB_STORE_OK,

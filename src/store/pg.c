@@ -361,19 +361,25 @@ static const struct {
      *   $13 cost added (the summary's), $14 prompt tokens,
      *   $15 completion tokens, $16 estimated, $17 reply marked, $18 deltas,
      *   $19 parent of the first message (-1: none), $20 first row (0, or 1
-     *   for a regenerated answer)
+     *   for a regenerated answer), $21 keep the lease (one of several
+     *   answers side by side, not the last: fenced on the lease all the
+     *   same, and the last one gives it back)
      *   -> session found, lease was ours, base seq, messages, balance, xid
      * The lock comes first, as in every statement that touches both rows
      * (lease_take locks the session row too, FOR KEY SHARE, which this
      * FOR UPDATE holds off until the commit: it then reads the new
      * next_seq, never an older one). */
-    [PG_TURN_STORE] = {"turn_store", 20,
+    [PG_TURN_STORE] = {"turn_store", 21,
                        "with l as (select next_seq from chat_sessions"
                        "            where user_id = $1::uuid and session_id = $2::uuid for update),"
-                       "     d as (delete from turn_leases"
+                       "     g as (delete from turn_leases"
                        "            where session_id = $2::uuid and turn_id = $3::uuid"
-                       "              and exists (select 1 from l)"
+                       "              and exists (select 1 from l) and not $21::boolean"
                        "           returning stopped),"
+                       "     k as (select stopped from turn_leases"
+                       "            where session_id = $2::uuid and turn_id = $3::uuid"
+                       "              and exists (select 1 from l) and $21::boolean for update),"
+                       "     d as (select stopped from g union all select stopped from k),"
                        "     s as (update chat_sessions set next_seq = next_seq + $4::int,"
                        "                  active_leaf = next_seq + $4::int - 1, summary = $8,"
                        "                  updated_at = clock_timestamp()"

@@ -28,11 +28,12 @@
  * balance 15, session 18, then the message seq (17, with *why), then the
  * rate limits 28/27. want_role is the role seq must have. */
 static enum turn_error branch_check(struct worker *w, struct turn *t, const struct proto_request *q,
-                                    const char *want_role, const char **why, int *wait_seconds)
+                                    const char *model_name, const char *want_role, const char **why,
+                                    int *wait_seconds)
 {
     struct db_model model = {0};
     struct db_branch_target target;
-    switch (db_branch_check(&w->pg, q->user_id, q->model_name, q->session_id, q->seq, &t->balance,
+    switch (db_branch_check(&w->pg, q->user_id, model_name, q->session_id, q->seq, &t->balance,
                             &model, &target)) {
     case DB_ACCESS_OK:
         break;
@@ -117,6 +118,78 @@ out:
     return err;
 }
 
+/* Answer i of a compare, beside lead (checked): the same question in the
+ * same place, by model_name, which must be one of the user's (24/7). */
+static enum turn_error branch_answer(struct worker *w, const struct turn *lead, struct turn *a,
+                                     const char *model_name)
+{
+    struct db_model model = {0};
+    switch (db_access(&w->pg, lead->user_id, model_name, -1, NULL, &model)) {
+    case DB_ACCESS_OK:
+        break;
+    case DB_ACCESS_NO_USER:
+        return TURN_NO_USER;
+    case DB_ACCESS_UNKNOWN_MODEL:
+        return TURN_UNKNOWN_MODEL;
+    case DB_ACCESS_DENIED:
+        return TURN_NO_MODEL_ACCESS;
+    case DB_ACCESS_ERROR:
+        return TURN_INTERNAL;
+    }
+    a->model_id = model.id;
+    a->model_name = model.name;
+    a->provider = model.provider;
+    a->context_length = model.context_length;
+    a->code = lead->code;
+    a->stream = lead->stream;
+    memcpy(a->user_id, lead->user_id, sizeof(a->user_id));
+    memcpy(a->session_id, lead->session_id, sizeof(a->session_id));
+    a->balance = lead->balance;
+    a->seen_seq = lead->seen_seq;
+    a->follow_leaf = 0;
+    a->first = lead->first;
+    a->parent = lead->parent;
+    a->ctx_end = lead->ctx_end;
+    a->session_name = strdup(lead->session_name);
+    a->prompt = strdup(lead->prompt);
+    a->message = strdup(lead->message);
+    a->file_name = strdup(lead->file_name);
+    a->file_url = lead->file_url != NULL ? strdup(lead->file_url) : NULL;
+    if (a->session_name == NULL || a->prompt == NULL || a->message == NULL ||
+        a->file_name == NULL || (lead->file_url != NULL && a->file_url == NULL))
+        return TURN_INTERNAL;
+    return TURN_OK;
+}
+
+/* Code 18 with model_names: the lead checked as any new answer, then one
+ * more answer per model, run side by side (turn_group_make). */
+static enum turn_error branch_compare(struct worker *w, struct turn *lead,
+                                      const struct proto_request *q, const char **why,
+                                      int *wait_seconds)
+{
+    enum turn_error err =
+        branch_check(w, lead, q, q->model_names[0], "assistant", why, wait_seconds);
+    struct turn *m[PROTO_COMPARE_MAX] = {lead};
+    int n = 1;
+    for (; err == TURN_OK && n < q->n_models; n++) {
+        if ((m[n] = turn_new(lead->app, lead->conn_id)) == NULL) {
+            err = TURN_INTERNAL;
+            break;
+        }
+        err = branch_answer(w, lead, m[n], q->model_names[n]);
+        if (err != TURN_OK) {
+            n++; /* freed below with the others */
+            break;
+        }
+    }
+    if (err == TURN_OK && turn_group_make(m, n) == 0)
+        return TURN_OK; /* the group holds the answers now */
+    for (int i = 1; i < n; i++)
+        if (m[i] != NULL)
+            turn_unref(m[i]);
+    return err != TURN_OK ? err : TURN_INTERNAL;
+}
+
 /* Codes 17 and 18: checks, then the turn of work/turn.c. */
 static void branch_turn(struct worker *w, struct work_request *r, const char *want_role)
 {
@@ -132,7 +205,9 @@ static void branch_turn(struct worker *w, struct work_request *r, const char *wa
     memcpy(t->user_id, q->user_id, sizeof(t->user_id));
     const char *why = NULL;
     int wait_seconds = 0;
-    enum turn_error err = branch_check(w, t, q, want_role, &why, &wait_seconds);
+    enum turn_error err =
+        q->n_models > 0 ? branch_compare(w, t, q, &why, &wait_seconds)
+                        : branch_check(w, t, q, q->model_name, want_role, &why, &wait_seconds);
     if (err == TURN_DAY_LIMIT || err == TURN_MINUTE_LIMIT) {
         char text[128];
         snprintf(text, sizeof(text), "%s: try again in %d seconds",
@@ -149,16 +224,7 @@ static void branch_turn(struct worker *w, struct work_request *r, const char *wa
 
 void branch_edit(struct worker *w, struct work_request *r) { branch_turn(w, r, "user"); }
 
-void branch_regenerate(struct worker *w, struct work_request *r)
-{
-    if (r->req.n_models > 0) {
-        /* Side by side answers are not built yet: said, not pretended. */
-        outbox_reply_error(r->app->outbox, r->conn_id, r->req.type, PERR_INVALID_FIELD,
-                           "Invalid field 'model_names': comparing models is not supported yet");
-        return;
-    }
-    branch_turn(w, r, "assistant");
-}
+void branch_regenerate(struct worker *w, struct work_request *r) { branch_turn(w, r, "assistant"); }
 
 /* ------------------------------------------------------------ 19: switch */
 

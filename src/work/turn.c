@@ -24,6 +24,24 @@
 #include "work/title.h"
 
 #define TURN_STOP_MARKER "[stopped]"
+/* The status of a call that never started: gRPC's UNAVAILABLE, so that it
+ * ends as a failed call does (error 6, nothing stored). */
+#define TURN_CALL_NOT_STARTED 14
+
+/* Code 18 with model_names: one request, one answer per model. The lead
+ * (m[0]) holds the connection's place, the session's order and lease;
+ * every answer streams into the lead's stream (one sequence of indexes,
+ * each delta naming its answer), is charged and stored on its own, one at
+ * a time under mu, fenced on the lead's lease, which the last one to
+ * finish gives back; that one also ends the stream and the lead. */
+struct turn_group {
+    pthread_mutex_t mu;      /* one answer finishes at a time */
+    atomic_int refs;         /* the group's own (until its end), and cancels under way */
+    atomic_llong next_index; /* of the stream's next frame */
+    int n, left;             /* answers, and those not finished (under mu) */
+    int started;             /* every answer's call was started: each one finishes */
+    struct turn *m[PROTO_COMPARE_MAX];
+};
 
 int turn_wire_code(enum turn_error e)
 {
@@ -148,7 +166,7 @@ enum turn_end turn_end_of(int cancelled, int by_user, int status)
     return TURN_END_STORED;
 }
 
-int turn_cancel(struct turn *t, int by_user)
+static int turn_cancel_one(struct turn *t, int by_user)
 {
     pthread_mutex_lock(&t->mu);
     int took = turn_stop_takes(t->agent_done, by_user);
@@ -159,6 +177,26 @@ int turn_cancel(struct turn *t, int by_user)
             agent_call_cancel(t->call);
     }
     pthread_mutex_unlock(&t->mu);
+    return took;
+}
+
+static void turn_group_unref(struct turn_group *g);
+
+int turn_cancel(struct turn *t, int by_user)
+{
+    int took = turn_cancel_one(t, by_user);
+    /* Answers side by side stop together. */
+    pthread_mutex_lock(&t->mu);
+    struct turn_group *g = t->group;
+    if (g != NULL)
+        atomic_fetch_add(&g->refs, 1);
+    pthread_mutex_unlock(&t->mu);
+    if (g != NULL) {
+        for (int i = 0; i < g->n; i++)
+            if (g->m[i] != t)
+                took |= turn_cancel_one(g->m[i], by_user);
+        turn_group_unref(g);
+    }
     /* One parked for its session's lease ends now (turn_take_lease). */
     if (took && !by_user)
         turn_lease_freed(t->app, t->session_id);
@@ -168,6 +206,52 @@ int turn_cancel(struct turn *t, int by_user)
 /* A stop (code 8) from another connection or chatd, for the turn that owns
  * its session's slot (slots_stop). */
 static int turn_stop_heard(struct slot_turn *st) { return turn_cancel(turn_of_slot(st), 1); }
+
+/* ------------------------------------------------- answers side by side */
+
+int turn_group_make(struct turn **members, int n)
+{
+    struct turn_group *g = calloc(1, sizeof(*g));
+    if (g == NULL)
+        return -1;
+    pthread_mutex_init(&g->mu, NULL);
+    atomic_init(&g->refs, 1);
+    atomic_init(&g->next_index, 0);
+    g->n = g->left = n;
+    turn_ref(members[0]); /* every member lives as long as the group */
+    for (int i = 0; i < n; i++) {
+        g->m[i] = members[i];
+        members[i]->group = g;
+        members[i]->answer = i;
+    }
+    return 0;
+}
+
+static void turn_group_unref(struct turn_group *g)
+{
+    if (atomic_fetch_sub(&g->refs, 1) != 1)
+        return;
+    for (int i = 0; i < g->n; i++)
+        turn_unref(g->m[i]);
+    pthread_mutex_destroy(&g->mu);
+    free(g);
+}
+
+/* The group is over: no member refers to it any more. */
+static void turn_group_close(struct turn_group *g)
+{
+    for (int i = 0; i < g->n; i++) {
+        pthread_mutex_lock(&g->m[i]->mu);
+        g->m[i]->group = NULL;
+        pthread_mutex_unlock(&g->m[i]->mu);
+    }
+}
+
+/* The turn whose lease (and stream) t's answer goes under. */
+static const char *turn_lease_id(const struct turn *t)
+{
+    return t->group != NULL ? t->group->m[0]->turn_id : t->turn_id;
+}
 
 /* ------------------------------------------------- the session's lease */
 
@@ -246,9 +330,15 @@ static void turn_drop_lease(struct worker *w, struct turn *t)
 /* The turn's last frame: to its connection, and to whoever resumes it. */
 static void turn_push_last(struct turn *t, char *frame, size_t len)
 {
-    if (t->streamed)
-        events_turn_end(t->app, t->user_id, t->session_id, t->turn_id, t->next_index - 1, frame,
-                        len);
+    struct turn_group *g = t->group;
+    if (!t->streamed)
+        ;                                                  /* nobody follows it yet */
+    else if (g != NULL && g->started && !t->last_of_group) /* one answer's end, in the stream */
+        events_turn_frame(t->app, t->user_id, t->session_id, turn_lease_id(t),
+                          atomic_fetch_add(&g->next_index, 1), frame, len);
+    else
+        events_turn_end(t->app, t->user_id, t->session_id, turn_lease_id(t),
+                        (g != NULL ? atomic_load(&g->next_index) : t->next_index) - 1, frame, len);
     outbox_push(t->app->outbox, t->conn_id, frame, len);
 }
 
@@ -284,8 +374,35 @@ static void turn_fail(struct worker *w, struct turn *t, enum turn_error e)
     turn_push_error(t, e);
 }
 
-/* Every turn that got past its checks ends here exactly once. */
+static void turn_end_alone(struct worker *w, struct turn *t);
+
+/* Every turn that got past its checks ends here exactly once. An answer
+ * side by side (called with its group's lock held, from turn_finish)
+ * ends the lead when it is the last. */
 static void turn_end(struct worker *w, struct turn *t)
+{
+    struct turn_group *g = t->group;
+    if (g == NULL) {
+        turn_end_alone(w, t);
+        return;
+    }
+    if (!g->started) { /* the lead failed before any call: the others never ran */
+        turn_group_close(g);
+        turn_end_alone(w, t);
+        turn_group_unref(g);
+        return;
+    }
+    int last = t->last_of_group;
+    pthread_mutex_unlock(&g->mu);
+    if (!last)
+        return;
+    struct turn *lead = g->m[0];
+    turn_group_close(g);
+    turn_end_alone(w, lead);
+    turn_group_unref(g);
+}
+
+static void turn_end_alone(struct worker *w, struct turn *t)
 {
     turn_drop_lease(w, t);
     struct slot_turn *next = slots_release(t->app->slots, &t->slot);
@@ -315,7 +432,7 @@ static enum turn_error turn_store(struct worker *w, struct turn *t, const char *
     struct db_turn_store in = {
         .user_id = t->user_id,
         .session_id = t->session_id,
-        .turn_id = t->turn_id,
+        .turn_id = turn_lease_id(t),
         .first = t->first,
         .n_messages = (t->file_url != NULL ? 3 : 2) - t->first,
         .parent = t->parent,
@@ -328,7 +445,9 @@ static enum turn_error turn_store(struct worker *w, struct turn *t, const char *
         .prompt = t->prompt,
         .reply_stopped = reply_stopped,
         .deltas = t->next_index,
+        .keep_lease = t->group != NULL && !t->last_of_group,
     };
+    struct turn *lead = t->group != NULL ? t->group->m[0] : t;
     charge->session_id = t->session_id;
     long long seq = 0;
     uint64_t xid = 0;
@@ -346,12 +465,12 @@ static enum turn_error turn_store(struct worker *w, struct turn *t, const char *
     case DB_STORE_ERROR:
         return TURN_INTERNAL;
     }
-    if (t->lease_held) { /* the statement gave it back */
-        lease_let_go(t->app->lease, t->turn_id);
-        t->lease_held = 0;
+    if (lead->lease_held && !in.keep_lease) { /* the statement gave it back */
+        lease_let_go(t->app->lease, lead->turn_id);
+        lead->lease_held = 0;
     }
     *lock_seq = seq;
-    t->stored_seq = seq + in.n_messages;
+    t->stored_seq = lead->stored_seq = seq + in.n_messages;
     if (t->session_new)
         cache_saw_write(&w->cache, t->user_id, xid);
     return TURN_OK;
@@ -365,6 +484,8 @@ static enum turn_error turn_store(struct worker *w, struct turn *t, const char *
 static void turn_refresh_cache(struct worker *w, struct turn *t, const char *reply,
                                long long lock_seq)
 {
+    if (lock_seq != t->ctx_seq && t->group != NULL)
+        return; /* an answer side by side after the first: the next turn reads PostgreSQL */
     if (lock_seq != t->ctx_seq) {
         /* The session's lease keeps every other turn out between its take
          * (which read ctx_seq) and this store: this would be a bug. */
@@ -433,6 +554,10 @@ static void turn_reply(struct turn *t, const char *reply, long long lock_seq)
                             t->parent >= 0 ? json_integer(t->parent) : json_null());
         json_object_set_new(data, "active_leaf", json_integer(t->stored_seq - 1));
     }
+    if (data != NULL && t->group != NULL) {
+        json_object_set_new(data, "answer", json_integer(t->answer));
+        json_object_set_new(data, "model_name", json_string(t->model_name));
+    }
     size_t len = 0;
     char *frame = data != NULL ? proto_encode_reply(t->code, data, &len) : NULL;
     if (frame != NULL) {
@@ -461,6 +586,11 @@ static void turn_reply(struct turn *t, const char *reply, long long lock_seq)
 /* Runs on a worker after the agent (and Summarize) answered. */
 static void turn_finish(struct worker *w, struct turn *t)
 {
+    struct turn_group *g = t->group;
+    if (g != NULL) { /* held until turn_end */
+        pthread_mutex_lock(&g->mu);
+        t->last_of_group = --g->left == 0;
+    }
     pthread_mutex_lock(&t->mu);
     int cancelled = t->cancelled, by_user = t->by_user;
     pthread_mutex_unlock(&t->mu);
@@ -568,14 +698,18 @@ static void on_delta(void *ud, const char *text, size_t len)
         return;
     /* index: 0, 1, 2, ... within the turn, so that a client resuming it
      * (code 16) knows where it is. */
-    long long index = t->next_index++;
+    struct turn_group *g = t->group; /* stays until this answer finishes */
+    long long index = g != NULL ? atomic_fetch_add(&g->next_index, 1) : t->next_index;
+    t->next_index++;
     json_t *data = json_pack("{s:s, s:s%, s:I}", "session_id", t->session_id, "delta", text, len,
                              "index", (json_int_t)index);
+    if (data != NULL && g != NULL) /* which answer it belongs to */
+        json_object_set_new(data, "answer", json_integer(t->answer));
     size_t flen = 0;
     char *frame = data != NULL ? proto_encode_reply(PROTO_CHAT_DELTA, data, &flen) : NULL;
     if (frame == NULL)
         return;
-    events_turn_frame(t->app, t->user_id, t->session_id, t->turn_id, index, frame, flen);
+    events_turn_frame(t->app, t->user_id, t->session_id, turn_lease_id(t), index, frame, flen);
     outbox_push(t->app->outbox, t->conn_id, frame, flen);
 }
 
@@ -614,6 +748,70 @@ static void on_done(void *ud, const struct agent_result *res)
 
 /* ------------------------------------------------------------ turn start */
 
+/* The history the agent is given (malloc'd JSON text), trimmed to t's
+ * model: a file as the URL it can fetch, where the history keeps the bare
+ * stored name (as PostgreSQL does). NULL when out of memory. */
+static char *turn_agent_history(struct turn *t)
+{
+    json_t *history = json_deep_copy(t->history);
+    if (history != NULL && links_apply(t->app->cfg, history, "content", links_file_url) != 0) {
+        json_decref(history);
+        history = NULL;
+    }
+    size_t fixed = strlen(t->prompt) + strlen(t->summary) + strlen(t->message);
+    size_t dropped = history ? context_trim(history, fixed, t->context_length) : 0;
+    char *hist = history != NULL ? json_dumps(history, JSON_COMPACT) : NULL;
+    json_decref(history);
+    log_debug("event=turn_start session=%s history=%zu dropped=%zu", t->session_id,
+              json_array_size(t->history), dropped);
+    return hist;
+}
+
+/* Starts t's agent call with history hist (freed here; NULL: out of
+ * memory). A call that cannot start, or a turn cancelled already, ends
+ * through turn_finish like any other: so does every answer side by
+ * side, which the group counts on. */
+static void turn_call(struct worker *w, struct turn *t, char *hist)
+{
+    const char *files[1] = {t->file_url};
+    struct agent_request req = {
+        .user_id = t->user_id,
+        .session_id = t->session_id,
+        .chat_message = t->message,
+        .model_name = t->model_name,
+        .session_prompt = t->prompt,
+        .chat_summary = t->summary,
+        .chat_history = hist,
+        .model_provider = t->provider,
+        .file_names = files,
+        .n_files = t->file_url != NULL ? 1 : 0,
+        .balance = t->balance,
+    };
+    pthread_mutex_lock(&t->mu);
+    if (t->cancelled || hist == NULL) {
+        pthread_mutex_unlock(&t->mu);
+        free(hist);
+        t->status = hist == NULL ? TURN_CALL_NOT_STARTED : AGENT_CANCELLED;
+        t->stage = 1;
+        pool_submit(t->app->pool, &t->job);
+        return;
+    }
+    turn_ref(t); /* the call's, until its on_done has run the finish */
+    t->agent_start_us = metrics_now_us();
+    t->call = agent_process(t->app->agent, &req, t->stream, on_delta, on_done, t);
+    int started = t->call != NULL;
+    pthread_mutex_unlock(&t->mu);
+    free(hist);
+    if (!started) {
+        log_warn("event=agent_call_not_started session=%s", t->session_id);
+        metrics_agent_error();
+        turn_unref(t);
+        t->status = TURN_CALL_NOT_STARTED;
+        t->stage = 1;
+        pool_submit(t->app->pool, &t->job);
+    }
+}
+
 static void turn_start(struct worker *w, struct turn *t)
 {
     enum turn_error err = TURN_OK;
@@ -647,24 +845,12 @@ static void turn_start(struct worker *w, struct turn *t)
         turn_end(w, t);
         return;
     }
-    json_t *history = json_deep_copy(t->history);
-    /* History keeps a file as its bare stored name (as PostgreSQL does);
-     * the agent is given the URL it can fetch, as always. */
-    if (history != NULL && links_apply(t->app->cfg, history, "content", links_file_url) != 0) {
-        json_decref(history);
-        history = NULL;
-    }
-    size_t fixed = strlen(t->prompt) + strlen(t->summary) + strlen(t->message);
-    size_t dropped = history ? context_trim(history, fixed, t->context_length) : 0;
-    char *hist = history != NULL ? json_dumps(history, JSON_COMPACT) : NULL;
-    json_decref(history);
+    char *hist = turn_agent_history(t);
     if (hist == NULL) {
         turn_fail(w, t, TURN_INTERNAL);
         turn_end(w, t);
         return;
     }
-    log_debug("event=turn_start session=%s history=%zu dropped=%zu", t->session_id,
-              json_array_size(t->history), dropped);
     /* From here on other connections can follow it (code 16), and the
      * user's other tabs hear of it. */
     events_turn_begin(t->app, t->session_id, t->turn_id);
@@ -672,44 +858,26 @@ static void turn_start(struct worker *w, struct turn *t)
     events_emit(t->app, t->user_id,
                 json_pack("{s:s, s:s, s:b}", "kind", "turn_started", "session_id", t->session_id,
                           "new_session", t->session_new));
-
-    const char *files[1] = {t->file_url};
-    struct agent_request req = {
-        .user_id = t->user_id,
-        .session_id = t->session_id,
-        .chat_message = t->message,
-        .model_name = t->model_name,
-        .session_prompt = t->prompt,
-        .chat_summary = t->summary,
-        .chat_history = hist,
-        .model_provider = t->provider,
-        .file_names = files,
-        .n_files = t->file_url != NULL ? 1 : 0,
-        .balance = t->balance,
-    };
-    pthread_mutex_lock(&t->mu);
-    if (t->cancelled) {
-        pthread_mutex_unlock(&t->mu);
-        free(hist);
-        t->status = AGENT_CANCELLED;
-        t->stage = 1;
-        turn_finish(w, t);
-        return;
-    }
-    /* The whole turn may finish on other threads before agent_process
-     * returns; our own reference keeps t alive until we let go of it. */
+    struct turn_group *g = t->group;
+    if (g != NULL) /* from now on every answer finishes (turn_finish) */
+        g->started = 1;
+    /* The calls may finish the whole turn, or group, on other threads
+     * meanwhile: our references keep both until we let go. */
     turn_ref(t);
-    t->agent_start_us = metrics_now_us();
-    t->call = agent_process(t->app->agent, &req, t->stream, on_delta, on_done, t);
-    int started = t->call != NULL;
-    pthread_mutex_unlock(&t->mu);
-    free(hist);
-    if (!started) {
-        log_warn("event=agent_call_not_started session=%s", t->session_id);
-        metrics_agent_error();
-        turn_fail(w, t, TURN_AGENT);
-        turn_end(w, t);
+    if (g != NULL)
+        atomic_fetch_add(&g->refs, 1);
+    turn_call(w, t, hist);
+    for (int i = 1; g != NULL && i < g->n; i++) {
+        struct turn *a = g->m[i];
+        a->summary = strdup(t->summary);
+        a->history = json_deep_copy(t->history);
+        a->ctx_seq = t->ctx_seq;
+        a->streamed = 1;
+        char *h = a->summary != NULL && a->history != NULL ? turn_agent_history(a) : NULL;
+        turn_call(w, a, h);
     }
+    if (g != NULL)
+        turn_group_unref(g);
     turn_unref(t);
 }
 

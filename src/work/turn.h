@@ -35,6 +35,7 @@
 
 struct agent_call;
 struct app;
+struct turn_group;
 
 /* Why a turn was refused or failed. Chosen by the steps of chat.c and
  * turn.c; the wire code is chosen from it in one place, turn_wire_code. */
@@ -123,6 +124,15 @@ struct turn {
      * resume from, once begun. */
     int streamed;
     long long next_index; /* of the next type 7 frame (agent thread) */
+
+    /* One of several answers to one request (code 18 with model_names),
+     * or NULL. The first, the lead, is the turn the connection, the
+     * session's order and its lease know; the others run their agent
+     * calls beside it, send their frames into its stream, and store under
+     * its lease, one at a time (turn.c, "answers side by side"). */
+    struct turn_group *group;
+    int answer;        /* its index: the order the request named the models in */
+    int last_of_group; /* it finishes the group (set under the group's lock) */
 };
 
 /* A new turn for a request of conn, with one reference (the caller's) and
@@ -134,6 +144,12 @@ struct turn *turn_new(struct app *app, uint64_t conn_id);
  * the code's, NULL for none) and lets go of the caller's reference: a
  * turn refused by its checks. */
 void turn_refuse(struct turn *t, enum turn_error err, const char *custom);
+
+/* Makes members[0..n) one request's answers side by side, members[0]
+ * the lead: the group takes over the caller's reference of each other
+ * member; the lead is then begun as any turn (turn_begin), and a cancel
+ * of any member cancels them all. 0, or -1 when out of memory. */
+int turn_group_make(struct turn **members, int n);
 
 /* Runs t, whose checks passed, on worker w: takes the caller's reference
  * over as the pipeline's. The request is answered by the turn's last

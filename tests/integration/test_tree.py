@@ -193,11 +193,67 @@ class Tree(TreeCase):
         self.assertIn("files=1", r["data"]["message"])
         self.assertEqual([x for x, _ in self.chats(uid, sid)], ["user", "assistant", "file"])
 
-    def test_compare_is_refused_clearly_until_built(self):
+    def compare(self, c, uid, sid, seq, models, stream=True):
+        """Sends code 18 with model_names; returns (deltas, finals) once one
+        final reply per model came, or (None, the error) for an error."""
+        c.send(18, dict(user_id=uid, session_id=sid, seq=seq, model_names=models, stream=stream))
+        frames = []
+        while sum(1 for f in frames if f.get("type") == 18) < len(models) and not any("error" in f for f in frames):
+            frames.append(c.recv())
+        errors = [f for f in frames if "error" in f]
+        if errors:
+            return None, errors[0]
+        return [f["data"] for f in frames if f.get("type") == 7], [f["data"] for f in frames if f.get("type") == 18]
+
+    def test_compare_answers_side_by_side(self):
         uid = self.db.add_user(balance=10)
         sid = self.two_turns(uid)
-        r = self.regenerate(uid, sid, 3, model_names=[MODEL, "gpt-4-turbo"])
-        self.assertError(r, 17, "model_names")
+        first = process_requests(self.agent, sid)
+        models = [MODEL, "gpt-4-turbo", "gpt-4-turbo-2024-04-09"]
+        deltas, finals = self.compare(self.c, uid, sid, 3, models)
+        self.assertEqual(sorted(f["answer"] for f in finals), [0, 1, 2])
+        by = {f["answer"]: f for f in finals}
+        for i, m in enumerate(models):
+            self.assertEqual(by[i]["model_name"], m)
+            self.assertEqual(by[i]["parent_seq"], 2)
+            # each answer's deltas are its reply, whatever came between them
+            self.assertEqual("".join(d["delta"] for d in deltas if d["answer"] == i), by[i]["message"])
+        # one stream: every frame's index once, in order
+        self.assertEqual([d["index"] for d in deltas], sorted(d["index"] for d in deltas))
+        self.assertEqual(len({d["index"] for d in deltas}), len(deltas))
+        seqs = sorted(f["seqs"][0] for f in finals)
+        self.assertEqual(seqs, [4, 5, 6])
+        rows = {s_: (p, r, c) for s_, p, r, c in self.tree(sid)}
+        for f in finals:
+            self.assertEqual(rows[f["seqs"][0]], (2, "assistant", f["message"]))
+        # each was asked with the question's path, and charged on its own
+        recs = process_requests(self.agent, sid)[len(first):]
+        self.assertEqual(sorted(r["model_name"] for r in recs), sorted(models))
+        for r in recs:
+            self.assertEqual((r["chat_message"], pairs(r["chat_history"]), r["chat_summary"]),
+                             ("second question", pairs(first[1]["chat_history"]), first[1]["chat_summary"]))
+        ledger = self.db.query("select seq, model_name from usage_ledger where session_id = %s and kind = 'turn'"
+                               " and seq >= 4 order by seq", (sid,))
+        self.assertEqual(sorted(m for _, m in ledger), sorted(models))
+        spent = self.db.one("select sum(cost) from usage_ledger where user_id = %s", (uid,))
+        self.assertEqual(self.db.one("select balance from user_data where user_id = %s", (uid,)), 10 - spent)
+        msgs = self.page(uid, sid)["messages"]
+        self.assertEqual((msgs[-1]["siblings"], msgs[-1]["sibling_index"]), (4, 3))
+        self.assertEqual(self.leaf(sid), 6)
+        # the next turn goes on from the active one, and the session is free
+        self.assertEqual(self.c.chat(uid, sid, "and then")["type"], 3)
+        # without streaming: the finals alone
+        deltas, finals = self.compare(self.c, uid, sid, 3, models[:2], stream=False)
+        self.assertEqual((deltas, sorted(f["answer"] for f in finals)), ([], [0, 1]))
+
+    def test_compare_checks_every_model_first(self):
+        uid = self.db.add_user(balance=10)
+        sid = self.two_turns(uid)
+        for models, code in (([MODEL, "gpt-4"], 7), ([MODEL, "no-such-model"], 24), (["gpt-4", MODEL], 7)):
+            deltas, err = self.compare(self.c, uid, sid, 3, models)
+            self.assertIsNone(deltas)
+            self.assertError(err, code)
+        self.assertError(self.compare(self.c, uid, sid, 2, [MODEL, "gpt-4-turbo"])[1], 17, "only assistant")
         self.assertEqual(len(self.tree(sid)), 4)
 
     # ------------------------------------------------------------ code 19
@@ -535,6 +591,38 @@ def echo_summary(path):
             take = content.encode()[:40].decode(errors="ignore")
             out = (out + " | " + take) if out else take
     return out.encode()[:1000].decode(errors="ignore")
+
+
+    def test_stop_and_resume_a_compare(self):
+        uid = self.db.add_user(balance=10)
+        sid = self.session(uid)
+        a = self.chatds[0].client()
+        a.send(18, dict(user_id=uid, session_id=sid, seq=1, model_names=[MODEL, "gpt-4-turbo"], stream=True))
+        drain_until(a, lambda m: m.get("type") == 7)
+        b = self.chatds[1].client()  # another tab follows both answers
+        b.send(16, dict(user_id=uid, session_id=sid, after=0))
+        s = self.chatds[1].client()  # and one more stops them, all of them
+        self.assertEqual(s.req(8, dict(user_id=uid, session_id=sid))["type"], 8)
+        got = []
+        while sum(1 for m in got if m.get("type") == 18) < 2:
+            got.append(a.recv())
+            self.assertNotIn("error", got[-1])
+        finals = [m for m in got if m.get("type") == 18]
+        self.assertEqual(sorted(f["data"]["answer"] for f in finals), [0, 1])
+        for f in finals:
+            self.assertTrue(f["data"]["message"].endswith("[stopped]"), f)
+        # the follower saw the same two ends, the stream's last one last
+        seen = []
+        while not seen or seen[-1] != got[-1]:
+            seen.append(b.recv())
+            self.assertNotIn("error", seen[-1])
+        self.assertEqual(seen[0]["type"], 16)
+        self.assertEqual(sorted(m["data"]["answer"] for m in seen if m.get("type") == 18), [0, 1])
+        self.assertEqual(sorted((p, r) for s_, p, r, c in self.tree(sid) if s_ >= 2), [(0, "assistant")] * 2)
+        # the lease is free: the session takes the next turn at once
+        self.assertEqual(a.chat(uid, sid, "next")["type"], 3)
+        for x in (a, b, s):
+            x.close()
 
 
 class TreeRandom(unittest.TestCase):
