@@ -556,6 +556,7 @@ static void turn_reply(struct turn *t, const char *reply, long long lock_seq)
     }
     if (data != NULL && t->group != NULL) {
         json_object_set_new(data, "answer", json_integer(t->answer));
+        json_object_set_new(data, "answers", json_integer(t->group->n));
         json_object_set_new(data, "model_name", json_string(t->model_name));
     }
     size_t len = 0;
@@ -770,7 +771,8 @@ static char *turn_agent_history(struct turn *t)
 /* Starts t's agent call with history hist (freed here; NULL: out of
  * memory). A call that cannot start, or a turn cancelled already, ends
  * through turn_finish like any other: so does every answer side by
- * side, which the group counts on. */
+ * side, which the group counts on. The caller keeps t alive meanwhile:
+ * the call may finish the turn on other threads before this returns. */
 static void turn_call(struct worker *w, struct turn *t, char *hist)
 {
     const char *files[1] = {t->file_url};
@@ -796,7 +798,6 @@ static void turn_call(struct worker *w, struct turn *t, char *hist)
         pool_submit(t->app->pool, &t->job);
         return;
     }
-    turn_ref(t); /* the call's, until its on_done has run the finish */
     t->agent_start_us = metrics_now_us();
     t->call = agent_process(t->app->agent, &req, t->stream, on_delta, on_done, t);
     int started = t->call != NULL;
@@ -805,7 +806,6 @@ static void turn_call(struct worker *w, struct turn *t, char *hist)
     if (!started) {
         log_warn("event=agent_call_not_started session=%s", t->session_id);
         metrics_agent_error();
-        turn_unref(t);
         t->status = TURN_CALL_NOT_STARTED;
         t->stage = 1;
         pool_submit(t->app->pool, &t->job);

@@ -503,6 +503,16 @@ class Page(unittest.TestCase):
         d.find_element(By.CSS_SELECTOR, "#messages .msg.assistant button.regenerate").click()
         self.wait(lambda: self.done() and versions("assistant") == ["2/2"], "the new answer, 2/2")
         self.assertEqual(self.db.one("select count(*) from chat_messages where session_id = %s", (sid,)), 5)
+        # two models side by side, each in its column as it is written
+        d.find_element(By.CSS_SELECTOR, "#messages .msg.assistant button.compare").click()
+        boxes = self.wait(lambda: d.find_elements(By.CSS_SELECTOR, "#messages .compare-form input"), "the models")
+        self.assertEqual(sum(1 for b in boxes if b.is_selected()), 2)
+        d.find_element(By.CSS_SELECTOR, "#messages .compare-form .compare-go").click()
+        self.wait(lambda: len(d.find_elements(By.CSS_SELECTOR, "#messages .answers .msg.assistant .body")) == 2,
+                  "two columns")
+        self.wait(lambda: self.done() and versions("assistant") == ["4/4"], "the comparison stored, 4/4")
+        self.assertEqual(self.db.one("select count(*) from chat_messages where session_id = %s", (sid,)), 7)
+        self.assertEqual(d.find_elements(By.CSS_SELECTOR, "#messages .answers"), [])
         # a fork from the answer: a chat of its own, opened
         d.find_element(By.CSS_SELECTOR, "#messages .msg.assistant button.fork").click()
         self.wait(lambda: d.find_element(By.ID, "title").text.endswith("(fork)"), "the fork opened")

@@ -11,7 +11,8 @@ import { upsertSession } from './sidebar.js';
 import { attachTurn, failTurn, newTurn, setBusy } from './turn.js';
 
 // The controls under message m (drawn in d): the versions' switcher when
-// there are several, edit (a question) or a new answer (an answer), fork.
+// there are several, edit (a question) or a new answer and a comparison of
+// models (an answer), fork.
 export function branchControls(m, d) {
   const bar = el('span', 'branch');
   if (m.siblings > 1) {
@@ -35,7 +36,9 @@ export function branchControls(m, d) {
   } else {
     const b = iconButton('regenerate', 'regenerate', 'New answer');
     b.addEventListener('click', () => branchTurn(CODE.REGENERATE, m.seq, null));
-    bar.append(b);
+    const c = iconButton('compare', 'compare', 'Compare models');
+    c.addEventListener('click', () => startCompare(m, d));
+    bar.append(b, c);
   }
   const f = iconButton('fork', 'fork', 'Fork from here');
   f.addEventListener('click', () => fork(m));
@@ -89,7 +92,7 @@ function startEdit(m, d) {
 // An edit (text: the new question) of message seq, or a new answer to
 // the question of answer seq (text null), streamed where they go: what
 // comes after them on screen is not on the new path.
-async function branchTurn(type, seq, text) {
+async function branchTurn(type, seq, text, models) {
   if (S.turn || !S.wire || !S.wire.open || !S.open) return;
   const model = $('model').value;
   if (!model) {
@@ -104,10 +107,13 @@ async function branchTurn(type, seq, text) {
   if (i >= 0) S.msgs = S.msgs.slice(0, i);
   S.hasNewer = false;
   S.turn = newTurn(S.open, true, text, null, null, null);
+  S.turn.models = models || null;
   attachTurn(S.turn);
   setBusy(true);
   toBottom();
-  const data = { session_id: S.open, seq, model_name: model, stream: true };
+  const data = { session_id: S.open, seq, stream: true };
+  if (models) data.model_names = models;
+  else data.model_name = model;
   if (text !== null) data.message = text;
   try {
     await req(type, data);
@@ -115,6 +121,46 @@ async function branchTurn(type, seq, text) {
     failTurn(e);
     await openSession(S.open, {});
   }
+}
+
+// A choice of 2 to 4 of the user's models (the picker's first), then
+// their answers side by side.
+function startCompare(m, d) {
+  if (S.turn || d.querySelector('.compare-form')) return;
+  const names = [...$('model').options].map((o) => o.value);
+  if (names.length < 2) {
+    notice('Comparing needs at least two models you may use.');
+    return;
+  }
+  const form = el('div', 'compare-form');
+  const current = $('model').value;
+  const chosen = new Set([current, names.find((n) => n !== current)]);
+  const picks = names.map((name) => {
+    const label = el('label');
+    const box = el('input');
+    box.type = 'checkbox';
+    box.value = name;
+    box.checked = chosen.has(name);
+    label.append(box, document.createTextNode(` ${name}`));
+    form.append(label);
+    return box;
+  });
+  const go = el('button', 'compare-go', 'Compare');
+  go.type = 'button';
+  const cancel = el('button', 'compare-cancel', 'Cancel');
+  cancel.type = 'button';
+  form.append(go, cancel);
+  d.append(form);
+  cancel.addEventListener('click', () => form.remove());
+  go.addEventListener('click', () => {
+    const models = picks.filter((p) => p.checked).map((p) => p.value);
+    if (models.length < 2 || models.length > 4) {
+      notice('Choose two to four models to compare.');
+      return;
+    }
+    form.remove();
+    branchTurn(CODE.REGENERATE, m.seq, null, models);
+  });
 }
 
 async function fork(m) {

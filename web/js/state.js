@@ -54,6 +54,7 @@ const ICONS = {
   file: 'M14 3H6v18h12V7l-4-4zM14 3v4h4',
   regenerate: 'M20 12a8 8 0 1 1-2.3-5.7M20 4v5h-5',
   fork: 'M7 3v18M7 9c0 4 10 3 10 8v4M17 3v3',
+  compare: 'M4 4h7v16H4zM13 4h7v16h-7z',
 };
 
 export function icon(name) {

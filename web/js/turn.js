@@ -12,7 +12,8 @@ import { fileBody, loadNewer, openSession } from './conversation.js';
 // A turn of code 17 or 18 (own or resumed) hangs beside other messages:
 // when it ends the active path is read again.
 export function newTurn(session, own, userText, fileRef, fileName, previewURL) {
-  return { session, own, index: -1, text: '', userText, fileRef, fileName, previewURL, nodes: [], body: null, frame: 0 };
+  return { session, own, index: -1, text: '', userText, fileRef, fileName, previewURL, nodes: [], body: null, frame: 0,
+    columns: null, finals: 0 };
 }
 
 export function attachTurn(t) {
@@ -102,6 +103,30 @@ export async function resume(session, after) {
   }
 }
 
+// Answers side by side (code 18 with model_names): one column each,
+// made when its first frame comes, in a row where the single answer was.
+function column(t, i, model) {
+  if (!t.columns) {
+    t.columns = [];
+    const row = el('div', 'answers pending');
+    if (t.body) t.body.parentElement.replaceWith(row);
+    else $('messages').append(row);
+    t.nodes = t.nodes.filter((n) => n.isConnected).concat([row]);
+    t.row = row;
+    t.body = null;
+  }
+  while (t.columns.length <= i) {
+    const col = el('div', 'msg assistant streaming');
+    const head = el('div', 'answer-model', '');
+    const body = el('div', 'body');
+    col.append(head, body);
+    t.row.append(col);
+    t.columns.push({ col, head, body, text: '' });
+  }
+  if (model) t.columns[i].head.textContent = model;
+  return t.columns[i];
+}
+
 function onDelta(d) {
   const t = S.turn;
   if (!t || (t.session !== d.session_id && t.session !== NEW_SESSION)) return;
@@ -109,6 +134,12 @@ function onDelta(d) {
   if (typeof d.index === 'number') {
     if (d.index <= t.index) return; // a repeat, after a resume
     t.index = d.index;
+  }
+  if (typeof d.answer === 'number') {
+    const c = column(t, d.answer, t.models ? t.models[d.answer] : null);
+    c.text += d.delta;
+    if (t.session === S.open) renderInto(c.body, c.text);
+    return;
   }
   t.text += d.delta;
   if (t.session === S.open) paintTurn(t);
@@ -153,6 +184,13 @@ async function onChatReply(d) {
 async function onBranchReply(d) {
   const t = S.turn;
   if (!t || t.session !== d.session_id) return;
+  if (typeof d.answers === 'number') { // one of several: the turn ends with the last
+    const c = column(t, d.answer, d.model_name);
+    c.text = d.message;
+    renderInto(c.body, c.text);
+    c.col.classList.remove('streaming');
+    if (++t.finals < d.answers) return;
+  }
   endTurn();
   refreshMoney();
   if (d.session_id === S.open) await loadNewer(true);
