@@ -497,6 +497,28 @@ for code in 3 17 18; do
     done
     printf '%-52s %s\n' "code $code" "$line"
 done
+# Exports: the active path is read as runs of consecutive seqs, each page
+# one range of the key (a linear session is one run), the whole tree as
+# one range.
+local long
+long=$(psql_q -tAc "insert into chat_sessions(user_id, session_name, model_id, next_seq)
+                    values ('$user', 'long linear', 8, 100000) returning session_id" | head -n 1)
+psql_q -c "insert into chat_messages(session_id, seq, role, content)
+           select '$long', g, case when g % 2 = 0 then 'user' else 'assistant' end,
+                  'message ' || g || ' ' || repeat('lorem ipsum ', 10)
+             from generate_series(0, 99999) g" -c "vacuum analyze chat_messages" >/dev/null
+printf '%-52s %9s %9s %9s\n' "export, format=json" seconds MiB messages
+local what sid q out
+for what in "linear, 100,000 messages:$long:" "bushy, its 150-message path:$bushy:" \
+            "bushy, the whole tree (branches=all):$bushy:&branches=all"; do
+    IFS=: read -r label sid q <<<"$what"
+    out=$(curl -s -w '\n%{http_code} %{time_total} %{size_download}' \
+        "http://127.0.0.1:$CHATD_PORT/sessions/$sid/export?format=json&user_id=$user$q")
+    read -r code secs bytes <<<"$(tail -n 1 <<<"$out")"
+    [[ $code == 200 ]] || say "export answered $code"
+    printf '%-52s %9s %9s %9s\n' "$label" "$secs" "$(awk -v b="$bytes" 'BEGIN { printf "%.1f", b / 1048576 }')" \
+        "$(head -n -1 <<<"$out" | grep -o '"seq"' | wc -l)"
+done
 }
 
 if [[ $SCENARIO == streams ]]; then
@@ -691,26 +713,26 @@ explain() { # session next_seq
 prepare session_ctx as $SQL_CTX;
 prepare turn_store as $SQL_STORE;
 \\echo @@ ctx20
-explain (analyze, buffers, costs off) execute session_ctx('$GROWTH_USER', '$1', 20);
+explain (analyze, buffers, costs off) execute session_ctx('$GROWTH_USER', '$1', 20, $(($2 - 1)));
 \\echo @@ ctx20
-explain (analyze, buffers, costs off) execute session_ctx('$GROWTH_USER', '$1', 20);
+explain (analyze, buffers, costs off) execute session_ctx('$GROWTH_USER', '$1', 20, $(($2 - 1)));
 \\echo @@ ctx0
-explain (analyze, buffers, costs off) execute session_ctx('$GROWTH_USER', '$1', 0);
+explain (analyze, buffers, costs off) execute session_ctx('$GROWTH_USER', '$1', 0, $(($2 - 1)));
 begin;
 insert into turn_leases values ('$1', '$GROWTH_USER', '$STORE_TURN', now() + interval '1 minute');
 \\echo @@ store
-explain (analyze, buffers, costs off) execute turn_store('$GROWTH_USER', '$1', '$STORE_TURN', 2, 'explain me', 'a reply', '', '', 'turn', 8, 'llama3.1:8b', '0.001', '0', null, null, false, false, 0);
+explain (analyze, buffers, costs off) execute turn_store('$GROWTH_USER', '$1', '$STORE_TURN', 2, 'explain me', 'a reply', '', '', 'turn', 8, 'llama3.1:8b', '0.001', '0', null, null, false, false, 0, $(($2 - 1)), 0, false);
 rollback;
 begin;
 insert into turn_leases values ('$1', '$GROWTH_USER', '$STORE_TURN', now() + interval '1 minute');
 \\echo @@ store
-explain (analyze, buffers, costs off) execute turn_store('$GROWTH_USER', '$1', '$STORE_TURN', 2, 'explain me', 'a reply', '', '', 'turn', 8, 'llama3.1:8b', '0.001', '0', null, null, false);
+explain (analyze, buffers, costs off) execute turn_store('$GROWTH_USER', '$1', '$STORE_TURN', 2, 'explain me', 'a reply', '', '', 'turn', 8, 'llama3.1:8b', '0.001', '0', null, null, false, false, 0, $(($2 - 1)), 0, false);
 rollback;
 set plan_cache_mode = force_generic_plan;
 \\echo @@ ctx20g
-explain (analyze, buffers, costs off) execute session_ctx('$GROWTH_USER', '$1', 20);
+explain (analyze, buffers, costs off) execute session_ctx('$GROWTH_USER', '$1', 20, $(($2 - 1)));
 \\echo @@ ctx20g
-explain (analyze, buffers, costs off) execute session_ctx('$GROWTH_USER', '$1', 20);
+explain (analyze, buffers, costs off) execute session_ctx('$GROWTH_USER', '$1', 20, $(($2 - 1)));
 SQL
 }
 # From the last block of each kind: how chat_messages was read, the top
@@ -720,6 +742,7 @@ summarize_plan() { # file label
         /^@@ / { cur = $2; if (cur == want) { buf = ""; rows = ""; t = ""; how = "" } next }
         cur != want { next }
         /Buffers:/ && buf == "" { sub(/^[ ]*Buffers: /, ""); buf = $0 }
+        /Recursive Union/ && how == "" { how = "path walk, key probes" }
         /Index Scan Backward using chat_messages/ && how == "" { how = "index backward" }
         /Bitmap Heap Scan on chat_messages/ && how == "" { how = "bitmap + sort" }
         /Seq Scan on chat_messages/ && how == "" { how = "seq scan + sort" }

@@ -795,13 +795,21 @@ fail:
 }
 
 enum db_status db_export_page(struct pg *pg, const char *user_id, const char *session_id,
-                              long long after, int limit, int all_branches, char **json,
-                              long long *last_seq)
+                              long long after, int limit, int all_branches, char **path,
+                              char **json, long long *last_seq)
 {
+    if (!all_branches && *path == NULL) {
+        /* The path's runs, once: each page then reads key ranges, so an
+         * export costs the same per page whatever the session's length. */
+        const char *q[2] = {user_id, session_id};
+        enum db_status st = text_row(pg, PG_EXPORT_PATH, 2, q, path);
+        if (st != DB_OK)
+            return st == DB_NOT_FOUND ? DB_ERROR : st; /* checked before: deleted meanwhile */
+    }
     char a[24], l[16];
     snprintf(a, sizeof(a), "%lld", after);
     snprintf(l, sizeof(l), "%d", limit);
-    const char *p[5] = {user_id, session_id, a, l, all_branches ? "true" : "false"};
+    const char *p[5] = {user_id, session_id, a, l, all_branches ? NULL : *path};
     PGresult *r;
     enum db_status st = query_row(pg, PG_EXPORT_PAGE, 5, p, &r);
     if (st != DB_OK)

@@ -204,15 +204,17 @@ enum db_status db_export_session(struct pg *pg, const char *user_id, const char 
 enum db_status db_export_sessions(struct pg *pg, const char *user_id, long long cursor_us,
                                   const char *cursor_id, int limit, struct db_export_session **out,
                                   int *n);
-/* Up to limit messages of the user's session after seq after, ascending,
- * of its active path (all_branches: of the whole tree): a JSON array
+/* Up to limit messages of the user's session after seq after, ascending:
+ * of its active path (all_branches 0), or of its whole tree. A JSON array
  * ({seq, role, content, created_at} and, where they apply, rating,
  * comment, content_type, size, original_name; with all_branches
  * parent_seq, null for a first message); *last_seq the highest (-1 when
- * none). */
+ * none). *path is the active path as export_path reads it once, NULL
+ * until then: read here at the first page and kept by the caller (free
+ * it with free()) for the next pages of the same session. */
 enum db_status db_export_page(struct pg *pg, const char *user_id, const char *session_id,
-                              long long after, int limit, int all_branches, char **json,
-                              long long *last_seq);
+                              long long after, int limit, int all_branches, char **path,
+                              char **json, long long *last_seq);
 
 /* ----------------------------------------------------- one transaction */
 

@@ -42,12 +42,12 @@
 #define PG_LEAF "coalesce(active_leaf, next_seq - 1)"
 
 /* The walks of the statements below, named so that each statement reads
- * as one string: from the active leaf (s.leaf) to the first message; from
+ * as one string: from the active leaf (s.leaf) to the first message (code
+ * 2, an export's path); from
  * message $4 (a turn's context: a few steps, for the summary); from
  * message $3 (a fork, and the files it copies); code 9's, from $3's
  * parent b (or the leaf), counting only what is before $3, one more than
- * a page; an export's, from the leaf down to the page's start $3 (none
- * when the whole tree, $5, is asked for). */
+ * a page. */
 #define PG_PATH_ALL PG_PATH("(select leaf from s)", "1", "true")
 #define PG_PATH_CTX                                                                                \
     PG_PATH("$4::bigint and exists (select 1 from s)", "1", "p.depth < greatest($3::int, 3)")
@@ -56,8 +56,6 @@
     PG_PATH("case when exists (select 1 from b) then (select parent_seq from b)"                   \
             " else (select leaf from s) end and exists (select 1 from s)",                         \
             "(m.seq < coalesce($3::bigint, 9223372036854775807))::int", "p.n <= $4::int")
-#define PG_PATH_EXPORT                                                                             \
-    PG_PATH("(select leaf from s) and not $5::boolean", "1", "p.seq > $3::bigint")
 
 /* What both turn-store statements do once s (the session, returning the
  * base seq) has run; found is the "session found" column, reply_marked
@@ -696,19 +694,30 @@ static const struct {
          " order by s.created_at, s.session_id desc limit $4::int"},
     /* A page of a session being exported: up to $4 messages after seq
      * $3, ascending, with ratings, comments and file metadata: of the
-     * active path (walked up from the leaf down to $3), or with $5 of the
-     * whole tree, each message then naming its parent (null: none). */
+     * active path, given as its runs of consecutive seqs $5 (lo, hi, lo,
+     * hi, ...: export_path), each read as one range of the key; or, with
+     * $5 null, of the whole tree, each message then naming its parent
+     * (null: none). */
     [PG_EXPORT_PAGE] =
         {"export_page", 5,
-         "with recursive s as (select session_id, " PG_LEAF " as leaf from chat_sessions"
-         "                      where user_id = $1::uuid and session_id = $2::uuid),"
-         "  " PG_PATH_EXPORT ","
-         "  page as ((select p.seq, p.role, p.content, p.created_at, p.parent_seq from path p"
-         "             where p.seq > $3::bigint order by p.seq limit $4::int)"
-         "           union all"
-         "           (select m.seq, m.role, m.content, m.created_at, m.parent_seq"
-         "              from s join chat_messages m using (session_id)"
-         "             where $5::boolean and m.seq > $3::bigint order by m.seq limit $4::int))"
+         "with s as (select session_id from chat_sessions"
+         "            where user_id = $1::uuid and session_id = $2::uuid),"
+         "     a as (select $5::bigint[] as a),"
+         "     r as (select a.a[2 * i - 1] as lo, a.a[2 * i] as hi"
+         "             from a, generate_series(1, coalesce(array_length(a.a, 1), 0) / 2) i"
+         "            where a.a[2 * i] > $3::bigint order by 1 limit $4::int),"
+         "     page as ((select m.seq, m.role, m.content, m.created_at, m.parent_seq"
+         "                 from s, r, lateral (select * from chat_messages c"
+         "                                      where c.session_id = s.session_id"
+         "                                        and c.seq between greatest(r.lo, $3::bigint + 1) "
+         "and r.hi"
+         "                                      order by c.seq limit $4::int) m"
+         "                where $5::bigint[] is not null order by m.seq limit $4::int)"
+         "              union all"
+         "              (select m.seq, m.role, m.content, m.created_at, m.parent_seq"
+         "                 from s join chat_messages m using (session_id)"
+         "                where $5::bigint[] is null and m.seq > $3::bigint order by m.seq limit "
+         "$4::int))"
          " select coalesce(json_agg(jsonb_strip_nulls(jsonb_build_object("
          "          'seq', p.seq, 'role', p.role, 'content', p.content,"
          "          'created_at', to_char(p.created_at at time zone 'UTC',"
@@ -716,7 +725,8 @@ static const struct {
          "          'rating', fb.rating, 'comment', nullif(fb.comment, ''),"
          "          'content_type', f.content_type, 'size', f.size_bytes,"
          "          'original_name', f.original_name))"
-         "          || case when $5::boolean then jsonb_build_object('parent_seq', p.parent_seq)"
+         "          || case when $5::bigint[] is null then jsonb_build_object('parent_seq', "
+         "p.parent_seq)"
          "                  else '{}' end order by p.seq), '[]')::text,"
          "        max(p.seq)::text"
          "   from page p"
@@ -724,6 +734,21 @@ static const struct {
          "     on p.role = 'assistant' and fb.session_id = $2::uuid and fb.seq = p.seq"
          "   left join uploaded_files f"
          "     on p.role = 'file' and f.session_id = $2::uuid and f.stored_name = p.content"},
+    /* The active path of a session being exported, once: its runs of
+     * consecutive seqs as one array lo, hi, lo, hi, ... (a run: each
+     * message the child of the one before; a linear session is one run,
+     * whatever its length), which each page then reads as key ranges. No
+     * row: no such session of the user's. */
+    [PG_EXPORT_PATH] =
+        {"export_path", 2,
+         "with recursive s as (select " PG_LEAF " as leaf from chat_sessions"
+         "                      where user_id = $1::uuid and session_id = $2::uuid),"
+         "  " PG_PATH_ALL ","
+         "  g as (select seq, seq - row_number() over (order by seq) as run from path),"
+         "  r as (select min(seq) as lo, max(seq) as hi from g group by run)"
+         " select coalesce((select array_agg(x order by lo, k)"
+         "                    from r, lateral (values (1, lo), (2, hi)) v(k, x)), '{}')::text"
+         "   from s"},
     [PG_PING] = {"ping", 0, "select 1"},
 };
 

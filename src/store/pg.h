@@ -65,6 +65,7 @@ enum pg_stmt {
                            session_id, name, created_at, prompt, cursor time (us) */
     PG_EXPORT_PAGE,     /* $1 user, $2 session, $3 after seq, $4 limit -> messages json,
                            highest seq */
+    PG_EXPORT_PATH,     /* $1 user, $2 session -> the active path's runs, lo, hi, ... */
     PG_PING,            /* -> 1 (readiness) */
     PG_STMT_COUNT
 };

@@ -78,8 +78,10 @@ static enum turn_error branch_check(struct worker *w, struct turn *t, const stru
         t->message = strdup(q->message);
         t->parent = t->ctx_end = target.parent;
     } else { /* a new answer: beside seq, to its question, on the question's path */
-        if (target.parent_content == NULL) {
-            err = TURN_INTERNAL; /* an answer always has its question */
+        if (strcmp(target.parent_role, "user") != 0) {
+            /* written by plain SQL without a question before it */
+            *why = "Invalid field 'seq': this answer has no question to answer again";
+            err = TURN_BAD_SEQ;
             goto out;
         }
         t->message = target.parent_content;

@@ -25,6 +25,7 @@ struct export_job {
     uint64_t txn;
     enum export_format format;
     int all_branches;
+    char *path; /* the current session's active path (db_export_page), NULL until read */
     char user_id[UUID_STR_LEN + 1];
     char session_id[UUID_STR_LEN + 1]; /* "" for every session (jsonl) */
     int started;                       /* the first piece was posted */
@@ -301,8 +302,8 @@ static int put_page(const struct export_source *src, struct export_job *j, struc
     const char *sid = j->format == EXPORT_JSONL ? j->cur.session_id : j->session_id;
     char *text = NULL;
     long long last = -1;
-    if (src->page(src->ctx, j->user_id, sid, j->after, EXPORT_PAGE, j->all_branches, &text,
-                  &last) != DB_OK)
+    if (src->page(src->ctx, j->user_id, sid, j->after, EXPORT_PAGE, j->all_branches, &j->path,
+                  &text, &last) != DB_OK)
         return -1;
     json_t *msgs = json_loads(text, 0, NULL);
     free(text);
@@ -353,6 +354,8 @@ static int next_session(const struct export_source *src, struct export_job *j)
     j->i_list++;
     j->have_cur = 1;
     j->after = -1;
+    free(j->path); /* the path read was the last session's */
+    j->path = NULL;
     j->n_written = 0;
     return 0;
 }
@@ -439,10 +442,10 @@ static enum db_status pg_sessions(void *pg, const char *user_id, long long curso
 }
 
 static enum db_status pg_page(void *pg, const char *user_id, const char *session_id,
-                              long long after, int limit, int all_branches, char **json,
-                              long long *last)
+                              long long after, int limit, int all_branches, char **path,
+                              char **json, long long *last)
 {
-    return db_export_page(pg, user_id, session_id, after, limit, all_branches, json, last);
+    return db_export_page(pg, user_id, session_id, after, limit, all_branches, path, json, last);
 }
 
 static void export_run(struct worker *w, struct pool_job *job)
@@ -521,5 +524,6 @@ void export_free(struct export_job *j)
     for (int i = 0; i < j->n_list; i++)
         db_export_session_free(&j->list[i]);
     free(j->list);
+    free(j->path);
     free(j);
 }

@@ -75,7 +75,7 @@ struct export_source {
                                const char *cursor_id, int limit, struct db_export_session **out,
                                int *n);
     enum db_status (*page)(void *ctx, const char *user_id, const char *session_id, long long after,
-                           int limit, int all_branches, char **json, long long *last);
+                           int limit, int all_branches, char **path, char **json, long long *last);
     void *ctx;
 };
 

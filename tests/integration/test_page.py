@@ -521,6 +521,14 @@ class Page(unittest.TestCase):
         self.wait(lambda: d.find_element(By.CSS_SELECTOR, "#sessions li[data-id='%s']" % fork), "the fork listed")
         self.assertEqual(users(), ["beta question"])
         self.assertEqual(versions("user"), [])  # one version in the fork
+        # a search hit on another version opens that version
+        d.find_element(By.CSS_SELECTOR, "#sessions li[data-id='%s'] .open" % sid).click()
+        self.wait(lambda: users() == ["beta question"] and versions("user") == ["2/2"], "the original again")
+        d.find_element(By.ID, "search").send_keys("alpha")
+        hit = self.wait(lambda: [b for b in d.find_elements(By.CSS_SELECTOR, "#results li button")
+                                 if "alpha question" in b.text and "fork" not in b.text], "the hit")
+        hit[-1].click()  # a message's hit (a name's ranks first)
+        self.wait(lambda: users() == ["alpha question"] and versions("user") == ["1/2"], "the hit's version")
 
     def _check_resumed(self, words, what):
         d = self.b

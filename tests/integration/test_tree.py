@@ -18,6 +18,7 @@ import unittest
 import urllib.request
 import uuid
 
+import psycopg2
 import redis
 
 from harness import (MODEL, Agent, Chatd, Database, RedisServer, StackCase, cleanup, explain, redis_client,
@@ -89,6 +90,29 @@ class TreeCase(StackCase):
 
 class Tree(TreeCase):
     DB_PREFIX = "chatd_tree"
+
+    # ------------------------------------------------------------ the database's rules
+
+    def test_the_database_keeps_the_tree_whole(self):
+        uid = self.db.add_user()
+        a = self.db.add_session(uid, messages=[("user", "q"), ("assistant", "a")])
+        b = self.db.add_session(uid, messages=[("user", "q")])
+        # plain SQL without a parent appends, as before the tree
+        self.assertEqual([(s_, p) for s_, p, _, _ in self.tree(a)], [(0, None), (1, 0)])
+        bad = [("a parent in another session", b, 1, 1),   # b has no message 1
+               ("a parent younger than its child", a, 5, 7),
+               ("its own parent", a, 6, 6),
+               ("no such parent", a, 8, 4)]
+        for why, sid, seq, parent in bad:
+            with self.subTest(why):
+                with self.assertRaises(psycopg2.IntegrityError):
+                    self.db.query("insert into chat_messages (session_id, seq, parent_seq, role, content)"
+                                  " values (%s, %s, %s, 'user', 'x')", (sid, seq, parent))
+        # a parent cannot go while a child hangs under it; the session takes all
+        with self.assertRaises(psycopg2.IntegrityError):
+            self.db.query("update chat_messages set seq = 9 where session_id = %s and seq = 0", (a,))
+        self.db.query("delete from chat_sessions where session_id = %s", (a,))
+        self.assertEqual(self.tree(a), [])
 
     # ------------------------------------------------------------ code 17
 
@@ -321,6 +345,9 @@ class Tree(TreeCase):
         self.assertError(self.switch(uid, sid, 99), 17, "no such message in this session")
         self.assertError(self.c.req(20, dict(user_id=uid, session_id=sid, seq=99)), 17,
                          "no such message in this session")
+        lone = self.db.add_session(uid, messages=[("assistant", "hello first")])
+        self.assertError(self.regenerate(uid, lone, 0), 17, "no question to answer again")
+        self.assertEqual(len(self.tree(lone)), 1)
         self.assertError(self.regenerate(uid, sid, 1, model_name="gpt-4"), 7)
         self.assertError(self.regenerate(uid, sid, 1, model_name="no-such-model"), 24)
         # another user's session, its messages named by their real seqs, and

@@ -147,12 +147,17 @@ static enum db_status f_sessions(void *ctx, const char *user_id, long long curso
 }
 
 static enum db_status f_page(void *ctx, const char *user_id, const char *session_id,
-                             long long after, int limit, int all_branches, char **json,
+                             long long after, int limit, int all_branches, char **path, char **json,
                              long long *last)
 {
     struct fake *f = ctx;
     (void)user_id;
     assert_int_equal(all_branches, 0); /* export_job_new's: the active path */
+    /* Read once per session: a session's first page finds no path kept. */
+    assert_true((*path == NULL) == (after < 0));
+    if (*path == NULL && (*path = strdup(session_id)) == NULL)
+        return DB_ERROR;
+    assert_string_equal(*path, session_id);
     if (++f->pages_read == f->fail_page_at)
         return DB_ERROR;
     int k = index_of(session_id);

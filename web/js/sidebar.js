@@ -161,8 +161,17 @@ async function search(q) {
     const b = el('button');
     b.type = 'button';
     b.append(el('span', 'name', h.session_name), snippet(h.snippet));
-    b.addEventListener('click', () => {
+    b.addEventListener('click', async () => {
       closeSidebar();
+      // A hit on another version of the chat: show that version first.
+      if (h.on_active_path === false) {
+        try {
+          await req(CODE.SWITCH, { session_id: h.session_id, seq: h.seq });
+        } catch (e) {
+          notice(`Could not open that version: ${errorText(e)}`);
+          return;
+        }
+      }
       openSession(h.session_id, { at: h.seq });
     });
     li.append(b);
