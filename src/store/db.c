@@ -809,9 +809,10 @@ enum db_status db_export_page(struct pg *pg, const char *user_id, const char *se
     char a[24], l[16];
     snprintf(a, sizeof(a), "%lld", after);
     snprintf(l, sizeof(l), "%d", limit);
-    const char *p[5] = {user_id, session_id, a, l, all_branches ? NULL : *path};
+    const char *p[5] = {user_id, session_id, a, l, *path};
     PGresult *r;
-    enum db_status st = query_row(pg, PG_EXPORT_PAGE, 5, p, &r);
+    enum db_status st = all_branches ? query_row(pg, PG_EXPORT_TREE_PAGE, 4, p, &r)
+                                     : query_row(pg, PG_EXPORT_PAGE, 5, p, &r);
     if (st != DB_OK)
         return st == DB_NOT_FOUND ? DB_ERROR : st; /* one row, always */
     *json = text(r, 0);

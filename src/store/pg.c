@@ -692,12 +692,10 @@ static const struct {
          "            and s.session_id < $3::uuid))"
          /* the index (user_id, created_at desc, session_id) read backwards */
          " order by s.created_at, s.session_id desc limit $4::int"},
-    /* A page of a session being exported: up to $4 messages after seq
-     * $3, ascending, with ratings, comments and file metadata: of the
-     * active path, given as its runs of consecutive seqs $5 (lo, hi, lo,
-     * hi, ...: export_path), each read as one range of the key; or, with
-     * $5 null, of the whole tree, each message then naming its parent
-     * (null: none). */
+    /* A page of a session being exported: up to $4 messages of its
+     * active path after seq $3, ascending, with ratings, comments and file
+     * metadata. The path comes as its runs of consecutive seqs $5 (lo, hi,
+     * lo, hi, ...: export_path), each read as one range of the key. */
     [PG_EXPORT_PAGE] =
         {"export_page", 5,
          "with s as (select session_id from chat_sessions"
@@ -706,18 +704,13 @@ static const struct {
          "     r as (select a.a[2 * i - 1] as lo, a.a[2 * i] as hi"
          "             from a, generate_series(1, coalesce(array_length(a.a, 1), 0) / 2) i"
          "            where a.a[2 * i] > $3::bigint order by 1 limit $4::int),"
-         "     page as ((select m.seq, m.role, m.content, m.created_at, m.parent_seq"
-         "                 from s, r, lateral (select * from chat_messages c"
-         "                                      where c.session_id = s.session_id"
-         "                                        and c.seq between greatest(r.lo, $3::bigint + 1) "
+         "     page as (select m.seq, m.role, m.content, m.created_at"
+         "                from s, r, lateral (select * from chat_messages c"
+         "                                     where c.session_id = s.session_id"
+         "                                       and c.seq between greatest(r.lo, $3::bigint + 1) "
          "and r.hi"
-         "                                      order by c.seq limit $4::int) m"
-         "                where $5::bigint[] is not null order by m.seq limit $4::int)"
-         "              union all"
-         "              (select m.seq, m.role, m.content, m.created_at, m.parent_seq"
-         "                 from s join chat_messages m using (session_id)"
-         "                where $5::bigint[] is null and m.seq > $3::bigint order by m.seq limit "
-         "$4::int))"
+         "                                     order by c.seq limit $4::int) m"
+         "               order by m.seq limit $4::int)"
          " select coalesce(json_agg(jsonb_strip_nulls(jsonb_build_object("
          "          'seq', p.seq, 'role', p.role, 'content', p.content,"
          "          'created_at', to_char(p.created_at at time zone 'UTC',"
@@ -725,9 +718,29 @@ static const struct {
          "          'rating', fb.rating, 'comment', nullif(fb.comment, ''),"
          "          'content_type', f.content_type, 'size', f.size_bytes,"
          "          'original_name', f.original_name))"
-         "          || case when $5::bigint[] is null then jsonb_build_object('parent_seq', "
-         "p.parent_seq)"
-         "                  else '{}' end order by p.seq), '[]')::text,"
+         "          order by p.seq), '[]')::text,"
+         "        max(p.seq)::text"
+         "   from page p"
+         "   left join message_feedback fb"
+         "     on p.role = 'assistant' and fb.session_id = $2::uuid and fb.seq = p.seq"
+         "   left join uploaded_files f"
+         "     on p.role = 'file' and f.session_id = $2::uuid and f.stored_name = p.content"},
+    /* The same of the whole tree, each message naming its parent (null:
+     * none): one forward range of the key. */
+    [PG_EXPORT_TREE_PAGE] =
+        {"export_tree_page", 4,
+         "with page as (select m.seq, m.role, m.content, m.created_at, m.parent_seq"
+         "                from chat_sessions s join chat_messages m using (session_id)"
+         "               where s.user_id = $1::uuid and s.session_id = $2::uuid"
+         "                 and m.seq > $3::bigint order by m.seq limit $4::int)"
+         " select coalesce(json_agg(jsonb_strip_nulls(jsonb_build_object("
+         "          'seq', p.seq, 'role', p.role, 'content', p.content,"
+         "          'created_at', to_char(p.created_at at time zone 'UTC',"
+         "                                'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
+         "          'rating', fb.rating, 'comment', nullif(fb.comment, ''),"
+         "          'content_type', f.content_type, 'size', f.size_bytes,"
+         "          'original_name', f.original_name))"
+         "          || jsonb_build_object('parent_seq', p.parent_seq) order by p.seq), '[]')::text,"
          "        max(p.seq)::text"
          "   from page p"
          "   left join message_feedback fb"

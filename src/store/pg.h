@@ -52,21 +52,22 @@ enum pg_stmt {
     PG_TURNS_SINCE,  /* $1 user, $2 minute start, $3 day start (epoch s) -> 2 counts */
     PG_HISTORY_PAGE, /* $1 user, $2 session, $3 before, $4 limit -> name, has_more,
                         messages json, lowest seq */
-    PG_SESSION_RENAME,  /* $1 user, $2 session, $3 name -> xid */
-    PG_MESSAGE_ROLE,    /* $1 user, $2 session, $3 seq -> role (null: no message) */
-    PG_FEEDBACK_SET,    /* $1 session, $2 seq, $3 user, $4 rating, $5 comment */
-    PG_FEEDBACK_CLEAR,  /* $1 session, $2 seq */
-    PG_SEARCH,          /* $1 user, $2 query, $3 limit, $4 offset -> has_more, hits json */
-    PG_TITLE_SET,       /* $1 user, $2 session, $3 title -> xid (no row: renamed or gone) */
-    PG_USAGE,           /* $1 user, $2 since, $3 until (epoch us, null: open) -> code 13's
-                           data json (no row: no user) */
-    PG_EXPORT_SESSION,  /* $1 user, $2 session -> name, created_at, prompt, model */
-    PG_EXPORT_SESSIONS, /* $1 user, $2 cursor time (us), $3 cursor id, $4 limit -> rows of
-                           session_id, name, created_at, prompt, cursor time (us) */
-    PG_EXPORT_PAGE,     /* $1 user, $2 session, $3 after seq, $4 limit -> messages json,
-                           highest seq */
-    PG_EXPORT_PATH,     /* $1 user, $2 session -> the active path's runs, lo, hi, ... */
-    PG_PING,            /* -> 1 (readiness) */
+    PG_SESSION_RENAME,   /* $1 user, $2 session, $3 name -> xid */
+    PG_MESSAGE_ROLE,     /* $1 user, $2 session, $3 seq -> role (null: no message) */
+    PG_FEEDBACK_SET,     /* $1 session, $2 seq, $3 user, $4 rating, $5 comment */
+    PG_FEEDBACK_CLEAR,   /* $1 session, $2 seq */
+    PG_SEARCH,           /* $1 user, $2 query, $3 limit, $4 offset -> has_more, hits json */
+    PG_TITLE_SET,        /* $1 user, $2 session, $3 title -> xid (no row: renamed or gone) */
+    PG_USAGE,            /* $1 user, $2 since, $3 until (epoch us, null: open) -> code 13's
+                            data json (no row: no user) */
+    PG_EXPORT_SESSION,   /* $1 user, $2 session -> name, created_at, prompt, model */
+    PG_EXPORT_SESSIONS,  /* $1 user, $2 cursor time (us), $3 cursor id, $4 limit -> rows of
+                            session_id, name, created_at, prompt, cursor time (us) */
+    PG_EXPORT_PAGE,      /* $1 user, $2 session, $3 after seq, $4 limit -> messages json,
+                            highest seq */
+    PG_EXPORT_TREE_PAGE, /* $1 user, $2 session, $3 after seq, $4 limit -> the whole tree's */
+    PG_EXPORT_PATH,      /* $1 user, $2 session -> the active path's runs, lo, hi, ... */
+    PG_PING,             /* -> 1 (readiness) */
     PG_STMT_COUNT
 };
 
