@@ -2,7 +2,12 @@
  *
  * JSON that goes to the client is built by PostgreSQL itself (json_agg,
  * json_build_object) where a reply is a list: the server streams one text
- * value back and chatd never walks rows to re-encode them. */
+ * value back and chatd never walks rows to re-encode them.
+ *
+ * Longer than most files (about 930 lines), nearly all of it SQL: every
+ * statement chatd runs is in the one table below, with what it costs, so
+ * that a reviewer (and scripts/pg_statement.py, which the benchmark and
+ * the tests read them with) finds all of chatd's SQL in one place. */
 #include "store/pg.h"
 
 #include <poll.h>

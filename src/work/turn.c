@@ -1,6 +1,12 @@
 /* turn.c - a chat turn from its session's order to its stored reply (see
- * turn.h). Sections follow the turn: lifetime, lease, start, agent
- * callbacks, store, end. */
+ * turn.h). Sections follow the turn: lifetime, answers side by side,
+ * lease, end, store, agent callbacks, start.
+ *
+ * Longer than most files (about 900 lines): the answers side by side of
+ * code 18 change how a turn ends, stores and streams at exactly the
+ * places where a single turn does, and kept here each of those places
+ * reads whole; a module of their own would have to reach into all of
+ * them. */
 #include "work/turn.h"
 
 #include <stdio.h>
@@ -773,7 +779,7 @@ static char *turn_agent_history(struct turn *t)
  * through turn_finish like any other: so does every answer side by
  * side, which the group counts on. The caller keeps t alive meanwhile:
  * the call may finish the turn on other threads before this returns. */
-static void turn_call(struct worker *w, struct turn *t, char *hist)
+static void turn_call(struct turn *t, char *hist)
 {
     const char *files[1] = {t->file_url};
     struct agent_request req = {
@@ -866,7 +872,7 @@ static void turn_start(struct worker *w, struct turn *t)
     turn_ref(t);
     if (g != NULL)
         atomic_fetch_add(&g->refs, 1);
-    turn_call(w, t, hist);
+    turn_call(t, hist);
     for (int i = 1; g != NULL && i < g->n; i++) {
         struct turn *a = g->m[i];
         a->summary = strdup(t->summary);
@@ -874,7 +880,7 @@ static void turn_start(struct worker *w, struct turn *t)
         a->ctx_seq = t->ctx_seq;
         a->streamed = 1;
         char *h = a->summary != NULL && a->history != NULL ? turn_agent_history(a) : NULL;
-        turn_call(w, a, h);
+        turn_call(a, h);
     }
     if (g != NULL)
         turn_group_unref(g);
