@@ -259,17 +259,57 @@ static int check_name(const char *name, struct proto_request *req, struct proto_
     return 0;
 }
 
+/* A message's seq: required, 0..2^53. */
+static int decode_seq(json_t *data, struct proto_request *req, struct proto_error *err)
+{
+    json_t *seq = json_object_get(data, "seq");
+    if (seq == NULL || json_is_null(seq))
+        return field_error(err, req->type, "seq", "missing");
+    return get_opt_int(data, "seq", req->type, 0, 0, (long long)1 << 53, &req->seq, err);
+}
+
+/* An optional, non-empty model_name; NULL when absent (the session's). */
+static int decode_opt_model(json_t *data, struct proto_request *req, struct proto_error *err)
+{
+    req->model_id = -1;
+    if (get_opt_string(data, "model_name", req->type, NULL, &req->model_name, err) != 0)
+        return -1;
+    if (req->model_name != NULL && req->model_name[0] == '\0')
+        return field_error(err, req->type, "model_name", "must not be empty");
+    return 0;
+}
+
+/* A required, non-empty message within the limit (codes 3, 17). */
+static int decode_message(json_t *data, const struct proto_limits *lim, struct proto_request *req,
+                          struct proto_error *err)
+{
+    const int t = req->type;
+    if (get_string(data, "message", t, &req->message, err) != 0)
+        return -1;
+    if (req->message[0] == '\0')
+        return field_error(err, t, "message", "must not be empty");
+    return check_length("message", req->message, t, lim, err);
+}
+
+/* An optional "stream": true or false (codes 3, 17, 18). */
+static int decode_stream(json_t *data, struct proto_request *req, struct proto_error *err)
+{
+    json_t *stream = json_object_get(data, "stream");
+    if (stream != NULL && !json_is_null(stream)) {
+        if (!json_is_boolean(stream))
+            return field_error(err, req->type, "stream", "expected true or false");
+        req->stream = json_is_true(stream);
+    }
+    return 0;
+}
+
 /* Code 12. */
 static int decode_feedback(json_t *data, struct proto_request *req, struct proto_error *err)
 {
     const int t = req->type;
     long long v;
-    json_t *seq = json_object_get(data, "seq");
-    if (seq == NULL || json_is_null(seq))
-        return field_error(err, t, "seq", "missing");
-    if (get_opt_int(data, "seq", t, 0, 0, (long long)1 << 53, &v, err) != 0)
+    if (decode_seq(data, req, err) != 0)
         return -1;
-    req->seq = v;
     json_t *r = json_object_get(data, "rating");
     if (r == NULL || json_is_null(r))
         return field_error(err, t, "rating", "missing");
@@ -397,11 +437,7 @@ static int decode_chat(json_t *data, const struct proto_limits *lim, struct prot
         return field_error(err, t, "model_name", "missing");
     }
 
-    if (get_string(data, "message", t, &req->message, err) != 0)
-        return -1;
-    if (req->message[0] == '\0')
-        return field_error(err, t, "message", "must not be empty");
-    if (check_length("message", req->message, t, lim, err) != 0)
+    if (decode_message(data, lim, req, err) != 0)
         return -1;
     if (get_opt_string(data, "session_prompt", t, "", &req->session_prompt, err) != 0)
         return -1;
@@ -412,13 +448,7 @@ static int decode_chat(json_t *data, const struct proto_limits *lim, struct prot
     if (strlen(req->file_name) > 255)
         return field_error(err, t, "file_name", "longer than 255 bytes");
 
-    json_t *stream = json_object_get(data, "stream");
-    if (stream != NULL && !json_is_null(stream)) {
-        if (!json_is_boolean(stream))
-            return field_error(err, t, "stream", "expected true or false");
-        req->stream = json_is_true(stream);
-    }
-    return 0;
+    return decode_stream(data, req, err);
 }
 
 /* The key whose value is the number that ends before pos in buf (what
@@ -586,37 +616,6 @@ int proto_data_resume(json_t *data, const struct proto_limits *lim, struct proto
     return 0;
 }
 
-/* A message's seq: required, 0..2^53. */
-static int decode_seq(json_t *data, struct proto_request *req, struct proto_error *err)
-{
-    json_t *seq = json_object_get(data, "seq");
-    if (seq == NULL || json_is_null(seq))
-        return field_error(err, req->type, "seq", "missing");
-    return get_opt_int(data, "seq", req->type, 0, 0, (long long)1 << 53, &req->seq, err);
-}
-
-/* An optional, non-empty model_name; NULL when absent (the session's). */
-static int decode_opt_model(json_t *data, struct proto_request *req, struct proto_error *err)
-{
-    req->model_id = -1;
-    if (get_opt_string(data, "model_name", req->type, NULL, &req->model_name, err) != 0)
-        return -1;
-    if (req->model_name != NULL && req->model_name[0] == '\0')
-        return field_error(err, req->type, "model_name", "must not be empty");
-    return 0;
-}
-
-static int decode_stream(json_t *data, struct proto_request *req, struct proto_error *err)
-{
-    json_t *stream = json_object_get(data, "stream");
-    if (stream != NULL && !json_is_null(stream)) {
-        if (!json_is_boolean(stream))
-            return field_error(err, req->type, "stream", "expected true or false");
-        req->stream = json_is_true(stream);
-    }
-    return 0;
-}
-
 int proto_data_seq(json_t *data, const struct proto_limits *lim, struct proto_request *req,
                    struct proto_error *err)
 {
@@ -628,14 +627,8 @@ int proto_data_seq(json_t *data, const struct proto_limits *lim, struct proto_re
 int proto_data_edit(json_t *data, const struct proto_limits *lim, struct proto_request *req,
                     struct proto_error *err)
 {
-    const int t = req->type;
-    if (proto_data_seq(data, lim, req, err) != 0 || decode_opt_model(data, req, err) != 0)
-        return -1;
-    if (get_string(data, "message", t, &req->message, err) != 0)
-        return -1;
-    if (req->message[0] == '\0')
-        return field_error(err, t, "message", "must not be empty");
-    if (check_length("message", req->message, t, lim, err) != 0)
+    if (proto_data_seq(data, lim, req, err) != 0 || decode_opt_model(data, req, err) != 0 ||
+        decode_message(data, lim, req, err) != 0)
         return -1;
     return decode_stream(data, req, err);
 }

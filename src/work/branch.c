@@ -33,19 +33,10 @@ static enum turn_error branch_check(struct worker *w, struct turn *t, const stru
 {
     struct db_model model = {0};
     struct db_branch_target target;
-    switch (db_branch_check(&w->pg, q->user_id, model_name, q->session_id, q->seq, &t->balance,
-                            &model, &target)) {
-    case DB_ACCESS_OK:
-        break;
-    case DB_ACCESS_NO_USER:
-        return TURN_NO_USER;
-    case DB_ACCESS_UNKNOWN_MODEL:
-        return TURN_UNKNOWN_MODEL;
-    case DB_ACCESS_DENIED:
-        return TURN_NO_MODEL_ACCESS;
-    case DB_ACCESS_ERROR:
-        return TURN_INTERNAL;
-    }
+    enum turn_error access = turn_access_error(db_branch_check(
+        &w->pg, q->user_id, model_name, q->session_id, q->seq, &t->balance, &model, &target));
+    if (access != TURN_OK)
+        return access;
     t->model_id = model.id;
     t->model_name = model.name; /* the turn owns them now (NULL: none read) */
     t->provider = model.provider;
@@ -126,18 +117,10 @@ static enum turn_error branch_answer(struct worker *w, const struct turn *lead, 
                                      const char *model_name)
 {
     struct db_model model = {0};
-    switch (db_access(&w->pg, lead->user_id, model_name, -1, NULL, &model)) {
-    case DB_ACCESS_OK:
-        break;
-    case DB_ACCESS_NO_USER:
-        return TURN_NO_USER;
-    case DB_ACCESS_UNKNOWN_MODEL:
-        return TURN_UNKNOWN_MODEL;
-    case DB_ACCESS_DENIED:
-        return TURN_NO_MODEL_ACCESS;
-    case DB_ACCESS_ERROR:
-        return TURN_INTERNAL;
-    }
+    enum turn_error access =
+        turn_access_error(db_access(&w->pg, lead->user_id, model_name, -1, NULL, &model));
+    if (access != TURN_OK)
+        return access;
     a->model_id = model.id;
     a->model_name = model.name;
     a->provider = model.provider;
@@ -210,15 +193,8 @@ static void branch_turn(struct worker *w, struct work_request *r, const char *wa
     enum turn_error err =
         q->n_models > 0 ? branch_compare(w, t, q, &why, &wait_seconds)
                         : branch_check(w, t, q, q->model_name, want_role, &why, &wait_seconds);
-    if (err == TURN_DAY_LIMIT || err == TURN_MINUTE_LIMIT) {
-        char text[128];
-        snprintf(text, sizeof(text), "%s: try again in %d seconds",
-                 proto_err_text(turn_wire_code(err)), wait_seconds);
-        turn_refuse(t, err, text);
-        return;
-    }
     if (err != TURN_OK) {
-        turn_refuse(t, err, why);
+        turn_refuse(t, err, why, wait_seconds);
         return;
     }
     turn_begin(w, t); /* takes our reference */

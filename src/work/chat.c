@@ -4,7 +4,6 @@
  * work/turn.c. */
 #include "work/chat.h"
 
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,20 +36,11 @@ static enum turn_error chat_check(struct worker *w, struct turn *t, const struct
     if (has_file && !q->session_new &&
         auth_file_ref_name(q->file_name, t->file_name, strlen(t->file_name) + 1) != 0)
         t->file_name[0] = '\0'; /* matches no stored file */
-    switch (db_turn_check(
+    enum turn_error access = turn_access_error(db_turn_check(
         &w->pg, q->user_id, q->model_name, q->model_id, q->session_new ? NULL : q->session_id,
-        has_file && !q->session_new ? t->file_name : NULL, &t->balance, &model, &target)) {
-    case DB_ACCESS_OK:
-        break;
-    case DB_ACCESS_NO_USER:
-        return TURN_NO_USER;
-    case DB_ACCESS_UNKNOWN_MODEL:
-        return TURN_UNKNOWN_MODEL;
-    case DB_ACCESS_DENIED:
-        return TURN_NO_MODEL_ACCESS;
-    case DB_ACCESS_ERROR:
-        return TURN_INTERNAL;
-    }
+        has_file && !q->session_new ? t->file_name : NULL, &t->balance, &model, &target));
+    if (access != TURN_OK)
+        return access;
     t->session_name = target.session_name; /* NULL for a new or missing one */
     t->model_id = model.id;
     t->model_name = model.name; /* the turn owns them now */
@@ -115,16 +105,10 @@ void chat_handle(struct worker *w, struct work_request *r)
                               ? chat_check(w, t, &r->req, &wait_seconds)
                               : TURN_INTERNAL;
     if (err != TURN_OK) {
-        char text[128];
-        const char *custom = NULL;
-        if (err == TURN_BAD_FILE) {
-            custom = "Invalid field 'file_name': no such file in this session";
-        } else if (err == TURN_DAY_LIMIT || err == TURN_MINUTE_LIMIT) {
-            snprintf(text, sizeof(text), "%s: try again in %d seconds",
-                     proto_err_text(turn_wire_code(err)), wait_seconds);
-            custom = text;
-        }
-        turn_refuse(t, err, custom);
+        turn_refuse(t, err,
+                    err == TURN_BAD_FILE ? "Invalid field 'file_name': no such file in this session"
+                                         : NULL,
+                    wait_seconds);
         return;
     }
     turn_begin(w, t); /* takes our reference */

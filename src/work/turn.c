@@ -72,6 +72,23 @@ int turn_wire_code(enum turn_error e)
     return codes[e];
 }
 
+enum turn_error turn_access_error(enum db_access a)
+{
+    switch (a) {
+    case DB_ACCESS_OK:
+        break;
+    case DB_ACCESS_NO_USER:
+        return TURN_NO_USER;
+    case DB_ACCESS_UNKNOWN_MODEL:
+        return TURN_UNKNOWN_MODEL;
+    case DB_ACCESS_DENIED:
+        return TURN_NO_MODEL_ACCESS;
+    case DB_ACCESS_ERROR:
+        return TURN_INTERNAL;
+    }
+    return TURN_OK;
+}
+
 static atomic_int turns_active;
 
 int turn_active(void) { return atomic_load(&turns_active); }
@@ -116,8 +133,14 @@ struct turn *turn_new(struct app *app, uint64_t conn_id)
 
 void turn_ref(struct turn *t) { atomic_fetch_add(&t->refs, 1); }
 
-void turn_refuse(struct turn *t, enum turn_error err, const char *custom)
+void turn_refuse(struct turn *t, enum turn_error err, const char *custom, int wait_seconds)
 {
+    char text[128];
+    if (err == TURN_DAY_LIMIT || err == TURN_MINUTE_LIMIT) {
+        snprintf(text, sizeof(text), "%s: try again in %d seconds",
+                 proto_err_text(turn_wire_code(err)), wait_seconds);
+        custom = text;
+    }
     outbox_reply_error(t->app->outbox, t->conn_id, t->code, turn_wire_code(err), custom);
     turn_unref(t);
 }

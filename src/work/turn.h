@@ -30,6 +30,7 @@
 
 #include "lib/util.h"
 #include "lib/uuid.h"
+#include "store/db.h"
 #include "work/pool.h"
 #include "work/slots.h"
 
@@ -60,6 +61,10 @@ enum turn_error {
 
 /* The error code (wire/proto.h) a client is told for e. */
 int turn_wire_code(enum turn_error e);
+
+/* What db_access (and the checks built on it) found, as a turn's error:
+ * TURN_OK when the user may use the model. */
+enum turn_error turn_access_error(enum db_access a);
 
 struct turn {
     struct pool_job job; /* first: the pool runs it (start, then finish) */
@@ -141,9 +146,10 @@ struct turn {
 struct turn *turn_new(struct app *app, uint64_t conn_id);
 
 /* Answers t's request with the error of err (custom: a text instead of
- * the code's, NULL for none) and lets go of the caller's reference: a
- * turn refused by its checks. */
-void turn_refuse(struct turn *t, enum turn_error err, const char *custom);
+ * the code's, NULL for none; a rate limit's says when to try again,
+ * wait_seconds) and lets go of the caller's reference: a turn refused by
+ * its checks. */
+void turn_refuse(struct turn *t, enum turn_error err, const char *custom, int wait_seconds);
 
 /* Makes members[0..n) one request's answers side by side, members[0]
  * the lead: the group takes over the caller's reference of each other
