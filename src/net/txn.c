@@ -139,11 +139,16 @@ static void txn_linger_over(lws_sorted_usec_list_t *sul)
 int txn_refuse(struct lws *wsi, struct http_txn *t, unsigned status, const char *message)
 {
     log_info("event=upload_refused status=%u reason=\"%s\"", status, message);
-    int rc = answer_message(wsi, status, message, t->origin, 1);
-    if (t->upload != NULL) { /* after: message may be the upload's */
+    /* The temp file goes before the client hears: whoever reads the answer
+     * and looks at the upload directory finds nothing left. The message
+     * may be the upload's, so it is copied first. */
+    char copy[256];
+    snprintf(copy, sizeof(copy), "%s", message);
+    if (t->upload != NULL) {
         multipart_free(t->upload);
         t->upload = NULL;
     }
+    int rc = answer_message(wsi, status, copy, t->origin, 1);
     if (rc != 0)
         return -1;
     t->refused = 1;

@@ -199,8 +199,11 @@ static void upload_run(struct worker *w, struct pool_job *job)
                  upload_answers[out].message);
     size_t len;
     char *body = proto_encode_http(upload_answers[out].message, data, &len);
-    outbox_http(j->app->outbox, j->txn, upload_answers[out].outcome, body, len);
+    struct outbox *ob = j->app->outbox;
+    uint64_t txn = j->txn;
+    /* A refused upload's temp file is gone before the client hears. */
     upload_job_free(j);
+    outbox_http(ob, txn, upload_answers[out].outcome, body, len);
 }
 
 void upload_submit(struct app *app, struct upload_job *j, uint64_t txn)
