@@ -45,12 +45,14 @@
 #include "net/route.h"
 #include "net/txn.h"
 #include "net/urlarg.h"
+#include "net/web.h"
 #include "store/files.h"
 #include "wire/auth.h"
 #include "wire/proto.h"
 #include "work/app.h"
 #include "work/export.h"
 #include "work/ready.h"
+#include "work/share.h"
 #include "work/turn.h"
 #include "work/upload.h"
 
@@ -340,6 +342,84 @@ static int serve_export(struct http_state *hs, struct lws *wsi, const char *sess
     return 0;
 }
 
+/* GET /s/<id> (the page), /s/<id>.json, /s/<id>/files/<name>: no sign-in;
+ * a worker reads the link (work/share.h). Anything else under /s/ is the
+ * same 404 as a link that cannot be viewed. */
+static int serve_share(struct http_state *hs, struct lws *wsi, const char *arg, const char *origin)
+{
+    char id[PROTO_SHARE_ID_LEN + 1];
+    const char *rest = arg + strcspn(arg, "./");
+    size_t n = (size_t)(rest - arg);
+    enum share_view kind = SHARE_PAGE;
+    const char *file = NULL;
+    if (n != PROTO_SHARE_ID_LEN)
+        goto not_found;
+    memcpy(id, arg, n);
+    id[n] = '\0';
+    if (!proto_share_id_valid(id))
+        goto not_found;
+    if (strcmp(rest, ".json") == 0) {
+        kind = SHARE_JSON;
+    } else if (strncmp(rest, "/files/", 7) == 0 && files_name_valid(rest + 7) &&
+               strlen(rest + 7) < sizeof(((struct http_txn *)0)->share_file)) {
+        kind = SHARE_FILE;
+        file = rest + 7;
+    } else if (rest[0] != '\0') {
+        goto not_found;
+    }
+    struct http_txn *t = txn_new(&hs->txns, wsi, origin);
+    if (t == NULL)
+        return -1;
+    t->share = 1;
+    t->share_kind = kind;
+    if (file != NULL)
+        snprintf(t->share_file, sizeof(t->share_file), "%s", file);
+    if (share_view_submit(hs->app, t->id, kind, id, file) != 0) {
+        txn_free(t);
+        return answer_message(wsi, 500, "Out of memory", origin, 0);
+    }
+    lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, HTTP_WORKER_SECONDS);
+    return 0;
+not_found:
+    return answer_message(wsi, HTTP_STATUS_NOT_FOUND, "Not Found", origin, 0);
+}
+
+/* The answer to GET /s/...: the page with its own policy (no WebSocket,
+ * nothing from elsewhere), the snapshot as JSON, or a file with its type;
+ * none kept by a cache, since a revoked link must stop showing at once. */
+static int share_write(struct lws *wsi, unsigned status, int kind, const char *file,
+                       const char *body, size_t len, const char *origin)
+{
+    const char *ctype = status != HTTP_STATUS_OK ? ANSWER_JSON
+                        : kind == SHARE_PAGE     ? "text/html; charset=utf-8"
+                        : kind == SHARE_FILE     ? files_content_type(file)
+                                                 : ANSWER_JSON;
+    unsigned char hdr[LWS_PRE + 2048];
+    unsigned char *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof(hdr) - 1;
+    if (lws_add_http_common_headers(wsi, status, ctype, len, &p, end) ||
+        answer_add_cors(wsi, origin, &p, end) ||
+        answer_add_header(wsi, "cache-control:", "no-store", &p, end) ||
+        (status == HTTP_STATUS_OK && kind == SHARE_PAGE &&
+         answer_add_header(wsi, "content-security-policy:", WEB_SHARE_CSP, &p, end)) ||
+        (status == HTTP_STATUS_OK && kind == SHARE_FILE &&
+         answer_add_header(wsi, "content-security-policy:", "default-src 'none'; sandbox", &p,
+                           end)) ||
+        lws_finalize_write_http_header(wsi, start, &p, end))
+        return -1;
+    metrics_http_response(status);
+    if (len > 0) {
+        unsigned char *buf = malloc(LWS_PRE + len);
+        if (buf == NULL)
+            return -1;
+        memcpy(buf + LWS_PRE, body, len);
+        int wrote = lws_write(wsi, buf + LWS_PRE, len, LWS_WRITE_HTTP_FINAL);
+        free(buf);
+        if (wrote < (int)len)
+            return -1;
+    }
+    return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
 /* Writes the piece the transaction holds: the headers first, then the
  * piece as one chunk; then hands the job back for the next piece. -1 to
  * close the connection. */
@@ -508,6 +588,8 @@ static int http_route(struct http_state *hs, struct lws *wsi, const char *uri)
         return serve_readyz(hs, wsi, origin);
     case ROUTE_METRICS:
         return serve_metrics(hs, wsi, origin);
+    case ROUTE_SHARE:
+        return serve_share(hs, wsi, r.arg, origin);
     case ROUTE_NONE:
         break;
     }
@@ -607,8 +689,12 @@ int http_callback(struct http_state *hs, struct lws *wsi, enum lws_callback_reas
         unsigned status = t->status;
         memcpy(origin, t->origin, sizeof(origin));
         t->body = NULL;
+        int share = t->share, kind = t->share_kind;
+        char file[sizeof(t->share_file)];
+        memcpy(file, t->share_file, sizeof(file));
         txn_free(t); /* as above */
-        int rc = answer(wsi, status, ANSWER_JSON, body, body_len, origin, 0);
+        int rc = share ? share_write(wsi, status, kind, file, body, body_len, origin)
+                       : answer(wsi, status, ANSWER_JSON, body, body_len, origin, 0);
         free(body);
         return rc;
     }

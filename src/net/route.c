@@ -20,6 +20,7 @@ static const struct route_row {
     {ROUTE_EXPORT, MATCH_SESSION_EXPORT, "/sessions/", ROUTE_GET},
     {ROUTE_EXPORT, MATCH_EXACT, "/export", ROUTE_GET},
     {ROUTE_CLIENT_CONFIG, MATCH_EXACT, "/client-config", ROUTE_GET},
+    {ROUTE_SHARE, MATCH_PREFIX, "/s/", ROUTE_GET},
     {ROUTE_PAGE, MATCH_PAGE, NULL, ROUTE_GET},
     {ROUTE_HEALTHZ, MATCH_EXACT, "/healthz", ROUTE_GET},
     {ROUTE_READYZ, MATCH_EXACT, "/readyz", ROUTE_GET},

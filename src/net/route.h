@@ -16,6 +16,7 @@ enum route_id {
     ROUTE_HEALTHZ,
     ROUTE_READYZ,
     ROUTE_METRICS,
+    ROUTE_SHARE, /* /s/<id>, /s/<id>.json, /s/<id>/files/<name>: arg is what follows /s/ */
 };
 
 enum route_method { ROUTE_GET, ROUTE_POST, ROUTE_OPTIONS, ROUTE_OTHER };

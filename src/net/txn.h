@@ -42,6 +42,11 @@ struct http_txn {
     size_t body_len;
     /* exports: the job while the transport holds it (a piece waits to be
      * written), the headers once sent, and how it ends */
+    /* GET /s/...: what the worker's body is (work/share.h), and for a file
+     * its name (its type) */
+    int share;
+    int share_kind;
+    char share_file[64];
     int exporting;
     struct export_job *export;
     int export_sent_headers, export_last, export_over;

@@ -19,6 +19,12 @@
 #define WEB_ETAG_MAX 64
 #define WEB_MOUNTS_MAX 16
 #define WEB_CSP_MAX 768
+/* The policy of a shared chat's page (GET /s/<id>): the page's own
+ * scripts, styles and images (the snapshot's files are under /s/ too),
+ * and nothing else: no connection anywhere, no inline script, no frame. */
+#define WEB_SHARE_CSP                                                                              \
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; font-src "           \
+    "'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
 struct web_mount {
     char name[64]; /* served at /lib/<name>/ */

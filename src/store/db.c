@@ -14,47 +14,12 @@
 #include <string.h>
 
 #include "lib/util.h"
-
-/* Runs stmt; DB_OK with *out set (a result with at least one row),
- * DB_NOT_FOUND (no row; nothing to free), or DB_ERROR. */
-static enum db_status query_row(struct pg *pg, enum pg_stmt stmt, int n, const char *const *p,
-                                PGresult **out)
-{
-    PGresult *r = pg_exec(pg, stmt, n, p);
-    if (r == NULL)
-        return DB_ERROR;
-    if (PQntuples(r) == 0) {
-        PQclear(r);
-        return DB_NOT_FOUND;
-    }
-    *out = r;
-    return DB_OK;
-}
-
-/* A write whose result has no rows to read. */
-static enum db_status command(struct pg *pg, enum pg_stmt stmt, int n, const char *const *p)
-{
-    PGresult *r = pg_exec(pg, stmt, n, p);
-    if (r == NULL)
-        return DB_ERROR;
-    PQclear(r);
-    return DB_OK;
-}
-
-/* A copy of column c of row 0; NULL when out of memory. */
-static char *text(const PGresult *r, int c) { return strdup(PQgetvalue(r, 0, c)); }
-
-static uint64_t u64(const PGresult *r, int c)
-{
-    uint64_t v = 0;
-    util_parse_u64(PQgetvalue(r, 0, c), &v);
-    return v;
-}
+#include "store/dbrow.h"
 
 static void snapshot(const PGresult *r, int c, struct db_snapshot *snap)
 {
-    snap->xmin = u64(r, c);
-    snap->xmax = u64(r, c + 1);
+    snap->xmin = dbrow_u64(r, c);
+    snap->xmax = dbrow_u64(r, c + 1);
 }
 
 /* The one text column of a statement's one row (malloc'd into *out). */
@@ -62,10 +27,10 @@ static enum db_status text_row(struct pg *pg, enum pg_stmt stmt, int n, const ch
                                char **out)
 {
     PGresult *r;
-    enum db_status st = query_row(pg, stmt, n, p, &r);
+    enum db_status st = dbrow_query(pg, stmt, n, p, &r);
     if (st != DB_OK)
         return st;
-    *out = text(r, 0);
+    *out = dbrow_text(r, 0);
     PQclear(r);
     return *out != NULL ? DB_OK : DB_ERROR;
 }
@@ -75,10 +40,10 @@ static enum db_status json_and_snapshot(struct pg *pg, enum pg_stmt stmt, int n,
                                         const char *const *p, char **json, struct db_snapshot *snap)
 {
     PGresult *r;
-    enum db_status st = query_row(pg, stmt, n, p, &r);
+    enum db_status st = dbrow_query(pg, stmt, n, p, &r);
     if (st != DB_OK)
         return st;
-    *json = text(r, 0);
+    *json = dbrow_text(r, 0);
     snapshot(r, 1, snap);
     PQclear(r);
     return *json != NULL ? DB_OK : DB_ERROR;
@@ -106,8 +71,8 @@ static enum db_access access_columns(PGresult *r, int model_asked, double *balan
     if (strcmp(PQgetvalue(r, 0, 7), "t") != 0)
         return DB_ACCESS_DENIED;
     model->id = atoi(PQgetvalue(r, 0, 1));
-    model->name = text(r, 2);
-    model->provider = text(r, 3);
+    model->name = dbrow_text(r, 2);
+    model->provider = dbrow_text(r, 3);
     model->context_length = atol(PQgetvalue(r, 0, 4));
     model->price_in = strtod(PQgetvalue(r, 0, 5), NULL);
     model->price_out = strtod(PQgetvalue(r, 0, 6), NULL);
@@ -125,7 +90,7 @@ enum db_access db_access(struct pg *pg, const char *user_id, const char *model_n
     snprintf(id, sizeof(id), "%d", model_id);
     const char *p[3] = {user_id, model_name, model_name == NULL && model_id >= 0 ? id : NULL};
     PGresult *r;
-    enum db_status st = query_row(pg, PG_ACCESS, 3, p, &r);
+    enum db_status st = dbrow_query(pg, PG_ACCESS, 3, p, &r);
     if (st != DB_OK)
         return st == DB_NOT_FOUND ? DB_ACCESS_NO_USER : DB_ACCESS_ERROR;
     enum db_access a = access_columns(r, p[1] != NULL || p[2] != NULL, balance, model);
@@ -143,14 +108,14 @@ enum db_access db_turn_check(struct pg *pg, const char *user_id, const char *mod
                         session_id, file_name};
     memset(target, 0, sizeof(*target));
     PGresult *r;
-    enum db_status st = query_row(pg, PG_TURN_CHECK, 5, p, &r);
+    enum db_status st = dbrow_query(pg, PG_TURN_CHECK, 5, p, &r);
     if (st != DB_OK)
         return st == DB_NOT_FOUND ? DB_ACCESS_NO_USER : DB_ACCESS_ERROR;
     enum db_access a = access_columns(r, p[1] != NULL || p[2] != NULL, balance, model);
     if (a == DB_ACCESS_OK && !PQgetisnull(r, 0, 9)) {
         target->session_found = 1;
         target->next_seq = atoll(PQgetvalue(r, 0, 9));
-        if ((target->session_name = text(r, 8)) == NULL) {
+        if ((target->session_name = dbrow_text(r, 8)) == NULL) {
             db_model_free(model);
             a = DB_ACCESS_ERROR;
         }
@@ -170,12 +135,6 @@ void db_branch_target_free(struct db_branch_target *t)
     t->session_name = t->content = t->parent_content = t->file_name = t->prompt = NULL;
 }
 
-/* text(), NULL for a null column. */
-static char *text_or_null(const PGresult *r, int c)
-{
-    return PQgetisnull(r, 0, c) ? NULL : text(r, c);
-}
-
 enum db_access db_branch_check(struct pg *pg, const char *user_id, const char *model_name,
                                const char *session_id, long long seq, double *balance,
                                struct db_model *model, struct db_branch_target *target)
@@ -185,7 +144,7 @@ enum db_access db_branch_check(struct pg *pg, const char *user_id, const char *m
     const char *p[4] = {user_id, model_name, session_id, sq};
     memset(target, 0, sizeof(*target));
     PGresult *r;
-    enum db_status st = query_row(pg, PG_BRANCH_CHECK, 4, p, &r);
+    enum db_status st = dbrow_query(pg, PG_BRANCH_CHECK, 4, p, &r);
     if (st != DB_OK)
         return st == DB_NOT_FOUND ? DB_ACCESS_NO_USER : DB_ACCESS_ERROR;
     /* No session and no model named: the caller says "no session". */
@@ -195,20 +154,20 @@ enum db_access db_branch_check(struct pg *pg, const char *user_id, const char *m
     if (a == DB_ACCESS_OK && target->session_found) {
         int oom = 0;
         target->next_seq = atoll(PQgetvalue(r, 0, 9));
-        oom |= (target->session_name = text(r, 8)) == NULL;
+        oom |= (target->session_name = dbrow_text(r, 8)) == NULL;
         if (!PQgetisnull(r, 0, 10)) {
             snprintf(target->role, sizeof(target->role), "%s", PQgetvalue(r, 0, 10));
             target->parent = atoll(PQgetvalue(r, 0, 11));
-            oom |= (target->content = text(r, 12)) == NULL;
+            oom |= (target->content = dbrow_text(r, 12)) == NULL;
         }
         if (!PQgetisnull(r, 0, 13)) {
             snprintf(target->parent_role, sizeof(target->parent_role), "%s", PQgetvalue(r, 0, 13));
             target->grandparent = atoll(PQgetvalue(r, 0, 14));
-            oom |= (target->parent_content = text(r, 15)) == NULL;
+            oom |= (target->parent_content = dbrow_text(r, 15)) == NULL;
         }
-        target->file_name = text_or_null(r, 16);
+        target->file_name = dbrow_text_or_null(r, 16);
         oom |= !PQgetisnull(r, 0, 16) && target->file_name == NULL;
-        oom |= (target->prompt = text(r, 17)) == NULL;
+        oom |= (target->prompt = dbrow_text(r, 17)) == NULL;
         if (oom) {
             db_branch_target_free(target);
             if (model_name != NULL || target->session_found)
@@ -225,11 +184,11 @@ enum db_status db_user_profile(struct pg *pg, const char *user_id, char **userna
 {
     const char *p[1] = {user_id};
     PGresult *r;
-    enum db_status st = query_row(pg, PG_USER_GET, 1, p, &r);
+    enum db_status st = dbrow_query(pg, PG_USER_GET, 1, p, &r);
     if (st != DB_OK)
         return st;
-    *username = text(r, 0);
-    *models_json = text(r, 1);
+    *username = dbrow_text(r, 0);
+    *models_json = dbrow_text(r, 1);
     snapshot(r, 2, snap);
     PQclear(r);
     if (*username != NULL && *models_json != NULL)
@@ -243,7 +202,7 @@ enum db_status db_balance(struct pg *pg, const char *user_id, double *balance)
 {
     const char *p[1] = {user_id};
     PGresult *r;
-    enum db_status st = query_row(pg, PG_BALANCE, 1, p, &r);
+    enum db_status st = dbrow_query(pg, PG_BALANCE, 1, p, &r);
     if (st != DB_OK)
         return st;
     *balance = strtod(PQgetvalue(r, 0, 0), NULL);
@@ -270,12 +229,12 @@ enum db_status db_sessions_page(struct pg *pg, const char *user_id, const char *
     snprintf(l, sizeof(l), "%d", limit);
     const char *p[4] = {user_id, cursor != NULL ? us : NULL, cursor != NULL ? id : NULL, l};
     PGresult *r;
-    enum db_status st = query_row(pg, PG_SESSIONS_PAGE, 4, p, &r);
+    enum db_status st = dbrow_query(pg, PG_SESSIONS_PAGE, 4, p, &r);
     if (st != DB_OK)
         return st;
     *has_more = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
-    *json = text(r, 1);
-    *next = *has_more && !PQgetisnull(r, 0, 2) ? text(r, 2) : NULL;
+    *json = dbrow_text(r, 1);
+    *next = *has_more && !PQgetisnull(r, 0, 2) ? dbrow_text(r, 2) : NULL;
     PQclear(r);
     if (*json != NULL && (*next != NULL || !*has_more))
         return DB_OK;
@@ -319,13 +278,13 @@ enum db_status db_session_get(struct pg *pg, const char *user_id, const char *se
     snprintf(e, sizeof(e), "%lld", end);
     const char *p[4] = {user_id, session_id, n, e};
     PGresult *r;
-    enum db_status st = query_row(pg, PG_SESSION_CTX, 4, p, &r);
+    enum db_status st = dbrow_query(pg, PG_SESSION_CTX, 4, p, &r);
     if (st != DB_OK)
         return st;
     out->model_id = atoi(PQgetvalue(r, 0, 0));
-    out->name = text(r, 1);
-    out->summary = text(r, 2);
-    out->recent_json = text(r, 3);
+    out->name = dbrow_text(r, 1);
+    out->summary = dbrow_text(r, 2);
+    out->recent_json = dbrow_text(r, 3);
     out->next_seq = atoll(PQgetvalue(r, 0, 4));
     PQclear(r);
     if (out->name != NULL && out->summary != NULL && out->recent_json != NULL)
@@ -341,12 +300,12 @@ enum db_status db_switch(struct pg *pg, const char *user_id, const char *session
     snprintf(sq, sizeof(sq), "%lld", seq);
     const char *p[3] = {user_id, session_id, sq};
     PGresult *r;
-    enum db_status st = query_row(pg, PG_SWITCH, 3, p, &r);
+    enum db_status st = dbrow_query(pg, PG_SWITCH, 3, p, &r);
     if (st != DB_OK)
         return st == DB_NOT_FOUND ? DB_ERROR : st; /* one row, always */
     int found = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
     *leaf = PQgetisnull(r, 0, 1) ? -1 : atoll(PQgetvalue(r, 0, 1));
-    *xid = u64(r, 2);
+    *xid = dbrow_u64(r, 2);
     PQclear(r);
     return found ? DB_OK : DB_NOT_FOUND;
 }
@@ -358,31 +317,32 @@ enum db_status db_fork_files(struct pg *pg, const char *user_id, const char *ses
     snprintf(sq, sizeof(sq), "%lld", seq);
     const char *p[3] = {user_id, session_id, sq};
     PGresult *r;
-    enum db_status st = query_row(pg, PG_FORK_FILES, 3, p, &r);
+    enum db_status st = dbrow_query(pg, PG_FORK_FILES, 3, p, &r);
     if (st != DB_OK)
         return st;
-    *json = text_or_null(r, 0);
+    *json = dbrow_text_or_null(r, 0);
     st = PQgetisnull(r, 0, 0) || *json != NULL ? DB_OK : DB_ERROR;
     PQclear(r);
     return st;
 }
 
 enum db_status db_fork(struct pg *pg, const char *user_id, const char *session_id, long long seq,
-                       const char *new_id, const char *name, const char *from_names,
-                       const char *to_names, char **fork_name, uint64_t *xid)
+                       const char *owner, const char *new_id, const char *name,
+                       const char *from_names, const char *to_names, char **fork_name,
+                       uint64_t *xid)
 {
     char sq[24];
     snprintf(sq, sizeof(sq), "%lld", seq);
-    const char *p[7] = {user_id, session_id, sq, new_id, name, from_names, to_names};
+    const char *p[8] = {user_id, session_id, sq, new_id, name, from_names, to_names, owner};
     PGresult *r;
-    enum db_status st = query_row(pg, PG_FORK, 7, p, &r);
+    enum db_status st = dbrow_query(pg, PG_FORK, 8, p, &r);
     if (st != DB_OK)
         return st == DB_NOT_FOUND ? DB_ERROR : st; /* one row, always */
     if (strcmp(PQgetvalue(r, 0, 0), "t") != 0 || PQgetisnull(r, 0, 2)) {
         st = DB_NOT_FOUND;
     } else {
-        *fork_name = text(r, 2);
-        *xid = u64(r, 4);
+        *fork_name = dbrow_text(r, 2);
+        *xid = dbrow_u64(r, 4);
         st = *fork_name != NULL ? DB_OK : DB_ERROR;
     }
     PQclear(r);
@@ -394,11 +354,11 @@ enum db_status db_session_delete(struct pg *pg, const char *user_id, const char 
 {
     const char *p[2] = {user_id, session_id};
     PGresult *r;
-    enum db_status st = query_row(pg, PG_SESSION_DELETE, 2, p, &r);
+    enum db_status st = dbrow_query(pg, PG_SESSION_DELETE, 2, p, &r);
     if (st != DB_OK)
         return st;
-    *files_json = text(r, 0);
-    *xid = u64(r, 1);
+    *files_json = dbrow_text(r, 0);
+    *xid = dbrow_u64(r, 1);
     PQclear(r);
     /* Deleted either way; a list we cannot copy only leaves files behind. */
     return DB_OK;
@@ -408,7 +368,8 @@ void db_page_free(struct db_page *p)
 {
     free(p->name);
     free(p->messages_json);
-    p->name = p->messages_json = NULL;
+    free(p->organized_json);
+    p->name = p->messages_json = p->organized_json = NULL;
 }
 
 enum db_status db_history_page(struct pg *pg, const char *user_id, const char *session_id,
@@ -419,33 +380,35 @@ enum db_status db_history_page(struct pg *pg, const char *user_id, const char *s
     snprintf(l, sizeof(l), "%d", limit);
     const char *p[4] = {user_id, session_id, before >= 0 ? b : NULL, l};
     PGresult *r;
-    enum db_status st = query_row(pg, PG_HISTORY_PAGE, 4, p, &r);
+    enum db_status st = dbrow_query(pg, PG_HISTORY_PAGE, 4, p, &r);
     if (st != DB_OK)
         return st;
-    out->name = text(r, 0);
+    out->name = dbrow_text(r, 0);
     out->has_more = strcmp(PQgetvalue(r, 0, 1), "t") == 0;
-    out->messages_json = text(r, 2);
+    out->messages_json = dbrow_text(r, 2);
     out->lowest_seq = PQgetisnull(r, 0, 3) ? -1 : atoll(PQgetvalue(r, 0, 3));
+    out->organized_json = dbrow_text(r, 4);
     PQclear(r);
-    if (out->name != NULL && out->messages_json != NULL)
+    if (out->name != NULL && out->messages_json != NULL && out->organized_json != NULL)
         return DB_OK;
     db_page_free(out);
     return DB_ERROR;
 }
 
-enum db_status db_search(struct pg *pg, const char *user_id, const char *query, int limit,
-                         int offset, char **hits_json, int *has_more)
+enum db_status db_search(struct pg *pg, const char *user_id, const char *query,
+                         const struct db_search_scope *scope, int limit, int offset,
+                         char **hits_json, int *has_more)
 {
     char l[16], o[16];
     snprintf(l, sizeof(l), "%d", limit);
     snprintf(o, sizeof(o), "%d", offset);
-    const char *p[4] = {user_id, query, l, o};
+    const char *p[7] = {user_id, query, l, o, scope->tag, scope->pinned, scope->archived};
     PGresult *r;
-    enum db_status st = query_row(pg, PG_SEARCH, 4, p, &r);
+    enum db_status st = dbrow_query(pg, PG_SEARCH, 7, p, &r);
     if (st != DB_OK)
         return st == DB_NOT_FOUND ? DB_ERROR : st; /* one row, always */
     *has_more = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
-    *hits_json = text(r, 1);
+    *hits_json = dbrow_text(r, 1);
     PQclear(r);
     return *hits_json != NULL ? DB_OK : DB_ERROR;
 }
@@ -455,10 +418,10 @@ enum db_status db_session_rename(struct pg *pg, const char *user_id, const char 
 {
     const char *p[3] = {user_id, session_id, name};
     PGresult *r;
-    enum db_status st = query_row(pg, PG_SESSION_RENAME, 3, p, &r);
+    enum db_status st = dbrow_query(pg, PG_SESSION_RENAME, 3, p, &r);
     if (st != DB_OK)
         return st;
-    *xid = u64(r, 0);
+    *xid = dbrow_u64(r, 0);
     PQclear(r);
     return DB_OK;
 }
@@ -470,7 +433,7 @@ enum db_status db_message_role(struct pg *pg, const char *user_id, const char *s
     snprintf(s, sizeof(s), "%lld", seq);
     const char *p[3] = {user_id, session_id, s};
     PGresult *r;
-    enum db_status st = query_row(pg, PG_MESSAGE_ROLE, 3, p, &r);
+    enum db_status st = dbrow_query(pg, PG_MESSAGE_ROLE, 3, p, &r);
     if (st != DB_OK)
         return st;
     snprintf(role, 16, "%s", PQgetisnull(r, 0, 0) ? "" : PQgetvalue(r, 0, 0));
@@ -486,10 +449,10 @@ enum db_status db_feedback(struct pg *pg, const char *user_id, const char *sessi
     snprintf(rt, sizeof(rt), "%d", rating);
     if (rating == 0) {
         const char *p[2] = {session_id, s};
-        return command(pg, PG_FEEDBACK_CLEAR, 2, p);
+        return dbrow_command(pg, PG_FEEDBACK_CLEAR, 2, p);
     }
     const char *p[5] = {session_id, s, user_id, rt, comment};
-    return command(pg, PG_FEEDBACK_SET, 5, p);
+    return dbrow_command(pg, PG_FEEDBACK_SET, 5, p);
 }
 
 /* ----------------------------------------------------- one transaction */
@@ -504,7 +467,7 @@ enum db_status db_session_insert(struct pg *pg, const char *session_id, const ch
     char model[16];
     snprintf(model, sizeof(model), "%d", model_id);
     const char *p[5] = {session_id, user_id, name, model, prompt};
-    return command(pg, PG_SESSION_INSERT, 5, p);
+    return dbrow_command(pg, PG_SESSION_INSERT, 5, p);
 }
 
 enum db_status db_session_lock(struct pg *pg, const char *user_id, const char *session_id,
@@ -512,7 +475,7 @@ enum db_status db_session_lock(struct pg *pg, const char *user_id, const char *s
 {
     const char *p[2] = {user_id, session_id};
     PGresult *r;
-    enum db_status st = query_row(pg, PG_SESSION_LOCK, 2, p, &r);
+    enum db_status st = dbrow_query(pg, PG_SESSION_LOCK, 2, p, &r);
     if (st != DB_OK)
         return st;
     *next_seq = atoll(PQgetvalue(r, 0, 0));
@@ -529,7 +492,7 @@ enum db_status db_lease_take(struct pg *pg, const char *user_id, const char *ses
     snprintf(s, sizeof(s), "%d", seconds);
     const char *p[5] = {user_id, session_id, turn_id, s, session_new ? "true" : "false"};
     PGresult *r;
-    enum db_status st = query_row(pg, PG_LEASE_TAKE, 5, p, &r);
+    enum db_status st = dbrow_query(pg, PG_LEASE_TAKE, 5, p, &r);
     if (st != DB_OK)
         return st == DB_NOT_FOUND ? DB_ERROR : st; /* one row, always */
     *next_seq = atoll(PQgetvalue(r, 0, 0));
@@ -545,7 +508,7 @@ enum db_status db_session_turn(struct pg *pg, const char *user_id, const char *s
 {
     const char *p[2] = {user_id, session_id};
     PGresult *r;
-    enum db_status st = query_row(pg, PG_SESSION_TURN, 2, p, &r);
+    enum db_status st = dbrow_query(pg, PG_SESSION_TURN, 2, p, &r);
     if (st != DB_OK)
         return st == DB_NOT_FOUND ? DB_ERROR : st; /* one row, always */
     int none = PQgetisnull(r, 0, 0) && PQgetisnull(r, 0, 1);
@@ -576,11 +539,11 @@ enum db_outcome db_turn_outcome(struct pg *pg, const char *user_id, const char *
     /* First the lease, if it ran out: from then on the turn cannot be
      * stored, so what the next statement reads is final. */
     const char *e[2] = {session_id, turn_id};
-    if (command(pg, PG_LEASE_EXPIRE, 2, e) == DB_ERROR)
+    if (dbrow_command(pg, PG_LEASE_EXPIRE, 2, e) == DB_ERROR)
         return DB_OUTCOME_ERROR;
     const char *p[3] = {user_id, session_id, turn_id};
     PGresult *r;
-    if (query_row(pg, PG_TURN_OUTCOME, 3, p, &r) != DB_OK)
+    if (dbrow_query(pg, PG_TURN_OUTCOME, 3, p, &r) != DB_OK)
         return DB_OUTCOME_ERROR; /* one row, always */
     enum db_outcome out;
     if (strcmp(PQgetvalue(r, 0, 0), "t") == 0) {
@@ -605,7 +568,7 @@ enum db_outcome db_turn_outcome(struct pg *pg, const char *user_id, const char *
 enum db_status db_lease_drop(struct pg *pg, const char *session_id, const char *turn_id)
 {
     const char *p[2] = {session_id, turn_id};
-    return command(pg, PG_LEASE_DROP, 2, p);
+    return dbrow_command(pg, PG_LEASE_DROP, 2, p);
 }
 
 /* The eight parameters a charge adds to a statement, from kind to
@@ -637,12 +600,12 @@ enum db_status db_charge(struct pg *pg, struct db_charge *c, uint64_t *xid)
     const char *p[11] = {c->user_id, c->session_id, seq};
     charge_params(c, &t, p + 3);
     PGresult *r;
-    enum db_status st = query_row(pg, PG_CHARGE, 11, p, &r);
+    enum db_status st = dbrow_query(pg, PG_CHARGE, 11, p, &r);
     if (st != DB_OK)
         return st;
     snprintf(c->balance, sizeof(c->balance), "%s", PQgetvalue(r, 0, 0));
     if (xid != NULL)
-        *xid = u64(r, 1);
+        *xid = dbrow_u64(r, 1);
     PQclear(r);
     return DB_OK;
 }
@@ -675,8 +638,8 @@ enum db_store db_turn_store(struct pg *pg, const struct db_turn_store *in, struc
         p[20] = in->keep_lease ? "true" : "false";
     }
     PGresult *r;
-    enum db_status st = in->session_new ? query_row(pg, PG_TURN_STORE_NEW, 20, p, &r)
-                                        : query_row(pg, PG_TURN_STORE, 21, p, &r);
+    enum db_status st = in->session_new ? dbrow_query(pg, PG_TURN_STORE_NEW, 20, p, &r)
+                                        : dbrow_query(pg, PG_TURN_STORE, 21, p, &r);
     if (st != DB_OK)
         return DB_STORE_ERROR; /* one row, always */
     enum db_store out;
@@ -691,7 +654,7 @@ enum db_store db_turn_store(struct pg *pg, const struct db_turn_store *in, struc
         *base = atoll(PQgetvalue(r, 0, 2));
         c->seq = *base + 1 - in->first; /* the answer's */
         snprintf(c->balance, sizeof(c->balance), "%s", PQgetvalue(r, 0, 4));
-        *xid = u64(r, 5);
+        *xid = dbrow_u64(r, 5);
         *stopped_here = strcmp(PQgetvalue(r, 0, 6), "t") == 0;
         out = DB_STORE_OK;
     }
@@ -714,10 +677,10 @@ enum db_status db_title_set(struct pg *pg, const char *user_id, const char *sess
 {
     const char *p[3] = {user_id, session_id, title};
     PGresult *r;
-    enum db_status st = query_row(pg, PG_TITLE_SET, 3, p, &r);
+    enum db_status st = dbrow_query(pg, PG_TITLE_SET, 3, p, &r);
     if (st != DB_OK)
         return st;
-    *xid = u64(r, 0);
+    *xid = dbrow_u64(r, 0);
     PQclear(r);
     return DB_OK;
 }
@@ -740,13 +703,13 @@ enum db_status db_export_session(struct pg *pg, const char *user_id, const char 
     const char *p[2] = {user_id, session_id};
     PGresult *r;
     memset(out, 0, sizeof(*out));
-    enum db_status st = query_row(pg, PG_EXPORT_SESSION, 2, p, &r);
+    enum db_status st = dbrow_query(pg, PG_EXPORT_SESSION, 2, p, &r);
     if (st != DB_OK)
         return st;
-    out->name = text(r, 0);
-    out->created_at = text(r, 1);
-    out->prompt = text(r, 2);
-    out->model = text(r, 3);
+    out->name = dbrow_text(r, 0);
+    out->created_at = dbrow_text(r, 1);
+    out->prompt = dbrow_text(r, 2);
+    out->model = dbrow_text(r, 3);
     PQclear(r);
     if (out->name && out->created_at && out->prompt && out->model)
         return DB_OK;
@@ -811,11 +774,11 @@ enum db_status db_export_page(struct pg *pg, const char *user_id, const char *se
     snprintf(l, sizeof(l), "%d", limit);
     const char *p[5] = {user_id, session_id, a, l, *path};
     PGresult *r;
-    enum db_status st = all_branches ? query_row(pg, PG_EXPORT_TREE_PAGE, 4, p, &r)
-                                     : query_row(pg, PG_EXPORT_PAGE, 5, p, &r);
+    enum db_status st = all_branches ? dbrow_query(pg, PG_EXPORT_TREE_PAGE, 4, p, &r)
+                                     : dbrow_query(pg, PG_EXPORT_PAGE, 5, p, &r);
     if (st != DB_OK)
         return st == DB_NOT_FOUND ? DB_ERROR : st; /* one row, always */
-    *json = text(r, 0);
+    *json = dbrow_text(r, 0);
     *last_seq = PQgetisnull(r, 0, 1) ? -1 : atoll(PQgetvalue(r, 0, 1));
     PQclear(r);
     return *json != NULL ? DB_OK : DB_ERROR;
@@ -831,10 +794,10 @@ enum db_status db_file_insert(struct pg *pg, const char *session_id, const char 
     snprintf(sz, sizeof(sz), "%llu", (unsigned long long)size);
     const char *p[6] = {session_id, user_id, name, original_name, content_type, sz};
     PGresult *r;
-    enum db_status st = query_row(pg, PG_FILE_INSERT, 6, p, &r);
+    enum db_status st = dbrow_query(pg, PG_FILE_INSERT, 6, p, &r);
     if (st != DB_OK)
         return st == DB_NOT_FOUND ? DB_ERROR : st;
-    *xid = u64(r, 0);
+    *xid = dbrow_u64(r, 0);
     PQclear(r);
     return DB_OK;
 }
@@ -844,7 +807,7 @@ enum db_status db_file_delete(struct pg *pg, const char *user_id, const char *se
 {
     const char *p[3] = {user_id, session_id, name};
     PGresult *r;
-    enum db_status st = query_row(pg, PG_FILE_DELETE, 3, p, &r);
+    enum db_status st = dbrow_query(pg, PG_FILE_DELETE, 3, p, &r);
     if (st == DB_OK)
         PQclear(r);
     return st;
@@ -860,7 +823,7 @@ enum db_status db_turns_since(struct pg *pg, const char *user_id, long long minu
     snprintf(ds, sizeof(ds), "%lld", day_start);
     const char *p[3] = {user_id, ms, ds};
     PGresult *r;
-    enum db_status st = query_row(pg, PG_TURNS_SINCE, 3, p, &r);
+    enum db_status st = dbrow_query(pg, PG_TURNS_SINCE, 3, p, &r);
     if (st != DB_OK)
         return st == DB_NOT_FOUND ? DB_ERROR : st;
     *minute = atoll(PQgetvalue(r, 0, 0));
@@ -869,4 +832,4 @@ enum db_status db_turns_since(struct pg *pg, const char *user_id, long long minu
     return DB_OK;
 }
 
-enum db_status db_ping(struct pg *pg) { return command(pg, PG_PING, 0, NULL); }
+enum db_status db_ping(struct pg *pg) { return dbrow_command(pg, PG_PING, 0, NULL); }

@@ -15,16 +15,8 @@
 #include <stdint.h>
 
 #include "lib/uuid.h"
+#include "store/dbrow.h"
 #include "store/pg.h"
-
-/* What every db_* function without an answer of its own returns, so that
- * callers can switch over it (-Wswitch names a case they forgot). */
-enum db_status {
-    DB_OK = 0,
-    DB_NOT_FOUND, /* no such row, or not the user's: the same to a caller */
-    DB_BUSY,      /* only db_lease_take: another turn holds the lease */
-    DB_ERROR,     /* the database failed or is unreachable (logged) */
-};
 
 /* The snapshot a read ran in, which a cached copy records (store/inval.h). */
 struct db_snapshot {
@@ -143,6 +135,7 @@ enum db_status db_session_delete(struct pg *pg, const char *user_id, const char 
 struct db_page {
     char *name;
     char *messages_json;
+    char *organized_json; /* {"pinned", "archived", "tags"} of the session */
     int has_more;
     long long lowest_seq; /* -1 when the page is empty */
 };
@@ -154,8 +147,13 @@ enum db_status db_history_page(struct pg *pg, const char *user_id, const char *s
  * of them from offset on: a JSON array of {session_id, session_name, seq,
  * role, snippet, created_at, on_active_path}, the snippet's matched words
  * between U+E000 and U+E001 (and no other such character in it). */
-enum db_status db_search(struct pg *pg, const char *user_id, const char *query, int limit,
-                         int offset, char **hits_json, int *has_more);
+struct db_search_scope {
+    const char *tag;               /* NULL: any */
+    const char *pinned, *archived; /* "t"/"f", NULL: either */
+};
+enum db_status db_search(struct pg *pg, const char *user_id, const char *query,
+                         const struct db_search_scope *scope, int limit, int offset,
+                         char **hits_json, int *has_more);
 
 /* Code 10; *xid is the renaming transaction. */
 enum db_status db_session_rename(struct pg *pg, const char *user_id, const char *session_id,
@@ -185,8 +183,47 @@ enum db_status db_fork_files(struct pg *pg, const char *user_id, const char *ses
  * from_names[i] (Postgres array literals). *name is the fork's name
  * (malloc'd). DB_NOT_FOUND: the session or the message is gone. */
 enum db_status db_fork(struct pg *pg, const char *user_id, const char *session_id, long long seq,
-                       const char *new_id, const char *name, const char *from_names,
-                       const char *to_names, char **fork_name, uint64_t *xid);
+                       const char *owner, const char *new_id, const char *name,
+                       const char *from_names, const char *to_names, char **fork_name,
+                       uint64_t *xid);
+
+/* ---------------------------------- organizing and share links (db_share.c)
+ * The fork above copies from user_id's session into owner's: the same
+ * user, or the viewer of a share link (db_share_source). */
+
+/* Code 24: pinned, archived ("t"/"f", NULL: unchanged) and tags (a JSON
+ * array of checked tags, NULL: unchanged) of the user's session. DB_OK
+ * with the new state (*tags_json malloc'd) and *xid. */
+enum db_status db_organize(struct pg *pg, const char *user_id, const char *session_id,
+                           const char *pinned, const char *archived, const char *tags_json,
+                           int *is_pinned, int *is_archived, char **tags_json_out, uint64_t *xid);
+/* Code 1 with a filter: archived and pinned ("t"/"f"; pinned NULL: either),
+ * tag (NULL: any), after cursor ("<0|1>:<us>:<uuid>", NULL: from the
+ * top), limit entries. DB_NOT_FOUND: no such user. */
+enum db_status db_sessions_filter(struct pg *pg, const char *user_id, const char *archived,
+                                  const char *pinned, const char *tag, const char *cursor,
+                                  int limit, char **json, int *has_more, char **next);
+
+/* Code 21: link share_id to the path ending at seq (-1: the active leaf),
+ * expiring after expires_in seconds (<= 0: never) and max_views views (0:
+ * no limit). DB_OK with *expires_at (malloc'd, NULL: never); DB_NOT_FOUND:
+ * no such session of the user's; *no_message: no such message. */
+enum db_status db_share_create(struct pg *pg, const char *user_id, const char *session_id,
+                               long long seq, const char *share_id, long long expires_in,
+                               long long max_views, int *no_message, char **expires_at);
+/* Code 22: the user's links (JSON). DB_NOT_FOUND: no such user. */
+enum db_status db_shares_list(struct pg *pg, const char *user_id, char **json);
+/* Code 23. DB_NOT_FOUND: no such link of the user's. */
+enum db_status db_share_revoke(struct pg *pg, const char *user_id, const char *share_id);
+/* GET /s/<id>: the snapshot (JSON), one view counted. DB_NOT_FOUND: no
+ * link that can be viewed (unknown, revoked, expired, used up, gone). */
+enum db_status db_share_view(struct pg *pg, const char *share_id, char **json);
+/* GET /s/<id>/files/<name>: the file's type when the link shows it. */
+enum db_status db_share_file(struct pg *pg, const char *share_id, const char *name,
+                             char **content_type);
+/* Code 20 from a link: the owner, session and message the link ends at. */
+enum db_status db_share_source(struct pg *pg, const char *share_id, char owner[UUID_STR_LEN + 1],
+                               char session_id[UUID_STR_LEN + 1], long long *seq);
 
 /* ---------------------------------------------------------------- export */
 

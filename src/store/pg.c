@@ -62,6 +62,33 @@
             " else (select leaf from s) end and exists (select 1 from s)",                         \
             "(m.seq < coalesce($3::bigint, 9223372036854775807))::int", "p.n <= $4::int")
 
+/* Code 11's "tag:", "is:pinned", "is:archived" on a session s. */
+#define PG_SEARCH_SCOPE                                                                            \
+    "($5::text is null or exists (select 1 from unnest(s.tags) t"                                  \
+    "                             where lower(t) = lower($5::text)))"                              \
+    " and ($6::boolean is null or s.pinned = $6::boolean)"                                         \
+    " and ($7::boolean is null or s.archived = $7::boolean)"
+
+/* A share link (l) can be viewed: not expired, views left. It still shows
+ * what its last view showed (its files, a fork from it) for a while after
+ * that view, so a page opened with the last view is not left broken. */
+#define PG_SHARE_OPEN                                                                              \
+    "((l.expires_at is null or l.expires_at > clock_timestamp())"                                  \
+    " and (l.max_views is null or l.views < l.max_views))"
+#define PG_SHARE_SHOWN                                                                             \
+    "(l.expires_at is null or l.expires_at > clock_timestamp())"                                   \
+    " and (l.max_views is null or l.views < l.max_views"                                           \
+    "      or l.last_view_at > clock_timestamp() - interval '10 minutes')"
+/* A link's snapshot: the path up from its message (l.leaf_seq). */
+#define PG_SHARE_PATH                                                                              \
+    "path(seq, parent_seq, role, content, created_at) as ("                                        \
+    "  select m.seq, m.parent_seq, m.role, m.content, m.created_at"                                \
+    "    from l join chat_messages m on m.session_id = l.session_id and m.seq = l.leaf_seq"        \
+    "  union all"                                                                                  \
+    "  select m.seq, m.parent_seq, m.role, m.content, m.created_at"                                \
+    "    from path p, l join chat_messages m on m.session_id = l.session_id"                       \
+    "   where m.seq = p.parent_seq)"
+
 /* What both turn-store statements do once s (the session, returning the
  * base seq) has run; found is the "session found" column, reply_marked
  * the parameter that says the reply carries the stop marker already. The
@@ -141,7 +168,8 @@ static const struct {
      * range of chat_sessions_user_created, whatever the list's length. */
     [PG_SESSIONS_PAGE] =
         {"sessions_page", 4,
-         "with page as (select s.session_id, s.session_name, s.created_at from chat_sessions s"
+         "with page as (select s.session_id, s.session_name, s.created_at, s.pinned, s.archived,"
+         "                     s.tags from chat_sessions s"
          "               where s.user_id = $1::uuid"
          "                 and ($2::bigint is null"
          "                      or s.created_at < timestamptz 'epoch' + $2::bigint * interval '1 "
@@ -153,7 +181,10 @@ static const struct {
          "     shown as (select * from page order by created_at desc, session_id limit $4::int)"
          " select (select count(*) from page) > $4::int,"
          "        coalesce((select json_agg(json_build_object('session_id', p.session_id,"
-         "                                                    'session_name', p.session_name)"
+         "                                                    'session_name', p.session_name,"
+         "                                                    'pinned', p.pinned,"
+         "                                                    'archived', p.archived,"
+         "                                                    'tags', p.tags)"
          "                                  order by p.created_at desc, p.session_id) from shown "
          "p),"
          "                 '[]')::text,"
@@ -272,15 +303,15 @@ static const struct {
                   "          coalesce((select json_agg(p.content order by p.seq) from path p"
                   "                     where p.role = 'file'), '[]')::text end"
                   "   from s"},
-    /* Code 20: session $4 of the same user, named $5 (null: "<name>
-     * (fork)"), holding a copy of the path from the first message to
-     * message $3 of session $2, renumbered 0.. as one path, with its
-     * summaries; file entries name the copies $7 of the files $6 (new
-     * rows, the originals' metadata), so the fork keeps them when the
-     * original goes. Foreign keys are checked at the statement's end.
+    /* Code 20: session $4 of user $8 (the same user, or a viewer of a
+     * share link), named $5 (null: "<name> (fork)"), holding a copy of the
+     * path from the first message to message $3 of session $2 of user $1, renumbered 0.. as one
+     * path, with its summaries; file entries name the copies $7 of the files $6 (new rows, the
+     * originals' metadata), so the fork keeps them when the original goes. Foreign keys are checked
+     * at the statement's end.
      *   -> source found, messages copied, name, xid */
     [PG_FORK] =
-        {"fork", 7,
+        {"fork", 8,
          "with recursive src as (select session_id, session_name, model_id, session_prompt"
          "                         from chat_sessions"
          "                        where user_id = $1::uuid and session_id = $2::uuid),"
@@ -290,7 +321,7 @@ static const struct {
                     "  ns as (insert into chat_sessions (session_id, user_id, session_name, "
                     "model_id,"
                     "                                    session_prompt, summary, next_seq)"
-                    "         select $4::uuid, $1::uuid, coalesce($5, src.session_name || ' "
+                    "         select $4::uuid, $8::uuid, coalesce($5, src.session_name || ' "
                     "(fork)'),"
                     "                src.model_id, src.session_prompt,"
                     "                coalesce((select n.summary from n where n.role = 'assistant'"
@@ -313,7 +344,7 @@ static const struct {
                     "  nf as (insert into uploaded_files (session_id, user_id, stored_name, "
                     "original_name,"
                     "                                     content_type, size_bytes)"
-                    "         select $4::uuid, $1::uuid, c.new, f.original_name, f.content_type,"
+                    "         select $4::uuid, $8::uuid, c.new, f.original_name, f.content_type,"
                     "                f.size_bytes"
                     "           from unnest($6::text[], $7::text[]) c(old, new)"
                     "           join uploaded_files f on f.stored_name = c.old and f.session_id = "
@@ -539,7 +570,8 @@ static const struct {
      * file metadata are joined to the page's rows only. */
     [PG_HISTORY_PAGE] =
         {"history_page", 4,
-         "with recursive s as (select session_name, " PG_LEAF " as leaf from chat_sessions"
+         "with recursive s as (select session_name, " PG_LEAF " as leaf, pinned, archived, tags"
+         "                       from chat_sessions"
          "                      where user_id = $1::uuid and session_id = $2::uuid),"
          "  b as (select m.parent_seq from chat_messages m"
          "         where m.session_id = $2::uuid and m.seq = $3::bigint),"
@@ -571,7 +603,9 @@ static const struct {
          "                   left join uploaded_files f"
          "                     on p.role = 'file' and f.session_id = $2::uuid"
          "                    and f.stored_name = p.content), '[]')::text,"
-         "        (select min(seq) from shown)"
+         "        (select min(seq) from shown),"
+         "        json_build_object('pinned', s.pinned, 'archived', s.archived, 'tags', s.tags)"
+         "          ::text"
          "   from s"},
     [PG_SESSION_RENAME] = {"session_rename", 3,
                            "update chat_sessions set session_name = $3, named_by_user = true,"
@@ -595,7 +629,9 @@ static const struct {
         {"feedback_clear", 2,
          "delete from message_feedback where session_id = $1::uuid and seq = $2::bigint"},
     /* Code 11: the user's messages (files aside) and session names that
-     * match $2 (websearch_to_tsquery: any user syntax parses), best first,
+     * match $2 (websearch_to_tsquery: any user syntax parses), in the
+     * sessions that have tag $5, pinned $6 and archived $7 (each null:
+     * any); with $2 empty, those sessions themselves. Best first,
      * page $4..$4+$3 (and whether more follow). The configuration is the
      * one the index was built with (chatd_search). ts_headline runs on the
      * page only; the matched words come between U+E000 and U+E001, which
@@ -603,18 +639,26 @@ static const struct {
      * Every branch is searched; on_active_path says whether a message is
      * on its session's active path (a session name always is). */
     [PG_SEARCH] =
-        {"search", 4,
+        {"search", 7,
          "with recursive"
-         " q as (select websearch_to_tsquery(c.config, $2) as q, c.config from chatd_search c),"
+         " q as (select case when $2 <> '' then websearch_to_tsquery(c.config, $2) end as q,"
+         "              c.config from chatd_search c),"
          " hits as ("
          "   (select m.session_id, s.session_name, m.seq, m.role, m.content, m.created_at,"
          "           ts_rank(m.search, q.q) as rank"
          "      from q, chat_sessions s join chat_messages m on m.session_id = s.session_id"
-         "     where s.user_id = $1::uuid and m.role <> 'file' and m.search @@ q.q)"
+         "     where s.user_id = $1::uuid and m.role <> 'file' and m.search @@ q.q"
+         "       and " PG_SEARCH_SCOPE ")"
          "   union all"
          "   (select s.session_id, s.session_name, null::bigint, 'session', s.session_name,"
          "           s.created_at, ts_rank(s.name_search, q.q) * 2"
-         "      from q, chat_sessions s where s.user_id = $1::uuid and s.name_search @@ q.q)),"
+         "      from q, chat_sessions s where s.user_id = $1::uuid and s.name_search @@ q.q"
+         "       and " PG_SEARCH_SCOPE ")"
+         "   union all"
+         "   (select s.session_id, s.session_name, null::bigint, 'session', s.session_name,"
+         "           s.created_at, 0"
+         "      from chat_sessions s where $2 = '' and s.user_id = $1::uuid"
+         "       and " PG_SEARCH_SCOPE ")),"
          " page as (select * from hits order by rank desc, created_at desc, session_id, seq nulls "
          "first"
          "           limit $3::int + 1 offset $4::int),"
@@ -640,11 +684,12 @@ static const struct {
          "                   'seq', p.seq, 'role', p.role,"
          "                   'on_active_path', p.seq is null or exists (select 1 from ap"
          "                        where ap.session_id = p.session_id and ap.seq = p.seq),"
-         "                   'snippet', ts_headline(q.config, translate(p.content, "
+         "                   'snippet', coalesce(ts_headline(q.config, translate(p.content, "
          "U&'\\E000\\E001', ''), q.q,"
          "                       'StartSel=' || U&'\\E000' || ', StopSel=' || U&'\\E001' ||"
          "                       ', MaxFragments=2, MaxWords=18, MinWords=6, FragmentDelimiter=\" "
          "… \"'),"
+         "                       translate(p.content, U&'\\E000\\E001', '')),"
          "                   'created_at', to_char(p.created_at at time zone 'UTC',"
          "                                         'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'))"
          "                   order by p.rank desc, p.created_at desc, p.session_id, p.seq nulls "
@@ -767,6 +812,133 @@ static const struct {
          " select coalesce((select array_agg(x order by lo, k)"
          "                    from r, lateral (values (1, lo), (2, hi)) v(k, x)), '{}')::text"
          "   from s"},
+    /* Code 24: the fields given ($3 pinned, $4 archived, $5 tags as a JSON
+     * array; null: unchanged); tags keep the first of each spelling that
+     * lower() makes equal, in the order given.
+     *   -> pinned, archived, tags json, xid (no row: not the user's) */
+    [PG_ORGANIZE] =
+        {"organize", 5,
+         "update chat_sessions"
+         "   set pinned = coalesce($3::boolean, pinned),"
+         "       archived = coalesce($4::boolean, archived),"
+         "       tags = case when $5::json is null then tags"
+         "              else coalesce((select array_agg(d.t order by d.i)"
+         "                               from (select distinct on (lower(u.t)) u.t, u.i"
+         "                                       from json_array_elements_text($5::json)"
+         "                                            with ordinality u(t, i)"
+         "                                      order by lower(u.t), u.i) d), '{}') end"
+         " where user_id = $1::uuid and session_id = $2::uuid"
+         " returning pinned, archived, array_to_json(tags)::text, pg_current_xact_id()::text"},
+    /* Code 1 with a filter: archived $2, pinned $3 (null: either), tag $4
+     * (null: any), pinned first, then newest; the cursor ($5 pinned, $6
+     * time in us, $7 id) is the last entry of the page before. */
+    [PG_SESSIONS_FILTER] =
+        {"sessions_filter", 8,
+         "with page as (select s.session_id, s.session_name, s.created_at, s.pinned, s.archived,"
+         "                     s.tags"
+         "                from chat_sessions s"
+         "               where s.user_id = $1::uuid and s.archived = $2::boolean"
+         "                 and ($3::boolean is null or s.pinned = $3::boolean)"
+         "                 and ($4::text is null"
+         "                      or exists (select 1 from unnest(s.tags) t"
+         "                                  where lower(t) = lower($4::text)))"
+         "                 and ($5::boolean is null or (not s.pinned and $5::boolean)"
+         "                      or (s.pinned = $5::boolean"
+         "                          and (s.created_at < timestamptz 'epoch' + $6::bigint"
+         "                                              * interval '1 microsecond'"
+         "                               or (s.created_at = timestamptz 'epoch' + $6::bigint"
+         "                                                  * interval '1 microsecond'"
+         "                                   and s.session_id > $7::uuid))))"
+         "               order by s.pinned desc, s.created_at desc, s.session_id"
+         "               limit $8::int + 1),"
+         "     shown as (select * from page order by pinned desc, created_at desc, session_id"
+         "                limit $8::int)"
+         " select (select count(*) from page) > $8::int,"
+         "        coalesce((select json_agg(json_build_object("
+         "                    'session_id', p.session_id, 'session_name', p.session_name,"
+         "                    'pinned', p.pinned, 'archived', p.archived, 'tags', p.tags)"
+         "                    order by p.pinned desc, p.created_at desc, p.session_id)"
+         "                    from shown p), '[]')::text,"
+         "        (select case when pinned then '1:' else '0:' end"
+         "                || ((extract(epoch from created_at - timestamptz 'epoch')"
+         "                     * 1000000)::numeric)::bigint || ':' || session_id"
+         "           from shown order by pinned, created_at, session_id desc limit 1)"
+         "   from user_data u where u.user_id = $1::uuid"},
+    /* Code 21: link $4 to the path from the first message to message $3
+     * (null: the active leaf) of the user's session $2, expiring after $5
+     * seconds and $6 views (null: never).
+     *   -> session found, link made (false: no such message), expires_at */
+    [PG_SHARE_CREATE] =
+        {"share_create", 6,
+         "with s as (select session_id, session_name, " PG_LEAF " as leaf from chat_sessions"
+         "            where user_id = $1::uuid and session_id = $2::uuid),"
+         "     m as (select m.seq from s join chat_messages m"
+         "             on m.session_id = s.session_id and m.seq = coalesce($3::bigint, s.leaf)),"
+         "     ins as (insert into share_links (share_id, user_id, session_id, leaf_seq, title,"
+         "                                      expires_at, max_views)"
+         "             select $4, $1::uuid, s.session_id, m.seq, s.session_name,"
+         "                    clock_timestamp() + $5::bigint * interval '1 second', $6::int"
+         "               from s, m"
+         "             returning expires_at)"
+         " select exists (select 1 from s), exists (select 1 from ins),"
+         "        (select to_char(expires_at at time zone 'UTC',"
+         "                        'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') from ins)"},
+    /* Code 22: the user's links, newest first (no row: no such user). */
+    [PG_SHARES_LIST] =
+        {"shares_list", 1,
+         "select coalesce((select json_agg(json_build_object("
+         "          'share_id', l.share_id, 'session_id', l.session_id, 'seq', l.leaf_seq,"
+         "          'session_name', l.title, 'views', l.views, 'max_views', l.max_views,"
+         "          'created_at', to_char(l.created_at at time zone 'UTC',"
+         "                                'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
+         "          'expires_at', to_char(l.expires_at at time zone 'UTC',"
+         "                                'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
+         "          'active', " PG_SHARE_OPEN ")"
+         "          order by l.created_at desc, l.share_id)"
+         "          from share_links l where l.user_id = $1::uuid), '[]')::text"
+         "  from user_data u where u.user_id = $1::uuid"},
+    /* Code 23 (no row: no such link of the user's). */
+    [PG_SHARE_REVOKE] = {"share_revoke", 2,
+                         "delete from share_links where user_id = $1::uuid and share_id = $2"
+                         " returning 1"},
+    /* GET /s/<id>: one view counted, in the same statement that reads the
+     * snapshot, so two instances never count one request twice or let a
+     * last view be seen twice. -> snapshot json (no row: no live link). */
+    [PG_SHARE_VIEW] =
+        {"share_view", 1,
+         "with recursive l as (update share_links l"
+         "                        set views = views + 1, last_view_at = clock_timestamp()"
+         "                      where l.share_id = $1 and " PG_SHARE_OPEN
+         "                  returning l.session_id, l.leaf_seq, l.title, l.created_at),"
+         "  " PG_SHARE_PATH " select json_build_object('title', l.title,"
+         "          'shared_at', to_char(l.created_at at time zone 'UTC',"
+         "                               'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
+         "          'messages', coalesce((select json_agg(jsonb_strip_nulls(jsonb_build_object("
+         "              'role', p.role, 'content', p.content,"
+         "              'created_at', to_char(p.created_at at time zone 'UTC',"
+         "                                    'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
+         "              'url', case when p.role = 'file'"
+         "                          then '/s/' || $1 || '/files/' || p.content end,"
+         "              'content_type', f.content_type, 'size', f.size_bytes,"
+         "              'original_name', f.original_name)) order by p.seq)"
+         "              from path p left join uploaded_files f"
+         "                on p.role = 'file' and f.session_id = l.session_id"
+         "               and f.stored_name = p.content), '[]'))::text"
+         "   from l"},
+    /* GET /s/<id>/files/<name>: file $2 is on link $1's snapshot and the
+     * link still shows it. -> content type (no row: not served). */
+    [PG_SHARE_FILE] =
+        {"share_file", 2,
+         "with recursive l as (select l.session_id, l.leaf_seq from share_links l"
+         "                      where l.share_id = $1 and " PG_SHARE_SHOWN "),"
+         "  " PG_SHARE_PATH " select f.content_type from l, path p join uploaded_files f"
+         "     on f.stored_name = p.content"
+         "  where p.role = 'file' and p.content = $2 and f.session_id = l.session_id limit 1"},
+    /* Code 20 from a link: whose session and which message it ends at,
+     * while it shows. -> owner, session, seq (no row: no live link) */
+    [PG_SHARE_SOURCE] = {"share_source", 1,
+                         "select l.user_id, l.session_id, l.leaf_seq from share_links l"
+                         " where l.share_id = $1 and " PG_SHARE_SHOWN},
     [PG_PING] = {"ping", 0, "select 1"},
 };
 

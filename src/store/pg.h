@@ -67,6 +67,15 @@ enum pg_stmt {
                             highest seq */
     PG_EXPORT_TREE_PAGE, /* $1 user, $2 session, $3 after seq, $4 limit -> the whole tree's */
     PG_EXPORT_PATH,      /* $1 user, $2 session -> the active path's runs, lo, hi, ... */
+    PG_ORGANIZE,         /* code 24: $1 user, $2 session, $3 pinned, $4 archived, $5 tags
+                            json -> pinned, archived, tags json, xid */
+    PG_SESSIONS_FILTER,  /* code 1 with a filter: see pg.c */
+    PG_SHARE_CREATE,     /* code 21: see pg.c */
+    PG_SHARES_LIST,      /* $1 user -> links json (no row: no user) */
+    PG_SHARE_REVOKE,     /* $1 user, $2 link -> 1 (no row: not the user's) */
+    PG_SHARE_VIEW,       /* $1 link -> snapshot json, one view counted (no row: none) */
+    PG_SHARE_FILE,       /* $1 link, $2 stored name -> content type (no row: not served) */
+    PG_SHARE_SOURCE,     /* $1 link -> owner, session, seq (no row: none) */
     PG_PING,             /* -> 1 (readiness) */
     PG_STMT_COUNT
 };

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static const struct {
     int code;
@@ -46,6 +47,7 @@ static const struct {
     {PERR_DAILY_LIMIT, "Daily Message Limit Reached"},
     {PERR_TURN_INTERRUPTED, "Turn Interrupted"},
     {PERR_LIVE_UNAVAILABLE, "Live Updates Unavailable"},
+    {PERR_NO_SHARE, "Share Link Not Found"},
 };
 
 const char *proto_err_text(int code)
@@ -207,6 +209,8 @@ static int is_format(unsigned c)
 static int is_joiner(unsigned c) { return c == 0x200c || c == 0x200d; }
 
 static int check_name(const char *name, struct proto_request *req, struct proto_error *err);
+static int check_line(const char *s, const char *field, size_t max_chars, char *out, size_t cap,
+                      int t, struct proto_error *err);
 
 /* Code 10: the name trimmed of Unicode spaces, 1..PROTO_NAME_MAX_CHARS
  * characters, one line, no control or format characters (a joiner only
@@ -223,19 +227,30 @@ static int decode_name(json_t *data, struct proto_request *req, struct proto_err
 /* The checks of decode_name, on name. */
 static int check_name(const char *name, struct proto_request *req, struct proto_error *err)
 {
-    const int t = req->type;
-    if (has_control(name))
-        return field_error(err, t, "session_name", "must be one line without control characters");
-    const unsigned char *p = (const unsigned char *)name, *start = NULL, *stop = NULL;
+    return check_line(name, "session_name", PROTO_NAME_MAX_CHARS, req->session_name,
+                      sizeof(req->session_name), req->type, err);
+}
+
+/* s trimmed of Unicode spaces into out (cap bytes), 1..max_chars
+ * characters, one line, no control or format characters (a joiner only
+ * between two characters that show): names and tags. */
+static int check_line(const char *s, const char *field, size_t max_chars, char *out, size_t cap,
+                      int t, struct proto_error *err)
+{
+    char too_long[64];
+    snprintf(too_long, sizeof(too_long), "longer than %zu characters", max_chars);
+    if (has_control(s))
+        return field_error(err, t, field, "must be one line without control characters");
+    const unsigned char *p = (const unsigned char *)s, *start = NULL, *stop = NULL;
     unsigned prev = 0x20;
     while (*p != '\0') {
         const unsigned char *at = p;
         unsigned c = utf8_next(&p);
         if (is_format(c) || (is_joiner(c) && (is_space(prev) || is_joiner(prev))))
-            return field_error(err, t, "session_name",
+            return field_error(err, t, field,
                                "must not contain invisible or direction-changing characters");
         if (is_joiner(prev) && is_space(c))
-            return field_error(err, t, "session_name",
+            return field_error(err, t, field,
                                "must not contain invisible or direction-changing characters");
         if (!is_space(c)) {
             if (start == NULL)
@@ -245,17 +260,17 @@ static int check_name(const char *name, struct proto_request *req, struct proto_
         prev = c;
     }
     if (is_joiner(prev))
-        return field_error(err, t, "session_name",
+        return field_error(err, t, field,
                            "must not contain invisible or direction-changing characters");
     size_t n = start != NULL ? (size_t)(stop - start) : 0;
     if (n == 0)
-        return field_error(err, t, "session_name", "must not be empty");
-    if (n >= sizeof(req->session_name))
-        return field_error(err, t, "session_name", "longer than 100 characters");
-    memcpy(req->session_name, start, n);
-    req->session_name[n] = '\0';
-    if (utf8_chars(req->session_name) > PROTO_NAME_MAX_CHARS)
-        return field_error(err, t, "session_name", "longer than 100 characters");
+        return field_error(err, t, field, "must not be empty");
+    if (n >= cap)
+        return field_error(err, t, field, too_long);
+    memcpy(out, start, n);
+    out[n] = '\0';
+    if (utf8_chars(out) > max_chars)
+        return field_error(err, t, field, too_long);
     return 0;
 }
 
@@ -496,16 +511,56 @@ int proto_data_session(json_t *data, const struct proto_limits *lim, struct prot
     return get_uuid(data, "session_id", req->type, req->session_id, err);
 }
 
+/* An optional true/false field: -1 when absent or null. */
+static int get_opt_bool(json_t *data, const char *field, int type, int *out,
+                        struct proto_error *err)
+{
+    json_t *v = json_object_get(data, field);
+    *out = -1;
+    if (v == NULL || json_is_null(v))
+        return 0;
+    if (!json_is_boolean(v))
+        return field_error(err, type, field, "expected true or false");
+    *out = json_is_true(v);
+    return 0;
+}
+
+/* Code 1's {"archived"?, "pinned"?, "tag"?}: not archived unless asked. */
+static int decode_filter(json_t *f, struct proto_request *req, struct proto_error *err)
+{
+    const int t = req->type;
+    if (!json_is_object(f))
+        return field_error(err, t, "filter", "expected an object");
+    int archived;
+    if (get_opt_bool(f, "archived", t, &archived, err) != 0 ||
+        get_opt_bool(f, "pinned", t, &req->pinned, err) != 0)
+        return -1;
+    req->archived = archived == 1;
+    json_t *tag = json_object_get(f, "tag");
+    if (tag == NULL || json_is_null(tag))
+        return 0;
+    if (!json_is_string(tag))
+        return field_error(err, t, "tag", "expected a string");
+    return check_line(json_string_value(tag), "tag", PROTO_TAG_MAX_CHARS, req->tag,
+                      sizeof(req->tag), t, err);
+}
+
 int proto_data_list_sessions(json_t *data, const struct proto_limits *lim,
                              struct proto_request *req, struct proto_error *err)
 {
     (void)lim;
     long long v;
-    /* Opt-in paging: without "limit" and "before", the whole list. */
+    /* Opt-in paging: without "limit", "before" and "filter", the whole
+     * list, as the existing client knows it. */
     json_t *jl = json_object_get(data, "limit"), *jb = json_object_get(data, "before");
-    req->paged = (jl != NULL && !json_is_null(jl)) || (jb != NULL && !json_is_null(jb));
+    json_t *jf = json_object_get(data, "filter");
+    req->filtered = jf != NULL && !json_is_null(jf);
+    req->paged =
+        (jl != NULL && !json_is_null(jl)) || (jb != NULL && !json_is_null(jb)) || req->filtered;
     if (!req->paged)
         return 0;
+    if (req->filtered && decode_filter(jf, req, err) != 0)
+        return -1;
     if (get_opt_int(data, "limit", req->type, PROTO_PAGE_DEFAULT, 1, PROTO_PAGE_MAX, &v, err) != 0)
         return -1;
     req->limit = (int)v;
@@ -515,9 +570,16 @@ int proto_data_list_sessions(json_t *data, const struct proto_limits *lim,
         req->cursor = NULL;
         return 0;
     }
-    /* The "next_before" of an earlier page: "<epoch us>:<uuid>". */
-    size_t n = strspn(req->cursor, "0123456789");
-    if (n == 0 || n > 18 || req->cursor[n] != ':' || !uuid_valid(req->cursor + n + 1))
+    /* The "next_before" of an earlier page: "<epoch us>:<uuid>", with a
+     * filter "<0|1>:<epoch us>:<uuid>" (pinned ones come first). */
+    const char *c = req->cursor;
+    if (req->filtered) {
+        if ((c[0] != '0' && c[0] != '1') || c[1] != ':')
+            return field_error(err, req->type, "before", "not a cursor from an earlier page");
+        c += 2;
+    }
+    size_t n = strspn(c, "0123456789");
+    if (n == 0 || n > 18 || c[n] != ':' || !uuid_valid(c + n + 1))
         return field_error(err, req->type, "before", "not a cursor from an earlier page");
     return 0;
 }
@@ -564,6 +626,61 @@ int proto_data_rename(json_t *data, const struct proto_limits *lim, struct proto
     return decode_name(data, req, err);
 }
 
+/* Code 11's query split into words (req->words, for the text search) and
+ * the qualifiers "tag:<name>" (tag:"two words" for a tag with spaces),
+ * "is:pinned" and "is:archived", which narrow the sessions searched. Only
+ * qualifiers: the sessions themselves. */
+static int decode_qualifiers(struct proto_request *req, struct proto_error *err)
+{
+    const int t = req->type;
+    const char *p = req->query;
+    size_t wn = 0;
+    req->pinned = req->archived = -1;
+    while (*p != '\0') {
+        p += strspn(p, " \t\r\n");
+        if (*p == '\0')
+            break;
+        const char *end = p + strcspn(p, " \t\r\n");
+        if (strncasecmp(p, "tag:", 4) == 0 && end > p + 4) {
+            const char *v = p + 4, *stop = end;
+            if (*v == '"') { /* to the closing quote, spaces included */
+                const char *q = strchr(v + 1, '"');
+                if (q == NULL)
+                    return field_error(err, t, "query", "a tag:\" without its closing quote");
+                stop = q;
+                end = q + 1;
+                v++;
+            }
+            char tag[sizeof(req->tag)];
+            size_t n = (size_t)(stop - v);
+            if (req->tag[0] != '\0')
+                return field_error(err, t, "query", "only one tag: at a time");
+            if (n >= sizeof(tag))
+                return field_error(err, t, "tag", "longer than 40 characters");
+            memcpy(tag, v, n);
+            tag[n] = '\0';
+            if (check_line(tag, "tag", PROTO_TAG_MAX_CHARS, req->tag, sizeof(req->tag), t, err) !=
+                0)
+                return -1;
+        } else if ((size_t)(end - p) == 9 && strncasecmp(p, "is:pinned", 9) == 0) {
+            req->pinned = 1;
+        } else if ((size_t)(end - p) == 11 && strncasecmp(p, "is:archived", 11) == 0) {
+            req->archived = 1;
+        } else { /* a word (or a piece of websearch syntax): kept as it was */
+            size_t n = (size_t)(end - p);
+            if (wn + n + 2 > sizeof(req->words))
+                return field_error(err, t, "query", "longer than 500 characters");
+            if (wn > 0)
+                req->words[wn++] = ' ';
+            memcpy(req->words + wn, p, n);
+            wn += n;
+            req->words[wn] = '\0';
+        }
+        p = end;
+    }
+    return 0;
+}
+
 int proto_data_search(json_t *data, const struct proto_limits *lim, struct proto_request *req,
                       struct proto_error *err)
 {
@@ -582,7 +699,7 @@ int proto_data_search(json_t *data, const struct proto_limits *lim, struct proto
     if (get_opt_int(data, "offset", req->type, 0, 0, PROTO_OFFSET_MAX, &v, err) != 0)
         return -1;
     req->offset = (int)v;
-    return 0;
+    return decode_qualifiers(req, err);
 }
 
 int proto_data_feedback(json_t *data, const struct proto_limits *lim, struct proto_request *req,
@@ -662,17 +779,98 @@ int proto_data_regenerate(json_t *data, const struct proto_limits *lim, struct p
     return decode_stream(data, req, err);
 }
 
+int proto_share_id_valid(const char *s)
+{
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    return s != NULL && strlen(s) == PROTO_SHARE_ID_LEN &&
+           strspn(s, alphabet) == PROTO_SHARE_ID_LEN;
+}
+
+/* A required share_id (codes 20, 23). */
+static int decode_share_id(json_t *data, struct proto_request *req, struct proto_error *err)
+{
+    const char *id;
+    if (get_string(data, "share_id", req->type, &id, err) != 0)
+        return -1;
+    if (!proto_share_id_valid(id))
+        return field_error(err, req->type, "share_id", "not a share link's id");
+    memcpy(req->share_id, id, PROTO_SHARE_ID_LEN + 1);
+    return 0;
+}
+
 int proto_data_fork(json_t *data, const struct proto_limits *lim, struct proto_request *req,
                     struct proto_error *err)
 {
-    if (proto_data_seq(data, lim, req, err) != 0)
+    json_t *share = json_object_get(data, "share_id");
+    if (share != NULL && !json_is_null(share)) {
+        /* a copy of what a link shows, instead of one's own session */
+        if (json_object_get(data, "session_id") != NULL)
+            return field_error(err, req->type, "share_id", "give share_id or session_id, not both");
+        if (decode_share_id(data, req, err) != 0)
+            return -1;
+    } else if (proto_data_seq(data, lim, req, err) != 0) {
         return -1;
+    }
     json_t *name = json_object_get(data, "session_name");
     if (name == NULL || json_is_null(name))
         return 0; /* "" : the original's name with " (fork)" */
     if (!json_is_string(name))
         return field_error(err, req->type, "session_name", "expected a string");
     return check_name(json_string_value(name), req, err);
+}
+
+int proto_data_share(json_t *data, const struct proto_limits *lim, struct proto_request *req,
+                     struct proto_error *err)
+{
+    const int t = req->type;
+    if (proto_data_session(data, lim, req, err) != 0 ||
+        get_opt_int(data, "seq", t, -1, 0, (long long)1 << 53, &req->seq, err) != 0 ||
+        get_opt_int(data, "expires_in_seconds", t, 0, PROTO_SHARE_SECONDS_MIN,
+                    PROTO_SHARE_SECONDS_MAX, &req->expires_in, err) != 0 ||
+        get_opt_int(data, "max_views", t, 0, 1, PROTO_SHARE_VIEWS_MAX, &req->max_views, err) != 0)
+        return -1;
+    return 0;
+}
+
+int proto_data_unshare(json_t *data, const struct proto_limits *lim, struct proto_request *req,
+                       struct proto_error *err)
+{
+    (void)lim;
+    return decode_share_id(data, req, err);
+}
+
+int proto_data_organize(json_t *data, const struct proto_limits *lim, struct proto_request *req,
+                        struct proto_error *err)
+{
+    const int t = req->type;
+    if (proto_data_session(data, lim, req, err) != 0 ||
+        get_opt_bool(data, "pinned", t, &req->pinned, err) != 0 ||
+        get_opt_bool(data, "archived", t, &req->archived, err) != 0)
+        return -1;
+    json_t *tags = json_object_get(data, "tags");
+    if (tags == NULL || json_is_null(tags))
+        return 0;
+    if (!json_is_array(tags))
+        return field_error(err, t, "tags", "expected an array of strings");
+    if (json_array_size(tags) > PROTO_TAGS_MAX)
+        return field_error(err, t, "tags", "more than 20 tags");
+    if ((req->tags = json_array()) == NULL)
+        return field_error(err, t, "tags", "out of memory");
+    size_t i;
+    json_t *v;
+    json_array_foreach(tags, i, v)
+    {
+        char tag[sizeof(req->tag)];
+        if (!json_is_string(v))
+            return field_error(err, t, "tags", "expected an array of strings");
+        if (check_line(json_string_value(v), "tags", PROTO_TAG_MAX_CHARS, tag, sizeof(tag), t,
+                       err) != 0)
+            return -1;
+        if (json_array_append_new(req->tags, json_string(tag)) != 0)
+            return field_error(err, t, "tags", "out of memory");
+    }
+    return 0;
 }
 
 int proto_decode(const char *buf, size_t len, const struct proto_limits *lim, proto_find_fn find,
@@ -740,6 +938,7 @@ int proto_decode(const char *buf, size_t len, const struct proto_limits *lim, pr
 
 fail:
     json_decref(root);
+    json_decref(req->tags);
     memset(req, 0, sizeof(*req));
     return -1;
 }
@@ -747,7 +946,8 @@ fail:
 void proto_request_free(struct proto_request *req)
 {
     json_decref(req->root);
-    req->root = NULL;
+    json_decref(req->tags);
+    req->root = req->tags = NULL;
 }
 
 /* 15 significant digits: balances and costs print as 9.9985, not

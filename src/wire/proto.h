@@ -37,7 +37,11 @@ enum proto_type {
     PROTO_EDIT = 17,       /* a new version of a user message, answered */
     PROTO_REGENERATE = 18, /* a new answer to a question (or one per model) */
     PROTO_SWITCH = 19,     /* the active path goes through another message */
-    PROTO_FORK = 20,       /* a new session from a path */
+    PROTO_FORK = 20,       /* a new session from a path (or a share link) */
+    PROTO_SHARE = 21,      /* a read-only link to a snapshot of a path */
+    PROTO_SHARES = 22,     /* the user's links */
+    PROTO_UNSHARE = 23,    /* a link revoked */
+    PROTO_ORGANIZE = 24,   /* a session pinned, archived, tagged */
 };
 
 /* Codes that run a chat turn (the in-flight limit, draining). */
@@ -55,6 +59,12 @@ enum proto_type {
 #define PROTO_SEARCH_DEFAULT 20
 #define PROTO_SEARCH_MAX 50
 #define PROTO_OFFSET_MAX 10000
+#define PROTO_TAGS_MAX 20
+#define PROTO_TAG_MAX_CHARS 40
+#define PROTO_SHARE_ID_LEN 32                        /* base64url of 24 random bytes */
+#define PROTO_SHARE_SECONDS_MIN 60                   /* expires_in_seconds */
+#define PROTO_SHARE_SECONDS_MAX (10LL * 366 * 86400) /* ten years */
+#define PROTO_SHARE_VIEWS_MAX 1000000
 
 enum proto_err {
     PERR_JSON_PARSE = 0,
@@ -86,6 +96,7 @@ enum proto_err {
     PERR_DAILY_LIMIT = 28,
     PERR_TURN_INTERRUPTED = 29,
     PERR_LIVE_UNAVAILABLE = 30,
+    PERR_NO_SHARE = 31,
 };
 
 /* The fixed text of an error code ("Unknown error" for an unknown code). */
@@ -124,6 +135,17 @@ struct proto_request {
     int offset;                                      /* code 11 */
     long long since_us, until_us; /* code 13: epoch microseconds, -1 when absent */
     long long after;              /* code 16: the last delta index seen, -1 when absent */
+    /* code 1's "filter" (filtered: given; archived 0/1, pinned -1 either),
+     * code 11's qualifiers (pinned, archived -1: either; tag "": any) */
+    int filtered, archived, pinned;
+    char tag[PROTO_TAG_MAX_CHARS * 4 + 1];
+    char words[PROTO_QUERY_MAX_CHARS * 4 + 1]; /* code 11: the query without qualifiers */
+    /* code 24: pinned, archived (-1: unchanged) as above; tags, a JSON
+     * array of checked tags (NULL: unchanged), owned */
+    json_t *tags;
+    /* codes 20 (instead of session_id), 23; code 21's limits (0: none) */
+    char share_id[PROTO_SHARE_ID_LEN + 1];
+    long long expires_in, max_views;
     json_t *root;
 };
 
@@ -184,6 +206,16 @@ int proto_data_seq(json_t *data, const struct proto_limits *lim, struct proto_re
                    struct proto_error *err); /* session_id and seq: 19 */
 int proto_data_fork(json_t *data, const struct proto_limits *lim, struct proto_request *req,
                     struct proto_error *err); /* 20 */
+int proto_data_share(json_t *data, const struct proto_limits *lim, struct proto_request *req,
+                     struct proto_error *err); /* 21 */
+int proto_data_unshare(json_t *data, const struct proto_limits *lim, struct proto_request *req,
+                       struct proto_error *err); /* 23 */
+int proto_data_organize(json_t *data, const struct proto_limits *lim, struct proto_request *req,
+                        struct proto_error *err); /* 24 */
+
+/* A share link's id as chatd makes them: PROTO_SHARE_ID_LEN characters of
+ * the base64url alphabet. */
+int proto_share_id_valid(const char *s);
 
 void proto_request_free(struct proto_request *req);
 

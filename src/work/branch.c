@@ -289,11 +289,33 @@ void branch_fork(struct worker *w, struct work_request *r)
     json_t *files = NULL;
     int code = PERR_INTERNAL;
     const char *why = NULL;
-    switch (db_fork_files(&w->pg, q->user_id, q->session_id, q->seq, &files_json)) {
+    /* What is copied: the user's own session up to seq, or what a share
+     * link shows (another user's session, up to the link's message). */
+    char src_user[UUID_STR_LEN + 1], src_session[UUID_STR_LEN + 1];
+    long long seq = q->seq;
+    memcpy(src_user, q->user_id, sizeof(src_user));
+    memcpy(src_session, q->session_id, sizeof(src_session));
+    if (q->share_id[0] != '\0') {
+        switch (db_access(&w->pg, q->user_id, NULL, -1, NULL, NULL)) {
+        case DB_ACCESS_OK:
+            break;
+        case DB_ACCESS_NO_USER:
+            code = PERR_NO_USER;
+            goto fail;
+        default:
+            goto fail;
+        }
+        enum db_status st = db_share_source(&w->pg, q->share_id, src_user, src_session, &seq);
+        if (st != DB_OK) {
+            code = st == DB_NOT_FOUND ? PERR_NO_SHARE : PERR_INTERNAL;
+            goto fail;
+        }
+    }
+    switch (db_fork_files(&w->pg, src_user, src_session, seq, &files_json)) {
     case DB_OK:
         break;
     case DB_NOT_FOUND:
-        code = PERR_NO_SESSION;
+        code = q->share_id[0] != '\0' ? PERR_NO_SHARE : PERR_NO_SESSION;
         goto fail;
     default:
         goto fail;
@@ -310,26 +332,30 @@ void branch_fork(struct worker *w, struct work_request *r)
     uint64_t xid = 0;
     enum db_status st =
         uuid_generate(id) == 0
-            ? db_fork(&w->pg, q->user_id, q->session_id, q->seq, id,
+            ? db_fork(&w->pg, src_user, src_session, seq, q->user_id, id,
                       q->session_name[0] != '\0' ? q->session_name : NULL, from, to, &name, &xid)
             : DB_ERROR;
     if (st != DB_OK) {
         branch_remove_listed(cfg, to); /* the copies are nobody's */
         if (st == DB_NOT_FOUND)        /* deleted since the first step */
-            code = PERR_NO_SESSION;
+            code = q->share_id[0] != '\0' ? PERR_NO_SHARE : PERR_NO_SESSION;
         goto fail;
     }
     /* Before the answer: this chatd lists the new session at once. */
     cache_saw_write(&w->cache, q->user_id, xid);
-    log_info("event=session_forked session=%s seq=%lld fork=%s files=%zu", q->session_id, q->seq,
-             id, json_array_size(files));
+    log_info("event=session_forked session=%s seq=%lld fork=%s files=%zu shared=%d", src_session,
+             seq, id, json_array_size(files), q->share_id[0] != '\0');
     events_emit(app, q->user_id,
                 json_pack("{s:s, s:s, s:s}", "kind", "session_created", "session_id", id,
                           "session_name", name));
+    /* From a link, the reply names the link, never the owner's session. */
+    json_t *from_what =
+        q->share_id[0] != '\0'
+            ? json_pack("{s:s}", "share_id", q->share_id)
+            : json_pack("{s:s, s:I}", "session_id", q->session_id, "seq", (json_int_t)q->seq);
     outbox_reply(app->outbox, r->conn_id, q->type,
-                 json_pack("{s:s, s:s, s:s, s:{s:s, s:I}}", "user_id", q->user_id, "session_id", id,
-                           "session_name", name, "forked_from", "session_id", q->session_id, "seq",
-                           (json_int_t)q->seq));
+                 json_pack("{s:s, s:s, s:s, s:o}", "user_id", q->user_id, "session_id", id,
+                           "session_name", name, "forked_from", from_what));
     goto out;
 fail:
     outbox_reply_error(app->outbox, r->conn_id, q->type, code, why);

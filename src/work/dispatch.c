@@ -11,8 +11,10 @@
 #include "work/events.h"
 #include "work/handlers.h"
 #include "work/history.h"
+#include "work/organize.h"
 #include "work/outbox.h"
 #include "work/request.h"
+#include "work/share.h"
 
 /* One row per code a client may send: its name (metrics, logs), the
  * decoder of its data (wire/proto.h) and the handler that answers it. */
@@ -38,6 +40,10 @@ static const struct dispatch_row dispatch_table[] = {
     {PROTO_REGENERATE, "regenerate", proto_data_regenerate, branch_regenerate},
     {PROTO_SWITCH, "switch", proto_data_seq, branch_switch},
     {PROTO_FORK, "fork", proto_data_fork, branch_fork},
+    {PROTO_SHARE, "share", proto_data_share, share_create},
+    {PROTO_SHARES, "shares", proto_data_user, share_list},
+    {PROTO_UNSHARE, "unshare", proto_data_unshare, share_revoke},
+    {PROTO_ORGANIZE, "organize", proto_data_organize, organize_session},
 };
 
 proto_data_fn dispatch_decoder(int type)

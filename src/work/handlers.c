@@ -174,7 +174,14 @@ static void list_sessions_page(struct worker *w, struct work_request *r)
     char *json = NULL, *next = NULL;
     int has_more = 0;
     enum db_status st =
-        db_sessions_page(&w->pg, q->user_id, q->cursor, q->limit, &json, &has_more, &next);
+        q->filtered
+            ? db_sessions_filter(&w->pg, q->user_id, q->archived ? "t" : "f",
+                                 q->pinned < 0 ? NULL
+                                 : q->pinned   ? "t"
+                                               : "f",
+                                 q->tag[0] != '\0' ? q->tag : NULL, q->cursor, q->limit, &json,
+                                 &has_more, &next)
+            : db_sessions_page(&w->pg, q->user_id, q->cursor, q->limit, &json, &has_more, &next);
     json_t *list = st == DB_OK ? json_loads(json, 0, NULL) : NULL;
     free(json);
     if (list == NULL) {

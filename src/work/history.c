@@ -56,6 +56,13 @@ void history_page(struct worker *w, struct work_request *r)
     if (data != NULL)
         json_object_set_new(data, "next_before",
                             page.has_more ? json_integer(page.lowest_seq) : json_null());
+    /* pinned, archived, tags (code 24) */
+    json_t *org = json_loads(page.organized_json, 0, NULL);
+    if (data != NULL && json_object_update(data, org) != 0) {
+        json_decref(data);
+        data = NULL;
+    }
+    json_decref(org);
     db_page_free(&page);
     reply(r, data);
 }
@@ -90,7 +97,13 @@ void history_search(struct worker *w, struct work_request *r)
     const struct proto_request *q = &r->req;
     char *text = NULL;
     int has_more = 0;
-    if (db_search(&w->pg, q->user_id, q->query, q->limit, q->offset, &text, &has_more) != DB_OK) {
+    const struct db_search_scope scope = {
+        .tag = q->tag[0] != '\0' ? q->tag : NULL,
+        .pinned = q->pinned == 1 ? "t" : NULL,
+        .archived = q->archived == 1 ? "t" : NULL,
+    };
+    if (db_search(&w->pg, q->user_id, q->words, &scope, q->limit, q->offset, &text, &has_more) !=
+        DB_OK) {
         reply_error(r, PERR_INTERNAL, NULL);
         return;
     }

@@ -460,10 +460,11 @@ class LiveSession:
             if how != "end" or first[-1].get("type") != 7:
                 return
             if rnd.random() < 0.6:
-                helpers.append(threading.Thread(target=self.resume, args=(i,), daemon=True))
+                helpers.append(threading.Thread(target=self.resume, args=(i,), name="resumer", daemon=True))
             if rnd.random() < 0.35:
-                helpers.append(threading.Thread(target=self.stop, args=(i, msg), daemon=True))
+                helpers.append(threading.Thread(target=self.stop, args=(i, msg), name="stop", daemon=True))
             for h in helpers:
+                h.phase = "start"
                 h.start()
             live_frames(c, is_end)
         finally:
@@ -471,7 +472,7 @@ class LiveSession:
                 h.join(90)
                 if h.is_alive():
                     with run.lock:
-                        run.problems.append("session %s: a resumer or stop hung" % self.sid)
+                        run.problems.append("session %s: a %s hung at %s" % (self.sid, h.name, h.phase))
             c.close()
 
     def resume(self, starter):
@@ -479,11 +480,14 @@ class LiveSession:
         j = run.pick(random.Random(self.rnd.random()), other_than=starter)
         if j is None:
             return
+        me = threading.current_thread()
+        me.phase = "connect to instance %d" % j
         try:
             c = run.s.chatds[j].client(timeout=60)
         except Exception:  # noqa: BLE001 - it went down meanwhile
             return
         try:
+            me.phase = "waiting for the ack from instance %d" % j
             c.send(16, {"user_id": self.uid, "session_id": self.sid})
             frames, how = live_frames(c, lambda m: m.get("type") == 16 or "error" in m)
             if how != "end":
@@ -493,6 +497,7 @@ class LiveSession:
                 with run.lock:
                     run.resumes.append((self.sid, ack, [], "answered"))
                 return
+            me.phase = "following turn %s on instance %d" % (ack["data"]["turn_id"], j)
             frames, how = live_frames(c, is_end)
             with run.lock:
                 run.resumes.append((self.sid, ack, frames, how))
@@ -506,6 +511,7 @@ class LiveSession:
         if j is None:
             return
         time.sleep(rnd.uniform(0, 1.8))  # somewhere in a 1.5 s reply, or after it
+        threading.current_thread().phase = "code 8 on instance %d" % j
         try:
             c = run.s.chatds[j].client(timeout=60)
             r = c.req(8, {"user_id": self.uid, "session_id": self.sid})

@@ -30,7 +30,9 @@ from selenium.common.exceptions import StaleElementReferenceException, WebDriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import Select
 
 from harness import SOURCE_DIR, Agent, Chatd, Database, behind_nginx, cleanup, wait_for
 from test_auth import SECRET, token
@@ -529,6 +531,94 @@ class Page(unittest.TestCase):
                                  if "alpha question" in b.text and "fork" not in b.text], "the hit")
         hit[-1].click()  # a message's hit (a name's ranks first)
         self.wait(lambda: users() == ["alpha question"] and versions("user") == ["1/2"], "the hit's version")
+
+    def test_pin_archive_tag_and_filter(self):
+        uid = self.db.add_user()
+        d = self.b
+        a, b, c = (self.db.add_session(uid, name, messages=[("user", "q"), ("assistant", "r")])
+                   for name in ("Chat A", "Chat B", "Chat C"))
+        self.open_as(self.http(self.fast), uid)
+
+        def listed():
+            return [li.get_attribute("data-id") for li in d.find_elements(By.CSS_SELECTOR, "#sessions li")]
+
+        def item(sid):
+            return d.find_element(By.CSS_SELECTOR, "#sessions li[data-id='%s']" % sid)
+
+        self.wait(lambda: listed() == [c, b, a], "the three chats, newest first")
+        # pinned comes first, marked
+        ActionChains(d).move_to_element(item(b)).perform()
+        item(b).find_element(By.CSS_SELECTOR, "button.pin").click()
+        self.wait(lambda: listed() == [b, c, a] and "pinned" in item(b).get_attribute("class"), "B pinned, first")
+        self.assertTrue(self.db.one("select pinned from chat_sessions where session_id = %s", (b,)))
+        # tags, typed as a list
+        item(c).find_element(By.CSS_SELECTOR, "button.tags").click()
+        box = self.wait(lambda: d.find_element(By.CSS_SELECTOR, "#sessions .tags-input"), "the tags box")
+        box.send_keys("Work, ideas", Keys.ENTER)
+        self.wait(lambda: [t.text for t in item(c).find_elements(By.CSS_SELECTOR, ".tag-chip")] == ["Work", "ideas"],
+                  "C's tags")
+        self.assertEqual(self.db.one("select tags from chat_sessions where session_id = %s", (c,)), ["Work", "ideas"])
+        # archived: out of the list, in the archive
+        item(a).find_element(By.CSS_SELECTOR, "button.archive").click()
+        self.wait(lambda: listed() == [b, c], "A archived")
+        Select(d.find_element(By.ID, "view")).select_by_value("archived")
+        self.wait(lambda: listed() == [a], "the archive")
+        Select(d.find_element(By.ID, "view")).select_by_value("")
+        self.wait(lambda: listed() == [b, c], "the chats again")
+        # a tag shows its chats; its chip takes the filter off
+        item(c).find_element(By.CSS_SELECTOR, ".tag-chip").click()
+        self.wait(lambda: listed() == [c] and d.find_element(By.ID, "tag-filter").is_displayed(), "tagged Work")
+        d.find_element(By.ID, "tag-filter").click()
+        self.wait(lambda: listed() == [b, c], "every chat again")
+        # another tab's change shows here
+        cl = self.fast.client()
+        self.assertEqual(cl.req(24, {"user_id": uid, "session_id": b, "pinned": False})["type"], 24)
+        cl.close()
+        self.wait(lambda: listed() == [c, b] and "pinned" not in item(b).get_attribute("class"),
+                  "the other tab's unpin")
+
+    def test_share_a_chat_and_open_it_signed_out(self):
+        owner, viewer = self.db.add_user(), self.db.add_user()
+        d = self.b
+        sid = self.db.add_session(owner, "Shared plans", messages=[
+            ("user", "what is **this**?"), ("assistant", "It is **bold** and <img src=x onerror=window.pwned=1>")])
+        self.open_as(self.http(self.fast), owner)
+        self.wait(lambda: d.find_element(By.CSS_SELECTOR, "#sessions li[data-id='%s'] .open" % sid), "the chat")
+        d.find_element(By.CSS_SELECTOR, "#sessions li[data-id='%s'] .open" % sid).click()
+        self.wait(lambda: len(self.assistant_texts()) == 1, "the chat opened")
+        d.find_element(By.ID, "share").click()
+        self.wait(lambda: d.find_element(By.ID, "share-dialog").is_displayed(), "the share dialog")
+        Select(d.find_element(By.ID, "share-expiry")).select_by_value("86400")
+        d.find_element(By.CSS_SELECTOR, "#share-form button[type=submit]").click()
+        url = self.wait(lambda: d.find_element(By.ID, "share-url").get_attribute("value"), "the link")
+        self.assertRegex(url, r"^http://127\.0\.0\.1:%d/s/[A-Za-z0-9_-]{32}$" % self.fast.port)
+        self.wait(lambda: len(d.find_elements(By.CSS_SELECTOR, "#share-list li[data-id]")) == 1, "the link listed")
+        # a second browser, signed out: the chat, rendered like the page does, nothing run
+        if len(self.drivers) < 2:
+            self.drivers.append(browser())
+        other = self.drivers[1]
+        other.get(self.http(self.fast) + "/")
+        other.execute_script("localStorage.clear(); sessionStorage.clear();")
+        other.get(url)
+        self.wait(lambda: other.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1",
+                  "the shared page", other)
+        self.assertEqual(other.find_element(By.ID, "shared-title").text, "Shared plans")
+        self.assertEqual(other.find_element(By.CSS_SELECTOR, ".msg.assistant .body strong").text, "bold")
+        self.assertEqual(other.find_element(By.CSS_SELECTOR, ".msg.user .body").text, "what is **this**?")
+        self.assertIsNone(other.execute_script("return window.pwned"))
+        self.assertNotIn(owner, other.page_source)
+        # signed in as someone else, "Continue" makes the viewer's own copy
+        other.execute_script("localStorage.setItem('chatd.user', arguments[0]);", viewer)
+        other.find_element(By.ID, "continue").click()
+        self.wait(lambda: other.find_element(By.ID, "title").text == "Shared plans (fork)", "the copy", other)
+        self.wait(lambda: len(self.assistant_texts(other)) == 1, "the copy's messages", other)
+        self.assertEqual(self.db.one("select count(*) from chat_sessions where user_id = %s", (viewer,)), 1)
+        # revoked: the link is gone
+        d.find_element(By.CSS_SELECTOR, "#share-list li[data-id] button.revoke").click()
+        self.wait(lambda: not d.find_elements(By.CSS_SELECTOR, "#share-list li[data-id]"), "the link revoked")
+        other.get(url)
+        self.wait(lambda: "Not Found" in other.find_element(By.TAG_NAME, "body").text, "the 404", other)
+        d.find_element(By.ID, "share-close").click()
 
     def _check_resumed(self, words, what):
         d = self.b

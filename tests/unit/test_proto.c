@@ -291,11 +291,100 @@ static void test_history_codes(void **state)
                  PERR_INVALID_FIELD, "'after'");
     expect_error("{\"type\":16,\"data\":{\"user_id\":\"" UID "\"}}", PERR_INVALID_FIELD,
                  "'session_id'");
-    expect_error("{\"type\":21,\"data\":{\"user_id\":\"" UID "\"}}", PERR_UNKNOWN_MESSAGE, NULL);
+    expect_error("{\"type\":25,\"data\":{\"user_id\":\"" UID "\"}}", PERR_UNKNOWN_MESSAGE, NULL);
 }
 
 #define TREE(type, rest)                                                                           \
     "{\"type\":" #type ",\"data\":{\"user_id\":\"" UID "\",\"session_id\":\"" SID9 "\"" rest "}}"
+
+#define USER(type, rest) "{\"type\":" #type ",\"data\":{\"user_id\":\"" UID "\"" rest "}}"
+
+/* Code 11's qualifiers come out of the words; code 1's filter has a
+ * cursor of its own; codes 21..24 (issue 24). */
+static void test_organize_and_share_codes(void **state)
+{
+    (void)state;
+    struct proto_request req;
+    struct proto_error err;
+    assert_int_equal(
+        decode(USER(11, ",\"query\":\"a  tag:\\\"Two Words\\\" IS:PINNED b\""), &req, &err), 0);
+    assert_string_equal(req.words, "a b");
+    assert_string_equal(req.tag, "Two Words");
+    assert_int_equal(req.pinned, 1);
+    assert_int_equal(req.archived, -1);
+    proto_request_free(&req);
+    assert_int_equal(decode(USER(11, ",\"query\":\"is:archived\""), &req, &err), 0);
+    assert_string_equal(req.words, "");
+    assert_int_equal(req.archived, 1);
+    proto_request_free(&req);
+    /* "tag:" alone and "is:other" are words */
+    assert_int_equal(decode(USER(11, ",\"query\":\"tag: is:other\""), &req, &err), 0);
+    assert_string_equal(req.words, "tag: is:other");
+    assert_string_equal(req.tag, "");
+    proto_request_free(&req);
+    expect_error(USER(11, ",\"query\":\"tag:a tag:b\""), PERR_INVALID_FIELD, "only one tag:");
+    expect_error(USER(11, ",\"query\":\"tag:\\\"open\""), PERR_INVALID_FIELD, "closing quote");
+    expect_error(USER(11, ",\"query\":\"tag:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\""),
+                 PERR_INVALID_FIELD, "longer than 40");
+
+    assert_int_equal(decode(USER(1, ",\"filter\":{\"tag\":\" x \",\"pinned\":false}"), &req, &err),
+                     0);
+    assert_true(req.filtered && req.paged);
+    assert_int_equal(req.limit, PROTO_PAGE_DEFAULT);
+    assert_int_equal(req.archived, 0);
+    assert_int_equal(req.pinned, 0);
+    assert_string_equal(req.tag, "x");
+    proto_request_free(&req);
+    assert_int_equal(decode(USER(1, ",\"filter\":{},\"before\":\"1:17:" SID9 "\""), &req, &err), 0);
+    assert_string_equal(req.cursor, "1:17:" SID9);
+    assert_int_equal(req.pinned, -1);
+    proto_request_free(&req);
+    expect_error(USER(1, ",\"filter\":{},\"before\":\"17:" SID9 "\""), PERR_INVALID_FIELD,
+                 "'before'");
+    expect_error(USER(1, ",\"before\":\"1:17:" SID9 "\""), PERR_INVALID_FIELD, "'before'");
+    expect_error(USER(1, ",\"filter\":3"), PERR_INVALID_FIELD, "'filter'");
+    expect_error(USER(1, ",\"filter\":{\"archived\":\"no\"}"), PERR_INVALID_FIELD, "'archived'");
+
+    assert_int_equal(decode(TREE(24, ",\"tags\":[\" a \",\"b\"],\"archived\":true"), &req, &err),
+                     0);
+    assert_int_equal(req.pinned, -1);
+    assert_int_equal(req.archived, 1);
+    assert_int_equal(json_array_size(req.tags), 2);
+    assert_string_equal(json_string_value(json_array_get(req.tags, 0)), "a");
+    proto_request_free(&req);
+    /* a failure after some tags were read leaks nothing (ASan) */
+    expect_error(TREE(24, ",\"tags\":[\"a\",\"\"]"), PERR_INVALID_FIELD,
+                 "'tags': must not be empty");
+    expect_error(TREE(24, ",\"tags\":[\"a\",1]"), PERR_INVALID_FIELD, "'tags'");
+    expect_error(TREE(24, ",\"tags\":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21]"),
+                 PERR_INVALID_FIELD, "more than 20");
+    expect_error(TREE(24, ",\"pinned\":1"), PERR_INVALID_FIELD, "'pinned'");
+
+    assert_int_equal(decode(TREE(21, ""), &req, &err), 0);
+    assert_true(req.seq == -1 && req.expires_in == 0 && req.max_views == 0);
+    proto_request_free(&req);
+    assert_int_equal(
+        decode(TREE(21, ",\"seq\":3,\"expires_in_seconds\":60,\"max_views\":1"), &req, &err), 0);
+    assert_true(req.seq == 3 && req.expires_in == 60 && req.max_views == 1);
+    proto_request_free(&req);
+    expect_error(TREE(21, ",\"expires_in_seconds\":59"), PERR_INVALID_FIELD, "out of range");
+    expect_error(TREE(21, ",\"max_views\":1000001"), PERR_INVALID_FIELD, "out of range");
+
+    assert_int_equal(
+        decode(USER(23, ",\"share_id\":\"abcdefghijklmnopqrstuvwxyz012-_Z\""), &req, &err), 0);
+    assert_string_equal(req.share_id, "abcdefghijklmnopqrstuvwxyz012-_Z");
+    proto_request_free(&req);
+    expect_error(USER(23, ",\"share_id\":\"abcdefghijklmnopqrstuvwxyz012-_\""), PERR_INVALID_FIELD,
+                 "'share_id'");
+    expect_error(USER(23, ",\"share_id\":\"abcdefghijklmnopqrstuvwxyz012-_+\""), PERR_INVALID_FIELD,
+                 "'share_id'");
+    assert_int_equal(
+        decode(USER(20, ",\"share_id\":\"abcdefghijklmnopqrstuvwxyz012-_Z\""), &req, &err), 0);
+    assert_string_equal(req.share_id, "abcdefghijklmnopqrstuvwxyz012-_Z");
+    assert_string_equal(req.session_id, "");
+    proto_request_free(&req);
+    expect_error(USER(20, ""), PERR_INVALID_FIELD, "'session_id'");
+}
 
 /* Codes 17..20: a session and a message's seq, and each code's own. */
 static void test_tree_codes(void **state)
@@ -550,6 +639,7 @@ int main(void)
         cmocka_unit_test(test_error_text_is_exact_detail_separate),
         cmocka_unit_test(test_history_codes),
         cmocka_unit_test(test_tree_codes),
+        cmocka_unit_test(test_organize_and_share_codes),
         cmocka_unit_test(test_parse_error_with_invalid_utf8_still_encodes),
         cmocka_unit_test(test_deep_nesting_is_refused),
         cmocka_unit_test(test_encode),

@@ -9,6 +9,8 @@
 //   conversation.js  the open session, paged
 //   turn.js          a reply streaming, stopped, resumed; live events
 //   branch.js        versions of a message: switch, edit, new answer, fork
+//   organize.js      pin, archive, tags; which chats the list shows
+//   sharing.js       share links; continuing a shared chat in a copy
 //   composer.js      sending, stopping, attaching a file
 //
 // Every reply from chatd is plain text or Markdown made safe by render.js;
@@ -19,6 +21,8 @@ import { UUID, setExportLinks, showSignin, signin, signinWithToken, signout, sta
 import { closeSidebar, loadSessions, onSearchInput } from './sidebar.js';
 import { loadNewer, loadOlder, newChat } from './conversation.js';
 import { attach, growInput, send, showAttachment, stop } from './composer.js';
+import { setView } from './organize.js';
+import { wireSharing } from './sharing.js';
 
 function watch(sentinel, root, fn) {
   new IntersectionObserver((entries) => {
@@ -35,6 +39,9 @@ function wire() {
   $('sign-out').addEventListener('click', signout);
   $('notice-close').addEventListener('click', clearNotice);
   $('search').addEventListener('input', onSearchInput);
+  $('view').addEventListener('change', () => setView($('view').value, S.tag));
+  $('tag-filter').addEventListener('click', () => setView(S.view, ''));
+  wireSharing();
   $('model').addEventListener('change', () => localStorage.setItem('chatd.model', $('model').value));
   $('export').addEventListener('toggle', setExportLinks);
   $('attach').addEventListener('click', () => $('file').click());

@@ -14,6 +14,7 @@ export function setTitle(name) {
   $('title').textContent = name || 'New chat';
   document.title = name ? `${name} · chatd` : 'chatd';
   $('export').hidden = S.open === null;
+  $('share').hidden = S.open === null;
   setExportLinks();
 }
 

@@ -5,6 +5,7 @@
 import { CODE, ERR, NEW_SESSION, Wire } from './wire.js';
 import { $, S, authQuery, el, errorText, money, notice, req, showMoney } from './state.js';
 import { loadSessions } from './sidebar.js';
+import { forkFromLink } from './sharing.js';
 import { loadNewer, openSession, renderConversation } from './conversation.js';
 import { dropPending, endTurn, onPush, resume } from './turn.js';
 
@@ -149,6 +150,7 @@ async function loaded() {
   S.modelsLoaded = loadModels();
   refreshMoney();
   await loadSessions(true);
+  if (await forkFromLink()) return; // a shared chat, continued here
   const open = sessionStorage.getItem('chatd.open');
   if (open) await openSession(open, {});
   else renderConversation();

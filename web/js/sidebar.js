@@ -1,17 +1,21 @@
-// sidebar.js - the session list (paged), renaming and deleting a session,
-// and searching the user's history.
+// sidebar.js - the session list (paged, filtered by organize.js),
+// renaming and deleting a session, and searching the user's history.
 
 import { CODE } from './wire.js';
-import { $, S, SESSION_PAGE, el, errorText, iconButton, notice, req } from './state.js';
+import { $, S, SESSION_PAGE, el, errorText, icon, iconButton, notice, req } from './state.js';
 import { newChat, openSession, setTitle } from './conversation.js';
+import { listFilter, organizeButtons, tagChips } from './organize.js';
 
 function sessionItem(s) {
   const li = el('li');
   li.dataset.id = s.session_id;
   if (s.session_id === S.open) li.classList.add('active');
-  const open = el('button', 'open', s.session_name);
+  li.classList.toggle('pinned', !!s.pinned);
+  const open = el('button', 'open');
   open.type = 'button';
   open.title = s.session_name;
+  if (s.pinned) open.append(icon('pin'));
+  open.append(el('span', 'name', s.session_name));
   open.addEventListener('click', () => {
     closeSidebar();
     openSession(s.session_id, {});
@@ -21,12 +25,12 @@ function sessionItem(s) {
   rename.addEventListener('click', () => startRename(li, s));
   const del = iconButton('trash', 'delete', `Delete ${s.session_name}`);
   del.addEventListener('click', () => confirmDelete(li, s));
-  actions.append(rename, del);
-  li.append(open, actions);
+  actions.append(...organizeButtons(li, s), rename, del);
+  li.append(open, tagChips(s), actions);
   return li;
 }
 
-function renderSessions() {
+export function renderSessions() {
   const ul = $('sessions');
   ul.replaceChildren(...S.sessions.map(sessionItem));
 }
@@ -35,7 +39,7 @@ export async function loadSessions(reset) {
   if (S.sessionsLoading || (!reset && S.sessionsDone)) return;
   S.sessionsLoading = true;
   try {
-    const data = { limit: SESSION_PAGE };
+    const data = { limit: SESSION_PAGE, filter: listFilter() };
     if (!reset && S.sessionsNext !== null) data.before = S.sessionsNext;
     const r = await req(CODE.SESSIONS, data);
     const page = r.session_info || [];
@@ -55,7 +59,12 @@ export async function loadSessions(reset) {
 export function upsertSession(id, name, top) {
   const s = S.sessions.find((x) => x.session_id === id);
   if (s) s.session_name = name;
-  else if (top) S.sessions.unshift({ session_id: id, session_name: name });
+  else if (top && S.view === '' && !S.tag) {
+    // after the pinned ones: a new chat is the newest of the others
+    const at = S.sessions.findIndex((x) => !x.pinned);
+    S.sessions.splice(at < 0 ? S.sessions.length : at, 0,
+      { session_id: id, session_name: name, pinned: false, archived: false, tags: [] });
+  }
   renderSessions();
   if (id === S.open) setTitle(name);
 }

@@ -31,6 +31,8 @@ export const S = {
   spent: null,         // this month's spending, likewise
   attachment: null,    // {file, url}
   searchSeq: 0,
+  view: '',            // the list shown: '' (chats), 'pinned' or 'archived'
+  tag: '',             // and only the sessions with this tag ('' for any)
 };
 
 // ------------------------------------------------------------- helpers
@@ -55,6 +57,10 @@ const ICONS = {
   regenerate: 'M20 12a8 8 0 1 1-2.3-5.7M20 4v5h-5',
   fork: 'M7 3v18M7 9c0 4 10 3 10 8v4M17 3v3',
   compare: 'M4 4h7v16H4zM13 4h7v16h-7z',
+  pin: 'M9 3h6l-1 6 4 4H6l4-4-1-6zM12 13v8',
+  archive: 'M3 4h18v4H3zM5 8v12h14V8M10 12h4',
+  tag: 'M3 3h8l10 10-8 8L3 11V3zM7.5 7.5h.01',
+  share: 'M4 12v8h16v-8M12 3v12M7 8l5-5 5 5',
 };
 
 export function icon(name) {

@@ -8,6 +8,7 @@ import { $, S, el, errorText, nearBottom, notice, pendingTurn, req, setOpen, set
 import { loadModels, refreshMoney, refreshSpent } from './session.js';
 import { dropSession, upsertSession } from './sidebar.js';
 import { fileBody, loadNewer, openSession } from './conversation.js';
+import { onSessionChanged } from './organize.js';
 
 // A turn of code 17 or 18 (own or resumed) hangs beside other messages:
 // when it ends the active path is read again.
@@ -252,6 +253,9 @@ function onEvent(ev) {
     break;
   case 'turn_finished':
     if (ev.session_id === S.open && !S.turn) loadNewer(true);
+    break;
+  case 'session_changed':
+    onSessionChanged();
     break;
   case 'branch_switched':
     // Another tab chose another version: show the same path.

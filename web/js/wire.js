@@ -17,6 +17,7 @@ export const CODE = {
   USER: 0, SESSIONS: 1, CHATS: 2, CHAT: 3, DELETE: 4, MODELS: 5, BALANCE: 6, DELTA: 7,
   STOP: 8, HISTORY: 9, RENAME: 10, SEARCH: 11, RATE: 12, USAGE: 13, SUBSCRIBE: 14,
   EVENT: 15, RESUME: 16, EDIT: 17, REGENERATE: 18, SWITCH: 19, FORK: 20,
+  SHARE: 21, SHARES: 22, UNSHARE: 23, ORGANIZE: 24,
 };
 
 // The error codes the page acts on, as the protocol table names them
@@ -29,6 +30,7 @@ export const ERR = {
   NO_TURN: 23,
   FORBIDDEN_USER: 26,
   TURN_INTERRUPTED: 29,
+  NO_SHARE: 31,
 };
 
 // The session_id of a chat turn that starts a new session (code 3).
