@@ -404,10 +404,11 @@ class LiveRun:
         return rnd.choice(up) if up else None
 
 
-def live_frames(c, pred_end, limit=400):
+def live_frames(c, pred_end, limit=400, out=None):
     """Frames until an end (type 3 or an error) or the connection fails:
-    (frames, "end" or "lost")."""
-    out = []
+    (frames, "end" or "lost"). out: the list to gather them in (a hung
+    helper's report shows what it had)."""
+    out = [] if out is None else out
     try:
         for _ in range(limit):
             m = c.recv()
@@ -417,6 +418,18 @@ def live_frames(c, pred_end, limit=400):
     except Exception:  # noqa: BLE001 - its instance was killed: nothing to check
         return out, "lost"
     return out, "hung"
+
+
+class _Following:
+    """What a resumer following a turn has had so far, said when it hangs."""
+
+    def __init__(self, ack, instance, frames, since):
+        self.ack, self.instance, self.frames, self.since = ack, instance, frames, since
+
+    def __str__(self):
+        return "following turn %s on instance %d for %.0f s, ack %r, %d frames, the last %r" % (
+            self.ack["data"]["turn_id"], self.instance, time.monotonic() - self.since, self.ack["data"],
+            len(self.frames), self.frames[-3:])
 
 
 def is_end(m):
@@ -497,8 +510,9 @@ class LiveSession:
                 with run.lock:
                     run.resumes.append((self.sid, ack, [], "answered"))
                 return
-            me.phase = "following turn %s on instance %d" % (ack["data"]["turn_id"], j)
-            frames, how = live_frames(c, is_end)
+            got = []
+            me.phase = _Following(ack, j, got, time.monotonic())
+            frames, how = live_frames(c, is_end, out=got)
             with run.lock:
                 run.resumes.append((self.sid, ack, frames, how))
         finally:
@@ -667,7 +681,8 @@ class RandomizedLive(unittest.TestCase):
             print("coherence(live): %d turns, %d resumes checked (%d told 30), %d stops checked, %d faults %r,"
                   " %d wrong answers" % (turns, checked_resumes, told_30, checked_stops, sum(faults.values()),
                                          faults, len(wrong)), file=sys.stderr)
-            self.assertEqual(wrong, [], "\n  ".join(wrong[:20]))
+            logs = "  instance logs: %s" % ", ".join("%d %s" % (k, x.log_path) for k, x in enumerate(s.chatds))
+            self.assertEqual(wrong, [], "\n  ".join(wrong[:20] + [logs]))
             self.assertGreater(checked_resumes, 10)
             self.assertGreater(checked_stops, 3)
         finally:
