@@ -182,7 +182,7 @@ static int fuzz_callback(struct lws *wsi, enum lws_callback_reasons reason, void
     char msg[256];
     switch (reason) {
     case LWS_CALLBACK_HTTP:
-        parse = multipart_start(wsi, cfg, &status, msg, sizeof(msg));
+        parse = multipart_start(wsi, cfg, MULTIPART_UPLOAD, &status, msg, sizeof(msg));
         if (parse == NULL) {
             refused(status, msg);
             return -1;

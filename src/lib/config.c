@@ -54,6 +54,8 @@ static const struct cfg_row config_table[] = {
     I("AI_TIMEOUT_SECONDS", ai_timeout_seconds, "600", 1, 86400),
     I("AI_TITLE_TIMEOUT_SECONDS", ai_title_timeout_seconds, "20", 1, 3600),
     I("MAX_FILE_SIZE", max_file_size_mb, "10", 1, 4096),
+    /* POST /import: the largest export file taken, in bytes */
+    I("IMPORT_MAX_BYTES", import_max_bytes, "268435456", 1024, 2147483647),
     I("MAX_CHAT_HISTORY_CONTEXT", max_chat_history_context, "20", 0, 10000),
     S("PUBLIC_DIR", public_dir, "./public"),
     S("PUBLIC_BASE_URL", public_base_url, "http://localhost:8000"),

@@ -40,6 +40,7 @@ struct config {
     int resumable_streams;        /* 0: no turn streams in Redis, code 16 answers error 30 */
 
     int max_file_size_mb;
+    int import_max_bytes; /* POST /import's file */
     int max_chat_history_context;
     char *public_dir;
     char *public_base_url;

@@ -51,6 +51,7 @@
 #include "wire/proto.h"
 #include "work/app.h"
 #include "work/export.h"
+#include "work/import.h"
 #include "work/ready.h"
 #include "work/share.h"
 #include "work/turn.h"
@@ -176,7 +177,7 @@ static int serve_upload_file(struct http_state *hs, struct lws *wsi, const char 
 }
 
 static int serve_upload(struct http_state *hs, struct lws *wsi, const char *origin,
-                        unsigned long long body_length)
+                        unsigned long long body_length, enum multipart_kind kind)
 {
     struct http_txn *t = txn_new(&hs->txns, wsi, origin);
     if (t == NULL)
@@ -187,12 +188,14 @@ static int serve_upload(struct http_state *hs, struct lws *wsi, const char *orig
     const char *why = "";
     /* Before the body: an anonymous client gets no disk written for it. */
     if (auth_required(cfg) && bearer_check(cfg, wsi, 0, user, &why) != 0) {
-        log_info("event=auth_failed path=/upload reason=\"%s\"", why);
+        log_info("event=auth_failed path=%s reason=\"%s\"",
+                 kind == MULTIPART_IMPORT ? "/import" : "/upload", why);
         return txn_refuse(wsi, t, HTTP_STATUS_UNAUTHORIZED, "Unauthorized");
     }
     unsigned status = 0;
     char message[256];
-    t->upload = multipart_start(wsi, cfg, &status, message, sizeof(message));
+    t->importing = kind == MULTIPART_IMPORT;
+    t->upload = multipart_start(wsi, cfg, kind, &status, message, sizeof(message));
     if (t->upload == NULL)
         return txn_refuse(wsi, t, status, message);
     if (user[0] != '\0')
@@ -284,27 +287,62 @@ static int serve_page(struct http_state *hs, struct lws *wsi, const char *uri, c
     return serve_file(wsi, path, ctype, extra, p);
 }
 
+/* Whose a GET of one's own data is (an export, an import's state): the
+ * token's sub with AUTH_MODE=jwt (as a header, or ?token= for a plain
+ * link, which cannot carry a header), else ?user_id=. 0, or 1 when it was
+ * refused (*rc is the answer's). */
+static int http_user(struct http_state *hs, struct lws *wsi, const char *origin, const char *path,
+                     char user[UUID_STR_LEN + 1], int *rc)
+{
+    const struct config *cfg = hs->app->cfg;
+    const char *why = "";
+    if (auth_required(cfg)) {
+        if (bearer_check(cfg, wsi, 1, user, &why) != 0) {
+            log_info("event=auth_failed path=%s reason=\"%s\"", path, why);
+            *rc = answer_message(wsi, HTTP_STATUS_UNAUTHORIZED, "Unauthorized", origin, 0);
+            return 1;
+        }
+        return 0;
+    }
+    char u[UUID_STR_LEN + 1];
+    if (urlarg_get(wsi, "user_id", u, sizeof(u)) != URLARG_FOUND || !uuid_valid(u)) {
+        *rc = answer_message(wsi, HTTP_STATUS_BAD_REQUEST, "Missing or invalid user_id", origin, 0);
+        return 1;
+    }
+    uuid_normalize(u, user);
+    return 0;
+}
+
+/* GET /import/<id>: the state of one of the user's imports. */
+static int serve_import_state(struct http_state *hs, struct lws *wsi, const char *id,
+                              const char *origin)
+{
+    char user[UUID_STR_LEN + 1] = "", iid[UUID_STR_LEN + 1];
+    int rc;
+    if (http_user(hs, wsi, origin, "import", user, &rc))
+        return rc;
+    if (!uuid_valid(id)) /* names no import, like someone else's */
+        return answer_message(wsi, HTTP_STATUS_NOT_FOUND, "Not Found", origin, 0);
+    uuid_normalize(id, iid);
+    struct http_txn *t = txn_new(&hs->txns, wsi, origin);
+    if (t == NULL)
+        return -1;
+    if (import_state_submit(hs->app, t->id, user, iid) != 0) {
+        txn_free(t);
+        return answer_message(wsi, 500, "Out of memory", origin, 0);
+    }
+    lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, HTTP_WORKER_SECONDS);
+    return 0;
+}
+
 /* GET /export and GET /sessions/<id>/export. */
 static int serve_export(struct http_state *hs, struct lws *wsi, const char *session_id,
                         const char *origin)
 {
-    const struct config *cfg = hs->app->cfg;
     char user[UUID_STR_LEN + 1] = "";
-    const char *why = "";
-    if (auth_required(cfg)) {
-        /* The token may come as ?token= too: a download is often a plain
-         * link, which cannot carry a header (as a WebSocket cannot). */
-        if (bearer_check(cfg, wsi, 1, user, &why) != 0) {
-            log_info("event=auth_failed path=export reason=\"%s\"", why);
-            return answer_message(wsi, HTTP_STATUS_UNAUTHORIZED, "Unauthorized", origin, 0);
-        }
-    } else {
-        char u[UUID_STR_LEN + 1];
-        if (urlarg_get(wsi, "user_id", u, sizeof(u)) != URLARG_FOUND || !uuid_valid(u))
-            return answer_message(wsi, HTTP_STATUS_BAD_REQUEST, "Missing or invalid user_id",
-                                  origin, 0);
-        uuid_normalize(u, user);
-    }
+    int rc;
+    if (http_user(hs, wsi, origin, "export", user, &rc))
+        return rc;
     char sid[UUID_STR_LEN + 1] = "";
     if (session_id != NULL) {
         /* Not a session id: it names no session, like someone else's. */
@@ -573,7 +611,7 @@ static int http_route(struct http_state *hs, struct lws *wsi, const char *uri)
         return respond_preflight(wsi, origin);
     switch (r.id) {
     case ROUTE_UPLOAD:
-        return serve_upload(hs, wsi, origin, body_length);
+        return serve_upload(hs, wsi, origin, body_length, MULTIPART_UPLOAD);
     case ROUTE_FILE:
         return serve_upload_file(hs, wsi, r.arg, origin);
     case ROUTE_EXPORT:
@@ -590,6 +628,10 @@ static int http_route(struct http_state *hs, struct lws *wsi, const char *uri)
         return serve_metrics(hs, wsi, origin);
     case ROUTE_SHARE:
         return serve_share(hs, wsi, r.arg, origin);
+    case ROUTE_IMPORT:
+        return serve_upload(hs, wsi, origin, body_length, MULTIPART_IMPORT);
+    case ROUTE_IMPORT_STATE:
+        return serve_import_state(hs, wsi, r.arg, origin);
     case ROUTE_NONE:
         break;
     }
@@ -663,7 +705,10 @@ int http_callback(struct http_state *hs, struct lws *wsi, enum lws_callback_reas
                 t->upload = NULL;
                 if (job == NULL)
                     return answer_message(wsi, 500, "Out of memory", t->origin, 0);
-                upload_submit(hs->app, job, t->id); /* the worker's now */
+                if (t->importing)
+                    import_submit(hs->app, job, t->id); /* the worker's now */
+                else
+                    upload_submit(hs->app, job, t->id);
                 lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, HTTP_WORKER_SECONDS);
                 return 0;
             }

@@ -44,6 +44,7 @@ static const char *const multipart_fields[F_COUNT] = {"file", "user_id", "sessio
 
 struct multipart {
     const struct config *cfg;
+    enum multipart_kind kind;
     struct lws_spa *spa;
     struct upload_job *job;        /* the file and, at the end, the fields */
     const struct files_type *type; /* NULL: an unchecked extension */
@@ -147,6 +148,21 @@ static uint64_t count_nul(const char *p, size_t n)
 /* ------------------------------------------------------ the file part */
 
 /* The file part begins: check its extension, open the temporary file. */
+/* What POST /import takes: an export as JSON (text), JSON Lines, or a zip
+ * of them. */
+static const struct files_type import_types[] = {
+    {"json", "application/json", NULL, 0},
+    {"jsonl", "application/jsonl", NULL, 0},
+    {"zip", "application/zip", "PK\x03\x04", 4},
+};
+
+static int too_large(struct multipart *m)
+{
+    if (m->kind == MULTIPART_IMPORT)
+        return refuse(m, 413, "File too large: the limit is %d bytes", m->cfg->import_max_bytes);
+    return refuse(m, 413, "File too large: the limit is %d MB", m->cfg->max_file_size_mb);
+}
+
 static int file_open(struct multipart *m, const char *name, const char *filename)
 {
     const struct config *cfg = m->cfg;
@@ -171,10 +187,19 @@ static int file_open(struct multipart *m, const char *name, const char *filename
                       " allowed: %s",
                       cfg->upload_allowed_types);
     ext[el] = '\0';
-    if (!config_list_has(&cfg->upload_types, ext, el, 0))
+    if (m->kind == MULTIPART_IMPORT) {
+        m->type = NULL;
+        for (size_t i = 0; i < sizeof(import_types) / sizeof(import_types[0]); i++)
+            if (strcmp(import_types[i].ext, ext) == 0)
+                m->type = &import_types[i];
+        if (m->type == NULL)
+            return refuse(m, 415, "Unsupported Media Type: import takes .json, .jsonl or .zip");
+    } else if (!config_list_has(&cfg->upload_types, ext, el, 0)) {
         return refuse(m, 415, "File type '.%s' is not allowed; allowed: %s", ext,
                       cfg->upload_allowed_types);
-    m->type = files_type_by_ext(ext);
+    } else {
+        m->type = files_type_by_ext(ext);
+    }
     j->content_type = m->type != NULL ? m->type->mime : "application/octet-stream";
 
     j->fd = files_create_temp(cfg, ext, j->name, j->tmp_path);
@@ -194,7 +219,7 @@ static int file_write(struct multipart *m, const char *buf, size_t len)
     if (j->fd < 0)
         return refuse(m, 400, "Malformed multipart body");
     if (len > m->max_size - j->size) /* refuse before writing a byte too many */
-        return refuse(m, 413, "File too large: the limit is %d MB", m->cfg->max_file_size_mb);
+        return too_large(m);
     if (m->type != NULL && m->type->magic == NULL && memchr(buf, '\0', len) != NULL)
         return refuse(m, 415, "File content does not match its type '.%s'", m->type->ext);
     if (m->head_len < FILES_HEAD) {
@@ -249,10 +274,12 @@ static int spa_file_cb(void *data, const char *name, const char *filename, char 
 
 /* ------------------------------------------------------------------ API */
 
-struct multipart *multipart_start(struct lws *wsi, const struct config *cfg, unsigned *status,
-                                  char *msg, size_t msglen)
+struct multipart *multipart_start(struct lws *wsi, const struct config *cfg,
+                                  enum multipart_kind kind, unsigned *status, char *msg,
+                                  size_t msglen)
 {
-    uint64_t max = (uint64_t)cfg->max_file_size_mb * 1024 * 1024;
+    uint64_t max = kind == MULTIPART_IMPORT ? (uint64_t)cfg->import_max_bytes
+                                            : (uint64_t)cfg->max_file_size_mb * 1024 * 1024;
 
     /* lws_spa reads the boundary itself, from this same header, and knows
      * only this exact spelling. It reads at most 204 bytes of it and parses
@@ -278,7 +305,10 @@ struct multipart *multipart_start(struct lws *wsi, const struct config *cfg, uns
     if (declared > max + (uint64_t)cfg->max_chat_message_bytes + MULTIPART_FORM_SLACK) {
         /* The file cannot fit: refuse before reading a byte of it. */
         *status = 413;
-        snprintf(msg, msglen, "File too large: the limit is %d MB", cfg->max_file_size_mb);
+        if (kind == MULTIPART_IMPORT)
+            snprintf(msg, msglen, "File too large: the limit is %d bytes", cfg->import_max_bytes);
+        else
+            snprintf(msg, msglen, "File too large: the limit is %d MB", cfg->max_file_size_mb);
         return NULL;
     }
 
@@ -286,6 +316,7 @@ struct multipart *multipart_start(struct lws *wsi, const struct config *cfg, uns
     if (m == NULL || (m->job = upload_job_new()) == NULL)
         goto oom;
     m->cfg = cfg;
+    m->kind = kind;
     m->max_size = max;
     lws_spa_create_info_t si;
     memset(&si, 0, sizeof(si));
@@ -359,6 +390,14 @@ static unsigned check_fields(struct multipart *m)
         return fail(m, 400, "Invalid field 'user_id': missing");
     if (!uuid_valid(user))
         return fail(m, 400, "Invalid field 'user_id': not a UUID");
+    if (m->kind == MULTIPART_IMPORT) { /* the file and whose it is */
+        if (!m->file_done)
+            return fail(m, 400, "Invalid field 'file': missing or incomplete");
+        uuid_normalize(user, j->user_id);
+        if (m->required_user[0] != '\0' && strcmp(j->user_id, m->required_user) != 0)
+            return fail(m, 403, "Not Allowed To Act As This User");
+        return 0;
+    }
     if (session == NULL)
         return fail(m, 400, "Invalid field 'session_id': missing");
     j->session_new = strcmp(session, "NEW") == 0;

@@ -18,11 +18,17 @@ struct config;
 struct multipart;
 struct upload_job;
 
+/* What the body carries: an upload (the existing client's fields), or an
+ * export to import (POST /import: user_id and a .json, .jsonl or .zip
+ * file up to IMPORT_MAX_BYTES). */
+enum multipart_kind { MULTIPART_UPLOAD, MULTIPART_IMPORT };
+
 /* Begins once the request's headers are in. NULL with *status and msg set
  * when the request is refused before its body (415 not multipart, 411 no
  * Content-Length, 413 too large, 500). */
-struct multipart *multipart_start(struct lws *wsi, const struct config *cfg, unsigned *status,
-                                  char *msg, size_t msglen);
+struct multipart *multipart_start(struct lws *wsi, const struct config *cfg,
+                                  enum multipart_kind kind, unsigned *status, char *msg,
+                                  size_t msglen);
 
 /* With AUTH_MODE=jwt: the user_id field must be user_id (the token's
  * sub), else 403 and nothing is stored. */

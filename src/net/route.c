@@ -16,6 +16,8 @@ static const struct route_row {
     enum route_method method;
 } route_table[] = {
     {ROUTE_UPLOAD, MATCH_EXACT, "/upload", ROUTE_POST},
+    {ROUTE_IMPORT, MATCH_EXACT, "/import", ROUTE_POST},
+    {ROUTE_IMPORT_STATE, MATCH_PREFIX, "/import/", ROUTE_GET},
     {ROUTE_FILE, MATCH_PREFIX, "/uploads/", ROUTE_GET},
     {ROUTE_EXPORT, MATCH_SESSION_EXPORT, "/sessions/", ROUTE_GET},
     {ROUTE_EXPORT, MATCH_EXACT, "/export", ROUTE_GET},

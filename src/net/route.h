@@ -16,7 +16,9 @@ enum route_id {
     ROUTE_HEALTHZ,
     ROUTE_READYZ,
     ROUTE_METRICS,
-    ROUTE_SHARE, /* /s/<id>, /s/<id>.json, /s/<id>/files/<name>: arg is what follows /s/ */
+    ROUTE_SHARE,        /* /s/<id>, /s/<id>.json, /s/<id>/files/<name>: arg is what follows /s/ */
+    ROUTE_IMPORT,       /* POST /import */
+    ROUTE_IMPORT_STATE, /* GET /import/<id>: arg is the id */
 };
 
 enum route_method { ROUTE_GET, ROUTE_POST, ROUTE_OPTIONS, ROUTE_OTHER };

@@ -84,6 +84,10 @@ static unsigned status_of(enum outbox_outcome o)
         return HTTP_STATUS_NOT_FOUND;
     case OUTBOX_UNAVAILABLE:
         return HTTP_STATUS_SERVICE_UNAVAILABLE;
+    case OUTBOX_TOO_LARGE:
+        return 413; /* not among lws 4.1's names */
+    case OUTBOX_UNSUPPORTED:
+        return HTTP_STATUS_UNSUPPORTED_MEDIA_TYPE;
     case OUTBOX_NO_SPACE:
         return 507; /* Insufficient Storage: not among lws 4.1's names */
     case OUTBOX_FAILED:

@@ -32,6 +32,7 @@ struct http_txn {
     struct lws *wsi;
     char origin[ANSWER_ORIGIN_MAX];             /* Access-Control-Allow-Origin, "" for none */
     struct multipart *upload;                   /* while its body arrives */
+    int importing;                              /* the body is an export (POST /import) */
     unsigned long long body_declared, body_got; /* Content-Length, and what came */
     int refused;                                /* answered early: drop the rest, then close */
     size_t dropped;

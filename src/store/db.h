@@ -225,6 +225,24 @@ enum db_status db_share_file(struct pg *pg, const char *share_id, const char *na
 enum db_status db_share_source(struct pg *pg, const char *share_id, char owner[UUID_STR_LEN + 1],
                                char session_id[UUID_STR_LEN + 1], long long *seq);
 
+/* ---------------------------------------------------------- import (db_import.c) */
+
+/* POST /import's row (total < 0: not known). */
+enum db_status db_import_start(struct pg *pg, const char *import_id, const char *user_id,
+                               const char *format, long long total);
+/* One conversation, in one statement (see pg.c's PG_IMPORT_CONVO):
+ * *stored 0 when it was imported before; *messages stored. */
+enum db_status db_import_convo(struct pg *pg, const char *user_id, const char *session_id,
+                               const char *title, const char *source, long long created_us,
+                               const char *messages_json, long long leaf, int *stored,
+                               long long *messages);
+enum db_status db_import_update(struct pg *pg, const char *import_id, long long done,
+                                long long sessions, long long messages, const char *skipped_json,
+                                const char *status, const char *error);
+/* The user's import as JSON. DB_NOT_FOUND: none of theirs. */
+enum db_status db_import_get(struct pg *pg, const char *user_id, const char *import_id,
+                             char **json);
+
 /* ---------------------------------------------------------------- export */
 
 struct db_export_session {

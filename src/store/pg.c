@@ -939,6 +939,62 @@ static const struct {
     [PG_SHARE_SOURCE] = {"share_source", 1,
                          "select l.user_id, l.session_id, l.leaf_seq from share_links l"
                          " where l.share_id = $1 and " PG_SHARE_SHOWN},
+    /* POST /import: the import's row, before its answer. */
+    [PG_IMPORT_START] = {"import_start", 4,
+                         "insert into imports (import_id, user_id, format, total)"
+                         " values ($1::uuid, $2::uuid, $3, $4::int)"},
+    /* One imported conversation, whole or not at all: session $2 of user
+     * $1 named $3, from $4 (null: none), created at $5 (epoch us, null:
+     * now), its messages $6 (a JSON array of {seq, parent_seq (-1: none),
+     * role, content, us}) with active leaf $7. A session already imported
+     * from $4 is left as it is. The model is the user's first (a session
+     * needs one; the next turn names its own).
+     *   -> stored (false: imported before) */
+    [PG_IMPORT_CONVO] =
+        {"import_convo", 7,
+         "with s as (insert into chat_sessions (session_id, user_id, session_name, model_id,"
+         "                                      next_seq, active_leaf, import_source, created_at,"
+         "                                      updated_at)"
+         "           select $2::uuid, $1::uuid, $3,"
+         "                  coalesce(u.models[1], (select min(model_id) from model_details)),"
+         "                  json_array_length($6::json), nullif($7::bigint, -1), $4,"
+         "                  coalesce(timestamptz 'epoch' + $5::bigint * interval '1 microsecond',"
+         "                           clock_timestamp()),"
+         "                  clock_timestamp()"
+         "             from user_data u where u.user_id = $1::uuid"
+         "           on conflict (user_id, import_source) where import_source is not null"
+         "           do nothing returning session_id),"
+         "     m as (insert into chat_messages (session_id, seq, parent_seq, role, content,"
+         "                                      created_at)"
+         "           select s.session_id, x.seq, x.parent_seq, x.role, x.content,"
+         "                  coalesce(timestamptz 'epoch' + x.us * interval '1 microsecond',"
+         "                           clock_timestamp())"
+         "             from s, json_to_recordset($6::json)"
+         "                     as x(seq bigint, parent_seq bigint, role text, content text, us "
+         "bigint)"
+         "           returning 1)"
+         " select exists (select 1 from s), (select count(*) from m)"},
+    /* An import's progress: $2 done, $3 sessions, $4 messages, $5 more
+     * skipped entries (JSON array), $6 status, $7 error. */
+    [PG_IMPORT_UPDATE] =
+        {"import_update", 7,
+         "update imports set done = $2::int, sessions = $3::int,"
+         "       messages = $4::bigint, skipped = skipped || $5::jsonb,"
+         "       status = $6, error = $7,"
+         "       finished_at = case when $6 <> 'running' then clock_timestamp() end"
+         " where import_id = $1::uuid"},
+    /* GET /import/<id>: the user's import (no row: not theirs, or none). */
+    [PG_IMPORT_GET] =
+        {"import_get", 2,
+         "select json_build_object('import_id', import_id, 'status', status, 'format', format,"
+         "                         'done', done, 'total', total, 'sessions', sessions,"
+         "                         'messages', messages, 'skipped', skipped, 'error', error,"
+         "                         'created_at', to_char(created_at at time zone 'UTC',"
+         "                                               'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
+         "                         'finished_at', to_char(finished_at at time zone 'UTC',"
+         "                                                "
+         "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'))::text"
+         "  from imports where user_id = $1::uuid and import_id = $2::uuid"},
     [PG_PING] = {"ping", 0, "select 1"},
 };
 

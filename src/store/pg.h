@@ -76,6 +76,10 @@ enum pg_stmt {
     PG_SHARE_VIEW,       /* $1 link -> snapshot json, one view counted (no row: none) */
     PG_SHARE_FILE,       /* $1 link, $2 stored name -> content type (no row: not served) */
     PG_SHARE_SOURCE,     /* $1 link -> owner, session, seq (no row: none) */
+    PG_IMPORT_START,     /* $1 import, $2 user, $3 format, $4 total */
+    PG_IMPORT_CONVO,     /* one conversation imported: see pg.c */
+    PG_IMPORT_UPDATE,    /* an import's progress: see pg.c */
+    PG_IMPORT_GET,       /* $1 user, $2 import -> state json */
     PG_PING,             /* -> 1 (readiness) */
     PG_STMT_COUNT
 };

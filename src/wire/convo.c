@@ -18,10 +18,10 @@ struct node {
     long long created_us;
     size_t order; /* the export's order, to keep siblings in it */
     /* the tree */
-    long long up; /* index of the parent node, -1 for none */
-    int color;    /* 0 unseen, 1 on the walk, 2 done */
-    long long depth;
-    long long out; /* index in c->msgs, -1 for left out */
+    long long up;    /* index of the parent node, -1 for none */
+    int color;       /* 0 unseen, 1 on the walk, 2 done */
+    long long depth; /* its rank in the time order */
+    long long out;   /* index in c->msgs, -1 for left out */
 };
 
 struct nodes {
@@ -401,14 +401,52 @@ static long long find(struct node **sorted, size_t n, const char *key)
     return hit != NULL ? (long long)(hit - sorted) : -1;
 }
 
-static int by_depth(const void *a, const void *b)
+/* The order messages are stored in: oldest first where the export says
+ * when (and in its own order where it does not), every parent before its
+ * children. A chatd export comes back in its seq order. */
+static int by_time(const void *a, const void *b)
 {
     const struct node *x = *(struct node *const *)a, *y = *(struct node *const *)b;
-    if (x->depth != y->depth)
-        return x->depth < y->depth ? -1 : 1;
     if (x->created_us != y->created_us && x->created_us >= 0 && y->created_us >= 0)
         return x->created_us < y->created_us ? -1 : 1;
     return x->order < y->order ? -1 : x->order > y->order;
+}
+
+/* A min-heap of ranks (into the time order). */
+struct heap {
+    size_t *v, n;
+};
+
+static void heap_push(struct heap *h, size_t r)
+{
+    size_t i = h->n++;
+    h->v[i] = r;
+    while (i > 0 && h->v[(i - 1) / 2] > h->v[i]) {
+        size_t p = (i - 1) / 2, t = h->v[p];
+        h->v[p] = h->v[i];
+        h->v[i] = t;
+        i = p;
+    }
+}
+
+static size_t heap_pop(struct heap *h)
+{
+    size_t top = h->v[0];
+    h->v[0] = h->v[--h->n];
+    for (size_t i = 0;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < h->n && h->v[l] < h->v[m])
+            m = l;
+        if (r < h->n && h->v[r] < h->v[m])
+            m = r;
+        if (m == i)
+            break;
+        size_t t = h->v[m];
+        h->v[m] = h->v[i];
+        h->v[i] = t;
+        i = m;
+    }
+    return top;
 }
 
 static int build(struct convo *c, struct nodes *ns, const char *leaf_key, char *why, size_t whylen)
@@ -469,14 +507,71 @@ static int build(struct convo *c, struct nodes *ns, const char *leaf_key, char *
             k = ns->v[k].up;
         x->up = k;
     }
-    for (size_t i = 0; i < n; i++) {
-        long long d = 0;
-        for (long long k = ns->v[i].up; k >= 0; k = ns->v[k].up)
-            d++;
-        ns->v[i].depth = d;
-        order[i] = &ns->v[i];
+    /* time order, then parents first (Kahn's, the earliest ready first) */
+    for (size_t i = 0; i < n; i++)
+        sorted[i] = &ns->v[i];
+    qsort(sorted, n, sizeof(*sorted), by_time);
+    for (size_t i = 0; i < n; i++)
+        sorted[i]->depth = (long long)i; /* its rank */
+    {
+        size_t *kids = malloc(n * sizeof(*kids)), *first = malloc((n + 1) * sizeof(*first));
+        struct heap h = {.v = malloc(n * sizeof(size_t)), .n = 0};
+        if (kids == NULL || first == NULL || h.v == NULL) {
+            free(kids);
+            free(first);
+            free(h.v);
+            snprintf(why, whylen, "out of memory");
+            goto out;
+        }
+        /* children of each rank, as ranks: counting sort by parent rank */
+        memset(first, 0, (n + 1) * sizeof(*first));
+        for (size_t i = 0; i < n; i++)
+            if (sorted[i]->up >= 0)
+                first[ns->v[sorted[i]->up].depth + 1]++;
+        for (size_t i = 0; i < n; i++)
+            first[i + 1] += first[i];
+        size_t *fill = malloc(n * sizeof(*fill)); /* where each one's next child goes */
+        if (fill == NULL) {
+            free(kids);
+            free(first);
+            free(h.v);
+            snprintf(why, whylen, "out of memory");
+            goto out;
+        }
+        for (size_t i = 0; i < n; i++)
+            fill[i] = first[i];
+        for (size_t i = 0; i < n; i++)
+            if (sorted[i]->up >= 0)
+                kids[fill[ns->v[sorted[i]->up].depth]++] = i;
+        free(fill);
+        for (size_t i = 0; i < n; i++)
+            if (sorted[i]->up < 0)
+                heap_push(&h, i);
+        size_t k = 0;
+        struct node **out_order = malloc(n * sizeof(*out_order));
+        if (out_order == NULL) {
+            free(kids);
+            free(first);
+            free(h.v);
+            snprintf(why, whylen, "out of memory");
+            goto out;
+        }
+        while (h.n > 0) {
+            size_t r = heap_pop(&h);
+            out_order[k++] = sorted[r];
+            for (size_t c2 = first[r]; c2 < first[r + 1]; c2++)
+                heap_push(&h, kids[c2]);
+        }
+        free(kids);
+        free(first);
+        free(h.v);
+        memcpy(order, out_order, n * sizeof(*order));
+        free(out_order);
+        /* the keys' order is needed again below */
+        for (size_t i = 0; i < n; i++)
+            sorted[i] = &ns->v[i];
+        qsort(sorted, n, sizeof(*sorted), by_key);
     }
-    qsort(order, n, sizeof(*order), by_depth);
     c->msgs = calloc(n, sizeof(*c->msgs));
     if (c->msgs == NULL) {
         snprintf(why, whylen, "out of memory");

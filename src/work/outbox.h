@@ -28,6 +28,8 @@ enum outbox_outcome {
     OUTBOX_UNAVAILABLE, /* a part chatd needs is down (503) */
     OUTBOX_FAILED,      /* chatd failed (500) */
     OUTBOX_NO_SPACE,    /* no room for the file (507) */
+    OUTBOX_TOO_LARGE,   /* more than chatd takes (413) */
+    OUTBOX_UNSUPPORTED, /* a kind of content chatd does not take (415) */
 };
 
 /* What a post may hold besides its frame: a turn (a reference) or an

@@ -203,10 +203,11 @@ static void test_chatd_exports(void **state)
     read_one(g.v[0], CONVO_CHATD, &c);
     assert_int_equal(c.n, 3);
     assert_int_equal(c.skipped, 1);
+    /* in the export's order (its seqs): a chatd export comes back as it was */
     assert_int_equal(c.msgs[0].parent, -1);
-    assert_int_equal(c.msgs[1].parent, -1); /* the second first message */
-    assert_string_equal(c.msgs[1].content, "q2");
-    assert_int_equal(c.msgs[2].parent, 0);
+    assert_int_equal(c.msgs[1].parent, 0);
+    assert_string_equal(c.msgs[2].content, "q2");
+    assert_int_equal(c.msgs[2].parent, -1); /* the second first message */
     assert_int_equal(c.created_us, 1767225600000000LL);
     convo_free(&c);
     got_free(&g);
