@@ -34,14 +34,15 @@ struct jsonsplit {
     jsonsplit_fn fn;
     void *arg;
     /* where it is */
-    int shape;     /* 0 not yet known, '[' array, '{' values one after another */
-    int in_value;  /* inside a value being gathered */
-    int depth;     /* of [ and { inside the value */
-    int in_string; /* inside "..." */
-    int escape;    /* after a backslash in a string */
-    int need_sep;  /* an array element ended: ',' or ']' next */
-    int closed;    /* the array's ']' was seen */
-    size_t values; /* handed to fn */
+    int shape;                    /* 0 not yet known, '[' array, '{' values one after another */
+    int in_value;                 /* inside a value being gathered */
+    int depth;                    /* of [ and { inside the value */
+    int in_string;                /* inside "..." */
+    int escape;                   /* after a backslash in a string */
+    int need_sep;                 /* an array element ended: ',' or ']' next */
+    int closed;                   /* the array's ']' was seen */
+    size_t values;                /* handed to fn */
+    enum jsonsplit_status status; /* the last feed's, for a caller that feeds from a callback */
     struct buf value;
     char why[160];
 };

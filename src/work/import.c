@@ -11,6 +11,7 @@
 #include "lib/config.h"
 #include "lib/log.h"
 #include "lib/uuid.h"
+#include "store/archive.h"
 #include "store/db.h"
 #include "wire/convo.h"
 #include "wire/jsonsplit.h"
@@ -162,7 +163,8 @@ static void progress(struct pass *p, const char *status, const char *error)
 static int on_value(void *arg, json_t *v)
 {
     struct pass *p = arg;
-    if (p->values++ == 0)
+    p->values++;
+    if (p->first == CONVO_UNKNOWN) /* the export's format: its first known value's */
         p->first = convo_detect(v);
     if (p->storing) {
         store(p, v);
@@ -179,19 +181,50 @@ static int on_value(void *arg, json_t *v)
     return p->db_failed; /* PostgreSQL is down: stop here */
 }
 
-/* Reads the file through a jsonsplit. JSONSPLIT_OK, or how it failed
- * (*why from the splitter). */
-static enum jsonsplit_status read_file(const char *path, struct pass *p, char *why, size_t len)
+static int feed(void *arg, const char *buf, size_t n)
 {
+    struct jsonsplit *s = arg;
+    s->status = jsonsplit_feed(s, buf, n);
+    return s->status != JSONSPLIT_OK;
+}
+
+/* Reads an export through a jsonsplit: the file, or each JSON file of a
+ * zip archive as a document of its own. JSONSPLIT_OK, or how it failed
+ * (*why says). An archive's own trouble is *zip_st. */
+static enum jsonsplit_status read_export(const char *path, int zipped, uint64_t max, struct pass *p,
+                                         enum archive_status *zip_st, char *why, size_t len)
+{
+    struct jsonsplit s;
+    enum jsonsplit_status st = JSONSPLIT_OK;
+    *zip_st = ARCHIVE_OK;
+    why[0] = '\0';
+    if (zipped) {
+        struct archive *a = NULL;
+        *zip_st = archive_open(path, max, &a, why, len);
+        if (*zip_st != ARCHIVE_OK)
+            return JSONSPLIT_BAD;
+        for (size_t i = 0; st == JSONSPLIT_OK && i < archive_count(a); i++) {
+            jsonsplit_init(&s, IMPORT_VALUE_MAX, on_value, p);
+            *zip_st = archive_read(a, i, feed, &s, why, len);
+            st = s.status;
+            if (st == JSONSPLIT_OK && *zip_st == ARCHIVE_OK)
+                st = jsonsplit_end(&s);
+            if (st != JSONSPLIT_OK && why[0] == '\0')
+                snprintf(why, len, "%s: %s", archive_name(a, i), s.why);
+            if (*zip_st != ARCHIVE_OK && st == JSONSPLIT_OK)
+                st = JSONSPLIT_BAD;
+            jsonsplit_free(&s);
+        }
+        archive_close(a);
+        return st;
+    }
     FILE *f = fopen(path, "rb");
     if (f == NULL) {
         snprintf(why, len, "the file went missing");
         return JSONSPLIT_BAD;
     }
-    struct jsonsplit s;
     jsonsplit_init(&s, IMPORT_VALUE_MAX, on_value, p);
     static __thread char buf[IMPORT_READ];
-    enum jsonsplit_status st = JSONSPLIT_OK;
     size_t n;
     while (st == JSONSPLIT_OK && (n = fread(buf, 1, sizeof(buf), f)) > 0)
         st = jsonsplit_feed(&s, buf, n);
@@ -239,15 +272,22 @@ static void import_run(struct worker *w, struct pool_job *job)
         answer(app, j->txn, OUTBOX_FAILED, "Database error, try again", NULL);
         goto out;
     }
-    if (strcmp(file->content_type, "application/zip") == 0) {
-        answer(app, j->txn, OUTBOX_UNSUPPORTED,
-               "Unsupported Media Type: a zip archive is not imported yet; import the "
-               "conversations.json inside it",
-               NULL);
+    int zipped = strcmp(file->content_type, "application/zip") == 0;
+    uint64_t max = (uint64_t)app->cfg->import_max_bytes;
+    enum archive_status zst;
+    /* 1: JSON, of a shape chatd knows, counted */
+    enum jsonsplit_status st = read_export(file->tmp_path, zipped, max, &p, &zst, why, sizeof(why));
+    if (zst == ARCHIVE_TOO_LARGE) {
+        char msg[256];
+        snprintf(msg, sizeof(msg), "File too large: %s", why);
+        answer(app, j->txn, OUTBOX_TOO_LARGE, msg, NULL);
         goto out;
     }
-    /* 1: JSON, of a shape chatd knows, counted */
-    enum jsonsplit_status st = read_file(file->tmp_path, &p, why, sizeof(why));
+    if (zst == ARCHIVE_EMPTY) {
+        answer(app, j->txn, OUTBOX_UNSUPPORTED,
+               "Unsupported Media Type: no .json or .jsonl file in the archive", NULL);
+        goto out;
+    }
     if (st == JSONSPLIT_TOO_BIG) {
         answer(app, j->txn, OUTBOX_TOO_LARGE, "File too large: one conversation is over 64 MB",
                NULL);
@@ -278,7 +318,7 @@ static void import_run(struct worker *w, struct pool_job *job)
     /* 2: each conversation stored */
     p.values = 0;
     p.storing = 1;
-    st = read_file(file->tmp_path, &p, why, sizeof(why));
+    st = read_export(file->tmp_path, zipped, max, &p, &zst, why, sizeof(why));
     const char *status = st == JSONSPLIT_OK && !p.db_failed ? "finished" : "failed";
     if (p.db_failed)
         snprintf(why, sizeof(why), "the database failed; what was imported stays");

@@ -9,10 +9,12 @@ A chatd export imported and exported again gives the same messages. Bad
 files are refused whole with a clear status: not JSON (400), not a known
 format (415), too large (413)."""
 
+import io
 import json
 import os
 import unittest
 import uuid
+import zipfile
 
 from harness import SOURCE_DIR, Chatd, StackCase
 from test_http import multipart, request
@@ -24,6 +26,15 @@ FIXTURES = os.path.join(SOURCE_DIR, "tests", "fixtures", "import")
 def fixture(name):
     with open(os.path.join(FIXTURES, name), "rb") as f:
         return f.read()
+
+
+def zipped(files):
+    """A zip archive of {name: bytes}, deflated."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    return out.getvalue()
 
 
 class Import(StackCase):
@@ -176,6 +187,40 @@ class Import(StackCase):
             self.assertEqual(st, 413, reply)
         finally:
             small.stop()
+
+    def test_zip_archives(self):
+        uid = self.db.add_user()
+        # ChatGPT's export: conversations.json among other files
+        done, state = self.import_file(uid, "export.zip", zipped({
+            "user.json": b'{"id": "user-x"}', "chat.html": b"<html></html>",
+            "conversations.json": fixture("chatgpt.json")}))
+        self.assertEqual((done["sessions"], state["format"]), (1, "chatgpt"))
+        # several JSON files: each an export of its own
+        done, _ = self.import_file(uid, "several.zip", zipped({
+            "a/claude.json": fixture("claude.json"), "b/openwebui.json": fixture("openwebui.json")}))
+        self.assertEqual(done["sessions"], 3)
+        self.assertEqual(len(self.sessions(uid)), 4)
+        st, reply = self.post(uid, "none.zip", zipped({"readme.txt": b"hello"}))
+        self.assertEqual(st, 415, reply)
+        st, reply = self.post(uid, "broken.zip", b"PK\x03\x04" + b"\x00" * 100)
+        self.assertEqual(st, 400, reply)
+        st, reply = self.post(uid, "bad.zip", zipped({"conversations.json": b"[{\"mapping\": "}))
+        self.assertEqual(st, 400, reply)
+        self.assertEqual(len(self.sessions(uid)), 4)
+
+    def test_zip_bomb_is_refused_before_inflating(self):
+        uid = self.db.add_user()
+        small = Chatd(self.db, agent_port=self.agent.port, IMPORT_MAX_BYTES=65536)
+        try:
+            bomb = zipped({"conversations.json": b"[" + b" " * (64 * 1024 * 1024) + b"]"})
+            self.assertLess(len(bomb), 65536)  # the archive itself passes the limit
+            body, ctype = multipart({"user_id": uid}, ("bomb.zip", bomb, "application/zip"))
+            st, _, raw = request(small.port, "POST", "/import", body, {"Content-Type": ctype})
+            self.assertEqual(st, 413, raw)
+            self.assertIn(b"inflates to more than 65536 bytes", raw)
+        finally:
+            small.stop()
+        self.assertEqual(self.sessions(uid), [])
 
     def test_someone_elses_import_is_not_found(self):
         owner, other = self.db.add_user(), self.db.add_user()
