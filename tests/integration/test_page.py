@@ -620,6 +620,47 @@ class Page(unittest.TestCase):
         self.wait(lambda: "Not Found" in other.find_element(By.TAG_NAME, "body").text, "the 404", other)
         d.find_element(By.ID, "share-close").click()
 
+    def test_import_with_progress(self):
+        uid = self.db.add_user()
+        d = self.b
+        self.open_as(self.http(self.fast), uid)
+        convs = [{"title": "Imported %03d" % i, "id": "conv-%03d" % i, "create_time": 1714557600 + i,
+                  "current_node": "a",
+                  "mapping": {"q": {"id": "q", "parent": None, "children": ["a"],
+                                    "message": {"author": {"role": "user"}, "create_time": 1714557600 + i,
+                                                "content": {"content_type": "text", "parts": ["question %d" % i]}}},
+                              "a": {"id": "a", "parent": "q", "children": [],
+                                    "message": {"author": {"role": "assistant"}, "create_time": 1714557601 + i,
+                                                "content": {"content_type": "text", "parts": ["answer %d" % i]}}}}}
+                 for i in range(120)]
+        convs.append({"title": "Broken", "id": "conv-x", "current_node": "a",
+                      "mapping": {"a": {"id": "a", "parent": "gone", "children": [],
+                                        "message": {"author": {"role": "user"},
+                                                    "content": {"content_type": "text", "parts": ["x"]}}}}})
+        path = os.path.join(self.downloads, "conversations.json")
+        with open(path, "w") as f:
+            json.dump(convs, f)
+        # every text the progress line shows, in order
+        d.execute_script("window.seen = []; new MutationObserver(() => window.seen.push("
+                         "document.getElementById('import-text').textContent)).observe("
+                         "document.getElementById('import-text'), {childList: true, characterData: true,"
+                         " subtree: true});")
+        d.execute_script("document.getElementById('import-file').hidden = false;")
+        d.find_element(By.ID, "import-file").send_keys(path)
+        d.execute_script("document.getElementById('import-file').hidden = true;")
+        self.wait(lambda: "Imported 120 chats" in d.find_element(By.ID, "notice-text").text, "the import's end")
+        self.assertIn("“Broken”: a message's parent is not in the conversation",
+                      d.find_element(By.ID, "notice-text").text)
+        seen = d.execute_script("return window.seen")
+        self.assertIn("Importing… 50 of 121", seen)
+        self.assertIn("Importing… 100 of 121", seen)
+        self.assertTrue(d.find_element(By.ID, "import-progress").get_attribute("hidden") is not None)
+        self.wait(lambda: len(d.find_elements(By.CSS_SELECTOR, "#sessions li")) >= 30, "the imported chats listed")
+        first = d.find_element(By.CSS_SELECTOR, "#sessions li .open")
+        self.assertEqual(first.text, "Imported 119")
+        first.click()
+        self.wait(lambda: self.assistant_texts() == ["answer 119"], "an imported chat opened")
+
     def _check_resumed(self, words, what):
         d = self.b
         reply = self.wait(lambda: self.done() and self.stored_reply(), what, tries=1200)

@@ -11,6 +11,7 @@
 //   branch.js        versions of a message: switch, edit, new answer, fork
 //   organize.js      pin, archive, tags; which chats the list shows
 //   sharing.js       share links; continuing a shared chat in a copy
+//   importing.js     chats from ChatGPT, Claude, Open WebUI, another chatd
 //   composer.js      sending, stopping, attaching a file
 //
 // Every reply from chatd is plain text or Markdown made safe by render.js;
@@ -23,6 +24,7 @@ import { loadNewer, loadOlder, newChat } from './conversation.js';
 import { attach, growInput, send, showAttachment, stop } from './composer.js';
 import { setView } from './organize.js';
 import { wireSharing } from './sharing.js';
+import { wireImport } from './importing.js';
 
 function watch(sentinel, root, fn) {
   new IntersectionObserver((entries) => {
@@ -42,6 +44,7 @@ function wire() {
   $('view').addEventListener('change', () => setView($('view').value, S.tag));
   $('tag-filter').addEventListener('click', () => setView(S.view, ''));
   wireSharing();
+  wireImport();
   $('model').addEventListener('change', () => localStorage.setItem('chatd.model', $('model').value));
   $('export').addEventListener('toggle', setExportLinks);
   $('attach').addEventListener('click', () => $('file').click());

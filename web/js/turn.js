@@ -9,6 +9,7 @@ import { loadModels, refreshMoney, refreshSpent } from './session.js';
 import { dropSession, upsertSession } from './sidebar.js';
 import { fileBody, loadNewer, openSession } from './conversation.js';
 import { onSessionChanged } from './organize.js';
+import { onImportEvent } from './importing.js';
 
 // A turn of code 17 or 18 (own or resumed) hangs beside other messages:
 // when it ends the active path is read again.
@@ -256,6 +257,10 @@ function onEvent(ev) {
     break;
   case 'session_changed':
     onSessionChanged();
+    break;
+  case 'import_progress':
+  case 'import_finished':
+    onImportEvent(ev);
     break;
   case 'branch_switched':
     // Another tab chose another version: show the same path.
