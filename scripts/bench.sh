@@ -14,6 +14,8 @@
 #   h2. codes 9 and 2 and a turn's round trips (codes 3, 17, 18) in a
 #      session of 100,000 messages on 1,000 branches vs a linear one
 #      (`scripts/bench.sh tree` runs only this)
+#   h3. POST /import of a 100 MB ChatGPT export vs COPY of the same rows,
+#      chatd's memory through it (`scripts/bench.sh import` runs only this)
 #   c2. a turn's PostgreSQL round trips, and the store beside pgbench
 #   d. 2,000 turns in flight at once against an agent that takes 2 s
 #   k. start-up time with 100,000 sessions vs an empty database
@@ -52,8 +54,8 @@ die() { say "$*"; exit 1; }
 
 SCENARIO=${1:-all}
 case $SCENARIO in
-all | soak | streams | tree) ;;
-*) die "usage: scripts/bench.sh [soak | streams | tree]" ;;
+all | soak | streams | tree | import) ;;
+*) die "usage: scripts/bench.sh [soak | streams | tree | import]" ;;
 esac
 SOAK_CLIENTS=${SOAK_CLIENTS:-1000}
 SOAK_SECONDS=${SOAK_SECONDS:-600}
@@ -415,7 +417,7 @@ printf '%-40s %s\n' "chatd VmRSS after (KiB)" "$(status_of "$CHATD_PID" VmRSS)"
 report_tail() {
 echo
 echo "raw result lines:"
-sed 's/^/    /' "$DATA/raw.txt"
+[[ -f "$DATA/raw.txt" ]] && sed 's/^/    /' "$DATA/raw.txt"
 if [[ -s "$DATA/client.err" ]]; then
     echo "client diagnostics (first lines):"
     head -n 20 "$DATA/client.err" | sed 's/^/    /'
@@ -521,6 +523,59 @@ for what in "linear, 100,000 messages:$long:" "bushy, its 150-message path:$bush
 done
 }
 
+# ------------------------------------------------ h3. import (issue 24)
+# A ChatGPT-shaped conversations.json of BENCH_IMPORT_MB (100) megabytes,
+# 20 messages a conversation (one path, a branch at its end), imported
+# through POST /import; beside it COPY loading the same rows into the same
+# tables (chat_sessions, chat_messages, their indexes and triggers) for
+# another user. chatd's resident memory is sampled through the import: it
+# must stay flat (streamed parsing, one conversation at a time).
+section_import() {
+echo
+local mb=${BENCH_IMPORT_MB:-100}
+echo "## h3. import of a ${mb} MB ChatGPT export vs COPY of the same rows"
+local user copier dir info t0 t1 id state rss0 rss peak import_s copy_s convs msgs
+user=$(psql_q -tAc "insert into user_data(username, models, balance) values ('Importer', array[4,5,8], 1) returning user_id" | head -n 1)
+copier=$(psql_q -tAc "insert into user_data(username, models, balance) values ('Copier', array[4,5,8], 1) returning user_id" | head -n 1)
+dir="$DATA/import"
+mkdir -p "$dir"
+info=$(/usr/bin/python3 "$REPO/scripts/gen_export.py" "$mb" "$dir" "$copier" 4)
+convs=$(field "$info" conversations)
+msgs=$(field "$info" messages)
+rss0=$(status_of "$CHATD_PID" VmRSS)
+peak=$rss0
+t0=$(date +%s.%N)
+id=$(curl -s -F "user_id=$user" -F "file=@$dir/conversations.json" "http://127.0.0.1:$CHATD_PORT/import" |
+     sed -n 's/.*"import_id":"\([^"]*\)".*/\1/p')
+[[ -n $id ]] || die "POST /import answered no import_id"
+while :; do
+    rss=$(status_of "$CHATD_PID" VmRSS)
+    ((rss > peak)) && peak=$rss
+    state=$(curl -s "http://127.0.0.1:$CHATD_PORT/import/$id?user_id=$user" | tr -d ' ')
+    [[ $state == *'"status":"running"'* ]] || break
+    sleep 0.2
+done
+t1=$(date +%s.%N)
+import_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
+[[ $state == *'"status":"finished"'* ]] || say "import ended: $state"
+t0=$(date +%s.%N)
+psql_q -c "\\copy chat_sessions (session_id, user_id, session_name, model_id, next_seq, active_leaf, import_source) from '$dir/sessions.csv' csv" \
+       -c "\\copy chat_messages (session_id, seq, parent_seq, role, content) from '$dir/messages.csv' csv" >/dev/null
+t1=$(date +%s.%N)
+copy_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
+printf '%-34s %9s %9s %12s %12s\n' "" seconds sessions "messages/s" "chatd RSS KiB"
+printf '%-34s %9s %9s %12s %12s\n' "POST /import (chatd)" "$import_s" "$(sed -n 's/.*"sessions":\([0-9]*\).*/\1/p' <<<"$state")" \
+    "$(awk -v m="$msgs" -v s="$import_s" 'BEGIN { printf "%.0f", m / s }')" "$rss0 -> peak $peak"
+printf '%-34s %9s %9s %12s\n' "COPY, the same rows (anchor)" "$copy_s" "$convs" \
+    "$(awk -v m="$msgs" -v s="$copy_s" 'BEGIN { printf "%.0f", m / s }')"
+echo "import / COPY rate: $(awk -v a="$copy_s" -v b="$import_s" 'BEGIN { printf "%.2f", a / b }') (goal >= 0.25); $convs conversations, $msgs messages, $(du -m "$dir/conversations.json" | cut -f1) MB"
+}
+
+if [[ $SCENARIO == import ]]; then
+    section_import
+    report_tail
+    exit 0
+fi
 if [[ $SCENARIO == streams ]]; then
     section_streams
     report_tail
@@ -884,6 +939,7 @@ for fmt in json csv md; do
 done
 
 section_tree
+section_import
 
 # ------------------------------------------------ i. events across instances
 echo
