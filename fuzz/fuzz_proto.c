@@ -51,8 +51,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     fuzz_token(data, size);
     if (proto_decode((const char *)data, size, &lim, dispatch_decoder, &req, &err) == 0) {
-        if (req.type < 0 || req.type > PROTO_RESUME || req.type == PROTO_CHAT_DELTA ||
+        /* a code the dispatch table has, never one only the server sends */
+        if (dispatch_decoder(req.type) == NULL || req.type == PROTO_CHAT_DELTA ||
             req.type == PROTO_EVENT)
+            abort();
+        if (req.type == PROTO_ORGANIZE &&
+            (req.tags != NULL && json_array_size(req.tags) > PROTO_TAGS_MAX))
+            abort();
+        if ((req.type == PROTO_UNSHARE && !proto_share_id_valid(req.share_id)) ||
+            (req.type == PROTO_FORK && req.share_id[0] != '\0' &&
+             !proto_share_id_valid(req.share_id)))
+            abort();
+        if (req.type == PROTO_SHARE &&
+            (req.max_views < 0 || req.max_views > PROTO_SHARE_VIEWS_MAX || req.expires_in < 0 ||
+             (req.expires_in > 0 && req.expires_in < PROTO_SHARE_SECONDS_MIN)))
             abort();
         if (req.type == PROTO_RESUME && (req.after < -1 || !uuid_valid(req.session_id)))
             abort();

@@ -31,7 +31,7 @@ cmake --build build-asan -j"$JOBS"
 FUZZ_SECONDS=${FUZZ_SECONDS:-30}
 if [[ "$FUZZ_SECONDS" != 0 ]]; then
     cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCHATD_FUZZ=ON -DFUZZ_SECONDS="$FUZZ_SECONDS"
-    cmake --build build-fuzz -j"$JOBS" --target fuzz_proto fuzz_multipart
+    cmake --build build-fuzz -j"$JOBS" --target fuzz_proto fuzz_multipart fuzz_import
 fi
 
 # A fresh temp dir and non-default ports keep tests away from the data and

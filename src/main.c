@@ -26,6 +26,7 @@
 #include "work/app.h"
 #include "work/dispatch.h"
 #include "work/events.h"
+#include "work/import.h"
 #include "work/outbox.h"
 #include "work/pool.h"
 #include "work/slots.h"
@@ -81,6 +82,7 @@ static int serve(const struct config *cfg)
     if ((app.outbox = outbox_create()) == NULL || (app.slots = slots_create()) == NULL ||
         (app.watches = watches_create()) == NULL ||
         (app.pool = pool_create(&app, cfg->worker_threads)) == NULL ||
+        (app.import_pool = pool_create(&app, 1)) == NULL ||
         (app.lease = lease_start(cfg, lease_news, &app)) == NULL ||
         (app.live = live_start(cfg, events_on_message, &app)) == NULL)
         goto out;
@@ -97,7 +99,9 @@ out:
     }
     if (app.agent != NULL)
         agent_client_destroy(app.agent);
-    lease_stop(app.lease);  /* it resubmits parked turns to the pool */
+    lease_stop(app.lease); /* it resubmits parked turns to the pool */
+    import_stop();         /* a running import ends at its next conversation */
+    pool_destroy(app.import_pool);
     pool_destroy(app.pool); /* its last jobs may still publish (titles) */
     live_stop(app.live);    /* both post to the outbox: before it goes */
     local_destroy(app.local);

@@ -221,9 +221,10 @@ enum db_status db_share_view(struct pg *pg, const char *share_id, char **json);
 /* GET /s/<id>/files/<name>: the file's type when the link shows it. */
 enum db_status db_share_file(struct pg *pg, const char *share_id, const char *name,
                              char **content_type);
-/* Code 20 from a link: the owner, session and message the link ends at. */
+/* Code 20 from a link: the owner, session and message the link ends at,
+ * and the name it was shared under (*title malloc'd). */
 enum db_status db_share_source(struct pg *pg, const char *share_id, char owner[UUID_STR_LEN + 1],
-                               char session_id[UUID_STR_LEN + 1], long long *seq);
+                               char session_id[UUID_STR_LEN + 1], long long *seq, char **title);
 
 /* ---------------------------------------------------------- import (db_import.c) */
 
@@ -235,7 +236,7 @@ enum db_status db_import_start(struct pg *pg, const char *import_id, const char 
 enum db_status db_import_convo(struct pg *pg, const char *user_id, const char *session_id,
                                const char *title, const char *source, long long created_us,
                                const char *messages_json, long long leaf, int *stored,
-                               long long *messages);
+                               long long *messages, uint64_t *xid);
 enum db_status db_import_update(struct pg *pg, const char *import_id, long long done,
                                 long long sessions, long long messages, const char *skipped_json,
                                 const char *status, const char *error);

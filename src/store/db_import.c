@@ -18,7 +18,7 @@ enum db_status db_import_start(struct pg *pg, const char *import_id, const char 
 enum db_status db_import_convo(struct pg *pg, const char *user_id, const char *session_id,
                                const char *title, const char *source, long long created_us,
                                const char *messages_json, long long leaf, int *stored,
-                               long long *messages)
+                               long long *messages, uint64_t *xid)
 {
     char cu[24], lf[24];
     snprintf(cu, sizeof(cu), "%lld", created_us);
@@ -36,6 +36,7 @@ enum db_status db_import_convo(struct pg *pg, const char *user_id, const char *s
         return st == DB_NOT_FOUND ? DB_ERROR : st; /* one row, always */
     *stored = dbrow_bool(r, 0);
     *messages = atoll(PQgetvalue(r, 0, 1));
+    *xid = dbrow_u64(r, 2);
     PQclear(r);
     return DB_OK;
 }

@@ -134,7 +134,7 @@ enum db_status db_share_file(struct pg *pg, const char *share_id, const char *na
 }
 
 enum db_status db_share_source(struct pg *pg, const char *share_id, char owner[UUID_STR_LEN + 1],
-                               char session_id[UUID_STR_LEN + 1], long long *seq)
+                               char session_id[UUID_STR_LEN + 1], long long *seq, char **title)
 {
     const char *p[1] = {share_id};
     PGresult *r;
@@ -144,6 +144,7 @@ enum db_status db_share_source(struct pg *pg, const char *share_id, char owner[U
     snprintf(owner, UUID_STR_LEN + 1, "%s", PQgetvalue(r, 0, 0));
     snprintf(session_id, UUID_STR_LEN + 1, "%s", PQgetvalue(r, 0, 1));
     *seq = atoll(PQgetvalue(r, 0, 2));
+    *title = dbrow_text(r, 3);
     PQclear(r);
-    return DB_OK;
+    return *title != NULL ? DB_OK : DB_ERROR;
 }

@@ -935,9 +935,10 @@ static const struct {
          "     on f.stored_name = p.content"
          "  where p.role = 'file' and p.content = $2 and f.session_id = l.session_id limit 1"},
     /* Code 20 from a link: whose session and which message it ends at,
-     * while it shows. -> owner, session, seq (no row: no live link) */
+     * while it shows. -> owner, session, seq, the name it was shared
+     * under (no row: no live link) */
     [PG_SHARE_SOURCE] = {"share_source", 1,
-                         "select l.user_id, l.session_id, l.leaf_seq from share_links l"
+                         "select l.user_id, l.session_id, l.leaf_seq, l.title from share_links l"
                          " where l.share_id = $1 and " PG_SHARE_SHOWN},
     /* POST /import: the import's row, before its answer. */
     [PG_IMPORT_START] = {"import_start", 4,
@@ -949,7 +950,7 @@ static const struct {
      * role, content, us}) with active leaf $7. A session already imported
      * from $4 is left as it is. The model is the user's first (a session
      * needs one; the next turn names its own).
-     *   -> stored (false: imported before) */
+     *   -> stored (false: imported before), messages, xid */
     [PG_IMPORT_CONVO] =
         {"import_convo", 7,
          "with s as (insert into chat_sessions (session_id, user_id, session_name, model_id,"
@@ -973,7 +974,7 @@ static const struct {
          "                     as x(seq bigint, parent_seq bigint, role text, content text, us "
          "bigint)"
          "           returning 1)"
-         " select exists (select 1 from s), (select count(*) from m)"},
+         " select exists (select 1 from s), (select count(*) from m), pg_current_xact_id()::text"},
     /* An import's progress: $2 done, $3 sessions, $4 messages, $5 more
      * skipped entries (JSON array), $6 status, $7 error. */
     [PG_IMPORT_UPDATE] =

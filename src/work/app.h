@@ -24,6 +24,7 @@ struct app {
     const struct config *cfg;
     struct proto_limits limits; /* from cfg, for frame decoding */
     struct pool *pool;
+    struct pool *import_pool; /* one worker: imports store their conversations there (import.h) */
     struct agent_client *agent;
     struct inval *inval;
     struct local *local;     /* fresh copies in memory (store/local.h) */

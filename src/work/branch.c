@@ -285,7 +285,7 @@ void branch_fork(struct worker *w, struct work_request *r)
     const struct proto_request *q = &r->req;
     struct app *app = r->app;
     const struct config *cfg = app->cfg;
-    char *files_json = NULL, *from = NULL, *to = NULL, *name = NULL;
+    char *files_json = NULL, *from = NULL, *to = NULL, *name = NULL, *shared_name = NULL;
     json_t *files = NULL;
     int code = PERR_INTERNAL;
     const char *why = NULL;
@@ -305,7 +305,8 @@ void branch_fork(struct worker *w, struct work_request *r)
         default:
             goto fail;
         }
-        enum db_status st = db_share_source(&w->pg, q->share_id, src_user, src_session, &seq);
+        enum db_status st =
+            db_share_source(&w->pg, q->share_id, src_user, src_session, &seq, &shared_name);
         if (st != DB_OK) {
             code = st == DB_NOT_FOUND ? PERR_NO_SHARE : PERR_INTERNAL;
             goto fail;
@@ -330,11 +331,18 @@ void branch_fork(struct worker *w, struct work_request *r)
         goto fail;
     char id[UUID_STR_LEN + 1];
     uint64_t xid = 0;
-    enum db_status st =
-        uuid_generate(id) == 0
-            ? db_fork(&w->pg, src_user, src_session, seq, q->user_id, id,
-                      q->session_name[0] != '\0' ? q->session_name : NULL, from, to, &name, &xid)
-            : DB_ERROR;
+    /* From a link, the name it was shared under: never one the owner
+     * gave it since. */
+    char fork_name[PROTO_NAME_MAX_CHARS * 4 + sizeof(" (fork)")] = "";
+    if (shared_name != NULL && strlen(shared_name) + sizeof(" (fork)") <= sizeof(fork_name))
+        snprintf(fork_name, sizeof(fork_name), "%s (fork)", shared_name);
+    enum db_status st = uuid_generate(id) == 0
+                            ? db_fork(&w->pg, src_user, src_session, seq, q->user_id, id,
+                                      q->session_name[0] != '\0' ? q->session_name
+                                      : fork_name[0] != '\0'     ? fork_name
+                                                                 : NULL,
+                                      from, to, &name, &xid)
+                            : DB_ERROR;
     if (st != DB_OK) {
         branch_remove_listed(cfg, to); /* the copies are nobody's */
         if (st == DB_NOT_FOUND)        /* deleted since the first step */
@@ -360,6 +368,7 @@ void branch_fork(struct worker *w, struct work_request *r)
 fail:
     outbox_reply_error(app->outbox, r->conn_id, q->type, code, why);
 out:
+    free(shared_name);
     free(files_json);
     free(from);
     free(to);

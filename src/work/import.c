@@ -2,6 +2,7 @@
 #include "work/import.h"
 
 #include <jansson.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 #include "lib/log.h"
 #include "lib/uuid.h"
 #include "store/archive.h"
+#include "store/cache.h"
 #include "store/db.h"
 #include "wire/convo.h"
 #include "wire/jsonsplit.h"
@@ -30,6 +32,10 @@
 /* Skipped conversations listed (the count goes on past it). */
 #define IMPORT_SKIPPED_MAX 1000
 #define IMPORT_TITLE_CHARS 100
+
+static atomic_int import_stopping;
+
+void import_stop(void) { atomic_store(&import_stopping, 1); }
 
 static void answer(struct app *app, uint64_t txn, enum outbox_outcome o, const char *message,
                    json_t *data)
@@ -51,6 +57,7 @@ struct pass {
     json_t *skipped;     /* not yet written to the row */
     json_t *skipped_all; /* for import_finished */
     int db_failed;
+    int stopped; /* chatd is stopping */
 };
 
 static void skip(struct pass *p, const char *title, const char *why)
@@ -132,9 +139,10 @@ static void store(struct pass *p, const json_t *v)
     char *title = clean_title(c.title);
     int stored = 0;
     long long n = 0;
+    uint64_t xid = 0;
     enum db_status st = text != NULL && title != NULL && uuid_generate(sid) == 0
                             ? db_import_convo(&p->w->pg, p->user, sid, title, source, c.created_us,
-                                              text, c.leaf, &stored, &n)
+                                              text, c.leaf, &stored, &n, &xid)
                             : DB_ERROR;
     if (st != DB_OK) {
         p->db_failed = 1;
@@ -143,6 +151,9 @@ static void store(struct pass *p, const json_t *v)
     } else {
         p->sessions++;
         p->messages += n;
+        /* this chatd lists it at once: a copy of the list from before is
+         * stale from here on */
+        cache_saw_write(&p->w->cache, p->user, xid);
     }
     free(title);
     free(text);
@@ -178,6 +189,10 @@ static int on_value(void *arg, json_t *v)
         }
     }
     json_decref(v);
+    if (p->storing && atomic_load(&import_stopping)) {
+        p->stopped = 1;
+        return 1;
+    }
     return p->db_failed; /* PostgreSQL is down: stop here */
 }
 
@@ -243,7 +258,13 @@ struct import_job {
     struct app *app;
     uint64_t txn;
     struct upload_job *file;
+    /* once checked and recorded, for the import pool's worker */
+    char id[UUID_STR_LEN + 1];
+    int zipped;
+    long long total;
 };
+
+static void import_store_run(struct worker *w, struct pool_job *job);
 
 static void import_run(struct worker *w, struct pool_job *job)
 {
@@ -315,23 +336,57 @@ static void import_run(struct worker *w, struct pool_job *job)
              (unsigned long long)file->size);
     answer(app, j->txn, OUTBOX_ACCEPTED, "Import started",
            json_pack("{s:s, s:I}", "import_id", id, "total", (json_int_t)p.total));
-    /* 2: each conversation stored */
-    p.values = 0;
-    p.storing = 1;
-    st = read_export(file->tmp_path, zipped, max, &p, &zst, why, sizeof(why));
+    /* 3 on the import pool's worker, which j now belongs to */
+    memcpy(j->id, id, sizeof(j->id));
+    j->zipped = zipped;
+    j->total = p.total;
+    j->job.run = import_store_run;
+    json_decref(p.skipped);
+    json_decref(p.skipped_all);
+    pool_submit(app->import_pool, &j->job);
+    return;
+out:
+    json_decref(p.skipped);
+    json_decref(p.skipped_all);
+    upload_job_free(file); /* and its temporary file */
+    free(j);
+}
+
+/* Step 3: each conversation stored, progress told. */
+static void import_store_run(struct worker *w, struct pool_job *job)
+{
+    struct import_job *j = (struct import_job *)job;
+    struct app *app = j->app;
+    struct upload_job *file = j->file;
+    char why[200];
+    enum archive_status zst;
+    struct pass p = {.w = w, .app = app, .user = file->user_id, .import_id = j->id, .storing = 1};
+    p.total = j->total;
+    p.skipped = json_array();
+    p.skipped_all = json_array();
+    enum jsonsplit_status st =
+        p.skipped != NULL && p.skipped_all != NULL
+            ? read_export(file->tmp_path, j->zipped, (uint64_t)app->cfg->import_max_bytes, &p, &zst,
+                          why, sizeof(why))
+            : JSONSPLIT_NOMEM;
     const char *status = st == JSONSPLIT_OK && !p.db_failed ? "finished" : "failed";
-    if (p.db_failed)
+    if (p.stopped)
+        snprintf(why, sizeof(why),
+                 "chatd stopped; what was imported stays: import the file "
+                 "again for the rest");
+    else if (p.db_failed)
         snprintf(why, sizeof(why), "the database failed; what was imported stays");
+    else if (st == JSONSPLIT_NOMEM)
+        snprintf(why, sizeof(why), "out of memory");
     p.db_failed = 0;
     progress(&p, status, strcmp(status, "finished") == 0 ? NULL : why);
     log_info("event=import_%s user=%s import=%s sessions=%lld messages=%lld skipped=%lld", status,
-             file->user_id, id, p.sessions, p.messages, p.skipped_n);
-    json_t *ev = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:O}", "kind", "import_finished",
-                           "import_id", id, "status", status, "sessions", (json_int_t)p.sessions,
+             file->user_id, j->id, p.sessions, p.messages, p.skipped_n);
+    json_t *ev = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:O?}", "kind", "import_finished",
+                           "import_id", j->id, "status", status, "sessions", (json_int_t)p.sessions,
                            "messages", (json_int_t)p.messages, "skipped_count",
                            (json_int_t)p.skipped_n, "skipped", p.skipped_all);
     events_emit(app, file->user_id, ev);
-out:
     json_decref(p.skipped);
     json_decref(p.skipped_all);
     upload_job_free(file); /* and its temporary file */

@@ -14,8 +14,12 @@
  *   4. says how far it is in the imports row and as type 15 events to the
  *      user's connections: import_progress {import_id, done, total}, then
  *      import_finished {import_id, sessions, messages, skipped}.
- * Memory stays flat: one conversation at a time. The import holds its
- * worker while it runs. */
+ * Steps 1 and 2 run on a worker of the pool; step 3 on the one worker of
+ * app->import_pool, so a long import never holds a worker that requests
+ * need, and imports store one after another. Memory stays flat: one
+ * conversation at a time. A chatd that stops ends a running import at its
+ * next conversation ("failed", what was stored stays): importing the same
+ * file again stores the rest, since what is there is not stored twice. */
 #ifndef CHATD_IMPORT_H
 #define CHATD_IMPORT_H
 
@@ -26,6 +30,10 @@ struct upload_job;
 
 /* Takes the file of j (POST /import's body) and answers txn. */
 void import_submit(struct app *app, struct upload_job *j, uint64_t txn);
+
+/* chatd is stopping: a running import ends at its next conversation.
+ * Thread-safe. */
+void import_stop(void);
 
 /* GET /import/<id>: the user's import's state, or 404. 0, or -1 when out
  * of memory (nothing posted). */

@@ -222,6 +222,42 @@ class Import(StackCase):
             small.stop()
         self.assertEqual(self.sessions(uid), [])
 
+    def test_stopped_mid_import_then_imported_again(self):
+        """SIGTERM while an import stores: chatd exits 0 at once, the import
+        ends (failed, or finished if it won the race), and importing the
+        file again stores exactly the rest: every conversation once."""
+        uid = self.db.add_user()
+        n = 3000
+        convs = [{"uuid": "c-%d" % i, "name": "Chat %d" % i, "created_at": "2024-01-01T00:00:00Z",
+                  "chat_messages": [{"uuid": "m", "sender": "human", "text": "hello %d" % i}]} for i in range(n)]
+        data = json.dumps(convs).encode()
+        mine = Chatd(self.db, agent_port=self.agent.port)
+        events = mine.client()
+        stopped = None
+        try:
+            self.assertEqual(events.req(14, {"user_id": uid})["type"], 14)
+            body, ctype = multipart({"user_id": uid}, ("claude.json", data, "application/json"))
+            st, _, raw = request(mine.port, "POST", "/import", body, {"Content-Type": ctype})
+            self.assertEqual(st, 202, raw)
+            iid = json.loads(raw)["data"]["import_id"]
+            drain_until(events, lambda m: m.get("type") == 15 and m["data"].get("kind") in
+                        ("import_progress", "import_finished"), limit=100)
+            stopped = mine.stop()
+        finally:
+            events.close()
+            if stopped is None:
+                mine.stop()
+        self.assertEqual(stopped, 0)
+        status, error = self.db.query("select status, error from imports where import_id = %s", (iid,))[0]
+        self.assertIn(status, ("failed", "finished"))
+        if status == "failed":
+            self.assertIn("chatd stopped", error)
+        done, _ = self.import_file(uid, "claude.json", data)
+        self.assertEqual(done["status"], "finished")
+        self.assertEqual(self.db.one("select count(*) from chat_sessions where user_id = %s", (uid,)), n)
+        self.assertEqual(self.db.one("select count(distinct import_source) from chat_sessions where user_id = %s",
+                                     (uid,)), n)
+
     def test_someone_elses_import_is_not_found(self):
         owner, other = self.db.add_user(), self.db.add_user()
         done, _ = self.import_file(owner, "claude.json", fixture("claude.json"))

@@ -185,9 +185,13 @@ class Share(ShareCase):
         owner, viewer = self.db.add_user(), self.db.add_user()
         sid = self.chat_session(owner, 2)
         share_id = self.share(owner, sid, seq=1)["data"]["share_id"]
+        shared_as = self.db.one("select session_name from chat_sessions where session_id = %s", (sid,))
+        # renamed since: the copy still has the name it was shared under
+        self.c.req(10, dict(user_id=owner, session_id=sid, session_name="Private plans"))
         r = self.c.req(20, {"user_id": viewer, "share_id": share_id})
         self.assertEqual(r["type"], 20, r)
         self.assertEqual(r["data"]["forked_from"], {"share_id": share_id})
+        self.assertEqual(r["data"]["session_name"], shared_as + " (fork)")
         fork = r["data"]["session_id"]
         chat = json.loads(self.c.req(2, {"user_id": viewer, "session_id": fork})["data"]["chat"])
         self.assertEqual([m["role"] for m in chat], ["user", "assistant"])
