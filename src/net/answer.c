@@ -30,17 +30,19 @@ int answer_add_cors(struct lws *wsi, const char *origin, unsigned char **p, unsi
 /* Writes a whole answer. Returns -1 to close the connection, else 0 (the
  * transaction is then complete unless close_after, where the caller
  * decides when to close). */
-int answer_with(struct lws *wsi, unsigned status, const char *ctype, const char *body, size_t len,
-                const char *origin, int close_after, const char *extra_name,
-                const char *extra_value)
+int answer_headers(struct lws *wsi, unsigned status, const char *ctype, const char *body,
+                   size_t len, const char *origin, int close_after, const char *const *extra)
 {
     unsigned char hdr[LWS_PRE + 2048];
     unsigned char *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof(hdr) - 1;
     if (lws_add_http_common_headers(wsi, status, ctype, (lws_filepos_t)len, &p, end) ||
         answer_add_cors(wsi, origin, &p, end) ||
-        (close_after && answer_add_header(wsi, "connection:", "close", &p, end)) ||
-        (extra_name != NULL && answer_add_header(wsi, extra_name, extra_value, &p, end)) ||
-        lws_finalize_write_http_header(wsi, start, &p, end))
+        (close_after && answer_add_header(wsi, "connection:", "close", &p, end)))
+        return -1;
+    for (; extra != NULL && extra[0] != NULL; extra += 2)
+        if (answer_add_header(wsi, extra[0], extra[1], &p, end))
+            return -1;
+    if (lws_finalize_write_http_header(wsi, start, &p, end))
         return -1;
     metrics_http_response(status);
     if (len > 0) {
@@ -57,6 +59,14 @@ int answer_with(struct lws *wsi, unsigned status, const char *ctype, const char 
     if (close_after)
         return 0;
     return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+int answer_with(struct lws *wsi, unsigned status, const char *ctype, const char *body, size_t len,
+                const char *origin, int close_after, const char *extra_name,
+                const char *extra_value)
+{
+    const char *extra[3] = {extra_name, extra_value, NULL};
+    return answer_headers(wsi, status, ctype, body, len, origin, close_after, extra);
 }
 
 int answer(struct lws *wsi, unsigned status, const char *ctype, const char *body, size_t len,

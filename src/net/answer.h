@@ -27,6 +27,10 @@ int answer_add_cors(struct lws *wsi, const char *origin, unsigned char **p, unsi
 int answer_with(struct lws *wsi, unsigned status, const char *ctype, const char *body, size_t len,
                 const char *origin, int close_after, const char *extra_name,
                 const char *extra_value);
+/* The same with any number of extra headers: extra holds name, value,
+ * name, value, ... and ends with NULL (NULL for none). */
+int answer_headers(struct lws *wsi, unsigned status, const char *ctype, const char *body,
+                   size_t len, const char *origin, int close_after, const char *const *extra);
 /* The same; a 401 names the Bearer scheme. */
 int answer(struct lws *wsi, unsigned status, const char *ctype, const char *body, size_t len,
            const char *origin, int close_after);

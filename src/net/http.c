@@ -432,30 +432,14 @@ static int share_write(struct lws *wsi, unsigned status, int kind, const char *f
                         : kind == SHARE_PAGE     ? "text/html; charset=utf-8"
                         : kind == SHARE_FILE     ? files_content_type(file)
                                                  : ANSWER_JSON;
-    unsigned char hdr[LWS_PRE + 2048];
-    unsigned char *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof(hdr) - 1;
-    if (lws_add_http_common_headers(wsi, status, ctype, len, &p, end) ||
-        answer_add_cors(wsi, origin, &p, end) ||
-        answer_add_header(wsi, "cache-control:", "no-store", &p, end) ||
-        (status == HTTP_STATUS_OK && kind == SHARE_PAGE &&
-         answer_add_header(wsi, "content-security-policy:", WEB_SHARE_CSP, &p, end)) ||
-        (status == HTTP_STATUS_OK && kind == SHARE_FILE &&
-         answer_add_header(wsi, "content-security-policy:", "default-src 'none'; sandbox", &p,
-                           end)) ||
-        lws_finalize_write_http_header(wsi, start, &p, end))
-        return -1;
-    metrics_http_response(status);
-    if (len > 0) {
-        unsigned char *buf = malloc(LWS_PRE + len);
-        if (buf == NULL)
-            return -1;
-        memcpy(buf + LWS_PRE, body, len);
-        int wrote = lws_write(wsi, buf + LWS_PRE, len, LWS_WRITE_HTTP_FINAL);
-        free(buf);
-        if (wrote < (int)len)
-            return -1;
-    }
-    return lws_http_transaction_completed(wsi) ? -1 : 0;
+    const char *policy = status != HTTP_STATUS_OK ? NULL
+                         : kind == SHARE_PAGE     ? WEB_SHARE_CSP
+                         : kind == SHARE_FILE     ? "default-src 'none'; sandbox"
+                                                  : NULL;
+    const char *extra[] = {"cache-control:", "no-store", "content-security-policy:", policy, NULL};
+    if (policy == NULL)
+        extra[2] = NULL;
+    return answer_headers(wsi, status, ctype, body, len, origin, 0, extra);
 }
 
 /* Writes the piece the transaction holds: the headers first, then the

@@ -22,19 +22,6 @@ static void snapshot(const PGresult *r, int c, struct db_snapshot *snap)
     snap->xmax = dbrow_u64(r, c + 1);
 }
 
-/* The one text column of a statement's one row (malloc'd into *out). */
-static enum db_status text_row(struct pg *pg, enum pg_stmt stmt, int n, const char *const *p,
-                               char **out)
-{
-    PGresult *r;
-    enum db_status st = dbrow_query(pg, stmt, n, p, &r);
-    if (st != DB_OK)
-        return st;
-    *out = dbrow_text(r, 0);
-    PQclear(r);
-    return *out != NULL ? DB_OK : DB_ERROR;
-}
-
 /* One JSON text column (c) and the snapshot after it. */
 static enum db_status json_and_snapshot(struct pg *pg, enum pg_stmt stmt, int n,
                                         const char *const *p, char **json, struct db_snapshot *snap)
@@ -246,7 +233,7 @@ enum db_status db_sessions_page(struct pg *pg, const char *user_id, const char *
 enum db_status db_user_models(struct pg *pg, const char *user_id, char **json)
 {
     const char *p[1] = {user_id};
-    return text_row(pg, PG_USER_MODELS, 1, p, json);
+    return dbrow_text_row(pg, PG_USER_MODELS, 1, p, json);
 }
 
 enum db_status db_models_list(struct pg *pg, char **json, struct db_snapshot *snap)
@@ -259,7 +246,7 @@ enum db_status db_models_list(struct pg *pg, char **json, struct db_snapshot *sn
 enum db_status db_chats(struct pg *pg, const char *user_id, const char *session_id, char **json)
 {
     const char *p[2] = {user_id, session_id};
-    return text_row(pg, PG_CHATS_GET, 2, p, json);
+    return dbrow_text_row(pg, PG_CHATS_GET, 2, p, json);
 }
 
 void db_session_free(struct db_session *s)
@@ -523,7 +510,7 @@ enum db_status db_turn_stop(struct pg *pg, const char *user_id, const char *sess
 {
     const char *p[2] = {user_id, session_id};
     char *t = NULL;
-    enum db_status st = text_row(pg, PG_TURN_STOP, 2, p, &t);
+    enum db_status st = dbrow_text_row(pg, PG_TURN_STOP, 2, p, &t);
     if (st == DB_OK)
         snprintf(turn_id, UUID_STR_LEN + 1, "%s", t);
     free(t);
@@ -669,7 +656,7 @@ enum db_status db_usage(struct pg *pg, const char *user_id, long long since_us, 
     snprintf(a, sizeof(a), "%lld", since_us);
     snprintf(b, sizeof(b), "%lld", until_us);
     const char *p[3] = {user_id, since_us >= 0 ? a : NULL, until_us >= 0 ? b : NULL};
-    return text_row(pg, PG_USAGE, 3, p, json);
+    return dbrow_text_row(pg, PG_USAGE, 3, p, json);
 }
 
 enum db_status db_title_set(struct pg *pg, const char *user_id, const char *session_id,
@@ -765,7 +752,7 @@ enum db_status db_export_page(struct pg *pg, const char *user_id, const char *se
         /* The path's runs, once: each page then reads key ranges, so an
          * export costs the same per page whatever the session's length. */
         const char *q[2] = {user_id, session_id};
-        enum db_status st = text_row(pg, PG_EXPORT_PATH, 2, q, path);
+        enum db_status st = dbrow_text_row(pg, PG_EXPORT_PATH, 2, q, path);
         if (st != DB_OK)
             return st == DB_NOT_FOUND ? DB_ERROR : st; /* checked before: deleted meanwhile */
     }

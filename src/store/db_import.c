@@ -56,11 +56,5 @@ enum db_status db_import_update(struct pg *pg, const char *import_id, long long 
 enum db_status db_import_get(struct pg *pg, const char *user_id, const char *import_id, char **json)
 {
     const char *p[2] = {user_id, import_id};
-    PGresult *r;
-    enum db_status st = dbrow_query(pg, PG_IMPORT_GET, 2, p, &r);
-    if (st != DB_OK)
-        return st;
-    *json = dbrow_text(r, 0);
-    PQclear(r);
-    return *json != NULL ? DB_OK : DB_ERROR;
+    return dbrow_text_row(pg, PG_IMPORT_GET, 2, p, json);
 }

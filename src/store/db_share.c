@@ -92,22 +92,10 @@ enum db_status db_share_create(struct pg *pg, const char *user_id, const char *s
     return st;
 }
 
-static enum db_status one_text(struct pg *pg, enum pg_stmt stmt, int n, const char *const *p,
-                               char **out)
-{
-    PGresult *r;
-    enum db_status st = dbrow_query(pg, stmt, n, p, &r);
-    if (st != DB_OK)
-        return st;
-    *out = dbrow_text(r, 0);
-    PQclear(r);
-    return *out != NULL ? DB_OK : DB_ERROR;
-}
-
 enum db_status db_shares_list(struct pg *pg, const char *user_id, char **json)
 {
     const char *p[1] = {user_id};
-    return one_text(pg, PG_SHARES_LIST, 1, p, json);
+    return dbrow_text_row(pg, PG_SHARES_LIST, 1, p, json);
 }
 
 enum db_status db_share_revoke(struct pg *pg, const char *user_id, const char *share_id)
@@ -123,14 +111,14 @@ enum db_status db_share_revoke(struct pg *pg, const char *user_id, const char *s
 enum db_status db_share_view(struct pg *pg, const char *share_id, char **json)
 {
     const char *p[1] = {share_id};
-    return one_text(pg, PG_SHARE_VIEW, 1, p, json);
+    return dbrow_text_row(pg, PG_SHARE_VIEW, 1, p, json);
 }
 
 enum db_status db_share_file(struct pg *pg, const char *share_id, const char *name,
                              char **content_type)
 {
     const char *p[2] = {share_id, name};
-    return one_text(pg, PG_SHARE_FILE, 2, p, content_type);
+    return dbrow_text_row(pg, PG_SHARE_FILE, 2, p, content_type);
 }
 
 enum db_status db_share_source(struct pg *pg, const char *share_id, char owner[UUID_STR_LEN + 1],

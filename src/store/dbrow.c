@@ -20,6 +20,18 @@ enum db_status dbrow_query(struct pg *pg, enum pg_stmt stmt, int n, const char *
     return DB_OK;
 }
 
+enum db_status dbrow_text_row(struct pg *pg, enum pg_stmt stmt, int n, const char *const *p,
+                              char **out)
+{
+    PGresult *r;
+    enum db_status st = dbrow_query(pg, stmt, n, p, &r);
+    if (st != DB_OK)
+        return st;
+    *out = dbrow_text(r, 0);
+    PQclear(r);
+    return *out != NULL ? DB_OK : DB_ERROR;
+}
+
 enum db_status dbrow_command(struct pg *pg, enum pg_stmt stmt, int n, const char *const *p)
 {
     PGresult *r = pg_exec(pg, stmt, n, p);

@@ -22,6 +22,9 @@ enum db_status {
  * DB_NOT_FOUND (no row; nothing to free), or DB_ERROR. */
 enum db_status dbrow_query(struct pg *pg, enum pg_stmt stmt, int n, const char *const *p,
                            PGresult **out);
+/* The one text column of a statement's one row, malloc'd into *out. */
+enum db_status dbrow_text_row(struct pg *pg, enum pg_stmt stmt, int n, const char *const *p,
+                              char **out);
 /* A write whose result has no rows to read. */
 enum db_status dbrow_command(struct pg *pg, enum pg_stmt stmt, int n, const char *const *p);
 /* A copy of column c of row 0; NULL when out of memory. */

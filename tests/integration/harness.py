@@ -513,6 +513,23 @@ class StackCase(unittest.TestCase):
         cleanup(cls.chatd, cls.agent, cls.db)
 
 
+class ClientCase(StackCase):
+    """A StackCase whose tests each get a client (self.c) of its chatd, and
+    the check of an error frame's code (and part of its text)."""
+
+    def setUp(self):
+        self.c = self.chatd.client()
+
+    def tearDown(self):
+        self.c.close()
+
+    def assertError(self, r, code, text=None):
+        self.assertIn("error", r, r)
+        self.assertEqual(r["code"], code, r)
+        if text is not None:
+            self.assertIn(text, r["error"])
+
+
 def redis_client():
     return redis.Redis(**REDIS)
 

@@ -11,25 +11,13 @@ import unittest
 import uuid
 import urllib.request
 
-from harness import SOURCE_DIR, StackCase, explain, redis_client
+from harness import SOURCE_DIR, ClientCase, explain, redis_client
 
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
 
-class History(StackCase):
+class History(ClientCase):
     DB_PREFIX = "chatd_history"
-
-    def setUp(self):
-        self.c = self.chatd.client()
-
-    def tearDown(self):
-        self.c.close()
-
-    def assertError(self, r, code, text=None):
-        self.assertIn("error", r, r)
-        self.assertEqual(r["code"], code, r)
-        if text is not None:
-            self.assertIn(text, r["error"])
 
     def session(self, uid, n, name="Long"):
         """A session of n messages (user/assistant pairs), made by SQL."""

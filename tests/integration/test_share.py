@@ -12,7 +12,7 @@ import re
 import unittest
 import uuid
 
-from harness import MODEL, Chatd, StackCase
+from harness import Chatd, ClientCase
 from test_http import PNG, request
 from test_live import drain_until, events_of
 
@@ -20,20 +20,8 @@ NOT_FOUND = {"message": "Not Found", "data": None}
 SHARE_ID = re.compile(r"^[A-Za-z0-9_-]{32}$")
 
 
-class ShareCase(StackCase):
+class ShareCase(ClientCase):
     DB_PREFIX = "chatd_share"
-
-    def setUp(self):
-        self.c = self.chatd.client()
-
-    def tearDown(self):
-        self.c.close()
-
-    def assertError(self, r, code, text=None):
-        self.assertIn("error", r, r)
-        self.assertEqual(r["code"], code, r)
-        if text is not None:
-            self.assertIn(text, r["error"])
 
     def get(self, path, port=None):
         status, headers, body = request(port or self.chatd.port, "GET", path)

@@ -21,7 +21,7 @@ import uuid
 import psycopg2
 import redis
 
-from harness import (MODEL, Agent, Chatd, Database, RedisServer, StackCase, cleanup, explain, redis_client,
+from harness import (MODEL, Agent, Chatd, Database, RedisServer, ClientCase, cleanup, explain, redis_client,
                      run_threads)
 from test_http import request
 from test_live import drain_until, events_of
@@ -36,19 +36,7 @@ def pairs(history_json):
     return [(m["role"], m["content"]) for m in json.loads(history_json)]
 
 
-class TreeCase(StackCase):
-    def setUp(self):
-        self.c = self.chatd.client()
-
-    def tearDown(self):
-        self.c.close()
-
-    def assertError(self, r, code, text=None):
-        self.assertIn("error", r, r)
-        self.assertEqual(r["code"], code, r)
-        if text is not None:
-            self.assertIn(text, r["error"])
-
+class TreeCase(ClientCase):
     def chats(self, uid, sid, c=None):
         r = (c or self.c).req(2, {"user_id": uid, "session_id": sid})
         self.assertEqual(r["type"], 2, r)
