@@ -2,8 +2,9 @@
  * every field of it, so integration tests can check what chatd sent.
  *
  * Each line is written with one write(2) on an O_APPEND descriptor, under a
- * lock, so lines from concurrent calls never interleave and a test reading
- * the file meanwhile sees whole lines only. */
+ * lock, so lines from concurrent calls never interleave. A reader meanwhile
+ * may still see the last line cut short (a read of a regular file can see
+ * part of a concurrent write): tests read up to the last newline. */
 #include <fcntl.h>
 #include <jansson.h>
 #include <pthread.h>

@@ -162,6 +162,15 @@ class Database:
         admin.close()
 
 
+def read_records(path):
+    """The JSON lines of an AGENT_RECORD_FILE. A line still being written
+    (no newline yet) is not one yet: a read of a regular file can see part
+    of a concurrent write."""
+    text = read(path)
+    text = text[:text.rfind("\n") + 1]
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
 class Agent:
     """The reference chat-agent (echo back end) on a free port."""
 
@@ -188,11 +197,7 @@ class Agent:
 
     def requests(self):
         """Every request the agent received, oldest first."""
-        out = []
-        for line in read(self.record).splitlines():
-            if line.strip():
-                out.append(json.loads(line))
-        return out
+        return read_records(self.record)
 
 
 class Chatd:

@@ -10,7 +10,7 @@ import time
 import unittest
 import uuid
 
-from harness import (MODEL, StackCase, cleanup, SOURCE_DIR, Agent, Chatd, Database, free_port, read, redis_client, run_threads,
+from harness import (MODEL, StackCase, cleanup, SOURCE_DIR, Agent, Chatd, Database, free_port, read_records, redis_client, run_threads,
                      wait_port)
 
 
@@ -421,7 +421,7 @@ class PythonAgent(unittest.TestCase):
         cleanup(cls.chatd, cls.db)
 
     def records(self):
-        return [json.loads(line) for line in read(self.record).splitlines() if line.strip()]
+        return read_records(self.record)
 
     def test_process_only_agent(self):
         uid = self.db.add_user(balance=1)
