@@ -545,28 +545,33 @@ class Page(unittest.TestCase):
         def item(sid):
             return d.find_element(By.CSS_SELECTOR, "#sessions li[data-id='%s']" % sid)
 
+        def click(sid, css, what):
+            # The list is drawn again after each change (another tab's too):
+            # an entry found a moment ago may be gone; find it again.
+            self.wait(lambda: item(sid).find_element(By.CSS_SELECTOR, css).click() or True, what)
+
         self.wait(lambda: listed() == [c, b, a], "the three chats, newest first")
         # pinned comes first, marked
         ActionChains(d).move_to_element(item(b)).perform()
-        item(b).find_element(By.CSS_SELECTOR, "button.pin").click()
+        click(b, "button.pin", "B's pin")
         self.wait(lambda: listed() == [b, c, a] and "pinned" in item(b).get_attribute("class"), "B pinned, first")
         self.assertTrue(self.db.one("select pinned from chat_sessions where session_id = %s", (b,)))
         # tags, typed as a list
-        item(c).find_element(By.CSS_SELECTOR, "button.tags").click()
+        click(c, "button.tags", "C's tags")
         box = self.wait(lambda: d.find_element(By.CSS_SELECTOR, "#sessions .tags-input"), "the tags box")
         box.send_keys("Work, ideas", Keys.ENTER)
         self.wait(lambda: [t.text for t in item(c).find_elements(By.CSS_SELECTOR, ".tag-chip")] == ["Work", "ideas"],
                   "C's tags")
         self.assertEqual(self.db.one("select tags from chat_sessions where session_id = %s", (c,)), ["Work", "ideas"])
         # archived: out of the list, in the archive
-        item(a).find_element(By.CSS_SELECTOR, "button.archive").click()
+        click(a, "button.archive", "A's archive")
         self.wait(lambda: listed() == [b, c], "A archived")
         Select(d.find_element(By.ID, "view")).select_by_value("archived")
         self.wait(lambda: listed() == [a], "the archive")
         Select(d.find_element(By.ID, "view")).select_by_value("")
         self.wait(lambda: listed() == [b, c], "the chats again")
         # a tag shows its chats; its chip takes the filter off
-        item(c).find_element(By.CSS_SELECTOR, ".tag-chip").click()
+        click(c, ".tag-chip", "C's tag")
         self.wait(lambda: listed() == [c] and d.find_element(By.ID, "tag-filter").is_displayed(), "tagged Work")
         d.find_element(By.ID, "tag-filter").click()
         self.wait(lambda: listed() == [b, c], "every chat again")
