@@ -3,6 +3,11 @@
  *   chatd            migrate, then serve (the normal start)
  *   chatd migrate    apply migrations and exit
  *   chatd check      load and validate the configuration, then exit
+ *   chatd retention [--dry-run]
+ *                    one sweep now (work/sweep.h): what it deleted, or with
+ *                    --dry-run what it would delete, one line per session
+ *   chatd erase-user <uuid>
+ *                    everything of one user, everywhere chatd put it
  *
  * Configuration comes from the environment (and .env); a bad value stops
  * start-up with one line naming the variable. */
@@ -17,12 +22,16 @@
 #include "agent/agent.h"
 #include "lib/config.h"
 #include "lib/log.h"
+#include "lib/uuid.h"
 #include "net/server.h"
+#include "store/cache.h"
+#include "store/db.h"
 #include "store/inval.h"
 #include "store/lease.h"
 #include "store/live.h"
 #include "store/local.h"
 #include "store/migrate.h"
+#include "store/pg.h"
 #include "work/app.h"
 #include "work/dispatch.h"
 #include "work/events.h"
@@ -30,6 +39,7 @@
 #include "work/outbox.h"
 #include "work/pool.h"
 #include "work/slots.h"
+#include "work/sweep.h"
 #include "work/turn.h"
 #include "work/watch.h"
 
@@ -84,7 +94,8 @@ static int serve(const struct config *cfg)
         (app.pool = pool_create(&app, cfg->worker_threads)) == NULL ||
         (app.import_pool = pool_create(&app, 1)) == NULL ||
         (app.lease = lease_start(cfg, lease_news, &app)) == NULL ||
-        (app.live = live_start(cfg, events_on_message, &app)) == NULL)
+        (app.live = live_start(cfg, events_on_message, &app)) == NULL ||
+        (app.sweep = sweep_start(cfg)) == NULL)
         goto out;
     rc = server_run(&app);
 out:
@@ -97,6 +108,7 @@ out:
         }
         usleep(100 * 1000);
     }
+    sweep_stop(app.sweep);
     if (app.agent != NULL)
         agent_client_destroy(app.agent);
     lease_stop(app.lease); /* it resubmits parked turns to the pool */
@@ -114,8 +126,68 @@ out:
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: chatd [serve|migrate|check|--version]\n");
+    fprintf(stderr, "usage: chatd [serve|migrate|check|--version]\n"
+                    "       chatd retention [--dry-run]\n"
+                    "       chatd erase-user <uuid>\n");
     return 2;
+}
+
+static void print_plan_row(void *arg, const char *const *row, int n)
+{
+    (*(long *)arg)++;
+    (void)n;
+    printf("%s\tuser=%s\treason=%s\tlast_activity=%s\n", row[0], row[1], row[2], row[3]);
+}
+
+/* `chatd retention [--dry-run]` and `chatd erase-user <uuid>`: one
+ * connection of each kind, the same code the server runs. */
+static int admin_command(const struct config *cfg, const char *cmd, const char *arg)
+{
+    struct pg pg = {.cfg = cfg};
+    struct cache c;
+    cache_open(&c, cfg, NULL);
+    int rc = 1;
+    struct sweep_stats st = {0};
+    if (pg_ensure(&pg) != 0) {
+        fprintf(stderr, "chatd: cannot reach PostgreSQL (see the log line above)\n");
+        goto out;
+    }
+    if (strcmp(cmd, "retention") == 0 && arg != NULL) { /* --dry-run */
+        struct db_sweep_policy pol = {cfg->temporary_chat_hours, cfg->retention_days,
+                                      cfg->sweep_clock_offset_seconds, 0};
+        long n = 0;
+        if (db_sweep_plan(&pg, &pol, print_plan_row, &n) != DB_OK)
+            goto out;
+        printf("would delete %ld sessions\n", n);
+        rc = 0;
+    } else if (strcmp(cmd, "retention") == 0) {
+        if (sweep_once(&pg, &c, cfg, &st) != 0)
+            goto out;
+        printf("deleted %llu temporary and %llu expired sessions; removed %llu files and %llu "
+               "redis keys\n",
+               (unsigned long long)st.temporary, (unsigned long long)st.retention,
+               (unsigned long long)st.files, (unsigned long long)st.redis_keys);
+        rc = 0;
+    } else { /* erase-user */
+        long long sessions = 0;
+        enum db_status s = db_erase_user(&pg, arg, &sessions);
+        if (s == DB_NOT_FOUND) {
+            fprintf(stderr, "chatd: no user %s\n", arg);
+            goto out;
+        }
+        if (s != DB_OK)
+            goto out;
+        /* The rows are gone (committed); their files and keys now. */
+        int swept = sweep_erasures(&pg, &c, cfg, &st);
+        printf("erased user %s: %lld sessions, %llu files, %llu redis keys%s\n", arg, sessions,
+               (unsigned long long)st.files, (unsigned long long)st.redis_keys,
+               swept == 0 ? "" : " (the rest is queued for the sweeper)");
+        rc = 0;
+    }
+out:
+    cache_close(&c);
+    pg_close(&pg);
+    return rc;
 }
 
 int main(int argc, char **argv)
@@ -127,7 +199,12 @@ int main(int argc, char **argv)
                lws_get_library_version(), grpc_version_string(), pq / 10000, pq % 10000);
         return 0;
     }
-    if (argc > 2 || (strcmp(cmd, "serve") && strcmp(cmd, "migrate") && strcmp(cmd, "check")))
+    const char *arg = argc > 2 ? argv[2] : NULL;
+    int admin = strcmp(cmd, "retention") == 0 || strcmp(cmd, "erase-user") == 0;
+    if (argc > 3 || (!admin && argc > 2) ||
+        (strcmp(cmd, "serve") && strcmp(cmd, "migrate") && strcmp(cmd, "check") && !admin) ||
+        (strcmp(cmd, "retention") == 0 && arg != NULL && strcmp(arg, "--dry-run") != 0) ||
+        (strcmp(cmd, "erase-user") == 0 && (arg == NULL || !uuid_valid(arg))))
         return usage();
 
     struct config cfg;
@@ -150,6 +227,13 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "migrate") == 0)
         goto out;
+    if (admin) {
+        char id[UUID_STR_LEN + 1];
+        if (arg != NULL && uuid_valid(arg)) /* the database compares lower case */
+            uuid_normalize(arg, id);
+        rc = admin_command(&cfg, cmd, arg != NULL && uuid_valid(arg) ? id : arg);
+        goto out;
+    }
 
     raise_fd_limit();
     dispatch_register_metrics(); /* before any thread records a request */

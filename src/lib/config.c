@@ -66,6 +66,11 @@ static const struct cfg_row config_table[] = {
     I("MAX_CHAT_MESSAGE_BYTES", max_chat_message_bytes, "65536", 16, 16 * 1024 * 1024),
     I("MAX_INFLIGHT_PER_CONN", max_inflight_per_conn, "64", 1, 100000),
     I("TURN_LEASE_SECONDS", turn_lease_seconds, "10", 2, 3600),
+    /* data lifecycle (work/sweep.c) */
+    I("TEMPORARY_CHAT_HOURS", temporary_chat_hours, "24", 1, 876000),
+    I("RETENTION_DAYS", retention_days, "0", 0, 36500),
+    I("SWEEP_SECONDS", sweep_seconds, "60", 1, 86400),
+    I("SWEEP_CLOCK_OFFSET_SECONDS", sweep_clock_offset_seconds, "0", 0, 2000000000),
     I("STREAM_RETAIN_SECONDS", stream_retain_seconds, "300", 1, 86400),
     I("RESUMABLE_STREAMS", resumable_streams, "1", 0, 1),
     I("WORKER_THREADS", worker_threads, "4", 1, 256),

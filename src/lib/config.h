@@ -34,10 +34,14 @@ struct config {
     char *ai_server_host;
     int ai_server_port;
     int ai_timeout_seconds;
-    int ai_title_timeout_seconds; /* a Title call's deadline */
-    int turn_lease_seconds;       /* a session's turn lease (store/lease.h) */
-    int stream_retain_seconds;    /* a turn's frames kept for code 16 after it ends */
-    int resumable_streams;        /* 0: no turn streams in Redis, code 16 answers error 30 */
+    int ai_title_timeout_seconds;   /* a Title call's deadline */
+    int turn_lease_seconds;         /* a session's turn lease (store/lease.h) */
+    int temporary_chat_hours;       /* a temporary chat's life after its last turn */
+    int retention_days;             /* sessions idle longer are deleted; 0: kept */
+    int sweep_seconds;              /* between two sweeps (work/sweep.c) */
+    int sweep_clock_offset_seconds; /* tests: the sweeper's clock runs this far ahead */
+    int stream_retain_seconds;      /* a turn's frames kept for code 16 after it ends */
+    int resumable_streams;          /* 0: no turn streams in Redis, code 16 answers error 30 */
 
     int max_file_size_mb;
     int import_max_bytes; /* POST /import's file */

@@ -41,7 +41,9 @@ static _Atomic uint64_t metrics_pg_errors;
 static _Atomic uint64_t metrics_pg_roundtrips;
 static _Atomic uint64_t metrics_redis_errors;
 static _Atomic uint64_t metrics_upload_bytes_total;
-static _Atomic uint64_t metrics_ratings[3]; /* bad, cleared, good */
+static _Atomic uint64_t metrics_retention[2]; /* temporary, retention */
+static _Atomic uint64_t metrics_erasures[2];  /* files, redis keys */
+static _Atomic uint64_t metrics_ratings[3];   /* bad, cleared, good */
 static _Atomic uint64_t metrics_http[METRICS_HTTP_STATUSES];
 
 static void add(_Atomic uint64_t *v, uint64_t n)
@@ -106,6 +108,13 @@ void metrics_feedback(int rating)
     if (rating >= -1 && rating <= 1)
         add(&metrics_ratings[rating + 1], 1);
 }
+
+void metrics_retention_deleted(int temporary, uint64_t n)
+{
+    add(&metrics_retention[temporary ? 0 : 1], n);
+}
+
+void metrics_erased(int redis_keys, uint64_t n) { add(&metrics_erasures[redis_keys ? 1 : 0], n); }
 
 void metrics_http_response(unsigned status)
 {
@@ -217,6 +226,20 @@ char *metrics_render(int connections_open, int turns_in_flight, size_t *len)
             (unsigned long long)get(&metrics_ratings[2]),
             (unsigned long long)get(&metrics_ratings[0]),
             (unsigned long long)get(&metrics_ratings[1]));
+
+    fprintf(f,
+            "# HELP chatd_retention_deleted_total Sessions deleted by the sweeper, by reason.\n"
+            "# TYPE chatd_retention_deleted_total counter\n"
+            "chatd_retention_deleted_total{reason=\"temporary\"} %llu\n"
+            "chatd_retention_deleted_total{reason=\"retention\"} %llu\n"
+            "# HELP chatd_erased_total What the sweeper removed after rows were deleted.\n"
+            "# TYPE chatd_erased_total counter\n"
+            "chatd_erased_total{what=\"file\"} %llu\n"
+            "chatd_erased_total{what=\"redis_key\"} %llu\n",
+            (unsigned long long)get(&metrics_retention[0]),
+            (unsigned long long)get(&metrics_retention[1]),
+            (unsigned long long)get(&metrics_erasures[0]),
+            (unsigned long long)get(&metrics_erasures[1]));
 
     fprintf(f, "# HELP chatd_http_responses_total HTTP responses, by status.\n"
                "# TYPE chatd_http_responses_total counter\n");

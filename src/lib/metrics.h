@@ -38,6 +38,11 @@ void metrics_redis_error(void);
 void metrics_upload_bytes(uint64_t n);
 /* A rating set (1 good, -1 bad) or cleared (0) with code 12. */
 void metrics_feedback(int rating);
+/* n sessions deleted by the sweeper: temporary chats, or by retention. */
+void metrics_retention_deleted(int temporary, uint64_t n);
+/* n files removed from PUBLIC_DIR, or Redis keys deleted, after their
+ * rows went (the erasure queue). */
+void metrics_erased(int redis_keys, uint64_t n);
 /* One HTTP response with this status (any endpoint). */
 void metrics_http_response(unsigned status);
 

@@ -17,6 +17,7 @@
 #include "lib/log.h"
 #include "lib/metrics.h"
 #include "lib/util.h"
+#include "lib/uuid.h"
 #include "store/inval.h"
 
 #define CACHE_CONNECT_TIMEOUT_MS 300
@@ -355,5 +356,64 @@ int cache_eval_ints(struct cache *c, const char *script, int nkeys, const char *
         cache_fail(c, "eval");
         return -1;
     }
+    return 0;
+}
+
+/* 1 when key's hash tag ("chatd:{u:<id>}..." or "chatd:{s:<id>}...")
+ * names one of ids. */
+static int key_names(const char *key, size_t len, char kind, const char *const *ids, size_t n)
+{
+    if (len < 9 + UUID_STR_LEN || memcmp(key, "chatd:{", 7) != 0 || key[7] != kind || key[8] != ':')
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (memcmp(key + 9, ids[i], UUID_STR_LEN) == 0)
+            return 1;
+    return 0;
+}
+
+int cache_erase(struct cache *c, const char *const *users, size_t nu, const char *const *sessions,
+                size_t ns, uint64_t *deleted)
+{
+    char k[2][CACHE_KEY_MAX];
+    for (size_t i = 0; i < ns; i++) {
+        cache_key_context(k[0], sessions[i]);
+        snprintf(k[1], CACHE_KEY_MAX, "chatd:{s:%s}:turn", sessions[i]);
+        const char *keys[2] = {k[0], k[1]};
+        if (cache_del(c, keys, 2) != 0)
+            return -1;
+    }
+    if (nu == 0)
+        return 0;
+    /* A user's keys, and every key of the sessions erased with them (a
+     * turn's stream among them): one pass over the key space. */
+    char cursor[32] = "0";
+    do {
+        redisReply *r = cache_command(c, "scan", "SCAN %s MATCH chatd:{* COUNT 1000", cursor);
+        if (r == NULL)
+            return -1;
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+            r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY) {
+            freeReplyObject(r);
+            cache_fail(c, "scan");
+            return -1;
+        }
+        snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
+        redisReply *keys = r->element[1];
+        for (size_t i = 0; i < keys->elements; i++) {
+            const char *key = keys->element[i]->str;
+            size_t len = keys->element[i]->len;
+            if (key == NULL ||
+                !(key_names(key, len, 'u', users, nu) || key_names(key, len, 's', sessions, ns)))
+                continue;
+            redisReply *d = cache_command(c, "del", "DEL %b", key, len);
+            if (d == NULL) {
+                freeReplyObject(r);
+                return -1;
+            }
+            freeReplyObject(d);
+            (*deleted)++;
+        }
+        freeReplyObject(r);
+    } while (strcmp(cursor, "0") != 0);
     return 0;
 }

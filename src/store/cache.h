@@ -103,6 +103,13 @@ int cache_ping(struct cache *c);
 int cache_eval_ints(struct cache *c, const char *script, int nkeys, const char *const *keys,
                     int nargs, const char *const *args, long long *out, size_t n);
 
+/* Deletes what Redis holds of erased users and sessions: each session's
+ * context copy and turn pointer; when users are given, one SCAN over the
+ * key space deletes every key of those users and of those sessions (a
+ * turn's stream too), counted in *deleted. 0, or -1 when Redis failed. */
+int cache_erase(struct cache *c, const char *const *users, size_t nu, const char *const *sessions,
+                size_t ns, uint64_t *deleted);
+
 void cache_key_profile(char out[CACHE_KEY_MAX], const char *user_id);
 void cache_key_sessions(char out[CACHE_KEY_MAX], const char *user_id);
 void cache_key_context(char out[CACHE_KEY_MAX], const char *session_id);

@@ -471,23 +471,85 @@ enum db_status db_session_lock(struct pg *pg, const char *user_id, const char *s
     return DB_OK;
 }
 
-enum db_status db_lease_take(struct pg *pg, const char *user_id, const char *session_id,
-                             const char *turn_id, int seconds, int session_new, long long *next_seq,
-                             long long *leaf)
+/* Columns c.. of row 0: amounts (numeric[] text), refused, resets. */
+static void reserve_read(const PGresult *r, int c, struct db_reserve *res)
 {
-    char s[16];
+    memset(res, 0, sizeof(*res));
+    if (!PQgetisnull(r, 0, c + 1)) {
+        snprintf(res->refused, sizeof(res->refused), "%s", PQgetvalue(r, 0, c + 1));
+        res->resets = PQgetisnull(r, 0, c + 2) ? 0 : atoll(PQgetvalue(r, 0, c + 2));
+        return;
+    }
+    const char *a = PQgetisnull(r, 0, c) ? "{}" : PQgetvalue(r, 0, c);
+    a += *a == '{';
+    while (*a != '\0' && *a != '}' && res->n < DB_RESERVE_MAX) {
+        size_t k = strcspn(a, ",}");
+        snprintf(res->amount[res->n++], DB_MONEY_TEXT, "%.*s", (int)k, a);
+        a += k + (a[k] == ',');
+    }
+}
+
+/* "{1,2,3}" for n ids. */
+static void int_array(char *out, size_t cap, const int *v, int n)
+{
+    size_t k = (size_t)snprintf(out, cap, "{");
+    for (int i = 0; i < n && k < cap; i++)
+        k += (size_t)snprintf(out + k, cap - k, "%s%d", i ? "," : "", v[i]);
+    if (k < cap)
+        snprintf(out + k, cap - k, "}");
+}
+
+enum db_status db_lease_take(struct pg *pg, const char *user_id, const char *session_id,
+                             const char *turn_id, int seconds, int session_new, const int *models,
+                             int n_models, int calls, long long *next_seq, long long *leaf,
+                             struct db_reserve *res)
+{
+    char s[16], ids[DB_RESERVE_MAX * 12 + 3], c[8];
     snprintf(s, sizeof(s), "%d", seconds);
-    const char *p[5] = {user_id, session_id, turn_id, s, session_new ? "true" : "false"};
+    snprintf(c, sizeof(c), "%d", calls);
+    int_array(ids, sizeof(ids), models, n_models < DB_RESERVE_MAX ? n_models : DB_RESERVE_MAX);
+    const char *p[7] = {user_id,
+                        session_id,
+                        turn_id,
+                        s,
+                        session_new ? "true" : "false",
+                        models != NULL ? ids : NULL,
+                        c};
     PGresult *r;
-    enum db_status st = dbrow_query(pg, PG_LEASE_TAKE, 5, p, &r);
+    enum db_status st = dbrow_query(pg, PG_LEASE_TAKE, 7, p, &r);
     if (st != DB_OK)
         return st == DB_NOT_FOUND ? DB_ERROR : st; /* one row, always */
     *next_seq = atoll(PQgetvalue(r, 0, 0));
     *leaf = atoll(PQgetvalue(r, 0, 3));
-    int taken = strcmp(PQgetvalue(r, 0, 1), "t") == 0;
-    int exists = strcmp(PQgetvalue(r, 0, 2), "t") == 0;
+    int taken = dbrow_bool(r, 1);
+    int exists = dbrow_bool(r, 2);
+    reserve_read(r, 4, res);
     PQclear(r);
+    if (res->refused[0] != '\0')
+        return DB_REFUSED;
     return taken ? DB_OK : exists ? DB_BUSY : DB_NOT_FOUND;
+}
+
+enum db_status db_reserve(struct pg *pg, const char *user_id, const char *hold_id, int model_id,
+                          int seconds, struct db_reserve *res)
+{
+    char m[16], s[16];
+    snprintf(m, sizeof(m), "%d", model_id);
+    snprintf(s, sizeof(s), "%d", seconds);
+    const char *p[4] = {user_id, hold_id, m, s};
+    PGresult *r;
+    enum db_status st = dbrow_query(pg, PG_RESERVE, 4, p, &r);
+    if (st != DB_OK)
+        return DB_ERROR; /* one row, always */
+    reserve_read(r, 0, res);
+    PQclear(r);
+    return res->refused[0] != '\0' ? DB_REFUSED : DB_OK;
+}
+
+enum db_status db_reserve_drop(struct pg *pg, const char *hold_id)
+{
+    const char *p[1] = {hold_id};
+    return dbrow_command(pg, PG_RESERVE_DROP, 1, p);
 }
 
 enum db_status db_session_turn(struct pg *pg, const char *user_id, const char *session_id,
@@ -584,10 +646,11 @@ enum db_status db_charge(struct pg *pg, struct db_charge *c, uint64_t *xid)
     char seq[24];
     struct charge_text t;
     snprintf(seq, sizeof(seq), "%lld", c->seq);
-    const char *p[11] = {c->user_id, c->session_id, seq};
+    const char *p[12] = {c->user_id, c->session_id, seq};
     charge_params(c, &t, p + 3);
+    p[11] = c->hold_id;
     PGresult *r;
-    enum db_status st = dbrow_query(pg, PG_CHARGE, 11, p, &r);
+    enum db_status st = dbrow_query(pg, PG_CHARGE, 12, p, &r);
     if (st != DB_OK)
         return st;
     snprintf(c->balance, sizeof(c->balance), "%s", PQgetvalue(r, 0, 0));
@@ -606,7 +669,9 @@ enum db_store db_turn_store(struct pg *pg, const struct db_turn_store *in, struc
     snprintf(n, sizeof(n), "%d", in->n_messages);
     snprintf(parent, sizeof(parent), "%lld", in->parent);
     snprintf(first, sizeof(first), "%d", in->first);
-    const char *p[21] = {in->user_id, in->session_id, in->turn_id,   n,
+    char slot[8];
+    snprintf(slot, sizeof(slot), "%d", in->slot);
+    const char *p[22] = {in->user_id, in->session_id, in->turn_id,   n,
                          in->message, in->reply,      in->file_name, in->summary};
     charge_params(c, &t, p + 8);
     const char *stopped = in->reply_stopped ? "true" : "false";
@@ -617,16 +682,19 @@ enum db_store db_turn_store(struct pg *pg, const struct db_turn_store *in, struc
         p[17] = in->prompt;
         p[18] = stopped;
         p[19] = deltas;
+        p[20] = slot;
+        p[21] = in->temporary ? "true" : "false";
     } else { /* and the chain's place after them */
         p[16] = stopped;
         p[17] = deltas;
         p[18] = parent;
         p[19] = first;
         p[20] = in->keep_lease ? "true" : "false";
+        p[21] = slot;
     }
     PGresult *r;
-    enum db_status st = in->session_new ? dbrow_query(pg, PG_TURN_STORE_NEW, 20, p, &r)
-                                        : dbrow_query(pg, PG_TURN_STORE, 21, p, &r);
+    enum db_status st = in->session_new ? dbrow_query(pg, PG_TURN_STORE_NEW, 22, p, &r)
+                                        : dbrow_query(pg, PG_TURN_STORE, 22, p, &r);
     if (st != DB_OK)
         return DB_STORE_ERROR; /* one row, always */
     enum db_store out;

@@ -198,11 +198,13 @@ enum db_status db_organize(struct pg *pg, const char *user_id, const char *sessi
                            const char *pinned, const char *archived, const char *tags_json,
                            int *is_pinned, int *is_archived, char **tags_json_out, uint64_t *xid);
 /* Code 1 with a filter: archived and pinned ("t"/"f"; pinned NULL: either),
- * tag (NULL: any), after cursor ("<0|1>:<us>:<uuid>", NULL: from the
- * top), limit entries. DB_NOT_FOUND: no such user. */
+ * tag (NULL: any), the temporary chats or the others, after cursor
+ * ("<0|1>:<us>:<uuid>", NULL: from the top), limit entries. DB_NOT_FOUND:
+ * no such user. */
 enum db_status db_sessions_filter(struct pg *pg, const char *user_id, const char *archived,
-                                  const char *pinned, const char *tag, const char *cursor,
-                                  int limit, char **json, int *has_more, char **next);
+                                  const char *pinned, const char *tag, int temporary,
+                                  const char *cursor, int limit, char **json, int *has_more,
+                                  char **next);
 
 /* Code 21: link share_id to the path ending at seq (-1: the active leaf),
  * expiring after expires_in seconds (<= 0: never) and max_views views (0:
@@ -287,13 +289,40 @@ enum db_status db_session_lock(struct pg *pg, const char *user_id, const char *s
                                long long *next_seq, char owner[UUID_STR_LEN + 1]);
 /* ------------------------------------------------------------ turn lease */
 
+/* Money set aside before calls to the agent (migration 0013): one amount
+ * per call, each the most the call can cost or its share of what is left
+ * of the balance and every cap; a call is never charged more. */
+#define DB_RESERVE_MAX 8
+#define DB_MONEY_TEXT 64
+struct db_reserve {
+    int n; /* amounts reserved, one per model asked for */
+    char amount[DB_RESERVE_MAX][DB_MONEY_TEXT];
+    /* refused (DB_REFUSED): what is used up, "balance", "user" (the user's
+     * monthly cap), "model:<name>" or "group:<name>", and the moment it
+     * resets (epoch seconds; 0 for the balance) */
+    char refused[160];
+    long long resets;
+};
+
 /* The session's turn lease for turn_id, for seconds (migration 0007);
- * session_new: the session has no row yet. DB_OK with *next_seq and the
- * active leaf *leaf (-1: no message yet) as they are now; DB_BUSY while
- * another turn holds it; DB_NOT_FOUND when the user has no such session. */
+ * session_new: the session has no row yet. With it, when models is not
+ * NULL, the reservation of `calls` calls of each of the n_models models
+ * (at most DB_RESERVE_MAX), held as turn_id's until the store charges it
+ * or the lease is dropped or runs out. DB_OK with *next_seq and the
+ * active leaf *leaf (-1: no message yet) as they are now, and *res;
+ * DB_BUSY while another turn holds it; DB_REFUSED (res->refused set, no
+ * lease taken) when the money is not there; DB_NOT_FOUND when the user
+ * has no such session. */
 enum db_status db_lease_take(struct pg *pg, const char *user_id, const char *session_id,
-                             const char *turn_id, int seconds, int session_new, long long *next_seq,
-                             long long *leaf);
+                             const char *turn_id, int seconds, int session_new, const int *models,
+                             int n_models, int calls, long long *next_seq, long long *leaf,
+                             struct db_reserve *res);
+/* A reservation of one call of model_id as hold_id (a title's), for
+ * seconds: DB_OK, DB_REFUSED or DB_ERROR. */
+enum db_status db_reserve(struct pg *pg, const char *user_id, const char *hold_id, int model_id,
+                          int seconds, struct db_reserve *res);
+/* Gives back hold_id's reservation (a title not called). */
+enum db_status db_reserve_drop(struct pg *pg, const char *hold_id);
 /* The turn running on the user's session (its lease not run out), "" for
  * none; *next_seq as now (0 for a new session whose first turn runs).
  * DB_NOT_FOUND: no such session of the user's, and no turn creating it. */
@@ -333,7 +362,8 @@ struct db_charge {
     const char *summary_cost; /* decimal text added to it; NULL: none */
     unsigned prompt_tokens, completion_tokens; /* 0: not reported */
     int estimated;
-    char balance[64]; /* out: the balance after the charge, exact decimal text */
+    const char *hold_id; /* the reservation it settles; NULL: none */
+    char balance[64];    /* out: the balance after the charge, exact decimal text */
 };
 /* *xid is the transaction's id (xid may be NULL). */
 enum db_status db_charge(struct pg *pg, struct db_charge *c, uint64_t *xid);
@@ -358,6 +388,8 @@ struct db_turn_store {
     int reply_stopped; /* reply carries the stop marker already (a stop heard here) */
     long long deltas;  /* type 7 frames the turn streamed */
     int keep_lease;    /* one of several answers, not the last: the lease stays */
+    int slot;          /* its answer's reservation, of those turn_id holds */
+    int temporary;     /* a new session: a temporary chat (migration 0013) */
 };
 enum db_store {
     DB_STORE_OK,
@@ -400,5 +432,57 @@ enum db_status db_file_delete(struct pg *pg, const char *user_id, const char *se
 enum db_status db_turns_since(struct pg *pg, const char *user_id, long long minute_start,
                               long long day_start, long long *minute, long long *day);
 enum db_status db_ping(struct pg *pg);
+
+/* ------------------------------------ lifecycle and budgets (db_life.c) */
+
+/* Code 25: the user's temporary chat made ordinary (any session of the
+ * user's: no change for an ordinary one). DB_NOT_FOUND: not the user's. */
+enum db_status db_keep(struct pg *pg, const char *user_id, const char *session_id, uint64_t *xid);
+/* Code 26: the personal cap, decimal text (NULL: none). DB_NOT_FOUND: no
+ * such user. */
+enum db_status db_budget_set(struct pg *pg, const char *user_id, const char *personal_cap);
+/* Code 26's answer: {user_id, balance, reserved, monthly_cap,
+ * personal_cap, caps: [{scope, name, cap, spent, reserved, left}],
+ * caps_reset} as JSON text PostgreSQL wrote. DB_NOT_FOUND: no user. */
+enum db_status db_budget(struct pg *pg, const char *user_id, char **json);
+
+/* What the sweeper deletes (work/sweep.c). */
+struct db_sweep_policy {
+    int temporary_hours;            /* temporary chats idle longer */
+    int retention_days;             /* others, for users without their own; 0: kept */
+    long long clock_offset_seconds; /* as if the clock ran this far ahead */
+    int batch;                      /* sessions per statement of each kind */
+};
+/* 1 when this connection took the sweeper's lock (one sweeper across
+ * every chatd), else 0; db_sweep_unlock gives it back. */
+int db_sweep_lock(struct pg *pg);
+void db_sweep_unlock(struct pg *pg);
+/* One batch: up to pol->batch temporary chats and as many sessions past
+ * retention deleted, in one short statement (rows a turn holds are
+ * skipped until the next); the counts of each. */
+enum db_status db_sweep(struct pg *pg, const struct db_sweep_policy *pol, int *temporary,
+                        int *retention);
+/* What db_sweep would delete now, every session, oldest first: fn gets
+ * session, user, reason, last activity. */
+typedef void (*db_rows_fn)(void *arg, const char *const *row, int ncols);
+enum db_status db_sweep_plan(struct pg *pg, const struct db_sweep_policy *pol, db_rows_fn fn,
+                             void *arg);
+
+/* The erasure queue (migration 0013): files and Redis keys whose rows are
+ * gone. db_erasure_run takes up to limit entries in a transaction, lets fn
+ * remove them (it sets done on each it removed: the others stay queued)
+ * and commits; *taken: how many it took. */
+struct db_erasure_item {
+    const char *kind; /* "file" (name: stored name), "session" or "user" (name: id) */
+    const char *name;
+    int done;
+};
+typedef void (*db_erasure_fn)(void *arg, struct db_erasure_item *items, int n);
+enum db_status db_erasure_run(struct pg *pg, int limit, db_erasure_fn fn, void *arg, int *taken);
+/* Reservations run out an hour ago deleted. */
+enum db_status db_holds_purge(struct pg *pg);
+/* `chatd erase-user`: everything of the user (chatd_erase_user).
+ * DB_NOT_FOUND: no such user. */
+enum db_status db_erase_user(struct pg *pg, const char *user_id, long long *sessions);
 
 #endif

@@ -26,8 +26,9 @@ enum db_status db_organize(struct pg *pg, const char *user_id, const char *sessi
 }
 
 enum db_status db_sessions_filter(struct pg *pg, const char *user_id, const char *archived,
-                                  const char *pinned, const char *tag, const char *cursor,
-                                  int limit, char **json, int *has_more, char **next)
+                                  const char *pinned, const char *tag, int temporary,
+                                  const char *cursor, int limit, char **json, int *has_more,
+                                  char **next)
 {
     /* "<0|1>:<us>:<uuid>", checked by the decoder (wire/proto.c) */
     char cp[2] = "", ct[24] = "", cid[UUID_STR_LEN + 1] = "";
@@ -42,16 +43,17 @@ enum db_status db_sessions_filter(struct pg *pg, const char *user_id, const char
     }
     char lim[16];
     snprintf(lim, sizeof(lim), "%d", limit);
-    const char *p[8] = {user_id,
+    const char *p[9] = {user_id,
                         archived,
                         pinned,
                         tag,
                         cursor != NULL ? cp : NULL,
                         cursor != NULL ? ct : NULL,
                         cursor != NULL ? cid : NULL,
-                        lim};
+                        lim,
+                        temporary ? "true" : "false"};
     PGresult *r;
-    enum db_status st = dbrow_query(pg, PG_SESSIONS_FILTER, 8, p, &r);
+    enum db_status st = dbrow_query(pg, PG_SESSIONS_FILTER, 9, p, &r);
     if (st != DB_OK)
         return st;
     *has_more = dbrow_bool(r, 0);

@@ -15,6 +15,7 @@ enum db_status {
     DB_OK = 0,
     DB_NOT_FOUND, /* no such row, or not the user's: the same to a caller */
     DB_BUSY,      /* only db_lease_take: another turn holds the lease */
+    DB_REFUSED,   /* only reservations: the balance or a cap is used up */
     DB_ERROR,     /* the database failed or is unreachable (logged) */
 };
 

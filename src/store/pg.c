@@ -62,9 +62,10 @@
             " else (select leaf from s) end and exists (select 1 from s)",                         \
             "(m.seq < coalesce($3::bigint, 9223372036854775807))::int", "p.n <= $4::int")
 
-/* Code 11's "tag:", "is:pinned", "is:archived" on a session s. */
+/* Code 11's "tag:", "is:pinned", "is:archived" on a session s; never a
+ * temporary chat. */
 #define PG_SEARCH_SCOPE                                                                            \
-    "($5::text is null or exists (select 1 from unnest(s.tags) t"                                  \
+    "not s.temporary and ($5::text is null or exists (select 1 from unnest(s.tags) t"              \
     "                             where lower(t) = lower($5::text)))"                              \
     " and ($6::boolean is null or s.pinned = $6::boolean)"                                         \
     " and ($7::boolean is null or s.archived = $7::boolean)"
@@ -103,7 +104,7 @@
  * evaluated left to right, and that is the order the steps run in: the
  * user's row (every turn of the user charges it) is locked last, so it is
  * held for the commit only, not while the messages are indexed. */
-#define PG_TURN_STORE_TAIL(found, reply_marked, deltas, parent, first)                             \
+#define PG_TURN_STORE_TAIL(found, reply_marked, deltas, parent, first, slot)                       \
     "     m as (insert into chat_messages (session_id, seq, parent_seq, role, content, summary)"   \
     "           select $2::uuid, s.base + v.i - " first ","                                        \
     "                  case when v.i = " first " then " parent " else s.base + v.i - " first       \
@@ -120,19 +121,28 @@
     "                             (2, 'file', $7::text)) v(i, role, content)"                      \
     "            where v.i >= " first " and v.i < " first " + $4::int"                             \
     "           returning 1),"                                                                     \
+    "     hd as (delete from budget_holds"                                                         \
+    "             where hold_id = $3::uuid and slot = " slot "::int and exists (select 1 from s)"  \
+    "            returning amount, until > clock_timestamp() as live),"                            \
+    "     ch as (select r.raw, h.amount,"                                                          \
+    "                   case when h.amount is null then r.raw"                                     \
+    "                        when h.live then least(r.raw, h.amount) else 0 end as cost"           \
+    "              from (select coalesce($12::numeric,"                                            \
+    "                                    (select trim_scale((coalesce($14::bigint, 0)"             \
+    "                                                          * mo.input_price_per_1k"            \
+    "                                                        + coalesce($15::bigint, 0)"           \
+    "                                                          * mo.output_price_per_1k) / 1000)"  \
+    "                                       from model_details mo where mo.model_id = $10::int),"  \
+    "                                    0) + $13::numeric as raw) r"                              \
+    "              left join hd h on true),"                                                       \
     "     e as (insert into usage_ledger (user_id, session_id, seq, kind, model_id,"               \
     "                                     model_name, cost, prompt_tokens,"                        \
-    "                                     completion_tokens, estimated, turn_id, turn_deltas)"     \
-    "           select $1::uuid, $2::uuid, s.base + 1 - " first ", $9, $10::int, $11,"             \
-    "                  coalesce($12::numeric,"                                                     \
-    "                           (select trim_scale((coalesce($14::bigint, 0)"                      \
-    "                                                 * mo.input_price_per_1k"                     \
-    "                                               + coalesce($15::bigint, 0)"                    \
-    "                                                 * mo.output_price_per_1k) / 1000)"           \
-    "                              from model_details mo where mo.model_id = $10::int),"           \
-    "                           0) + $13::numeric,"                                                \
-    "                  $14::bigint, $15::bigint, $16::boolean, $3::uuid, " deltas "::int"          \
-    "             from s"                                                                          \
+    "                                     completion_tokens, estimated, turn_id, turn_deltas,"     \
+    "                                     reserved, written_off)"                                  \
+    "           select $1::uuid, $2::uuid, s.base + 1 - " first ", $9, $10::int, $11, ch.cost,"    \
+    "                  $14::bigint, $15::bigint, $16::boolean, $3::uuid, " deltas "::int,"         \
+    "                  ch.amount, ch.raw - ch.cost"                                                \
+    "             from s, ch"                                                                      \
     "           returning cost),"                                                                  \
     "     b as (update user_data set balance = balance - (select cost from e)"                     \
     "            where user_id = $1::uuid and exists (select 1 from e)"                            \
@@ -140,6 +150,21 @@
     " select " found ", exists (select 1 from d), (select base from s),"                           \
     "        (select count(*) from m), (select balance from b), pg_current_xact_id()::text,"       \
     "        coalesce((select stopped from d), false) and not " reply_marked "::boolean"
+
+/* The caps that bind user u now (migration 0013's chatd_caps), as a JSON
+ * array: the user's, then per model, then per group, each with what is
+ * spent this month, reserved by calls running, and left. */
+#define PG_CAPS_JSON(u)                                                                            \
+    "coalesce((select json_agg(json_build_object("                                                 \
+    "            'scope', c.scope, 'name', c.name, 'cap', c.cap, 'spent', c.spent,"                \
+    "            'reserved', c.reserved,"                                                          \
+    "            'left', greatest(c.cap - c.spent - c.reserved, 0))"                               \
+    "          order by array_position(array['user', 'model', 'group'], c.scope), c.name)"         \
+    "        from chatd_caps(" u ") c), '[]')"
+/* When the caps reset: the next UTC month. */
+#define PG_CAPS_RESET                                                                              \
+    "to_char((chatd_month_start() + interval '1 month') at time zone 'UTC',"                       \
+    "        'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
 
 static const struct {
     const char *name;
@@ -160,7 +185,8 @@ static const struct {
          "select coalesce((select json_agg(json_build_object('session_id', s.session_id,"
          "                                                   'session_name', s.session_name)"
          "                            order by s.created_at desc, s.session_id)"
-         "                   from chat_sessions s where s.user_id = u.user_id), "
+         "                   from chat_sessions s where s.user_id = u.user_id"
+         "                    and not s.temporary), "
          "'[]')::text, " PG_SNAPSHOT_COLS "  from user_data u where u.user_id = $1::uuid"},
     /* Code 1 paged: the page after cursor ($2 created_at in epoch
      * microseconds, $3 session id; null: from the newest) in the list's
@@ -170,7 +196,7 @@ static const struct {
         {"sessions_page", 4,
          "with page as (select s.session_id, s.session_name, s.created_at, s.pinned, s.archived,"
          "                     s.tags from chat_sessions s"
-         "               where s.user_id = $1::uuid"
+         "               where s.user_id = $1::uuid and not s.temporary"
          "                 and ($2::bigint is null"
          "                      or s.created_at < timestamptz 'epoch' + $2::bigint * interval '1 "
          "microsecond'"
@@ -397,13 +423,16 @@ static const struct {
      *   $19 parent of the first message (-1: none), $20 first row (0, or 1
      *   for a regenerated answer), $21 keep the lease (one of several
      *   answers side by side, not the last: fenced on the lease all the
-     *   same, and the last one gives it back)
+     *   same, and the last one gives it back), $22 the answer's slot of
+     *   the reservation the lease's turn holds (migration 0013: the charge
+     *   is the real cost, at most the amount reserved; a reservation that
+     *   ran out was counted by nobody since, and is charged nothing)
      *   -> session found, lease was ours, base seq, messages, balance, xid
      * The lock comes first, as in every statement that touches both rows
      * (lease_take locks the session row too, FOR KEY SHARE, which this
      * FOR UPDATE holds off until the commit: it then reads the new
      * next_seq, never an older one). */
-    [PG_TURN_STORE] = {"turn_store", 21,
+    [PG_TURN_STORE] = {"turn_store", 22,
                        "with l as (select next_seq from chat_sessions"
                        "            where user_id = $1::uuid and session_id = $2::uuid for update),"
                        "     g as (delete from turn_leases"
@@ -419,20 +448,24 @@ static const struct {
                        "                  updated_at = clock_timestamp()"
                        "            where session_id = $2::uuid and exists (select 1 from d)"
                        "           returning next_seq - $4::int as base)," PG_TURN_STORE_TAIL(
-                           "exists (select 1 from l)", "$17", "$18", "$19::bigint", "$20::int")},
+                           "exists (select 1 from l)", "$17", "$18", "$19::bigint", "$20::int",
+                           "$22")},
     /* The same for a new session's first turn: the session row is inserted
      * with the messages (foreign keys are checked at the statement's end).
-     *   $17 session name, $18 session prompt, $19 reply marked, $20 deltas */
+     *   $17 session name, $18 session prompt, $19 reply marked, $20 deltas,
+     *   $21 reservation slot, $22 temporary */
     [PG_TURN_STORE_NEW] =
-        {"turn_store_new", 20,
+        {"turn_store_new", 22,
          "with d as (delete from turn_leases"
          "            where session_id = $2::uuid and turn_id = $3::uuid returning stopped),"
          "     s as (insert into chat_sessions (session_id, user_id, session_name, model_id,"
-         "                                      session_prompt, next_seq, active_leaf, summary)"
-         "           select $2::uuid, $1::uuid, $17, $10::int, $18, $4::int, $4::int - 1, $8"
+         "                                      session_prompt, next_seq, active_leaf, summary,"
+         "                                      temporary)"
+         "           select $2::uuid, $1::uuid, $17, $10::int, $18, $4::int, $4::int - 1, $8,"
+         "                  $22::boolean"
          "             from d"
          "           returning 0::bigint as base)," PG_TURN_STORE_TAIL("true", "$19", "$20",
-                                                                       "-1::bigint", "0")},
+                                                                       "-1::bigint", "0", "$21")},
     /* With the session row and its lease locked, who holds the lease: a
      * turn stores only while it is still its own (migration 0007). */
     [PG_SESSION_LOCK] =
@@ -442,29 +475,23 @@ static const struct {
          "  from chat_sessions s"
          " where s.user_id = $1::uuid and s.session_id = $2::uuid for update"},
     /* The session's turn lease for turn $3 ($5: a new session, which has
-     * no row yet), when nobody holds it or the holder's ran out; with the
-     * session's next_seq, whether it was taken, and whether the session
-     * is the user's. */
-    [PG_LEASE_TAKE] =
-        {"lease_take", 5,
-         /* A locking read: when the previous turn is storing, it waits for
-          * that commit and then reads the row as committed, so next_seq is
-          * never older than the lease (a plain read would see the
-          * statement's snapshot, from before the wait). */
-         "with s as (select next_seq, coalesce(active_leaf, next_seq - 1) as leaf"
-         "             from chat_sessions"
-         "            where user_id = $1::uuid and session_id = $2::uuid for key share),"
-         "     l as (insert into turn_leases (session_id, user_id, turn_id, lease_until)"
-         "           select $2::uuid, $1::uuid, $3::uuid,"
-         "                  clock_timestamp() + $4::int * interval '1 second'"
-         "            where $5::boolean or exists (select 1 from s)"
-         "           on conflict (session_id) do update"
-         "              set user_id = excluded.user_id, turn_id = excluded.turn_id,"
-         "                  lease_until = excluded.lease_until, stopped = false"
-         "            where turn_leases.lease_until < clock_timestamp()"
-         "           returning 1)"
-         " select coalesce((select next_seq from s), 0), (select count(*) from l) > 0,"
-         "        $5::boolean or exists (select 1 from s), coalesce((select leaf from s), -1)"},
+     * no row yet), when nobody holds it or the holder's ran out, and with
+     * it the reservation of one call per model of $6 ($7 calls each, null:
+     * none) against the balance and every cap (migration 0013's
+     * chatd_lease_take): one round trip.
+     *   -> next_seq, taken, the session is the user's, active leaf,
+     *      amounts reserved (numeric[] text), refused cap, resets (epoch s) */
+    [PG_LEASE_TAKE] = {"lease_take", 7,
+                       "select next_seq, taken, is_users, leaf, amounts::text, refused,"
+                       "       extract(epoch from resets)::bigint"
+                       "  from chatd_lease_take($1::uuid, $2::uuid, $3::uuid, $4::int, $5::boolean,"
+                       "                        $6::int[], $7::int)"},
+    /* A title's reservation: hold $2 for one call of model $3.
+     *   -> amounts (numeric[] text), refused, resets */
+    [PG_RESERVE_DROP] = {"reserve_drop", 1, "delete from budget_holds where hold_id = $1::uuid"},
+    [PG_RESERVE] = {"reserve", 4,
+                    "select amounts::text, refused, extract(epoch from resets)::bigint"
+                    "  from chatd_reserve($1::uuid, $2::uuid, array[$3::int], 1, $4::int)"},
     /* Who runs a turn on the user's session now (its lease not run out),
      * and the next seq; both null: no such session of the user's. */
     [PG_SESSION_TURN] = {"session_turn", 2,
@@ -501,31 +528,43 @@ static const struct {
          "  left join chat_sessions s on s.session_id = l.session_id"},
     [PG_LEASE_DROP] =
         {"lease_drop", 2,
-         "delete from turn_leases where session_id = $1::uuid and turn_id = $2::uuid"},
+         "with h as (delete from budget_holds where hold_id = $2::uuid)"
+         " delete from turn_leases where session_id = $1::uuid and turn_id = $2::uuid"},
     /* Every lease this chatd holds, kept alive in one statement. */
     [PG_LEASE_RENEW] =
         {"lease_renew", 2,
-         "update turn_leases set lease_until = clock_timestamp() + $2::int * interval '1 second'"
+         "with h as (update budget_holds"
+         "             set until = clock_timestamp() + $2::int * interval '1 second'"
+         "           where hold_id = any($1::uuid[]))"
+         " update turn_leases set lease_until = clock_timestamp() + $2::int * interval '1 second'"
          " where turn_id = any($1::uuid[])"},
     /* A charge and its ledger row in one statement, so that the balance
      * is the starting balance minus the ledger at every moment. A cost
      * the agent did not report ($7 null: a stopped turn) is the token
      * estimate at the model's prices, computed here in exact decimals. */
     [PG_CHARGE] =
-        {"charge", 11,
-         "with e as (insert into usage_ledger (user_id, session_id, seq, kind, model_id,"
+        {"charge", 12,
+         "with hd as (delete from budget_holds where hold_id = $12::uuid"
+         "            returning amount, until > clock_timestamp() as live),"
+         "     ch as (select r.raw, h.amount,"
+         "                   case when h.amount is null then r.raw"
+         "                        when h.live then least(r.raw, h.amount) else 0 end as cost"
+         "              from (select coalesce($7::numeric,"
+         "                                    (select trim_scale((coalesce($9::bigint, 0)"
+         "                                                          * m.input_price_per_1k"
+         "                                                        + coalesce($10::bigint, 0)"
+         "                                                          * m.output_price_per_1k)"
+         "                                                       / 1000)"
+         "                                       from model_details m where m.model_id = $5::int),"
+         "                                    0) + $8::numeric as raw) r"
+         "              left join hd h on true),"
+         "     e as (insert into usage_ledger (user_id, session_id, seq, kind, model_id,"
          "                                     model_name, cost, prompt_tokens,"
-         "                                     completion_tokens, estimated)"
-         "   values ($1::uuid, $2::uuid, $3::bigint, $4, $5::int, $6,"
-         "           coalesce($7::numeric,"
-         "                    (select trim_scale((coalesce($9::bigint, 0) * m.input_price_per_1k"
-         "                                        + coalesce($10::bigint, 0) * "
-         "m.output_price_per_1k)"
-         "                                       / 1000)"
-         "                       from model_details m where m.model_id = $5::int),"
-         "                    0) + $8::numeric,"
-         "           $9::bigint, $10::bigint, $11::boolean)"
-         "   returning cost)"
+         "                                     completion_tokens, estimated, reserved, written_off)"
+         "           select $1::uuid, $2::uuid, $3::bigint, $4, $5::int, $6, ch.cost,"
+         "                  $9::bigint, $10::bigint, $11::boolean, ch.amount, ch.raw - ch.cost"
+         "             from ch"
+         "           returning cost)"
          " update user_data set balance = balance - (select cost from e) where user_id = $1::uuid"
          " returning balance, pg_current_xact_id()::text"},
     [PG_FILE_INSERT] =
@@ -570,7 +609,8 @@ static const struct {
      * file metadata are joined to the page's rows only. */
     [PG_HISTORY_PAGE] =
         {"history_page", 4,
-         "with recursive s as (select session_name, " PG_LEAF " as leaf, pinned, archived, tags"
+         "with recursive s as (select session_name, " PG_LEAF " as leaf, pinned, archived, tags,"
+         "                            temporary"
          "                       from chat_sessions"
          "                      where user_id = $1::uuid and session_id = $2::uuid),"
          "  b as (select m.parent_seq from chat_messages m"
@@ -604,7 +644,8 @@ static const struct {
          "                     on p.role = 'file' and f.session_id = $2::uuid"
          "                    and f.stored_name = p.content), '[]')::text,"
          "        (select min(seq) from shown),"
-         "        json_build_object('pinned', s.pinned, 'archived', s.archived, 'tags', s.tags)"
+         "        json_build_object('pinned', s.pinned, 'archived', s.archived, 'tags', s.tags,"
+         "                          'temporary', s.temporary)"
          "          ::text"
          "   from s"},
     [PG_SESSION_RENAME] = {"session_rename", 3,
@@ -718,8 +759,93 @@ static const struct {
          "          'turns', (select coalesce(sum(turns), 0) from m)::bigint,"
          "          'by_model', (select coalesce(json_agg(json_build_object("
          "                                 'model', model_name, 'turns', turns, 'spent', spent)"
-         "                               order by spent desc, model_name), '[]') from m))::text"
-         "   from user_data u where u.user_id = $1::uuid"},
+         "                               order by spent desc, model_name), '[]') from m),"
+         "          'caps', " PG_CAPS_JSON(
+             "u.user_id") ", 'caps_reset', " PG_CAPS_RESET ")::text"
+                          "   from user_data u where u.user_id = $1::uuid"},
+    /* Code 26: the user's personal cap ($2, null: none). */
+    [PG_BUDGET_SET] = {"budget_set", 2,
+                       "update user_data set personal_cap = $2::numeric"
+                       " where user_id = $1::uuid returning 1"},
+    /* Code 26's answer: the balance, what running calls reserve, the caps
+     * (no row: no user). */
+    [PG_BUDGET] = {"budget", 1,
+                   "select json_build_object("
+                   "          'user_id', u.user_id, 'balance', u.balance,"
+                   "          'reserved', coalesce((select sum(h.amount) from budget_holds h"
+                   "                                 where h.user_id = u.user_id"
+                   "                                   and h.until > clock_timestamp()), 0),"
+                   "          'monthly_cap', u.monthly_cap, 'personal_cap', u.personal_cap,"
+                   "          'caps', " PG_CAPS_JSON(
+                       "u.user_id") ", 'caps_reset', " PG_CAPS_RESET ")::text"
+                                    "   from user_data u where u.user_id = $1::uuid"},
+    /* The sweeper (work/sweep.c), in batches that each hold their locks
+     * for one short statement: temporary chats whose last turn is older
+     * than $1 hours, then sessions older than their user's retention ($2
+     * days for users without their own; 0: for ever), pinned ones never,
+     * as of now plus $3 seconds (a test's clock), at most $4 of them,
+     * skipping rows a turn holds (the next sweep takes them).
+     *   -> session, user, reason ('temporary' or 'retention') */
+    [PG_SWEEP] =
+        {"sweep", 4,
+         "with v as ((select s.session_id, 'temporary' as reason from chat_sessions s"
+         "             where s.temporary and $1::float8 > 0"
+         "               and s.updated_at < clock_timestamp() + $3::float8 * interval '1 second'"
+         "                                  - $1::float8 * interval '1 hour'"
+         "             order by s.updated_at limit $4::int)"
+         "           union all"
+         "           (select s.session_id, 'retention' from chat_sessions s"
+         "              join user_data u on u.user_id = s.user_id"
+         "             where not s.pinned and not s.temporary"
+         "               and coalesce(u.retention_days, $2::int) > 0"
+         "               and s.updated_at < clock_timestamp() + $3::float8 * interval '1 second'"
+         "                                  - coalesce(u.retention_days, $2::int)"
+         "                                    * interval '1 day'"
+         "             order by s.updated_at limit $4::int)),"
+         "     k as (select s.session_id, v.reason from chat_sessions s join v using (session_id)"
+         "           for update of s skip locked),"
+         "     d as (delete from chat_sessions s using k where s.session_id = k.session_id"
+         "           returning s.session_id, s.user_id, k.reason)"
+         " select session_id::text, user_id::text, reason from d"},
+    /* The same, without deleting: what a sweep would delete now
+     * (`chatd retention --dry-run`), oldest first.
+     *   -> session, user, reason, last activity, name */
+    [PG_SWEEP_PLAN] =
+        {"sweep_plan", 3,
+         "select s.session_id::text, s.user_id::text,"
+         "       case when s.temporary then 'temporary' else 'retention' end,"
+         "       to_char(s.updated_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+         "  from chat_sessions s join user_data u on u.user_id = s.user_id"
+         " where (s.temporary and $1::float8 > 0"
+         "        and s.updated_at < clock_timestamp() + $3::float8 * interval '1 second'"
+         "                           - $1::float8 * interval '1 hour')"
+         "    or (not s.pinned and not s.temporary and coalesce(u.retention_days, $2::int) > 0"
+         "        and s.updated_at < clock_timestamp() + $3::float8 * interval '1 second'"
+         "                           - coalesce(u.retention_days, $2::int) * interval '1 day')"
+         " order by s.updated_at, s.session_id"},
+    /* Up to $1 entries of the erasure queue (migration 0013), locked for
+     * the transaction that removes them: -> item, kind, name */
+    [PG_ERASURE_TAKE] = {"erasure_take", 1,
+                         "select item_id, kind, name from erasure_queue"
+                         " order by item_id limit $1::int for update skip locked"},
+    [PG_ERASURE_DONE] = {"erasure_done", 1,
+                         "delete from erasure_queue where item_id = any($1::bigint[])"},
+    /* Holds of reservations that ran out an hour ago: no store can still
+     * settle them (migration 0013). */
+    [PG_HOLDS_PURGE] = {"holds_purge", 0,
+                        "delete from budget_holds"
+                        " where until < clock_timestamp() - interval '1 hour'"},
+    /* One sweeper at a time across every chatd: a session-level advisory
+     * lock on the sweeper's own connection (gone with it if it dies). */
+    [PG_SWEEP_LOCK] = {"sweep_lock", 0, "select pg_try_advisory_lock(7413001)"},
+    [PG_SWEEP_UNLOCK] = {"sweep_unlock", 0, "select pg_advisory_unlock(7413001)"},
+    /* `chatd erase-user`: -> sessions erased (null: no such user) */
+    [PG_ERASE_USER] = {"erase_user", 1, "select chatd_erase_user($1::uuid)"},
+    /* Code 25: a temporary chat kept (no row: not the user's). */
+    [PG_KEEP] = {"keep", 2,
+                 "update chat_sessions set temporary = false"
+                 " where user_id = $1::uuid and session_id = $2::uuid"
+                 " returning pg_current_xact_id()::text"},
     [PG_EXPORT_SESSION] =
         {"export_session", 2,
          "select s.session_name,"
@@ -735,7 +861,7 @@ static const struct {
          "       s.session_prompt,"
          "       (extract(epoch from s.created_at) * 1000000)::bigint::text"
          "  from chat_sessions s"
-         " where s.user_id = $1::uuid"
+         " where s.user_id = $1::uuid and not s.temporary"
          "   and ($2::bigint is null"
          "        or s.created_at > timestamptz 'epoch' + $2::bigint * interval '1 microsecond'"
          "        or (s.created_at = timestamptz 'epoch' + $2::bigint * interval '1 microsecond'"
@@ -833,11 +959,12 @@ static const struct {
      * (null: any), pinned first, then newest; the cursor ($5 pinned, $6
      * time in us, $7 id) is the last entry of the page before. */
     [PG_SESSIONS_FILTER] =
-        {"sessions_filter", 8,
+        {"sessions_filter", 9,
          "with page as (select s.session_id, s.session_name, s.created_at, s.pinned, s.archived,"
          "                     s.tags"
          "                from chat_sessions s"
          "               where s.user_id = $1::uuid and s.archived = $2::boolean"
+         "                 and s.temporary = $9::boolean"
          "                 and ($3::boolean is null or s.pinned = $3::boolean)"
          "                 and ($4::text is null"
          "                      or exists (select 1 from unnest(s.tags) t"

@@ -33,8 +33,11 @@ enum pg_stmt {
     PG_TURN_STORE,     /* a whole turn in one statement: see db_turn_store */
     PG_TURN_STORE_NEW, /* the same for a new session */
     PG_SESSION_LOCK, /* $1 user, $2 session -> next_seq, lease's turn ('' for none) (FOR UPDATE) */
-    PG_LEASE_TAKE,   /* $1 user, $2 session, $3 turn, $4 seconds, $5 new -> next_seq,
-                        taken, session is the user's */
+    PG_LEASE_TAKE,   /* $1 user, $2 session, $3 turn, $4 seconds, $5 new, $6 models,
+                        $7 calls -> next_seq, taken, session is the user's, leaf,
+                        reservation */
+    PG_RESERVE,      /* $1 user, $2 hold, $3 model, $4 seconds -> reservation */
+    PG_RESERVE_DROP, /* $1 hold */
     PG_SESSION_TURN, /* $1 user, $2 session -> next_seq, running turn (both null: none) */
     PG_TURN_STOP,    /* $1 user, $2 session -> the turn marked stopped (no row: none runs) */
     PG_LEASE_EXPIRE, /* $1 session, $2 turn: deleted when it ran out */
@@ -44,7 +47,8 @@ enum pg_stmt {
     PG_LEASE_RENEW,  /* $1 turns (uuid[] text), $2 seconds */
     PG_CHARGE,       /* $1 user, $2 session, $3 seq, $4 kind, $5 model id, $6 model name,
                         $7 cost (null: estimate from tokens), $8 summary cost,
-                        $9 prompt tokens, $10 completion tokens, $11 estimated
+                        $9 prompt tokens, $10 completion tokens, $11 estimated,
+                        $12 hold settled (null: none)
                         -> new balance, xid */
     PG_FILE_INSERT,  /* $1 session, $2 user, $3 stored, $4 original, $5 type, $6 size
                         -> xid */
@@ -80,7 +84,18 @@ enum pg_stmt {
     PG_IMPORT_CONVO,     /* one conversation imported: see pg.c */
     PG_IMPORT_UPDATE,    /* an import's progress: see pg.c */
     PG_IMPORT_GET,       /* $1 user, $2 import -> state json */
-    PG_PING,             /* -> 1 (readiness) */
+    PG_BUDGET_SET,       /* $1 user, $2 personal cap (null: none) -> 1 (no row: no user) */
+    PG_BUDGET,           /* $1 user -> code 26's json (no row: no user) */
+    PG_KEEP,             /* $1 user, $2 session -> xid (no row: not the user's) */
+    PG_SWEEP,            /* a batch of retention: see pg.c */
+    PG_SWEEP_PLAN,       /* what PG_SWEEP would delete: see pg.c */
+    PG_ERASURE_TAKE,     /* $1 limit -> item, kind, name (locked) */
+    PG_ERASURE_DONE,     /* $1 items (bigint[] text) */
+    PG_HOLDS_PURGE,      /* reservations long run out */
+    PG_ERASE_USER,       /* $1 user -> sessions erased (null: no user) */
+    PG_SWEEP_LOCK,       /* -> whether this connection got the sweeper's lock */
+    PG_SWEEP_UNLOCK,
+    PG_PING, /* -> 1 (readiness) */
     PG_STMT_COUNT
 };
 

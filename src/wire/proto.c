@@ -48,6 +48,7 @@ static const struct {
     {PERR_TURN_INTERRUPTED, "Turn Interrupted"},
     {PERR_LIVE_UNAVAILABLE, "Live Updates Unavailable"},
     {PERR_NO_SHARE, "Share Link Not Found"},
+    {PERR_SPENDING_LIMIT, "Spending Limit Reached"},
 };
 
 const char *proto_err_text(int code)
@@ -416,6 +417,19 @@ static int decode_time(json_t *data, const char *field, int type, long long *out
     return 0;
 }
 
+static int get_opt_bool(json_t *data, const char *field, int type, int *out,
+                        struct proto_error *err)
+{
+    json_t *v = json_object_get(data, field);
+    *out = -1;
+    if (v == NULL || json_is_null(v))
+        return 0;
+    if (!json_is_boolean(v))
+        return field_error(err, type, field, "expected true or false");
+    *out = json_is_true(v);
+    return 0;
+}
+
 static int decode_chat(json_t *data, const struct proto_limits *lim, struct proto_request *req,
                        struct proto_error *err)
 {
@@ -462,6 +476,12 @@ static int decode_chat(json_t *data, const struct proto_limits *lim, struct prot
         return -1;
     if (strlen(req->file_name) > 255)
         return field_error(err, t, "file_name", "longer than 255 bytes");
+    int temporary;
+    if (get_opt_bool(data, "temporary", t, &temporary, err) != 0)
+        return -1;
+    req->temporary = temporary == 1;
+    if (req->temporary && !req->session_new)
+        return field_error(err, t, "temporary", "only a NEW session can be temporary");
 
     return decode_stream(data, req, err);
 }
@@ -512,19 +532,6 @@ int proto_data_session(json_t *data, const struct proto_limits *lim, struct prot
 }
 
 /* An optional true/false field: -1 when absent or null. */
-static int get_opt_bool(json_t *data, const char *field, int type, int *out,
-                        struct proto_error *err)
-{
-    json_t *v = json_object_get(data, field);
-    *out = -1;
-    if (v == NULL || json_is_null(v))
-        return 0;
-    if (!json_is_boolean(v))
-        return field_error(err, type, field, "expected true or false");
-    *out = json_is_true(v);
-    return 0;
-}
-
 /* Code 1's {"archived"?, "pinned"?, "tag"?}: not archived unless asked. */
 static int decode_filter(json_t *f, struct proto_request *req, struct proto_error *err)
 {
@@ -536,6 +543,10 @@ static int decode_filter(json_t *f, struct proto_request *req, struct proto_erro
         get_opt_bool(f, "pinned", t, &req->pinned, err) != 0)
         return -1;
     req->archived = archived == 1;
+    int temporary;
+    if (get_opt_bool(f, "temporary", t, &temporary, err) != 0)
+        return -1;
+    req->temporary = temporary == 1;
     json_t *tag = json_object_get(f, "tag");
     if (tag == NULL || json_is_null(tag))
         return 0;
@@ -838,6 +849,27 @@ int proto_data_unshare(json_t *data, const struct proto_limits *lim, struct prot
 {
     (void)lim;
     return decode_share_id(data, req, err);
+}
+
+int proto_data_budget(json_t *data, const struct proto_limits *lim, struct proto_request *req,
+                      struct proto_error *err)
+{
+    (void)lim;
+    json_t *v = json_object_get(data, "monthly_cap");
+    if (v == NULL)
+        return 0; /* read the caps */
+    req->cap_given = 1;
+    if (json_is_null(v))
+        return 0; /* the personal cap cleared */
+    if (!json_is_number(v))
+        return field_error(err, req->type, "monthly_cap", "expected a number or null");
+    double d = json_number_value(v);
+    if (!(d >= 0 && d <= 1e12))
+        return field_error(err, req->type, "monthly_cap", "out of range (0 to 1e12)");
+    /* 15 significant digits: the decimal the client wrote, not the
+     * binary double's expansion of it. */
+    snprintf(req->cap, sizeof(req->cap), "%.15g", d);
+    return 0;
 }
 
 int proto_data_organize(json_t *data, const struct proto_limits *lim, struct proto_request *req,

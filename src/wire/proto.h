@@ -42,6 +42,8 @@ enum proto_type {
     PROTO_SHARES = 22,     /* the user's links */
     PROTO_UNSHARE = 23,    /* a link revoked */
     PROTO_ORGANIZE = 24,   /* a session pinned, archived, tagged */
+    PROTO_KEEP = 25,       /* a temporary chat made an ordinary one */
+    PROTO_BUDGET = 26,     /* the user's caps, and a personal one set */
 };
 
 /* Codes that run a chat turn (the in-flight limit, draining). */
@@ -97,6 +99,7 @@ enum proto_err {
     PERR_TURN_INTERRUPTED = 29,
     PERR_LIVE_UNAVAILABLE = 30,
     PERR_NO_SHARE = 31,
+    PERR_SPENDING_LIMIT = 32,
 };
 
 /* The fixed text of an error code ("Unknown error" for an unknown code). */
@@ -146,6 +149,13 @@ struct proto_request {
     /* codes 20 (instead of session_id), 23; code 21's limits (0: none) */
     char share_id[PROTO_SHARE_ID_LEN + 1];
     long long expires_in, max_views;
+    /* code 3: a NEW temporary chat; code 1's filter: the temporary
+     * chats instead of the others */
+    int temporary;
+    /* code 26: monthly_cap given, as decimal text ("" for null, which
+     * clears the personal cap) */
+    int cap_given;
+    char cap[40];
     json_t *root;
 };
 
@@ -210,6 +220,9 @@ int proto_data_share(json_t *data, const struct proto_limits *lim, struct proto_
                      struct proto_error *err); /* 21 */
 int proto_data_unshare(json_t *data, const struct proto_limits *lim, struct proto_request *req,
                        struct proto_error *err); /* 23 */
+/* Code 26's optional "monthly_cap": a number 0..1e12, or null. */
+int proto_data_budget(json_t *data, const struct proto_limits *lim, struct proto_request *req,
+                      struct proto_error *err);
 int proto_data_organize(json_t *data, const struct proto_limits *lim, struct proto_request *req,
                         struct proto_error *err); /* 24 */
 

@@ -33,6 +33,7 @@ struct app {
     struct outbox *outbox;   /* answers and frames to the service thread */
     struct slots *slots;     /* each session's turn order here (work/slots.h) */
     struct watches *watches; /* resumed turns watched for their end (work/watch.h) */
+    struct sweep *sweep;     /* the data's lifecycle (work/sweep.h) */
 };
 
 #endif

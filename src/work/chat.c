@@ -53,6 +53,7 @@ static enum turn_error chat_check(struct worker *w, struct turn *t, const struct
         if (uuid_generate(t->session_id) != 0)
             return TURN_CREATE_SESSION;
         t->session_new = 1;
+        t->temporary = q->temporary;
         t->session_name =
             strndup(q->message, proto_utf8_prefix(q->message, CHAT_SESSION_NAME_CHARS));
     } else {

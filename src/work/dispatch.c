@@ -7,6 +7,7 @@
 #include "lib/metrics.h"
 #include "work/app.h"
 #include "work/branch.h"
+#include "work/budget.h"
 #include "work/chat.h"
 #include "work/events.h"
 #include "work/handlers.h"
@@ -44,6 +45,8 @@ static const struct dispatch_row dispatch_table[] = {
     {PROTO_SHARES, "shares", proto_data_user, share_list},
     {PROTO_UNSHARE, "unshare", proto_data_unshare, share_revoke},
     {PROTO_ORGANIZE, "organize", proto_data_organize, organize_session},
+    {PROTO_KEEP, "keep", proto_data_session, organize_keep},
+    {PROTO_BUDGET, "budget", proto_data_budget, budget_handle},
 };
 
 proto_data_fn dispatch_decoder(int type)

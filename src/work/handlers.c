@@ -179,8 +179,8 @@ static void list_sessions_page(struct worker *w, struct work_request *r)
                                  q->pinned < 0 ? NULL
                                  : q->pinned   ? "t"
                                                : "f",
-                                 q->tag[0] != '\0' ? q->tag : NULL, q->cursor, q->limit, &json,
-                                 &has_more, &next)
+                                 q->tag[0] != '\0' ? q->tag : NULL, q->temporary, q->cursor,
+                                 q->limit, &json, &has_more, &next)
             : db_sessions_page(&w->pg, q->user_id, q->cursor, q->limit, &json, &has_more, &next);
     json_t *list = st == DB_OK ? json_loads(json, 0, NULL) : NULL;
     free(json);

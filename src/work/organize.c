@@ -4,6 +4,7 @@
 #include <jansson.h>
 #include <stdlib.h>
 
+#include "store/cache.h"
 #include "store/db.h"
 #include "wire/proto.h"
 #include "work/app.h"
@@ -49,4 +50,25 @@ void organize_session(struct worker *w, struct work_request *r)
         json_decref(event);
     json_object_set_new(state, "user_id", json_string(q->user_id));
     outbox_reply(app->outbox, r->conn_id, q->type, state);
+}
+
+void organize_keep(struct worker *w, struct work_request *r)
+{
+    const struct proto_request *q = &r->req;
+    struct app *app = r->app;
+    uint64_t xid;
+    enum db_status st = db_keep(&w->pg, q->user_id, q->session_id, &xid);
+    if (st != DB_OK) {
+        outbox_reply_error(app->outbox, r->conn_id, q->type,
+                           st == DB_NOT_FOUND ? PERR_NO_SESSION : PERR_INTERNAL, NULL);
+        return;
+    }
+    /* The session joins the user's list: this process's copies know. */
+    cache_saw_write(&w->cache, q->user_id, xid);
+    events_emit(app, q->user_id,
+                json_pack("{s:s, s:s, s:b}", "kind", "session_changed", "session_id", q->session_id,
+                          "temporary", 0));
+    outbox_reply(app->outbox, r->conn_id, q->type,
+                 json_pack("{s:s, s:s, s:b}", "user_id", q->user_id, "session_id", q->session_id,
+                           "temporary", 0));
 }

@@ -228,6 +228,7 @@ static void share_view_run(struct worker *w, struct pool_job *job)
         out = OUTBOX_NOT_FOUND;
         break;
     case DB_BUSY:
+    case DB_REFUSED:
     case DB_ERROR:
         break;
     }

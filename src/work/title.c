@@ -9,8 +9,10 @@
 #include "lib/config.h"
 #include "lib/log.h"
 #include "lib/util.h"
+#include "lib/uuid.h"
 #include "store/cache.h"
 #include "store/db.h"
+#include "store/lease.h"
 #include "wire/proto.h"
 #include "work/app.h"
 #include "work/events.h"
@@ -24,6 +26,8 @@ struct title_job {
     long long seq;
     char *raw; /* the agent's answer; NULL when it failed */
     char cost[UTIL_MONEY_MAX];
+    /* Its reservation (migration 0013), held while the call runs. */
+    char hold_id[UUID_STR_LEN + 1];
 };
 
 static void title_job_free(struct title_job *j)
@@ -209,7 +213,8 @@ static void title_run(struct worker *w, struct pool_job *job)
     } else if (j->raw != NULL) {
         log_info("event=title_skipped session=%s reason=empty_after_cleaning", j->session_id);
     }
-    /* What the agent spent on it is spent, used or not. */
+    /* What the agent spent on it is spent, used or not; the charge
+     * settles the reservation, which is given back when nothing was. */
     if (strcmp(j->cost, "0") != 0) {
         struct db_charge c = {
             .user_id = j->user_id,
@@ -219,6 +224,7 @@ static void title_run(struct worker *w, struct pool_job *job)
             .model_id = j->model_id,
             .model_name = j->model_name,
             .cost = j->cost,
+            .hold_id = j->hold_id,
         };
         if (db_charge(&w->pg, &c, NULL) != DB_OK)
             log_warn("event=title_charge_failed session=%s cost=%s", j->session_id, j->cost);
@@ -226,7 +232,10 @@ static void title_run(struct worker *w, struct pool_job *job)
             events_emit(
                 j->app, j->user_id,
                 json_pack("{s:s, s:f}", "kind", "balance", "balance", strtod(c.balance, NULL)));
+    } else if (db_reserve_drop(&w->pg, j->hold_id) != DB_OK) {
+        log_warn("event=title_reserve_drop_failed session=%s", j->session_id);
     }
+    lease_let_go(j->app->lease, j->hold_id);
     title_job_free(j);
 }
 
@@ -243,6 +252,39 @@ static void title_done(void *ud, const struct agent_title_result *res)
     pool_submit(j->app->pool, &j->job);
 }
 
+/* On a worker: the money for the call first (never spent past a cap or
+ * the balance), then the call. */
+static void title_reserve(struct worker *w, struct pool_job *job)
+{
+    struct title_job *j = (struct title_job *)job;
+    struct db_reserve res;
+    enum db_status st = db_reserve(&w->pg, j->user_id, j->hold_id, j->model_id,
+                                   j->app->cfg->turn_lease_seconds, &res);
+    if (st != DB_OK) {
+        log_info("event=title_skipped session=%s reason=%s", j->session_id,
+                 st == DB_REFUSED ? "spending_limit" : "reserve_failed");
+        title_job_free(j);
+        return;
+    }
+    /* Kept alive with the leases; one whose chatd dies runs out. */
+    if (lease_hold(j->app->lease, j->hold_id) != 0)
+        log_warn("event=title_hold_untracked session=%s", j->session_id);
+    j->job.run = title_run;
+    struct agent_title_request req = {
+        .user_id = j->user_id,
+        .session_id = j->session_id,
+        .model_name = j->model_name,
+        .model_provider = j->provider,
+        .user_message = j->user_message,
+        .assistant_message = j->assistant_message,
+    };
+    if (agent_title(j->app->agent, &req, j->app->cfg->ai_title_timeout_seconds, title_done, j) == 0)
+        return; /* title_done owns j now */
+    lease_let_go(j->app->lease, j->hold_id);
+    db_reserve_drop(&w->pg, j->hold_id);
+    title_job_free(j);
+}
+
 void title_request(struct app *app, const struct title_source *src)
 {
     if (!agent_client_supports_title(app->agent))
@@ -250,7 +292,6 @@ void title_request(struct app *app, const struct title_source *src)
     struct title_job *j = calloc(1, sizeof(*j));
     if (j == NULL)
         return;
-    j->job.run = title_run;
     j->app = app;
     j->model_id = src->model_id;
     j->seq = src->seq;
@@ -263,16 +304,11 @@ void title_request(struct app *app, const struct title_source *src)
     if (!j->user_id || !j->session_id || !j->model_name || !j->provider || !j->user_message ||
         !j->assistant_message)
         goto fail;
-    struct agent_title_request req = {
-        .user_id = j->user_id,
-        .session_id = j->session_id,
-        .model_name = j->model_name,
-        .model_provider = j->provider,
-        .user_message = j->user_message,
-        .assistant_message = j->assistant_message,
-    };
-    if (agent_title(app->agent, &req, app->cfg->ai_title_timeout_seconds, title_done, j) == 0)
-        return; /* title_done owns j now */
+    if (uuid_generate(j->hold_id) != 0)
+        goto fail;
+    j->job.run = title_reserve;
+    pool_submit(app->pool, &j->job);
+    return;
 fail:
     title_job_free(j);
 }

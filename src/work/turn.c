@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "agent/agent.h"
 #include "lib/config.h"
@@ -33,6 +34,9 @@
 /* The status of a call that never started: gRPC's UNAVAILABLE, so that it
  * ends as a failed call does (error 6, nothing stored). */
 #define TURN_CALL_NOT_STARTED 14
+/* Calls to the agent a turn makes, each reserved for: the answer and the
+ * summary. */
+#define TURN_CALLS 2
 
 /* Code 18 with model_names: one request, one answer per model. The lead
  * (m[0]) holds the connection's place, the session's order and lease;
@@ -57,6 +61,7 @@ int turn_wire_code(enum turn_error e)
         [TURN_UNKNOWN_MODEL] = PERR_UNKNOWN_MODEL,
         [TURN_NO_MODEL_ACCESS] = PERR_NO_MODEL_ACCESS,
         [TURN_NO_BALANCE] = PERR_NO_BALANCE,
+        [TURN_SPENDING_LIMIT] = PERR_SPENDING_LIMIT,
         [TURN_NO_SESSION] = PERR_NO_SESSION,
         [TURN_BAD_FILE] = PERR_INVALID_FIELD,
         [TURN_BAD_SEQ] = PERR_INVALID_FIELD,
@@ -301,6 +306,28 @@ enum lease_take {
     LEASE_FAILED, /* *err says why */
 };
 
+/* A refused reservation as the turn's error, and its detail: which cap,
+ * and when it resets. */
+enum turn_error turn_refusal(const struct db_reserve *res, char *detail, size_t cap)
+{
+    if (strcmp(res->refused, "balance") == 0) {
+        snprintf(detail, cap, "the balance left does not cover the call");
+        return TURN_NO_BALANCE;
+    }
+    char when[40] = "";
+    time_t at = (time_t)res->resets;
+    struct tm tm;
+    if (at > 0 && gmtime_r(&at, &tm) != NULL)
+        strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    const char *colon = strchr(res->refused, ':');
+    if (colon == NULL)
+        snprintf(detail, cap, "monthly cap of the user reached; resets %s", when);
+    else
+        snprintf(detail, cap, "monthly cap of %.*s %s reached; resets %s",
+                 (int)(colon - res->refused), res->refused, colon + 1, when);
+    return TURN_SPENDING_LIMIT;
+}
+
 /* The session's lease for t. */
 static enum lease_take turn_take_lease(struct worker *w, struct turn *t, enum turn_error *err)
 {
@@ -315,10 +342,18 @@ static enum lease_take turn_take_lease(struct worker *w, struct turn *t, enum tu
         *err = TURN_AGENT;
         return LEASE_FAILED;
     }
+    /* The money for every answer's calls (the answer, then the summary)
+     * is reserved with the lease (migration 0013). */
+    int models[DB_RESERVE_MAX], n = 0;
+    if (t->group == NULL)
+        models[n++] = t->model_id;
+    for (int i = 0; t->group != NULL && i < t->group->n && n < DB_RESERVE_MAX; i++)
+        models[n++] = t->group->m[i]->model_id;
     long long next_seq, leaf;
-    enum db_status st =
-        db_lease_take(&w->pg, t->user_id, t->session_id, t->turn_id,
-                      t->app->cfg->turn_lease_seconds, t->session_new, &next_seq, &leaf);
+    struct db_reserve res;
+    enum db_status st = db_lease_take(&w->pg, t->user_id, t->session_id, t->turn_id,
+                                      t->app->cfg->turn_lease_seconds, t->session_new, models, n,
+                                      TURN_CALLS, &next_seq, &leaf, &res);
     switch (st) {
     case DB_OK:
         t->lease_held = 1;
@@ -330,6 +365,9 @@ static enum lease_take turn_take_lease(struct worker *w, struct turn *t, enum tu
         if (t->follow_leaf && !t->session_new)
             t->parent = t->ctx_end = leaf;
         return LEASE_HELD;
+    case DB_REFUSED:
+        *err = turn_refusal(&res, t->refusal, sizeof(t->refusal));
+        return LEASE_FAILED;
     case DB_BUSY:
         log_debug("event=turn_waits_for_lease session=%s", t->session_id);
         slots_park(t->app->slots, &t->slot);
@@ -374,7 +412,8 @@ static void turn_push_last(struct turn *t, char *frame, size_t len)
 static void turn_push_error(struct turn *t, enum turn_error e)
 {
     size_t len = 0;
-    char *frame = proto_encode_error_code(t->code, turn_wire_code(e), NULL, NULL, &len);
+    char *frame = proto_encode_error_code(t->code, turn_wire_code(e), NULL,
+                                          t->refusal[0] != '\0' ? t->refusal : NULL, &len);
     metrics_request(t->code, 0, (double)(metrics_now_us() - t->start_us) / 1e6);
     if (frame != NULL)
         turn_push_last(t, frame, len);
@@ -426,6 +465,13 @@ static void turn_end(struct worker *w, struct turn *t)
     if (!last)
         return;
     struct turn *lead = g->m[0];
+    /* An answer that failed leaves its slot of the reservation, which the
+     * lease, given back by another's store, no longer takes with it. */
+    int uncharged = 0;
+    for (int i = 0; i < g->n; i++)
+        uncharged |= !g->m[i]->charged;
+    if (uncharged && !lead->lease_held)
+        db_reserve_drop(&w->pg, lead->turn_id);
     turn_group_close(g);
     turn_end_alone(w, lead);
     turn_group_unref(g);
@@ -475,6 +521,8 @@ static enum turn_error turn_store(struct worker *w, struct turn *t, const char *
         .reply_stopped = reply_stopped,
         .deltas = t->next_index,
         .keep_lease = t->group != NULL && !t->last_of_group,
+        .slot = t->group != NULL ? t->answer : 0,
+        .temporary = t->temporary,
     };
     struct turn *lead = t->group != NULL ? t->group->m[0] : t;
     charge->session_id = t->session_id;
@@ -499,6 +547,7 @@ static enum turn_error turn_store(struct worker *w, struct turn *t, const char *
         lead->lease_held = 0;
     }
     *lock_seq = seq;
+    t->charged = 1;
     t->stored_seq = lead->stored_seq = seq + in.n_messages;
     if (t->session_new)
         cache_saw_write(&w->cache, t->user_id, xid);
@@ -583,6 +632,8 @@ static void turn_reply(struct turn *t, const char *reply, long long lock_seq)
                             t->parent >= 0 ? json_integer(t->parent) : json_null());
         json_object_set_new(data, "active_leaf", json_integer(t->stored_seq - 1));
     }
+    if (data != NULL && t->temporary) /* only then: the existing reply stays as it was */
+        json_object_set_new(data, "temporary", json_true());
     if (data != NULL && t->group != NULL) {
         json_object_set_new(data, "answer", json_integer(t->answer));
         json_object_set_new(data, "answers", json_integer(t->group->n));
@@ -885,8 +936,8 @@ static void turn_start(struct worker *w, struct turn *t)
     events_turn_begin(t->app, t->session_id, t->turn_id);
     t->streamed = 1;
     events_emit(t->app, t->user_id,
-                json_pack("{s:s, s:s, s:b}", "kind", "turn_started", "session_id", t->session_id,
-                          "new_session", t->session_new));
+                json_pack("{s:s, s:s, s:b, s:b}", "kind", "turn_started", "session_id",
+                          t->session_id, "new_session", t->session_new, "temporary", t->temporary));
     struct turn_group *g = t->group;
     if (g != NULL) /* from now on every answer finishes (turn_finish) */
         g->started = 1;

@@ -46,6 +46,7 @@ enum turn_error {
     TURN_UNKNOWN_MODEL,
     TURN_NO_MODEL_ACCESS,
     TURN_NO_BALANCE,
+    TURN_SPENDING_LIMIT, /* a cap of the user's, of a model or of a group is used up */
     TURN_NO_SESSION,
     TURN_BAD_FILE, /* file_name is not a file of this session */
     TURN_BAD_SEQ,  /* codes 17, 18: seq is not a message of the kind asked for */
@@ -66,6 +67,12 @@ int turn_wire_code(enum turn_error e);
  * TURN_OK when the user may use the model. */
 enum turn_error turn_access_error(enum db_access a);
 
+/* A refused reservation (store/db.h) as the error it is answered with,
+ * TURN_NO_BALANCE or TURN_SPENDING_LIMIT, and its detail: which cap is
+ * used up and when it resets. */
+struct db_reserve;
+enum turn_error turn_refusal(const struct db_reserve *res, char *detail, size_t cap);
+
 struct turn {
     struct pool_job job; /* first: the pool runs it (start, then finish) */
     atomic_int refs;
@@ -77,6 +84,7 @@ struct turn {
     char turn_id[UUID_STR_LEN + 1];
     int code; /* the request's, 3, 17 or 18: its replies' type */
     int session_new;
+    int temporary; /* a new session: a temporary chat (code 3 temporary) */
     /* Where its messages go in the session's tree (migration 0010). A
      * code 3 turn continues the active leaf as its lease finds it; an edit
      * hangs beside the message it edits, a new answer beside the one it
@@ -124,6 +132,10 @@ struct turn {
      * takes one too, so that other tabs can find who runs its first turn
      * (resume, stop). */
     int lease_held;
+    /* Why its reservation (taken with the lease) was refused: the error's
+     * detail, "" for none. */
+    char refusal[200];
+    int charged; /* its store charged its reservation's slot */
 
     /* Live (work/events.h): its frames go to a stream other connections
      * resume from, once begun. */

@@ -42,8 +42,10 @@ class ExactMoney(StackCase):
         # the echo agent reports its token estimates
         self.assertTrue(all(r[4] > 0 and r[5] > 0 and not r[6] for r in rows), rows)
         u = c.req(13, {"user_id": uid})["data"]
+        self.assertRegex(u.pop("caps_reset"), r"^\d{4}-\d\d-01T00:00:00Z$")
         self.assertEqual(u, {"user_id": uid, "balance": 9.999654, "spent": 0.000346, "turns": 2,
-                             "by_model": [{"model": MODEL, "turns": 2, "spent": 0.000346}]})
+                             "by_model": [{"model": MODEL, "turns": 2, "spent": 0.000346}],
+                             "caps": []})
         c.close()
 
     def test_admin_sql_unchanged(self):
@@ -194,7 +196,8 @@ class Ledger(StackCase):
         u = json.loads(c.ws.recv(), parse_float=Decimal)  # every digit, as sent
         self.assertEqual(u["type"], 13, u)
         d = u["data"]
-        self.assertEqual(set(d), {"user_id", "balance", "spent", "turns", "by_model"})
+        self.assertEqual(set(d), {"user_id", "balance", "spent", "turns", "by_model", "caps",
+                                  "caps_reset"})
         spent = self.db.one("select sum(cost) from usage_ledger where user_id = %s", (uid,))
         self.assertGreater(len(str(spent)), 17)  # more digits than a double holds
         self.assertEqual((d["spent"], d["turns"]), (spent, 3))
