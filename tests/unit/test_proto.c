@@ -291,7 +291,7 @@ static void test_history_codes(void **state)
                  PERR_INVALID_FIELD, "'after'");
     expect_error("{\"type\":16,\"data\":{\"user_id\":\"" UID "\"}}", PERR_INVALID_FIELD,
                  "'session_id'");
-    expect_error("{\"type\":25,\"data\":{\"user_id\":\"" UID "\"}}", PERR_UNKNOWN_MESSAGE, NULL);
+    expect_error("{\"type\":27,\"data\":{\"user_id\":\"" UID "\"}}", PERR_UNKNOWN_MESSAGE, NULL);
 }
 
 #define TREE(type, rest)                                                                           \
@@ -385,6 +385,57 @@ static void test_organize_and_share_codes(void **state)
     proto_request_free(&req);
     expect_error(USER(20, ""), PERR_INVALID_FIELD, "'session_id'");
 }
+
+/* Issue 25: code 3's temporary, code 25, code 26's cap. */
+static void test_lifecycle_codes(void **state)
+{
+    (void)state;
+    struct proto_request req;
+    struct proto_error err;
+    assert_int_equal(decode(USER(3, ",\"session_id\":\"NEW\",\"model_name\":\"m\","
+                                    "\"message\":\"hi\",\"temporary\":true"),
+                            &req, &err),
+                     0);
+    assert_int_equal(req.temporary, 1);
+    proto_request_free(&req);
+    assert_int_equal(decode(USER(3, ",\"session_id\":\"NEW\",\"model_name\":\"m\","
+                                    "\"message\":\"hi\""),
+                            &req, &err),
+                     0);
+    assert_int_equal(req.temporary, 0);
+    proto_request_free(&req);
+    expect_error(USER(3, ",\"session_id\":\"" SID9 "\",\"model_name\":\"m\","
+                         "\"message\":\"hi\",\"temporary\":true"),
+                 PERR_INVALID_FIELD, "only a NEW session can be temporary");
+    expect_error(USER(3, ",\"session_id\":\"NEW\",\"model_name\":\"m\","
+                         "\"message\":\"hi\",\"temporary\":1"),
+                 PERR_INVALID_FIELD, "'temporary'");
+    assert_int_equal(decode(USER(1, ",\"filter\":{\"temporary\":true}"), &req, &err), 0);
+    assert_int_equal(req.temporary, 1);
+    assert_int_equal(req.filtered, 1);
+    proto_request_free(&req);
+
+    assert_int_equal(decode(USER(25, ",\"session_id\":\"" SID9 "\""), &req, &err), 0);
+    assert_string_equal(req.session_id, SID9);
+    proto_request_free(&req);
+    expect_error(USER(25, ""), PERR_INVALID_FIELD, "'session_id'");
+
+    assert_int_equal(decode(USER(26, ""), &req, &err), 0);
+    assert_int_equal(req.cap_given, 0);
+    proto_request_free(&req);
+    assert_int_equal(decode(USER(26, ",\"monthly_cap\":12.34"), &req, &err), 0);
+    assert_int_equal(req.cap_given, 1);
+    assert_string_equal(req.cap, "12.34");
+    proto_request_free(&req);
+    assert_int_equal(decode(USER(26, ",\"monthly_cap\":null"), &req, &err), 0);
+    assert_int_equal(req.cap_given, 1);
+    assert_string_equal(req.cap, "");
+    proto_request_free(&req);
+    expect_error(USER(26, ",\"monthly_cap\":-1"), PERR_INVALID_FIELD, "'monthly_cap'");
+    expect_error(USER(26, ",\"monthly_cap\":\"5\""), PERR_INVALID_FIELD, "'monthly_cap'");
+    expect_error(USER(26, ",\"monthly_cap\":1e13"), PERR_INVALID_FIELD, "'monthly_cap'");
+}
+
 
 /* Codes 17..20: a session and a message's seq, and each code's own. */
 static void test_tree_codes(void **state)
@@ -640,6 +691,7 @@ int main(void)
         cmocka_unit_test(test_history_codes),
         cmocka_unit_test(test_tree_codes),
         cmocka_unit_test(test_organize_and_share_codes),
+        cmocka_unit_test(test_lifecycle_codes),
         cmocka_unit_test(test_parse_error_with_invalid_utf8_still_encodes),
         cmocka_unit_test(test_deep_nesting_is_refused),
         cmocka_unit_test(test_encode),
