@@ -18,8 +18,8 @@
 #define UID "bdff475a-a7f7-4590-9595-15fd8e6c7d0c"
 
 /* The codes the existing client and chatd's own page send. */
-static const int client_codes[] = {0,  1,  2,  3,  4,  5,  6,  8,  9,  10, 11, 12,
-                                   13, 14, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26};
+static const int client_codes[] = {0,  1,  2,  3,  4,  5,  6,  8,  9,  10, 11, 12, 13,
+                                   14, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26};
 
 static void test_every_row_is_whole_and_found_by_its_code(void **state)
 {

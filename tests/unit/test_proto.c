@@ -436,7 +436,6 @@ static void test_lifecycle_codes(void **state)
     expect_error(USER(26, ",\"monthly_cap\":1e13"), PERR_INVALID_FIELD, "'monthly_cap'");
 }
 
-
 /* Codes 17..20: a session and a message's seq, and each code's own. */
 static void test_tree_codes(void **state)
 {
