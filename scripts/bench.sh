@@ -16,7 +16,9 @@
 #      (`scripts/bench.sh tree` runs only this)
 #   h3. POST /import of a 100 MB ChatGPT export vs COPY of the same rows,
 #      chatd's memory through it (`scripts/bench.sh import` runs only this)
-#   c2. a turn's PostgreSQL round trips, and the store beside pgbench
+#   c2. a turn's PostgreSQL round trips, and the store beside pgbench, with
+#      and without the budget reservation (`scripts/bench.sh turns` runs only
+#      this)
 #   d. 2,000 turns in flight at once against an agent that takes 2 s
 #   k. start-up time with 100,000 sessions vs an empty database
 #   j. 2,000 streamed replies at once, 20 deltas/s each, delivery lag, with
@@ -54,8 +56,8 @@ die() { say "$*"; exit 1; }
 
 SCENARIO=${1:-all}
 case $SCENARIO in
-all | soak | streams | tree | import) ;;
-*) die "usage: scripts/bench.sh [soak | streams | tree | import]" ;;
+all | soak | streams | tree | import | turns) ;;
+*) die "usage: scripts/bench.sh [soak | streams | tree | import | turns]" ;;
 esac
 SOAK_CLIENTS=${SOAK_CLIENTS:-1000}
 SOAK_SECONDS=${SOAK_SECONDS:-600}
@@ -571,6 +573,82 @@ printf '%-34s %9s %9s %12s\n' "COPY, the same rows (anchor)" "$copy_s" "$convs" 
 echo "import / COPY rate: $(awk -v a="$copy_s" -v b="$import_s" 'BEGIN { printf "%.2f", a / b }') (goal >= 0.25); $convs conversations, $msgs messages, $(du -m "$dir/conversations.json" | cut -f1) MB"
 }
 
+section_c2() {
+    echo
+    echo "## c2. a turn at the database's pace: round trips, and the store beside pgbench"
+    metric_value() { # exact metric name with labels -> value (0 when absent)
+        curl -s "http://127.0.0.1:$CHATD_PORT/metrics" | awk -v n="$1" '$1 == n { v = $2 } END { print v + 0 }'
+    }
+    TURN_OK='chatd_requests_total{code="3",outcome="ok"}'
+    rt0=$(metric_value chatd_pg_roundtrips_total) ok0=$(metric_value "$TURN_OK")
+    timeout -k 5 120 "$BUILD/wsbench" --url "$URL" --user "$USER_ID" --code 3 --session PERCONN --conns 1 --seconds "$SECS" --warmup 0 --timeout 20 >"$DATA/rt.out" 2>>"$DATA/client.err" || true
+    rt1=$(metric_value chatd_pg_roundtrips_total) ok1=$(metric_value "$TURN_OK")
+    printf '%-58s %s\n' "PostgreSQL round trips per turn (chatd_pg_roundtrips_total)" \
+        "$(awk -v r=$((rt1 - rt0)) -v t=$((ok1 - ok0)) 'BEGIN { printf "%.2f over %d turns", (t > 0 ? r / t : 0), t }')"
+    psql_q -c "insert into chat_sessions(session_id, user_id, session_name, model_id)
+        select ('00000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid, '$USER_ID', 'pgbench ' || i, 8
+          from generate_series(0, 63) i" >/dev/null
+    # Two transactions: chatd's (the turn's money reserved with its lease and
+    # settled by its store, issue 25) and the same without a reservation.
+    for reserve in 1 0; do
+    /usr/bin/python3 - "$REPO/scripts" "$USER_ID" "$reserve" >"$DATA/pgbench_store$reserve.sql" <<'EOF'
+import re, sys
+sys.path.insert(0, sys.argv[1])
+import pg_statement
+user = "'%s'" % sys.argv[2]
+sid = "('00000000-0000-4000-8000-' || lpad(:client_id::text, 12, '0'))"
+turn = "('00000000-0000-4000-9000-' || lpad(:client_id::text, 12, '0'))"
+def fill(name, vals):
+    sql = re.sub(r"\$(\d+)", lambda m: vals[int(m.group(1))], pg_statement.statement_sql(name))
+    return " ".join(sql.split()) + ";"
+reserve = sys.argv[3] == "1"
+print(fill("lease_take", {1: user, 2: sid, 3: turn, 4: "10", 5: "false",
+                          6: "'{8}'" if reserve else "null", 7: "2"}))
+print(fill("turn_store", {1: user, 2: sid, 3: turn, 4: "2", 5: "'bench message'",
+                          6: "'echo: bench message [history=2 summary=0 files=0]'", 7: "''", 8: "''",
+                          9: "'turn'", 10: "8", 11: "'llama3.1:8b'", 12: "'0.0001'", 13: "'0'",
+                          14: "null", 15: "null", 16: "false", 17: "false", 18: "0",
+                          19: "(select coalesce(active_leaf, next_seq - 1) from chat_sessions"
+                              " where session_id = %s::uuid)" % sid, 20: "0", 21: "false", 22: "0"}))
+EOF
+    done
+    pgbench_store() { # reserve (1/0) -> tps
+        PGPASSWORD=chatd pgbench -n -h 127.0.0.1 -p "$PG_PORT" -U chatd -c 32 -j 2 -T "$SECS" -M prepared \
+            -f "$DATA/pgbench_store$1.sql" chatd 2>>"$DATA/pgbench.err" |
+            awk '/^tps = / { printf "%d", $3; exit }'
+    }
+    store_pair() { # label
+        local chatd_rps pgb pgb0
+        run_cpu timeout -k 5 120 "$BUILD/wsbench" --url "$URL" --user "$USER_ID" --code 3 --session PERCONN --conns 32 --seconds "$SECS" --warmup "$WARM" --timeout 20
+        chatd_rps=$(field "$OUT" rps)
+        pgb=$(pgbench_store 1)
+        pgb0=$(pgbench_store 0)
+        printf '%-10s %13s %10s %6s %13s   (chatd p50/p99 %s/%s us, errors %s, chatd%% %s, pg%% %s)\n' "$1" "$chatd_rps" \
+            "${pgb:-?}" "$(awk -v a="$chatd_rps" -v b="${pgb:-0}" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')" \
+            "${pgb0:-?}" \
+            "$(field "$OUT" p50_us)" "$(field "$OUT" p99_us)" "$(field "$OUT" errors)" "$CHATD_CPU" "$PG_CPU"
+    }
+    echo "(pgbench: -c 32 -j 2 -M prepared, a transaction = chatd's lease_take + turn_store statements, $DATA/pgbench_store1.sql;"
+    echo " no_reserve: the same statements without the reservation, $DATA/pgbench_store0.sql)"
+    printf '%-10s %13s %10s %6s %13s\n' fsync chatd_turns/s pgbench/s ratio no_reserve/s
+    store_pair "off"
+    say "restarting PostgreSQL with fsync on"
+    if CHATD_PG_FAST=0 "$REPO/scripts/services.sh" restart-pg "$DATA" "$PG_PORT" 2>>"$DATA/services.log"; then
+        sleep 1
+        store_pair "on"
+        CHATD_PG_FAST=1 "$REPO/scripts/services.sh" restart-pg "$DATA" "$PG_PORT" 2>>"$DATA/services.log" ||
+            die "PostgreSQL did not come back (see $DATA/services.log)"
+        sleep 1
+    else
+        say "WARNING: PostgreSQL did not restart with fsync on (see $DATA/services.log)"
+    fi
+}
+
+if [[ $SCENARIO == turns ]]; then
+    section_c2
+    report_tail
+    exit 0
+fi
 if [[ $SCENARIO == import ]]; then
     section_import
     report_tail
@@ -673,65 +751,8 @@ chat_row "chatd code 3, session NEW every turn"
 # (scripts/pg_statement.py reads them from src/store/pg.c) at 32 clients, one
 # session per client, on the same PostgreSQL: with fsync off (as everything
 # above) and again after a restart with fsync on.
-echo
-echo "## c2. a turn at the database's pace: round trips, and the store beside pgbench"
-metric_value() { # exact metric name with labels -> value (0 when absent)
-    curl -s "http://127.0.0.1:$CHATD_PORT/metrics" | awk -v n="$1" '$1 == n { v = $2 } END { print v + 0 }'
-}
-TURN_OK='chatd_requests_total{code="3",outcome="ok"}'
-rt0=$(metric_value chatd_pg_roundtrips_total) ok0=$(metric_value "$TURN_OK")
-timeout -k 5 120 "$BUILD/wsbench" --url "$URL" --user "$USER_ID" --code 3 --session PERCONN --conns 1 --seconds "$SECS" --warmup 0 --timeout 20 >"$DATA/rt.out" 2>>"$DATA/client.err" || true
-rt1=$(metric_value chatd_pg_roundtrips_total) ok1=$(metric_value "$TURN_OK")
-printf '%-58s %s\n' "PostgreSQL round trips per turn (chatd_pg_roundtrips_total)" \
-    "$(awk -v r=$((rt1 - rt0)) -v t=$((ok1 - ok0)) 'BEGIN { printf "%.2f over %d turns", (t > 0 ? r / t : 0), t }')"
-psql_q -c "insert into chat_sessions(session_id, user_id, session_name, model_id)
-    select ('00000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid, '$USER_ID', 'pgbench ' || i, 8
-      from generate_series(0, 63) i" >/dev/null
-/usr/bin/python3 - "$REPO/scripts" "$USER_ID" >"$DATA/pgbench_store.sql" <<'EOF'
-import re, sys
-sys.path.insert(0, sys.argv[1])
-import pg_statement
-user = "'%s'" % sys.argv[2]
-sid = "('00000000-0000-4000-8000-' || lpad(:client_id::text, 12, '0'))"
-turn = "('00000000-0000-4000-9000-' || lpad(:client_id::text, 12, '0'))"
-def fill(name, vals):
-    sql = re.sub(r"\$(\d+)", lambda m: vals[int(m.group(1))], pg_statement.statement_sql(name))
-    return " ".join(sql.split()) + ";"
-print(fill("lease_take", {1: user, 2: sid, 3: turn, 4: "10", 5: "false"}))
-print(fill("turn_store", {1: user, 2: sid, 3: turn, 4: "2", 5: "'bench message'",
-                          6: "'echo: bench message [history=2 summary=0 files=0]'", 7: "''", 8: "''",
-                          9: "'turn'", 10: "8", 11: "'llama3.1:8b'", 12: "'0.0001'", 13: "'0'",
-                          14: "null", 15: "null", 16: "false", 17: "false", 18: "0",
-                          19: "(select coalesce(active_leaf, next_seq - 1) from chat_sessions"
-                              " where session_id = %s::uuid)" % sid, 20: "0", 21: "false"}))
-EOF
-pgbench_store() { # -> tps
-    PGPASSWORD=chatd pgbench -n -h 127.0.0.1 -p "$PG_PORT" -U chatd -c 32 -j 2 -T "$SECS" -M prepared \
-        -f "$DATA/pgbench_store.sql" chatd 2>>"$DATA/pgbench.err" |
-        awk '/^tps = / { printf "%d", $3; exit }'
-}
-store_pair() { # label
-    local chatd_rps pgb
-    run_cpu timeout -k 5 120 "$BUILD/wsbench" --url "$URL" --user "$USER_ID" --code 3 --session PERCONN --conns 32 --seconds "$SECS" --warmup "$WARM" --timeout 20
-    chatd_rps=$(field "$OUT" rps)
-    pgb=$(pgbench_store)
-    printf '%-10s %13s %10s %6s   (chatd p50/p99 %s/%s us, errors %s, chatd%% %s, pg%% %s)\n' "$1" "$chatd_rps" \
-        "${pgb:-?}" "$(awk -v a="$chatd_rps" -v b="${pgb:-0}" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')" \
-        "$(field "$OUT" p50_us)" "$(field "$OUT" p99_us)" "$(field "$OUT" errors)" "$CHATD_CPU" "$PG_CPU"
-}
-echo "(pgbench: -c 32 -j 2 -M prepared, a transaction = chatd's lease_take + turn_store statements, $DATA/pgbench_store.sql)"
-printf '%-10s %13s %10s %6s\n' fsync chatd_turns/s pgbench/s ratio
-store_pair "off"
-say "restarting PostgreSQL with fsync on"
-if CHATD_PG_FAST=0 "$REPO/scripts/services.sh" restart-pg "$DATA" "$PG_PORT" 2>>"$DATA/services.log"; then
-    sleep 1
-    store_pair "on"
-    CHATD_PG_FAST=1 "$REPO/scripts/services.sh" restart-pg "$DATA" "$PG_PORT" 2>>"$DATA/services.log" ||
-        die "PostgreSQL did not come back (see $DATA/services.log)"
-    sleep 1
-else
-    say "WARNING: PostgreSQL did not restart with fsync on (see $DATA/services.log)"
-fi
+
+section_c2
 
 # ------------------------------------------------------------- e. growth
 echo

@@ -14,7 +14,7 @@ PACKAGES=(
     build-essential pkg-config cmake clang libclang-rt-14-dev clang-format-14
     libgrpc-dev protobuf-c-compiler libprotobuf-c-dev libprotobuf-dev protobuf-compiler
     libpq-dev libhiredis-dev libwebsockets-dev libwebsockets-evlib-ev libjansson-dev
-    libcurl4-openssl-dev libssl-dev libcmocka-dev libzip-dev
+    libcurl4-openssl-dev libssl-dev libcmocka-dev libzip-dev libarchive-dev
     postgresql redis-server
     python3 python3-grpcio python3-protobuf python3-websocket python3-psycopg2 python3-redis
     python3-jwt

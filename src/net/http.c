@@ -51,6 +51,7 @@
 #include "wire/proto.h"
 #include "work/app.h"
 #include "work/export.h"
+#include "work/export_zip.h"
 #include "work/import.h"
 #include "work/ready.h"
 #include "work/share.h"
@@ -357,7 +358,7 @@ static int serve_export(struct http_state *hs, struct lws *wsi, const char *sess
     if (fr == URLARG_INVALID || export_format_parse(f, session_id == NULL, &format) != 0)
         return answer_message(wsi, HTTP_STATUS_BAD_REQUEST,
                               session_id != NULL ? "Unknown format: use json, md, txt or csv"
-                                                 : "Unknown format: use jsonl",
+                                                 : "Unknown format: use jsonl or zip",
                               origin, 0);
     /* A session's whole tree, in the one format that can say where each
      * message hangs. */
@@ -372,7 +373,9 @@ static int serve_export(struct http_state *hs, struct lws *wsi, const char *sess
     if (t == NULL)
         return -1;
     t->exporting = 1;
-    if (export_start(hs->app, t->id, user, session_id != NULL ? sid : NULL, format, all) != 0) {
+    if ((format == EXPORT_ZIP ? export_zip_start(hs->app, t->id, user)
+                              : export_start(hs->app, t->id, user, session_id != NULL ? sid : NULL,
+                                             format, all)) != 0) {
         txn_free(t);
         return answer_message(wsi, 500, "Out of memory", origin, 0);
     }

@@ -446,6 +446,12 @@ enum db_status db_budget_set(struct pg *pg, const char *user_id, const char *per
  * caps_reset} as JSON text PostgreSQL wrote. DB_NOT_FOUND: no user. */
 enum db_status db_budget(struct pg *pg, const char *user_id, char **json);
 
+/* GET /export?format=zip: up to limit of the user's files after stored
+ * name after ("" from the first), by name, as a JSON array of
+ * {stored_name, original_name, session_id, content_type, size}. */
+enum db_status db_user_files(struct pg *pg, const char *user_id, const char *after, int limit,
+                             char **json);
+
 /* What the sweeper deletes (work/sweep.c). */
 struct db_sweep_policy {
     int temporary_hours;            /* temporary chats idle longer */

@@ -35,6 +35,15 @@ enum db_status db_budget(struct pg *pg, const char *user_id, char **json)
     return dbrow_text_row(pg, PG_BUDGET, 1, p, json);
 }
 
+enum db_status db_user_files(struct pg *pg, const char *user_id, const char *after, int limit,
+                             char **json)
+{
+    char lim[16];
+    snprintf(lim, sizeof(lim), "%d", limit);
+    const char *p[3] = {user_id, after, lim};
+    return dbrow_text_row(pg, PG_USER_FILES, 3, p, json);
+}
+
 /* ------------------------------------------------------------ sweeper */
 
 int db_sweep_lock(struct pg *pg)

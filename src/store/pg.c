@@ -763,6 +763,16 @@ static const struct {
          "          'caps', " PG_CAPS_JSON(
              "u.user_id") ", 'caps_reset', " PG_CAPS_RESET ")::text"
                           "   from user_data u where u.user_id = $1::uuid"},
+    /* GET /export?format=zip: the user's files after stored name $2 (''
+     * from the first), $3 of them, as a JSON array. */
+    [PG_USER_FILES] =
+        {"user_files", 3,
+         "select coalesce(json_agg(json_build_object("
+         "          'stored_name', f.stored_name, 'original_name', f.original_name,"
+         "          'session_id', f.session_id, 'content_type', f.content_type,"
+         "          'size', f.size_bytes) order by f.stored_name), '[]')::text"
+         "  from (select * from uploaded_files where user_id = $1::uuid and stored_name > $2"
+         "         order by stored_name limit $3::int) f"},
     /* Code 26: the user's personal cap ($2, null: none). */
     [PG_BUDGET_SET] = {"budget_set", 2,
                        "update user_data set personal_cap = $2::numeric"

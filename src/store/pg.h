@@ -84,6 +84,7 @@ enum pg_stmt {
     PG_IMPORT_CONVO,     /* one conversation imported: see pg.c */
     PG_IMPORT_UPDATE,    /* an import's progress: see pg.c */
     PG_IMPORT_GET,       /* $1 user, $2 import -> state json */
+    PG_USER_FILES,       /* $1 user, $2 after name, $3 limit -> files json */
     PG_BUDGET_SET,       /* $1 user, $2 personal cap (null: none) -> 1 (no row: no user) */
     PG_BUDGET,           /* $1 user -> code 26's json (no row: no user) */
     PG_KEEP,             /* $1 user, $2 session -> xid (no row: not the user's) */

@@ -4,6 +4,8 @@
  *   GET /sessions/<id>/export?format=json&branches=all its whole tree
  *   GET /export?format=jsonl                           every session, one
  *                                                       line each
+ *   GET /export?format=zip                             everything of the
+ *                                                       user (export_zip.h)
  *
  * A session is its active path (what code 2 shows) unless the whole tree
  * is asked for, where each message names its parent.
@@ -35,10 +37,11 @@ struct export_job;
 #define EXPORT_PAGE 250         /* messages read per piece */
 #define EXPORT_SESSIONS_PAGE 50 /* sessions listed per read (jsonl) */
 
-enum export_format { EXPORT_JSON, EXPORT_MD, EXPORT_TXT, EXPORT_CSV, EXPORT_JSONL };
+enum export_format { EXPORT_JSON, EXPORT_MD, EXPORT_TXT, EXPORT_CSV, EXPORT_JSONL, EXPORT_ZIP };
 
-/* The format named name: json, md, txt or csv for one session, jsonl for
- * all of them. 0, or -1 when there is no such format for that kind. */
+/* The format named name: json, md, txt or csv for one session, jsonl or
+ * zip for all of them. 0, or -1 when there is no such format for that
+ * kind. */
 int export_format_parse(const char *name, int all_sessions, enum export_format *out);
 
 /* Starts an export for the HTTP transaction txn: user_id's session
@@ -76,6 +79,12 @@ struct export_source {
                                int *n);
     enum db_status (*page)(void *ctx, const char *user_id, const char *session_id, long long after,
                            int limit, int all_branches, char **path, char **json, long long *last);
+    /* zip only: a page of the user's files (db_user_files), the usage
+     * (db_usage) and the caps (db_budget) */
+    enum db_status (*files)(void *ctx, const char *user_id, const char *after, int limit,
+                            char **json);
+    enum db_status (*usage)(void *ctx, const char *user_id, char **json);
+    enum db_status (*budget)(void *ctx, const char *user_id, char **json);
     void *ctx;
 };
 
@@ -83,6 +92,20 @@ struct export_source {
  * memory. */
 struct export_job *export_job_new(struct app *app, uint64_t txn, const char *user_id,
                                   const char *session_id, enum export_format format);
+/* The whole tree of each session instead of its active path. */
+void export_job_all_branches(struct export_job *j);
+
+enum export_piece;
+/* A download whose pieces another module makes (export_zip.h): piece is
+ * called with state for each, with the job's sources, and free_state
+ * when the job goes. */
+typedef enum export_piece (*export_piece_fn)(void *state, const struct export_source *src,
+                                             struct buf *b);
+void export_job_delegate(struct export_job *j, const char *filename, export_piece_fn piece,
+                         void (*free_state)(void *), void *state);
+/* Runs a job made by export_job_new: its first piece comes through the
+ * outbox. */
+void export_submit(struct export_job *j);
 
 enum export_piece {
     EXPORT_PIECE_MORE,       /* b holds a piece; more follow */

@@ -588,7 +588,7 @@ static void turn_refresh_cache(struct worker *w, struct turn *t, const char *rep
 static void turn_announce(struct turn *t, const struct db_charge *charge, long long lock_seq)
 {
     struct app *app = t->app;
-    if (t->session_new)
+    if (t->session_new && !t->temporary) /* a temporary chat is in no list */
         events_emit(app, t->user_id,
                     json_pack("{s:s, s:s, s:s}", "kind", "session_created", "session_id",
                               t->session_id, "session_name", t->session_name));
@@ -936,8 +936,11 @@ static void turn_start(struct worker *w, struct turn *t)
     events_turn_begin(t->app, t->session_id, t->turn_id);
     t->streamed = 1;
     events_emit(t->app, t->user_id,
-                json_pack("{s:s, s:s, s:b, s:b}", "kind", "turn_started", "session_id",
-                          t->session_id, "new_session", t->session_new, "temporary", t->temporary));
+                t->temporary
+                    ? json_pack("{s:s, s:s, s:b, s:b}", "kind", "turn_started", "session_id",
+                                t->session_id, "new_session", 1, "temporary", 1)
+                    : json_pack("{s:s, s:s, s:b}", "kind", "turn_started", "session_id",
+                                t->session_id, "new_session", t->session_new));
     struct turn_group *g = t->group;
     if (g != NULL) /* from now on every answer finishes (turn_finish) */
         g->started = 1;

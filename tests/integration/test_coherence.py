@@ -26,7 +26,7 @@ import unittest
 import uuid
 
 from harness import MODEL, Agent, Chatd, Database, RedisServer, cleanup
-from test_faults import PRICES, START_BALANCE, Traffic, check_store
+from test_faults import PRICES, START_BALANCE, Traffic, agent_priced, check_store
 
 SEED = int(os.environ.get("COHERENCE_SEED", "0")) or random.randrange(1, 1 << 30)
 DURATION = float(os.environ.get("COHERENCE_SECONDS", "40"))
@@ -61,6 +61,7 @@ class Stack:
             self.db = Database(name)
             self.chatd = Chatd(self.db, agent_port=self.agent.port, REDIS_PORT=self.rds.port,
                                WORKER_THREADS=workers, AI_TIMEOUT_SECONDS=20)
+            agent_priced(self.db)
         except BaseException:
             self.stop()
             raise
@@ -564,6 +565,7 @@ class RandomizedLive(unittest.TestCase):
             for _ in range(3):
                 s.chatds.append(Chatd(s.db, agent_port=s.agent.port, REDIS_PORT=s.rds.port,
                                       TURN_LEASE_SECONDS=3, AI_TIMEOUT_SECONDS=30))
+            agent_priced(s.db)
             run = LiveRun(s, rnd)
             uids = [s.db.add_user("Live%d" % i, balance=START_BALANCE) for i in range(2)]
             for n in range(6):

@@ -264,7 +264,7 @@ class Export(StackCase):
             self.assertEqual(json.loads(body)["message"], "Unknown format: use json, md, txt or csv")
         for fmt in ("json", "csv", "md"):
             st, _, body = self.get("/export?format=" + fmt)
-            self.assertEqual((st, json.loads(body)["message"]), (400, "Unknown format: use jsonl"))
+            self.assertEqual((st, json.loads(body)["message"]), (400, "Unknown format: use jsonl or zip"))
         for q in ("", "?user_id=", "?user_id=nope", "?user_id=%s0" % self.uid, "?userid=" + self.uid):
             st, _, body = export(self.chatd.port, "/sessions/%s/export%s" % (self.sid, q))
             self.assertEqual((st, json.loads(body)["message"]), (400, "Missing or invalid user_id"), q)

@@ -58,6 +58,14 @@ PG_DOWN_CODES = {0: {14}, 1: {5}, 2: {9}, 3: {4, 5, 14}, 6: {16}}
 
 # ------------------------------------------------------------- the agent
 
+def agent_priced(db):
+    """The agent of these tests charges its own prices (PRICES), far above
+    the catalogue's, so the most a turn may cost (what chatd reserves, and
+    never charges past: migration 0013) is set to cover them. Call once
+    chatd has migrated db."""
+    db.query("update model_details set max_turn_cost = 5")
+
+
 def agent_cost(out_bytes):
     """ca_cost() of src/chat-agent/config.c with AGENT_PRICE_IN_PER_1K=0, as
     chatd takes it: the double field (precise_cost), which the agent sets."""
@@ -531,6 +539,7 @@ class Faults(unittest.TestCase):
         chatd = None
         try:
             chatd = Chatd(db, agent_port=slow.port, **CHATD_ENV)  # migrates
+            agent_priced(db)
             uid = db.add_user("Crash", balance=START_BALANCE)
             turns, t = [], None
             # (agent, seconds of traffic before the kill)
@@ -584,6 +593,7 @@ class Faults(unittest.TestCase):
         chatd = None
         try:
             chatd = Chatd(db, agent_port=agent.port, **CHATD_ENV)
+            agent_priced(db)
             uid = db.add_user("Point", balance=START_BALANCE)
             c = chatd.client(timeout=RECV_TIMEOUT)
             first = c.chat(uid, "NEW", "turn one")
@@ -666,6 +676,7 @@ class Faults(unittest.TestCase):
         chatd = None
         try:
             chatd = Chatd(db, agent_port=agent.port, REDIS_PORT=rds.port, **CHATD_ENV)
+            agent_priced(db)
             uid = db.add_user("Redis", balance=START_BALANCE)
             # Redis is only a cache: no request may fail because it is gone.
             t = Traffic(chatd, uid, "Redis", threads=6, label="r").start()
@@ -737,6 +748,7 @@ class Faults(unittest.TestCase):
         chatd = None
         try:
             chatd = Chatd(db, agent_port=agent.port, **CHATD_ENV)
+            agent_priced(db)
             uid = db.add_user("Agent", balance=START_BALANCE)
             c = chatd.client(timeout=RECV_TIMEOUT)
             first = c.chat(uid, "NEW", "first turn, stored")
@@ -829,6 +841,7 @@ class Faults(unittest.TestCase):
         chatd = None
         try:
             chatd = Chatd(db, agent_port=agent.port, PUBLIC_DIR=public, MAX_FILE_SIZE=1)
+            agent_priced(db)
             uid = db.add_user("Disk")
             sid = db.add_session(uid)
             big = b"disk full test line\n" * (600 * 1024 // 20)  # 600 KiB: < MAX_FILE_SIZE, > the disk

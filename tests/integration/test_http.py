@@ -497,7 +497,7 @@ class Http(StackCase):
         # frame types (7, 15) have none
         codes = {dict(k[1])["code"] for k in after if k[0] == "chatd_requests_total"}
         self.assertEqual(codes, {str(c) for c in (0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14, 16, 17, 18, 19, 20, 21,
-                                                 22, 23, 24)} | {"other"})
+                                                 22, 23, 24, 25, 26)} | {"other"})
         self.assertEqual(delta("chatd_agent_call_duration_seconds_count"), 1)
         self.assertEqual(delta("chatd_upload_bytes_total"), len(PNG))
         self.assertEqual(after[("chatd_turns_in_flight", frozenset())], 0)

@@ -8,11 +8,13 @@ turn's lease, so that concurrent turns on several instances never spend
 past a cap or below a zero balance."""
 
 import concurrent.futures
+import io
 import json
 import os
 import subprocess
 import unittest
 import uuid
+import zipfile
 from decimal import Decimal
 
 from harness import (CHATD_BIN, MODEL, Agent, Chatd, ClientCase, Database, cleanup, redis_client,
@@ -306,6 +308,51 @@ class Erasure(LifecycleCase):
         wait_for(lambda: self.db.one("select count(*) from erasure_queue") == 0,
                  "the queue is emptied")
         self.assertEqual(self.text_rows(marker), [])
+
+
+class ExportAll(LifecycleCase):
+    def test_everything_of_a_user_in_one_zip(self):
+        uid = self.db.add_user(balance=5)
+        a = self.c.chat(uid, "NEW", "first chat")["data"]["session_id"]
+        self.assertEqual(self.c.chat(uid, a, "second turn")["type"], 3)
+        self.assertEqual(self.c.req(17, {"user_id": uid, "session_id": a, "seq": 2,
+                                         "message": "second, edited"})["type"], 17)
+        b = self.c.chat(uid, "NEW", "other chat")["data"]["session_id"]
+        data = os.urandom(150000).hex().encode()  # more than one slice of the file
+        name = upload(self.chatd.port, uid, b, "blob.txt", data)
+        self.assertEqual(self.c.chat(uid, b, "see the file", file_name=name)["type"], 3)
+        self.c.chat(uid, "NEW", "not in any export", temporary=True)
+        status, headers, body = request(self.chatd.port, "GET", "/export?user_id=%s&format=zip" % uid)
+        self.assertEqual(status, 200, body[:200])
+        self.assertEqual(headers["content-type"], "application/zip")
+        self.assertIn("chatd-export.zip", headers["content-disposition"])
+        z = zipfile.ZipFile(io.BytesIO(body))
+        self.assertIsNone(z.testzip())
+        names = sorted(z.namelist())
+        chats = [n for n in names if n.startswith("chats/")]
+        self.assertEqual(len(chats), 2, names)
+        self.assertEqual(sorted(n for n in names if not n.startswith("chats/")),
+                         ["budget.json", "files/" + name, "usage.json"])
+        self.assertEqual(z.read("files/" + name), data)
+        trees = {json.loads(z.read(n))["session_id"]: json.loads(z.read(n)) for n in chats}
+        self.assertEqual(set(trees), {a, b})
+        # the whole tree: both versions of the edited question, with parents
+        texts = [m["content"] for m in trees[a]["messages"]]
+        self.assertIn("second turn", texts)
+        self.assertIn("second, edited", texts)
+        self.assertTrue(all("parent_seq" in m for m in trees[a]["messages"]))
+        usage = json.loads(z.read("usage.json"))
+        self.assertEqual(usage["turns"], 6)  # the temporary chat's turn was spent too
+        self.assertEqual(json.loads(z.read("budget.json"))["user_id"], uid)
+        # exactly what the session's own export gives
+        status, _, one = request(self.chatd.port, "GET",
+                                 "/sessions/%s/export?user_id=%s&format=json&branches=all" % (a, uid))
+        self.assertEqual(json.loads(one), trees[a])
+        # no such user: not found; a bad format: said so
+        status, _, _ = request(self.chatd.port, "GET", "/export?user_id=%s&format=zip" % uuid.uuid4())
+        self.assertEqual(status, 404)
+        status, _, body = request(self.chatd.port, "GET", "/export?user_id=%s&format=tar" % uid)
+        self.assertEqual((status, json.loads(body)["message"]), (400, "Unknown format: use jsonl or zip"))
 
 
 class Budget(ClientCase):

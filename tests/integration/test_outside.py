@@ -122,7 +122,7 @@ class QueryOrder(StackCase):
             self.assertEqual(status, 400, (q, body))
         status, _, body = request(self.chatd.port, "GET", "/export?user_id=%s&format=csv" % uid)
         self.assertEqual(status, 400, body)
-        self.assertEqual(json.loads(body)["message"], "Unknown format: use jsonl")
+        self.assertEqual(json.loads(body)["message"], "Unknown format: use jsonl or zip")
         status, headers, _ = request(self.chatd.port, "GET", "/export?user_id=%s&format=jsonl" % uid)
         self.assertEqual(status, 200)
 

@@ -582,6 +582,30 @@ class Page(unittest.TestCase):
         self.wait(lambda: listed() == [c, b] and "pinned" not in item(b).get_attribute("class"),
                   "the other tab's unpin")
 
+    def test_a_temporary_chat_and_keeping_it(self):
+        uid = self.db.add_user()
+        d = self.b
+        self.open_as(self.http(self.fast), uid)
+        self.wait(lambda: d.find_element(By.ID, "temporary-toggle").is_displayed(), "the toggle")
+        d.find_element(By.ID, "temporary").click()
+        self.send("a passing thought")
+        self.wait(lambda: self.stored_reply() is not None and self.done(), "the reply")
+        sid = self.db.one("select session_id::text from chat_sessions where user_id = %s", (uid,))
+        self.assertTrue(self.db.one("select temporary from chat_sessions where session_id = %s", (sid,)))
+        # shown as such, not listed
+        self.wait(lambda: d.find_element(By.ID, "temporary-badge").is_displayed(), "the badge")
+        self.assertFalse(d.find_element(By.ID, "temporary-toggle").is_displayed())
+        self.assertEqual(d.find_elements(By.CSS_SELECTOR, "#sessions li[data-id='%s']" % sid), [])
+        # kept: an ordinary chat, in the list
+        d.find_element(By.ID, "keep").click()
+        self.wait(lambda: d.find_elements(By.CSS_SELECTOR, "#sessions li[data-id='%s']" % sid), "listed")
+        self.assertFalse(d.find_element(By.ID, "temporary-badge").is_displayed())
+        self.assertFalse(self.db.one("select temporary from chat_sessions where session_id = %s", (sid,)))
+        # a new chat starts ordinary again
+        d.find_element(By.ID, "new-chat").click()
+        self.wait(lambda: d.find_element(By.ID, "temporary-toggle").is_displayed(), "the toggle again")
+        self.assertFalse(d.find_element(By.ID, "temporary").is_selected())
+
     def test_share_a_chat_and_open_it_signed_out(self):
         owner, viewer = self.db.add_user(), self.db.add_user()
         d = self.b

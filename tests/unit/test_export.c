@@ -179,7 +179,7 @@ static enum db_status f_page(void *ctx, const char *user_id, const char *session
 /* Runs job j to its end: the whole download, and how many pieces. */
 static enum export_piece run_all(struct export_job *j, struct fake *f, struct buf *all, int *pieces)
 {
-    const struct export_source src = {f_user, f_session, f_sessions, f_page, f};
+    const struct export_source src = {f_user, f_session, f_sessions, f_page, .ctx = f};
     *pieces = 0;
     for (;;) {
         struct buf b = {0};

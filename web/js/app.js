@@ -12,6 +12,7 @@
 //   organize.js      pin, archive, tags; which chats the list shows
 //   sharing.js       share links; continuing a shared chat in a copy
 //   importing.js     chats from ChatGPT, Claude, Open WebUI, another chatd
+//   temporary.js     temporary chats: made, shown as such, kept
 //   composer.js      sending, stopping, attaching a file
 //
 // Every reply from chatd is plain text or Markdown made safe by render.js;
@@ -25,6 +26,7 @@ import { attach, growInput, send, showAttachment, stop } from './composer.js';
 import { setView } from './organize.js';
 import { wireSharing } from './sharing.js';
 import { wireImport } from './importing.js';
+import { initTemporary } from './temporary.js';
 
 function watch(sentinel, root, fn) {
   new IntersectionObserver((entries) => {
@@ -38,6 +40,7 @@ function wire() {
   $('composer').addEventListener('submit', send);
   $('stop').addEventListener('click', stop);
   $('new-chat').addEventListener('click', () => { closeSidebar(); newChat(); });
+  initTemporary();
   $('sign-out').addEventListener('click', signout);
   $('notice-close').addEventListener('click', clearNotice);
   $('search').addEventListener('input', onSearchInput);

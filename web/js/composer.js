@@ -2,6 +2,7 @@
 // attaching and uploading a file.
 
 import { CODE, ERR, NEW_SESSION } from './wire.js';
+import { wantTemporary } from './temporary.js';
 import { $, S, clearNotice, errorText, isImage, notice, req, setOpen, setPendingTurn, toBottom } from './state.js';
 import { upsertSession } from './sidebar.js';
 import { markActive, setTitle } from './conversation.js';
@@ -59,10 +60,12 @@ export async function send(ev) {
   setBusy(true);
   toBottom();
   try {
-    await req(CODE.CHAT, {
+    const data = {
       session_id: session, model_name: model, message, session_prompt: '',
       file_name: fileRef, stream: true,
-    });
+    };
+    if (session === NEW_SESSION && wantTemporary()) data.temporary = true;
+    await req(CODE.CHAT, data);
   } catch (e) {
     failTurn(e);
   }

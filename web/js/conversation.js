@@ -8,6 +8,7 @@ import { setExportLinks } from './session.js';
 import { dropSession } from './sidebar.js';
 import { attachTurn, dropPending, resume } from './turn.js';
 import { branchControls } from './branch.js';
+import { showTemporary } from './temporary.js';
 
 export function setTitle(name) {
   S.openName = name;
@@ -29,6 +30,7 @@ export function newChat() {
   S.nextBefore = null;
   if (S.turn && !S.turn.own) S.turn = null;
   setTitle('');
+  showTemporary(null);
   markActive();
   renderConversation();
   $('input').focus();
@@ -72,6 +74,7 @@ export async function openSession(id, { at }) {
   S.nextBefore = r.next_before;
   S.hasNewer = at !== undefined && at !== null;
   setTitle(r.session_name);
+  showTemporary(r.temporary === true);
   markActive();
   renderConversation();
   if (S.hasNewer) {

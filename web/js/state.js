@@ -17,6 +17,7 @@ export const S = {
   sessionsDone: false,
   open: null,          // the open session id, null for a new chat
   openName: '',
+  openTemporary: null, // the open chat is temporary (temporary.js)
   msgs: [],            // the open session's loaded messages, ascending seq
   nextBefore: null,    // older page cursor
   hasOlder: false,

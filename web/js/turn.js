@@ -2,6 +2,7 @@
 // failure, resuming it after a lost connection or a reload, and the live
 // events of the user's other tabs and instances.
 
+import { showTemporary } from './temporary.js';
 import { CODE, ERR, NEW_SESSION, isTurn } from './wire.js';
 import { renderInto } from './render.js';
 import { $, S, el, errorText, nearBottom, notice, pendingTurn, req, setOpen, setPendingTurn, showMoney, toBottom } from './state.js';
@@ -163,7 +164,11 @@ async function onChatReply(d) {
   if (!t) return;
   if (t.session === NEW_SESSION) adoptSession(t, d.session_id);
   if (t.session !== d.session_id) return;
-  if (d.session_name) upsertSession(d.session_id, d.session_name, true);
+  if (d.temporary === true) {
+    if (d.session_id === S.open) showTemporary(true);
+  } else if (d.session_name) {
+    upsertSession(d.session_id, d.session_name, true);
+  }
   t.text = d.message;
   if (t.body) {
     cancelAnimationFrame(t.frame);
