@@ -712,6 +712,7 @@ class Faults(unittest.TestCase):
         chatd = None
         try:
             chatd = Chatd(pg, agent_port=agent.port, DB_PORT=pg.port, REDIS_PORT=pg.redis_port, **CHATD_ENV)
+            agent_priced(pg)
             uid = str(pg.query("insert into user_data(username, models, balance) values ('PG', '{8}', %s)"
                                " returning user_id", (START_BALANCE,))[0][0])
             t = Traffic(chatd, uid, "PG", threads=6, allowed_errors=PG_DOWN_CODES, label="p").start()

@@ -217,9 +217,9 @@ class Ledger(StackCase):
         self.assertEqual((none["spent"], none["turns"], none["by_model"]), (0, 0, []))
         # a user without a ledger
         fresh = self.db.add_user(balance=3)
-        d = c.req(13, {"user_id": fresh})["data"]
-        del d["caps_reset"]
-        self.assertEqual(d, {"user_id": fresh, "balance": 3, "spent": 0, "turns": 0, "by_model": [],
+        f = c.req(13, {"user_id": fresh})["data"]
+        del f["caps_reset"]
+        self.assertEqual(f, {"user_id": fresh, "balance": 3, "spent": 0, "turns": 0, "by_model": [],
                              "caps": []})
         # the same after Redis loses everything: the ledger is PostgreSQL's
         redis_client().flushall()
