@@ -209,11 +209,11 @@ $$;
 -- Reserves, for hold p_hold, one call of each model in p_models (slot i
 -- for the i-th) against the balance and every cap of p_user, for
 -- p_seconds. Each call reserves the most it can cost, or its share of
--- what is left when less (then it is charged at most that). Under the locks of the
--- user's row and of each of their groups, taken in one order, so that
--- reservations of one user, or of one group, are made one at a time, and
--- each sees the ones before (every statement of a function reads a fresh
--- snapshot). refused: null, or the cap that is used up ('balance',
+-- what is left when less (then it is charged at most that). Under
+-- advisory locks of the user and of each of their groups, taken in one
+-- order, so that reservations of one user, or of one group, are made one
+-- at a time, and each sees the ones before (every statement of a function
+-- reads a fresh snapshot). refused: null, or the cap that is used up ('balance',
 -- 'user', 'model:<name>', 'group:<name>'), with resets the moment it
 -- resets (null for the balance).
 create function chatd_reserve(p_user uuid, p_hold uuid, p_models int[], p_calls int,
@@ -234,17 +234,25 @@ declare
     rest int;
 begin
     amounts := '{}';
-    select balance into bal from user_data where user_id = p_user for no key update;
+    -- One reservation of the user at a time, and of each of their groups
+    -- (in one order): advisory locks, which queue without writing the
+    -- rows (the store's balance update writes the user's row already).
+    perform pg_advisory_xact_lock(hashtextextended('chatd budget user ' || p_user, 0));
+    perform pg_advisory_xact_lock(hashtextextended('chatd budget group ' || group_name, 0))
+       from (select group_name from user_group_members where user_id = p_user
+              order by group_name) g;
+    -- The balance and the live holds in one snapshot (one statement): a
+    -- store that commits meanwhile is seen whole (its charge, its hold
+    -- gone) or not at all (its hold, never less than its charge, counted).
+    select u.balance - coalesce((select sum(h.amount) from budget_holds h
+                                  where h.user_id = p_user and h.until > clock_timestamp()), 0)
+      into bal from user_data u where u.user_id = p_user;
     if not found then
         refused := 'user';
         return;
     end if;
-    perform 1 from user_groups g
-     where g.group_name in (select group_name from user_group_members where user_id = p_user)
-     order by g.group_name for no key update;
     -- Slot 0 of the limits: the balance less every live hold.
-    lim := array[bal - coalesce((select sum(amount) from budget_holds
-                                  where user_id = p_user and until > clock_timestamp()), 0)];
+    lim := array[bal];
     what := array['balance'];
     mid := array[null::int];
     for c in select * from chatd_caps(p_user) loop
@@ -310,6 +318,14 @@ declare
     r record;
     n bigint;
 begin
+    -- The lease and the reservation are coordination, not data: the
+    -- commit need not wait for the disk (and the user's row lock, which
+    -- reservations of one user queue on, is not held across a flush). A
+    -- crash that loses them loses nothing: the turn's store is fenced on
+    -- the lease, so a turn whose lease is gone is neither stored nor
+    -- charged, and the store's own commit waits for the disk, WAL before
+    -- it included.
+    perform set_config('synchronous_commit', 'off', true);
     -- A locking read: when the previous turn is storing, it waits for
     -- that commit and then reads the row as committed.
     select s.next_seq, coalesce(s.active_leaf, s.next_seq - 1) as leaf into r
