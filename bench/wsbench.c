@@ -86,7 +86,8 @@ __attribute__((noreturn)) static void usage(void)
         "               [--conns N] [--seconds S | --requests N | --once] [--warmup S]\n"
         "               [--session NEW|PERCONN|UUID] [--message TEXT] [--model NAME]\n"
         "               [--extra '\"limit\":50' (JSON members for \"data\")]\n"
-        "               [--users FILE (one uuid a line; each request picks one)]\n"
+        "               [--users FILE (one uuid a line; each request picks one, code 3 each\n"
+        "                connection one)]\n"
         "               [--timeout S] [--ramp N] [--verbose]\n"
         "       wsbench --url ... --idle N --hold S\n");
     exit(2);
@@ -108,11 +109,13 @@ static size_t build_request(struct conn *c)
         const char *sid = B.session;
         if (strcmp(B.session, "PERCONN") == 0)
             sid = c->session[0] ? c->session : "NEW";
+        /* --users: a connection is one user's (its PERCONN session is) */
+        const char *user = B.n_users > 0 ? B.users[(c - B.c) % B.n_users] : B.user;
         n = snprintf(out, WSB_SCRATCH,
                      "{\"type\":3,\"data\":{\"user_id\":\"%s\",\"session_id\":\"%s\","
                      "\"model_name\":\"%s\",\"message\":\"%s\",\"session_prompt\":\"\","
                      "\"file_name\":\"\"}}",
-                     B.user, sid, B.model, B.message);
+                     user, sid, B.model, B.message);
     } else if (B.code == 2) {
         n = snprintf(out, WSB_SCRATCH,
                      "{\"type\":2,\"data\":{\"user_id\":\"%s\",\"session_id\":\"%s\"}}", B.user,

@@ -625,20 +625,29 @@ EOF
         local chatd_rps pgb pgb0
         run_cpu timeout -k 5 120 "$BUILD/wsbench" --url "$URL" --user "$USER_ID" --code 3 --session PERCONN --conns 32 --seconds "$SECS" --warmup "$WARM" --timeout 20
         chatd_rps=$(field "$OUT" rps)
+        local p50 p99 errs cpu_c cpu_p multi
+        p50=$(field "$OUT" p50_us) p99=$(field "$OUT" p99_us) errs=$(field "$OUT" errors) cpu_c=$CHATD_CPU cpu_p=$PG_CPU
+        # the same turns from 32 users, one a connection: no two turns share
+        # a user's balance, its lock or its reservations
+        timeout -k 5 120 "$BUILD/wsbench" --url "$URL" --users "$DATA/c2_users.txt" --code 3 --session PERCONN --conns 32 --seconds "$SECS" --warmup "$WARM" --timeout 20 >"$DATA/c2_multi.out" 2>>"$DATA/client.err" || true
+        multi=$(field "$(cat "$DATA/c2_multi.out")" rps)
         # A B B A: the rows all runs write get slower as their versions pile up,
         # so each kind runs once early and once late.
         local a1 b1 b2 a2
         a1=$(pgbench_store 1) b1=$(pgbench_store 0) b2=$(pgbench_store 0) a2=$(pgbench_store 1)
         pgb=$(((${a1:-0} + ${a2:-0}) / 2))
         pgb0=$(((${b1:-0} + ${b2:-0}) / 2))
-        printf '%-10s %13s %10s %6s %13s   (chatd p50/p99 %s/%s us, errors %s, chatd%% %s, pg%% %s)\n' "$1" "$chatd_rps" \
+        printf '%-10s %13s %10s %6s %13s %15s   (chatd p50/p99 %s/%s us, errors %s, chatd%% %s, pg%% %s)\n' "$1" "$chatd_rps" \
             "${pgb:-?}" "$(awk -v a="$chatd_rps" -v b="${pgb:-0}" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')" \
-            "${pgb0:-?}" \
-            "$(field "$OUT" p50_us)" "$(field "$OUT" p99_us)" "$(field "$OUT" errors)" "$CHATD_CPU" "$PG_CPU"
+            "${pgb0:-?}" "${multi:-?}" "$p50" "$p99" "$errs" "$cpu_c" "$cpu_p"
     }
     echo "(pgbench: -c 32 -j 2 -M prepared, a transaction = chatd's lease_take + turn_store statements, $DATA/pgbench_store1.sql;"
-    echo " no_reserve: the same statements without the reservation, $DATA/pgbench_store0.sql; each the mean of two runs, A B B A)"
-    printf '%-10s %13s %10s %6s %13s\n' fsync chatd_turns/s pgbench/s ratio no_reserve/s
+    echo " no_reserve: the same statements without the reservation, $DATA/pgbench_store0.sql; each the mean of two runs, A B B A;"
+    psql_q -tAc "insert into user_data(username, models, balance)
+        select 'C2 ' || i, array[4,5,8], 1000000 from generate_series(1, 32) i returning user_id" |
+        grep . >"$DATA/c2_users.txt"
+    echo " 32_users: chatd's turns when each connection is another user's, the pgbench figures all one user's)"
+    printf '%-10s %13s %10s %6s %13s %15s\n' fsync chatd_turns/s pgbench/s ratio no_reserve/s chatd_32_users/s
     store_pair "off"
     say "restarting PostgreSQL with fsync on"
     if CHATD_PG_FAST=0 "$REPO/scripts/services.sh" restart-pg "$DATA" "$PG_PORT" 2>>"$DATA/services.log"; then
