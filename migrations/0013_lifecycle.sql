@@ -221,72 +221,92 @@ create function chatd_reserve(p_user uuid, p_hold uuid, p_models int[], p_calls 
                               out resets timestamptz)
     language plpgsql as $$
 declare
+    n int := coalesce(array_length(p_models, 1), 0);
+    fulls numeric[];
     bal numeric;
+    capped boolean;
+    grouped boolean;
     c record;
-    lim numeric[] := '{}';
-    what text[] := '{}';
-    mid int[] := '{}';
+    lim numeric[];
+    what text[];
+    mid int[];
     i int;
     j int;
-    full_cost numeric;
+    k int;
+    rest int;
     amt numeric;
     bind int;
-    rest int;
 begin
     amounts := '{}';
+    -- The most each call can cost, before any lock is taken.
+    select array_agg(coalesce(m.max_turn_cost,
+                              trim_scale((m.context_length * m.input_price_per_1k
+                                          + m.max_output_tokens * m.output_price_per_1k)
+                                         / 1000 * p_calls), 0) order by x.i)
+      into fulls
+      from unnest(p_models) with ordinality x(id, i)
+      left join model_details m on m.model_id = x.id;
     -- One reservation of the user at a time, and of each of their groups
-    -- (in one order): advisory locks, which queue without writing the
-    -- rows (the store's balance update writes the user's row already).
+    -- (in one order): advisory locks, which queue without writing a row
+    -- (the store's balance update writes the user's row already). What
+    -- follows under them is kept short: for a user without caps, one read
+    -- and one insert.
     perform pg_advisory_xact_lock(hashtextextended('chatd budget user ' || p_user, 0));
-    perform pg_advisory_xact_lock(hashtextextended('chatd budget group ' || group_name, 0))
-       from (select group_name from user_group_members where user_id = p_user
-              order by group_name) g;
     -- The balance and the live holds in one snapshot (one statement): a
     -- store that commits meanwhile is seen whole (its charge, its hold
     -- gone) or not at all (its hold, never less than its charge, counted).
     select u.balance - coalesce((select sum(h.amount) from budget_holds h
-                                  where h.user_id = p_user and h.until > clock_timestamp()), 0)
-      into bal from user_data u where u.user_id = p_user;
+                                  where h.user_id = p_user and h.until > clock_timestamp()), 0),
+           u.monthly_cap is not null or u.personal_cap is not null
+           or exists (select 1 from user_model_caps mc where mc.user_id = p_user),
+           exists (select 1 from user_group_members gm where gm.user_id = p_user)
+      into bal, capped, grouped
+      from user_data u where u.user_id = p_user;
     if not found then
         refused := 'user';
         return;
     end if;
-    -- Slot 0 of the limits: the balance less every live hold.
+    if grouped then
+        perform pg_advisory_xact_lock(hashtextextended('chatd budget group ' || group_name, 0))
+           from (select group_name from user_group_members where user_id = p_user
+                  order by group_name) g;
+    end if;
+    -- The limits: the balance less every live hold, then every cap.
     lim := array[bal];
     what := array['balance'];
     mid := array[null::int];
-    for c in select * from chatd_caps(p_user) loop
-        lim := lim || (c.cap - c.spent - c.reserved);
-        what := what || case c.scope when 'user' then 'user'
-                                     else c.scope || ':' || c.name end;
-        mid := mid || c.model_id;
-    end loop;
-    for i in 1 .. coalesce(array_length(p_models, 1), 0) loop
-        select coalesce(m.max_turn_cost,
-                        trim_scale((m.context_length * m.input_price_per_1k
-                                    + m.max_output_tokens * m.output_price_per_1k) / 1000
-                                   * p_calls))
-          into full_cost from model_details m where m.model_id = p_models[i];
-        amt := coalesce(full_cost, 0);
+    if capped or grouped then
+        for c in select * from chatd_caps(p_user) loop
+            lim := lim || (c.cap - c.spent - c.reserved);
+            what := what || case c.scope when 'user' then 'user'
+                                         else c.scope || ':' || c.name end;
+            mid := mid || c.model_id;
+        end loop;
+    end if;
+    for i in 1 .. n loop
+        amt := fulls[i];
         bind := null;
         for j in 1 .. array_length(lim, 1) loop
             continue when mid[j] is not null and mid[j] <> p_models[i];
             -- What is left is shared with the answers still to come that
             -- the same limit binds (answers side by side, code 18).
-            select count(*) into rest from unnest(p_models[i:]) x(m)
-             where mid[j] is null or x.m = mid[j];
+            rest := 0;
+            for k in i .. n loop
+                if mid[j] is null or p_models[k] = mid[j] then
+                    rest := rest + 1;
+                end if;
+            end loop;
             if lim[j] / rest < amt then
                 amt := trim_scale(trunc(lim[j] / rest, 12));
                 bind := j;
             end if;
         end loop;
-        if amt <= 0 and (full_cost is null or full_cost > 0) then
+        if amt <= 0 and fulls[i] > 0 then
             amounts := '{}';
             refused := what[coalesce(bind, 1)];
             if refused <> 'balance' then
                 resets := chatd_month_start() + interval '1 month';
             end if;
-            delete from budget_holds where hold_id = p_hold;
             return;
         end if;
         amt := greatest(amt, 0);
@@ -296,10 +316,11 @@ begin
             end if;
         end loop;
         amounts := amounts || amt;
-        insert into budget_holds (hold_id, slot, user_id, model_id, amount, until)
-        values (p_hold, i - 1, p_user, p_models[i], amt,
-                clock_timestamp() + p_seconds * interval '1 second');
     end loop;
+    insert into budget_holds (hold_id, slot, user_id, model_id, amount, until)
+    select p_hold, x.i - 1, p_user, x.id, amounts[x.i],
+           clock_timestamp() + p_seconds * interval '1 second'
+      from unnest(p_models) with ordinality x(id, i);
 end $$;
 
 -- A turn's lease (0007's lease_take, now a function) and its reservation
