@@ -39,29 +39,18 @@ create table erasure_queue (
     queued_at  timestamptz not null default clock_timestamp()
 );
 
-create function chatd_queue_file() returns trigger language plpgsql as $$
+create function chatd_queue_erasure() returns trigger language plpgsql as $$
 begin
-    insert into erasure_queue (kind, name) values ('file', old.stored_name);
+    -- tg_argv: the kind, and the column of the deleted row that names it
+    insert into erasure_queue (kind, name) values (tg_argv[0], to_jsonb(old) ->> tg_argv[1]);
     return null;
 end $$;
 create trigger uploaded_files_erase after delete on uploaded_files for each row
-    execute function chatd_queue_file();
-
-create function chatd_queue_session() returns trigger language plpgsql as $$
-begin
-    insert into erasure_queue (kind, name) values ('session', old.session_id::text);
-    return null;
-end $$;
+    execute function chatd_queue_erasure('file', 'stored_name');
 create trigger chat_sessions_erase after delete on chat_sessions for each row
-    execute function chatd_queue_session();
-
-create function chatd_queue_user() returns trigger language plpgsql as $$
-begin
-    insert into erasure_queue (kind, name) values ('user', old.user_id::text);
-    return null;
-end $$;
+    execute function chatd_queue_erasure('session', 'session_id');
 create trigger user_data_erase after delete on user_data for each row
-    execute function chatd_queue_user();
+    execute function chatd_queue_erasure('user', 'user_id');
 
 -- ------------------------------------------------------------- erasure
 -- The ledger stays for accounting when its user goes: the identity is
@@ -206,9 +195,11 @@ create function chatd_caps(p_user uuid)
      where gm.user_id = p_user
 $$;
 
--- Reserves, for hold p_hold, one call of each model in p_models (slot i
--- for the i-th) against the balance and every cap of p_user, for
--- p_seconds. Each call reserves the most it can cost, or its share of
+-- Reserves, for hold p_hold, p_calls calls of each model in p_models
+-- (slot i for the i-th) against the balance and every cap of p_user, for
+-- p_seconds; a call of at most p_in_tokens in and p_out_tokens out when
+-- the caller knows less than the model's limits (a title: its text is
+-- known; null: the limits). Each call reserves the most it can cost, or its share of
 -- what is left when less (then it is charged at most that). Under
 -- advisory locks of the user and of each of their groups, taken in one
 -- order, so that reservations of one user, or of one group, are made one
@@ -217,7 +208,8 @@ $$;
 -- 'user', 'model:<name>', 'group:<name>'), with resets the moment it
 -- resets (null for the balance).
 create function chatd_reserve(p_user uuid, p_hold uuid, p_models int[], p_calls int,
-                              p_seconds int, out amounts numeric[], out refused text,
+                              p_seconds int, p_in_tokens int, p_out_tokens int,
+                              out amounts numeric[], out refused text,
                               out resets timestamptz)
     language plpgsql as $$
 declare
@@ -240,8 +232,10 @@ begin
     amounts := '{}';
     -- The most each call can cost, before any lock is taken.
     select array_agg(coalesce(m.max_turn_cost,
-                              trim_scale((m.context_length * m.input_price_per_1k
-                                          + m.max_output_tokens * m.output_price_per_1k)
+                              trim_scale((least(coalesce(p_in_tokens, m.context_length),
+                                                m.context_length) * m.input_price_per_1k
+                                          + least(coalesce(p_out_tokens, m.max_output_tokens),
+                                                  m.max_output_tokens) * m.output_price_per_1k)
                                          / 1000 * p_calls), 0) order by x.i)
       into fulls
       from unnest(p_models) with ordinality x(id, i)
@@ -371,7 +365,7 @@ begin
         return;
     end if;
     select x.amounts, x.refused, x.resets into amounts, refused, resets
-      from chatd_reserve(p_user, p_turn, p_models, p_calls, p_seconds) x;
+      from chatd_reserve(p_user, p_turn, p_models, p_calls, p_seconds, null, null) x;
     if refused is not null then
         taken := false;
         delete from turn_leases where session_id = p_session and turn_id = p_turn;

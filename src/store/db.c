@@ -531,14 +531,16 @@ enum db_status db_lease_take(struct pg *pg, const char *user_id, const char *ses
 }
 
 enum db_status db_reserve(struct pg *pg, const char *user_id, const char *hold_id, int model_id,
-                          int seconds, struct db_reserve *res)
+                          int seconds, long in_tokens, long out_tokens, struct db_reserve *res)
 {
-    char m[16], s[16];
+    char m[16], s[16], in[24], out[24];
     snprintf(m, sizeof(m), "%d", model_id);
     snprintf(s, sizeof(s), "%d", seconds);
-    const char *p[4] = {user_id, hold_id, m, s};
+    snprintf(in, sizeof(in), "%ld", in_tokens);
+    snprintf(out, sizeof(out), "%ld", out_tokens);
+    const char *p[6] = {user_id, hold_id, m, s, in, out};
     PGresult *r;
-    enum db_status st = dbrow_query(pg, PG_RESERVE, 4, p, &r);
+    enum db_status st = dbrow_query(pg, PG_RESERVE, 6, p, &r);
     if (st != DB_OK)
         return DB_ERROR; /* one row, always */
     reserve_read(r, 0, res);

@@ -318,9 +318,10 @@ enum db_status db_lease_take(struct pg *pg, const char *user_id, const char *ses
                              int n_models, int calls, long long *next_seq, long long *leaf,
                              struct db_reserve *res);
 /* A reservation of one call of model_id as hold_id (a title's), for
- * seconds: DB_OK, DB_REFUSED or DB_ERROR. */
+ * seconds, of at most in_tokens in and out_tokens out (below the model's
+ * limits): DB_OK, DB_REFUSED or DB_ERROR. */
 enum db_status db_reserve(struct pg *pg, const char *user_id, const char *hold_id, int model_id,
-                          int seconds, struct db_reserve *res);
+                          int seconds, long in_tokens, long out_tokens, struct db_reserve *res);
 /* Gives back hold_id's reservation (a title not called). */
 enum db_status db_reserve_drop(struct pg *pg, const char *hold_id);
 /* The turn running on the user's session (its lease not run out), "" for

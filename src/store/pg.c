@@ -486,12 +486,14 @@ static const struct {
                        "       extract(epoch from resets)::bigint"
                        "  from chatd_lease_take($1::uuid, $2::uuid, $3::uuid, $4::int, $5::boolean,"
                        "                        $6::int[], $7::int)"},
-    /* A title's reservation: hold $2 for one call of model $3.
-     *   -> amounts (numeric[] text), refused, resets */
     [PG_RESERVE_DROP] = {"reserve_drop", 1, "delete from budget_holds where hold_id = $1::uuid"},
-    [PG_RESERVE] = {"reserve", 4,
+    /* A title's reservation: hold $2 for one call of model $3 of at most
+     * $5 tokens in and $6 out.
+     *   -> amounts (numeric[] text), refused, resets */
+    [PG_RESERVE] = {"reserve", 6,
                     "select amounts::text, refused, extract(epoch from resets)::bigint"
-                    "  from chatd_reserve($1::uuid, $2::uuid, array[$3::int], 1, $4::int)"},
+                    "  from chatd_reserve($1::uuid, $2::uuid, array[$3::int], 1, $4::int,"
+                    "                     $5::int, $6::int)"},
     /* Who runs a turn on the user's session now (its lease not run out),
      * and the next seq; both null: no such session of the user's. */
     [PG_SESSION_TURN] = {"session_turn", 2,

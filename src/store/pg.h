@@ -36,7 +36,8 @@ enum pg_stmt {
     PG_LEASE_TAKE,   /* $1 user, $2 session, $3 turn, $4 seconds, $5 new, $6 models,
                         $7 calls -> next_seq, taken, session is the user's, leaf,
                         reservation */
-    PG_RESERVE,      /* $1 user, $2 hold, $3 model, $4 seconds -> reservation */
+    PG_RESERVE,      /* $1 user, $2 hold, $3 model, $4 seconds, $5 tokens in, $6 out
+                        -> reservation */
     PG_RESERVE_DROP, /* $1 hold */
     PG_SESSION_TURN, /* $1 user, $2 session -> next_seq, running turn (both null: none) */
     PG_TURN_STOP,    /* $1 user, $2 session -> the turn marked stopped (no row: none runs) */

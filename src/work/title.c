@@ -18,6 +18,11 @@
 #include "work/events.h"
 #include "work/pool.h"
 
+/* What a title's call is reserved for beyond its two texts: the
+ * instructions and framing of the request (tokens in), and its answer. */
+#define TITLE_IN_EXTRA 256
+#define TITLE_OUT_TOKENS 256
+
 struct title_job {
     struct pool_job job; /* first: the pool runs it */
     struct app *app;
@@ -257,9 +262,15 @@ static void title_done(void *ud, const struct agent_title_result *res)
 static void title_reserve(struct worker *w, struct pool_job *job)
 {
     struct title_job *j = (struct title_job *)job;
+    /* Its text is known: a token is at least a byte, plus what the
+     * request around it takes; a title is one short line, and an answer
+     * longer than TITLE_OUT_TOKENS is charged no more than reserved. */
+    long in_tokens =
+        (long)(strlen(j->user_message) + strlen(j->assistant_message)) + TITLE_IN_EXTRA;
     struct db_reserve res;
-    enum db_status st = db_reserve(&w->pg, j->user_id, j->hold_id, j->model_id,
-                                   j->app->cfg->turn_lease_seconds, &res);
+    enum db_status st =
+        db_reserve(&w->pg, j->user_id, j->hold_id, j->model_id, j->app->cfg->turn_lease_seconds,
+                   in_tokens, TITLE_OUT_TOKENS, &res);
     if (st != DB_OK) {
         log_info("event=title_skipped session=%s reason=%s", j->session_id,
                  st == DB_REFUSED ? "spending_limit" : "reserve_failed");
