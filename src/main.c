@@ -115,6 +115,7 @@ out:
     import_stop();         /* a running import ends at its next conversation */
     pool_destroy(app.import_pool);
     pool_destroy(app.pool); /* its last jobs may still publish (titles) */
+    lease_free(app.lease);  /* those jobs hold and let go of leases (titles) */
     live_stop(app.live);    /* both post to the outbox: before it goes */
     local_destroy(app.local);
     inval_stop(app.inval);

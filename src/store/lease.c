@@ -194,15 +194,21 @@ struct lease *lease_start(const struct config *cfg, lease_free_fn on_free, void 
     return ls;
 fail:
     log_error("event=lease_start_failed");
-    lease_stop(ls);
+    lease_free(ls);
     return NULL;
 }
 
 void lease_stop(struct lease *ls)
 {
+    if (ls != NULL)
+        bg_stop(&ls->bg);
+}
+
+void lease_free(struct lease *ls)
+{
     if (ls == NULL)
         return;
-    bg_stop(&ls->bg);
+    bg_stop(&ls->bg); /* a second stop is nothing */
     pthread_mutex_destroy(&ls->mu);
     free(ls->ids);
     free(ls);

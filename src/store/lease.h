@@ -24,7 +24,11 @@ typedef void (*lease_free_fn)(void *arg, const char *session_id);
 
 /* NULL on allocation failure (logged). PostgreSQL down is retried. */
 struct lease *lease_start(const struct config *cfg, lease_free_fn on_free, void *arg);
+/* Stops the thread: no more renewals and no more news. lease_hold and
+ * lease_let_go still work (a pool job at shutdown may call them) until
+ * lease_free. */
 void lease_stop(struct lease *ls);
+void lease_free(struct lease *ls);
 
 /* This process holds (or no longer holds) turn_id's lease. lease_hold
  * returns 0, or -1 when out of memory (the lease then runs out unless the

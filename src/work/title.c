@@ -257,46 +257,7 @@ static void title_done(void *ud, const struct agent_title_result *res)
     pool_submit(j->app->pool, &j->job);
 }
 
-/* On a worker: the money for the call first (never spent past a cap or
- * the balance), then the call. */
-static void title_reserve(struct worker *w, struct pool_job *job)
-{
-    struct title_job *j = (struct title_job *)job;
-    /* Its text is known: a token is at least a byte, plus what the
-     * request around it takes; a title is one short line, and an answer
-     * longer than TITLE_OUT_TOKENS is charged no more than reserved. */
-    long in_tokens =
-        (long)(strlen(j->user_message) + strlen(j->assistant_message)) + TITLE_IN_EXTRA;
-    struct db_reserve res;
-    enum db_status st =
-        db_reserve(&w->pg, j->user_id, j->hold_id, j->model_id, j->app->cfg->turn_lease_seconds,
-                   in_tokens, TITLE_OUT_TOKENS, &res);
-    if (st != DB_OK) {
-        log_info("event=title_skipped session=%s reason=%s", j->session_id,
-                 st == DB_REFUSED ? "spending_limit" : "reserve_failed");
-        title_job_free(j);
-        return;
-    }
-    /* Kept alive with the leases; one whose chatd dies runs out. */
-    if (lease_hold(j->app->lease, j->hold_id) != 0)
-        log_warn("event=title_hold_untracked session=%s", j->session_id);
-    j->job.run = title_run;
-    struct agent_title_request req = {
-        .user_id = j->user_id,
-        .session_id = j->session_id,
-        .model_name = j->model_name,
-        .model_provider = j->provider,
-        .user_message = j->user_message,
-        .assistant_message = j->assistant_message,
-    };
-    if (agent_title(j->app->agent, &req, j->app->cfg->ai_title_timeout_seconds, title_done, j) == 0)
-        return; /* title_done owns j now */
-    lease_let_go(j->app->lease, j->hold_id);
-    db_reserve_drop(&w->pg, j->hold_id);
-    title_job_free(j);
-}
-
-void title_request(struct app *app, const struct title_source *src)
+void title_request(struct worker *w, struct app *app, const struct title_source *src)
 {
     if (!agent_client_supports_title(app->agent))
         return;
@@ -304,6 +265,7 @@ void title_request(struct app *app, const struct title_source *src)
     if (j == NULL)
         return;
     j->app = app;
+    j->job.run = title_run;
     j->model_id = src->model_id;
     j->seq = src->seq;
     j->user_id = strdup(src->user_id);
@@ -313,13 +275,37 @@ void title_request(struct app *app, const struct title_source *src)
     j->user_message = strdup(src->user_message);
     j->assistant_message = strdup(src->assistant_message);
     if (!j->user_id || !j->session_id || !j->model_name || !j->provider || !j->user_message ||
-        !j->assistant_message)
+        !j->assistant_message || uuid_generate(j->hold_id) != 0)
         goto fail;
-    if (uuid_generate(j->hold_id) != 0)
+    /* The money first, never spent past a cap or the balance. Its text is
+     * known: a token is at least a byte, plus what the request around it
+     * takes; a title is one short line, and an answer longer than
+     * TITLE_OUT_TOKENS is charged no more than reserved. */
+    long in_tokens =
+        (long)(strlen(j->user_message) + strlen(j->assistant_message)) + TITLE_IN_EXTRA;
+    struct db_reserve res;
+    enum db_status st = db_reserve(&w->pg, j->user_id, j->hold_id, j->model_id,
+                                   app->cfg->turn_lease_seconds, in_tokens, TITLE_OUT_TOKENS, &res);
+    if (st != DB_OK) {
+        log_info("event=title_skipped session=%s reason=%s", j->session_id,
+                 st == DB_REFUSED ? "spending_limit" : "reserve_failed");
         goto fail;
-    j->job.run = title_reserve;
-    pool_submit(app->pool, &j->job);
-    return;
+    }
+    /* Kept alive with the leases; one whose chatd dies runs out. */
+    if (lease_hold(app->lease, j->hold_id) != 0)
+        log_warn("event=title_hold_untracked session=%s", j->session_id);
+    struct agent_title_request req = {
+        .user_id = j->user_id,
+        .session_id = j->session_id,
+        .model_name = j->model_name,
+        .model_provider = j->provider,
+        .user_message = j->user_message,
+        .assistant_message = j->assistant_message,
+    };
+    if (agent_title(app->agent, &req, app->cfg->ai_title_timeout_seconds, title_done, j) == 0)
+        return; /* title_done owns j now */
+    lease_let_go(app->lease, j->hold_id);
+    db_reserve_drop(&w->pg, j->hold_id);
 fail:
     title_job_free(j);
 }

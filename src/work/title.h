@@ -26,9 +26,12 @@ struct title_source {
     long long seq; /* the first turn's assistant message: the ledger row's */
 };
 
-/* Starts the Title call; nothing happens when the agent lacks it. Any
- * thread. */
-void title_request(struct app *app, const struct title_source *src);
+/* Reserves the call's money on w (migration 0013; refused: no title) and
+ * starts the Title call; nothing happens when the agent lacks it. On the
+ * worker that finishes the session's first turn: the turn still runs, so
+ * the agent client and the pool outlive the call's start. */
+struct worker;
+void title_request(struct worker *w, struct app *app, const struct title_source *src);
 
 /* Pure (tests/unit/test_title.c): the raw title made one clean line of at
  * most TITLE_MAX_CHARS characters into out (cap >= TITLE_MAX_BYTES):

@@ -617,7 +617,7 @@ static char *build_stopped_reply(const char *partial)
 }
 /* The stored turn's final reply, to its connection and its resumers,
  * then a title for a new session. */
-static void turn_reply(struct turn *t, const char *reply, long long lock_seq)
+static void turn_reply(struct worker *w, struct turn *t, const char *reply, long long lock_seq)
 {
     json_t *data = json_pack("{s:s, s:s, s:s, s:s}", "user_id", t->user_id, "session_id",
                              t->session_id, "session_name", t->session_name, "message", reply);
@@ -660,7 +660,7 @@ static void turn_reply(struct turn *t, const char *reply, long long lock_seq)
             .assistant_message = reply,
             .seq = lock_seq + 1,
         };
-        title_request(t->app, &src);
+        title_request(w, t->app, &src);
     }
 }
 
@@ -749,7 +749,7 @@ static void turn_finish(struct worker *w, struct turn *t)
              strlen(t->message), strlen(reply), charge.cost != NULL ? charge.cost : "estimated",
              strcmp(t->summary_cost, "0") != 0 ? "+summary" : "", stopped ? " stopped=1" : "");
 
-    turn_reply(t, reply, lock_seq);
+    turn_reply(w, t, reply, lock_seq);
 out:
     free(stopped);
     turn_end(w, t);
