@@ -40,6 +40,11 @@ struct cfg_row {
 static const struct cfg_row config_table[] = {
     S("SERVER_HOST", server_host, "127.0.0.1"),
     I("SERVER_PORT", server_port, "8000", 0, 65535),
+    /* a libpq connection string or URI (multi-host too); wins over DB_* */
+    S("DATABASE_URL", database_url, ""),
+    /* standbys for reads that may lag (store/readpg.c); "" = the primary */
+    S("DATABASE_READ_URL", database_read_url, ""),
+    I("DATABASE_READ_MAX_LAG_MS", database_read_max_lag_ms, "1000", 0, 3600000),
     S("DB_HOST", db_host, "127.0.0.1"),
     I("DB_PORT", db_port, "5433", 1, 65535),
     S("DB_USER", db_user, "chatd"),
@@ -49,6 +54,9 @@ static const struct cfg_row config_table[] = {
     I("REDIS_PORT", redis_port, "6380", 1, 65535),
     S("REDIS_PASSWORD", redis_password, ""),
     I("REDIS_DB", redis_db, "0", 0, 15),
+    /* host:port,... : the master is asked of these Sentinels (store/cache.c) */
+    S("REDIS_SENTINELS", redis_sentinels, ""),
+    S("REDIS_MASTER_NAME", redis_master_name, "mymaster"),
     S("AI_SERVER_HOST", ai_server_host, "127.0.0.1"),
     I("AI_SERVER_PORT", ai_server_port, "50051", 1, 65535),
     I("AI_TIMEOUT_SECONDS", ai_timeout_seconds, "600", 1, 86400),
@@ -242,8 +250,22 @@ int config_from_env(struct config *cfg, char *errbuf, size_t errlen)
     if (split_list(cfg->cors_origins, &cfg->cors_list, 0) != 0 ||
         split_list(cfg->allowed_origins, &cfg->origin_list, 0) != 0 ||
         split_list(cfg->trusted_proxies, &cfg->proxy_list, 0) != 0 ||
-        split_list(cfg->upload_allowed_types, &cfg->upload_types, 1) != 0) {
+        split_list(cfg->upload_allowed_types, &cfg->upload_types, 1) != 0 ||
+        split_list(cfg->redis_sentinels, &cfg->sentinel_list, 0) != 0) {
         snprintf(errbuf, errlen, "config: out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < cfg->sentinel_list.n; i++) {
+        const char *it = cfg->sentinel_list.item[i], *colon = strrchr(it, ':');
+        long port;
+        if (colon == NULL || colon == it || parse_long(colon + 1, &port) != 0 || port < 1 ||
+            port > 65535) {
+            snprintf(errbuf, errlen, "config: REDIS_SENTINELS item \"%s\" is not host:port", it);
+            goto fail;
+        }
+    }
+    if (cfg->sentinel_list.n > 0 && cfg->redis_master_name[0] == '\0') {
+        snprintf(errbuf, errlen, "config: REDIS_SENTINELS needs REDIS_MASTER_NAME");
         goto fail;
     }
     /* A short HS256 key can be brute-forced offline from any one token. */
@@ -328,6 +350,7 @@ void config_free(struct config *cfg)
     free_list(&cfg->cors_list);
     free_list(&cfg->origin_list);
     free_list(&cfg->proxy_list);
+    free_list(&cfg->sentinel_list);
     free_list(&cfg->upload_types);
     for (size_t i = 0; i < sizeof(config_table) / sizeof(config_table[0]); i++) {
         if (config_table[i].type != CFG_INT) {

@@ -20,6 +20,9 @@ struct config {
     char *server_host;
     int server_port;
 
+    char *database_url;           /* "" = built from db_host..db_name */
+    char *database_read_url;      /* "" = reads on the primary */
+    int database_read_max_lag_ms; /* a standby further behind is skipped */
     char *db_host;
     int db_port;
     char *db_user;
@@ -30,6 +33,9 @@ struct config {
     int redis_port;
     char *redis_password;
     int redis_db;
+    char *redis_sentinels; /* "" = redis_host:redis_port, no Sentinel */
+    char *redis_master_name;
+    struct config_list sentinel_list; /* redis_sentinels split */
 
     char *ai_server_host;
     int ai_server_port;

@@ -42,8 +42,10 @@ static _Atomic uint64_t metrics_pg_roundtrips;
 static _Atomic uint64_t metrics_redis_errors;
 static _Atomic uint64_t metrics_upload_bytes_total;
 static _Atomic uint64_t metrics_retention[2]; /* temporary, retention */
-static _Atomic uint64_t metrics_erasures[2];  /* files, redis keys */
-static _Atomic uint64_t metrics_ratings[3];   /* bad, cleared, good */
+static _Atomic uint64_t metrics_resolved[2];  /* not stored, stored */
+static _Atomic uint64_t metrics_pg_reconnects;
+static _Atomic uint64_t metrics_erasures[2]; /* files, redis keys */
+static _Atomic uint64_t metrics_ratings[3];  /* bad, cleared, good */
 static _Atomic uint64_t metrics_http[METRICS_HTTP_STATUSES];
 
 static void add(_Atomic uint64_t *v, uint64_t n)
@@ -113,6 +115,10 @@ void metrics_retention_deleted(int temporary, uint64_t n)
 {
     add(&metrics_retention[temporary ? 0 : 1], n);
 }
+
+void metrics_turn_resolved(int stored) { add(&metrics_resolved[stored ? 1 : 0], 1); }
+
+void metrics_pg_reconnect(void) { add(&metrics_pg_reconnects, 1); }
 
 void metrics_erased(int redis_keys, uint64_t n) { add(&metrics_erasures[redis_keys ? 1 : 0], n); }
 
@@ -240,6 +246,19 @@ char *metrics_render(int connections_open, int turns_in_flight, size_t *len)
             (unsigned long long)get(&metrics_retention[1]),
             (unsigned long long)get(&metrics_erasures[0]),
             (unsigned long long)get(&metrics_erasures[1]));
+
+    fprintf(f,
+            "# HELP chatd_turn_outcome_resolved_total Stores whose commit outcome was unknown"
+            " (a failover), as the database then said.\n"
+            "# TYPE chatd_turn_outcome_resolved_total counter\n"
+            "chatd_turn_outcome_resolved_total{stored=\"1\"} %llu\n"
+            "chatd_turn_outcome_resolved_total{stored=\"0\"} %llu\n"
+            "# HELP chatd_pg_reconnects_total Worker connections to PostgreSQL made again.\n"
+            "# TYPE chatd_pg_reconnects_total counter\n"
+            "chatd_pg_reconnects_total %llu\n",
+            (unsigned long long)get(&metrics_resolved[1]),
+            (unsigned long long)get(&metrics_resolved[0]),
+            (unsigned long long)get(&metrics_pg_reconnects));
 
     fprintf(f, "# HELP chatd_http_responses_total HTTP responses, by status.\n"
                "# TYPE chatd_http_responses_total counter\n");

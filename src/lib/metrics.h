@@ -38,6 +38,10 @@ void metrics_redis_error(void);
 void metrics_upload_bytes(uint64_t n);
 /* A rating set (1 good, -1 bad) or cleared (0) with code 12. */
 void metrics_feedback(int rating);
+/* A store whose commit outcome was unknown, found stored or not. */
+void metrics_turn_resolved(int stored);
+/* A connection of a worker to PostgreSQL made again (after a failover). */
+void metrics_pg_reconnect(void);
 /* n sessions deleted by the sweeper: temporary chats, or by retention. */
 void metrics_retention_deleted(int temporary, uint64_t n);
 /* n files removed from PUBLIC_DIR, or Redis keys deleted, after their

@@ -60,6 +60,7 @@ void cache_open(struct cache *c, const struct config *cfg, struct inval *inval)
     c->cfg = cfg;
     c->inval = inval;
     c->retry_at = 0;
+    c->sentinel = 0;
 }
 
 void cache_close(struct cache *c)
@@ -80,6 +81,71 @@ void cache_fail(struct cache *c, const char *what)
 
 void cache_retry_now(struct cache *c) { c->retry_at = 0; }
 
+/* A connection to host:port, with the command timeout set; NULL (and
+ * logged) when it cannot be made. */
+static redisContext *cache_dial(const char *host, int port)
+{
+    struct timeval ct = {0, CACHE_CONNECT_TIMEOUT_MS * 1000};
+    redisContext *rc = redisConnectWithTimeout(host, port, ct);
+    if (rc == NULL || rc->err) {
+        log_warn("event=redis_connect_failed host=%s port=%d error=\"%s\"", host, port,
+                 rc != NULL ? rc->errstr : "out of memory");
+        if (rc != NULL)
+            redisFree(rc);
+        return NULL;
+    }
+    struct timeval tt = {0, CACHE_COMMAND_TIMEOUT_MS * 1000};
+    redisSetTimeout(rc, tt);
+    return rc;
+}
+
+/* The master's address as one of REDIS_SENTINELS says it is, asking each
+ * in turn from the one that answered last (a Sentinel that is down or
+ * does not know the master is skipped). 0 and host (of cap bytes), *port
+ * set; -1 when none answers. */
+static int cache_ask_sentinels(struct cache *c, char *host, size_t cap, int *port)
+{
+    const struct config_list *l = &c->cfg->sentinel_list;
+    for (size_t k = 0; k < l->n; k++) {
+        size_t i = (c->sentinel + k) % l->n;
+        const char *item = l->item[i], *colon = strrchr(item, ':');
+        char shost[256];
+        snprintf(shost, sizeof(shost), "%.*s", (int)(colon - item), item);
+        redisContext *rc = cache_dial(shost, atoi(colon + 1));
+        if (rc == NULL)
+            continue;
+        redisReply *r =
+            redisCommand(rc, "SENTINEL get-master-addr-by-name %s", c->cfg->redis_master_name);
+        int ok = r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+                 r->element[0]->type == REDIS_REPLY_STRING &&
+                 r->element[1]->type == REDIS_REPLY_STRING && r->element[0]->len < cap;
+        if (ok) {
+            memcpy(host, r->element[0]->str, r->element[0]->len + 1);
+            *port = atoi(r->element[1]->str);
+            c->sentinel = i;
+        }
+        freeReplyObject(r);
+        redisFree(rc);
+        if (ok)
+            return 0;
+        log_warn("event=redis_sentinel_no_master sentinel=%s master=%s", item,
+                 c->cfg->redis_master_name);
+    }
+    return -1;
+}
+
+/* 1 when rc's server says it is a master: a Sentinel's answer may be a
+ * moment old, and a restarted old master is one until Sentinel turns it
+ * into a replica; writing there would be lost (or refused, READONLY). */
+static int cache_is_master(redisContext *rc)
+{
+    redisReply *r = redisCommand(rc, "ROLE");
+    int ok = r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+             r->element[0]->type == REDIS_REPLY_STRING && strcmp(r->element[0]->str, "master") == 0;
+    freeReplyObject(r);
+    return ok;
+}
+
 /* A usable context, or NULL while Redis is down. */
 redisContext *cache_conn(struct cache *c)
 {
@@ -87,18 +153,23 @@ redisContext *cache_conn(struct cache *c)
         return c->rc;
     if (time(NULL) < c->retry_at)
         return NULL;
-    struct timeval ct = {0, CACHE_CONNECT_TIMEOUT_MS * 1000};
-    c->rc = redisConnectWithTimeout(c->cfg->redis_host, c->cfg->redis_port, ct);
-    if (c->rc == NULL || c->rc->err) {
+    const struct config *cfg = c->cfg;
+    if (cfg->sentinel_list.n == 0) {
+        c->rc = cache_dial(cfg->redis_host, cfg->redis_port);
+    } else {
+        char host[256];
+        int port;
+        if (cache_ask_sentinels(c, host, sizeof(host), &port) == 0)
+            c->rc = cache_dial(host, port);
+    }
+    if (c->rc == NULL) {
         cache_fail(c, "connect");
         return NULL;
     }
-    struct timeval tt = {0, CACHE_COMMAND_TIMEOUT_MS * 1000};
-    redisSetTimeout(c->rc, tt);
 
     redisReply *r;
-    if (c->cfg->redis_password[0] != '\0') {
-        r = redisCommand(c->rc, "AUTH %s", c->cfg->redis_password);
+    if (cfg->redis_password[0] != '\0') {
+        r = redisCommand(c->rc, "AUTH %s", cfg->redis_password);
         int ok = r != NULL && r->type == REDIS_REPLY_STATUS;
         freeReplyObject(r);
         if (!ok) {
@@ -106,8 +177,12 @@ redisContext *cache_conn(struct cache *c)
             return NULL;
         }
     }
-    if (c->cfg->redis_db != 0) {
-        r = redisCommand(c->rc, "SELECT %d", c->cfg->redis_db);
+    if (cfg->sentinel_list.n > 0 && !cache_is_master(c->rc)) {
+        cache_fail(c, "role");
+        return NULL;
+    }
+    if (cfg->redis_db != 0) {
+        r = redisCommand(c->rc, "SELECT %d", cfg->redis_db);
         int ok = r != NULL && r->type == REDIS_REPLY_STATUS;
         freeReplyObject(r);
         if (!ok) {
@@ -127,6 +202,12 @@ static int cache_dropped(const redisContext *rc, int err_no)
            (rc->err == REDIS_ERR_IO && (err_no == EPIPE || err_no == ECONNRESET));
 }
 
+/* A write refused because the server became a replica under us. */
+static int cache_demoted(const redisReply *r)
+{
+    return r->type == REDIS_REPLY_ERROR && strncmp(r->str, "READONLY", 8) == 0;
+}
+
 /* One command, in Redis's wire form: its reply, or NULL after cache_fail.
  * A connection found dropped when used is replaced at once and the
  * command sent again, once: the first use after a CLIENT KILL must not
@@ -141,8 +222,19 @@ static redisReply *cache_send(struct cache *c, const char *op, const char *cmd, 
         void *r = NULL;
         errno = 0;
         if (redisAppendFormattedCommand(rc, cmd, len) == REDIS_OK &&
-            redisGetReply(rc, &r) == REDIS_OK && r != NULL)
-            return r;
+            redisGetReply(rc, &r) == REDIS_OK && r != NULL) {
+            if (!cache_demoted(r))
+                return r;
+            /* The master of this connection is a replica now (Sentinel
+             * failed over): ask again which one is master, and send the
+             * command there, once. */
+            freeReplyObject(r);
+            cache_fail(c, op);
+            if (attempt > 0)
+                return NULL;
+            c->retry_at = 0;
+            continue;
+        }
         int again = attempt == 0 && reused && cache_dropped(rc, errno);
         cache_fail(c, op);
         if (!again)

@@ -35,6 +35,7 @@ struct cache {
     const struct config *cfg;
     struct inval *inval; /* what this process heard of PostgreSQL writes */
     time_t retry_at;     /* after a failure, skip Redis until then */
+    size_t sentinel;     /* REDIS_SENTINELS: the one asked first */
 };
 
 void cache_open(struct cache *c, const struct config *cfg, struct inval *inval);

@@ -616,6 +616,53 @@ enum db_outcome db_turn_outcome(struct pg *pg, const char *user_id, const char *
     return out;
 }
 
+enum db_status db_turn_stored(struct pg *pg, const char *session_id, const char *turn_id, int slot,
+                              long long *seq, char **reply, char *balance, size_t cap)
+{
+    char sl[16];
+    snprintf(sl, sizeof(sl), "%d", slot);
+    const char *p[3] = {turn_id, sl, session_id};
+    PGresult *r;
+    enum db_status st = dbrow_query(pg, PG_TURN_STORED, 3, p, &r);
+    if (st != DB_OK)
+        return st;
+    *seq = atoll(PQgetvalue(r, 0, 0));
+    *reply = dbrow_text(r, 1);
+    snprintf(balance, cap, "%s", PQgetvalue(r, 0, 2));
+    PQclear(r);
+    return *reply != NULL ? DB_OK : DB_ERROR;
+}
+
+void db_client_turn_free(struct db_client_turn *ct)
+{
+    free(ct->session_name);
+    free(ct->reply);
+    ct->session_name = ct->reply = NULL;
+}
+
+enum db_status db_client_turn(struct pg *pg, const char *user_id, const char *client_turn_id,
+                              struct db_client_turn *out)
+{
+    memset(out, 0, sizeof(*out));
+    const char *p[2] = {user_id, client_turn_id};
+    PGresult *r;
+    enum db_status st = dbrow_query(pg, PG_CLIENT_TURN, 2, p, &r);
+    if (st != DB_OK)
+        return st;
+    snprintf(out->session_id, sizeof(out->session_id), "%s", PQgetvalue(r, 0, 0));
+    out->session_name = dbrow_text(r, 1);
+    out->temporary = dbrow_bool(r, 2);
+    out->reply = dbrow_text(r, 3);
+    out->base = atoll(PQgetvalue(r, 0, 4));
+    out->n = atoll(PQgetvalue(r, 0, 5));
+    out->parent = PQgetisnull(r, 0, 6) ? -1 : atoll(PQgetvalue(r, 0, 6));
+    PQclear(r);
+    if (out->session_name != NULL && out->reply != NULL)
+        return DB_OK;
+    db_client_turn_free(out);
+    return DB_ERROR;
+}
+
 enum db_status db_lease_drop(struct pg *pg, const char *session_id, const char *turn_id)
 {
     const char *p[2] = {session_id, turn_id};
@@ -673,7 +720,7 @@ enum db_store db_turn_store(struct pg *pg, const struct db_turn_store *in, struc
     snprintf(first, sizeof(first), "%d", in->first);
     char slot[8];
     snprintf(slot, sizeof(slot), "%d", in->slot);
-    const char *p[22] = {in->user_id, in->session_id, in->turn_id,   n,
+    const char *p[23] = {in->user_id, in->session_id, in->turn_id,   n,
                          in->message, in->reply,      in->file_name, in->summary};
     charge_params(c, &t, p + 8);
     const char *stopped = in->reply_stopped ? "true" : "false";
@@ -694,9 +741,15 @@ enum db_store db_turn_store(struct pg *pg, const struct db_turn_store *in, struc
         p[20] = in->keep_lease ? "true" : "false";
         p[21] = slot;
     }
+    p[22] = in->client_turn_id;
     PGresult *r;
-    enum db_status st = in->session_new ? dbrow_query(pg, PG_TURN_STORE_NEW, 22, p, &r)
-                                        : dbrow_query(pg, PG_TURN_STORE, 22, p, &r);
+    enum db_status st = in->session_new ? dbrow_query(pg, PG_TURN_STORE_NEW, 23, p, &r)
+                                        : dbrow_query(pg, PG_TURN_STORE, 23, p, &r);
+    if (st != DB_OK && pg->lost)
+        return DB_STORE_UNKNOWN;
+    if (st != DB_OK && strcmp(pg->sqlstate, "23505") == 0 &&
+        strcmp(pg->constraint, "client_turns_pkey") == 0)
+        return DB_STORE_DUPLICATE;
     if (st != DB_OK)
         return DB_STORE_ERROR; /* one row, always */
     enum db_store out;

@@ -386,16 +386,20 @@ struct db_turn_store {
     const char *message, *reply, *file_name, *summary;
     int session_new; /* insert the session row with it */
     const char *session_name, *prompt;
-    int reply_stopped; /* reply carries the stop marker already (a stop heard here) */
-    long long deltas;  /* type 7 frames the turn streamed */
-    int keep_lease;    /* one of several answers, not the last: the lease stays */
-    int slot;          /* its answer's reservation, of those turn_id holds */
-    int temporary;     /* a new session: a temporary chat (migration 0013) */
+    int reply_stopped;          /* reply carries the stop marker already (a stop heard here) */
+    long long deltas;           /* type 7 frames the turn streamed */
+    int keep_lease;             /* one of several answers, not the last: the lease stays */
+    int slot;                   /* its answer's reservation, of those turn_id holds */
+    int temporary;              /* a new session: a temporary chat (migration 0013) */
+    const char *client_turn_id; /* the client's name for the turn; NULL: none */
 };
 enum db_store {
     DB_STORE_OK,
     DB_STORE_NO_SESSION, /* deleted while the agent was thinking */
     DB_STORE_FENCED,     /* the lease is another turn's (or gone) */
+    DB_STORE_DUPLICATE,  /* client_turn_id names a turn stored already */
+    DB_STORE_UNKNOWN,    /* the connection went before the outcome came:
+                          * stored or not, db_turn_stored says */
     DB_STORE_ERROR,
 };
 /* *base: next_seq before the turn (the first new message's seq); *xid the
@@ -404,6 +408,26 @@ enum db_store {
  * " [stopped]" appended (an empty reply: "[stopped]"). */
 enum db_store db_turn_store(struct pg *pg, const struct db_turn_store *in, struct db_charge *c,
                             long long *base, uint64_t *xid, int *stopped_here);
+
+/* Whether answer slot of turn_id on session_id was stored, asked after
+ * DB_STORE_UNKNOWN on a new connection (to the primary of the moment):
+ * DB_OK with *seq (the answer's), *reply (malloc'd, as stored) and balance
+ * (of cap bytes: the user's now); DB_NOT_FOUND when it was not. The
+ * session row is locked first, so a store still in flight on the server
+ * asked is waited for: the answer is final. */
+enum db_status db_turn_stored(struct pg *pg, const char *session_id, const char *turn_id, int slot,
+                              long long *seq, char **reply, char *balance, size_t cap);
+
+/* A turn the client named (migration 0014), as it was stored. */
+struct db_client_turn {
+    char session_id[UUID_STR_LEN + 1];
+    char *session_name, *reply; /* malloc'd */
+    int temporary;
+    long long base, n, parent; /* parent -1: none */
+};
+enum db_status db_client_turn(struct pg *pg, const char *user_id, const char *client_turn_id,
+                              struct db_client_turn *out);
+void db_client_turn_free(struct db_client_turn *ct);
 
 /* Code 13: {user_id, balance, spent, turns, by_model: [{model, turns,
  * spent}]} as JSON text that PostgreSQL wrote, its money the exact

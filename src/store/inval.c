@@ -111,11 +111,9 @@ static PGresult *exec_ok(PGconn *c, const char *sql)
  * every write a copy read after it could miss is announced to us. */
 static PGconn *listen_connect(struct inval *iv)
 {
-    char *ci = pg_conninfo(iv->cfg);
-    if (ci == NULL)
+    PGconn *c = pg_connect(iv->cfg, PG_PRIMARY);
+    if (c == NULL)
         return NULL;
-    PGconn *c = PQconnectdb(ci);
-    free(ci);
     if (PQstatus(c) != CONNECTION_OK) {
         log_warn("event=inval_connect_failed error=\"%.*s\"", (int)strcspn(PQerrorMessage(c), "\n"),
                  PQerrorMessage(c));

@@ -98,21 +98,21 @@ static int renew(struct lease *ls, PGconn *c)
     const char *p[2] = {ids, secs};
     PGresult *r = PQexecParams(c, pg_sql(PG_LEASE_RENEW), 2, NULL, p, NULL, NULL, 0);
     int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    /* After a switchover this connection may be to a standby now. */
+    int reconnect = !ok && (PQstatus(c) != CONNECTION_OK || pg_wrong_node(r));
     if (!ok)
         log_warn("event=lease_renew_failed error=\"%.*s\"", (int)strcspn(PQerrorMessage(c), "\n"),
                  PQerrorMessage(c));
     PQclear(r);
     free(ids);
-    return ok || PQstatus(c) == CONNECTION_OK ? 0 : -1;
+    return reconnect ? -1 : 0;
 }
 
 static PGconn *lease_connect(struct lease *ls)
 {
-    char *ci = pg_conninfo(ls->cfg);
-    if (ci == NULL)
+    PGconn *c = pg_connect(ls->cfg, PG_PRIMARY);
+    if (c == NULL)
         return NULL;
-    PGconn *c = PQconnectdb(ci);
-    free(ci);
     if (PQstatus(c) == CONNECTION_OK) {
         PGresult *r = PQexec(c, "listen " LEASE_CHANNEL);
         int ok = PQresultStatus(r) == PGRES_COMMAND_OK;

@@ -251,6 +251,12 @@ static struct live_cmd *pub_send(struct cache *c, struct live_cmd *batch)
             failed = 1;
             break;
         }
+        if (r != NULL && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "READONLY", 8) == 0) {
+            /* A replica now (a failover): sent again to the new master. */
+            freeReplyObject(r);
+            failed = 1;
+            break;
+        }
         /* An error reply (an XADD sent again, now "equal or smaller") is
          * Redis's answer to that command: it is done with. */
         freeReplyObject(r);

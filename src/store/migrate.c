@@ -144,11 +144,9 @@ int migrate_run(const struct config *cfg)
     int applied = 0;
     size_t n = 0;
     char **names = NULL;
-    char *ci = pg_conninfo(cfg);
-    if (ci == NULL)
+    PGconn *c = pg_connect(cfg, PG_PRIMARY);
+    if (c == NULL)
         return -1;
-    PGconn *c = PQconnectdb(ci);
-    free(ci);
     if (PQstatus(c) != CONNECTION_OK) {
         log_error("event=migrate_failed step=connect error=\"%.*s\"",
                   (int)strcspn(PQerrorMessage(c), "\n"), PQerrorMessage(c));

@@ -103,7 +103,9 @@
  * assistant's row carries the summary of its path. The columns are
  * evaluated left to right, and that is the order the steps run in: the
  * user's row (every turn of the user charges it) is locked last, so it is
- * held for the commit only, not while the messages are indexed. */
+ * held for the commit only, not while the messages are indexed. $23 is
+ * the client's name for the turn (null: none): its row in client_turns
+ * makes a second store of that name fail (migration 0014). */
 #define PG_TURN_STORE_TAIL(found, reply_marked, deltas, parent, first, slot)                       \
     "     m as (insert into chat_messages (session_id, seq, parent_seq, role, content, summary)"   \
     "           select $2::uuid, s.base + v.i - " first ","                                        \
@@ -138,12 +140,17 @@
     "     e as (insert into usage_ledger (user_id, session_id, seq, kind, model_id,"               \
     "                                     model_name, cost, prompt_tokens,"                        \
     "                                     completion_tokens, estimated, turn_id, turn_deltas,"     \
-    "                                     reserved, written_off)"                                  \
+    "                                     reserved, written_off, turn_slot)"                       \
     "           select $1::uuid, $2::uuid, s.base + 1 - " first ", $9, $10::int, $11, ch.cost,"    \
     "                  $14::bigint, $15::bigint, $16::boolean, $3::uuid, " deltas "::int,"         \
-    "                  ch.amount, ch.raw - ch.cost"                                                \
+    "                  ch.amount, ch.raw - ch.cost, " slot "::int"                                 \
     "             from s, ch"                                                                      \
     "           returning cost),"                                                                  \
+    "     ct as (insert into client_turns (user_id, client_turn_id, session_id, turn_id, base, n," \
+    "                                      answer_seq, parent_seq)"                                \
+    "           select $1::uuid, $23, $2::uuid, $3::uuid, s.base, $4::int,"                        \
+    "                  s.base + 1 - " first ", nullif(" parent ", -1)"                             \
+    "             from s where $23::text is not null),"                                            \
     "     b as (update user_data set balance = balance - (select cost from e)"                     \
     "            where user_id = $1::uuid and exists (select 1 from e)"                            \
     "           returning balance)"                                                                \
@@ -432,7 +439,7 @@ static const struct {
      * (lease_take locks the session row too, FOR KEY SHARE, which this
      * FOR UPDATE holds off until the commit: it then reads the new
      * next_seq, never an older one). */
-    [PG_TURN_STORE] = {"turn_store", 22,
+    [PG_TURN_STORE] = {"turn_store", 23,
                        "with l as (select next_seq from chat_sessions"
                        "            where user_id = $1::uuid and session_id = $2::uuid for update),"
                        "     g as (delete from turn_leases"
@@ -455,7 +462,7 @@ static const struct {
      *   $17 session name, $18 session prompt, $19 reply marked, $20 deltas,
      *   $21 reservation slot, $22 temporary */
     [PG_TURN_STORE_NEW] =
-        {"turn_store_new", 22,
+        {"turn_store_new", 23,
          "with d as (delete from turn_leases"
          "            where session_id = $2::uuid and turn_id = $3::uuid returning stopped),"
          "     s as (insert into chat_sessions (session_id, user_id, session_name, model_id,"
@@ -1135,18 +1142,45 @@ static const struct {
          "                                                "
          "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'))::text"
          "  from imports where user_id = $1::uuid and import_id = $2::uuid"},
+    /* Was answer $2 of turn $1 on session $3 stored? After a store whose
+     * commit outcome is unknown (db_turn_stored). The session row is
+     * locked first: a store still in flight on this server (its commit
+     * waiting for the synchronous standby) holds it, and is waited for,
+     * so the answer is final.
+     *   -> the answer's seq, its text, the user's balance */
+    [PG_TURN_STORED] = {"turn_stored", 3,
+                        "select l.seq, m.content, u.balance"
+                        "  from (select 1 from chat_sessions where session_id = $3::uuid"
+                        "         for update) lk,"
+                        "       usage_ledger l"
+                        "  join chat_messages m on m.session_id = l.session_id and m.seq = l.seq"
+                        "  join user_data u on u.user_id = l.user_id"
+                        " where l.turn_id = $1::uuid and l.kind = 'turn'"
+                        "   and coalesce(l.turn_slot, 0) = $2::int"},
+    /* The turn user $1 named $2, as its reply said (db_client_turn).
+     *   -> session_id, session_name, temporary, the answer's text, base,
+     *      n, parent_seq (null: none) */
+    [PG_CLIENT_TURN] = {"client_turn", 2,
+                        "select c.session_id::text, s.session_name, s.temporary, m.content,"
+                        "       c.base, c.n, c.parent_seq"
+                        "  from client_turns c"
+                        "  join chat_sessions s on s.session_id = c.session_id"
+                        "  join chat_messages m on m.session_id = c.session_id"
+                        "                      and m.seq = c.answer_seq"
+                        " where c.user_id = $1::uuid and c.client_turn_id = $2"},
     [PG_PING] = {"ping", 0, "select 1"},
 };
 
-char *pg_conninfo(const struct config *cfg)
+/* DB_HOST..DB_NAME as a connection string, values quoted per libpq's
+ * rules so a password may hold spaces; caller frees. */
+static char *pg_conninfo_parts(const struct config *cfg)
 {
-    /* Values are quoted per libpq's rules so a password may hold spaces. */
     const char *keys[] = {"host", "port", "user", "password", "dbname"};
     char port[16];
     snprintf(port, sizeof(port), "%d", cfg->db_port);
     const char *vals[] = {cfg->db_host, port, cfg->db_user, cfg->db_password, cfg->db_name};
 
-    size_t cap = 128;
+    size_t cap = 16;
     for (size_t i = 0; i < 5; i++)
         cap += strlen(keys[i]) + 2 * strlen(vals[i]) + 4;
     char *out = malloc(cap);
@@ -1163,8 +1197,44 @@ char *pg_conninfo(const struct config *cfg)
         *p++ = '\'';
         *p++ = ' ';
     }
-    strcpy(p, "connect_timeout=5 application_name=chatd");
+    *p = '\0';
     return out;
+}
+
+PGconn *pg_connect(const struct config *cfg, enum pg_target target)
+{
+    const char *url = target == PG_STANDBY ? cfg->database_read_url : cfg->database_url;
+    char *parts = NULL;
+    if (url[0] == '\0' && (url = parts = pg_conninfo_parts(cfg)) == NULL)
+        return NULL;
+    /* The string is expanded in place of dbname, after these three: its
+     * own setting of any of them wins. The timeout is per host, so a dead
+     * host of a multi-host URL costs at most that before the next is
+     * tried; and of several hosts, writes go to the one that takes them,
+     * reads to a standby if one answers (else to the primary). */
+    const char *keys[] = {"connect_timeout", "application_name", "target_session_attrs", "dbname",
+                          NULL};
+    const char *vals[] = {"5", "chatd", target == PG_STANDBY ? "prefer-standby" : "read-write", url,
+                          NULL};
+    PGconn *c = PQconnectdbParams(keys, vals, 1);
+    free(parts);
+    return c;
+}
+
+const char *pg_where(const PGconn *c)
+{
+    const char *h = c != NULL ? PQhost(c) : NULL;
+    return h != NULL && h[0] != '\0' ? h : "?";
+}
+
+int pg_wrong_node(const PGresult *r)
+{
+    /* 25006 read_only_sql_transaction: the server is (now) a standby, as
+     * after a switchover to a connection made before it; 57P01..57P03 the
+     * server is shutting down or starting. Either way, another connection
+     * (to whichever host is primary now) is the cure. */
+    const char *state = r != NULL ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    return state != NULL && (strcmp(state, "25006") == 0 || strncmp(state, "57P0", 4) == 0);
 }
 
 static int pg_prepare_all(struct pg *pg)
@@ -1190,6 +1260,9 @@ static int pg_prepare_all(struct pg *pg)
 int pg_open(struct pg *pg, const struct config *cfg)
 {
     pg->cfg = cfg;
+    pg->target = PG_PRIMARY;
+    pg->lost = 0;
+    pg->generation = 0;
     pg->conn = NULL;
     pg->prepared = 0;
     return pg_ensure(pg);
@@ -1210,7 +1283,7 @@ static int pg_idle_alive(struct pg *pg)
     struct pollfd pfd = {.fd = PQsocket(pg->conn), .events = POLLIN};
     if (poll(&pfd, 1, 0) <= 0)
         return 1;
-    log_warn("event=pg_connection_lost host=%s port=%d", pg->cfg->db_host, pg->cfg->db_port);
+    log_warn("event=pg_connection_lost host=%s port=%s", pg_where(pg->conn), PQport(pg->conn));
     return 0;
 }
 
@@ -1232,20 +1305,19 @@ int pg_ensure(struct pg *pg)
         pg->conn = NULL;
     }
     pg->prepared = 0;
-    char *ci = pg_conninfo(pg->cfg);
-    if (ci == NULL)
+    if ((pg->conn = pg_connect(pg->cfg, pg->target)) == NULL)
         return -1;
-    pg->conn = PQconnectdb(ci);
-    free(ci);
     if (PQstatus(pg->conn) != CONNECTION_OK) {
         metrics_pg_error();
-        log_error("event=pg_connect_failed host=%s port=%d error=\"%.*s\"", pg->cfg->db_host,
-                  pg->cfg->db_port, PG_ERRMSG(pg->conn));
+        log_error("event=pg_connect_failed target=%s error=\"%.*s\"",
+                  pg->target == PG_STANDBY ? "standby" : "primary", PG_ERRMSG(pg->conn));
         PQfinish(pg->conn);
         pg->conn = NULL;
         return -1;
     }
     PQsetNoticeProcessor(pg->conn, pg_notice, NULL);
+    if (pg->generation++ > 0)
+        metrics_pg_reconnect();
     return pg_prepare_all(pg);
 }
 
@@ -1257,12 +1329,28 @@ void pg_close(struct pg *pg)
     pg->prepared = 0;
 }
 
+/* After a failed statement: a broken connection, or one to a server that
+ * is no longer the primary, is replaced on the next use. */
+static void pg_after_error(struct pg *pg, const PGresult *r)
+{
+    const char *state = r != NULL ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    const char *cons = r != NULL ? PQresultErrorField(r, PG_DIAG_CONSTRAINT_NAME) : NULL;
+    snprintf(pg->sqlstate, sizeof(pg->sqlstate), "%s", state != NULL ? state : "");
+    snprintf(pg->constraint, sizeof(pg->constraint), "%s", cons != NULL ? cons : "");
+    if (PQstatus(pg->conn) != CONNECTION_OK || pg_wrong_node(r)) {
+        pg->prepared = 0;
+        pg->lost = 1;
+    }
+}
+
 PGresult *pg_exec(struct pg *pg, enum pg_stmt stmt, int nparams, const char *const *params)
 {
     if (nparams != pg_statements[stmt].nparams) {
         log_error("event=pg_bad_call stmt=%s nparams=%d", pg_statements[stmt].name, nparams);
         return NULL;
     }
+    pg->lost = 0;
+    pg->sqlstate[0] = pg->constraint[0] = '\0';
     if (pg_ensure(pg) != 0)
         return NULL;
     metrics_pg_roundtrip();
@@ -1274,14 +1362,14 @@ PGresult *pg_exec(struct pg *pg, enum pg_stmt stmt, int nparams, const char *con
     metrics_pg_error();
     log_error("event=pg_exec_failed stmt=%s status=%s error=\"%.*s\"", pg_statements[stmt].name,
               PQresStatus(st), PG_ERRMSG(pg->conn));
+    pg_after_error(pg, r);
     PQclear(r);
-    if (PQstatus(pg->conn) != CONNECTION_OK)
-        pg->prepared = 0; /* reconnect on next use */
     return NULL;
 }
 
 int pg_command(struct pg *pg, const char *sql)
 {
+    pg->lost = 0;
     if (pg_ensure(pg) != 0)
         return -1;
     metrics_pg_roundtrip();
@@ -1290,8 +1378,7 @@ int pg_command(struct pg *pg, const char *sql)
     if (!ok) {
         metrics_pg_error();
         log_error("event=pg_command_failed sql=\"%s\" error=\"%.*s\"", sql, PG_ERRMSG(pg->conn));
-        if (PQstatus(pg->conn) != CONNECTION_OK)
-            pg->prepared = 0;
+        pg_after_error(pg, r);
     }
     PQclear(r);
     return ok ? 0 : -1;

@@ -97,14 +97,26 @@ enum pg_stmt {
     PG_ERASE_USER,       /* $1 user -> sessions erased (null: no user) */
     PG_SWEEP_LOCK,       /* -> whether this connection got the sweeper's lock */
     PG_SWEEP_UNLOCK,
+    PG_TURN_STORED,
+    PG_CLIENT_TURN,
     PG_PING, /* -> 1 (readiness) */
     PG_STMT_COUNT
 };
 
+/* Which server a connection is for: DATABASE_URL's (or DB_*'s) primary,
+ * or one of DATABASE_READ_URL's standbys. */
+enum pg_target { PG_PRIMARY, PG_STANDBY };
+
 struct pg {
     PGconn *conn;
     const struct config *cfg;
-    int prepared; /* statements prepared on the current connection */
+    enum pg_target target;
+    int prepared;             /* statements prepared on the current connection */
+    int lost;                 /* the last failure broke the connection (or found it on a
+                               * standby): its statement's outcome may be unknown */
+    unsigned long generation; /* connections made so far */
+    char sqlstate[6];         /* the last failure's SQLSTATE ("" none) */
+    char constraint[64];      /* and the constraint it names, if any */
 };
 
 /* Connects (or reconnects) and prepares. 0 on success, -1 (logged). A
@@ -121,8 +133,19 @@ PGresult *pg_exec(struct pg *pg, enum pg_stmt stmt, int nparams, const char *con
 /* Plain command outside the table, for BEGIN/COMMIT/ROLLBACK only. */
 int pg_command(struct pg *pg, const char *sql);
 
-/* A connection string for cfg; caller frees. */
-char *pg_conninfo(const struct config *cfg);
+/* A new connection for cfg (its status still to be checked; NULL only
+ * when out of memory): DATABASE_URL, else DB_HOST..DB_NAME, or with
+ * PG_STANDBY DATABASE_READ_URL. With a multi-host URL and
+ * target_session_attrs=read-write, libpq tries the hosts in turn, so a
+ * reconnect after a failover finds the new primary. */
+PGconn *pg_connect(const struct config *cfg, enum pg_target target);
+
+/* The host a connection is to, for log lines ("?" before it has one). */
+const char *pg_where(const PGconn *c);
+
+/* 1 when r failed because its server is not (or no longer) a writable
+ * primary: a reason to reconnect, not a failure of the statement. */
+int pg_wrong_node(const PGresult *r);
 
 /* The SQL of a statement, for a thread that runs it on a connection of
  * its own (store/lease.c) rather than prepared on a worker's. */

@@ -307,7 +307,9 @@ static int decode_message(json_t *data, const struct proto_limits *lim, struct p
     return check_length("message", req->message, t, lim, err);
 }
 
-/* An optional "stream": true or false (codes 3, 17, 18). */
+/* What every turn takes (codes 3, 17, 18): an optional "stream": true or
+ * false, and an optional "client_turn_id", the client's name for the
+ * turn, so that sending it again never stores it twice (work/resend.h). */
 static int decode_stream(json_t *data, struct proto_request *req, struct proto_error *err)
 {
     json_t *stream = json_object_get(data, "stream");
@@ -315,6 +317,16 @@ static int decode_stream(json_t *data, struct proto_request *req, struct proto_e
         if (!json_is_boolean(stream))
             return field_error(err, req->type, "stream", "expected true or false");
         req->stream = json_is_true(stream);
+    }
+    json_t *ct = json_object_get(data, "client_turn_id");
+    if (ct != NULL && !json_is_null(ct)) {
+        const char *v = json_is_string(ct) ? json_string_value(ct) : NULL;
+        size_t n = v != NULL ? strlen(v) : 0;
+        if (n == 0 || n > PROTO_CLIENT_TURN_ID_MAX || n != json_string_length(ct) ||
+            strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.:") != n)
+            return field_error(err, req->type, "client_turn_id",
+                               "expected 1 to 64 letters, digits or -_.:");
+        memcpy(req->client_turn_id, v, n + 1);
     }
     return 0;
 }

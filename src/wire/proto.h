@@ -111,31 +111,34 @@ struct proto_limits {
 
 /* A decoded, validated request. String pointers point into root, which the
  * request owns: release with proto_request_free. */
+#define PROTO_CLIENT_TURN_ID_MAX 64
+
 struct proto_request {
     int type;
-    char user_id[UUID_STR_LEN + 1];                  /* lower-case */
-    char session_id[UUID_STR_LEN + 1];               /* lower-case; "" when session_new */
-    int session_new;                                 /* code 3 with session_id "NEW" */
-    const char *model_name;                          /* code 3: NULL when model_id given;
-                                                        17, 18: NULL for the session's */
-    int model_id;                                    /* code 3: -1 when model_name given */
-    const char *message;                             /* codes 3, 17 */
-    const char *session_prompt;                      /* code 3, "" by default */
-    const char *file_name;                           /* code 3, "" when none */
-    int stream;                                      /* codes 3, 17, 18: "stream": true */
-    int mine;                                        /* code 5: "mine": true */
-    long long before;                                /* code 9: seq cursor, -1 when absent */
-    int limit;                                       /* code 9: 1..PROTO_PAGE_MAX */
-    char session_name[PROTO_NAME_MAX_CHARS * 4 + 1]; /* codes 10, 20 ("" none), trimmed */
-    long long seq;                                   /* codes 12, 17..20 */
-    const char *model_names[PROTO_COMPARE_MAX];      /* code 18: side by side */
-    int n_models;                                    /* code 18: 0, or 2..4 of them */
-    int rating;                                      /* code 12: 1, -1, or 0 to clear */
-    const char *comment;                             /* code 12, "" when none */
-    const char *query;                               /* code 11 */
-    int paged;                                       /* code 1: "limit" or "before" given */
-    const char *cursor;                              /* code 1: "before", NULL from the newest */
-    int offset;                                      /* code 11 */
+    char user_id[UUID_STR_LEN + 1];                    /* lower-case */
+    char session_id[UUID_STR_LEN + 1];                 /* lower-case; "" when session_new */
+    int session_new;                                   /* code 3 with session_id "NEW" */
+    const char *model_name;                            /* code 3: NULL when model_id given;
+                                                          17, 18: NULL for the session's */
+    int model_id;                                      /* code 3: -1 when model_name given */
+    const char *message;                               /* codes 3, 17 */
+    const char *session_prompt;                        /* code 3, "" by default */
+    const char *file_name;                             /* code 3, "" when none */
+    int stream;                                        /* codes 3, 17, 18: "stream": true */
+    char client_turn_id[PROTO_CLIENT_TURN_ID_MAX + 1]; /* codes 3, 17, 18; "" none */
+    int mine;                                          /* code 5: "mine": true */
+    long long before;                                  /* code 9: seq cursor, -1 when absent */
+    int limit;                                         /* code 9: 1..PROTO_PAGE_MAX */
+    char session_name[PROTO_NAME_MAX_CHARS * 4 + 1];   /* codes 10, 20 ("" none), trimmed */
+    long long seq;                                     /* codes 12, 17..20 */
+    const char *model_names[PROTO_COMPARE_MAX];        /* code 18: side by side */
+    int n_models;                                      /* code 18: 0, or 2..4 of them */
+    int rating;                                        /* code 12: 1, -1, or 0 to clear */
+    const char *comment;                               /* code 12, "" when none */
+    const char *query;                                 /* code 11 */
+    int paged;                                         /* code 1: "limit" or "before" given */
+    const char *cursor;                                /* code 1: "before", NULL from the newest */
+    int offset;                                        /* code 11 */
     long long since_us, until_us; /* code 13: epoch microseconds, -1 when absent */
     long long after;              /* code 16: the last delta index seen, -1 when absent */
     /* code 1's "filter" (filtered: given; archived 0/1, pinned -1 either),

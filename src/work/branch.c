@@ -18,6 +18,7 @@
 #include "work/outbox.h"
 #include "work/ratelimit.h"
 #include "work/request.h"
+#include "work/resend.h"
 #include "work/turn.h"
 
 #define BRANCH_NO_MESSAGE "Invalid field 'seq': no such message in this session"
@@ -127,6 +128,7 @@ static enum turn_error branch_answer(struct worker *w, const struct turn *lead, 
     a->context_length = model.context_length;
     a->code = lead->code;
     a->stream = lead->stream;
+    memcpy(a->client_turn_id, lead->client_turn_id, sizeof(a->client_turn_id));
     memcpy(a->user_id, lead->user_id, sizeof(a->user_id));
     memcpy(a->session_id, lead->session_id, sizeof(a->session_id));
     a->balance = lead->balance;
@@ -180,6 +182,8 @@ static void branch_turn(struct worker *w, struct work_request *r, const char *wa
 {
     struct app *app = r->app;
     const struct proto_request *q = &r->req;
+    if (resend_answer(w, app, r->conn_id, q))
+        return;
     struct turn *t = turn_new(app, r->conn_id);
     if (t == NULL) {
         outbox_reply_error(app->outbox, r->conn_id, q->type, PERR_INTERNAL, NULL);
@@ -187,6 +191,7 @@ static void branch_turn(struct worker *w, struct work_request *r, const char *wa
     }
     t->code = q->type;
     t->stream = q->stream;
+    memcpy(t->client_turn_id, q->client_turn_id, sizeof(t->client_turn_id));
     memcpy(t->user_id, q->user_id, sizeof(t->user_id));
     const char *why = NULL;
     int wait_seconds = 0;

@@ -17,6 +17,7 @@
 #include "work/outbox.h"
 #include "work/ratelimit.h"
 #include "work/request.h"
+#include "work/resend.h"
 #include "work/turn.h"
 
 #define CHAT_SESSION_NAME_CHARS 20
@@ -90,12 +91,15 @@ static enum turn_error chat_check(struct worker *w, struct turn *t, const struct
 void chat_handle(struct worker *w, struct work_request *r)
 {
     struct app *app = r->app;
+    if (resend_answer(w, app, r->conn_id, &r->req))
+        return;
     struct turn *t = turn_new(app, r->conn_id);
     if (t == NULL) {
         outbox_reply_error(app->outbox, r->conn_id, PROTO_CHAT, PERR_INTERNAL, NULL);
         return;
     }
     t->stream = r->req.stream;
+    memcpy(t->client_turn_id, r->req.client_turn_id, sizeof(t->client_turn_id));
     memcpy(t->user_id, r->req.user_id, sizeof(t->user_id));
     t->message = strdup(r->req.message);
     t->prompt = strdup(r->req.session_prompt);

@@ -28,6 +28,7 @@
 #include "work/events.h"
 #include "work/links.h"
 #include "work/outbox.h"
+#include "work/resend.h"
 #include "work/title.h"
 
 #define TURN_STOP_MARKER "[stopped]"
@@ -37,6 +38,11 @@
 /* Calls to the agent a turn makes, each reserved for: the answer and the
  * summary. */
 #define TURN_CALLS 2
+/* A store whose outcome is unknown is asked after for this long, every
+ * TURN_RESOLVE_PAUSE_MS (turn_resolve). */
+#define TURN_RESOLVE_SECONDS 30
+#define TURN_RESOLVE_PAUSE_MS 200
+#define TURN_CLIENT_KEY_MAX (PROTO_CLIENT_TURN_ID_MAX + 8)
 
 /* Code 18 with model_names: one request, one answer per model. The lead
  * (m[0]) holds the connection's place, the session's order and lease;
@@ -73,6 +79,7 @@ int turn_wire_code(enum turn_error e)
         [TURN_INTERRUPTED] = PERR_TURN_INTERRUPTED,
         [TURN_MARSHAL] = PERR_JSON_MARSHAL,
         [TURN_INTERNAL] = PERR_INTERNAL,
+        [TURN_RESENT] = PERR_INTERNAL, /* when the stored one cannot be read */
     };
     return codes[e];
 }
@@ -357,6 +364,7 @@ static enum lease_take turn_take_lease(struct worker *w, struct turn *t, enum tu
     switch (st) {
     case DB_OK:
         t->lease_held = 1;
+        t->pg_generation = w->pg.generation;
         lease_hold(t->app->lease, t->turn_id);
         if (!t->session_new)
             t->seen_seq = next_seq;
@@ -442,6 +450,36 @@ static void turn_fail(struct worker *w, struct turn *t, enum turn_error e)
     turn_push_error(t, e);
 }
 
+/* The name client_turns knows answer t by (NULL: the client gave none):
+ * client_turn_id, and for the second and later answers side by side
+ * "<client_turn_id>#<answer>" ('#' is not a character a client's name may
+ * hold), so each answer is stored at most once. */
+static const char *turn_client_key(const struct turn *t, char key[TURN_CLIENT_KEY_MAX])
+{
+    if (t->client_turn_id[0] == '\0')
+        return NULL;
+    if (t->answer == 0)
+        snprintf(key, TURN_CLIENT_KEY_MAX, "%s", t->client_turn_id);
+    else
+        snprintf(key, TURN_CLIENT_KEY_MAX, "%s#%d", t->client_turn_id, t->answer);
+    return key;
+}
+
+/* The same turn, sent again under its client_turn_id while the first
+ * ran, was stored by the first: this one stored nothing and answers as
+ * the first did. */
+static void turn_answer_resent(struct worker *w, struct turn *t)
+{
+    char *frame = NULL, key[TURN_CLIENT_KEY_MAX];
+    size_t len = 0;
+    turn_drop_file(w, t);
+    if (resend_frame(&w->pg, t->code, t->user_id, turn_client_key(t, key), &frame, &len) ==
+        RESEND_FRAME)
+        turn_push_last(t, frame, len);
+    else
+        turn_push_error(t, TURN_RESENT);
+}
+
 static void turn_end_alone(struct worker *w, struct turn *t);
 
 /* Every turn that got past its checks ends here exactly once. An answer
@@ -494,6 +532,47 @@ static void turn_end_alone(struct worker *w, struct turn *t)
 
 /* ---------------------------------------------------------------- store */
 
+/* The store's commit outcome is unknown: its connection went before the
+ * answer came (the primary died, or a switchover cut the wait for the
+ * synchronous standby short). Whether it was stored is asked of whichever
+ * server is primary once one answers, for up to TURN_RESOLVE_SECONDS, so
+ * the client is told what the database holds: a success only if stored,
+ * an error only if not. (A store that stays unknown past that is an
+ * error 14, logged as such.) The worker waits meanwhile, as every worker
+ * waits for the database during a failover. */
+static enum db_store turn_resolve(struct worker *w, const struct db_turn_store *in,
+                                  struct db_charge *charge, long long *base, int *stopped_here)
+{
+    uint64_t until = metrics_now_us() + TURN_RESOLVE_SECONDS * 1000000ULL;
+    for (;;) {
+        long long seq = 0;
+        char *stored = NULL;
+        enum db_status st = db_turn_stored(&w->pg, in->session_id, in->turn_id, in->slot, &seq,
+                                           &stored, charge->balance, sizeof(charge->balance));
+        if (st == DB_OK) {
+            *base = seq - 1 + in->first;
+            charge->seq = seq;
+            /* A stop from elsewhere marked it as it was stored. */
+            *stopped_here = !in->reply_stopped && strcmp(stored, in->reply) != 0;
+            free(stored);
+            metrics_turn_resolved(1);
+            log_warn("event=turn_outcome_resolved session=%s stored=1", in->session_id);
+            return DB_STORE_OK;
+        }
+        if (st == DB_NOT_FOUND) {
+            metrics_turn_resolved(0);
+            log_warn("event=turn_outcome_resolved session=%s stored=0", in->session_id);
+            return DB_STORE_ERROR;
+        }
+        if (metrics_now_us() >= until) {
+            log_error("event=turn_outcome_unknown session=%s", in->session_id);
+            return DB_STORE_UNKNOWN;
+        }
+        struct timespec pause = {0, TURN_RESOLVE_PAUSE_MS * 1000000L};
+        nanosleep(&pause, NULL);
+    }
+}
+
 /* Stores the turn: one statement, so one round trip (db_turn_store). On
  * success sets t->stored_seq and *lock_seq (next_seq before the turn,
  * under the row lock), and tells the cache of this process about a new
@@ -502,6 +581,7 @@ static enum turn_error turn_store(struct worker *w, struct turn *t, const char *
                                   int reply_stopped, struct db_charge *charge, long long *lock_seq,
                                   int *stopped_here)
 {
+    char key[TURN_CLIENT_KEY_MAX];
     /* The file entry holds the bare stored name: the existing client links
      * it as .../uploads/<content>. */
     struct db_turn_store in = {
@@ -523,12 +603,16 @@ static enum turn_error turn_store(struct worker *w, struct turn *t, const char *
         .keep_lease = t->group != NULL && !t->last_of_group,
         .slot = t->group != NULL ? t->answer : 0,
         .temporary = t->temporary,
+        .client_turn_id = turn_client_key(t, key),
     };
     struct turn *lead = t->group != NULL ? t->group->m[0] : t;
     charge->session_id = t->session_id;
     long long seq = 0;
     uint64_t xid = 0;
-    switch (db_turn_store(&w->pg, &in, charge, &seq, &xid, stopped_here)) {
+    enum db_store st = db_turn_store(&w->pg, &in, charge, &seq, &xid, stopped_here);
+    if (st == DB_STORE_UNKNOWN)
+        st = turn_resolve(w, &in, charge, &seq, stopped_here);
+    switch (st) {
     case DB_STORE_OK:
         break;
     case DB_STORE_NO_SESSION:
@@ -536,9 +620,17 @@ static enum turn_error turn_store(struct worker *w, struct turn *t, const char *
     case DB_STORE_FENCED:
         /* Stored only while the lease is still this turn's. One that ran
          * out (this chatd stalled past TURN_LEASE_SECONDS) may have let
-         * another turn run on the session meanwhile. */
-        log_warn("event=turn_lease_lost session=%s", t->session_id);
-        return TURN_INTERRUPTED;
+         * another turn run on the session meanwhile. A lease taken on a
+         * connection since replaced was lost in a failover (it commits
+         * without waiting for the standby): the database failed, error 14. */
+        log_warn("event=turn_lease_lost session=%s failover=%d", t->session_id,
+                 lead->pg_generation != w->pg.generation);
+        return lead->pg_generation != w->pg.generation ? TURN_INTERNAL : TURN_INTERRUPTED;
+    case DB_STORE_DUPLICATE:
+        log_info("event=turn_resent session=%s client_turn_id=%s", t->session_id,
+                 t->client_turn_id);
+        return TURN_RESENT;
+    case DB_STORE_UNKNOWN:
     case DB_STORE_ERROR:
         return TURN_INTERNAL;
     }
@@ -634,6 +726,8 @@ static void turn_reply(struct worker *w, struct turn *t, const char *reply, long
     }
     if (data != NULL && t->temporary) /* only then: the existing reply stays as it was */
         json_object_set_new(data, "temporary", json_true());
+    if (data != NULL && t->client_turn_id[0] != '\0') /* as work/resend.c answers it again */
+        json_object_set_new(data, "client_turn_id", json_string(t->client_turn_id));
     if (data != NULL && t->group != NULL) {
         json_object_set_new(data, "answer", json_integer(t->answer));
         json_object_set_new(data, "answers", json_integer(t->group->n));
@@ -729,6 +823,10 @@ static void turn_finish(struct worker *w, struct turn *t)
     int stopped_here = 0;
     enum turn_error err =
         turn_store(w, t, reply, stopped != NULL, &charge, &lock_seq, &stopped_here);
+    if (err == TURN_RESENT) {
+        turn_answer_resent(w, t);
+        goto out;
+    }
     if (err != TURN_OK) {
         turn_fail(w, t, err);
         goto out;

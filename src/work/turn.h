@@ -31,6 +31,7 @@
 #include "lib/util.h"
 #include "lib/uuid.h"
 #include "store/db.h"
+#include "wire/proto.h"
 #include "work/pool.h"
 #include "work/slots.h"
 
@@ -58,6 +59,7 @@ enum turn_error {
     TURN_INTERRUPTED, /* its session's lease ran out (a stalled chatd): not stored */
     TURN_MARSHAL,
     TURN_INTERNAL,
+    TURN_RESENT, /* its client_turn_id names a turn stored already: that one answers */
 };
 
 /* The error code (wire/proto.h) a client is told for e. */
@@ -100,6 +102,8 @@ struct turn {
     char *message, *prompt, *file_name, *file_url;
     double balance;
     int stream;
+    char client_turn_id[PROTO_CLIENT_TURN_ID_MAX + 1]; /* "" none (work/resend.h) */
+    unsigned long pg_generation;       /* the worker's connection the lease was taken on */
     uint64_t start_us, agent_start_us; /* for metrics */
 
     long long seen_seq;   /* the session's next_seq as last known (checks, or
