@@ -106,8 +106,6 @@ bootstrap:
         max_wal_senders: 10
         max_replication_slots: 10
         max_connections: 200
-        fsync: "off"
-        full_page_writes: "off"
   initdb:
     - encoding: UTF8
     - locale: C.UTF-8

@@ -8,7 +8,7 @@ set -euo pipefail
 # Keep in step with CMakeLists.txt (pkg-config modules), tests/ (cmocka and
 # the python3 integration tests, nginx for the multi-instance ones, chromium
 # and its driver for the page's browser tests), scripts/services.sh
-# (postgresql, redis) and WEB_LIBS (the page's Markdown, sanitizing and
+# (postgresql, redis), scripts/ha.sh (patroni, etcd, redis-sentinel) and WEB_LIBS (the page's Markdown, sanitizing and
 # highlighting libraries, served by chatd from where Debian puts them).
 PACKAGES=(
     build-essential pkg-config cmake clang libclang-rt-14-dev clang-format-14
@@ -16,6 +16,7 @@ PACKAGES=(
     libpq-dev libhiredis-dev libwebsockets-dev libwebsockets-evlib-ev libjansson-dev
     libcurl4-openssl-dev libssl-dev libcmocka-dev libzip-dev libarchive-dev
     postgresql redis-server
+    patroni etcd-server redis-sentinel curl
     python3 python3-grpcio python3-protobuf python3-websocket python3-psycopg2 python3-redis
     python3-jwt
     procps gdb nginx-light

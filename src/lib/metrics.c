@@ -44,6 +44,7 @@ static _Atomic uint64_t metrics_upload_bytes_total;
 static _Atomic uint64_t metrics_retention[2]; /* temporary, retention */
 static _Atomic uint64_t metrics_resolved[2];  /* not stored, stored */
 static _Atomic uint64_t metrics_pg_reconnects;
+static _Atomic uint64_t metrics_reads[2];    /* primary, standby */
 static _Atomic uint64_t metrics_erasures[2]; /* files, redis keys */
 static _Atomic uint64_t metrics_ratings[3];  /* bad, cleared, good */
 static _Atomic uint64_t metrics_http[METRICS_HTTP_STATUSES];
@@ -119,6 +120,8 @@ void metrics_retention_deleted(int temporary, uint64_t n)
 void metrics_turn_resolved(int stored) { add(&metrics_resolved[stored ? 1 : 0], 1); }
 
 void metrics_pg_reconnect(void) { add(&metrics_pg_reconnects, 1); }
+
+void metrics_read_on(int standby) { add(&metrics_reads[standby ? 1 : 0], 1); }
 
 void metrics_erased(int redis_keys, uint64_t n) { add(&metrics_erasures[redis_keys ? 1 : 0], n); }
 
@@ -255,10 +258,16 @@ char *metrics_render(int connections_open, int turns_in_flight, size_t *len)
             "chatd_turn_outcome_resolved_total{stored=\"0\"} %llu\n"
             "# HELP chatd_pg_reconnects_total Worker connections to PostgreSQL made again.\n"
             "# TYPE chatd_pg_reconnects_total counter\n"
-            "chatd_pg_reconnects_total %llu\n",
+            "chatd_pg_reconnects_total %llu\n"
+            "# HELP chatd_reads_total Reads that may run on a standby (DATABASE_READ_URL),"
+            " by where they ran.\n"
+            "# TYPE chatd_reads_total counter\n"
+            "chatd_reads_total{on=\"primary\"} %llu\n"
+            "chatd_reads_total{on=\"standby\"} %llu\n",
             (unsigned long long)get(&metrics_resolved[1]),
             (unsigned long long)get(&metrics_resolved[0]),
-            (unsigned long long)get(&metrics_pg_reconnects));
+            (unsigned long long)get(&metrics_pg_reconnects),
+            (unsigned long long)get(&metrics_reads[0]), (unsigned long long)get(&metrics_reads[1]));
 
     fprintf(f, "# HELP chatd_http_responses_total HTTP responses, by status.\n"
                "# TYPE chatd_http_responses_total counter\n");

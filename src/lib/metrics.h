@@ -42,6 +42,8 @@ void metrics_feedback(int rating);
 void metrics_turn_resolved(int stored);
 /* A connection of a worker to PostgreSQL made again (after a failover). */
 void metrics_pg_reconnect(void);
+/* A read that may lag ran on a standby (1) or the primary (0). */
+void metrics_read_on(int standby);
 /* n sessions deleted by the sweeper: temporary chats, or by retention. */
 void metrics_retention_deleted(int temporary, uint64_t n);
 /* n files removed from PUBLIC_DIR, or Redis keys deleted, after their

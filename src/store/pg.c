@@ -1168,6 +1168,11 @@ static const struct {
                         "  join chat_messages m on m.session_id = c.session_id"
                         "                      and m.seq = c.answer_seq"
                         " where c.user_id = $1::uuid and c.client_turn_id = $2"},
+    /* The primary's WAL position now, and whether a standby has replayed
+     * up to $1 (on a primary, which prefer-standby may have given: yes). */
+    [PG_WAL_LSN] = {"wal_lsn", 0, "select pg_current_wal_lsn()::text"},
+    [PG_REPLAYED] = {"replayed", 1,
+                     "select coalesce(pg_last_wal_replay_lsn() >= $1::pg_lsn, true)::text"},
     [PG_PING] = {"ping", 0, "select 1"},
 };
 

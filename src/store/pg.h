@@ -99,7 +99,9 @@ enum pg_stmt {
     PG_SWEEP_UNLOCK,
     PG_TURN_STORED,
     PG_CLIENT_TURN,
-    PG_PING, /* -> 1 (readiness) */
+    PG_WAL_LSN,  /* -> the primary's WAL position */
+    PG_REPLAYED, /* $1 lsn -> "true" when this server has replayed it, else "false" */
+    PG_PING,     /* -> 1 (readiness) */
     PG_STMT_COUNT
 };
 

@@ -15,6 +15,7 @@
 #include "work/links.h"
 #include "work/outbox.h"
 #include "work/pool.h"
+#include "work/reads.h"
 
 /* A piece is posted once it holds this much (or its page is done). */
 #define EXPORT_PIECE_BYTES (64 * 1024)
@@ -482,7 +483,7 @@ static void export_run(struct worker *w, struct pool_job *job)
 {
     struct export_job *j = (struct export_job *)job;
     const struct export_source src = {pg_user,  pg_session, pg_sessions, pg_page,
-                                      pg_files, pg_usage,   pg_budget,   &w->pg};
+                                      pg_files, pg_usage,   pg_budget,   reads_pg(w)};
     struct buf b = {0};
     enum export_piece e = export_piece(j, &src, &b);
     switch (e) {

@@ -26,6 +26,7 @@
 #include "work/events.h"
 #include "work/links.h"
 #include "work/outbox.h"
+#include "work/reads.h"
 
 static void reply(struct work_request *r, json_t *data)
 {
@@ -224,7 +225,7 @@ void handlers_chats(struct worker *w, struct work_request *r)
     const struct proto_request *q = &r->req;
     const struct config *cfg = r->app->cfg;
     char *chat = NULL;
-    enum db_status st = db_chats(&w->pg, q->user_id, q->session_id, &chat);
+    enum db_status st = db_chats(reads_pg(w), q->user_id, q->session_id, &chat);
     if (st != DB_OK) {
         /* Someone else's session answers exactly like a missing one. */
         reply_error(r, st == DB_NOT_FOUND ? PERR_NO_SESSION : PERR_LOAD_CHATS);
@@ -331,7 +332,7 @@ void handlers_usage(struct worker *w, struct work_request *r)
 {
     const struct proto_request *q = &r->req;
     char *json = NULL;
-    enum db_status st = db_usage(&w->pg, q->user_id, q->since_us, q->until_us, &json);
+    enum db_status st = db_usage(reads_pg(w), q->user_id, q->since_us, q->until_us, &json);
     if (st != DB_OK) {
         reply_error(r, st == DB_NOT_FOUND ? PERR_NO_USER : PERR_BALANCE);
         return;

@@ -19,6 +19,7 @@
 #include "work/events.h"
 #include "work/links.h"
 #include "work/outbox.h"
+#include "work/reads.h"
 
 static void reply(struct work_request *r, json_t *data)
 {
@@ -35,7 +36,7 @@ void history_page(struct worker *w, struct work_request *r)
     const struct proto_request *q = &r->req;
     struct db_page page;
     enum db_status st =
-        db_history_page(&w->pg, q->user_id, q->session_id, q->before, q->limit, &page);
+        db_history_page(reads_pg(w), q->user_id, q->session_id, q->before, q->limit, &page);
     if (st != DB_OK) {
         /* Someone else's session answers exactly like a missing one. */
         reply_error(r, st == DB_NOT_FOUND ? PERR_NO_SESSION : PERR_LOAD_CHATS, NULL);
@@ -102,8 +103,8 @@ void history_search(struct worker *w, struct work_request *r)
         .pinned = q->pinned == 1 ? "t" : NULL,
         .archived = q->archived == 1 ? "t" : NULL,
     };
-    if (db_search(&w->pg, q->user_id, q->words, &scope, q->limit, q->offset, &text, &has_more) !=
-        DB_OK) {
+    if (db_search(reads_pg(w), q->user_id, q->words, &scope, q->limit, q->offset, &text,
+                  &has_more) != DB_OK) {
         reply_error(r, PERR_INTERNAL, NULL);
         return;
     }

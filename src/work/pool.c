@@ -39,6 +39,7 @@ static void *pool_main(void *arg)
         pthread_mutex_unlock(&p->mu);
     }
     pg_close(&w->pg);
+    pg_close(&w->rd);
     cache_close(&w->cache);
     return NULL;
 }
@@ -60,6 +61,8 @@ struct pool *pool_create(struct app *app, int n)
         w->id = i;
         w->app = app;
         w->pg.cfg = app->cfg; /* connected by the first pg_exec */
+        w->rd.cfg = app->cfg;
+        w->rd.target = PG_STANDBY;
         cache_open(&w->cache, app->cfg, app->inval);
         if (pthread_create(&p->threads[i], NULL, pool_main, w) != 0) {
             log_error("event=pool_thread_failed index=%d", i);

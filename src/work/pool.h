@@ -21,6 +21,7 @@ struct worker {
     struct pool *pool;
     int id;
     struct pg pg;
+    struct pg rd; /* DATABASE_READ_URL's standby (work/reads.h) */
     struct cache cache;
     struct app *app;
 };

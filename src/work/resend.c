@@ -10,11 +10,11 @@
 #include "work/outbox.h"
 #include "work/pool.h"
 
-enum resend resend_frame(struct pg *pg, int code, const char *user_id, const char *client_turn_id,
-                         char **frame, size_t *len)
+enum resend resend_data(struct pg *pg, int code, const char *user_id, const char *client_turn_id,
+                        json_t **out)
 {
     struct db_client_turn ct;
-    *frame = NULL;
+    *out = NULL;
     switch (db_client_turn(pg, user_id, client_turn_id, &ct)) {
     case DB_OK:
         break;
@@ -41,21 +41,20 @@ enum resend resend_frame(struct pg *pg, int code, const char *user_id, const cha
         json_object_set_new(data, "client_turn_id",
                             json_stringn(client_turn_id, strcspn(client_turn_id, "#")));
     db_client_turn_free(&ct);
-    *frame = data != NULL ? proto_encode_reply(code, data, len) : NULL;
-    return *frame != NULL ? RESEND_FRAME : RESEND_ERROR;
+    *out = data;
+    return data != NULL ? RESEND_FOUND : RESEND_ERROR;
 }
 
 int resend_answer(struct worker *w, struct app *app, uint64_t conn, const struct proto_request *q)
 {
     if (q->client_turn_id[0] == '\0')
         return 0;
-    char *frame = NULL;
-    size_t len = 0;
-    switch (resend_frame(&w->pg, q->type, q->user_id, q->client_turn_id, &frame, &len)) {
+    json_t *data = NULL;
+    switch (resend_data(&w->pg, q->type, q->user_id, q->client_turn_id, &data)) {
     case RESEND_NONE:
         return 0;
-    case RESEND_FRAME:
-        outbox_push(app->outbox, conn, frame, len);
+    case RESEND_FOUND:
+        outbox_reply(app->outbox, conn, q->type, data);
         return 1;
     case RESEND_ERROR:
         break;

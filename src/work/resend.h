@@ -7,8 +7,8 @@
 #ifndef CHATD_RESEND_H
 #define CHATD_RESEND_H
 
+#include <jansson.h>
 #include <stddef.h>
-
 #include <stdint.h>
 
 #include "store/pg.h"
@@ -19,14 +19,14 @@ struct worker;
 
 enum resend {
     RESEND_NONE,  /* no turn of that name: run this one */
-    RESEND_FRAME, /* *frame: the stored turn's reply, for request code */
+    RESEND_FOUND, /* *data: the stored turn's reply */
     RESEND_ERROR, /* the database did not answer */
 };
 
-/* The reply frame (malloc'd, *len bytes) a request of code (3, 17, 18)
+/* The reply's data (the caller owns it) a request of code (3, 17, 18)
  * gets for the turn user_id named client_turn_id, as it was stored. */
-enum resend resend_frame(struct pg *pg, int code, const char *user_id, const char *client_turn_id,
-                         char **frame, size_t *len);
+enum resend resend_data(struct pg *pg, int code, const char *user_id, const char *client_turn_id,
+                        json_t **data);
 
 /* Before a turn of request q (code 3, 17 or 18) on connection conn is
  * checked: 1 when q names a turn stored already, which answered it (or

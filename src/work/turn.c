@@ -470,11 +470,15 @@ static const char *turn_client_key(const struct turn *t, char key[TURN_CLIENT_KE
  * the first did. */
 static void turn_answer_resent(struct worker *w, struct turn *t)
 {
-    char *frame = NULL, key[TURN_CLIENT_KEY_MAX];
+    char key[TURN_CLIENT_KEY_MAX];
+    json_t *data = NULL;
     size_t len = 0;
     turn_drop_file(w, t);
-    if (resend_frame(&w->pg, t->code, t->user_id, turn_client_key(t, key), &frame, &len) ==
-        RESEND_FRAME)
+    char *frame =
+        resend_data(&w->pg, t->code, t->user_id, turn_client_key(t, key), &data) == RESEND_FOUND
+            ? proto_encode_reply(t->code, data, &len)
+            : NULL;
+    if (frame != NULL)
         turn_push_last(t, frame, len);
     else
         turn_push_error(t, TURN_RESENT);
