@@ -23,6 +23,8 @@
 #   k. start-up time with 100,000 sessions vs an empty database
 #   j. 2,000 streamed replies at once, 20 deltas/s each, delivery lag, with
 #      RESUMABLE_STREAMS=0 and 1 (`scripts/bench.sh streams` runs only this)
+#   `scripts/bench.sh failover` (not part of "all"): turns/s around failovers
+#      of PostgreSQL (Patroni) and Redis (Sentinel), errors, time to recover
 # (d and j run last because they restart the agent, and j chatd, with other settings.) Everything
 # stops at the end, also on failure or Ctrl-C. Traffic stays on 127.0.0.1.
 # Figures are printed, never asserted: this is not part of `make test`.
@@ -56,8 +58,8 @@ die() { say "$*"; exit 1; }
 
 SCENARIO=${1:-all}
 case $SCENARIO in
-all | soak | streams | tree | import | turns) ;;
-*) die "usage: scripts/bench.sh [soak | streams | tree | import | turns]" ;;
+all | soak | streams | tree | import | turns | failover) ;;
+*) die "usage: scripts/bench.sh [soak | streams | tree | import | turns | failover]" ;;
 esac
 SOAK_CLIENTS=${SOAK_CLIENTS:-1000}
 SOAK_SECONDS=${SOAK_SECONDS:-600}
@@ -78,6 +80,16 @@ fi
 for b in chatd chat-agent wsbench grpcbench soak; do
     [[ -x "$BUILD/$b" ]] || die "$BUILD/$b was not built"
 done
+
+# `scripts/bench.sh failover`: turns/s before, during and after a SIGKILL
+# of the PostgreSQL primary, a planned switchover and a SIGKILL of the
+# Redis master, on the topology of scripts/ha.sh (scripts/bench_failover.py;
+# it starts and stops everything itself).
+if [[ $SCENARIO == failover ]]; then
+    "$REPO/scripts/install-deps.sh"
+    exec env CHATD_BIN="$BUILD/chatd" CHAT_AGENT_BIN="$BUILD/chat-agent" CHATD_SOURCE_DIR="$REPO" \
+        /usr/bin/python3 "$REPO/scripts/bench_failover.py"
+fi
 
 # 2,000 connections need ~2,000 descriptors in chatd and as many in
 # wsbench; both inherit this limit.
