@@ -17,6 +17,13 @@
 
 #define LEASE_CHANNEL "chatd_turn"
 #define LEASE_TICK_MS 1000
+/* Leases whose give-back failed, kept to give back again; past this many
+ * the next ones just run out. */
+#define LEASE_DROPS_MAX 1024
+
+struct lease_drop {
+    char session_id[UUID_STR_LEN + 1], turn_id[UUID_STR_LEN + 1];
+};
 
 struct lease {
     const struct config *cfg;
@@ -24,10 +31,57 @@ struct lease {
     void *arg;
     struct bg bg; /* the keeper */
 
-    pthread_mutex_t mu; /* guards ids */
+    pthread_mutex_t mu; /* guards ids and drops */
     char (*ids)[UUID_STR_LEN + 1];
     size_t n, cap;
+    struct lease_drop *drops; /* LEASE_DROPS_MAX of them */
+    size_t n_drops;
 };
+
+void lease_give_back_later(struct lease *ls, const char *session_id, const char *turn_id)
+{
+    pthread_mutex_lock(&ls->mu);
+    if (ls->drops == NULL)
+        ls->drops = calloc(LEASE_DROPS_MAX, sizeof(*ls->drops));
+    if (ls->drops != NULL && ls->n_drops < LEASE_DROPS_MAX) {
+        struct lease_drop *d = &ls->drops[ls->n_drops++];
+        snprintf(d->session_id, sizeof(d->session_id), "%s", session_id);
+        snprintf(d->turn_id, sizeof(d->turn_id), "%s", turn_id);
+    }
+    pthread_mutex_unlock(&ls->mu);
+}
+
+/* Gives back the leases whose give-back failed (the database was away, as
+ * in a failover), so the sessions' next turns need not wait for them to
+ * run out. -1 when the connection failed. */
+static int give_back(struct lease *ls, PGconn *c)
+{
+    for (;;) {
+        struct lease_drop d;
+        pthread_mutex_lock(&ls->mu);
+        int any = ls->n_drops > 0;
+        if (any)
+            d = ls->drops[ls->n_drops - 1];
+        pthread_mutex_unlock(&ls->mu);
+        if (!any)
+            return 0;
+        const char *p[2] = {d.session_id, d.turn_id};
+        PGresult *r = PQexecParams(c, pg_sql(PG_LEASE_DROP), 2, NULL, p, NULL, NULL, 0);
+        int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        int reconnect = !ok && (PQstatus(c) != CONNECTION_OK || pg_wrong_node(r));
+        PQclear(r);
+        if (!ok)
+            return reconnect ? -1 : 0;
+        pthread_mutex_lock(&ls->mu);
+        for (size_t i = ls->n_drops; i-- > 0;) /* this one: the list may have grown */
+            if (strcmp(ls->drops[i].turn_id, d.turn_id) == 0) {
+                ls->drops[i] = ls->drops[--ls->n_drops];
+                break;
+            }
+        pthread_mutex_unlock(&ls->mu);
+        log_info("event=lease_given_back session=%s", d.session_id);
+    }
+}
 
 int lease_hold(struct lease *ls, const char *turn_id)
 {
@@ -154,6 +208,8 @@ static void *lease_main(void *arg)
             next_renew = now + every;
         }
         if (now >= next_tick) {
+            if (give_back(ls, c) != 0)
+                goto lost;
             ls->on_free(ls->arg, NULL);
             next_tick = now + LEASE_TICK_MS;
         }
@@ -211,5 +267,6 @@ void lease_free(struct lease *ls)
     bg_stop(&ls->bg); /* a second stop is nothing */
     pthread_mutex_destroy(&ls->mu);
     free(ls->ids);
+    free(ls->drops);
     free(ls);
 }

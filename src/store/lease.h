@@ -35,5 +35,9 @@ void lease_free(struct lease *ls);
  * turn ends sooner). */
 int lease_hold(struct lease *ls, const char *turn_id);
 void lease_let_go(struct lease *ls, const char *turn_id);
+/* A lease this process let go of but could not give back (the database
+ * did not answer): the thread gives it back once a second until it can,
+ * so the session's next turn need not wait for it to run out. */
+void lease_give_back_later(struct lease *ls, const char *session_id, const char *turn_id);
 
 #endif

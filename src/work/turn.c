@@ -396,8 +396,11 @@ static void turn_drop_lease(struct worker *w, struct turn *t)
         return;
     lease_let_go(t->app->lease, t->turn_id);
     t->lease_held = 0;
-    /* Best effort: one not given back runs out in TURN_LEASE_SECONDS. */
-    db_lease_drop(&w->pg, t->session_id, t->turn_id);
+    /* One not given back now (the database away, as in a failover) is
+     * given back by the lease thread once it can, else runs out in
+     * TURN_LEASE_SECONDS. */
+    if (db_lease_drop(&w->pg, t->session_id, t->turn_id) != DB_OK)
+        lease_give_back_later(t->app->lease, t->session_id, t->turn_id);
 }
 
 /* ----------------------------------------------------------- end of turn */
