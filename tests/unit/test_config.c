@@ -12,10 +12,23 @@
 
 #include "lib/config.h"
 
-static const char *vars[] = {
-    "SERVER_PORT",  "DB_PORT",      "LOG_LEVEL",       "WORKER_THREADS",       "SERVER_HOST",
-    "CHATD_TEST_A", "CHATD_TEST_B", "ALLOWED_ORIGINS", "UPLOAD_ALLOWED_TYPES", "CORS_ORIGINS",
-    "AUTH_MODE",    "JWT_SECRET",   "SEARCH_LANGUAGE"};
+static const char *vars[] = {"SERVER_PORT",
+                             "DB_PORT",
+                             "LOG_LEVEL",
+                             "WORKER_THREADS",
+                             "SERVER_HOST",
+                             "CHATD_TEST_A",
+                             "CHATD_TEST_B",
+                             "ALLOWED_ORIGINS",
+                             "UPLOAD_ALLOWED_TYPES",
+                             "CORS_ORIGINS",
+                             "REDIS_SENTINELS",
+                             "REDIS_MASTER_NAME",
+                             "DATABASE_URL",
+                             "DATABASE_READ_MAX_LAG_MS",
+                             "AUTH_MODE",
+                             "JWT_SECRET",
+                             "SEARCH_LANGUAGE"};
 
 static int clear_env(void **state)
 {
@@ -78,6 +91,30 @@ static void test_malformed(void **state)
     expect_fail("WORKER_THREADS", "99999999999999999999", "is not an integer");
     expect_fail("LOG_LEVEL", "loud", "is not one of");
     expect_fail("SERVER_HOST", "", "must not be empty");
+    expect_fail("REDIS_SENTINELS", "10.0.0.1", "is not host:port");
+    expect_fail("REDIS_SENTINELS", "a:1,:26379", "is not host:port");
+    expect_fail("REDIS_SENTINELS", "a:1,b:70000", "is not host:port");
+    expect_fail("DATABASE_READ_MAX_LAG_MS", "-1", "out of range");
+}
+
+/* Issue 23: Sentinels split at load; DATABASE_URL kept as it is. */
+static void test_failover_settings(void **state)
+{
+    (void)state;
+    setenv("REDIS_SENTINELS", "10.0.0.1:26379, s2:26380,[::1]:26381", 1);
+    setenv("DATABASE_URL", "postgresql://u:p@h1:5432,h2:5432/db", 1);
+    struct config cfg;
+    char err[256];
+    assert_int_equal(config_from_env(&cfg, err, sizeof(err)), 0);
+    assert_int_equal(cfg.sentinel_list.n, 3);
+    assert_string_equal(cfg.sentinel_list.item[1], "s2:26380");
+    assert_string_equal(cfg.sentinel_list.item[2], "[::1]:26381");
+    assert_string_equal(cfg.redis_master_name, "mymaster");
+    assert_string_equal(cfg.database_url, "postgresql://u:p@h1:5432,h2:5432/db");
+    config_free(&cfg);
+    setenv("REDIS_MASTER_NAME", "", 1);
+    assert_int_equal(config_from_env(&cfg, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "needs REDIS_MASTER_NAME"));
 }
 
 static void test_dotenv(void **state)
@@ -142,6 +179,7 @@ int main(void)
         cmocka_unit_test_setup(test_values, clear_env),
         cmocka_unit_test_setup(test_malformed, clear_env),
         cmocka_unit_test_setup(test_dotenv, clear_env),
+        cmocka_unit_test_setup(test_failover_settings, clear_env),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -386,6 +386,44 @@ static void test_organize_and_share_codes(void **state)
     expect_error(USER(20, ""), PERR_INVALID_FIELD, "'session_id'");
 }
 
+/* Issue 23: the client's name for a turn, on codes 3, 17 and 18. */
+static void test_client_turn_id(void **state)
+{
+    (void)state;
+    struct proto_request req;
+    struct proto_error err;
+    assert_int_equal(decode(USER(3, ",\"session_id\":\"NEW\",\"model_name\":\"m\","
+                                    "\"message\":\"hi\",\"client_turn_id\":\"a-1.b_2:c\""),
+                            &req, &err),
+                     0);
+    assert_string_equal(req.client_turn_id, "a-1.b_2:c");
+    proto_request_free(&req);
+    assert_int_equal(decode(USER(3, ",\"session_id\":\"NEW\",\"model_name\":\"m\","
+                                    "\"message\":\"hi\",\"client_turn_id\":null"),
+                            &req, &err),
+                     0);
+    assert_string_equal(req.client_turn_id, "");
+    proto_request_free(&req);
+    assert_int_equal(decode(TREE(18, ",\"seq\":3,\"client_turn_id\":\"r\""), &req, &err), 0);
+    assert_string_equal(req.client_turn_id, "r");
+    proto_request_free(&req);
+    const char *bad[] = {"\"\"",
+                         "\"a b\"",
+                         "\"a#1\"",
+                         "7",
+                         "[\"a\"]",
+                         "\"\\u00e9\"",
+                         "\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\""};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char frame[512];
+        snprintf(frame, sizeof(frame),
+                 USER(3, ",\"session_id\":\"NEW\",\"model_name\":\"m\",\"message\":\"hi\","
+                         "\"client_turn_id\":%s"),
+                 bad[i]);
+        expect_error(frame, PERR_INVALID_FIELD, "'client_turn_id'");
+    }
+}
+
 /* Issue 25: code 3's temporary, code 25, code 26's cap. */
 static void test_lifecycle_codes(void **state)
 {
@@ -697,6 +735,7 @@ int main(void)
         cmocka_unit_test(test_inherited_error_texts),
         cmocka_unit_test(test_utf8_prefix),
         cmocka_unit_test(test_parse_time),
+        cmocka_unit_test(test_client_turn_id),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
