@@ -214,16 +214,14 @@ CONF
     done
 }
 
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+# Stops the process a pid file names (SIGTERM, then SIGKILL after 30 s).
 stop_pidfile() {
-    local f=$1 pid i
+    local f=$1 pid
     pid=$(cat "$f" 2>/dev/null || true)
-    [[ "$pid" =~ ^[0-9]+$ ]] || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 300; i++)); do
-        kill -0 "$pid" 2>/dev/null || { rm -f "$f"; return 0; }
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
+    [[ ! "$pid" =~ ^[0-9]+$ ]] || stop_child "$(basename "$f" .pid)" "$pid" 30
     rm -f "$f"
 }
 

@@ -1,4 +1,4 @@
-# lib.sh - shell helpers shared by run.sh and bench.sh (sourced; each caller
+# lib.sh - shell helpers shared by run.sh, bench.sh and ha.sh (sourced; each caller
 # defines its own say()).
 
 # stop_child NAME PID GRACE: SIGTERM, wait up to GRACE seconds, then SIGKILL;

@@ -273,7 +273,10 @@ class Failover(unittest.TestCase):
             self.assertEqual(by_seq[(sid, stored[message][1] + 1)][4], reply)
         acked = {m for (_u, m, _s, _r, _t) in load.ok}
         for uid, message, code, t in load.errors:
-            self.assertIn(code, (6, 14), "a turn caught in the failover: %r" % ((message, code),))
+            # 14 (a database error), 6 (the agent's), or 5 (code 3's error
+            # for a failed session read, which a turn reads from Redis as a
+            # rule, and from PostgreSQL when its copy is gone)
+            self.assertIn(code, (5, 6, 14), "a turn caught in the failover: %r" % ((message, code),))
             if message in stored:
                 # then only by a later attempt, sent after this error came
                 self.assertIn(message, acked, "error %d for a stored turn: %r" % (code, message))
