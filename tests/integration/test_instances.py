@@ -174,7 +174,7 @@ class LeaseStatement(unittest.TestCase):
             # the first turn's store, as chatd runs it, held before its commit
             xc.execute(statement("turn_store"), dict(
                 p1=uid, p2=sid, p3=first, p4=2, p5="q", p6="a", p7="", p8="summary", p9="turn", p10=8,
-                p11="llama3.1:8b", p12="0.001", p13="0", p14=None, p15=None, p16=False, p17=False, p18=0, p19=0, p20=0, p21=False, p22=0))
+                p11="llama3.1:8b", p12="0.001", p13="0", p14=None, p15=None, p16=False, p17=False, p18=0, p19=0, p20=0, p21=False, p22=0, p23=None))
             row = xc.fetchone()
             self.assertEqual((row[:4], str(row[4])), ((True, True, 2, 2), "0.999"))
             got = {}
