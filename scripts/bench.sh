@@ -187,7 +187,7 @@ CHATD_VARS=(SERVER_HOST=127.0.0.1 SERVER_PORT="$CHATD_PORT"
     AI_SERVER_HOST=127.0.0.1 AI_SERVER_PORT="$AGENT_PORT"
     MIGRATIONS_DIR="$REPO/migrations" PUBLIC_DIR="$DATA/public"
     PUBLIC_BASE_URL="http://127.0.0.1:$CHATD_PORT"
-    WORKER_THREADS=4 LOG_LEVEL=warn
+    WORKER_THREADS="${BENCH_WORKERS:-4}" LOG_LEVEL=warn
     # The load generators are one user on one address by design.
     RATE_LIMIT_PER_MINUTE=0 DAILY_MESSAGE_LIMIT=0
     MAX_CONNECTIONS_PER_IP=100000 MAX_CONNECTIONS=100000)
@@ -288,7 +288,7 @@ git -C "$REPO" diff --quiet HEAD -- src migrations 2>/dev/null || src_state+=" +
 [[ "${BENCH_NO_BUILD:-0}" != 1 ]] || src_state+=" (BENCH_NO_BUILD: binaries from $(date -u -r "$BUILD/chatd" '+%H:%M UTC'))"
 echo "source: $src_state"
 echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')  host: $(nproc) cores, $(uname -sr), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
-echo "chatd: WORKER_THREADS=4 LOG_LEVEL=warn; chat-agent: echo back end; PostgreSQL 15 with CHATD_PG_FAST=1 (fsync, synchronous_commit and full_page_writes off); Redis $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/')"
+echo "chatd: WORKER_THREADS=${BENCH_WORKERS:-4} LOG_LEVEL=warn; chat-agent: echo back end; PostgreSQL 15 with CHATD_PG_FAST=1 (fsync, synchronous_commit and full_page_writes off); Redis $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/')"
 if [[ $SCENARIO == soak ]]; then
     echo "everything (clients included) shares the same $(nproc) cores; soak: chat-agent AGENT_DELAY_MS=$SOAK_DELAY_MS"
 else
@@ -625,11 +625,26 @@ print(fill("turn_store", {1: user, 2: sid, 3: turn, 4: "2", 5: "'bench message'"
                           9: "'turn'", 10: "8", 11: "'llama3.1:8b'", 12: "'0.0001'", 13: "'0'",
                           14: "null", 15: "null", 16: "false", 17: "false", 18: "0",
                           19: "(select coalesce(active_leaf, next_seq - 1) from chat_sessions"
-                              " where session_id = %s::uuid)" % sid, 20: "0", 21: "false", 22: "0"}))
+                              " where session_id = %s::uuid)" % sid, 20: "0", 21: "false", 22: "0",
+                          23: "null::text"}))
 EOF
     done
-    pgbench_store() { # reserve (1/0) -> tps
-        PGPASSWORD=chatd pgbench -n -h 127.0.0.1 -p "$PG_PORT" -U chatd -c 32 -j 2 -T "$SECS" -M prepared \
+    # The least a turn must write, as issue 26 states it: lock the session
+    # row, insert the two messages (under their parents, with the table's
+    # indexes and generated search column, as chatd's are), bump next_seq;
+    # one statement, one commit.
+    cat >"$DATA/pgbench_storeM.sql" <<'EOF'
+with s as (update chat_sessions set next_seq = next_seq + 2
+            where session_id = ('00000000-0000-4000-8000-' || lpad(:client_id::text, 12, '0'))::uuid
+           returning session_id, next_seq - 2 as seq)
+insert into chat_messages(session_id, seq, parent_seq, role, content)
+select s.session_id, s.seq + g, nullif(s.seq + g, 0) - 1, case g when 0 then 'user' else 'assistant' end,
+       case g when 0 then 'bench message' else 'echo: bench message [history=2 summary=0 files=0]' end
+  from s, generate_series(0, 1) g;
+EOF
+    pgbench_store() { # reserve (1/0) or M (the minimal turn) -> tps
+        # as chatd (application_name): the admin events trigger is not for its writes
+        PGAPPNAME=chatd PGPASSWORD=chatd pgbench -n -h 127.0.0.1 -p "$PG_PORT" -U chatd -c 32 -j 2 -T "$SECS" -M prepared \
             -f "$DATA/pgbench_store$1.sql" chatd 2>>"$DATA/pgbench.err" |
             awk '/^tps = / { printf "%d", $3; exit }'
     }
@@ -645,21 +660,30 @@ EOF
         multi=$(field "$(cat "$DATA/c2_multi.out")" rps)
         # A B B A: the rows all runs write get slower as their versions pile up,
         # so each kind runs once early and once late.
-        local a1 b1 b2 a2
+        local a1 b1 b2 a2 m1 m2 pgm
+        m1=$(pgbench_store M)
         a1=$(pgbench_store 1) b1=$(pgbench_store 0) b2=$(pgbench_store 0) a2=$(pgbench_store 1)
+        m2=$(pgbench_store M)
         pgb=$(((${a1:-0} + ${a2:-0}) / 2))
         pgb0=$(((${b1:-0} + ${b2:-0}) / 2))
-        printf '%-10s %13s %10s %6s %13s %15s   (chatd p50/p99 %s/%s us, errors %s, chatd%% %s, pg%% %s)\n' "$1" "$chatd_rps" \
+        pgm=$(((${m1:-0} + ${m2:-0}) / 2))
+        printf '%-10s %13s %10s %6s %13s %15s %10s %9s %9s   (chatd p50/p99 %s/%s us, errors %s, chatd%% %s, pg%% %s)\n' "$1" "$chatd_rps" \
             "${pgb:-?}" "$(awk -v a="$chatd_rps" -v b="${pgb:-0}" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')" \
-            "${pgb0:-?}" "${multi:-?}" "$p50" "$p99" "$errs" "$cpu_c" "$cpu_p"
+            "${pgb0:-?}" "${multi:-?}" "${pgm:-?}" \
+            "$(awk -v a="$chatd_rps" -v b="${pgm:-0}" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')" \
+            "$(awk -v a="${multi:-0}" -v b="${pgm:-0}" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')" \
+            "$p50" "$p99" "$errs" "$cpu_c" "$cpu_p"
     }
     echo "(pgbench: -c 32 -j 2 -M prepared, a transaction = chatd's lease_take + turn_store statements, $DATA/pgbench_store1.sql;"
     echo " no_reserve: the same statements without the reservation, $DATA/pgbench_store0.sql; each the mean of two runs, A B B A;"
     psql_q -tAc "insert into user_data(username, models, balance)
         select 'C2 ' || i, array[4,5,8], 1000000 from generate_series(1, 32) i returning user_id" |
         grep . >"$DATA/c2_users.txt"
-    echo " 32_users: chatd's turns when each connection is another user's, the pgbench figures all one user's)"
-    printf '%-10s %13s %10s %6s %13s %15s\n' fsync chatd_turns/s pgbench/s ratio no_reserve/s chatd_32_users/s
+    echo " 32_users: chatd's turns when each connection is another user's, the pgbench figures all one user's;"
+    echo " minimal/s: pgbench of the least a turn must write, $DATA/pgbench_storeM.sql (lock the session row,"
+    echo " insert the two messages, bump next_seq, one commit), the mean of a run before and one after the others;"
+    echo " min_ratio: chatd_turns/s over it, min_ratio32: chatd_32_users/s over it)"
+    printf '%-10s %13s %10s %6s %13s %15s %10s %9s %9s\n' fsync chatd_turns/s pgbench/s ratio no_reserve/s chatd_32_users/s minimal/s min_ratio min_ratio32
     store_pair "off"
     say "restarting PostgreSQL with fsync on"
     if CHATD_PG_FAST=0 "$REPO/scripts/services.sh" restart-pg "$DATA" "$PG_PORT" 2>>"$DATA/services.log"; then

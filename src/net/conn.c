@@ -24,6 +24,13 @@
 
 /* Idle connections keep no assembly buffer larger than this. */
 #define CONN_RX_KEEP (64 * 1024)
+/* Frames one writable callback may write while the socket takes them:
+ * bounded, so one connection with a long queue does not hold the loop. */
+#define CONN_WRITES_PER_CALLBACK 32
+/* Queued deltas joined into one frame: at most this many, and this many
+ * bytes of text (a frame well under any client's limit). */
+#define CONN_JOIN_MAX 64
+#define CONN_JOIN_BYTES (32 * 1024)
 
 static struct conn *conn_find(struct conns *cs, uint64_t id)
 {
@@ -400,6 +407,39 @@ int conn_receive(struct conns *cs, struct conn *c, const void *in, size_t len)
     return 0;
 }
 
+/* Stream deltas queued one right after another on a connection whose
+ * socket fell behind (it was found full with frames still to write) go
+ * out as one frame holding them all, "first" .. "index" (README, type 7):
+ * one write, and one frame for the client to parse, instead of one per
+ * piece. A connection whose socket keeps up gets each delta as it was,
+ * whatever the loop's own pace. Returns how many queued frames it wrote (0: m does not start
+ * such a run, nothing written), -1 when the write failed. */
+static int conn_write_joined(struct conn *c, struct connq_msg *m)
+{
+    struct proto_delta_view v[CONN_JOIN_MAX];
+    size_t n = 0, bytes = 0;
+    for (struct connq_msg *x = m; x != NULL && !x->is_close && n < CONN_JOIN_MAX; x = x->next) {
+        if (proto_delta_view((const char *)x->buf + LWS_PRE, x->len, &v[n]) != 0 ||
+            (n > 0 && !proto_delta_follows(&v[n - 1], &v[n])) ||
+            (n > 0 && bytes + v[n].text_len > CONN_JOIN_BYTES))
+            break;
+        bytes += v[n].text_len;
+        n++;
+    }
+    if (n < 2)
+        return 0;
+    size_t len = proto_delta_join_len(v, n);
+    unsigned char *buf = malloc(LWS_PRE + len + 1);
+    if (buf == NULL)
+        return 0; /* written one by one, then */
+    int k = (int)n;
+    if (proto_delta_join(v, n, (char *)buf + LWS_PRE, len + 1) != len ||
+        lws_write(c->wsi, buf + LWS_PRE, len, LWS_WRITE_TEXT) < (int)len)
+        k = -1;
+    free(buf);
+    return k;
+}
+
 int conn_writeable(struct conns *cs, struct conn *c)
 {
     (void)cs;
@@ -428,12 +468,36 @@ int conn_writeable(struct conns *cs, struct conn *c)
                          strlen(why));
         return -1;
     }
-    int n = lws_write(c->wsi, m->buf + LWS_PRE, m->len, LWS_WRITE_TEXT);
-    if (n < (int)m->len) {
-        log_warn("event=write_failed conn=%llu", (unsigned long long)c->id);
-        return -1;
+    /* Several frames in one callback while the socket takes them: a
+     * stream's deltas that queued up meanwhile go out now, not each after
+     * another round of the event loop. A frame is still written whole;
+     * the close stays alone, last. */
+    int fx = 0;
+    for (int i = 0; i < CONN_WRITES_PER_CALLBACK; i++) {
+        if (i > 0 && (m == NULL || m->is_close))
+            break;
+        if (i > 0 && lws_send_pipe_choked(c->wsi)) {
+            c->behind = 1; /* the socket is full: what waits may be joined */
+            break;
+        }
+        int k = c->behind ? conn_write_joined(c, m) : 0;
+        if (k == 0) {
+            int n = lws_write(c->wsi, m->buf + LWS_PRE, m->len, LWS_WRITE_TEXT);
+            k = n < (int)m->len ? -1 : 1;
+        }
+        if (k < 0) {
+            log_warn("event=write_failed conn=%llu", (unsigned long long)c->id);
+            return -1;
+        }
+        while (k-- > 0)
+            fx |= connq_sent(&c->q);
+        m = connq_head(&c->q);
     }
-    conn_effects(c, connq_sent(&c->q));
+    if (m == NULL) {
+        fx &= ~CONNQ_WRITE;
+        c->behind = 0; /* caught up */
+    }
+    conn_effects(c, fx);
     return 0;
 }
 

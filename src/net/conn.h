@@ -41,6 +41,8 @@ struct conn {
     uint64_t busy_since_us; /* when it went there */
     int slow_close_seconds; /* SLOW_READER_CLOSE_SECONDS */
     int closing;            /* a close is queued: read nothing more */
+    int behind;             /* its socket was full with frames to write, and
+                               they are not all written yet: join deltas */
     int close_status;       /* the close code it will carry */
 
     struct conn_turn *turns; /* the chat turns this connection started */

@@ -202,8 +202,7 @@ static int cache_dropped(const redisContext *rc, int err_no)
            (rc->err == REDIS_ERR_IO && (err_no == EPIPE || err_no == ECONNRESET));
 }
 
-/* A write refused because the server became a replica under us. */
-static int cache_demoted(const redisReply *r)
+int cache_demoted(const redisReply *r)
 {
     return r->type == REDIS_REPLY_ERROR && strncmp(r->str, "READONLY", 8) == 0;
 }

@@ -48,6 +48,11 @@ struct redisContext *cache_conn(struct cache *c);
 /* Counts and logs a failure of op, drops the connection and starts the
  * back-off. */
 void cache_fail(struct cache *c, const char *op);
+/* 1 for a write refused because the server became a replica under us
+ * (READONLY, after a Sentinel failover): the cure is cache_fail, which
+ * asks the Sentinels again, and the write sent again. */
+struct redisReply;
+int cache_demoted(const struct redisReply *r);
 /* Ends the back-off: the next use connects at once. For a caller that
  * knows Redis answers again (the live subscriber hears it) and whose
  * request would otherwise be refused for the rest of the back-off. */

@@ -68,7 +68,7 @@ static int give_back(struct lease *ls, PGconn *c)
         const char *p[2] = {d.session_id, d.turn_id};
         PGresult *r = PQexecParams(c, pg_sql(PG_LEASE_DROP), 2, NULL, p, NULL, NULL, 0);
         int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-        int reconnect = !ok && (PQstatus(c) != CONNECTION_OK || pg_wrong_node(r));
+        int reconnect = !ok && pg_needs_reconnect(c, r);
         PQclear(r);
         if (!ok)
             return reconnect ? -1 : 0;
@@ -153,7 +153,7 @@ static int renew(struct lease *ls, PGconn *c)
     PGresult *r = PQexecParams(c, pg_sql(PG_LEASE_RENEW), 2, NULL, p, NULL, NULL, 0);
     int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
     /* After a switchover this connection may be to a standby now. */
-    int reconnect = !ok && (PQstatus(c) != CONNECTION_OK || pg_wrong_node(r));
+    int reconnect = !ok && pg_needs_reconnect(c, r);
     if (!ok)
         log_warn("event=lease_renew_failed error=\"%.*s\"", (int)strcspn(PQerrorMessage(c), "\n"),
                  PQerrorMessage(c));

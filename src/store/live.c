@@ -251,7 +251,7 @@ static struct live_cmd *pub_send(struct cache *c, struct live_cmd *batch)
             failed = 1;
             break;
         }
-        if (r != NULL && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "READONLY", 8) == 0) {
+        if (r != NULL && cache_demoted(r)) {
             /* A replica now (a failover): sent again to the new master. */
             freeReplyObject(r);
             failed = 1;

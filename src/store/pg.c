@@ -1232,14 +1232,19 @@ const char *pg_where(const PGconn *c)
     return h != NULL && h[0] != '\0' ? h : "?";
 }
 
-int pg_wrong_node(const PGresult *r)
+/* 25006 read_only_sql_transaction: the server is (now) a standby, as
+ * after a switchover to a connection made before it; 57P01..57P03 the
+ * server is shutting down or starting. Either way, another connection (to
+ * whichever host is primary now) is the cure. */
+static int pg_wrong_node(const char *state)
 {
-    /* 25006 read_only_sql_transaction: the server is (now) a standby, as
-     * after a switchover to a connection made before it; 57P01..57P03 the
-     * server is shutting down or starting. Either way, another connection
-     * (to whichever host is primary now) is the cure. */
-    const char *state = r != NULL ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
     return state != NULL && (strcmp(state, "25006") == 0 || strncmp(state, "57P0", 4) == 0);
+}
+
+int pg_needs_reconnect(const PGconn *c, const PGresult *r)
+{
+    return PQstatus(c) != CONNECTION_OK ||
+           pg_wrong_node(r != NULL ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL);
 }
 
 static int pg_prepare_all(struct pg *pg)
@@ -1342,7 +1347,7 @@ static void pg_after_error(struct pg *pg, const PGresult *r)
     const char *cons = r != NULL ? PQresultErrorField(r, PG_DIAG_CONSTRAINT_NAME) : NULL;
     snprintf(pg->sqlstate, sizeof(pg->sqlstate), "%s", state != NULL ? state : "");
     snprintf(pg->constraint, sizeof(pg->constraint), "%s", cons != NULL ? cons : "");
-    if (PQstatus(pg->conn) != CONNECTION_OK || pg_wrong_node(r)) {
+    if (PQstatus(pg->conn) != CONNECTION_OK || pg_wrong_node(state)) {
         pg->prepared = 0;
         pg->lost = 1;
     }

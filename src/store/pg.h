@@ -145,9 +145,12 @@ PGconn *pg_connect(const struct config *cfg, enum pg_target target);
 /* The host a connection is to, for log lines ("?" before it has one). */
 const char *pg_where(const PGconn *c);
 
-/* 1 when r failed because its server is not (or no longer) a writable
- * primary: a reason to reconnect, not a failure of the statement. */
-int pg_wrong_node(const PGresult *r);
+/* 1 when a statement that failed with r on c calls for another
+ * connection: c is broken, or its server is not (or no longer) a writable
+ * primary. Not a failure of the statement itself; a reconnect finds
+ * whichever host is primary now. The one rule of pg_exec and the lease
+ * thread. */
+int pg_needs_reconnect(const PGconn *c, const PGresult *r);
 
 /* The SQL of a statement, for a thread that runs it on a connection of
  * its own (store/lease.c) rather than prepared on a worker's. */

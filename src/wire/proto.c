@@ -10,6 +10,7 @@
  * the unit tests drive all of them through one entry (proto_decode). */
 #include "wire/proto.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1008,6 +1009,152 @@ char *proto_encode_reply(int type, json_t *data, size_t *len)
     if (s != NULL)
         *len = strlen(s);
     return s;
+}
+
+char *proto_encode_delta(const char *session_id, const char *text, size_t text_len, long long index,
+                         int answer, size_t *len)
+{
+    /* The same bytes as proto_encode_reply(PROTO_CHAT_DELTA, {"session_id",
+     * "delta", "index"[, "answer"]}) (tests/unit/test_proto.c compares
+     * them), without building and freeing a tree of five values for every
+     * delta: jansson escapes the one string (and refuses what is not
+     * UTF-8), into a buffer on the stack when it fits. */
+    char small[1024], *esc = small;
+    char *frame = NULL;
+    json_t *str = json_stringn(text, text_len);
+    if (str == NULL)
+        return NULL;
+    size_t need = json_dumpb(str, small, sizeof(small), PROTO_DUMP_FLAGS | JSON_ENCODE_ANY);
+    if (need == 0)
+        goto out;
+    if (need > sizeof(small)) {
+        if ((esc = malloc(need)) == NULL)
+            goto out;
+        json_dumpb(str, esc, need, PROTO_DUMP_FLAGS | JSON_ENCODE_ANY);
+    }
+    char tail[48] = "";
+    if (answer >= 0)
+        snprintf(tail, sizeof(tail), ",\"answer\":%d", answer);
+    int n = asprintf(
+        &frame, "{\"type\":%d,\"data\":{\"session_id\":\"%s\",\"delta\":%.*s,\"index\":%lld%s}}",
+        PROTO_CHAT_DELTA, session_id, (int)need, esc, index, tail);
+    if (n < 0)
+        frame = NULL;
+    else
+        *len = (size_t)n;
+out:
+    if (esc != small)
+        free(esc);
+    json_decref(str);
+    return frame;
+}
+
+#define DELTA_HEAD "{\"type\":7,\"data\":{\"session_id\":\""
+#define DELTA_TEXT "\",\"delta\":\""
+#define DELTA_INDEX "\",\"index\":"
+#define DELTA_FIRST ",\"first\":"
+#define DELTA_ANSWER ",\"answer\":"
+#define DELTA_END "}}"
+
+/* A number of at most 18 digits at *p (advanced past it) into *out. */
+static int delta_number(const char **p, const char *end, long long *out)
+{
+    const char *q = *p;
+    long long v = 0;
+    while (q < end && *q >= '0' && *q <= '9' && q - *p < 18)
+        v = v * 10 + (*q++ - '0');
+    if (q == *p || (q < end && *q >= '0' && *q <= '9'))
+        return -1;
+    *p = q;
+    *out = v;
+    return 0;
+}
+
+static int delta_literal(const char **p, const char *end, const char *lit)
+{
+    size_t n = strlen(lit);
+    if ((size_t)(end - *p) < n || memcmp(*p, lit, n) != 0)
+        return -1;
+    *p += n;
+    return 0;
+}
+
+int proto_delta_view(const char *frame, size_t n, struct proto_delta_view *v)
+{
+    const char *p = frame, *end = frame + n;
+    if (delta_literal(&p, end, DELTA_HEAD) != 0 || end - p < UUID_STR_LEN)
+        return -1;
+    v->session = p;
+    p += UUID_STR_LEN;
+    if (delta_literal(&p, end, DELTA_TEXT) != 0)
+        return -1;
+    /* The escaped text ends at the first quote that no backslash escapes. */
+    v->text = p;
+    while (p < end && *p != '"') {
+        if (*p == '\\' && end - p < 2)
+            return -1;
+        p += *p == '\\' ? 2 : 1;
+    }
+    if (p == end)
+        return -1;
+    v->text_len = (size_t)(p - v->text);
+    long long first = -1, answer = -1;
+    if (delta_literal(&p, end, DELTA_INDEX) != 0 || delta_number(&p, end, &v->last) != 0)
+        return -1;
+    if (delta_literal(&p, end, DELTA_FIRST) == 0 &&
+        (delta_number(&p, end, &first) != 0 || first > v->last))
+        return -1;
+    if (delta_literal(&p, end, DELTA_ANSWER) == 0 &&
+        (delta_number(&p, end, &answer) != 0 || answer > INT_MAX))
+        return -1;
+    if (delta_literal(&p, end, DELTA_END) != 0 || p != end)
+        return -1;
+    v->first = first >= 0 ? first : v->last;
+    v->answer = (int)answer;
+    return 0;
+}
+
+int proto_delta_follows(const struct proto_delta_view *a, const struct proto_delta_view *b)
+{
+    return memcmp(a->session, b->session, UUID_STR_LEN) == 0 && a->answer == b->answer &&
+           b->first == a->last + 1;
+}
+
+size_t proto_delta_join_len(const struct proto_delta_view *v, size_t n)
+{
+    if (n == 0)
+        return 0;
+    char nums[96];
+    size_t len = strlen(DELTA_HEAD) + UUID_STR_LEN + strlen(DELTA_TEXT) + strlen(DELTA_INDEX) +
+                 strlen(DELTA_END);
+    for (size_t i = 0; i < n; i++)
+        len += v[i].text_len;
+    len += (size_t)snprintf(nums, sizeof(nums), "%lld", v[n - 1].last);
+    if (v[0].first != v[n - 1].last)
+        len += strlen(DELTA_FIRST) + (size_t)snprintf(nums, sizeof(nums), "%lld", v[0].first);
+    if (v[0].answer >= 0)
+        len += strlen(DELTA_ANSWER) + (size_t)snprintf(nums, sizeof(nums), "%d", v[0].answer);
+    return len;
+}
+
+size_t proto_delta_join(const struct proto_delta_view *v, size_t n, char *out, size_t cap)
+{
+    size_t len = proto_delta_join_len(v, n);
+    if (len == 0 || len + 1 > cap)
+        return 0;
+    char *p = out;
+    p += sprintf(p, "%s%.*s%s", DELTA_HEAD, UUID_STR_LEN, v[0].session, DELTA_TEXT);
+    for (size_t i = 0; i < n; i++) {
+        memcpy(p, v[i].text, v[i].text_len);
+        p += v[i].text_len;
+    }
+    p += sprintf(p, "%s%lld", DELTA_INDEX, v[n - 1].last);
+    if (v[0].first != v[n - 1].last)
+        p += sprintf(p, "%s%lld", DELTA_FIRST, v[0].first);
+    if (v[0].answer >= 0)
+        p += sprintf(p, "%s%d", DELTA_ANSWER, v[0].answer);
+    p += sprintf(p, "%s", DELTA_END);
+    return (size_t)(p - out);
 }
 
 char *proto_encode_value(const json_t *v, size_t *len)

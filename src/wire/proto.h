@@ -241,6 +241,37 @@ void proto_error_set(struct proto_error *err, int type, int code);
 /* {"type": type, "data": data}; steals data. Returns a malloc'd string
  * (*len set) or NULL on allocation failure. */
 char *proto_encode_reply(int type, json_t *data, size_t *len);
+/* A stream's delta frame, {"type": 7, "data": {"session_id", "delta",
+ * "index"}} and "answer" when answer >= 0: malloc'd, *len set; NULL when
+ * text is not UTF-8 or on allocation failure. session_id must need no
+ * escaping (a UUID). */
+char *proto_encode_delta(const char *session_id, const char *text, size_t text_len, long long index,
+                         int answer, size_t *len);
+/* A delta frame as proto_encode_delta (or proto_delta_join) wrote it,
+ * read in place: the frames a connection's socket has not taken yet can
+ * be joined into one, so a connection that fell behind catches up in one
+ * write instead of one per piece. */
+struct proto_delta_view {
+    const char *session; /* UUID_STR_LEN bytes */
+    const char *text;    /* the delta, escaped as it is in the frame */
+    size_t text_len;
+    long long first, last; /* the pieces it holds: "first" (when more than
+                              one) .. "index" */
+    int answer;            /* -1: none */
+};
+/* 0 when frame (n bytes) is a delta frame of that shape, v set; else -1. */
+int proto_delta_view(const char *frame, size_t n, struct proto_delta_view *v);
+/* 1 when b's pieces come right after a's, of the same session and answer:
+ * the two can be one frame. */
+int proto_delta_follows(const struct proto_delta_view *a, const struct proto_delta_view *b);
+/* The one frame holding views v[0..n-1] (each following the one before):
+ * {"type": 7, "data": {"session_id", "delta": the texts joined, "index":
+ * the last piece's, "first": the first piece's[, "answer"]}}, "first"
+ * only when it holds more than one piece. Written to out (cap bytes);
+ * returns its length, which proto_delta_join_len(v, n) gives before,
+ * or 0 when cap is too small. */
+size_t proto_delta_join_len(const struct proto_delta_view *v, size_t n);
+size_t proto_delta_join(const struct proto_delta_view *v, size_t n, char *out, size_t cap);
 /* v as it would appear inside a reply (the same dump flags): malloc'd,
  * *len set, NULL on allocation failure. A copy kept in this form can be
  * spliced into a reply frame byte for byte. */

@@ -10,6 +10,29 @@
 #include "work/outbox.h"
 #include "work/pool.h"
 
+json_t *resend_reply(const struct resend_reply *r)
+{
+    json_t *data = json_pack("{s:s, s:s, s:s, s:s}", "user_id", r->user_id, "session_id",
+                             r->session_id, "session_name", r->session_name, "message", r->message);
+    if (data != NULL && r->code != PROTO_CHAT) {
+        /* Codes 17 and 18 also say where the new messages are: the
+         * existing client's code 3 reply stays as it was. */
+        json_t *seqs = json_array();
+        for (long long s = r->base; s < r->base + r->n; s++)
+            json_array_append_new(seqs, json_integer(s));
+        json_object_set_new(data, "seqs", seqs);
+        json_object_set_new(data, "parent_seq",
+                            r->parent >= 0 ? json_integer(r->parent) : json_null());
+        json_object_set_new(data, "active_leaf", json_integer(r->base + r->n - 1));
+    }
+    if (data != NULL && r->temporary) /* only then: the existing reply stays as it was */
+        json_object_set_new(data, "temporary", json_true());
+    if (data != NULL && r->client_turn_id_len > 0)
+        json_object_set_new(data, "client_turn_id",
+                            json_stringn(r->client_turn_id, r->client_turn_id_len));
+    return data;
+}
+
 enum resend resend_data(struct pg *pg, int code, const char *user_id, const char *client_turn_id,
                         json_t **out)
 {
@@ -23,23 +46,19 @@ enum resend resend_data(struct pg *pg, int code, const char *user_id, const char
     default:
         return RESEND_ERROR;
     }
-    /* The fields work/turn.c's turn_reply gave the first time. */
-    json_t *data = json_pack("{s:s, s:s, s:s, s:s}", "user_id", user_id, "session_id",
-                             ct.session_id, "session_name", ct.session_name, "message", ct.reply);
-    if (data != NULL && code != PROTO_CHAT) {
-        json_t *seqs = json_array();
-        for (long long s = ct.base; s < ct.base + ct.n; s++)
-            json_array_append_new(seqs, json_integer(s));
-        json_object_set_new(data, "seqs", seqs);
-        json_object_set_new(data, "parent_seq",
-                            ct.parent >= 0 ? json_integer(ct.parent) : json_null());
-        json_object_set_new(data, "active_leaf", json_integer(ct.base + ct.n - 1));
-    }
-    if (data != NULL && ct.temporary)
-        json_object_set_new(data, "temporary", json_true());
-    if (data != NULL) /* the client's name, without the '#<answer>' of answers side by side */
-        json_object_set_new(data, "client_turn_id",
-                            json_stringn(client_turn_id, strcspn(client_turn_id, "#")));
+    json_t *data = resend_reply(&(struct resend_reply){
+        .code = code,
+        .user_id = user_id,
+        .session_id = ct.session_id,
+        .session_name = ct.session_name,
+        .message = ct.reply,
+        .base = ct.base,
+        .n = ct.n,
+        .parent = ct.parent,
+        .temporary = ct.temporary,
+        .client_turn_id = client_turn_id,
+        .client_turn_id_len = strcspn(client_turn_id, "#"),
+    });
     db_client_turn_free(&ct);
     *out = data;
     return data != NULL ? RESEND_FOUND : RESEND_ERROR;

@@ -23,6 +23,22 @@ enum resend {
     RESEND_ERROR, /* the database did not answer */
 };
 
+/* What a stored turn's reply says: its first answer (turn.c) and its
+ * answer again (resend_data) are built by one function, so a resend
+ * answers exactly as the first reply did. */
+struct resend_reply {
+    int code; /* 3, 17 or 18 */
+    const char *user_id, *session_id, *session_name, *message;
+    long long base, n; /* the new messages' seqs: base .. base + n - 1 */
+    long long parent;  /* the first one's parent, -1 for none */
+    int temporary;
+    const char *client_turn_id; /* its first client_turn_id_len bytes, when not 0 */
+    size_t client_turn_id_len;
+};
+
+/* The reply's data (the caller owns it; NULL when out of memory). */
+json_t *resend_reply(const struct resend_reply *r);
+
 /* The reply's data (the caller owns it) a request of code (3, 17, 18)
  * gets for the turn user_id named client_turn_id, as it was stored. */
 enum resend resend_data(struct pg *pg, int code, const char *user_id, const char *client_turn_id,

@@ -718,23 +718,19 @@ static char *build_stopped_reply(const char *partial)
  * then a title for a new session. */
 static void turn_reply(struct worker *w, struct turn *t, const char *reply, long long lock_seq)
 {
-    json_t *data = json_pack("{s:s, s:s, s:s, s:s}", "user_id", t->user_id, "session_id",
-                             t->session_id, "session_name", t->session_name, "message", reply);
-    if (data != NULL && t->code != PROTO_CHAT) {
-        /* Codes 17 and 18 also say where the new messages are: the
-         * existing client's code 3 reply stays as it was. */
-        json_t *seqs = json_array();
-        for (long long s = lock_seq; s < t->stored_seq; s++)
-            json_array_append_new(seqs, json_integer(s));
-        json_object_set_new(data, "seqs", seqs);
-        json_object_set_new(data, "parent_seq",
-                            t->parent >= 0 ? json_integer(t->parent) : json_null());
-        json_object_set_new(data, "active_leaf", json_integer(t->stored_seq - 1));
-    }
-    if (data != NULL && t->temporary) /* only then: the existing reply stays as it was */
-        json_object_set_new(data, "temporary", json_true());
-    if (data != NULL && t->client_turn_id[0] != '\0') /* as work/resend.c answers it again */
-        json_object_set_new(data, "client_turn_id", json_string(t->client_turn_id));
+    json_t *data = resend_reply(&(struct resend_reply){
+        .code = t->code,
+        .user_id = t->user_id,
+        .session_id = t->session_id,
+        .session_name = t->session_name,
+        .message = reply,
+        .base = lock_seq,
+        .n = t->stored_seq - lock_seq,
+        .parent = t->parent,
+        .temporary = t->temporary,
+        .client_turn_id = t->client_turn_id,
+        .client_turn_id_len = strlen(t->client_turn_id),
+    });
     if (data != NULL && t->group != NULL) {
         json_object_set_new(data, "answer", json_integer(t->answer));
         json_object_set_new(data, "answers", json_integer(t->group->n));
@@ -887,12 +883,9 @@ static void on_delta(void *ud, const char *text, size_t len)
     struct turn_group *g = t->group; /* stays until this answer finishes */
     long long index = g != NULL ? atomic_fetch_add(&g->next_index, 1) : t->next_index;
     t->next_index++;
-    json_t *data = json_pack("{s:s, s:s%, s:I}", "session_id", t->session_id, "delta", text, len,
-                             "index", (json_int_t)index);
-    if (data != NULL && g != NULL) /* which answer it belongs to */
-        json_object_set_new(data, "answer", json_integer(t->answer));
-    size_t flen = 0;
-    char *frame = data != NULL ? proto_encode_reply(PROTO_CHAT_DELTA, data, &flen) : NULL;
+    size_t flen = 0; /* "answer": which answer it belongs to, side by side */
+    char *frame =
+        proto_encode_delta(t->session_id, text, len, index, g != NULL ? t->answer : -1, &flen);
     if (frame == NULL)
         return;
     events_turn_frame(t->app, t->user_id, t->session_id, turn_lease_id(t), index, frame, flen);

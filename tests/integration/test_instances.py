@@ -199,5 +199,73 @@ class LeaseStatement(unittest.TestCase):
             y.close()
 
 
+class LeaseRelease(unittest.TestCase):
+    """A released lease is announced (NOTIFY chatd_turn, which wakes the
+    turns parked on it on every instance) when a turn found it held, and
+    only then (migration 0015): every store announcing its release made
+    all stores commit one after another. Driven with chatd's own
+    statements; a marker notification sent after each release shows, by
+    commit order, whether the release's came before it."""
+
+    def test_release_announced_only_when_waited_for(self):
+        db = Database("chatd_lease_release")
+        chatd = Chatd(db)  # migrates
+        self.addCleanup(cleanup, chatd, db)
+        uid = db.add_user()
+        sid = db.add_session(uid, messages=[("user", "a"), ("assistant", "b")])
+        listener = psycopg2.connect(dbname=db.name, **PG)
+        w = psycopg2.connect(dbname=db.name, **PG)
+        listener.autocommit = w.autocommit = True
+        self.addCleanup(listener.close)
+        self.addCleanup(w.close)
+        listener.cursor().execute("listen chatd_turn; listen chatd_test_marker")
+        wc = w.cursor()
+
+        def take(turn):
+            wc.execute(statement("lease_take"), dict(p1=uid, p2=sid, p3=turn, p4=10, p5=False,
+                                                     p6=None, p7=1))
+            return wc.fetchone()[1]
+
+        def heard_until_marker(mark):
+            wc.execute("select pg_notify('chatd_test_marker', %s)", (mark,))
+            heard = []
+
+            def marker():
+                listener.poll()
+                while listener.notifies:
+                    n = listener.notifies.pop(0)
+                    heard.append((n.channel, n.payload))
+                return ("chatd_test_marker", mark) in heard
+            wait_for(marker, "the marker notification")
+            return [h for h in heard if h[0] == "chatd_turn"]
+
+        a, b, c = (str(uuid.uuid4()) for _ in range(3))
+        # nobody waits: taken, given back, not announced
+        self.assertTrue(take(a))
+        wc.execute(statement("lease_drop"), dict(p1=sid, p2=a))
+        self.assertEqual(heard_until_marker("1"), [])
+        # a turn finds it held: its release is announced, once
+        self.assertTrue(take(a))
+        self.assertFalse(take(b))
+        self.assertFalse(take(c))
+        self.assertEqual(db.one("select turn_id::text || ' ' || waiters from turn_leases"
+                                " where session_id = %s", (sid,)), a + " true")
+        wc.execute(statement("lease_drop"), dict(p1=sid, p2=a))
+        self.assertEqual(heard_until_marker("2"), [("chatd_turn", sid)])
+        # the next holder starts unmarked
+        self.assertTrue(take(b))
+        self.assertEqual(db.one("select waiters from turn_leases where session_id = %s", (sid,)), False)
+        wc.execute(statement("lease_drop"), dict(p1=sid, p2=b))
+        self.assertEqual(heard_until_marker("3"), [])
+        # a lease that ran out is taken over, unmarked, by whoever comes
+        self.assertTrue(take(a))
+        self.assertFalse(take(b))
+        db.query("update turn_leases set lease_until = now() - interval '1 second' where session_id = %s",
+                 (sid,))
+        self.assertTrue(take(c))
+        self.assertEqual(db.one("select turn_id::text || ' ' || waiters || ' ' || stopped from turn_leases"
+                                " where session_id = %s", (sid,)), c + " false false")
+
+
 if __name__ == "__main__":
     unittest.main()

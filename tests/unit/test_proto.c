@@ -562,6 +562,139 @@ static void test_error_text_is_exact_detail_separate(void **state)
     free(s);
 }
 
+/* The delta frame written by hand is byte for byte the one jansson would
+ * write, for text that needs escaping, long text and side-by-side answers;
+ * text that is not UTF-8 gives no frame (as json_stringn refuses it). */
+static void test_encode_delta(void **state)
+{
+    (void)state;
+    static char long_text[3000];
+    memset(long_text, 'x', sizeof(long_text) - 1);
+    long_text[7] = '"';
+    long_text[2000] = '\n';
+    const char *texts[] = {"hello", "quote \" back \\ slash / tab\t nl\n cr\r \x01 \x1f",
+                           "caf\xc3\xa9 \xe2\x80\xa8 \xf0\x9f\x98\x80", "", long_text};
+    const char *sid = "0e6bd7e4-6c1a-4c73-8a39-0f3f4a1e2b10";
+    for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++)
+        for (int answer = -1; answer <= 2; answer += 3) {
+            json_t *data = json_pack("{s:s, s:s, s:I}", "session_id", sid, "delta", texts[i],
+                                     "index", (json_int_t)(41 + i));
+            if (answer >= 0)
+                json_object_set_new(data, "answer", json_integer(answer));
+            size_t want_len = 0, got_len = 0;
+            char *want = proto_encode_reply(PROTO_CHAT_DELTA, data, &want_len);
+            char *got = proto_encode_delta(sid, texts[i], strlen(texts[i]), 41 + (long long)i,
+                                           answer, &got_len);
+            assert_non_null(got);
+            assert_int_equal(got_len, want_len);
+            assert_string_equal(got, want);
+            free(want);
+            free(got);
+        }
+    size_t len = 0;
+    assert_null(proto_encode_delta(sid, "bad \xff utf-8", 11, 0, -1, &len));
+    assert_null(proto_encode_delta(sid, "cut \xc3", 5, 0, -1, &len));
+}
+
+/* Delta frames a connection has not sent yet, joined into one: the texts
+ * concatenate (escapes kept as they are), "index" is the last piece's and
+ * "first" the first's; only pieces that follow each other, of one session
+ * and answer, join; anything else is not read as a delta frame. */
+static void test_delta_join(void **state)
+{
+    (void)state;
+    const char *sid = "0e6bd7e4-6c1a-4c73-8a39-0f3f4a1e2b10";
+    const char *other = "1e6bd7e4-6c1a-4c73-8a39-0f3f4a1e2b10";
+    const char *texts[] = {"Hel", "lo \"w\\", "orld\n\xc3\xa9", "!"};
+    char *f[4];
+    size_t fl[4];
+    struct proto_delta_view v[4];
+    for (int i = 0; i < 4; i++) {
+        f[i] = proto_encode_delta(sid, texts[i], strlen(texts[i]), 7 + i, -1, &fl[i]);
+        assert_int_equal(proto_delta_view(f[i], fl[i], &v[i]), 0);
+        assert_int_equal(v[i].first, 7 + i);
+        assert_int_equal(v[i].last, 7 + i);
+        assert_int_equal(v[i].answer, -1);
+        if (i > 0)
+            assert_true(proto_delta_follows(&v[i - 1], &v[i]));
+    }
+    assert_false(proto_delta_follows(&v[0], &v[2])); /* a gap */
+    assert_false(proto_delta_follows(&v[1], &v[0])); /* backwards */
+    char out[512];
+    size_t n = proto_delta_join(v, 4, out, sizeof(out));
+    assert_int_equal(n, proto_delta_join_len(v, 4));
+    out[n] = '\0';
+    json_t *o = json_loads(out, 0, NULL);
+    assert_non_null(o);
+    assert_int_equal(json_integer_value(json_object_get(o, "type")), PROTO_CHAT_DELTA);
+    json_t *d = json_object_get(o, "data");
+    assert_string_equal(json_string_value(json_object_get(d, "session_id")), sid);
+    assert_string_equal(json_string_value(json_object_get(d, "delta")),
+                        "Hello \"w\\orld\n\xc3\xa9!");
+    assert_int_equal(json_integer_value(json_object_get(d, "index")), 10);
+    assert_int_equal(json_integer_value(json_object_get(d, "first")), 7);
+    assert_null(json_object_get(d, "answer"));
+    json_decref(o);
+    /* a joined frame is read back, and joins on */
+    struct proto_delta_view j;
+    assert_int_equal(proto_delta_view(out, n, &j), 0);
+    assert_int_equal(j.first, 7);
+    assert_int_equal(j.last, 10);
+    /* one piece alone is written as proto_encode_delta writes it */
+    n = proto_delta_join(v, 1, out, sizeof(out));
+    assert_int_equal(n, fl[0]);
+    assert_memory_equal(out, f[0], n);
+    /* too small a buffer: nothing */
+    assert_int_equal(proto_delta_join(v, 4, out, 20), 0);
+    /* answers side by side: the same answer only */
+    size_t la, lb, lc;
+    char *a = proto_encode_delta(sid, "x", 1, 3, 1, &la);
+    char *b = proto_encode_delta(sid, "y", 1, 4, 1, &lb);
+    char *c = proto_encode_delta(sid, "z", 1, 5, 0, &lc);
+    struct proto_delta_view va, vb, vc;
+    assert_int_equal(proto_delta_view(a, la, &va), 0);
+    assert_int_equal(proto_delta_view(b, lb, &vb), 0);
+    assert_int_equal(proto_delta_view(c, lc, &vc), 0);
+    assert_true(proto_delta_follows(&va, &vb));
+    assert_false(proto_delta_follows(&vb, &vc));
+    struct proto_delta_view ab[2] = {va, vb};
+    n = proto_delta_join(ab, 2, out, sizeof(out));
+    out[n] = '\0';
+    assert_string_equal(out,
+                        "{\"type\":7,\"data\":{\"session_id\":\"0e6bd7e4-6c1a-4c73-8a39-"
+                        "0f3f4a1e2b10\",\"delta\":\"xy\",\"index\":4,\"first\":3,\"answer\":1}}");
+    assert_int_equal(proto_delta_view(out, n, &j), 0);
+    assert_int_equal(j.answer, 1);
+    /* another session's pieces never join */
+    size_t lo;
+    char *fo = proto_encode_delta(other, "w", 1, 11, -1, &lo);
+    struct proto_delta_view vo;
+    assert_int_equal(proto_delta_view(fo, lo, &vo), 0);
+    assert_false(proto_delta_follows(&v[3], &vo));
+    /* not delta frames */
+    const char *nots[] = {
+        "{\"type\":3,\"data\":{}}",
+        "{\"type\":7,\"data\":{\"session_id\":\"0e6bd7e4-6c1a-4c73-8a39-0f3f4a1e2b10\",\"delta\":"
+        "\"x\\",
+        "{\"type\":7,\"data\":{\"session_id\":\"0e6bd7e4-6c1a-4c73-8a39-0f3f4a1e2b10\",\"delta\":"
+        "\"x\",\"index\":}}",
+        "{\"type\":7,\"data\":{\"session_id\":\"0e6bd7e4-6c1a-4c73-8a39-0f3f4a1e2b10\",\"delta\":"
+        "\"x\",\"index\":1}} ",
+        "{\"type\":7,\"data\":{\"session_id\":\"0e6bd7e4-6c1a-4c73-8a39-0f3f4a1e2b10\",\"delta\":"
+        "\"x\",\"index\":1,\"first\":2}}",
+        "{\"type\":7,\"data\":{\"session_id\":\"0e6bd7e4-6c1a-4c73-8a39-0f3f4a1e2b10\",\"delta\":"
+        "\"x\",\"index\":1234567890123456789}}",
+    };
+    for (size_t i = 0; i < sizeof(nots) / sizeof(nots[0]); i++)
+        assert_int_equal(proto_delta_view(nots[i], strlen(nots[i]), &j), -1);
+    for (int i = 0; i < 4; i++)
+        free(f[i]);
+    free(a);
+    free(b);
+    free(c);
+    free(fo);
+}
+
 static void test_envelope_errors(void **state)
 {
     (void)state;
@@ -723,6 +856,8 @@ int main(void)
         cmocka_unit_test(test_session_codes_need_session),
         cmocka_unit_test(test_chat_frame),
         cmocka_unit_test(test_chat_errors),
+        cmocka_unit_test(test_encode_delta),
+        cmocka_unit_test(test_delta_join),
         cmocka_unit_test(test_envelope_errors),
         cmocka_unit_test(test_error_text_is_exact_detail_separate),
         cmocka_unit_test(test_history_codes),
