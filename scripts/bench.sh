@@ -16,7 +16,8 @@
 #      (`scripts/bench.sh tree` runs only this)
 #   h3. POST /import of a 100 MB ChatGPT export vs COPY of the same rows,
 #      chatd's memory through it (`scripts/bench.sh import` runs only this)
-#   c2. a turn's PostgreSQL round trips, and the store beside pgbench, with
+#   c2. a turn's PostgreSQL round trips, and the store beside pgbench (chatd's
+#      own statements, and the least a turn must write), with
 #      and without the budget reservation (`scripts/bench.sh turns` runs only
 #      this)
 #   d. 2,000 turns in flight at once against an agent that takes 2 s
@@ -39,7 +40,8 @@
 # not come back to their baseline.
 #
 # Knobs: BENCH_SECONDS (5) per measurement, BENCH_WARMUP (1),
-# BENCH_IDLE_CONNS (1000), BENCH_BURST (2000), BENCH_BUILD_DIR (build-bench),
+# BENCH_IDLE_CONNS (1000), BENCH_BURST (2000), BENCH_WORKERS (4: chatd's
+# WORKER_THREADS), BENCH_BUILD_DIR (build-bench),
 # BENCH_NO_BUILD=1 (run what build-bench already holds), BENCH_LIMIT_S (840,
 # the whole run's time limit), KEEP_BENCH_DATA=1 (keep the temp dir with
 # every log for a post-mortem).
