@@ -408,7 +408,7 @@ int conn_receive(struct conns *cs, struct conn *c, const void *in, size_t len)
 }
 
 /* Stream deltas queued one right after another on a connection whose
- * socket fell behind (it was found full with frames still to write) go
+ * socket fell behind (a write found it full with frames still to write) go
  * out as one frame holding them all, "first" .. "index" (README, type 7):
  * one write, and one frame for the client to parse, instead of one per
  * piece. A connection whose socket keeps up gets each delta as it was,
@@ -471,15 +471,13 @@ int conn_writeable(struct conns *cs, struct conn *c)
     /* Several frames in one callback while the socket takes them: a
      * stream's deltas that queued up meanwhile go out now, not each after
      * another round of the event loop. A frame is still written whole;
-     * the close stays alone, last. */
-    int fx = 0;
+     * the close stays alone, last. lws's way: after each write, stop if
+     * it had to keep part of it (the socket is full; it sends the rest
+     * before our next writable callback), which costs no system call
+     * where lws_send_pipe_choked() polls the socket. */
     for (int i = 0; i < CONN_WRITES_PER_CALLBACK; i++) {
         if (i > 0 && (m == NULL || m->is_close))
             break;
-        if (i > 0 && lws_send_pipe_choked(c->wsi)) {
-            c->behind = 1; /* the socket is full: what waits may be joined */
-            break;
-        }
         int k = c->behind ? conn_write_joined(c, m) : 0;
         if (k == 0) {
             int n = lws_write(c->wsi, m->buf + LWS_PRE, m->len, LWS_WRITE_TEXT);
@@ -489,15 +487,20 @@ int conn_writeable(struct conns *cs, struct conn *c)
             log_warn("event=write_failed conn=%llu", (unsigned long long)c->id);
             return -1;
         }
+        /* Each frame's effects in turn (reading paused or resumed as
+         * the queue shrinks); the writable callback once, below. */
         while (k-- > 0)
-            fx |= connq_sent(&c->q);
+            conn_effects(c, connq_sent(&c->q) & ~CONNQ_WRITE);
         m = connq_head(&c->q);
+        if (lws_partial_buffered(c->wsi)) {
+            c->behind = m != NULL; /* the socket is full: what waits may be joined */
+            break;
+        }
     }
-    if (m == NULL) {
-        fx &= ~CONNQ_WRITE;
+    if (m == NULL)
         c->behind = 0; /* caught up */
-    }
-    conn_effects(c, fx);
+    else
+        lws_callback_on_writable(c->wsi);
     return 0;
 }
 

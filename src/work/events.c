@@ -512,6 +512,28 @@ static void refill_run(struct worker *w, struct pool_job *job)
         }
         v.gap = 1; /* running without its stream, or its deltas gone with it: lost */
     }
+    if (!failed && !v.gap && v.n == 0 && !v.ended) {
+        /* Nothing after `after`, and no end, in the turn's stream. A
+         * running turn's next frames are still to come. But a resumer asks
+         * for a refill holding a later frame: when that is the turn's end
+         * (given by the watch from PostgreSQL, its chatd killed before its
+         * publisher got the last deltas and the end to Redis), the deltas
+         * in between will never come, and an answer of "nothing yet" made
+         * the connection ask again at once, for ever (a resumer hung in
+         * test_coherence's RandomizedLive). PostgreSQL says which. */
+        long long elast = -1;
+        int st = stream_settle(w, f->user, f->session, f->turn, &end, &elen, &elast);
+        if (st > 0 && elast <= f->after) { /* it has every delta: the end */
+            stream_view_free(&v);
+            refill_end(f, end, elen);
+            free(f);
+            return;
+        }
+        free(end);
+        end = NULL;
+        if (st > 0)
+            v.gap = 1; /* ended; the deltas after `after` are lost */
+    }
     if (failed || v.gap) {
         stream_view_free(&v);
         end = proto_encode_error_code(
