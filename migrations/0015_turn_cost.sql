@@ -104,3 +104,30 @@ begin
         delete from turn_leases where session_id = p_session and turn_id = p_turn;
     end if;
 end $$;
+
+-- 3. Erasing a user (0013) takes the user's locks in a turn's order.
+--
+-- A store deletes its budget hold, then updates the user's balance; the
+-- erasure locked the user's row first and then, deleting it, cascaded to
+-- the holds: with a turn storing at that moment, each waited for the
+-- other, and PostgreSQL aborted one of them (a deadlock; test_lifecycle's
+-- Erasure saw it with a title's charge in flight). Now the erasure first
+-- takes the user's budget lock (no new reservation can start), deletes
+-- the user's holds (waiting for a store that holds one to commit), and
+-- only then locks the user's row.
+create or replace function chatd_erase_user(p_user uuid) returns bigint language plpgsql as $$
+declare
+    n bigint;
+begin
+    perform pg_advisory_xact_lock(hashtextextended('chatd budget user ' || p_user, 0));
+    delete from budget_holds where user_id = p_user;
+    perform 1 from user_data where user_id = p_user for update;
+    if not found then
+        return null;
+    end if;
+    select count(*) into n from chat_sessions where user_id = p_user;
+    update usage_ledger set user_id = null, session_id = null, turn_id = null
+     where user_id = p_user;
+    delete from user_data where user_id = p_user;
+    return n;
+end $$;
