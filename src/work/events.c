@@ -87,11 +87,14 @@ static void publish_turn(struct app *app, const char *user_id, const char *sessi
 }
 
 void events_turn_frame(struct app *app, const char *user_id, const char *session_id,
-                       const char *turn_id, long long index, const char *frame, size_t len)
+                       const char *turn_id, long long index, const char *frame, size_t len,
+                       int followed)
 {
     if (!streams_on(app))
         return;
     live_stream_add(app->live, session_id, turn_id, index, frame, len);
+    if (!followed)
+        return; /* nobody resumes it: the stream alone keeps the frame */
     char head[128];
     snprintf(head, sizeof(head), "D%s%s %lld ", session_id, turn_id, index);
     publish_turn(app, user_id, session_id, head, frame, len);
@@ -117,6 +120,18 @@ void events_watch_turn(struct app *app, const char *session_id)
 void events_unwatch_turn(struct app *app, const char *session_id)
 {
     live_unwatch(app->live, session_id);
+}
+
+/* A connection here resumes turn_id: its chatd, wherever it is, publishes
+ * its deltas from now on (W, see events.h). Those it streamed before are
+ * in its stream, which the resume or a refill reads. */
+static void follow(struct app *app, const char *user_id, const char *session_id,
+                   const char *turn_id)
+{
+    char msg[128];
+    int n = snprintf(msg, sizeof(msg), "W%s%s", session_id, turn_id);
+    if (n > 0 && (size_t)n < sizeof(msg))
+        publish(app, user_id, msg, (size_t)n);
 }
 
 /* ------------------------------------------------------------- delivery */
@@ -158,7 +173,7 @@ void events_on_message(void *arg, const char *user_id, const char *msg, size_t l
             outbox_live(app->outbox, user_id, 'E', NULL, NULL, -1, frame, flen);
         return;
     }
-    /* D, F and S name a session and a turn. */
+    /* D, F, S and W name a session and a turn. */
     char session[UUID_STR_LEN + 1], turn[UUID_STR_LEN + 1];
     if (take_uuid(&body, &blen, session) != 0 || take_uuid(&body, &blen, turn) != 0)
         return;
@@ -181,6 +196,10 @@ void events_on_message(void *arg, const char *user_id, const char *msg, size_t l
     case 'S':
         if (slots_stop(app->slots, user_id, session, turn))
             log_info("event=turn_stop_heard session=%s turn=%s", session, turn);
+        return;
+    case 'W':
+        if (slots_follow(app->slots, user_id, session, turn))
+            log_info("event=turn_followed session=%s turn=%s", session, turn);
         return;
     default:
         return;
@@ -251,8 +270,12 @@ static int watch_ended(void *ctx, struct watch *x)
     char *frame = NULL;
     size_t len = 0;
     long long last = -1;
-    if (!watch_end(w, x, &frame, &len, &last))
+    if (!watch_end(w, x, &frame, &len, &last)) {
+        /* It runs: said again each sweep, in case its chatd's subscriber
+         * was cut off from Redis when the resume said it. */
+        follow(w->app, x->user, x->session, x->turn);
         return 0;
+    }
     outbox_live(w->app->outbox, x->user, 'F', x->session, x->turn, last, frame, len);
     return 1;
 }
@@ -379,9 +402,11 @@ void events_resume(struct worker *w, struct work_request *r)
      * that runs, PostgreSQL says which; with none, the latest one's
      * stream, which may hold a turn that ended a moment ago. */
     const char *turn = running[0] != '\0' ? running : NULL;
-    if (!live_up(r->app->live) ||
-        live_watch_wait(r->app->live, q->session_id, EVENTS_WATCH_WAIT_MS) != 0 ||
-        stream_read(w, q->session_id, turn, &e, &n) != 0) {
+    int up = live_up(r->app->live) &&
+             live_watch_wait(r->app->live, q->session_id, EVENTS_WATCH_WAIT_MS) == 0;
+    if (up && turn != NULL)
+        follow(r->app, q->user_id, q->session_id, turn); /* before the read: fewer refills */
+    if (!up || stream_read(w, q->session_id, turn, &e, &n) != 0) {
         reply_error(r, PERR_LIVE_UNAVAILABLE, "Redis is unreachable; try again");
         return;
     }

@@ -7,9 +7,13 @@
  * hears it):
  *   E<json>                    an event: the data of a type 15 frame
  *   S<session><turn>           stop that turn (whose lease the stop marked)
+ *   W<session><turn>           a connection resumes that turn: its chatd
+ *                              publishes its deltas (D) from now on
  * On a session's turn channel, after the user's id (heard only where a
  * connection resumes that session: events_watch_turn):
- *   D<session><turn> <index> <frame> a running turn's type 7 frame
+ *   D<session><turn> <index> <frame> a running turn's type 7 frame, only
+ *                                    once W was heard for it: a delta
+ *                                    nobody follows costs one XADD only
  *   F<session><turn> <last> <frame>  a turn's last frame (type 3, or its
  *                                    error), after delta <last> (-1: none)
  * A chatd publishes what happened on it, once; every chatd delivers E, D
@@ -34,11 +38,15 @@ void events_on_message(void *arg, const char *user_id, const char *msg, size_t l
  * every chatd. */
 void events_emit(struct app *app, const char *user_id, json_t *event);
 
-/* A running turn's frames: its stream for code 16, and the live copies.
- * The end names the last delta's index (-1: none). */
+/* A running turn's frames: its stream for code 16, and the live copies,
+ * a delta's only when followed (W heard for it: its slot's followed; a
+ * resumer that joined before finds the ones it lacks in the stream, by
+ * the index gap, see events_refill). The end is always published, and
+ * names the last delta's index (-1: none). */
 void events_turn_begin(struct app *app, const char *session_id, const char *turn_id);
 void events_turn_frame(struct app *app, const char *user_id, const char *session_id,
-                       const char *turn_id, long long index, const char *frame, size_t len);
+                       const char *turn_id, long long index, const char *frame, size_t len,
+                       int followed);
 void events_turn_end(struct app *app, const char *user_id, const char *session_id,
                      const char *turn_id, long long last_index, const char *frame, size_t len);
 

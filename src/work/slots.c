@@ -115,6 +115,18 @@ int slots_stop(struct slots *s, const char *user_id, const char *session_id, con
     return took;
 }
 
+int slots_follow(struct slots *s, const char *user_id, const char *session_id, const char *turn_id)
+{
+    int marked = 0;
+    pthread_mutex_lock(&s->mu);
+    struct slot *slot = *find(s, session_id);
+    struct slot_turn *o = slot != NULL ? slot->owner : NULL;
+    if (o != NULL && strcmp(o->user_id, user_id) == 0 && strcmp(o->turn_id, turn_id) == 0)
+        marked = atomic_exchange(&o->followed, 1) == 0;
+    pthread_mutex_unlock(&s->mu);
+    return marked;
+}
+
 void slots_park(struct slots *s, struct slot_turn *st)
 {
     pthread_mutex_lock(&s->park_mu);

@@ -14,6 +14,8 @@
 #ifndef CHATD_SLOTS_H
 #define CHATD_SLOTS_H
 
+#include <stdatomic.h>
+
 struct slot_turn {
     /* The turn's own strings, set before slots_acquire and unchanged
      * while it is here. */
@@ -21,6 +23,9 @@ struct slot_turn {
     /* A stop (code 8) heard for this turn from any chatd: called under the
      * slots' lock while the turn owns its slot; 1 when it took. */
     int (*stop)(struct slot_turn *st);
+    /* A connection somewhere resumes this turn (slots_follow): its frames
+     * go out live, not only into its stream. Never cleared. */
+    atomic_int followed;
     struct slot_turn *wait_next; /* the session's queue */
     struct slot_turn *park_next; /* the parked list */
 };
@@ -43,6 +48,10 @@ struct slot_turn *slots_release(struct slots *s, const struct slot_turn *st);
  * turn turn_id (not one that started since the stop was asked). 1 when it
  * took. */
 int slots_stop(struct slots *s, const char *user_id, const char *session_id, const char *turn_id);
+
+/* Marks the turn that owns session's slot as followed, if it is user's
+ * turn turn_id. 1 when this call marked it (it was not before). */
+int slots_follow(struct slots *s, const char *user_id, const char *session_id, const char *turn_id);
 
 /* Parks st, which owns its slot, until slots_unpark names its session. */
 void slots_park(struct slots *s, struct slot_turn *st);

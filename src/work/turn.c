@@ -294,6 +294,13 @@ static const char *turn_lease_id(const struct turn *t)
     return t->group != NULL ? t->group->m[0]->turn_id : t->turn_id;
 }
 
+/* 1 once a connection somewhere resumes it (the lead's slot is marked). */
+static int turn_followed(const struct turn *t)
+{
+    const struct turn *lead = t->group != NULL ? t->group->m[0] : t;
+    return atomic_load(&lead->slot.followed);
+}
+
 /* ------------------------------------------------- the session's lease */
 
 void turn_lease_freed(void *app, const char *session_id)
@@ -413,7 +420,7 @@ static void turn_push_last(struct turn *t, char *frame, size_t len)
         ;                                                  /* nobody follows it yet */
     else if (g != NULL && g->started && !t->last_of_group) /* one answer's end, in the stream */
         events_turn_frame(t->app, t->user_id, t->session_id, turn_lease_id(t),
-                          atomic_fetch_add(&g->next_index, 1), frame, len);
+                          atomic_fetch_add(&g->next_index, 1), frame, len, turn_followed(t));
     else
         events_turn_end(t->app, t->user_id, t->session_id, turn_lease_id(t),
                         (g != NULL ? atomic_load(&g->next_index) : t->next_index) - 1, frame, len);
@@ -888,7 +895,8 @@ static void on_delta(void *ud, const char *text, size_t len)
         proto_encode_delta(t->session_id, text, len, index, g != NULL ? t->answer : -1, &flen);
     if (frame == NULL)
         return;
-    events_turn_frame(t->app, t->user_id, t->session_id, turn_lease_id(t), index, frame, flen);
+    events_turn_frame(t->app, t->user_id, t->session_id, turn_lease_id(t), index, frame, flen,
+                      turn_followed(t));
     outbox_push(t->app->outbox, t->conn_id, frame, flen);
 }
 

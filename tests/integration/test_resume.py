@@ -12,6 +12,10 @@ connections.
   no frame of a resumed turn: the resumer gets every delta once, in order,
   or error 30 with a detail. A worker's first Redis use after its
   connection was dropped succeeds.
+- A turn's deltas are published live only once a connection resumes it:
+  one nobody follows costs one XADD per delta and no PUBLISH; a resumed
+  one publishes every delta from the moment its chatd heard of the
+  resumer, and the resumer still gets every delta once, in order.
 - A stop stops exactly the turn it names (the connection's latest on that
   session, or from elsewhere the one running there), and `stopped: true`
   comes only with a reply that was cut ("... [stopped]"); otherwise 23.
@@ -20,8 +24,10 @@ connections.
 import os
 import re
 import signal
+import threading
 import time
 import unittest
+import uuid
 
 from harness import MODEL, Agent, Chatd, Database, RedisServer, cleanup, wait_for
 from test_live import drain_until
@@ -309,6 +315,122 @@ class RedisFaults(Case):
             self.assertEqual(got.get("type"), 16, got)
             self.assertEqual(got["data"]["active"], False)
         c.close()
+
+
+class Monitor:
+    """Every command a Redis runs (MONITOR), from now until stop()."""
+
+    def __init__(self, server):
+        self.server = server
+        self.mark = "chatd-test-monitor-end-%s" % uuid.uuid4()
+        self.mon = server.client().monitor()
+        self.mon.__enter__()  # MONITOR answered: from here on nothing is missed
+        self.cmds = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while True:
+            cmd = self.mon.next_command()["command"]
+            if self.mark in cmd:
+                return
+            self.cmds.append(cmd)
+
+    def stop(self):
+        """The commands run, in Redis's order (ours, after all of them,
+        ends the list: an event, not a wait)."""
+        self.server.client().echo(self.mark)
+        self.thread.join(60)
+        self.assert_ended = not self.thread.is_alive()
+        self.mon.__exit__(None, None, None)
+        return self.cmds
+
+
+class Following(Case):
+    """Two instances on a Redis of the test's own, watched with MONITOR: a
+    turn's deltas go to Redis's pub/sub only while someone resumes it."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.db = Database("chatd_resume_follow")
+        cls.redis = RedisServer()
+        cls.agent = Agent(AGENT_DELAY_MS=3000)
+        cls.chatds = []
+        try:
+            for _ in range(2):
+                cls.chatds.append(Chatd(cls.db, agent_port=cls.agent.port, REDIS_PORT=cls.redis.port))
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.agent.proc is not None:
+            unpause(cls.agent.proc)
+        cleanup(*cls.chatds, cls.agent, cls.redis, cls.db)
+
+    def tearDown(self):
+        unpause(self.agent.proc)
+
+    def commands(self, mon, sid):
+        """(delta indices XADDed to sid's turn stream, delta indices and
+        other messages PUBLISHed on sid's turn channel)."""
+        cmds = mon.stop()
+        self.assertTrue(mon.assert_ended, "MONITOR never saw the end mark")
+        added = [int(m.group(1)) for c in cmds
+                 for m in [re.match(r"XADD chatd:\{s:%s\}:turn:\S+ MAXLEN ~ \d+ 1-(\d+) " % sid, c)] if m]
+        pub = [c for c in cmds if c.startswith("PUBLISH chatd:{s:%s}:live " % sid)]
+        published = [int(m.group(1)) for c in pub for m in [re.search(r"D%s\S{36} (\d+) " % sid, c)] if m]
+        others = [c for c in pub if not re.search(r"D%s\S{36} (\d+) " % sid, c)]
+        return added, published, others
+
+    def test_a_turn_nobody_resumes_publishes_no_delta(self):
+        uid = self.db.add_user(balance=5)
+        sid = self.db.add_session(uid, messages=[("user", "q"), ("assistant", "r")])
+        mon = Monitor(self.redis)
+        c = self.chatds[0].client(timeout=60)
+        c.send(3, chat_frame(uid, sid, words("a")))
+        frames = until_end(c)
+        self.assertReply(frames[-1])
+        c.close()
+        added, published, others = self.commands(mon, sid)
+        n = len(deltas(frames))
+        self.assertGreater(n, 1)
+        self.assertEqual(added, list(range(n)), "every delta in the turn's stream")
+        self.assertEqual(published, [], "no delta published: nobody followed the turn")
+        self.assertEqual(len(others), 1, others)  # the turn's end, for a resumer yet to come
+        self.assertRegex(others[0], r"F%s\S{36} %d " % (sid, n - 1))
+
+    def test_a_resumed_turn_publishes_its_deltas_from_its_follow_on(self):
+        a, b = self.chatds
+        uid = self.db.add_user(balance=5)
+        sid = self.db.add_session(uid, messages=[("user", "q"), ("assistant", "r")])
+        mon = Monitor(self.redis)
+        ca = a.client(timeout=60)
+        ca.send(3, chat_frame(uid, sid, words("a")))
+        first = drain_until(ca, lambda m: m.get("type") == 7 and m["data"]["index"] >= 2)
+        pause(self.agent.proc)  # no new delta until instance 0 has heard of the resumer
+        r = Resumer(self, b, uid, sid)
+        self.assertEqual(r.ack.get("data", {}).get("active"), True, r.ack)
+        wait_for(lambda: "event=turn_followed session=%s" % sid in a.logs(), "instance 0 hears of the resumer")
+        unpause(self.agent.proc)
+        ds, end = r.finish()
+        got_a = first + until_end(ca)
+        self.assertReply(got_a[-1])
+        self.assertEqual(end, got_a[-1])
+        self.assertEqual("".join(d["delta"] for d in ds), end["data"]["message"])
+        r.close()
+        ca.close()
+        added, published, others = self.commands(mon, sid)
+        n = len(deltas(got_a))
+        self.assertEqual(added, list(range(n)))
+        # From the follow on, every delta: a run of the turn's last indices,
+        # at least the ones the agent sent after it was let go; none of the
+        # three the starter had before anyone resumed.
+        self.assertTrue(published, "no delta published after the resumer was heard")
+        self.assertEqual(published, list(range(published[0], n)), published)
+        self.assertGreater(published[0], 2, published)
+        self.assertEqual(len(others), 1, others)
 
 
 class Stops(Case):

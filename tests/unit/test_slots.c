@@ -124,6 +124,36 @@ static void test_a_stop_reaches_only_the_turn_it_names(void **state)
     slots_destroy(s);
 }
 
+static void test_a_follow_marks_only_the_turn_it_names(void **state)
+{
+    (void)state;
+    struct slots *s = slots_create();
+    struct fake_turn a, b;
+    fake(&a, S1, U1, "t-a");
+    fake(&b, S1, U1, "t-b");
+    /* nothing runs on the session */
+    assert_int_equal(slots_follow(s, U1, S1, "t-a"), 0);
+    assert_int_equal(slots_acquire(s, &a.slot), 1);
+    assert_int_equal(slots_acquire(s, &b.slot), 0);
+    /* another user's, another turn's, a queued turn's, another session's */
+    assert_int_equal(slots_follow(s, U2, S1, "t-a"), 0);
+    assert_int_equal(slots_follow(s, U1, S1, "t-old"), 0);
+    assert_int_equal(slots_follow(s, U1, S1, "t-b"), 0);
+    assert_int_equal(slots_follow(s, U1, S2, "t-a"), 0);
+    assert_int_equal(atomic_load(&a.slot.followed) + atomic_load(&b.slot.followed), 0);
+    /* the running one, once: said again, it stays marked */
+    assert_int_equal(slots_follow(s, U1, S1, "t-a"), 1);
+    assert_int_equal(slots_follow(s, U1, S1, "t-a"), 0);
+    assert_int_equal(atomic_load(&a.slot.followed), 1);
+    assert_int_equal(atomic_load(&b.slot.followed), 0);
+    /* b owns it now, unmarked until named */
+    assert_ptr_equal(slots_release(s, &a.slot), &b.slot);
+    assert_int_equal(atomic_load(&b.slot.followed), 0);
+    assert_int_equal(slots_follow(s, U1, S1, "t-b"), 1);
+    assert_null(slots_release(s, &b.slot));
+    slots_destroy(s);
+}
+
 static int count(struct slot_turn *list, const char *const *want)
 {
     int n = 0;
@@ -167,6 +197,7 @@ int main(void)
         cmocka_unit_test(test_sessions_do_not_wait_for_each_other),
         cmocka_unit_test(test_a_turn_that_owns_no_slot_releases_nothing),
         cmocka_unit_test(test_a_stop_reaches_only_the_turn_it_names),
+        cmocka_unit_test(test_a_follow_marks_only_the_turn_it_names),
         cmocka_unit_test(test_parked_turns_come_back_by_session_oldest_first),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
