@@ -11,6 +11,8 @@
 #      1,000 subscribers of 100 users over two instances
 #   h. code 9 pages of a 10 vs 100,000-message session, code 11 over
 #      1,000,000 messages of 1,000 users, export of 100,000 messages
+#      (`BENCH_SEARCH_USERS=10000 scripts/bench.sh search` runs only the
+#      search, over 1,000 users and then 10,000: 10,000,000 messages)
 #   h2. codes 9 and 2 and a turn's round trips (codes 3, 17, 18) in a
 #      session of 100,000 messages on 1,000 branches vs a linear one
 #      (`scripts/bench.sh tree` runs only this)
@@ -60,8 +62,8 @@ die() { say "$*"; exit 1; }
 
 SCENARIO=${1:-all}
 case $SCENARIO in
-all | soak | streams | tree | import | turns | failover) ;;
-*) die "usage: scripts/bench.sh [soak | streams | tree | import | turns | failover]" ;;
+all | soak | streams | tree | import | turns | search | failover) ;;
+*) die "usage: scripts/bench.sh [soak | streams | tree | import | turns | search | failover]" ;;
 esac
 SOAK_CLIENTS=${SOAK_CLIENTS:-1000}
 SOAK_SECONDS=${SOAK_SECONDS:-600}
@@ -376,7 +378,8 @@ psql_q -tAc "insert into user_data(username, models, balance)
              select 'stream ' || g, array[4,5,8], 1000 from generate_series(1, $STREAMS) g
              returning user_id" | sed '/^$/d' >"$DATA/stream_users.txt"
 echo "(resumable 0: each delta goes to its connection only; 1: it is also appended to the session's"
-echo " Redis stream and published on the session's turn channel, for code 16; sub: each stream's user"
+echo " Redis stream for code 16, and published on the session's turn channel once a connection resumes"
+echo " the turn (none does here); sub: each stream's user"
 echo " also has code 14 on its connection; pieces: the agent's words, each stamped with its send time"
 echo " and checked in order (the agent may send several in one message when its socket is busy:"
 echo " frames <= pieces); lag: receive time minus"
@@ -392,10 +395,18 @@ printf '%-34s %6s %9s %9s %8s %6s %5s %6s %10s %10s %10s %10s %10s %6s %7s %9s %
 # The agent's pace: "aligned", every stream's words on the same 50 ms grid
 # (streams begun together send in step, the worst case), or "random", each
 # stream at its own offset within the 50 ms, as independent streams are.
-resumable= phase=
-for spec in "$((STREAMS / 2)) 0 aligned plain" "$STREAMS 0 aligned plain" \
-    "$((STREAMS / 2)) 0 random plain" "$STREAMS 0 random plain" \
-    "$STREAMS 1 random plain" "$STREAMS 1 random subscribed"; do
+# BENCH_STREAM_ROWS replaces the rows: "streams resumable pace mode" specs
+# separated by ";", e.g. "2000 0 random plain;2000 1 random plain" twice
+# over, to see a change beside the run-to-run noise.
+resumable= phase= specs=()
+if [[ -n ${BENCH_STREAM_ROWS:-} ]]; then
+    IFS=';' read -r -a specs <<<"$BENCH_STREAM_ROWS"
+else
+    specs=("$((STREAMS / 2)) 0 aligned plain" "$STREAMS 0 aligned plain"
+        "$((STREAMS / 2)) 0 random plain" "$STREAMS 0 random plain"
+        "$((STREAMS / 2)) 1 random plain" "$STREAMS 1 random plain" "$STREAMS 1 random subscribed")
+fi
+for spec in "${specs[@]}"; do
     read -r n res ph mode <<<"$spec"
     if [[ $ph != "$phase" ]]; then
         stop_child chat-agent "$AGENT_PID" 10
@@ -699,6 +710,56 @@ EOF
     fi
 }
 
+# ------------------------------------------------------- h1. search (code 11)
+# Users with 10 sessions of 100 messages each: 1,000 of them (1,000,000
+# messages), then BENCH_SEARCH_USERS in all (`scripts/bench.sh search`:
+# 10,000, 10,000,000 messages), the same queries at each size: a user's
+# search must cost what their own matching messages cost, not the table.
+# Every message holds "lorem" and one of 1,024 words w0..w1023 (hashed),
+# and one of 37 words k0..k36: a rare, a medium and a common query.
+hist_row() { # label
+    printf '%-52s %5s %8s %8s %8s %6s %6s %4s\n' "$1" "$(field "$OUT" conns)" "$(field "$OUT" rps)" \
+        "$(field "$OUT" p50_us)" "$(field "$OUT" p99_us)" "$(field "$OUT" errors)" "$CHATD_CPU" "$PG_CPU"
+}
+search_seed() { # first last: users "search <first>" .. "search <last>"
+    psql_q -tAc "insert into user_data(username, models, balance)
+                 select 'search ' || g, array[4,5,8], 1000 from generate_series($1, $2) g
+                 returning user_id" | sed '/^$/d' >>"$DATA/search_users.txt"
+    psql_q -c "insert into chat_sessions(user_id, session_name, model_id, next_seq)
+               select u.user_id, 'topic ' || s, 8, 100
+                 from user_data u, generate_series(1, 10) s
+                where u.username like 'search %' and substr(u.username, 8)::int between $1 and $2" >/dev/null
+    psql_q -c "insert into chat_messages(session_id, seq, role, content)
+               select s.session_id, m, case when m % 2 = 0 then 'user' else 'assistant' end,
+                      'w' || ((hashtext(s.session_id::text)::bigint + m * 7919) & 1023) || ' lorem ipsum dolor sit amet k' || (m % 37)
+                      || ' consectetur adipiscing elit sed do eiusmod tempor'
+                 from chat_sessions s join user_data u using (user_id), generate_series(0, 99) m
+                where u.username like 'search %' and substr(u.username, 8)::int between $1 and $2" >/dev/null
+    psql_q -c "vacuum analyze chat_messages" -c "vacuum analyze chat_sessions" >/dev/null
+}
+
+section_search() {
+local users=${1:-1000} have=0 n t0 t1
+: >"$DATA/search_users.txt"
+for n in 1000 "$users"; do
+    [[ $n -gt $have ]] || continue
+    t0=$(date +%s.%N)
+    search_seed $((have + 1)) "$n"
+    t1=$(date +%s.%N)
+    have=$n
+    echo "seeded $(psql_q -tAc "select count(*) from chat_messages m join chat_sessions s using (session_id) join user_data u using (user_id) where u.username like 'search %'") messages of $(wc -l <"$DATA/search_users.txt") users (the last $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", b - a }') s, stored tsvector and GIN index included); $(psql_q -tAc "select count(*) from chat_messages") messages in the table, $(psql_q -tAc "select pg_size_pretty(pg_total_relation_size('chat_messages'))")"
+    printf '%-52s %5s %8s %8s %8s %6s %6s %4s\n' "code 11, limit 20, a random user of $(printf "%'d" "$have")" conns per_s p50_us p99_us errors chatd% pg%
+    for c in 1 16; do
+        for q in "w5:rare word (~1 of 1,024 messages)" "k7:medium word (1 of 37 messages)" "lorem:common word (every message)" "lorem k7 -w5:websearch syntax"; do
+            word=${q%%:*}
+            run_cpu timeout -k 5 120 "$BUILD/wsbench" --url "$URL" --users "$DATA/search_users.txt" --code 11 \
+                --extra "\"query\":\"$word\"" --conns "$c" --seconds "$SECS" --warmup "$WARM" --timeout 20
+            hist_row "${q#*:}"
+        done
+    done
+done
+}
+
 if [[ $SCENARIO == turns ]]; then
     section_c2
     report_tail
@@ -716,6 +777,13 @@ if [[ $SCENARIO == streams ]]; then
 fi
 if [[ $SCENARIO == tree ]]; then
     section_tree
+    report_tail
+    exit 0
+fi
+if [[ $SCENARIO == search ]]; then
+    echo
+    echo "## h1. search (code 11) over 1,000 and ${BENCH_SEARCH_USERS:-10000} users' messages"
+    section_search "${BENCH_SEARCH_USERS:-10000}"
     report_tail
     exit 0
 fi
@@ -941,10 +1009,6 @@ echo "## h. history pages (code 9), search (code 11) and export"
 S100K=$(mk_session 100000)
 psql_q -c "vacuum analyze chat_messages" >/dev/null
 printf '%-52s %5s %8s %8s %8s %6s %6s %4s\n' "code 9, limit 50" conns per_s p50_us p99_us errors chatd% pg%
-hist_row() { # label
-    printf '%-52s %5s %8s %8s %8s %6s %6s %4s\n' "$1" "$(field "$OUT" conns)" "$(field "$OUT" rps)" \
-        "$(field "$OUT" p50_us)" "$(field "$OUT" p99_us)" "$(field "$OUT" errors)" "$CHATD_CPU" "$PG_CPU"
-}
 for c in 1 16; do
     for s in 10 100k; do
         sid=$S10
@@ -958,34 +1022,7 @@ for c in 1 16; do
     hist_row "page before seq 50,000, session of 100k messages"
 done
 
-# 1,000 users with 10 sessions of 100 messages each: 1,000,000 messages.
-# Every message holds "lorem" and one of 1,024 words w0..w1023 (hashed),
-# and one of 37 words k0..k36: a rare, a medium and a common query.
-t0=$(date +%s.%N)
-psql_q -tAc "insert into user_data(username, models, balance)
-             select 'search ' || g, array[4,5,8], 1000 from generate_series(1, 1000) g
-             returning user_id" | sed '/^$/d' >"$DATA/search_users.txt"
-psql_q -c "insert into chat_sessions(user_id, session_name, model_id, next_seq)
-           select u.user_id, 'topic ' || s, 8, 100
-             from user_data u, generate_series(1, 10) s where u.username like 'search %'" >/dev/null
-psql_q -c "insert into chat_messages(session_id, seq, role, content)
-           select s.session_id, m, case when m % 2 = 0 then 'user' else 'assistant' end,
-                  'w' || ((hashtext(s.session_id::text)::bigint + m * 7919) & 1023) || ' lorem ipsum dolor sit amet k' || (m % 37)
-                  || ' consectetur adipiscing elit sed do eiusmod tempor'
-             from chat_sessions s join user_data u using (user_id), generate_series(0, 99) m
-            where u.username like 'search %'" >/dev/null
-psql_q -c "vacuum analyze chat_messages" -c "vacuum analyze chat_sessions" >/dev/null
-t1=$(date +%s.%N)
-echo "seeded $(psql_q -tAc "select count(*) from chat_messages m join chat_sessions s using (session_id) join user_data u using (user_id) where u.username like 'search %'") messages of $(wc -l <"$DATA/search_users.txt") users in $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", b - a }') s (stored tsvector and GIN index included); $(psql_q -tAc "select count(*) from chat_messages") messages in the table"
-printf '%-52s %5s %8s %8s %8s %6s %6s %4s\n' "code 11, limit 20, a random user of 1,000 each" conns per_s p50_us p99_us errors chatd% pg%
-for c in 1 16; do
-    for q in "w5:rare word (~1 of 1,024 messages)" "k7:medium word (1 of 37 messages)" "lorem:common word (every message)" "lorem k7 -w5:websearch syntax"; do
-        word=${q%%:*}
-        run_cpu timeout -k 5 120 "$BUILD/wsbench" --url "$URL" --users "$DATA/search_users.txt" --code 11 \
-            --extra "\"query\":\"$word\"" --conns "$c" --seconds "$SECS" --warmup "$WARM" --timeout 20
-        hist_row "${q#*:}"
-    done
-done
+section_search
 
 # Export of the 100,000-message session: time, size, and chatd's memory.
 rss_idle=$(status_of "$CHATD_PID" VmRSS)

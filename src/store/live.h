@@ -9,7 +9,8 @@
  *   - the subscriber PSUBSCRIBEs to every user's channel,
  *     chatd:{u:<user>}:live (events and stops: a few per turn), and
  *     SUBSCRIBEs to a session's turn channel, chatd:{s:<session>}:live
- *     (every delta), only while a connection here resumes that session
+ *     (the deltas of a turn someone resumes: work/events.h), only while a
+ *     connection here resumes that session
  *     (live_watch). It calls on_message for each message, on its own
  *     thread: it must not block.
  * So a delta comes back from Redis only to the chatd instances that have

@@ -507,6 +507,25 @@ static void refill_end(struct refill *f, char *end, size_t len)
     refill_answer(f, frames, lens, 1, f->after, 0);
 }
 
+/* A refill that found nothing after f->after in the turn's stream asks
+ * PostgreSQL whether the turn ended: 1 when it did and the resumer has
+ * every delta (its end is the answer, given), 0 when it ended after deltas
+ * the resumer lacks (lost), -1 while it runs or PostgreSQL cannot tell. */
+static int refill_settled(struct worker *w, struct refill *f)
+{
+    char *end = NULL;
+    size_t elen = 0;
+    long long elast = -1;
+    if (stream_settle(w, f->user, f->session, f->turn, &end, &elen, &elast) <= 0)
+        return -1;
+    if (elast > f->after) {
+        free(end);
+        return 0;
+    }
+    refill_end(f, end, elen);
+    return 1;
+}
+
 static void refill_run(struct worker *w, struct pool_job *job)
 {
     struct refill *f = (struct refill *)job;
@@ -514,30 +533,17 @@ static void refill_run(struct worker *w, struct pool_job *job)
     size_t n = 0;
     struct stream_view v;
     memset(&v, 0, sizeof(v));
-    char *end = NULL;
-    size_t elen = 0;
     int failed = stream_read(w, f->session, f->turn, &e, &n) != 0 ||
                  stream_view_take(e, n, f->after, &v) != 0;
     live_entries_free(e, n);
+    int ended = -1;
     if (!failed && !v.gap && (!v.has_turn || strcmp(v.turn, f->turn) != 0)) {
         /* Its stream is gone (Redis flushed or restarted, or its
          * retention ran out): if it has ended, its end says how, with the
-         * whole reply. */
-        stream_view_free(&v);
-        long long elast = -1;
-        int st = stream_settle(w, f->user, f->session, f->turn, &end, &elen, &elast);
-        if (st > 0 && elast > f->after) {
-            free(end); /* it streamed deltas that are gone with the stream */
-            st = 0;
-        }
-        if (st > 0) {
-            refill_end(f, end, elen);
-            free(f);
-            return;
-        }
-        v.gap = 1; /* running without its stream, or its deltas gone with it: lost */
-    }
-    if (!failed && !v.gap && v.n == 0 && !v.ended) {
+         * whole reply; running without its stream, its deltas are lost. */
+        if ((ended = refill_settled(w, f)) != 1)
+            v.gap = 1;
+    } else if (!failed && !v.gap && v.n == 0 && !v.ended) {
         /* Nothing after `after`, and no end, in the turn's stream. A
          * running turn's next frames are still to come. But a resumer asks
          * for a refill holding a later frame: when that is the turn's end
@@ -545,23 +551,19 @@ static void refill_run(struct worker *w, struct pool_job *job)
          * publisher got the last deltas and the end to Redis), the deltas
          * in between will never come, and an answer of "nothing yet" made
          * the connection ask again at once, for ever (a resumer hung in
-         * test_coherence's RandomizedLive). PostgreSQL says which. */
-        long long elast = -1;
-        int st = stream_settle(w, f->user, f->session, f->turn, &end, &elen, &elast);
-        if (st > 0 && elast <= f->after) { /* it has every delta: the end */
-            stream_view_free(&v);
-            refill_end(f, end, elen);
-            free(f);
-            return;
-        }
-        free(end);
-        end = NULL;
-        if (st > 0)
-            v.gap = 1; /* ended; the deltas after `after` are lost */
+         * test_coherence's RandomizedLive). */
+        if ((ended = refill_settled(w, f)) == 0)
+            v.gap = 1;
+    }
+    if (ended == 1) { /* answered with the end */
+        stream_view_free(&v);
+        free(f);
+        return;
     }
     if (failed || v.gap) {
         stream_view_free(&v);
-        end = proto_encode_error_code(
+        size_t elen = 0;
+        char *end = proto_encode_error_code(
             PROTO_RESUME, PERR_LIVE_UNAVAILABLE, NULL,
             failed ? "Redis is unreachable; try again" : EVENTS_FRAMES_LOST, &elen);
         refill_end(f, end, elen);

@@ -335,5 +335,36 @@ class History(ClientCase):
         self.assertEqual(self.db.one("select count(*) from message_feedback"), 0)
 
 
+class LongMessages(ClientCase):
+    """A message whose search vector would pass PostgreSQL's 1 MB limit
+    (migration 0016): stored whole, searched by its first 100,000
+    characters. Before, its INSERT failed ("string is too long for
+    tsvector") and the turn with it."""
+
+    DB_PREFIX = "chatd_history_long"
+    CHATD_ENV = {"MAX_MESSAGE_BYTES": str(4 << 20), "MAX_CHAT_MESSAGE_BYTES": str(4 << 20)}
+
+    def hits(self, uid, query):
+        r = self.c.req(11, {"user_id": uid, "query": query})
+        self.assertEqual(r.get("type"), 11, r)
+        return sorted((h["role"], h["seq"]) for h in r["data"]["hits"])
+
+    def test_a_message_of_distinct_words_past_the_tsvector_limit_is_stored_whole(self):
+        uid = self.db.add_user(balance=5)
+        sid = self.db.add_session(uid, name="plain")
+        # 160,000 distinct 7-letter words: 1,280,000 characters, whose whole
+        # tsvector PostgreSQL refuses (1,920,000 bytes of lexemes and
+        # positions, the limit is 1,048,575)
+        words = ["w%06x" % i for i in range(160000)]
+        text = " ".join(words)
+        r = self.c.chat(uid, sid, text)
+        self.assertEqual(r.get("type"), 3, str(r)[:300])
+        rows = self.db.query("select role, content from chat_messages where session_id = %s order by seq", (sid,))
+        self.assertEqual([role for role, _ in rows], ["user", "assistant"])
+        self.assertEqual(rows[0][1], text)  # stored whole
+        self.assertIn(words[-1], rows[1][1])  # the echoed reply too
+        self.assertEqual(self.hits(uid, words[10]), [("assistant", 1), ("user", 0)])
+        self.assertEqual(self.hits(uid, words[-1]), [])  # past the first 100,000 characters
+
 if __name__ == "__main__":
     unittest.main()

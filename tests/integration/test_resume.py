@@ -374,7 +374,12 @@ class Following(Case):
 
     def commands(self, mon, sid):
         """(delta indices XADDed to sid's turn stream, delta indices and
-        other messages PUBLISHed on sid's turn channel)."""
+        other messages PUBLISHed on sid's turn channel), once Redis has run
+        the turn's last PUBLISH, its end (F): the client has the end before
+        chatd's publisher sends it, and whatever the publisher sent before,
+        in its one queue's order, Redis ran before."""
+        end = re.compile(r"PUBLISH chatd:\{s:%s\}:live \S{36}F%s" % (sid, sid))
+        wait_for(lambda: any(end.match(c) for c in list(mon.cmds)), "the turn's end published")
         cmds = mon.stop()
         self.assertTrue(mon.assert_ended, "MONITOR never saw the end mark")
         added = [int(m.group(1)) for c in cmds
