@@ -1212,15 +1212,22 @@ PGconn *pg_connect(const struct config *cfg, enum pg_target target)
     char *parts = NULL;
     if (url[0] == '\0' && (url = parts = pg_conninfo_parts(cfg)) == NULL)
         return NULL;
-    /* The string is expanded in place of dbname, after these three: its
+    /* The string is expanded in place of dbname, after these four: its
      * own setting of any of them wins. The timeout is per host, so a dead
      * host of a multi-host URL costs at most that before the next is
      * tried; and of several hosts, writes go to the one that takes them,
-     * reads to a standby if one answers (else to the primary). */
-    const char *keys[] = {"connect_timeout", "application_name", "target_session_attrs", "dbname",
-                          NULL};
-    const char *vals[] = {"5", "chatd", target == PG_STANDBY ? "prefer-standby" : "read-write", url,
-                          NULL};
+     * reads to a standby if one answers (else to the primary). No JIT:
+     * PostgreSQL compiles a plan whose estimated cost passes jit_above_cost
+     * (on by default), which chatd's statements, each a few lookups of one
+     * user's rows, never repay: code 11 over 1,000,000 messages took 28-30 ms
+     * (p50) with it and 2.4-5.2 ms without, and its plan took 500 ms to
+     * compile once its estimate passed the inlining and optimizing
+     * thresholds (docs/BENCHMARKS.md, issue 26). */
+    const char *keys[] = {"connect_timeout", "application_name", "target_session_attrs",
+                          "options",         "dbname",           NULL};
+    const char *vals[] = {
+        "5",          "chatd", target == PG_STANDBY ? "prefer-standby" : "read-write",
+        "-c jit=off", url,     NULL};
     PGconn *c = PQconnectdbParams(keys, vals, 1);
     free(parts);
     return c;
