@@ -1212,22 +1212,15 @@ PGconn *pg_connect(const struct config *cfg, enum pg_target target)
     char *parts = NULL;
     if (url[0] == '\0' && (url = parts = pg_conninfo_parts(cfg)) == NULL)
         return NULL;
-    /* The string is expanded in place of dbname, after these four: its
+    /* The string is expanded in place of dbname, after these three: its
      * own setting of any of them wins. The timeout is per host, so a dead
      * host of a multi-host URL costs at most that before the next is
      * tried; and of several hosts, writes go to the one that takes them,
-     * reads to a standby if one answers (else to the primary). No JIT:
-     * PostgreSQL compiles a plan whose estimated cost passes jit_above_cost
-     * (on by default), which chatd's statements, each a few lookups of one
-     * user's rows, never repay: code 11 over 1,000,000 messages took 28-30 ms
-     * (p50) with it and 2.4-5.2 ms without, and its plan took 500 ms to
-     * compile once its estimate passed the inlining and optimizing
-     * thresholds (docs/BENCHMARKS.md, issue 26). */
-    const char *keys[] = {"connect_timeout", "application_name", "target_session_attrs",
-                          "options",         "dbname",           NULL};
-    const char *vals[] = {
-        "5",          "chatd", target == PG_STANDBY ? "prefer-standby" : "read-write",
-        "-c jit=off", url,     NULL};
+     * reads to a standby if one answers (else to the primary). */
+    const char *keys[] = {"connect_timeout", "application_name", "target_session_attrs", "dbname",
+                          NULL};
+    const char *vals[] = {"5", "chatd", target == PG_STANDBY ? "prefer-standby" : "read-write", url,
+                          NULL};
     PGconn *c = PQconnectdbParams(keys, vals, 1);
     free(parts);
     return c;
@@ -1254,8 +1247,30 @@ int pg_needs_reconnect(const PGconn *c, const PGresult *r)
            pg_wrong_node(r != NULL ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL);
 }
 
+/* No JIT: PostgreSQL compiles a plan whose estimated cost passes
+ * jit_above_cost (on by default), which chatd's statements, each a few
+ * lookups of one user's rows, never repay: code 11 over 1,000,000 messages
+ * took 28-30 ms (p50) with it and 2.4-5.2 ms without, and its plan took
+ * 500 ms to compile once its estimate passed the inlining and optimizing
+ * thresholds (docs/BENCHMARKS.md, issue 26). A SET rather than the
+ * connection's "options", which poolers such as PgBouncer refuse. */
+static int pg_session_setup(struct pg *pg)
+{
+    metrics_pg_roundtrip();
+    PGresult *r = PQexec(pg->conn, "set jit = off");
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok) {
+        metrics_pg_error();
+        log_error("event=pg_setup_failed error=\"%.*s\"", PG_ERRMSG(pg->conn));
+    }
+    PQclear(r);
+    return ok ? 0 : -1;
+}
+
 static int pg_prepare_all(struct pg *pg)
 {
+    if (pg_session_setup(pg) != 0)
+        return -1;
     for (int i = 0; i < PG_STMT_COUNT; i++) {
         metrics_pg_roundtrip();
         PGresult *r = PQprepare(pg->conn, pg_statements[i].name, pg_statements[i].sql,
