@@ -190,14 +190,16 @@ class Identity(Case):
             x.close()
 
 
-class RedisFaults(Case):
-    """Two instances on a Redis of the test's own: a turn runs on one, a
-    resumer follows it on the other while Redis stalls or drops
-    connections."""
+class OwnRedis(Case):
+    """Two instances on a Redis of the class's own, and an agent that
+    streams 40 words over 3 s; a test may pause (SIGSTOP) Redis or the
+    agent, and finds both running again."""
+
+    DB_NAME = None
 
     @classmethod
     def setUpClass(cls):
-        cls.db = Database("chatd_resume_redis")
+        cls.db = Database(cls.DB_NAME)
         cls.redis = RedisServer()
         cls.agent = Agent(AGENT_DELAY_MS=3000)
         cls.chatds = []
@@ -210,12 +212,21 @@ class RedisFaults(Case):
 
     @classmethod
     def tearDownClass(cls):
-        if cls.redis.proc is not None:
-            unpause(cls.redis.proc)
+        for proc in (cls.redis.proc, cls.agent.proc):
+            if proc is not None:
+                unpause(proc)
         cleanup(*cls.chatds, cls.agent, cls.redis, cls.db)
 
     def tearDown(self):
         unpause(self.redis.proc)
+        unpause(self.agent.proc)
+
+
+class RedisFaults(OwnRedis):
+    """A turn runs on one instance, a resumer follows it on the other while
+    Redis stalls or drops connections."""
+
+    DB_NAME = "chatd_resume_redis"
 
     def live_again(self):
         """Waits until both instances hear Redis again (code 14 answers):
@@ -346,31 +357,11 @@ class Monitor:
         return self.cmds
 
 
-class Following(Case):
-    """Two instances on a Redis of the test's own, watched with MONITOR: a
-    turn's deltas go to Redis's pub/sub only while someone resumes it."""
+class Following(OwnRedis):
+    """Watched with MONITOR: a turn's deltas go to Redis's pub/sub only
+    while someone resumes it."""
 
-    @classmethod
-    def setUpClass(cls):
-        cls.db = Database("chatd_resume_follow")
-        cls.redis = RedisServer()
-        cls.agent = Agent(AGENT_DELAY_MS=3000)
-        cls.chatds = []
-        try:
-            for _ in range(2):
-                cls.chatds.append(Chatd(cls.db, agent_port=cls.agent.port, REDIS_PORT=cls.redis.port))
-        except BaseException:
-            cls.tearDownClass()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        if cls.agent.proc is not None:
-            unpause(cls.agent.proc)
-        cleanup(*cls.chatds, cls.agent, cls.redis, cls.db)
-
-    def tearDown(self):
-        unpause(self.agent.proc)
+    DB_NAME = "chatd_resume_follow"
 
     def commands(self, mon, sid):
         """(delta indices XADDed to sid's turn stream, delta indices and
