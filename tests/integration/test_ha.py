@@ -321,7 +321,6 @@ class Failover(unittest.TestCase):
         """A store whose commit waits for the synchronous standby, cut off
         by the server (as a switchover does): the commit happened locally,
         so the client gets a success and the turn is there once."""
-        standby = self.cluster.role("sync_standby")
         uid = self.users()[0]
         c = self.chatds[0].client(timeout=120)
         # A session made by SQL: a new one's title would be stored (and
@@ -331,22 +330,34 @@ class Failover(unittest.TestCase):
                            " values (%s, %s, 'stalled', 8)", (sid, uid))
         r = c.chat(uid, sid, "before the stall", client_turn_id="a")
         self.assertNotIn("error", r, r)
-        # The standby's WAL receiver stopped: every synchronous commit waits.
-        receiver = int(subprocess.run(["pgrep", "-f", "walreceiver", "-P", str(self.cluster.postmaster_pid(standby))],
-                                      capture_output=True, text=True, check=True).stdout.split()[0])
-        os.kill(receiver, signal.SIGSTOP)
+        # Every standby's WAL receiver stopped, with the primary naming a
+        # synchronous one: every synchronous commit waits, whichever
+        # standby Patroni has made synchronous by now (a CI run once
+        # stopped the one its REST API had just named while the primary
+        # still waited for the other: the store did not wait).
+        wait_for(lambda: self.cluster.query("select 1 from pg_stat_replication where sync_state = 'sync'"),
+                 "a synchronous standby on the primary")
+        receivers = [int(pid) for m in self.cluster.members() if m["role"] != "leader"
+                     for pid in subprocess.run(["pgrep", "-f", "walreceiver", "-P", str(self.cluster.postmaster_pid(m))],
+                                               capture_output=True, text=True).stdout.split()]
+        self.assertTrue(receivers, "no WAL receiver found")
+        for pid in receivers:
+            os.kill(pid, signal.SIGSTOP)
         try:
             c.send(3, dict(user_id=uid, session_id=sid, model_name=MODEL, message="during the stall",
                            session_prompt="", file_name="", client_turn_id="b"))
+            # the turn's store (the statement that writes the messages and
+            # gives the lease back), not another writer's commit
             waiting = wait_for(lambda: self.cluster.query(
-                "select pid from pg_stat_activity where wait_event = 'SyncRep'"
-                "   and application_name = 'chatd' and query like '%%chat_messages%%'"),
+                "select pid from pg_stat_activity where wait_event = 'SyncRep' and application_name = 'chatd'"
+                "   and query like '%%chat_messages%%' and query like '%%turn_leases%%'"),
                 "the store waiting for the standby", tries=600, delay=0.05)
             self.cluster.query("select pg_terminate_backend(%s)", (waiting[0][0],))
         finally:
             # (chatd's look-up locks the session row, which waits for the
             # standby too)
-            os.kill(receiver, signal.SIGCONT)
+            for pid in receivers:
+                os.kill(pid, signal.SIGCONT)
         r = c.recv()
         self.assertNotIn("error", r, r)
         self.assertEqual(r["data"]["client_turn_id"], "b")
