@@ -105,21 +105,26 @@ class Case(unittest.TestCase):
 
 
 class Identity(Case):
-    """Three instances, turns of 40 streamed words over 3 s, leases of 3 s."""
+    """Three instances, turns of 40 streamed words over 3 s, leases of 3 s,
+    on a Redis of their own: the turn streams these tests read back must
+    not be flushed by another test module's FLUSHALL of the shared Redis
+    (CTest runs two modules at once; a CI run once lost a stream so)."""
 
     def setUp(self):
         self.db = Database("chatd_resume_id")
+        self.redis = RedisServer()
         self.agent = Agent(AGENT_DELAY_MS=3000)
         self.chatds = []
         self.addCleanup(self.stop_all)
         for _ in range(3):
-            self.chatds.append(Chatd(self.db, agent_port=self.agent.port, TURN_LEASE_SECONDS=3))
+            self.chatds.append(Chatd(self.db, agent_port=self.agent.port, TURN_LEASE_SECONDS=3,
+                                     REDIS_PORT=self.redis.port))
 
     def stop_all(self):
         for c in self.chatds:
             if c.proc is not None:
                 unpause(c.proc)
-        cleanup(*self.chatds, self.agent, self.db)
+        cleanup(*self.chatds, self.agent, self.redis, self.db)
 
     def resumed_turn(self, resumer_at):
         """A turn of "a" words on instance 0, resumed on resumer_at: (the
@@ -149,6 +154,17 @@ class Identity(Case):
         got = until_end(cc)
         self.assertReply(got[-1])
         self.assertEqual(tags_in(got), {"b"})
+        # The reply reaches its connection before its chatd's publisher has
+        # written it to the turn's stream (and a slow Redis can hold that
+        # up for seconds); until then a resume rightly answers from
+        # PostgreSQL alone ("no turn", last_seq). Wait for the stream.
+        rc = self.redis.client()
+
+        def new_turn_ended_in_its_stream():
+            t = rc.get("chatd:{s:%s}:turn" % sid)
+            return (t is not None and t.decode() != t1 and
+                    any(i.startswith(b"2-") for i, _ in rc.xrange("chatd:{s:%s}:turn:%s" % (sid, t.decode()))))
+        wait_for(new_turn_ended_in_its_stream, "the new turn's end in its stream")
         r2 = Resumer(self, b, uid, sid)
         self.assertEqual(r2.ack["data"]["active"], False)
         self.assertNotEqual(r2.ack["data"]["turn_id"], t1)
