@@ -5,7 +5,7 @@
 
 import { CODE } from './wire.js';
 import { $, S, el, errorText, iconButton, notice, req } from './state.js';
-import { loadSessions, renderSessions } from './sidebar.js';
+import { beginEdit, endEdit, loadSessions, renderSessions } from './sidebar.js';
 
 // Code 1's filter for what the list shows.
 export function listFilter() {
@@ -69,11 +69,13 @@ function editTags(li, s) {
   input.placeholder = 'tags, separated by commas';
   input.setAttribute('aria-label', 'Tags, separated by commas');
   li.replaceChildren(input);
+  beginEdit(li);
   input.focus();
   let done = false;
   const finish = async (save) => {
     if (done) return;
     done = true;
+    endEdit();
     if (!save) {
       renderSessions();
       return;

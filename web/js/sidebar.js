@@ -30,7 +30,18 @@ function sessionItem(s) {
   return li;
 }
 
+// An entry the user is editing (its name, its tags, a delete to confirm)
+// holds the list as it is: a redraw for another change (an event from
+// another tab or instance, a page loaded) would take away the box they are
+// typing in, and its blur would save it half done. The edit's end draws
+// the list again.
+let editing = null;
+export function beginEdit(li) { editing = li; }
+export function endEdit() { editing = null; }
+
 export function renderSessions() {
+  if (editing !== null && editing.isConnected) return;
+  editing = null;
   const ul = $('sessions');
   ul.replaceChildren(...S.sessions.map(sessionItem));
 }
@@ -84,12 +95,14 @@ function startRename(li, s) {
   input.maxLength = 100;
   input.setAttribute('aria-label', 'New name');
   li.replaceChildren(input);
+  beginEdit(li);
   input.focus();
   input.select();
   let done = false;
   const finish = async (save) => {
     if (done) return;
     done = true;
+    endEdit();
     const name = input.value.trim();
     if (!save || name === '' || name === s.session_name) {
       renderSessions();
@@ -118,10 +131,13 @@ function confirmDelete(li, s) {
   no.type = 'button';
   box.append(el('span', '', `Delete “${s.session_name}”?`), yes, no);
   li.replaceChildren(box);
+  beginEdit(li);
   no.focus();
-  no.addEventListener('click', renderSessions);
-  box.addEventListener('keydown', (ev) => { if (ev.key === 'Escape') renderSessions(); });
+  const cancel = () => { endEdit(); renderSessions(); };
+  no.addEventListener('click', cancel);
+  box.addEventListener('keydown', (ev) => { if (ev.key === 'Escape') cancel(); });
   yes.addEventListener('click', async () => {
+    endEdit();
     try {
       await req(CODE.DELETE, { session_id: s.session_id });
       dropSession(s.session_id);
