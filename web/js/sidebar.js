@@ -46,13 +46,22 @@ export function renderSessions() {
   ul.replaceChildren(...S.sessions.map(sessionItem));
 }
 
+// A reset (another view, a change heard) is always asked for, and makes
+// any answer still on its way stale: only the newest one's answer is drawn.
+// (It used to be dropped while a load was on its way, so switching the view
+// while an event's reload was in flight kept the old view's list.) The next
+// page is asked for only when nothing is on its way.
+let generation = 0;
 export async function loadSessions(reset) {
-  if (S.sessionsLoading || (!reset && S.sessionsDone)) return;
+  if (reset) generation++;
+  else if (S.sessionsLoading || S.sessionsDone) return;
+  const mine = generation;
   S.sessionsLoading = true;
   try {
     const data = { limit: SESSION_PAGE, filter: listFilter() };
     if (!reset && S.sessionsNext !== null) data.before = S.sessionsNext;
     const r = await req(CODE.SESSIONS, data);
+    if (mine !== generation) return;
     const page = r.session_info || [];
     if (reset) S.sessions = [];
     const have = new Set(S.sessions.map((s) => s.session_id));
@@ -61,9 +70,9 @@ export async function loadSessions(reset) {
     S.sessionsDone = !r.has_more;
     renderSessions();
   } catch (e) {
-    notice(`Could not load your chats: ${errorText(e)}`);
+    if (mine === generation) notice(`Could not load your chats: ${errorText(e)}`);
   } finally {
-    S.sessionsLoading = false;
+    if (mine === generation) S.sessionsLoading = false;
   }
 }
 
