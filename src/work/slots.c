@@ -100,16 +100,25 @@ struct slot_turn *slots_release(struct slots *s, const struct slot_turn *st)
     return next;
 }
 
+/* The turn that owns session's slot if it is user's turn turn_id, else
+ * NULL (under s->mu). The owner is alive while it owns the slot (its turn
+ * releases the slot before its last reference goes). */
+static struct slot_turn *named_owner(struct slots *s, const char *user_id, const char *session_id,
+                                     const char *turn_id)
+{
+    struct slot *slot = *find(s, session_id);
+    struct slot_turn *o = slot != NULL ? slot->owner : NULL;
+    if (o == NULL || strcmp(o->user_id, user_id) != 0 || strcmp(o->turn_id, turn_id) != 0)
+        return NULL;
+    return o;
+}
+
 int slots_stop(struct slots *s, const char *user_id, const char *session_id, const char *turn_id)
 {
     int took = 0;
     pthread_mutex_lock(&s->mu);
-    struct slot *slot = *find(s, session_id);
-    /* The owner is alive while it owns the slot (its turn releases the
-     * slot before its last reference goes). */
-    struct slot_turn *o = slot != NULL ? slot->owner : NULL;
-    if (o != NULL && o->stop != NULL && strcmp(o->user_id, user_id) == 0 &&
-        strcmp(o->turn_id, turn_id) == 0)
+    struct slot_turn *o = named_owner(s, user_id, session_id, turn_id);
+    if (o != NULL && o->stop != NULL)
         took = o->stop(o);
     pthread_mutex_unlock(&s->mu);
     return took;
@@ -119,9 +128,8 @@ int slots_follow(struct slots *s, const char *user_id, const char *session_id, c
 {
     int marked = 0;
     pthread_mutex_lock(&s->mu);
-    struct slot *slot = *find(s, session_id);
-    struct slot_turn *o = slot != NULL ? slot->owner : NULL;
-    if (o != NULL && strcmp(o->user_id, user_id) == 0 && strcmp(o->turn_id, turn_id) == 0)
+    struct slot_turn *o = named_owner(s, user_id, session_id, turn_id);
+    if (o != NULL)
         marked = atomic_exchange(&o->followed, 1) == 0;
     pthread_mutex_unlock(&s->mu);
     return marked;
