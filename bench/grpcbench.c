@@ -10,6 +10,13 @@
  *   grpcbench --target 127.0.0.1:50051 --conc 32 --seconds 5 [--warmup 1]
  *   grpcbench ... --summarize    Process, then Summarize: what one chatd turn
  *                                asks of the agent when it supports Summarize
+ *   grpcbench ... --stream WORDS  streamed Process calls of a WORDS-word
+ *                                message, each delta counted and dropped: the
+ *                                least a process spends reading deltas with
+ *                                gRPC C core and chatd's agent code (the
+ *                                anchor of bench.sh's section j; the result
+ *                                line adds deltas= and cpu_ms_per_1k=, the
+ *                                process's CPU over every delta it read)
  *
  * Latency runs from agent_process() to the last completion (Summarize's,
  * with --summarize), CLOCK_MONOTONIC. Figures are printed, never asserted. */
@@ -36,8 +43,9 @@ enum phase { PH_WARMUP, PH_MEASURE, PH_STOP };
 
 static struct {
     agent_client *client;
-    int conc, summarize;
+    int conc, summarize, stream_words;
     const char *message, *model;
+    atomic_llong deltas; /* every delta read, warm-up included (the CPU is the run's) */
     _Atomic int phase;
     atomic_int inflight;
     uint64_t t_measure, t_measure_end;
@@ -104,6 +112,14 @@ static void on_done(void *ud, const struct agent_result *res)
     finish(s, res->status, res->status_details);
 }
 
+static void on_delta(void *ud, const char *text, size_t len)
+{
+    (void)ud;
+    (void)text;
+    (void)len;
+    atomic_fetch_add(&G.deltas, 1);
+}
+
 static void start_call(struct slot *s)
 {
     /* What chatd sends for a first turn on a NEW session (no history). */
@@ -121,7 +137,8 @@ static void start_call(struct slot *s)
     s->in_window = atomic_load(&G.phase) == PH_MEASURE;
     s->t_start = now_ns();
     atomic_fetch_add(&G.inflight, 1);
-    agent_call *call = agent_process(G.client, &req, 0, NULL, on_done, s);
+    agent_call *call = G.stream_words > 0 ? agent_process(G.client, &req, 1, on_delta, on_done, s)
+                                          : agent_process(G.client, &req, 0, NULL, on_done, s);
     if (call == NULL) {
         atomic_fetch_sub(&G.inflight, 1);
         fprintf(stderr, "grpcbench: agent_process could not start a call\n");
@@ -139,8 +156,9 @@ static void sleep_s(double s)
 
 __attribute__((noreturn)) static void usage(void)
 {
-    fprintf(stderr, "usage: grpcbench --target HOST:PORT [--conc C] [--seconds S] [--warmup S]\n"
-                    "                 [--summarize] [--message TEXT] [--model NAME]\n");
+    fprintf(stderr,
+            "usage: grpcbench --target HOST:PORT [--conc C] [--seconds S] [--warmup S]\n"
+            "                 [--summarize] [--stream WORDS] [--message TEXT] [--model NAME]\n");
     exit(2);
 }
 
@@ -152,14 +170,31 @@ int main(int argc, char **argv)
     G.message = "hello from grpcbench";
     G.model = "llama3.1:8b";
     const struct opt opts[] = {
-        {"--target", OPT_STR, &target, NULL},          {"--conc", OPT_INT, &G.conc, NULL},
-        {"--seconds", OPT_DOUBLE, &seconds, NULL},     {"--warmup", OPT_DOUBLE, &warmup, NULL},
-        {"--message", OPT_STR, &G.message, NULL},      {"--model", OPT_STR, &G.model, NULL},
-        {"--summarize", OPT_FLAG, &G.summarize, NULL}, {NULL, OPT_FLAG, NULL, NULL},
+        {"--target", OPT_STR, &target, NULL},
+        {"--conc", OPT_INT, &G.conc, NULL},
+        {"--seconds", OPT_DOUBLE, &seconds, NULL},
+        {"--warmup", OPT_DOUBLE, &warmup, NULL},
+        {"--message", OPT_STR, &G.message, NULL},
+        {"--model", OPT_STR, &G.model, NULL},
+        {"--summarize", OPT_FLAG, &G.summarize, NULL},
+        {"--stream", OPT_INT, &G.stream_words, NULL},
+        {NULL, OPT_FLAG, NULL, NULL},
     };
     opts_parse(argc, argv, opts, usage);
-    if (target == NULL || G.conc < 1 || seconds <= 0)
+    if (target == NULL || G.conc < 1 || seconds <= 0 || G.stream_words < 0 ||
+        G.stream_words > 10000)
         usage();
+    char *words = NULL;
+    if (G.stream_words > 0) {
+        /* "w1 w2 ...": the echo agent streams it back a word at a time. */
+        words = malloc((size_t)G.stream_words * 7 + 1);
+        if (words == NULL)
+            return 1;
+        size_t n = 0;
+        for (int i = 1; i <= G.stream_words; i++)
+            n += (size_t)sprintf(words + n, "%sw%d", i > 1 ? " " : "", i);
+        G.message = words;
+    }
 
     grpc_init();
     G.client = agent_client_create(target, 60);
@@ -197,11 +232,21 @@ int main(int argc, char **argv)
 
     latency_sort(&G.lat);
     double window = (double)(G.t_measure_end - G.t_measure) / 1e9;
+    double cpu = measure_cpu_seconds();
+    long long deltas = atomic_load(&G.deltas);
     printf("direct_grpc conc=%d calls=%lld errors=%lld rps=%.1f p50_us=%u p99_us=%u max_us=%u"
-           " mode=%s cpu_s=%.2f\n",
+           " mode=%s cpu_s=%.2f",
            G.conc, G.done, G.errors, window > 0 ? (double)G.done / window : 0,
            latency_pct(&G.lat, 50), latency_pct(&G.lat, 99), latency_pct(&G.lat, 100),
-           G.summarize ? "process+summarize" : "process", measure_cpu_seconds());
+           G.stream_words > 0 ? "stream"
+           : G.summarize      ? "process+summarize"
+                              : "process",
+           cpu);
+    if (G.stream_words > 0)
+        printf(" deltas=%lld cpu_ms_per_1k=%.2f", deltas,
+               deltas > 0 ? cpu * 1e6 / (double)deltas : 0);
+    printf("\n");
+    free(words);
     latency_free(&G.lat);
     free(G.slots);
     return 0;

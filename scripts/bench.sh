@@ -248,6 +248,22 @@ cpu_ticks() {
     done
     echo "$t"
 }
+# CPU ticks of a chatd's threads: "cq svc rest", the agent's completion-queue
+# thread (named agent-cq), the service thread (the process's first), the rest.
+thread_ticks() {
+    local t cq=0 svc=0 rest=0 v
+    for t in /proc/"$1"/task/*; do
+        v=$(awk '{ print $14 + $15 }' "$t/stat" 2>/dev/null || echo 0)
+        if [[ $(cat "$t/comm" 2>/dev/null) == agent-cq ]]; then
+            cq=$((cq + v))
+        elif [[ ${t##*/} == "$1" ]]; then
+            svc=$((svc + v))
+        else
+            rest=$((rest + v))
+        fi
+    done
+    echo "$cq $svc $rest"
+}
 pg_pids() { # the postmaster and its children (chatd's backends among them)
     local pm
     pm=$(head -n 1 "$DATA/pg/postmaster.pid")
@@ -386,7 +402,9 @@ echo " frames <= pieces); lag: receive time minus"
 echo " that stamp, one clock; steady: the words sent 2 s or more after the turns, past the burst of"
 echo " 2,000 turns starting at once; the last word of each reply comes with its end, unstamped; CPU per"
 echo " 1,000 pieces is chatd's)"
-printf '%-34s %6s %9s %9s %8s %6s %5s %6s %10s %10s %10s %10s %10s %6s %7s %9s %5s %7s %7s %7s %6s\n' what turns pieces expected frames order dups wrong lag_p50_us lag_p99_us lag_max_us steady_p50 steady_p99 errors chatd% cpu/1k pg% redis% agent% client% host%
+echo " by chatd's threads: cq, the agent's completion-queue thread (gRPC reads); svc, the service"
+echo " thread (WebSocket frames); rest, the workers and the Redis threads; each in ms per 1,000 pieces)"
+printf '%-34s %6s %9s %9s %8s %6s %5s %6s %10s %10s %10s %10s %10s %6s %7s %9s %5s %7s %7s %7s %6s %6s %6s %7s\n' what turns pieces expected frames order dups wrong lag_p50_us lag_p99_us lag_max_us steady_p50 steady_p99 errors chatd% cpu/1k pg% redis% agent% client% host% cq/1k svc/1k rest/1k
 # RESUMABLE_STREAMS=0 first (each delta only to its connection), then 1 (each
 # also appended to the session's Redis stream and published on its turn
 # channel, for code 16), then 1 with every stream's user also subscribed
@@ -423,12 +441,12 @@ for spec in "${specs[@]}"; do
     fi
     flag=
     [[ $mode == subscribed ]] && flag=--resume
-    c0=$(cpu_ticks "$CHATD_PID")
+    c0=$(cpu_ticks "$CHATD_PID") th0=$(thread_ticks "$CHATD_PID")
     run_cpu timeout -k 5 300 "$BUILD/streambench" --url "$URL" --users "$DATA/stream_users.txt" \
         --conns "$n" --words "$STREAM_WORDS" --timeout 200 --ramp 256 $flag
-    c1=$(cpu_ticks "$CHATD_PID")
+    c1=$(cpu_ticks "$CHATD_PID") th1=$(thread_ticks "$CHATD_PID")
     d=$(field "$OUT" pieces)
-    printf '%-34s %6s %9s %9s %8s %6s %5s %6s %10s %10s %10s %10s %10s %6s %7s %9s %5s %7s %7s %7s %6s\n' \
+    printf '%-34s %6s %9s %9s %8s %6s %5s %6s %10s %10s %10s %10s %10s %6s %7s %9s %5s %7s %7s %7s %6s %6s %6s %7s\n' \
         "$n, $ph, resumable $res$([[ $mode == subscribed ]] && echo ", sub")" \
         "$(field "$OUT" turns_done)" "$d" "$(field "$OUT" pieces_expected)" "$(field "$OUT" frames)" \
         "$(field "$OUT" out_of_order)" "$(field "$OUT" duplicates)" "$(field "$OUT" wrong_words)" \
@@ -436,9 +454,26 @@ for spec in "${specs[@]}"; do
         "$(field "$OUT" steady_p50_us)" "$(field "$OUT" steady_p99_us)" \
         "$(field "$OUT" errors)" "$CHATD_CPU" \
         "$(awk -v t=$((c1 - c0)) -v hz="$CLK_TCK" -v d="${d:-0}" 'BEGIN { printf "%.1f ms", (d > 0 ? t / hz / d * 1e6 : 0) }')" \
-        "$PG_CPU" "$REDIS_CPU" "$AGENT_CPU" "$CLIENT_CPU" "$HOST_CPU"
+        "$PG_CPU" "$REDIS_CPU" "$AGENT_CPU" "$CLIENT_CPU" "$HOST_CPU" \
+        $(awk -v a="$th0" -v b="$th1" -v hz="$CLK_TCK" -v d="${d:-0}" 'BEGIN {
+            split(a, x, " "); split(b, y, " ")
+            for (i = 1; i <= 3; i++) printf "%.1f ", (d > 0 ? (y[i] - x[i]) / hz / d * 1e6 : 0) }')
 done
 printf '%-40s %s\n' "chatd VmRSS after (KiB)" "$(status_of "$CHATD_PID" VmRSS)"
+# The anchor: the same agent's deltas read with nothing else to do, by
+# grpcbench --stream (gRPC C core and chatd's own agent code, src/agent/),
+# at each stream count above: what reading a delta costs any process here,
+# beside chatd's cq/1k.
+echo
+echo "(anchor: grpcbench --stream $STREAM_WORDS, the same agent's streamed replies read and dropped, as many"
+echo " calls at once as the rows' streams; CPU of the whole grpcbench process per 1,000 deltas)"
+printf '%-34s %9s %10s\n' what deltas cpu/1k
+for n in $(for spec in "${specs[@]}"; do echo "${spec%% *}"; done | sort -un); do
+    g=$(timeout -k 5 120 "$BUILD/grpcbench" --target "127.0.0.1:$AGENT_PORT" --conc "$n" --seconds 8 \
+        --warmup 2 --stream "$STREAM_WORDS" 2>>"$DATA/client.err") || say "grpcbench exited with status $?"
+    echo "$g" >>"$DATA/raw.txt"
+    printf '%-34s %9s %7s ms\n' "direct gRPC, $n streams" "$(field "$g" deltas)" "$(field "$g" cpu_ms_per_1k)"
+done
 }
 
 report_tail() {

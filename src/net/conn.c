@@ -1,8 +1,13 @@
 /* conn.c - WebSocket connections on the service thread (see conn.h).
  *
- * Shape (as in lws minimal-examples/ws-server-threads): frames are written
- * only from LWS_CALLBACK_SERVER_WRITEABLE, one per callback; what workers
- * and the agent thread produce arrives as outbox posts (conn_apply). */
+ * Shape (as in lws minimal-examples/ws-server-threads): what workers and
+ * the agent thread produce arrives as outbox posts (conn_apply); frames are
+ * written from LWS_CALLBACK_SERVER_WRITEABLE, and, for a connection with
+ * nothing waiting in lws, right after the posts are applied
+ * (conn_write_held). That is still the service thread, outside any
+ * callback of the connection, and lws_write keeps the order itself: a
+ * write while lws holds part of an earlier one is appended behind it
+ * (lws_issue_raw). A ping and the close always wait for WRITEABLE. */
 #include "net/conn.h"
 
 #include <stdio.h>
@@ -62,8 +67,15 @@ static void conn_effects(struct conn *c, int fx)
         lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, c->slow_close_seconds);
     if ((fx & CONNQ_UNSLOW) != 0)
         lws_set_timeout(c->wsi, NO_PENDING_TIMEOUT, 0);
-    if ((fx & CONNQ_WRITE) != 0)
+    if ((fx & CONNQ_WRITE) == 0)
+        return;
+    if (!c->cs->holding) {
         lws_callback_on_writable(c->wsi);
+    } else if (!c->write_due) {
+        c->write_due = 1;
+        c->due_next = c->cs->due;
+        c->cs->due = c;
+    }
 }
 
 static void conn_send(struct conn *c, char *frame, size_t len)
@@ -440,6 +452,47 @@ static int conn_write_joined(struct conn *c, struct connq_msg *m)
     return k;
 }
 
+/* Writes the frames queued, from the head, while the socket takes them;
+ * asks for a writable callback for the rest. 0, or -1 when a write failed. */
+static int conn_write_queued(struct conn *c)
+{
+    struct connq_msg *m = connq_head(&c->q);
+    /* Several frames in one go while the socket takes them: a stream's
+     * deltas that queued up meanwhile go out now, not each after another
+     * round of the event loop. A frame is still written whole; the close
+     * stays alone, last. lws's way: after each write, stop if it had to
+     * keep part of it (the socket is full; it sends the rest before our
+     * next writable callback), which costs no system call where
+     * lws_send_pipe_choked() polls the socket. */
+    for (int i = 0; i < CONN_WRITES_PER_CALLBACK; i++) {
+        if (m == NULL || (i > 0 && m->is_close))
+            break;
+        int k = c->behind ? conn_write_joined(c, m) : 0;
+        if (k == 0) {
+            int n = lws_write(c->wsi, m->buf + LWS_PRE, m->len, LWS_WRITE_TEXT);
+            k = n < (int)m->len ? -1 : 1;
+        }
+        if (k < 0) {
+            log_warn("event=write_failed conn=%llu", (unsigned long long)c->id);
+            return -1;
+        }
+        /* Each frame's effects in turn (reading paused or resumed as
+         * the queue shrinks); the writable callback once, below. */
+        while (k-- > 0)
+            conn_effects(c, connq_sent(&c->q) & ~CONNQ_WRITE);
+        m = connq_head(&c->q);
+        if (lws_partial_buffered(c->wsi)) {
+            c->behind = m != NULL; /* the socket is full: what waits may be joined */
+            break;
+        }
+    }
+    if (m == NULL)
+        c->behind = 0; /* caught up */
+    else
+        lws_callback_on_writable(c->wsi);
+    return 0;
+}
+
 int conn_writeable(struct conns *cs, struct conn *c)
 {
     (void)cs;
@@ -468,40 +521,35 @@ int conn_writeable(struct conns *cs, struct conn *c)
                          strlen(why));
         return -1;
     }
-    /* Several frames in one callback while the socket takes them: a
-     * stream's deltas that queued up meanwhile go out now, not each after
-     * another round of the event loop. A frame is still written whole;
-     * the close stays alone, last. lws's way: after each write, stop if
-     * it had to keep part of it (the socket is full; it sends the rest
-     * before our next writable callback), which costs no system call
-     * where lws_send_pipe_choked() polls the socket. */
-    for (int i = 0; i < CONN_WRITES_PER_CALLBACK; i++) {
-        if (i > 0 && (m == NULL || m->is_close))
-            break;
-        int k = c->behind ? conn_write_joined(c, m) : 0;
-        if (k == 0) {
-            int n = lws_write(c->wsi, m->buf + LWS_PRE, m->len, LWS_WRITE_TEXT);
-            k = n < (int)m->len ? -1 : 1;
+    return conn_write_queued(c);
+}
+
+void conn_hold_writes(struct conns *cs) { cs->holding = 1; }
+
+void conn_write_held(struct conns *cs)
+{
+    cs->holding = 0;
+    while (cs->due != NULL) {
+        struct conn *c = cs->due;
+        cs->due = c->due_next;
+        c->due_next = NULL;
+        c->write_due = 0;
+        struct connq_msg *m = connq_head(&c->q);
+        if (m == NULL)
+            continue;
+        /* What lws still holds goes first, and the ping and the close are
+         * WRITEABLE's; a connection that fell behind joins its deltas
+         * there. Each of these has a writable callback coming or asks for
+         * one here. */
+        if (c->ping_due || m->is_close || c->behind || lws_partial_buffered(c->wsi)) {
+            lws_callback_on_writable(c->wsi);
+            continue;
         }
-        if (k < 0) {
-            log_warn("event=write_failed conn=%llu", (unsigned long long)c->id);
-            return -1;
-        }
-        /* Each frame's effects in turn (reading paused or resumed as
-         * the queue shrinks); the writable callback once, below. */
-        while (k-- > 0)
-            conn_effects(c, connq_sent(&c->q) & ~CONNQ_WRITE);
-        m = connq_head(&c->q);
-        if (lws_partial_buffered(c->wsi)) {
-            c->behind = m != NULL; /* the socket is full: what waits may be joined */
-            break;
-        }
+        /* Outside a callback a failed write cannot close by returning -1:
+         * lws closes it on its next turn. */
+        if (conn_write_queued(c) != 0)
+            lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
     }
-    if (m == NULL)
-        c->behind = 0; /* caught up */
-    else
-        lws_callback_on_writable(c->wsi);
-    return 0;
 }
 
 int conn_open(struct conns *cs, struct lws *wsi, struct conn *c)
@@ -510,6 +558,7 @@ int conn_open(struct conns *cs, struct lws *wsi, struct conn *c)
     if (peers_add(cs->peers, c->addr) != 0)
         return -1;
     c->wsi = wsi;
+    c->cs = cs;
     c->id = ++cs->next_id;
     connq_init(&c->q, LWS_PRE, (size_t)cfg->max_output_bytes_per_conn, cfg->max_inflight_per_conn);
     c->slow_close_seconds = cfg->slow_reader_close_seconds;
@@ -530,6 +579,14 @@ void conn_close(struct conns *cs, struct conn *c)
         log_warn("event=slow_reader_closed conn=%llu addr=%s unsent_bytes=%zu",
                  (unsigned long long)c->id, c->addr, c->q.out_bytes);
     conn_unlink(cs, c);
+    if (c->write_due) {
+        struct conn **pp = &cs->due;
+        while (*pp != NULL && *pp != c)
+            pp = &(*pp)->due_next;
+        if (*pp == c)
+            *pp = c->due_next;
+        c->write_due = 0;
+    }
     cs->n--;
     peers_remove(cs->peers, c->addr);
     buf_free(&c->rx);

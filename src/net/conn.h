@@ -64,6 +64,12 @@ struct conn {
      * frame or a pong), monotonic seconds; a ping waits for WRITEABLE. */
     int64_t heard;
     unsigned char ping_due, ping_sent, hung_up;
+
+    /* Frames queued while the table held writes (conn_hold_writes): the
+     * connection is listed in conns.due, to be written when they end. */
+    struct conns *cs;
+    struct conn *due_next;
+    int write_due;
 };
 
 /* Every connection of the server. */
@@ -75,6 +81,8 @@ struct conns {
     struct conn *live[CONN_BUCKETS]; /* by live_user */
     uint64_t next_id;
     int n;
+    int holding;      /* conn_hold_writes .. conn_write_held */
+    struct conn *due; /* the connections owed a write meanwhile */
 };
 
 /* LWS_CALLBACK_ESTABLISHED: c is the connection's user space. 0, or -1 to
@@ -82,7 +90,8 @@ struct conns {
 int conn_open(struct conns *cs, struct lws *wsi, struct conn *c);
 /* LWS_CALLBACK_RECEIVE. 0, or -1 to close. */
 int conn_receive(struct conns *cs, struct conn *c, const void *in, size_t len);
-/* LWS_CALLBACK_SERVER_WRITEABLE: one frame. 0, or -1 to close. */
+/* LWS_CALLBACK_SERVER_WRITEABLE: a ping, the close, or the frames queued
+ * while the socket takes them. 0, or -1 to close. */
 int conn_writeable(struct conns *cs, struct conn *c);
 /* LWS_CALLBACK_CLOSED: its turns are cancelled (what committed stays). */
 void conn_close(struct conns *cs, struct conn *c);
@@ -91,6 +100,16 @@ void conn_close(struct conns *cs, struct conn *c);
  * answers of codes 14 and 16) or for the connections of a user (live); a
  * connection that has gone drops it. Takes what it keeps from p. */
 void conn_apply(struct conns *cs, struct outbox_post *p);
+
+/* Between these two calls (the service thread applying the outbox's posts,
+ * outside any callback of a connection) a connection that gets frames
+ * asks for no writable callback: conn_write_held writes them then, each
+ * connection's in one go, and asks lws for a writable callback only for
+ * what its socket would not take. A stream's delta thus costs one write
+ * and no change of the poll set (two epoll_ctl calls and a turn of the
+ * loop per frame before). */
+void conn_hold_writes(struct conns *cs);
+void conn_write_held(struct conns *cs);
 
 /* Closes every connection with status once its queued frames are out. */
 void conn_close_all(struct conns *cs, int status);

@@ -52,6 +52,7 @@ static void server_wake(void *arg) { lws_cancel_service(arg); }
 static void server_drain(struct server *srv)
 {
     struct outbox_post *p = outbox_take(srv->app->outbox);
+    conn_hold_writes(&srv->conns);
     while (p != NULL) {
         struct outbox_post *next = p->next;
         if (p->kind == OUTBOX_HTTP) {
@@ -68,6 +69,7 @@ static void server_drain(struct server *srv)
         outbox_post_free(p);
         p = next;
     }
+    conn_write_held(&srv->conns);
 }
 
 /* ------------------------------------------------------------- callback */
