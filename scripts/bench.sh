@@ -44,7 +44,8 @@
 # Knobs: BENCH_SECONDS (5) per measurement, BENCH_WARMUP (1),
 # BENCH_IDLE_CONNS (1000), BENCH_BURST (2000), BENCH_WORKERS (4: chatd's
 # WORKER_THREADS), BENCH_BUILD_DIR (build-bench),
-# BENCH_NO_BUILD=1 (run what build-bench already holds), BENCH_LIMIT_S (840,
+# BENCH_NO_BUILD=1 (run what build-bench already holds), BENCH_PIN=1
+# (PostgreSQL on CPU 0, the rest on CPU 1; pin_cores), BENCH_LIMIT_S (840,
 # the whole run's time limit), KEEP_BENCH_DATA=1 (keep the temp dir with
 # every log for a post-mortem).
 set -euo pipefail
@@ -173,6 +174,23 @@ export CHATD_ENV_FILE=/dev/null
 say "PostgreSQL on $PG_PORT and Redis on $REDIS_PORT (CHATD_PG_FAST=1: fsync off)"
 CHATD_PG_FAST=1 "$REPO/scripts/services.sh" start "$DATA" "$PG_PORT" "$REDIS_PORT" 2>"$DATA/services.log" ||
     { cat "$DATA/services.log" >&2; die "services did not start"; }
+
+# BENCH_PIN=1: PostgreSQL (the postmaster and the backends it forks) on CPU 0,
+# everything else (this script and what it starts: chatd, the agent, the
+# clients, pgbench's client, Redis) on CPU 1. On a 2-core machine it says
+# which side bounds a turn: the database with a core of its own, or the rest
+# with the other. Again after each restart of PostgreSQL.
+pin_cores() {
+    [[ ${BENCH_PIN:-0} == 1 ]] || return 0
+    local pm
+    pm=$(head -n 1 "$DATA/pg/postmaster.pid")
+    taskset -a -cp 0 "$pm" >/dev/null
+    for p in $(ps -o pid= --ppid "$pm"); do taskset -a -cp 0 "$p" >/dev/null 2>&1 || true; done
+    taskset -cp 1 $$ >/dev/null
+    taskset -a -cp 1 "$(cat "$DATA/redis.pid")" >/dev/null
+}
+pin_cores
+[[ ${BENCH_PIN:-0} != 1 ]] || say "BENCH_PIN=1: PostgreSQL on CPU 0, everything else on CPU 1"
 
 psql_q() { PGPASSWORD=chatd psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U chatd -d chatd -v ON_ERROR_STOP=1 "$@"; }
 
@@ -736,10 +754,12 @@ EOF
     say "restarting PostgreSQL with fsync on"
     if CHATD_PG_FAST=0 "$REPO/scripts/services.sh" restart-pg "$DATA" "$PG_PORT" 2>>"$DATA/services.log"; then
         sleep 1
+        pin_cores
         store_pair "on"
         CHATD_PG_FAST=1 "$REPO/scripts/services.sh" restart-pg "$DATA" "$PG_PORT" 2>>"$DATA/services.log" ||
             die "PostgreSQL did not come back (see $DATA/services.log)"
         sleep 1
+        pin_cores
     else
         say "WARNING: PostgreSQL did not restart with fsync on (see $DATA/services.log)"
     fi
