@@ -282,6 +282,20 @@ thread_ticks() {
     done
     echo "$cq $svc $rest"
 }
+# PostgreSQL's CPU ticks so far: the postmaster's own and those of its
+# children that have ended (it waits for them: cutime, cstime), and the
+# running children's, so that backends of a pgbench run that come and go
+# within a measurement count too.
+pg_total_ticks() {
+    local pm p t v
+    pm=$(head -n 1 "$DATA/pg/postmaster.pid")
+    t=$(awk '{ print $14 + $15 + $16 + $17 }' "/proc/$pm/stat" 2>/dev/null || echo 0)
+    for p in $(ps -o pid= --ppid "$pm"); do
+        v=$(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)
+        t=$((t + v))
+    done
+    echo "$t"
+}
 pg_pids() { # the postmaster and its children (chatd's backends among them)
     local pm
     pm=$(head -n 1 "$DATA/pg/postmaster.pid")
@@ -722,14 +736,39 @@ EOF
         p50=$(field "$OUT" p50_us) p99=$(field "$OUT" p99_us) errs=$(field "$OUT" errors) cpu_c=$CHATD_CPU cpu_p=$PG_CPU
         # the same turns from 32 users, one a connection: no two turns share
         # a user's balance, its lock or its reservations
+        local th0 th1 ok0 ok1 a0 a1
+        local g0 g1
+        th0=$(thread_ticks "$CHATD_PID") ok0=$(metric_value "$TURN_OK") a0=$(cpu_ticks "$AGENT_PID") g0=$(pg_total_ticks)
         timeout -k 5 120 "$BUILD/wsbench" --url "$URL" --users "$DATA/c2_users.txt" --code 3 --session PERCONN --conns 32 --seconds "$SECS" --warmup "$WARM" --timeout 20 >"$DATA/c2_multi.out" 2>>"$DATA/client.err" || true
+        th1=$(thread_ticks "$CHATD_PID") ok1=$(metric_value "$TURN_OK") a1=$(cpu_ticks "$AGENT_PID") g1=$(pg_total_ticks)
         multi=$(field "$(cat "$DATA/c2_multi.out")" rps)
+        # CPU per turn of the 32-user run, warm-up included, over every turn
+        # it completed (chatd's own count): by chatd's thread, and the agent's.
+        C2_SPLIT=$(awk -v a="$th0" -v b="$th1" -v n=$((ok1 - ok0)) -v g=$((a1 - a0)) -v q=$((g1 - g0)) -v hz="$CLK_TCK" 'BEGIN {
+            split(a, x, " "); split(b, y, " "); if (n <= 0) { print "no turns"; exit }
+            printf "cq %.3f, svc %.3f, rest %.3f, chatd %.3f, agent %.3f, PostgreSQL %.3f ms (%d turns)",
+                (y[1] - x[1]) / hz / n * 1e3, (y[2] - x[2]) / hz / n * 1e3, (y[3] - x[3]) / hz / n * 1e3,
+                (y[1] + y[2] + y[3] - x[1] - x[2] - x[3]) / hz / n * 1e3, g / hz / n * 1e3, q / hz / n * 1e3, n }')
         # A B B A: the rows all runs write get slower as their versions pile up,
         # so each kind runs once early and once late.
         local a1 b1 b2 a2 m1 m2 pgm
+        local q0 q1 mt0 mt1
+        local kids
+        kids=$(ps -o pid= --ppid "$(head -n 1 "$DATA/pg/postmaster.pid")" | wc -l)
+        q0=$(pg_total_ticks) mt0=$(psql_q -tAc "select xact_commit from pg_stat_database where datname = 'chatd'")
         m1=$(pgbench_store M)
+        # pgbench's backends count once the postmaster has reaped them
+        for ((i = 0; i < 100; i++)); do
+            (($(ps -o pid= --ppid "$(head -n 1 "$DATA/pg/postmaster.pid")" | wc -l) <= kids)) && break
+            sleep 0.05
+        done
+        q1=$(pg_total_ticks) mt1=$(psql_q -tAc "select xact_commit from pg_stat_database where datname = 'chatd'")
         a1=$(pgbench_store 1) b1=$(pgbench_store 0) b2=$(pgbench_store 0) a2=$(pgbench_store 1)
         m2=$(pgbench_store M)
+        # PostgreSQL's CPU per minimal transaction (its processes' ticks over
+        # the commits of the first run): the database's side of the ratio.
+        C2_SPLIT+=$(awk -v t=$((q1 - q0)) -v n=$((mt1 - mt0)) -v hz="$CLK_TCK" 'BEGIN {
+            printf "; PostgreSQL per minimal transaction %.3f ms", (n > 0 ? t / hz / n * 1e3 : 0) }')
         pgb=$(((${a1:-0} + ${a2:-0}) / 2))
         pgb0=$(((${b1:-0} + ${b2:-0}) / 2))
         pgm=$(((${m1:-0} + ${m2:-0}) / 2))
@@ -739,6 +778,7 @@ EOF
             "$(awk -v a="$chatd_rps" -v b="${pgm:-0}" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')" \
             "$(awk -v a="${multi:-0}" -v b="${pgm:-0}" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')" \
             "$p50" "$p99" "$errs" "$cpu_c" "$cpu_p"
+        printf '%-10s CPU per turn, 32 users: %s\n' "" "$C2_SPLIT"
     }
     echo "(pgbench: -c 32 -j 2 -M prepared, a transaction = chatd's lease_take + turn_store statements, $DATA/pgbench_store1.sql;"
     echo " no_reserve: the same statements without the reservation, $DATA/pgbench_store0.sql; each the mean of two runs, A B B A;"
