@@ -296,6 +296,7 @@ pg_total_ticks() {
     done
     echo "$t"
 }
+pg_children() { ps -o pid= --ppid "$(head -n 1 "$DATA/pg/postmaster.pid")" | wc -l; }
 pg_pids() { # the postmaster and its children (chatd's backends among them)
     local pm
     pm=$(head -n 1 "$DATA/pg/postmaster.pid")
@@ -736,15 +737,15 @@ EOF
         p50=$(field "$OUT" p50_us) p99=$(field "$OUT" p99_us) errs=$(field "$OUT" errors) cpu_c=$CHATD_CPU cpu_p=$PG_CPU
         # the same turns from 32 users, one a connection: no two turns share
         # a user's balance, its lock or its reservations
-        local th0 th1 ok0 ok1 a0 a1
-        local g0 g1
-        th0=$(thread_ticks "$CHATD_PID") ok0=$(metric_value "$TURN_OK") a0=$(cpu_ticks "$AGENT_PID") g0=$(pg_total_ticks)
+        local th0 th1 ok0 ok1 ag0 ag1 g0 g1
+        th0=$(thread_ticks "$CHATD_PID") ok0=$(metric_value "$TURN_OK") ag0=$(cpu_ticks "$AGENT_PID") g0=$(pg_total_ticks)
         timeout -k 5 120 "$BUILD/wsbench" --url "$URL" --users "$DATA/c2_users.txt" --code 3 --session PERCONN --conns 32 --seconds "$SECS" --warmup "$WARM" --timeout 20 >"$DATA/c2_multi.out" 2>>"$DATA/client.err" || true
-        th1=$(thread_ticks "$CHATD_PID") ok1=$(metric_value "$TURN_OK") a1=$(cpu_ticks "$AGENT_PID") g1=$(pg_total_ticks)
+        th1=$(thread_ticks "$CHATD_PID") ok1=$(metric_value "$TURN_OK") ag1=$(cpu_ticks "$AGENT_PID") g1=$(pg_total_ticks)
         multi=$(field "$(cat "$DATA/c2_multi.out")" rps)
         # CPU per turn of the 32-user run, warm-up included, over every turn
-        # it completed (chatd's own count): by chatd's thread, and the agent's.
-        C2_SPLIT=$(awk -v a="$th0" -v b="$th1" -v n=$((ok1 - ok0)) -v g=$((a1 - a0)) -v q=$((g1 - g0)) -v hz="$CLK_TCK" 'BEGIN {
+        # it completed (chatd's own count): by chatd's thread, the agent's and
+        # PostgreSQL's.
+        C2_SPLIT=$(awk -v a="$th0" -v b="$th1" -v n=$((ok1 - ok0)) -v g=$((ag1 - ag0)) -v q=$((g1 - g0)) -v hz="$CLK_TCK" 'BEGIN {
             split(a, x, " "); split(b, y, " "); if (n <= 0) { print "no turns"; exit }
             printf "cq %.3f, svc %.3f, rest %.3f, chatd %.3f, agent %.3f, PostgreSQL %.3f ms (%d turns)",
                 (y[1] - x[1]) / hz / n * 1e3, (y[2] - x[2]) / hz / n * 1e3, (y[3] - x[3]) / hz / n * 1e3,
@@ -752,14 +753,13 @@ EOF
         # A B B A: the rows all runs write get slower as their versions pile up,
         # so each kind runs once early and once late.
         local a1 b1 b2 a2 m1 m2 pgm
-        local q0 q1 mt0 mt1
-        local kids
-        kids=$(ps -o pid= --ppid "$(head -n 1 "$DATA/pg/postmaster.pid")" | wc -l)
+        local q0 q1 mt0 mt1 kids i
+        kids=$(pg_children)
         q0=$(pg_total_ticks) mt0=$(psql_q -tAc "select xact_commit from pg_stat_database where datname = 'chatd'")
         m1=$(pgbench_store M)
         # pgbench's backends count once the postmaster has reaped them
         for ((i = 0; i < 100; i++)); do
-            (($(ps -o pid= --ppid "$(head -n 1 "$DATA/pg/postmaster.pid")" | wc -l) <= kids)) && break
+            (($(pg_children) <= kids)) && break
             sleep 0.05
         done
         q1=$(pg_total_ticks) mt1=$(psql_q -tAc "select xact_commit from pg_stat_database where datname = 'chatd'")
