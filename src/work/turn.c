@@ -454,9 +454,21 @@ static void turn_drop_file(struct worker *w, struct turn *t)
     log_info("event=turn_file_removed session=%s file=%s", t->session_id, t->file_name);
 }
 
+/* A turn alone that ends without storing gives its lease and the money it
+ * reserved back before its last frame goes out (a stored one's store
+ * statement does both): a client that sends its next turn as soon as it
+ * has the answer must find its balance whole, not less this turn's hold.
+ * An answer side by side leaves that to its group's end (turn_end). */
+static void turn_let_go(struct worker *w, struct turn *t)
+{
+    if (t->group == NULL)
+        turn_drop_lease(w, t);
+}
+
 static void turn_fail(struct worker *w, struct turn *t, enum turn_error e)
 {
     turn_drop_file(w, t);
+    turn_let_go(w, t);
     turn_push_error(t, e);
 }
 
@@ -484,6 +496,7 @@ static void turn_answer_resent(struct worker *w, struct turn *t)
     json_t *data = NULL;
     size_t len = 0;
     turn_drop_file(w, t);
+    turn_let_go(w, t);
     char *frame =
         resend_data(&w->pg, t->code, t->user_id, turn_client_key(t, key), &data) == RESEND_FOUND
             ? proto_encode_reply(t->code, data, &len)

@@ -326,8 +326,11 @@ class Page(unittest.TestCase):
         target.find_element(By.CSS_SELECTOR, "button.rate[data-rating='1']").click()
         self.wait(lambda: self.db.one("select rating from message_feedback where session_id = %s and seq = 41",
                                       (sid,)) == 1, "the rating stored")
-        self.assertEqual(target.find_element(By.CSS_SELECTOR, "button.rate[data-rating='1']")
-                         .get_attribute("aria-pressed"), "true")
+        # The page shows it when chatd's answer arrives, which comes after the
+        # commit the line above saw: waited for, not read at once (a CI run
+        # under load read it before the answer).
+        self.wait(lambda: d.find_element(By.CSS_SELECTOR, "#messages .msg[data-seq='41'] button.rate[data-rating='1']")
+                  .get_attribute("aria-pressed") == "true", "the rating shown")
         # scrolling down from the jump reaches the newest message
         for _ in range(20):
             d.execute_script("const s = document.getElementById('scroller'); s.scrollTop = s.scrollHeight;")
