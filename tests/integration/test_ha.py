@@ -353,6 +353,13 @@ class Failover(unittest.TestCase):
                 "   and query like '%%chat_messages%%' and query like '%%turn_leases%%'"),
                 "the store waiting for the standby", tries=600, delay=0.05)
             self.cluster.query("select pg_terminate_backend(%s)", (waiting[0][0],))
+            # Gone before the standby may answer: a backend that only ran
+            # after the receivers were resumed found its commit
+            # acknowledged first and answered it, and was terminated after
+            # (a CI run under load: stored, no outcome to resolve).
+            wait_for(lambda: not self.cluster.query("select 1 from pg_stat_activity where pid = %s",
+                                                    (waiting[0][0],)),
+                     "the store's backend gone", tries=600, delay=0.05)
         finally:
             # (chatd's look-up locks the session row, which waits for the
             # standby too)
