@@ -36,6 +36,18 @@ def pairs(history_json):
     return [(m["role"], m["content"]) for m in json.loads(history_json)]
 
 
+
+def balance_and_unspent(db, uid, start):
+    """The user's balance, and start less what the ledger says was spent,
+    read in one snapshot: the session's title is charged on its own after
+    the first reply, and a CI run under load saw its charge fall between
+    two separate reads of the ledger and the balance."""
+    (balance, unspent), = db.query(
+        "select balance, %s - coalesce((select sum(cost) from usage_ledger l where l.user_id = u.user_id), 0)"
+        "  from user_data u where user_id = %s", (start, uid))
+    return balance, unspent
+
+
 class TreeCase(ClientCase):
     def chats(self, uid, sid, c=None):
         r = (c or self.c).req(2, {"user_id": uid, "session_id": sid})
@@ -145,8 +157,7 @@ class Tree(TreeCase):
         self.assertEqual([c for _, c in pairs(rec["chat_history"])][2], "second question, better")
         self.assertEqual(self.tree(sid)[6][:3], (6, 5, "user"))
         # each turn charged once: balance = start - ledger
-        spent = self.db.one("select sum(cost) from usage_ledger where user_id = %s", (uid,))
-        self.assertEqual(self.db.one("select balance from user_data where user_id = %s", (uid,)), 10 - spent)
+        self.assertEqual(*balance_and_unspent(self.db, uid, 10))
         self.assertEqual(self.db.one("select count(*) from usage_ledger where user_id = %s and kind = 'turn'",
                                      (uid,)), 4)
 
@@ -247,8 +258,7 @@ class Tree(TreeCase):
         ledger = self.db.query("select seq, model_name from usage_ledger where session_id = %s and kind = 'turn'"
                                " and seq >= 4 order by seq", (sid,))
         self.assertEqual(sorted(m for _, m in ledger), sorted(models))
-        spent = self.db.one("select sum(cost) from usage_ledger where user_id = %s", (uid,))
-        self.assertEqual(self.db.one("select balance from user_data where user_id = %s", (uid,)), 10 - spent)
+        self.assertEqual(*balance_and_unspent(self.db, uid, 10))
         msgs = self.page(uid, sid)["messages"]
         self.assertEqual((msgs[-1]["siblings"], msgs[-1]["sibling_index"]), (4, 3))
         self.assertEqual(self.leaf(sid), 6)
@@ -742,8 +752,7 @@ class TreeRandom(unittest.TestCase):
                 self.assertEqual(r["data"]["active_leaf"], new_leaf)
             # the new path: the old one (to end), the question, the answer
             self.assertEqual(self.path(after, new_leaf), want + [("user", msg), ("assistant", r["data"]["message"])])
-            start = self.db.one("select 100 - coalesce(sum(cost), 0) from usage_ledger where user_id = %s", (uid,))
-            self.assertEqual(self.db.one("select balance from user_data where user_id = %s", (uid,)), start)
+            self.assertEqual(*balance_and_unspent(self.db, uid, 100))
         for x in c:
             x.close()
         done.append(sid)
