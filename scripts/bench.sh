@@ -287,14 +287,9 @@ thread_ticks() {
 # running children's, so that backends of a pgbench run that come and go
 # within a measurement count too.
 pg_total_ticks() {
-    local pm p t v
-    pm=$(head -n 1 "$DATA/pg/postmaster.pid")
-    t=$(awk '{ print $14 + $15 + $16 + $17 }' "/proc/$pm/stat" 2>/dev/null || echo 0)
-    for p in $(ps -o pid= --ppid "$pm"); do
-        v=$(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)
-        t=$((t + v))
-    done
-    echo "$t"
+    local reaped
+    reaped=$(awk '{ print $16 + $17 }' "/proc/$(head -n 1 "$DATA/pg/postmaster.pid")/stat" 2>/dev/null || echo 0)
+    echo $((reaped + $(cpu_ticks $(pg_pids))))
 }
 pg_children() { ps -o pid= --ppid "$(head -n 1 "$DATA/pg/postmaster.pid")" | wc -l; }
 pg_pids() { # the postmaster and its children (chatd's backends among them)
