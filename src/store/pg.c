@@ -90,6 +90,20 @@
     "    from path p, l join chat_messages m on m.session_id = l.session_id"                       \
     "   where m.seq = p.parent_seq)"
 
+/* A session's last activity (updated_at) moves on with a stored turn
+ * only once it is PG_ACTIVITY_STEP old. The column is indexed (the
+ * sweeper's order, migration 0013), and an update that changes an
+ * indexed column cannot be a heap-only one: it inserts into every index
+ * of the row, the name's GIN index among them, where the next_seq and
+ * active_leaf a turn moves are indexed by none. Left as it is, the update
+ * stays on its page and writes no index (docs/BENCHMARKS.md, issue 26).
+ * The sweeps subtract the step, so that a session goes at most one step
+ * late and never early. */
+#define PG_ACTIVITY_STEP "interval '1 minute'"
+#define PG_ACTIVITY_MOVED                                                                          \
+    "case when updated_at < clock_timestamp() - " PG_ACTIVITY_STEP " then clock_timestamp()"       \
+    " else updated_at end"
+
 /* What both turn-store statements do once s (the session, returning the
  * base seq) has run; found is the "session found" column, reply_marked
  * the parameter that says the reply carries the stop marker already. The
@@ -452,7 +466,7 @@ static const struct {
                        "     d as (select stopped from g union all select stopped from k),"
                        "     s as (update chat_sessions set next_seq = next_seq + $4::int,"
                        "                  active_leaf = next_seq + $4::int - 1, summary = $8,"
-                       "                  updated_at = clock_timestamp()"
+                       "                  updated_at = " PG_ACTIVITY_MOVED
                        "            where session_id = $2::uuid and exists (select 1 from d)"
                        "           returning next_seq - $4::int as base)," PG_TURN_STORE_TAIL(
                            "exists (select 1 from l)", "$17", "$18", "$19::bigint", "$20::int",
@@ -803,14 +817,15 @@ static const struct {
      * than $1 hours, then sessions older than their user's retention ($2
      * days for users without their own; 0: for ever), pinned ones never,
      * as of now plus $3 seconds (a test's clock), at most $4 of them,
-     * skipping rows a turn holds (the next sweep takes them).
+     * skipping rows a turn holds (the next sweep takes them). The last
+     * turn is updated_at less PG_ACTIVITY_STEP: it moves in steps.
      *   -> session, user, reason ('temporary' or 'retention') */
     [PG_SWEEP] =
         {"sweep", 4,
          "with v as ((select s.session_id, 'temporary' as reason from chat_sessions s"
          "             where s.temporary and $1::float8 > 0"
          "               and s.updated_at < clock_timestamp() + $3::float8 * interval '1 second'"
-         "                                  - $1::float8 * interval '1 hour'"
+         "                                  - $1::float8 * interval '1 hour' - " PG_ACTIVITY_STEP
          "             order by s.updated_at limit $4::int)"
          "           union all"
          "           (select s.session_id, 'retention' from chat_sessions s"
@@ -819,7 +834,7 @@ static const struct {
          "               and coalesce(u.retention_days, $2::int) > 0"
          "               and s.updated_at < clock_timestamp() + $3::float8 * interval '1 second'"
          "                                  - coalesce(u.retention_days, $2::int)"
-         "                                    * interval '1 day'"
+         "                                    * interval '1 day' - " PG_ACTIVITY_STEP
          "             order by s.updated_at limit $4::int)),"
          "     k as (select s.session_id, v.reason from chat_sessions s join v using (session_id)"
          "           for update of s skip locked),"
@@ -837,10 +852,11 @@ static const struct {
          "  from chat_sessions s join user_data u on u.user_id = s.user_id"
          " where (s.temporary and $1::float8 > 0"
          "        and s.updated_at < clock_timestamp() + $3::float8 * interval '1 second'"
-         "                           - $1::float8 * interval '1 hour')"
+         "                           - $1::float8 * interval '1 hour' - " PG_ACTIVITY_STEP ")"
          "    or (not s.pinned and not s.temporary and coalesce(u.retention_days, $2::int) > 0"
          "        and s.updated_at < clock_timestamp() + $3::float8 * interval '1 second'"
-         "                           - coalesce(u.retention_days, $2::int) * interval '1 day')"
+         "                           - coalesce(u.retention_days, $2::int) * interval '1 day'"
+         "                           - " PG_ACTIVITY_STEP ")"
          " order by s.updated_at, s.session_id"},
     /* Up to $1 entries of the erasure queue (migration 0013), locked for
      * the transaction that removes them: -> item, kind, name */
