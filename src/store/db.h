@@ -510,7 +510,7 @@ struct db_erasure_item {
 };
 typedef void (*db_erasure_fn)(void *arg, struct db_erasure_item *items, int n);
 enum db_status db_erasure_run(struct pg *pg, int limit, db_erasure_fn fn, void *arg, int *taken);
-/* Reservations run out an hour ago deleted. */
+/* Reservations and leases run out an hour ago deleted. */
 enum db_status db_holds_purge(struct pg *pg);
 /* `chatd erase-user`: everything of the user (chatd_erase_user).
  * DB_NOT_FOUND: no such user. */

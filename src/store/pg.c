@@ -865,10 +865,15 @@ static const struct {
                          " order by item_id limit $1::int for update skip locked"},
     [PG_ERASURE_DONE] = {"erasure_done", 1,
                          "delete from erasure_queue where item_id = any($1::bigint[])"},
-    /* Holds of reservations that ran out an hour ago: no store can still
-     * settle them (migration 0013). */
+    /* Holds of reservations, and leases, that ran out an hour ago: no
+     * store can still settle or use them (migration 0013). A lease is
+     * given back by its turn or taken over by the session's next one;
+     * this finds those of sessions gone with no next turn, and of a user
+     * deleted while the lease was taken (migration 0017). */
     [PG_HOLDS_PURGE] = {"holds_purge", 0,
-                        "delete from budget_holds"
+                        "with l as (delete from turn_leases"
+                        "            where lease_until < clock_timestamp() - interval '1 hour')"
+                        " delete from budget_holds"
                         " where until < clock_timestamp() - interval '1 hour'"},
     /* One sweeper at a time across every chatd: a session-level advisory
      * lock on the sweeper's own connection (gone with it if it dies). */

@@ -290,6 +290,48 @@ class Erasure(LifecycleCase):
         self.assertEqual(rc, 1)
         self.assertIn("no user", out)
 
+    def lease_and_hold(self, uid, sid, until="now() + interval '1 minute'"):
+        turn = str(uuid.uuid4())
+        self.db.query("insert into turn_leases (session_id, user_id, turn_id, lease_until)"
+                      " values (%s, %s, %s, " + until + ")", (sid, uid, turn))
+        self.db.query("insert into budget_holds (hold_id, slot, user_id, model_id, amount, until)"
+                      " values (%s, 0, %s, 8, 0.01, " + until + ")", (turn, uid))
+        return turn
+
+    def leases_and_holds(self, uid):
+        return (self.db.one("select count(*) from turn_leases where user_id = %s", (uid,)),
+                self.db.one("select count(*) from budget_holds where user_id = %s", (uid,)))
+
+    def test_a_users_leases_and_holds_go_with_the_user(self):
+        """Leases and holds have no foreign key to user_data (migration
+        0017: its check locked the user's row for every turn); a user
+        deleted by plain SQL or erased takes them along all the same, and
+        the other users' stay."""
+        by_sql, erased, stays = (self.db.add_user() for _ in range(3))
+        for uid in (by_sql, erased, stays):
+            self.lease_and_hold(uid, self.db.add_session(uid))
+            self.assertEqual(self.leases_and_holds(uid), (1, 1))
+        self.db.query("delete from user_data where user_id = %s", (by_sql,))
+        self.assertEqual(self.leases_and_holds(by_sql), (0, 0))
+        rc, out = admin(self.chatd, "erase-user", erased)
+        self.assertEqual(rc, 0, out)
+        self.assertEqual(self.leases_and_holds(erased), (0, 0))
+        self.assertEqual(self.leases_and_holds(stays), (1, 1))
+
+    def test_leases_and_holds_run_out_an_hour_ago_are_purged(self):
+        """What a race can leave (a lease taken while its user was deleted,
+        or of a session deleted with no next turn) goes with the sweep."""
+        uid = self.db.add_user()
+        old = self.lease_and_hold(uid, str(uuid.uuid4()), "now() - interval '61 minutes'")
+        live = self.lease_and_hold(uid, self.db.add_session(uid))
+        rc, out = admin(self.chatd, "retention")
+        self.assertEqual(rc, 0, out)
+        self.assertEqual(self.db.one("select array_agg(turn_id::text) from turn_leases"
+                                     " where user_id = %s", (uid,)), [live])
+        self.assertEqual(self.db.one("select array_agg(hold_id::text) from budget_holds"
+                                     " where user_id = %s", (uid,)), [live])
+        self.assertNotEqual(old, live)
+
     def test_the_sql_function_and_the_server_sweeper(self):
         uid = self.db.add_user()
         marker = "zqz" + uuid.uuid4().hex[:10]
