@@ -17,8 +17,10 @@
 --     deleted meanwhile fences nothing of anyone else's (both are keyed
 --     by the session and the turn) and runs out;
 --   - what the keys' ON DELETE CASCADE did is done by a trigger of
---     user_data, and the leases left by a race run out and are purged
---     with the holds (the sweeper's holds_purge).
+--     user_data, at the same point of the deleting statement (so
+--     chatd_erase_user, 0015, still takes its locks in a turn's order),
+--     and the leases left by a race run out and are purged with the
+--     holds (the sweeper's holds_purge).
 alter table turn_leases drop constraint turn_leases_user_id_fkey;
 alter table budget_holds drop constraint budget_holds_user_id_fkey;
 
@@ -30,24 +32,3 @@ begin
 end $$;
 create trigger user_data_gone after delete on user_data
     for each row execute function chatd_user_gone();
-
--- Erasing a user (0015) gives back the user's leases too before it locks
--- the user's row: in a turn's order (a store deletes its lease, then
--- updates the balance), as it does the holds.
-create or replace function chatd_erase_user(p_user uuid) returns bigint language plpgsql as $$
-declare
-    n bigint;
-begin
-    perform pg_advisory_xact_lock(hashtextextended('chatd budget user ' || p_user, 0));
-    delete from budget_holds where user_id = p_user;
-    delete from turn_leases where user_id = p_user;
-    perform 1 from user_data where user_id = p_user for update;
-    if not found then
-        return null;
-    end if;
-    select count(*) into n from chat_sessions where user_id = p_user;
-    update usage_ledger set user_id = null, session_id = null, turn_id = null
-     where user_id = p_user;
-    delete from user_data where user_id = p_user;
-    return n;
-end $$;
