@@ -20,7 +20,7 @@
 --     user_data, at the same point of the deleting statement (so
 --     chatd_erase_user, 0015, still takes its locks in a turn's order),
 --     and the leases left by a race run out and are purged with the
---     holds (the sweeper's holds_purge).
+--     holds (the sweeper's runout_purge).
 alter table turn_leases drop constraint turn_leases_user_id_fkey;
 alter table budget_holds drop constraint budget_holds_user_id_fkey;
 

@@ -511,7 +511,7 @@ struct db_erasure_item {
 typedef void (*db_erasure_fn)(void *arg, struct db_erasure_item *items, int n);
 enum db_status db_erasure_run(struct pg *pg, int limit, db_erasure_fn fn, void *arg, int *taken);
 /* Reservations and leases run out an hour ago deleted. */
-enum db_status db_holds_purge(struct pg *pg);
+enum db_status db_runout_purge(struct pg *pg);
 /* `chatd erase-user`: everything of the user (chatd_erase_user).
  * DB_NOT_FOUND: no such user. */
 enum db_status db_erase_user(struct pg *pg, const char *user_id, long long *sessions);

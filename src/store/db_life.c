@@ -162,7 +162,10 @@ fail:
     return DB_ERROR;
 }
 
-enum db_status db_holds_purge(struct pg *pg) { return dbrow_command(pg, PG_HOLDS_PURGE, 0, NULL); }
+enum db_status db_runout_purge(struct pg *pg)
+{
+    return dbrow_command(pg, PG_RUNOUT_PURGE, 0, NULL);
+}
 
 enum db_status db_erase_user(struct pg *pg, const char *user_id, long long *sessions)
 {

@@ -870,11 +870,11 @@ static const struct {
      * given back by its turn or taken over by the session's next one;
      * this finds those of sessions gone with no next turn, and of a user
      * deleted while the lease was taken (migration 0017). */
-    [PG_HOLDS_PURGE] = {"holds_purge", 0,
-                        "with l as (delete from turn_leases"
-                        "            where lease_until < clock_timestamp() - interval '1 hour')"
-                        " delete from budget_holds"
-                        " where until < clock_timestamp() - interval '1 hour'"},
+    [PG_RUNOUT_PURGE] = {"runout_purge", 0,
+                         "with l as (delete from turn_leases"
+                         "            where lease_until < clock_timestamp() - interval '1 hour')"
+                         " delete from budget_holds"
+                         " where until < clock_timestamp() - interval '1 hour'"},
     /* One sweeper at a time across every chatd: a session-level advisory
      * lock on the sweeper's own connection (gone with it if it dies). */
     [PG_SWEEP_LOCK] = {"sweep_lock", 0, "select pg_try_advisory_lock(7413001)"},

@@ -93,7 +93,7 @@ enum pg_stmt {
     PG_SWEEP_PLAN,       /* what PG_SWEEP would delete: see pg.c */
     PG_ERASURE_TAKE,     /* $1 limit -> item, kind, name (locked) */
     PG_ERASURE_DONE,     /* $1 items (bigint[] text) */
-    PG_HOLDS_PURGE,      /* reservations and leases long run out */
+    PG_RUNOUT_PURGE,     /* reservations and leases long run out */
     PG_ERASE_USER,       /* $1 user -> sessions erased (null: no user) */
     PG_SWEEP_LOCK,       /* -> whether this connection got the sweeper's lock */
     PG_SWEEP_UNLOCK,

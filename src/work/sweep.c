@@ -89,7 +89,7 @@ int sweep_once(struct pg *pg, struct cache *c, const struct config *cfg, struct 
         metrics_retention_deleted(1, (uint64_t)t);
         metrics_retention_deleted(0, (uint64_t)r);
     } while (t == SWEEP_BATCH || r == SWEEP_BATCH);
-    if (db_holds_purge(pg) != DB_OK)
+    if (db_runout_purge(pg) != DB_OK)
         return -1;
     return sweep_erasures(pg, c, cfg, st);
 }

@@ -36,7 +36,6 @@ def pairs(history_json):
     return [(m["role"], m["content"]) for m in json.loads(history_json)]
 
 
-
 def balance_and_unspent(db, uid, start):
     """The user's balance, and start less what the ledger says was spent,
     read in one snapshot: the session's title is charged on its own after
