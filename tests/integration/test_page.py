@@ -11,14 +11,18 @@ text twice, and a reply full of HTML run nothing.
 
 Two agents: a quick one (replies in 0.4 s) for most tests and a slow one
 (6 s per reply, streamed word by word) behind two chatd instances and an
-nginx, for stopping and resuming. On a failure each open browser's screen
+nginx, for stopping and resuming; while a test stops a reply or reloads
+the page under it, that agent is held still (SIGSTOP), so the reply cannot
+end first however slow the machine is. On a failure each open browser's screen
 is saved under <build>/screenshots/. The page's picture in the README is
 the one test_a_sign_in_and_streamed_markdown saves there as page.png."""
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import struct
 import tempfile
 import time
@@ -147,6 +151,18 @@ class Page(unittest.TestCase):
         self.wait(lambda: d.find_element(By.ID, "username").get_attribute("textContent") != "", "the username", d)
         self.wait(lambda: d.find_elements(By.CSS_SELECTOR, "#model option"), "the models", d)
 
+    @contextlib.contextmanager
+    def agent_held(self):
+        """The slow agent held still (SIGSTOP) while the test acts on a reply
+        under way: the reply cannot end on its own before the stop or the
+        reload the test is checking, however long the machine takes over
+        them. chatd's call just waits; what was due comes on SIGCONT."""
+        self.slow_agent.proc.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self.slow_agent.proc.send_signal(signal.SIGCONT)
+
     def wait(self, fn, what, d=None, tries=600, delay=0.05):
         def attempt():
             try:
@@ -245,10 +261,11 @@ class Page(unittest.TestCase):
         # It streams: some of the reply is on screen before the end.
         self.wait(lambda: d.find_elements(By.CSS_SELECTOR, "#messages .msg.assistant.streaming") and
                   "word3" in self.assistant_texts()[-1], "part of the reply")
-        stop = d.find_element(By.ID, "stop")
-        self.assertTrue(stop.is_displayed())
-        stop.click()
-        reply = self.wait(lambda: self.done() and self.stored_reply(), "the stopped reply", tries=800)
+        with self.agent_held():
+            stop = d.find_element(By.ID, "stop")
+            self.assertTrue(stop.is_displayed())
+            stop.click()
+            reply = self.wait(lambda: self.done() and self.stored_reply(), "the stopped reply", tries=800)
         text = reply.text
         self.assertTrue(text.endswith("[stopped]"), text)
         self.assertTrue(echo(words).startswith(text[:-len(" [stopped]")].rstrip()), text)
@@ -261,8 +278,9 @@ class Page(unittest.TestCase):
         self.send("one two three four five six seven eight nine ten eleven twelve")
         d = self.b
         self.wait(lambda: "one" in (self.assistant_texts() or [""])[-1], "part of the reply")
-        d.find_element(By.ID, "input").send_keys(Keys.ESCAPE)
-        reply = self.wait(lambda: self.done() and self.stored_reply(), "the stopped reply", tries=800)
+        with self.agent_held():
+            d.find_element(By.ID, "input").send_keys(Keys.ESCAPE)
+            reply = self.wait(lambda: self.done() and self.stored_reply(), "the stopped reply", tries=800)
         self.assertTrue(reply.text.endswith("[stopped]"), reply.text)
 
     def test_upload_an_image_and_see_it(self):
@@ -723,10 +741,12 @@ class Page(unittest.TestCase):
     def test_reload_mid_reply_resumes(self):
         d = self.b
         words = self._long_reply_under_way()
-        d.refresh()
-        # The reloaded page shows the question it had sent and the reply going on.
-        self.wait(lambda: d.find_elements(By.CSS_SELECTOR, "#messages .msg.assistant.streaming"),
-                  "the reply resumed after the reload")
+        with self.agent_held():
+            d.refresh()
+            # The reloaded page shows the question it had sent and the reply
+            # going on, with what had come of it.
+            self.wait(lambda: d.find_elements(By.CSS_SELECTOR, "#messages .msg.assistant.streaming") and
+                      "w2 " in self.assistant_texts()[-1], "the reply resumed after the reload")
         self._check_resumed(words, "the reply finished after the reload")
 
     def test_html_in_a_reply_runs_nothing(self):
