@@ -36,7 +36,8 @@ struct ca_config {
     int delta_phase_random; /* AGENT_DELTA_PHASE=random: each stream offset within delta_ms */
     const char *record_file;
     int disabled[CA_N_METHODS];
-    const char *fail_mode; /* "", "internal" or "funds" */
+    const char *fail_mode;   /* "", "internal" or "funds" */
+    const char *fail_models; /* AGENT_FAIL_MODELS: comma list, or NULL */
     const char *openai_base_url;
     const char *openai_api_key;
     const char *openai_model; /* used when a request names no model */
@@ -55,6 +56,10 @@ extern struct ca_config ca_cfg;
 int ca_config_load(void);
 
 const char *ca_method_name(enum ca_method m);
+/* 1 when a call of method m for model (NULL: none named) is to fail:
+ * AGENT_FAIL_MODE fails every reply and title, AGENT_FAIL_MODELS only the
+ * replies of the models it names; summaries never fail. */
+int ca_fails(enum ca_method m, const char *model);
 uint64_t ca_now_ms(void); /* CLOCK_MONOTONIC */
 
 /* Token estimate of a text: bytes / 3. */

@@ -22,6 +22,27 @@ const char *ca_method_name(enum ca_method m)
     return m < CA_N_METHODS ? method_names[m] : "unknown";
 }
 
+int ca_fails(enum ca_method m, const char *model)
+{
+    if (m == CA_SUMMARIZE)
+        return 0;
+    if (ca_cfg.fail_models == NULL)
+        return *ca_cfg.fail_mode != '\0';
+    if (m == CA_TITLE || model == NULL)
+        return 0;
+    /* A list of a few names, read once per call: no need to parse it at load. */
+    size_t n = strlen(model);
+    for (const char *p = ca_cfg.fail_models; *p != '\0';) {
+        size_t len = strcspn(p, ",");
+        if (len == n && strncmp(p, model, n) == 0)
+            return 1;
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    return 0;
+}
+
 size_t ca_tokens(size_t bytes) { return (bytes + 2) / 3; }
 
 double ca_cost(size_t in_bytes, size_t out_bytes)
@@ -131,6 +152,7 @@ int ca_config_load(void)
     ca_cfg.backend = env_str("AGENT_BACKEND", "echo");
     ca_cfg.record_file = env_str("AGENT_RECORD_FILE", NULL);
     ca_cfg.fail_mode = env_str("AGENT_FAIL_MODE", "");
+    ca_cfg.fail_models = env_str("AGENT_FAIL_MODELS", NULL);
     ca_cfg.openai_base_url = env_str("OPENAI_BASE_URL", "http://127.0.0.1:11434/v1");
     ca_cfg.openai_api_key = env_str("OPENAI_API_KEY", NULL);
     ca_cfg.openai_model = env_str("OPENAI_MODEL", "");

@@ -106,17 +106,14 @@ static void ca_dispatch(enum ca_method m, grpc_call *call, grpc_byte_buffer *pay
               m == CA_SUMMARIZE ? sr->session_id
               : m == CA_TITLE   ? tr->session_id
                                 : r->session_id);
-    /* AGENT_FAIL_MODE fails the replies (and titles); summaries still work. */
-    int fails = m != CA_SUMMARIZE;
-
     if (ca_cfg.disabled[m]) {
         ca_call_finish(k, GRPC_STATUS_UNIMPLEMENTED, "disabled by AGENT_DISABLE", 0);
         ca_call_unref(k);
-    } else if (fails && strcmp(ca_cfg.fail_mode, "internal") == 0) {
-        ca_call_finish(k, GRPC_STATUS_INTERNAL, "model call failed", 0);
-        ca_call_unref(k);
-    } else if (fails && strcmp(ca_cfg.fail_mode, "funds") == 0) {
-        ca_call_finish(k, GRPC_STATUS_UNAVAILABLE, "Insufficient funds", 0);
+    } else if (ca_fails(m, r != NULL ? r->model_name : NULL)) {
+        if (strcmp(ca_cfg.fail_mode, "funds") == 0)
+            ca_call_finish(k, GRPC_STATUS_UNAVAILABLE, "Insufficient funds", 0);
+        else /* "internal", or AGENT_FAIL_MODELS alone */
+            ca_call_finish(k, GRPC_STATUS_INTERNAL, "model call failed", 0);
         ca_call_unref(k);
     } else if (strcmp(ca_cfg.backend, "openai") == 0) {
         openai_handle(k);

@@ -554,6 +554,14 @@ enum db_status db_reserve_drop(struct pg *pg, const char *hold_id)
     return dbrow_command(pg, PG_RESERVE_DROP, 1, p);
 }
 
+enum db_status db_reserve_drop_slot(struct pg *pg, const char *hold_id, int slot)
+{
+    char sl[16];
+    snprintf(sl, sizeof(sl), "%d", slot);
+    const char *p[2] = {hold_id, sl};
+    return dbrow_command(pg, PG_SLOT_DROP, 2, p);
+}
+
 enum db_status db_session_turn(struct pg *pg, const char *user_id, const char *session_id,
                                long long *next_seq, char turn_id[UUID_STR_LEN + 1])
 {

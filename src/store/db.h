@@ -324,6 +324,9 @@ enum db_status db_reserve(struct pg *pg, const char *user_id, const char *hold_i
                           int seconds, long in_tokens, long out_tokens, struct db_reserve *res);
 /* Gives back hold_id's reservation (a title not called). */
 enum db_status db_reserve_drop(struct pg *pg, const char *hold_id);
+/* Gives back slot's part of hold_id's reservation (one answer side by
+ * side that failed, while the others run on). */
+enum db_status db_reserve_drop_slot(struct pg *pg, const char *hold_id, int slot);
 /* The turn running on the user's session (its lease not run out), "" for
  * none; *next_seq as now (0 for a new session whose first turn runs).
  * DB_NOT_FOUND: no such session of the user's, and no turn creating it. */

@@ -508,6 +508,9 @@ static const struct {
                        "  from chatd_lease_take($1::uuid, $2::uuid, $3::uuid, $4::int, $5::boolean,"
                        "                        $6::int[], $7::int)"},
     [PG_RESERVE_DROP] = {"reserve_drop", 1, "delete from budget_holds where hold_id = $1::uuid"},
+    /* One answer's part of a reservation for answers side by side. */
+    [PG_SLOT_DROP] = {"slot_drop", 2,
+                      "delete from budget_holds where hold_id = $1::uuid and slot = $2::int"},
     /* A title's reservation: hold $2 for one call of model $3 of at most
      * $5 tokens in and $6 out.
      *   -> amounts (numeric[] text), refused, resets */

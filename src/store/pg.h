@@ -39,6 +39,7 @@ enum pg_stmt {
     PG_RESERVE,      /* $1 user, $2 hold, $3 model, $4 seconds, $5 tokens in, $6 out
                         -> reservation */
     PG_RESERVE_DROP, /* $1 hold */
+    PG_SLOT_DROP,    /* $1 hold, $2 slot: one answer's part of it */
     PG_SESSION_TURN, /* $1 user, $2 session -> next_seq, running turn (both null: none) */
     PG_TURN_STOP,    /* $1 user, $2 session -> the turn marked stopped (no row: none runs) */
     PG_LEASE_EXPIRE, /* $1 session, $2 turn: deleted when it ran out */

@@ -1175,7 +1175,7 @@ char *proto_encode_reply_text(int type, const char *data_json, size_t *len)
     return s;
 }
 
-char *proto_encode_error(const struct proto_error *err, size_t *len)
+static json_t *error_object(const struct proto_error *err)
 {
     json_t *root = json_pack("{s:s, s:i}", "error", err->text, "code", err->code);
     if (root == NULL) /* a text that is not UTF-8: the code's own text is */
@@ -1186,11 +1186,39 @@ char *proto_encode_error(const struct proto_error *err, size_t *len)
         json_object_set_new(root, "type", json_integer(err->type));
     if (err->detail[0] != '\0')
         json_object_set_new(root, "detail", json_string(err->detail));
-    char *s = json_dumps(root, PROTO_DUMP_FLAGS);
+    return root;
+}
+
+/* Dumps and frees root (NULL: allocation failed). */
+static char *error_dump(json_t *root, size_t *len)
+{
+    char *s = root != NULL ? json_dumps(root, PROTO_DUMP_FLAGS) : NULL;
     json_decref(root);
     if (s != NULL)
         *len = strlen(s);
     return s;
+}
+
+char *proto_encode_error(const struct proto_error *err, size_t *len)
+{
+    return error_dump(error_object(err), len);
+}
+
+char *proto_encode_answer_error(int type, int code, const char *detail, int answer, int answers,
+                                const char *model_name, size_t *len)
+{
+    struct proto_error err;
+    proto_error_set(&err, type, code);
+    if (detail != NULL)
+        snprintf(err.detail, sizeof(err.detail), "%s", detail);
+    json_t *root = error_object(&err);
+    if (root != NULL && (json_object_set_new(root, "answer", json_integer(answer)) != 0 ||
+                         json_object_set_new(root, "answers", json_integer(answers)) != 0 ||
+                         json_object_set_new(root, "model_name", json_string(model_name)) != 0)) {
+        json_decref(root);
+        root = NULL;
+    }
+    return error_dump(root, len);
 }
 
 char *proto_encode_error_code(int type, int code, const char *text, const char *detail, size_t *len)

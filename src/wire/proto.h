@@ -292,6 +292,13 @@ char *proto_encode_error(const struct proto_error *err, size_t *len);
 char *proto_encode_error_code(int type, int code, const char *text, const char *detail,
                               size_t *len);
 
+/* The error of one of several answers side by side (code 18 with
+ * model_names), the others going on: code's error frame (detail NULL:
+ * none) plus "answer", "answers" and "model_name", as that answer's reply
+ * would have said them. */
+char *proto_encode_answer_error(int type, int code, const char *detail, int answer, int answers,
+                                const char *model_name, size_t *len);
+
 /* The body of every JSON answer of the HTTP endpoints that are not
  * probes: {"message": message, "data": data | null}, the shape the
  * existing client reads from /upload. Steals data. Never NULL (a fixed

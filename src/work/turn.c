@@ -430,8 +430,12 @@ static void turn_push_last(struct turn *t, char *frame, size_t len)
 static void turn_push_error(struct turn *t, enum turn_error e)
 {
     size_t len = 0;
-    char *frame = proto_encode_error_code(t->code, turn_wire_code(e), NULL,
-                                          t->refusal[0] != '\0' ? t->refusal : NULL, &len);
+    const char *detail = t->refusal[0] != '\0' ? t->refusal : NULL;
+    /* One answer side by side, the others going on: it says which. */
+    char *frame = t->group != NULL && t->group->started
+                      ? proto_encode_answer_error(t->code, turn_wire_code(e), detail, t->answer,
+                                                  t->group->n, t->model_name, &len)
+                      : proto_encode_error_code(t->code, turn_wire_code(e), NULL, detail, &len);
     metrics_request(t->code, 0, (double)(metrics_now_us() - t->start_us) / 1e6);
     if (frame != NULL)
         turn_push_last(t, frame, len);
@@ -458,11 +462,18 @@ static void turn_drop_file(struct worker *w, struct turn *t)
  * reserved back before its last frame goes out (a stored one's store
  * statement does both): a client that sends its next turn as soon as it
  * has the answer must find its balance whole, not less this turn's hold.
- * An answer side by side leaves that to its group's end (turn_end). */
+ * An answer side by side leaves the lease to its group's end (turn_end),
+ * but gives back its own slot of the reservation now: a model that fails
+ * at once must not hold the user's money while the slowest answer runs. */
 static void turn_let_go(struct worker *w, struct turn *t)
 {
-    if (t->group == NULL)
+    if (t->group == NULL) {
         turn_drop_lease(w, t);
+        return;
+    }
+    if (t->group->started && !t->slot_gone &&
+        db_reserve_drop_slot(&w->pg, turn_lease_id(t), t->answer) == DB_OK)
+        t->slot_gone = 1;
 }
 
 static void turn_fail(struct worker *w, struct turn *t, enum turn_error e)
@@ -530,12 +541,13 @@ static void turn_end(struct worker *w, struct turn *t)
     if (!last)
         return;
     struct turn *lead = g->m[0];
-    /* An answer that failed leaves its slot of the reservation, which the
-     * lease, given back by another's store, no longer takes with it. */
-    int uncharged = 0;
+    /* A slot an answer that failed could not give back (the database
+     * away) is not taken along by the lease, given back by another's
+     * store: it goes now. */
+    int held = 0;
     for (int i = 0; i < g->n; i++)
-        uncharged |= !g->m[i]->charged;
-    if (uncharged && !lead->lease_held)
+        held |= !g->m[i]->slot_gone;
+    if (held && !lead->lease_held)
         db_reserve_drop(&w->pg, lead->turn_id);
     turn_group_close(g);
     turn_end_alone(w, lead);
@@ -666,7 +678,7 @@ static enum turn_error turn_store(struct worker *w, struct turn *t, const char *
         lead->lease_held = 0;
     }
     *lock_seq = seq;
-    t->charged = 1;
+    t->slot_gone = 1;
     t->stored_seq = lead->stored_seq = seq + in.n_messages;
     if (t->session_new)
         cache_saw_write(&w->cache, t->user_id, xid);

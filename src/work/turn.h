@@ -139,7 +139,9 @@ struct turn {
     /* Why its reservation (taken with the lease) was refused: the error's
      * detail, "" for none. */
     char refusal[200];
-    int charged; /* its store charged its reservation's slot */
+    /* Its slot of the reservation is given back: charged by its store,
+     * or (an answer side by side that failed) dropped at its failure. */
+    int slot_gone;
 
     /* Live (work/events.h): its frames go to a stream other connections
      * resume from, once begun. */

@@ -44,6 +44,7 @@ from test_auth import SECRET, token
 BUILD_DIR = os.environ.get("CHATD_BUILD_DIR", os.path.join(SOURCE_DIR, "build"))
 SHOTS = os.path.join(BUILD_DIR, "screenshots")
 SLOW_MS = 6000
+DOWN = "gpt-4"  # a model whose every reply fails (AGENT_FAIL_MODELS)
 
 
 def png(width=24, height=16, rgb=(220, 40, 40)):
@@ -93,7 +94,7 @@ class Page(unittest.TestCase):
         cls.slow = []
         cls.drivers = []
         try:
-            cls.fast_agent = Agent(AGENT_DELAY_MS=400)
+            cls.fast_agent = Agent(AGENT_DELAY_MS=400, AGENT_FAIL_MODELS=DOWN)
             cls.slow_agent = Agent(AGENT_DELAY_MS=SLOW_MS)
             cls.fast = Chatd(cls.db, agent_port=cls.fast_agent.port)
             # Two instances behind nginx: a reconnect may land on the other.
@@ -552,6 +553,33 @@ class Page(unittest.TestCase):
                                  if "alpha question" in b.text and "fork" not in b.text], "the hit")
         hit[-1].click()  # a message's hit (a name's ranks first)
         self.wait(lambda: users() == ["alpha question"] and versions("user") == ["1/2"], "the hit's version")
+
+    def test_a_compare_where_one_model_is_down(self):
+        uid = self.db.add_user(models=(4, 6, 8))
+        sid = self.db.add_session(uid, "Compare", messages=[("user", "a question"), ("assistant", "an answer")])
+        self.open_as(self.http(self.fast), uid)
+        d = self.b
+        d.find_element(By.CSS_SELECTOR, "#sessions li[data-id='%s'] .open" % sid).click()
+        self.wait(lambda: self.assistant_texts() == ["an answer"], "the chat")
+        d.find_element(By.CSS_SELECTOR, "#messages .msg.assistant button.compare").click()
+        boxes = self.wait(lambda: d.find_elements(By.CSS_SELECTOR, "#messages .compare-form input"), "the models")
+        for box in boxes:
+            if box.is_selected() != (box.get_attribute("value") in ("gpt-4-turbo", DOWN)):
+                box.click()
+        d.find_element(By.CSS_SELECTOR, "#messages .compare-form .compare-go").click()
+        # The answer that came is stored and shown as the new version; what
+        # the model that is down said stays in a notice, in plain words.
+        self.wait(lambda: self.done() and self.assistant_texts() == [echo("a question")], "the one answer")
+        self.assertEqual(d.find_element(By.CSS_SELECTOR, "#messages .msg.assistant .versions").text, "2/2")
+        self.assertEqual(d.find_element(By.ID, "notice-text").text, DOWN + ": Unable to Receive Response To Query")
+        self.assertEqual(d.find_elements(By.CSS_SELECTOR, "#messages .answers"), [])
+        self.assertEqual(self.db.query("select role, content from chat_messages where session_id = %s and seq >= 2",
+                                       (sid,)), [("assistant", echo("a question"))])
+        # the page goes on as usual
+        Select(d.find_element(By.ID, "model")).select_by_visible_text("gpt-4-turbo")
+        self.send("and then")
+        self.wait(lambda: self.done() and self.assistant_texts() == [echo("a question"), echo(
+            "and then", history=2, summary=len("a question"))], "the next reply")
 
     def test_pin_archive_tag_and_filter(self):
         uid = self.db.add_user()

@@ -13,7 +13,6 @@ import os
 import random
 import sys
 import threading
-import time
 import unittest
 import urllib.request
 import uuid
@@ -497,13 +496,17 @@ class Tree(TreeCase):
                          (49, 100))
 
 
+DOWN = ("gpt-4-turbo-2024-04-09", "gpt-4")
+
+
 class TreeLive(unittest.TestCase):
     """Two chatd instances on one database, an agent that takes its time."""
 
     @classmethod
     def setUpClass(cls):
         cls.db = Database("chatd_tree_live")
-        cls.agent = Agent(AGENT_DELAY_MS=3000)
+        # Two models that are down: every call for them fails at once.
+        cls.agent = Agent(AGENT_DELAY_MS=3000, AGENT_FAIL_MODELS=",".join(DOWN))
         cls.chatds = []
         try:
             cls.chatds = [Chatd(cls.db, agent_port=cls.agent.port) for _ in range(2)]
@@ -597,26 +600,6 @@ class TreeLive(unittest.TestCase):
         for x in (a, b, s):
             x.close()
 
-
-if __name__ == "__main__":
-    unittest.main()
-
-
-SEED = int(os.environ.get("TREE_SEED", "0")) or random.randrange(1, 1 << 30)
-HISTORY = 6  # MAX_CHAT_HISTORY_CONTEXT of the randomized run: paths outgrow it
-
-
-def echo_summary(path):
-    """The running summary the echo agent writes along a path: the first
-    40 bytes of each question answered on it (src/chat-agent/echo.c)."""
-    out = ""
-    for role, content in path:
-        if role == "user":
-            take = content.encode()[:40].decode(errors="ignore")
-            out = (out + " | " + take) if out else take
-    return out.encode()[:1000].decode(errors="ignore")
-
-
     def test_stop_and_resume_a_compare(self):
         uid = self.db.add_user(balance=10)
         sid = self.session(uid)
@@ -647,6 +630,78 @@ def echo_summary(path):
         self.assertEqual(a.chat(uid, sid, "next")["type"], 3)
         for x in (a, b, s):
             x.close()
+
+
+    def held_slots(self, uid):
+        return {s_ for s_, in self.db.query("select slot from budget_holds where user_id = %s", (uid,))}
+
+    def test_one_answer_side_by_side_fails_and_the_others_go_on(self):
+        uid = self.db.add_user(balance=10)
+        # (made here, not by a turn: no title is being charged meanwhile)
+        sid = self.db.add_session(uid, messages=[("user", "q one"), ("assistant", "a one")])
+        a = self.chatds[0].client()
+        a.send(18, dict(user_id=uid, session_id=sid, seq=1, model_names=[MODEL, DOWN[0], "gpt-4-turbo"],
+                        stream=True))
+        got = drain_until(a, lambda m: "error" in m)
+        failed = got[-1]
+        # The failed answer says which it is; the others stream on.
+        self.assertEqual(failed, {"error": "Unable to Receive Response To Query", "code": 6, "type": 18,
+                                  "answer": 1, "answers": 3, "model_name": DOWN[0]})
+        # Its part of the reservation went back before its error was sent,
+        # not when the slowest answer ends.
+        self.assertLessEqual(self.held_slots(uid), {0, 2})
+        while sum(1 for m in got if m.get("type") == 18 and "data" in m) < 2:
+            got.append(a.recv())
+            self.assertNotIn("error", got[-1])
+        finals = [m["data"] for m in got if m.get("type") == 18 and "data" in m]
+        self.assertEqual(sorted((f["answer"], f["answers"], f["model_name"]) for f in finals),
+                         [(0, 3, MODEL), (2, 3, "gpt-4-turbo")])
+        self.assertNotIn(1, {m["data"]["answer"] for m in got if m.get("type") == 7})
+        self.assertEqual(sorted((p, r) for s_, p, r, c in self.tree(sid) if s_ >= 2), [(0, "assistant")] * 2)
+        self.assertEqual(self.held_slots(uid), set())
+        self.assertEqual(self.db.one("select count(*) from usage_ledger where user_id = %s", (uid,)), 2)
+        self.assertEqual(*balance_and_unspent(self.db, uid, 10))
+        # A tab that resumes it later sees the same: the error names its answer.
+        b = self.chatds[1].client()
+        b.send(16, dict(user_id=uid, session_id=sid))
+        seen = drain_until(b, lambda m: m == got[-1])
+        self.assertEqual((seen[0]["type"], seen[0]["data"]["active"]), (16, False))
+        self.assertEqual([m for m in seen if "error" in m], [failed])
+        # The lease is free: the session takes the next turn at once.
+        self.assertEqual(a.chat(uid, sid, "next")["type"], 3)
+        a.close()
+        b.close()
+
+    def test_every_answer_side_by_side_fails(self):
+        uid = self.db.add_user(balance=10, models=(4, 5, 6, 8))
+        sid = self.db.add_session(uid, messages=[("user", "q one"), ("assistant", "a one")])
+        a = self.chatds[0].client()
+        a.send(18, dict(user_id=uid, session_id=sid, seq=1, model_names=list(DOWN), stream=True))
+        errors = [a.recv(), a.recv()]
+        self.assertEqual(sorted((e["answer"], e["answers"], e["model_name"], e["code"], e["type"]) for e in errors),
+                         [(0, 2, DOWN[0], 6, 18), (1, 2, DOWN[1], 6, 18)])
+        # Nothing stored, nothing charged, nothing held, the session free.
+        self.assertEqual(len(self.tree(sid)), 2)
+        self.assertEqual(self.held_slots(uid), set())
+        self.assertEqual(self.db.one("select balance from user_data where user_id = %s", (uid,)), 10)
+        self.assertEqual(self.db.one("select count(*) from usage_ledger where user_id = %s", (uid,)), 0)
+        self.assertEqual(a.chat(uid, sid, "next")["type"], 3)
+        a.close()
+
+
+SEED = int(os.environ.get("TREE_SEED", "0")) or random.randrange(1, 1 << 30)
+HISTORY = 6  # MAX_CHAT_HISTORY_CONTEXT of the randomized run: paths outgrow it
+
+
+def echo_summary(path):
+    """The running summary the echo agent writes along a path: the first
+    40 bytes of each question answered on it (src/chat-agent/echo.c)."""
+    out = ""
+    for role, content in path:
+        if role == "user":
+            take = content.encode()[:40].decode(errors="ignore")
+            out = (out + " | " + take) if out else take
+    return out.encode()[:1000].decode(errors="ignore")
 
 
 class TreeRandom(unittest.TestCase):
@@ -790,3 +845,7 @@ class TreeRandom(unittest.TestCase):
         self.assertEqual(len(done), sessions)
         print("tree: %d sessions x %d operations, faults %s" % (sessions, self.OPS,
               {k: faults.count(k) for k in set(faults)}), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()

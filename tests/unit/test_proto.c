@@ -560,6 +560,12 @@ static void test_error_text_is_exact_detail_separate(void **state)
     s = proto_encode_error_code(-1, PERR_INTERNAL, NULL, NULL, &len);
     assert_string_equal(s, "{\"error\":\"Internal Server Error\",\"code\":14}");
     free(s);
+    /* One of several answers side by side: the error says which. */
+    s = proto_encode_answer_error(18, PERR_AGENT, NULL, 1, 3, "gpt-4", &len);
+    assert_string_equal(s, "{\"error\":\"Unable to Receive Response To Query\",\"code\":6,"
+                           "\"type\":18,\"answer\":1,\"answers\":3,\"model_name\":\"gpt-4\"}");
+    assert_int_equal(len, strlen(s));
+    free(s);
 }
 
 /* The delta frame written by hand is byte for byte the one jansson would

@@ -124,10 +124,44 @@ function column(t, i, model) {
     const body = el('div', 'body');
     col.append(head, body);
     t.row.append(col);
-    t.columns.push({ col, head, body, text: '' });
+    t.columns.push({ col, head, body, text: '', done: false, failed: null });
   }
   if (model) t.columns[i].head.textContent = model;
   return t.columns[i];
+}
+
+// The end of one answer side by side: true when it is the group's last. A
+// resume from the last delta may replay an end already seen: counted once.
+function answerDone(t, c, answers) {
+  if (c.done) return false;
+  c.done = true;
+  c.col.classList.remove('streaming');
+  return ++t.finals >= answers;
+}
+
+// The group's end: the stored answers are read as after any reply; the
+// columns of the ones that failed go with the rest of the pending row, so
+// what they said stays in a notice.
+async function endGroup(t, session) {
+  endTurn();
+  refreshMoney();
+  const failed = (t.columns || []).filter((c) => c.failed);
+  // None stored: the answer the request took off the screen comes back.
+  if (session === S.open && failed.length && failed.length === t.columns.length) await openSession(session, {});
+  else if (session === S.open) await loadNewer(true);
+  if (failed.length) notice(failed.map((c) => `${c.head.textContent || 'An answer'}: ${c.failed}`).join(' · '));
+}
+
+// One answer side by side failed (its error names it), the others go on:
+// its column says why until the group ends.
+function onAnswerFailed(f) {
+  const t = S.turn;
+  if (!t) return;
+  const c = column(t, f.answer, f.model_name);
+  c.failed = errorText({ message: f.error, detail: f.detail });
+  c.body.textContent = c.failed;
+  c.col.classList.add('failed');
+  if (answerDone(t, c, f.answers)) endGroup(t, t.session);
 }
 
 function onDelta(d) {
@@ -195,12 +229,9 @@ async function onBranchReply(d) {
     const c = column(t, d.answer, d.model_name);
     c.text = d.message;
     renderInto(c.body, c.text);
-    c.col.classList.remove('streaming');
-    if (++t.finals < d.answers) return;
+    if (!answerDone(t, c, d.answers)) return;
   }
-  endTurn();
-  refreshMoney();
-  if (d.session_id === S.open) await loadNewer(true);
+  await endGroup(t, d.session_id);
 }
 
 export function failTurn(e) {
@@ -217,7 +248,9 @@ export function failTurn(e) {
 
 export function onPush(f) {
   if (f.error !== undefined) {
-    if (isTurn(f.type) || f.type === CODE.RESUME) {
+    if (f.type === CODE.REGENERATE && typeof f.answer === 'number') {
+      onAnswerFailed(f);
+    } else if (isTurn(f.type) || f.type === CODE.RESUME) {
       const branch = f.type === CODE.EDIT || f.type === CODE.REGENERATE;
       if (S.turn) failTurn({ message: f.error, code: f.code, detail: f.detail });
       else if (isTurn(f.type)) notice(f.error);
