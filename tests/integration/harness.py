@@ -6,6 +6,7 @@ test module gets its own database (so modules can run in parallel) and
 starts its own chat-agent and chatd processes on free loopback ports.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -198,6 +199,18 @@ class Agent:
     def requests(self):
         """Every request the agent received, oldest first."""
         return read_records(self.record)
+
+    @contextlib.contextmanager
+    def held(self):
+        """The agent held still (SIGSTOP) while a test acts on a reply under
+        way (resumes it, stops it, reloads the page under it): the reply
+        cannot end on its own first, however long the machine takes. chatd's
+        call just waits; what came due meanwhile is sent on SIGCONT."""
+        self.proc.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self.proc.send_signal(signal.SIGCONT)
 
 
 class Chatd:

@@ -108,9 +108,11 @@ class Live(unittest.TestCase):
         uid = self.db.add_user(balance=5)
         c1 = self.chatds[0].client()
         first, sid = stream_new(c1, uid, "one two three four five six seven eight nine ten eleven twelve", 2)
-        c2 = self.chatds[1].client()  # a second tab, on another instance
-        c2.send(16, {"user_id": uid, "session_id": sid, "after": 1})
-        got2 = drain_until(c2, lambda m: m.get("type") == 3 or "error" in m)
+        with self.agent.held():  # still running when the second tab comes
+            c2 = self.chatds[1].client()  # a second tab, on another instance
+            c2.send(16, {"user_id": uid, "session_id": sid, "after": 1})
+            ack = c2.recv()
+        got2 = [ack] + drain_until(c2, lambda m: m.get("type") == 3 or "error" in m)
         got1 = first + drain_until(c1, lambda m: m.get("type") == 3 or "error" in m)
         ack = got2[0]
         self.assertEqual(ack["type"], 16, ack)

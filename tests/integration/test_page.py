@@ -17,12 +17,10 @@ end first however slow the machine is. On a failure each open browser's screen
 is saved under <build>/screenshots/. The page's picture in the README is
 the one test_a_sign_in_and_streamed_markdown saves there as page.png."""
 
-import contextlib
 import json
 import os
 import re
 import shutil
-import signal
 import struct
 import tempfile
 import time
@@ -152,18 +150,6 @@ class Page(unittest.TestCase):
         self.wait(lambda: d.find_element(By.ID, "username").get_attribute("textContent") != "", "the username", d)
         self.wait(lambda: d.find_elements(By.CSS_SELECTOR, "#model option"), "the models", d)
 
-    @contextlib.contextmanager
-    def agent_held(self):
-        """The slow agent held still (SIGSTOP) while the test acts on a reply
-        under way: the reply cannot end on its own before the stop or the
-        reload the test is checking, however long the machine takes over
-        them. chatd's call just waits; what was due comes on SIGCONT."""
-        self.slow_agent.proc.send_signal(signal.SIGSTOP)
-        try:
-            yield
-        finally:
-            self.slow_agent.proc.send_signal(signal.SIGCONT)
-
     def wait(self, fn, what, d=None, tries=600, delay=0.05):
         def attempt():
             try:
@@ -262,7 +248,7 @@ class Page(unittest.TestCase):
         # It streams: some of the reply is on screen before the end.
         self.wait(lambda: d.find_elements(By.CSS_SELECTOR, "#messages .msg.assistant.streaming") and
                   "word3" in self.assistant_texts()[-1], "part of the reply")
-        with self.agent_held():
+        with self.slow_agent.held():
             stop = d.find_element(By.ID, "stop")
             self.assertTrue(stop.is_displayed())
             stop.click()
@@ -279,7 +265,7 @@ class Page(unittest.TestCase):
         self.send("one two three four five six seven eight nine ten eleven twelve")
         d = self.b
         self.wait(lambda: "one" in (self.assistant_texts() or [""])[-1], "part of the reply")
-        with self.agent_held():
+        with self.slow_agent.held():
             d.find_element(By.ID, "input").send_keys(Keys.ESCAPE)
             reply = self.wait(lambda: self.done() and self.stored_reply(), "the stopped reply", tries=800)
         self.assertTrue(reply.text.endswith("[stopped]"), reply.text)
@@ -769,7 +755,7 @@ class Page(unittest.TestCase):
     def test_reload_mid_reply_resumes(self):
         d = self.b
         words = self._long_reply_under_way()
-        with self.agent_held():
+        with self.slow_agent.held():
             d.refresh()
             # The reloaded page shows the question it had sent and the reply
             # going on, with what had come of it.

@@ -134,7 +134,8 @@ class Identity(Case):
         ca = self.chatds[0].client(timeout=60)
         ca.send(3, chat_frame(uid, sid, words("a")))
         drain_until(ca, lambda m: m.get("type") == 7 and m["data"]["index"] >= 2)
-        r1 = Resumer(self, resumer_at, uid, sid)
+        with self.agent.held():  # still running when the resume comes
+            r1 = Resumer(self, resumer_at, uid, sid)
         self.assertEqual(r1.ack["data"]["active"], True, r1.ack)
         return uid, sid, ca, r1
 
