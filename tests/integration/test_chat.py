@@ -366,16 +366,17 @@ class StopAndCancel(StackCase):
         self.assertEqual(first["type"], 7, first)
         sid = first["data"]["session_id"]
         got = [first["data"]["delta"]]
-        c.send(8, {"user_id": uid, "session_id": sid})
-        ack = None
-        while True:
-            m = c.recv()
-            if m.get("type") == 7:
-                got.append(m["data"]["delta"])
-            elif m.get("type") == 8:
-                ack = m
-            else:
-                break
+        with self.agent.held():  # still running when the stop comes
+            c.send(8, {"user_id": uid, "session_id": sid})
+            ack = None
+            while True:
+                m = c.recv()
+                if m.get("type") == 7:
+                    got.append(m["data"]["delta"])
+                elif m.get("type") == 8:
+                    ack = m
+                else:
+                    break
         self.assertEqual(ack, {"type": 8, "data": {"user_id": uid, "session_id": sid, "stopped": True}})
         self.assertEqual(m["type"], 3, m)
         partial = "".join(got)

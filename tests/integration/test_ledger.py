@@ -142,10 +142,11 @@ class Ledger(StackCase):
         first = c.recv()
         self.assertEqual(first["type"], 7, first)
         sid = first["data"]["session_id"]
-        c.send(8, {"user_id": uid, "session_id": sid})
-        msgs = [c.recv() for _ in range(2)]
-        while not any(m.get("type") == 3 and "data" in m for m in msgs):
-            msgs.append(c.recv())
+        with self.agent.held():  # the 0.3 s reply is still running when the stop comes
+            c.send(8, {"user_id": uid, "session_id": sid})
+            msgs = [c.recv() for _ in range(2)]
+            while not any(m.get("type") == 3 and "data" in m for m in msgs):
+                msgs.append(c.recv())
         (row,) = [r for r in ledger(self.db, uid) if r[0] == "turn"]
         kind, seq, model, cost, pt, ct, estimated = row
         self.assertTrue(estimated)

@@ -178,8 +178,9 @@ class Live(unittest.TestCase):
         c1 = self.chatds[0].client()
         first, sid = stream_new(c1, uid, "a b c d e f g h i j k l m n o p q r s t")
         c2 = self.chatds[1].client()
-        self.assertEqual(c2.req(8, {"user_id": uid, "session_id": sid}),
-                         {"type": 8, "data": {"user_id": uid, "session_id": sid, "stopped": True}})
+        with self.agent.held():  # still running when the stop comes
+            self.assertEqual(c2.req(8, {"user_id": uid, "session_id": sid}),
+                             {"type": 8, "data": {"user_id": uid, "session_id": sid, "stopped": True}})
         final = drain_until(c1, lambda m: m.get("type") == 3)[-1]
         self.assertTrue(final["data"]["message"].endswith("[stopped]"), final)
         self.assertEqual(self.db.one("select content from chat_messages where session_id = %s and seq = 1", (sid,)),

@@ -581,11 +581,12 @@ class TreeLive(unittest.TestCase):
         self.assertEqual(first["data"]["index"], 0)
         # another tab on the other instance follows it from where it is,
         # and a stop from a third stops it
-        b = self.chatds[1].client()
-        b.send(16, dict(user_id=uid, session_id=sid, after=0))
-        s = self.chatds[1].client()
-        self.assertEqual(s.req(8, dict(user_id=uid, session_id=sid)),
-                         {"type": 8, "data": {"user_id": uid, "session_id": sid, "stopped": True}})
+        with self.agent.held():  # still running when the follower and the stop come
+            b = self.chatds[1].client()
+            b.send(16, dict(user_id=uid, session_id=sid, after=0))
+            s = self.chatds[1].client()
+            self.assertEqual(s.req(8, dict(user_id=uid, session_id=sid)),
+                             {"type": 8, "data": {"user_id": uid, "session_id": sid, "stopped": True}})
         got = drain_until(a, lambda m: m.get("type") == 17 or "error" in m)
         last = got[-1]
         self.assertEqual(last["type"], 17, last)
@@ -606,10 +607,11 @@ class TreeLive(unittest.TestCase):
         a = self.chatds[0].client()
         a.send(18, dict(user_id=uid, session_id=sid, seq=1, model_names=[MODEL, "gpt-4-turbo"], stream=True))
         drain_until(a, lambda m: m.get("type") == 7)
-        b = self.chatds[1].client()  # another tab follows both answers
-        b.send(16, dict(user_id=uid, session_id=sid, after=0))
-        s = self.chatds[1].client()  # and one more stops them, all of them
-        self.assertEqual(s.req(8, dict(user_id=uid, session_id=sid))["type"], 8)
+        with self.agent.held():  # still running when the follower and the stop come
+            b = self.chatds[1].client()  # another tab follows both answers
+            b.send(16, dict(user_id=uid, session_id=sid, after=0))
+            s = self.chatds[1].client()  # and one more stops them, all of them
+            self.assertEqual(s.req(8, dict(user_id=uid, session_id=sid))["type"], 8)
         got = []
         while sum(1 for m in got if m.get("type") == 18) < 2:
             got.append(a.recv())
