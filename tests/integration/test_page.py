@@ -42,7 +42,7 @@ from test_auth import SECRET, token
 BUILD_DIR = os.environ.get("CHATD_BUILD_DIR", os.path.join(SOURCE_DIR, "build"))
 SHOTS = os.path.join(BUILD_DIR, "screenshots")
 SLOW_MS = 6000
-DOWN = "gpt-4"  # a model whose every reply fails (AGENT_FAIL_MODELS)
+DOWN = ("gpt-4", "gpt-3.5-turbo")  # models whose every reply fails (AGENT_FAIL_MODELS)
 
 
 def png(width=24, height=16, rgb=(220, 40, 40)):
@@ -92,7 +92,7 @@ class Page(unittest.TestCase):
         cls.slow = []
         cls.drivers = []
         try:
-            cls.fast_agent = Agent(AGENT_DELAY_MS=400, AGENT_FAIL_MODELS=DOWN)
+            cls.fast_agent = Agent(AGENT_DELAY_MS=400, AGENT_FAIL_MODELS=",".join(DOWN))
             cls.slow_agent = Agent(AGENT_DELAY_MS=SLOW_MS)
             cls.fast = Chatd(cls.db, agent_port=cls.fast_agent.port)
             # Two instances behind nginx: a reconnect may land on the other.
@@ -540,24 +540,38 @@ class Page(unittest.TestCase):
         hit[-1].click()  # a message's hit (a name's ranks first)
         self.wait(lambda: users() == ["alpha question"] and versions("user") == ["1/2"], "the hit's version")
 
-    def test_a_compare_where_one_model_is_down(self):
-        uid = self.db.add_user(models=(4, 6, 8))
-        sid = self.db.add_session(uid, "Compare", messages=[("user", "a question"), ("assistant", "an answer")])
-        self.open_as(self.http(self.fast), uid)
+    def compare(self, models):
+        """Compares the last answer on screen with these models."""
         d = self.b
-        d.find_element(By.CSS_SELECTOR, "#sessions li[data-id='%s'] .open" % sid).click()
-        self.wait(lambda: self.assistant_texts() == ["an answer"], "the chat")
         d.find_element(By.CSS_SELECTOR, "#messages .msg.assistant button.compare").click()
         boxes = self.wait(lambda: d.find_elements(By.CSS_SELECTOR, "#messages .compare-form input"), "the models")
         for box in boxes:
-            if box.is_selected() != (box.get_attribute("value") in ("gpt-4-turbo", DOWN)):
+            if box.is_selected() != (box.get_attribute("value") in models):
                 box.click()
         d.find_element(By.CSS_SELECTOR, "#messages .compare-form .compare-go").click()
-        # The answer that came is stored and shown as the new version; what
-        # the model that is down said stays in a notice, in plain words.
+
+    def test_a_compare_where_models_are_down(self):
+        uid = self.db.add_user(models=(1, 4, 6, 8))
+        sid = self.db.add_session(uid, "Compare", messages=[("user", "a question"), ("assistant", "an answer")])
+        self.open_as(self.http(self.fast), uid)
+        d = self.b
+        self.wait(lambda: d.find_element(By.CSS_SELECTOR, "#sessions li[data-id='%s'] .open" % sid),
+                  "the chat listed").click()
+        self.wait(lambda: self.assistant_texts() == ["an answer"], "the chat")
+        # Every model down: nothing stored, the answer that was there is
+        # shown again, and what each model said is in a notice.
+        self.compare(DOWN)
+        self.wait(lambda: self.done() and self.assistant_texts() == ["an answer"] and
+                  d.find_element(By.ID, "notice").is_displayed(), "the answer back")
+        self.assertEqual(set(d.find_element(By.ID, "notice-text").text.split(" · ")),
+                         {m + ": Unable to Receive Response To Query" for m in DOWN})
+        self.assertEqual(self.db.one("select count(*) from chat_messages where session_id = %s", (sid,)), 2)
+        # One of two down: the answer that came is stored and shown as the
+        # new version; what the other model said stays in a notice.
+        self.compare(("gpt-4-turbo", DOWN[0]))
         self.wait(lambda: self.done() and self.assistant_texts() == [echo("a question")], "the one answer")
         self.assertEqual(d.find_element(By.CSS_SELECTOR, "#messages .msg.assistant .versions").text, "2/2")
-        self.assertEqual(d.find_element(By.ID, "notice-text").text, DOWN + ": Unable to Receive Response To Query")
+        self.assertEqual(d.find_element(By.ID, "notice-text").text, DOWN[0] + ": Unable to Receive Response To Query")
         self.assertEqual(d.find_elements(By.CSS_SELECTOR, "#messages .answers"), [])
         self.assertEqual(self.db.query("select role, content from chat_messages where session_id = %s and seq >= 2",
                                        (sid,)), [("assistant", echo("a question"))])

@@ -139,16 +139,16 @@ function answerDone(t, c, answers) {
   return ++t.finals >= answers;
 }
 
-// The group's end: the stored answers are read as after any reply; the
-// columns of the ones that failed go with the rest of the pending row, so
-// what they said stays in a notice.
+// The group's end: the stored answers are read as after any reply (one
+// loader at a time: the failed answers' turn_finished events read too);
+// the columns of the ones that failed go with the rest of the pending row,
+// so what they said stays in a notice.
 async function endGroup(t, session) {
   endTurn();
   refreshMoney();
   const failed = (t.columns || []).filter((c) => c.failed);
-  // None stored: the answer the request took off the screen comes back.
-  if (session === S.open && failed.length && failed.length === t.columns.length) await openSession(session, {});
-  else if (session === S.open) await loadNewer(true);
+  // With none stored this brings back what the request took off the screen.
+  if (session === S.open) await loadNewer(true);
   if (failed.length) notice(failed.map((c) => `${c.head.textContent || 'An answer'}: ${c.failed}`).join(' · '));
 }
 
