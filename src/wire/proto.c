@@ -1212,9 +1212,11 @@ char *proto_encode_answer_error(int type, int code, const char *detail, int answ
     if (detail != NULL)
         snprintf(err.detail, sizeof(err.detail), "%s", detail);
     json_t *root = error_object(&err);
-    if (root != NULL && (json_object_set_new(root, "answer", json_integer(answer)) != 0 ||
-                         json_object_set_new(root, "answers", json_integer(answers)) != 0 ||
-                         json_object_set_new(root, "model_name", json_string(model_name)) != 0)) {
+    if (root != NULL &&
+        (json_object_set_new(root, "answer", json_integer(answer)) != 0 ||
+         json_object_set_new(root, "answers", json_integer(answers)) != 0 ||
+         json_object_set_new(root, "model_name",
+                             json_string(model_name != NULL ? model_name : "")) != 0)) {
         json_decref(root);
         root = NULL;
     }
