@@ -889,6 +889,30 @@ static void test_errors(void **state)
         agent_stop(&p);
     }
 
+    /* AGENT_FAIL_MODELS: only the listed models' replies fail, with
+     * AGENT_FAIL_MODE's status (internal when unset); others answer. */
+    {
+        struct agent_proc p;
+        const char *env[] = {"AGENT_FAIL_MODELS=gpt-4,gpt-4o-mini", NULL};
+        agent_spawn(&p, env);
+        agent_client *c = agent_client_create(p.target, 10);
+        struct agent_request r = make_request("x");
+        for (int stream = 0; stream <= 1; stream++) {
+            struct waiter w;
+            run_call(c, &r, stream, &w, 10000);
+            assert_int_equal(w.status, GRPC_STATUS_INTERNAL);
+            assert_string_equal(w.details, "model call failed");
+            waiter_free(&w);
+            r.model_name = "gpt-4o"; /* names match whole: "gpt-4" is not it */
+            run_call(c, &r, stream, &w, 10000);
+            assert_int_equal(w.status, GRPC_STATUS_OK);
+            waiter_free(&w);
+            r.model_name = "gpt-4o-mini";
+        }
+        agent_client_destroy(c);
+        agent_stop(&p);
+    }
+
     /* Malformed history: INVALID_ARGUMENT, and no fall-back to Process. */
     struct agent_proc p;
     agent_spawn(&p, NULL);
