@@ -571,7 +571,10 @@ class Page(unittest.TestCase):
         self.compare(("gpt-4-turbo", DOWN[0]))
         self.wait(lambda: self.done() and self.assistant_texts() == [echo("a question")], "the one answer")
         self.assertEqual(d.find_element(By.CSS_SELECTOR, "#messages .msg.assistant .versions").text, "2/2")
-        self.assertEqual(d.find_element(By.ID, "notice-text").text, DOWN[0] + ": Unable to Receive Response To Query")
+        # (the notice comes once the new version is read: until then the
+        # last one may still be on screen)
+        self.wait(lambda: d.find_element(By.ID, "notice").is_displayed() and d.find_element(
+            By.ID, "notice-text").text == DOWN[0] + ": Unable to Receive Response To Query", "the notice")
         self.assertEqual(d.find_elements(By.CSS_SELECTOR, "#messages .answers"), [])
         self.assertEqual(self.db.query("select role, content from chat_messages where session_id = %s and seq >= 2",
                                        (sid,)), [("assistant", echo("a question"))])
