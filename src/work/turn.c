@@ -476,10 +476,17 @@ static void turn_let_go(struct worker *w, struct turn *t)
         t->slot_gone = 1;
 }
 
-static void turn_fail(struct worker *w, struct turn *t, enum turn_error e)
+/* What a turn that stores nothing gives back before its last frame goes
+ * out: its file, and its lease (or its answer's slot of the reservation). */
+static void turn_give_back(struct worker *w, struct turn *t)
 {
     turn_drop_file(w, t);
     turn_let_go(w, t);
+}
+
+static void turn_fail(struct worker *w, struct turn *t, enum turn_error e)
+{
+    turn_give_back(w, t);
     turn_push_error(t, e);
 }
 
@@ -506,8 +513,7 @@ static void turn_answer_resent(struct worker *w, struct turn *t)
     char key[TURN_CLIENT_KEY_MAX];
     json_t *data = NULL;
     size_t len = 0;
-    turn_drop_file(w, t);
-    turn_let_go(w, t);
+    turn_give_back(w, t);
     char *frame =
         resend_data(&w->pg, t->code, t->user_id, turn_client_key(t, key), &data) == RESEND_FOUND
             ? proto_encode_reply(t->code, data, &len)
