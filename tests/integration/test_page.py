@@ -93,7 +93,7 @@ class Page(unittest.TestCase):
         cls.drivers = []
         try:
             cls.fast_agent = Agent(AGENT_DELAY_MS=400, AGENT_FAIL_MODELS=",".join(DOWN))
-            cls.slow_agent = Agent(AGENT_DELAY_MS=SLOW_MS)
+            cls.slow_agent = Agent(AGENT_DELAY_MS=SLOW_MS, AGENT_FAIL_MODELS=",".join(DOWN))
             cls.fast = Chatd(cls.db, agent_port=cls.fast_agent.port)
             # Two instances behind nginx: a reconnect may land on the other.
             cls.slow, cls.nginx = behind_nginx(cls.db, 2, cls.slow_agent.port)
@@ -583,6 +583,34 @@ class Page(unittest.TestCase):
         self.send("and then")
         self.wait(lambda: self.done() and self.assistant_texts() == [echo("a question"), echo(
             "and then", history=2, summary=len("a question"))], "the next reply")
+
+    def test_reload_mid_compare_with_a_model_down(self):
+        uid = self.db.add_user(models=(4, 6, 8))
+        sid = self.db.add_session(uid, "Compare", messages=[("user", "a question"), ("assistant", "an answer")])
+        self.open_as(self.nginx.http, uid)
+        d = self.b
+        self.wait(lambda: d.find_element(By.CSS_SELECTOR, "#sessions li[data-id='%s'] .open" % sid),
+                  "the chat listed").click()
+        self.wait(lambda: self.assistant_texts() == ["an answer"], "the chat")
+        self.compare(("gpt-4-turbo", DOWN[0]))
+        failed = "#messages .answers .msg.assistant.failed .body"
+        running = "#messages .answers .msg.assistant.streaming .body"
+
+        def both_columns():
+            written = [e.text for e in d.find_elements(By.CSS_SELECTOR, running)]
+            return ([e.text for e in d.find_elements(By.CSS_SELECTOR, failed)] ==
+                    ["Unable to Receive Response To Query"] and len(written) == 1 and written[0].startswith("echo:"))
+        self.wait(both_columns, "the failed answer's column beside the one being written")
+        # Reloaded while the other answer is written (held still meanwhile):
+        # both columns are shown again, from the turn's stream.
+        with self.slow_agent.held():
+            d.refresh()
+            self.wait(both_columns, "both columns after the reload")
+        self.wait(lambda: self.done() and self.assistant_texts() == [echo("a question")], "the one answer",
+                  tries=1200)
+        self.wait(lambda: d.find_element(By.ID, "notice").is_displayed() and d.find_element(
+            By.ID, "notice-text").text == DOWN[0] + ": Unable to Receive Response To Query", "the notice")
+        self.assertEqual(d.find_element(By.CSS_SELECTOR, "#messages .msg.assistant .versions").text, "2/2")
 
     def test_pin_archive_tag_and_filter(self):
         uid = self.db.add_user()
