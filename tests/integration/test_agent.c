@@ -390,6 +390,21 @@ static void run_call(agent_client *c, const struct agent_request *r, int stream,
     agent_call_release(call);
 }
 
+/* Both ways (Process, then ProcessStream), r's call ends with status, and
+ * with details unless that is NULL. */
+static void expect_status(agent_client *c, const struct agent_request *r, int status,
+                          const char *details)
+{
+    for (int stream = 0; stream <= 1; stream++) {
+        struct waiter w;
+        run_call(c, r, stream, &w, 10000);
+        assert_int_equal(w.status, status);
+        if (details != NULL)
+            assert_string_equal(w.details, details);
+        waiter_free(&w);
+    }
+}
+
 /* ---------------------------------------------------------------- SSE */
 
 struct sse_rec {
@@ -744,13 +759,8 @@ static void test_deadline(void **state)
     agent_spawn(&p, env);
     agent_client *c = agent_client_create(p.target, 1);
     struct agent_request r = make_request("slow");
-    for (int stream = 0; stream <= 1; stream++) {
-        struct waiter w;
-        run_call(c, &r, stream, &w, 10000);
-        /* (the reply would take 3 s; the deadline is 1 s) */
-        assert_int_equal(w.status, GRPC_STATUS_DEADLINE_EXCEEDED);
-        waiter_free(&w);
-    }
+    /* (the reply would take 3 s; the deadline is 1 s) */
+    expect_status(c, &r, GRPC_STATUS_DEADLINE_EXCEEDED, NULL);
     agent_client_destroy(c);
     agent_stop(&p);
 }
@@ -878,13 +888,7 @@ static void test_errors(void **state)
         agent_spawn(&p, env);
         agent_client *c = agent_client_create(p.target, 10);
         struct agent_request r = make_request("x");
-        for (int stream = 0; stream <= 1; stream++) {
-            struct waiter w;
-            run_call(c, &r, stream, &w, 10000);
-            assert_int_equal(w.status, cases[i].status);
-            assert_string_equal(w.details, cases[i].details);
-            waiter_free(&w);
-        }
+        expect_status(c, &r, cases[i].status, cases[i].details);
         agent_client_destroy(c);
         agent_stop(&p);
     }
@@ -896,19 +900,10 @@ static void test_errors(void **state)
         const char *env[] = {"AGENT_FAIL_MODELS=gpt-4,gpt-4o-mini", NULL};
         agent_spawn(&p, env);
         agent_client *c = agent_client_create(p.target, 10);
-        struct agent_request r = make_request("x");
-        for (int stream = 0; stream <= 1; stream++) {
-            struct waiter w;
-            run_call(c, &r, stream, &w, 10000);
-            assert_int_equal(w.status, GRPC_STATUS_INTERNAL);
-            assert_string_equal(w.details, "model call failed");
-            waiter_free(&w);
-            r.model_name = "gpt-4o"; /* names match whole: "gpt-4" is not it */
-            run_call(c, &r, stream, &w, 10000);
-            assert_int_equal(w.status, GRPC_STATUS_OK);
-            waiter_free(&w);
-            r.model_name = "gpt-4o-mini";
-        }
+        struct agent_request r = make_request("x"); /* gpt-4o-mini */
+        expect_status(c, &r, GRPC_STATUS_INTERNAL, "model call failed");
+        r.model_name = "gpt-4o"; /* names match whole: "gpt-4" is not it */
+        expect_status(c, &r, GRPC_STATUS_OK, NULL);
         agent_client_destroy(c);
         agent_stop(&p);
     }
@@ -919,12 +914,7 @@ static void test_errors(void **state)
     agent_client *c = agent_client_create(p.target, 10);
     struct agent_request r = make_request("x");
     r.chat_history = "{not json";
-    for (int stream = 0; stream <= 1; stream++) {
-        struct waiter w;
-        run_call(c, &r, stream, &w, 10000);
-        assert_int_equal(w.status, GRPC_STATUS_INVALID_ARGUMENT);
-        waiter_free(&w);
-    }
+    expect_status(c, &r, GRPC_STATUS_INVALID_ARGUMENT, NULL);
     assert_int_equal(agent_client_supports_stream(c), 1);
     agent_client_destroy(c);
     agent_stop(&p);
