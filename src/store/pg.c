@@ -104,6 +104,22 @@
     "case when updated_at < clock_timestamp() - " PG_ACTIVITY_STEP " then clock_timestamp()"       \
     " else updated_at end"
 
+/* Which sessions s (of user u) the sweeper deletes, and `chatd retention
+ * --dry-run` lists: one text for both, so that the list is the sweep's.
+ * Temporary chats whose last turn is older than $1 hours, sessions older
+ * than their user's retention ($2 days for users without their own; 0:
+ * for ever), pinned ones never, as of now plus $3 seconds (a test's
+ * clock); the last turn is updated_at less PG_ACTIVITY_STEP. */
+#define PG_TEMPORARY_DUE                                                                           \
+    "s.temporary and $1::float8 > 0"                                                               \
+    " and s.updated_at < clock_timestamp() + $3::float8 * interval '1 second'"                     \
+    "                    - $1::float8 * interval '1 hour' - " PG_ACTIVITY_STEP
+#define PG_RETENTION_DUE                                                                           \
+    "not s.pinned and not s.temporary and coalesce(u.retention_days, $2::int) > 0"                 \
+    " and s.updated_at < clock_timestamp() + $3::float8 * interval '1 second'"                     \
+    "                    - coalesce(u.retention_days, $2::int) * interval '1 day'"                 \
+    "                    - " PG_ACTIVITY_STEP
+
 /* What both turn-store statements do once s (the session, returning the
  * base seq) has run; found is the "session found" column, reply_marked
  * the parameter that says the reply carries the stop marker already. The
@@ -816,28 +832,18 @@ static const struct {
                        "u.user_id") ", 'caps_reset', " PG_CAPS_RESET ")::text"
                                     "   from user_data u where u.user_id = $1::uuid"},
     /* The sweeper (work/sweep.c), in batches that each hold their locks
-     * for one short statement: temporary chats whose last turn is older
-     * than $1 hours, then sessions older than their user's retention ($2
-     * days for users without their own; 0: for ever), pinned ones never,
-     * as of now plus $3 seconds (a test's clock), at most $4 of them,
-     * skipping rows a turn holds (the next sweep takes them). The last
-     * turn is updated_at less PG_ACTIVITY_STEP: it moves in steps.
+     * for one short statement: temporary chats due (PG_TEMPORARY_DUE),
+     * then sessions past their retention (PG_RETENTION_DUE), at most $4
+     * of each, skipping rows a turn holds (the next sweep takes them).
      *   -> session, user, reason ('temporary' or 'retention') */
     [PG_SWEEP] =
         {"sweep", 4,
          "with v as ((select s.session_id, 'temporary' as reason from chat_sessions s"
-         "             where s.temporary and $1::float8 > 0"
-         "               and s.updated_at < clock_timestamp() + $3::float8 * interval '1 second'"
-         "                                  - $1::float8 * interval '1 hour' - " PG_ACTIVITY_STEP
-         "             order by s.updated_at limit $4::int)"
+         "             where " PG_TEMPORARY_DUE "             order by s.updated_at limit $4::int)"
          "           union all"
          "           (select s.session_id, 'retention' from chat_sessions s"
          "              join user_data u on u.user_id = s.user_id"
-         "             where not s.pinned and not s.temporary"
-         "               and coalesce(u.retention_days, $2::int) > 0"
-         "               and s.updated_at < clock_timestamp() + $3::float8 * interval '1 second'"
-         "                                  - coalesce(u.retention_days, $2::int)"
-         "                                    * interval '1 day' - " PG_ACTIVITY_STEP
+         "             where " PG_RETENTION_DUE
          "             order by s.updated_at limit $4::int)),"
          "     k as (select s.session_id, v.reason from chat_sessions s join v using (session_id)"
          "           for update of s skip locked),"
@@ -853,13 +859,7 @@ static const struct {
          "       case when s.temporary then 'temporary' else 'retention' end,"
          "       to_char(s.updated_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
          "  from chat_sessions s join user_data u on u.user_id = s.user_id"
-         " where (s.temporary and $1::float8 > 0"
-         "        and s.updated_at < clock_timestamp() + $3::float8 * interval '1 second'"
-         "                           - $1::float8 * interval '1 hour' - " PG_ACTIVITY_STEP ")"
-         "    or (not s.pinned and not s.temporary and coalesce(u.retention_days, $2::int) > 0"
-         "        and s.updated_at < clock_timestamp() + $3::float8 * interval '1 second'"
-         "                           - coalesce(u.retention_days, $2::int) * interval '1 day'"
-         "                           - " PG_ACTIVITY_STEP ")"
+         " where (" PG_TEMPORARY_DUE ") or (" PG_RETENTION_DUE ")"
          " order by s.updated_at, s.session_id"},
     /* Up to $1 entries of the erasure queue (migration 0013), locked for
      * the transaction that removes them: -> item, kind, name */
