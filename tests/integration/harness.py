@@ -1,11 +1,13 @@
 """Integration-test harness: real PostgreSQL, Redis, chat-agent and chatd.
 
-scripts/test.sh starts one PostgreSQL and one Redis and exports DB_* and
-REDIS_*; CTest exports CHATD_BIN, CHAT_AGENT_BIN and CHATD_SOURCE_DIR. Each
-test module gets its own database (so modules can run in parallel) and
-starts its own chat-agent and chatd processes on free loopback ports.
+scripts/test.sh starts one PostgreSQL and exports DB_*; CTest exports
+CHATD_BIN, CHAT_AGENT_BIN and CHATD_SOURCE_DIR. Each test module gets its
+own database and its own Redis (module_redis), so that modules can run in
+parallel, and starts its own chat-agent and chatd processes on free
+loopback ports.
 """
 
+import atexit
 import contextlib
 import json
 import os
@@ -37,7 +39,6 @@ PG = dict(
     user=os.environ.get("DB_USER", "chatd"),
     password=os.environ.get("DB_PASSWORD", "chatd"),
 )
-REDIS = dict(host=os.environ.get("REDIS_HOST", "127.0.0.1"), port=int(os.environ.get("REDIS_PORT", "56380")))
 
 MODEL = "llama3.1:8b"  # id 8, the client's default
 
@@ -226,7 +227,7 @@ class Chatd:
         self.env.update(
             SERVER_HOST="127.0.0.1", SERVER_PORT=str(self.port),
             DB_HOST=PG["host"], DB_PORT=str(PG["port"]), DB_USER=PG["user"], DB_PASSWORD=PG["password"],
-            DB_NAME=db.name, REDIS_HOST=REDIS["host"], REDIS_PORT=str(REDIS["port"]),
+            DB_NAME=db.name, REDIS_HOST="127.0.0.1", REDIS_PORT=str(module_redis().port),
             AI_SERVER_HOST="127.0.0.1", AI_SERVER_PORT=str(agent_port or free_port()),
             MIGRATIONS_DIR=os.path.join(SOURCE_DIR, "migrations"),
             PUBLIC_DIR=os.path.join(self.dir, "public"),
@@ -270,8 +271,8 @@ class Chatd:
 
 class RedisServer:
     """A private redis-server on a free port, so a test can kill and
-    restart it (losing its data) without touching the Redis that every
-    other test module shares."""
+    restart it (losing its data) without touching anyone else's: every
+    module has one (module_redis), and a test may start more."""
 
     def __init__(self):
         self.port = free_port()
@@ -548,8 +549,25 @@ class ClientCase(StackCase):
             self.assertIn(text, r["error"])
 
 
+_module_redis = None
+
+
+def module_redis():
+    """This test module's own redis-server (each module runs in a process
+    of its own), started on first use and stopped when the process ends.
+    Several modules run at once, and many FLUSHALL or kill their Redis on
+    purpose: one Redis shared by all let a module's FLUSHALL drop another's
+    running turn streams, and a page that resumed one was rightly told
+    error 30 ("the running turn's frames were lost") in a CI run."""
+    global _module_redis
+    if _module_redis is None:
+        _module_redis = RedisServer()
+        atexit.register(_module_redis.stop)
+    return _module_redis
+
+
 def redis_client():
-    return redis.Redis(**REDIS)
+    return redis.Redis(host="127.0.0.1", port=module_redis().port)
 
 
 def run_threads(n, fn):
